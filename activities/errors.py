@@ -1,0 +1,16 @@
+"""Failure types an activity raises on purpose. The type is for programs, the message for people."""
+
+from temporalio.exceptions import ApplicationError
+
+JOB_NOT_FOUND = "JobNotFound"
+ITEM_NOT_FOUND = "ItemNotFound"
+CATALOG_ROW_MISSING = "CatalogRowMissing"
+TEMPLATE_NOT_FOUND = "TemplateNotFound"
+UNKNOWN_PLACEHOLDER = "UnknownPlaceholder"
+INVALID_OUTPUT = "invalid_output"
+TRUNCATED_OUTPUT = "truncated_output"
+
+
+def permanent(message: str, error_type: str) -> ApplicationError:
+    """A failure that no retry can fix: the message reaches the item row as it is."""
+    return ApplicationError(message, type=error_type, non_retryable=True)

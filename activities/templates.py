@@ -1,0 +1,102 @@
+"""Template selection and resolution: which prompt an item uses, and its text filled in."""
+
+from __future__ import annotations
+
+import string
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import activity
+
+from activities.errors import CATALOG_ROW_MISSING, TEMPLATE_NOT_FOUND, UNKNOWN_PLACEHOLDER, permanent
+from models.messages import NIL_UUID, ResolvedPrompt, ResolvePromptInput, SelectedTemplate, SelectTemplateInput
+from models.tables import EmotionalArc, Persona, PromptTemplate, TrainingTopic
+
+
+def placeholders_of(text: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+
+
+def placeholder_values(persona: Persona, arc: EmotionalArc, topic: TrainingTopic, tier: str) -> dict[str, str]:
+    """Everything a template may name in braces, e.g. {persona_name}."""
+    return {
+        "persona_name": persona.name,
+        "persona_description": persona.description,
+        "arc_name": arc.name,
+        "arc_type": arc.arc_type,
+        "arc_description": arc.description,
+        "topic_name": topic.name,
+        "topic_description": topic.description,
+        "tier": tier,
+    }
+
+
+class TemplateActivities:
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="select_template")
+    async def select_template(self, request: SelectTemplateInput) -> SelectedTemplate:
+        async with self._sessions() as session:
+            if request.template_id not in (None, NIL_UUID):
+                template = await session.get(PromptTemplate, request.template_id)
+                if template is None or not template.is_active:
+                    raise permanent(f"prompt template {request.template_id} does not exist or is inactive", TEMPLATE_NOT_FOUND)
+                return SelectedTemplate(template_id=template.id, auto_selected=False)
+
+            arc = await session.get(EmotionalArc, request.emotional_arc_id)
+            if arc is None:
+                raise permanent(f"emotional arc {request.emotional_arc_id} no longer exists", CATALOG_ROW_MISSING)
+            active_of_tier = (
+                select(PromptTemplate.id)
+                .where(PromptTemplate.tier == request.tier.value, PromptTemplate.is_active)
+                .order_by(PromptTemplate.version.desc(), PromptTemplate.name)
+                .limit(1)
+            )
+            # Prefer a template written for this arc type; else any active template of the tier.
+            template_id = await session.scalar(active_of_tier.where(PromptTemplate.arc_type == arc.arc_type))
+            if template_id is None:
+                template_id = await session.scalar(active_of_tier)
+            if template_id is None:
+                raise permanent(
+                    f"no active prompt template for arc type {arc.arc_type!r} and tier {request.tier.value!r}, "
+                    f"and no active template of tier {request.tier.value!r} to fall back on",
+                    TEMPLATE_NOT_FOUND,
+                )
+            return SelectedTemplate(template_id=template_id, auto_selected=True)
+
+    @activity.defn(name="resolve_template")
+    async def resolve_template(self, request: ResolvePromptInput) -> ResolvedPrompt:
+        async with self._sessions() as session:
+            template = await session.get(PromptTemplate, request.template_id)
+            persona = await session.get(Persona, request.persona_id)
+            arc = await session.get(EmotionalArc, request.emotional_arc_id)
+            topic = await session.get(TrainingTopic, request.training_topic_id)
+        missing = [
+            f"{kind} {row_id}"
+            for kind, row, row_id in (
+                ("prompt template", template, request.template_id),
+                ("persona", persona, request.persona_id),
+                ("emotional arc", arc, request.emotional_arc_id),
+                ("training topic", topic, request.training_topic_id),
+            )
+            if row is None
+        ]
+        if missing:
+            raise permanent(f"catalog rows no longer exist: {', '.join(missing)}", CATALOG_ROW_MISSING)
+
+        values = placeholder_values(persona, arc, topic, request.tier.value)
+        unknown = placeholders_of(template.template_text) - values.keys()
+        if unknown:
+            raise permanent(
+                f"prompt template {template.name!r} (v{template.version}) uses unknown placeholders "
+                f"{', '.join(sorted('{' + u + '}' for u in unknown))}; known: {', '.join(sorted(values))}",
+                UNKNOWN_PLACEHOLDER,
+            )
+        return ResolvedPrompt(
+            template_id=template.id,
+            template_version=template.version,
+            system=template.system_text,
+            user=template.template_text.format_map(values),
+        )
+

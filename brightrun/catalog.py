@@ -1,0 +1,127 @@
+"""Load the sample catalog (idempotently) and list the catalog.
+
+    python -m brightrun.catalog load
+
+Catalog ids derive from the names (uuid5), so every machine and every reload gives the same ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.templates import placeholders_of
+from brightrun import sample_catalog
+from brightrun.db import create_engine, create_sessionmaker
+from brightrun.settings import get_settings
+from models.tables import EmotionalArc, Persona, PromptTemplate, TrainingTopic
+
+_NAMESPACE = uuid.UUID("6f1c2a52-1f0e-4a5e-9c61-0b7d3c8f2a10")
+
+
+def catalog_id(kind: str, name: str) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{kind}:{name}")
+
+
+async def _upsert(session: AsyncSession, table: type, rows: list[dict[str, Any]], key: list[str]) -> None:
+    statement = insert(table).values(rows)
+    updated = {column: statement.excluded[column] for column in rows[0] if column not in (*key, "id")}
+    await session.execute(statement.on_conflict_do_update(index_elements=key, set_=updated))
+
+
+async def load_sample_catalog(sessions: async_sessionmaker) -> dict[str, int]:
+    templates = sample_catalog.PROMPT_TEMPLATES
+    async with sessions.begin() as session:
+        await _upsert(
+            session,
+            Persona,
+            [{"id": catalog_id("persona", n), "name": n, "description": d} for n, d in sample_catalog.PERSONAS],
+            ["name"],
+        )
+        await _upsert(
+            session,
+            EmotionalArc,
+            [
+                {"id": catalog_id("arc", n), "name": n, "arc_type": t, "description": d}
+                for n, t, d in sample_catalog.EMOTIONAL_ARCS
+            ],
+            ["name"],
+        )
+        await _upsert(
+            session,
+            TrainingTopic,
+            [{"id": catalog_id("topic", n), "name": n, "description": d} for n, d in sample_catalog.TRAINING_TOPICS],
+            ["name"],
+        )
+        await _upsert(
+            session,
+            PromptTemplate,
+            [
+                {
+                    "id": catalog_id("template", name),
+                    "name": name,
+                    "tier": tier,
+                    "arc_type": arc_type,
+                    "system_text": sample_catalog.SYSTEM_TEXT,
+                    "template_text": text,
+                    "version": 1,
+                    "is_active": True,
+                }
+                for name, tier, arc_type, text in templates
+            ],
+            ["name", "version"],
+        )
+    return {
+        "personas": len(sample_catalog.PERSONAS),
+        "emotional_arcs": len(sample_catalog.EMOTIONAL_ARCS),
+        "training_topics": len(sample_catalog.TRAINING_TOPICS),
+        "prompt_templates": len(templates),
+    }
+
+
+async def list_catalog(sessions: async_sessionmaker) -> dict[str, list[dict[str, Any]]]:
+    async with sessions() as session:
+        personas = (await session.scalars(select(Persona).order_by(Persona.name))).all()
+        arcs = (await session.scalars(select(EmotionalArc).order_by(EmotionalArc.name))).all()
+        topics = (await session.scalars(select(TrainingTopic).order_by(TrainingTopic.name))).all()
+        templates = (
+            await session.scalars(select(PromptTemplate).order_by(PromptTemplate.tier, PromptTemplate.name))
+        ).all()
+    return {
+        "personas": [{"id": str(p.id), "name": p.name} for p in personas],
+        "emotional_arcs": [{"id": str(a.id), "name": a.name, "arc_type": a.arc_type} for a in arcs],
+        "training_topics": [{"id": str(t.id), "name": t.name} for t in topics],
+        "prompt_templates": [
+            {
+                "id": str(t.id),
+                "name": t.name,
+                "tier": t.tier,
+                "arc_type": t.arc_type,
+                "version": t.version,
+                "is_active": t.is_active,
+                "placeholders": sorted(placeholders_of(t.template_text)),
+            }
+            for t in templates
+        ],
+    }
+
+
+async def _load() -> None:
+    engine = create_engine(get_settings())
+    try:
+        counts = await load_sample_catalog(create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+    print("catalog loaded: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["load"]:
+        sys.exit("usage: python -m brightrun.catalog load")
+    asyncio.run(_load())

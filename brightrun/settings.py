@@ -1,0 +1,80 @@
+"""Every setting of the engine, read from environment variables in one place.
+
+The README lists each variable with its default. Secrets are `SecretStr` so they never
+print in a repr, a log line or a workflow history.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STANDIN_API_KEY = "standin-offline-key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    task_queue: str = "brightrun-batch"
+
+    # PostgreSQL. Any of postgresql://, postgres:// or postgresql+asyncpg:// is accepted.
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/brightrun"
+
+    # S3 storage
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str = "brightrun"
+    aws_secret_access_key: SecretStr = SecretStr("brightrun")
+    conversation_bucket: str = "conversation-files"
+    log_bucket: str = "batch-logs"
+
+    # Claude
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    claude_model: str = "claude-sonnet-4-5"
+    claude_max_tokens: int = Field(default=4096, ge=256)
+    claude_timeout_s: float = Field(default=300.0, gt=0)
+    # Attempts per Claude call before the item fails, and the backoff between them.
+    claude_max_attempts: int = Field(default=6, ge=1)
+    claude_retry_base_s: float = Field(default=2.0, gt=0)
+    claude_retry_cap_s: float = Field(default=60.0, gt=0)
+
+    # Batch defaults
+    default_user_id: str = "local-user"
+    default_concurrency: int = Field(default=3, ge=1, le=100)
+    item_page_size: int = Field(default=100, ge=1, le=1000)
+    # The batch workflow continues as new once its history passes this many events.
+    history_event_limit: int = Field(default=2000, ge=50)
+
+    worker_max_concurrent_activities: int = Field(default=100, ge=1)
+
+    # Logging: "auto" = readable on a terminal, JSON otherwise.
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, url: str) -> str:
+        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+    @property
+    def uses_standin(self) -> bool:
+        """True when no API key is set: the SDK talks to the offline stand-in."""
+        return self.anthropic_api_key is None
+
+    def anthropic_key_value(self) -> str:
+        return self.anthropic_api_key.get_secret_value() if self.anthropic_api_key else STANDIN_API_KEY
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,65 @@
+"""S3 storage through boto3. boto3 blocks, so every call runs in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from brightrun.settings import Settings
+
+
+def raw_conversation_key(user_id: str, conversation_id: object) -> str:
+    return f"raw/{user_id}/{conversation_id}_raw.json"
+
+
+def final_conversation_key(user_id: str, conversation_id: object) -> str:
+    """The parsed conversation, beside the raw response."""
+    return f"raw/{user_id}/{conversation_id}.json"
+
+
+def job_log_key(job_id: object) -> str:
+    return f"{job_id}/log.txt"
+
+
+class Storage:
+    def __init__(self, settings: Settings) -> None:
+        self.conversation_bucket = settings.conversation_bucket
+        self.log_bucket = settings.log_bucket
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key.get_secret_value(),
+            config=Config(retries={"mode": "standard", "max_attempts": 3}, s3={"addressing_style": "path"}),
+        )
+
+    async def put_json(self, bucket: str, key: str, document: Any) -> None:
+        body = json.dumps(document, ensure_ascii=False, indent=2).encode()
+        await self.put_bytes(bucket, key, body, "application/json")
+
+    async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._client.put_object, Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        response = await asyncio.to_thread(self._client.get_object, Bucket=bucket, Key=key)
+        return await asyncio.to_thread(response["Body"].read)
+
+    async def get_bytes_or_none(self, bucket: str, key: str) -> bytes | None:
+        try:
+            return await self.get_bytes(bucket, key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def ensure_buckets(self) -> None:
+        existing = {b["Name"] for b in self._client.list_buckets().get("Buckets", [])}
+        for bucket in (self.conversation_bucket, self.log_bucket):
+            if bucket not in existing:
+                self._client.create_bucket(Bucket=bucket)

@@ -1,0 +1,54 @@
+"""Statuses and choices shared by the code and the migrations, so the two cannot drift."""
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class ItemStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANCELLED)
+
+
+class Tier(StrEnum):
+    TEMPLATE = "template"
+    SCENARIO = "scenario"
+    EDGE_CASE = "edge_case"
+
+
+class ErrorPolicy(StrEnum):
+    """What a job does when an item fails for good."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+class ProcessingStatus(StrEnum):
+    """`conversations.processing_status`: where a generated conversation is in its life."""
+
+    GENERATED = "generated"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+def sql_in_list(enum: type[StrEnum]) -> str:
+    """The `IN (...)` list of a CHECK constraint, built from the enum itself."""
+    return ", ".join(f"'{member.value}'" for member in enum)

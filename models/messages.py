@@ -1,0 +1,213 @@
+"""Every message that crosses a Temporal boundary: workflow, activity and signal inputs and results.
+
+They travel through `temporalio.contrib.pydantic.pydantic_data_converter`. Keep them small: ids
+and references, never whole prompts' worth of generated text, so histories stay small.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+
+NIL_UUID = uuid.UUID(int=0)
+
+
+class TokenUsage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )
+
+
+# --- batch job workflow -------------------------------------------------------------------
+
+
+class BatchProgressState(BaseModel):
+    """What one run of the batch workflow hands to the next across continue-as-new."""
+
+    next_position: int = 0
+    in_flight: list[uuid.UUID] = Field(default_factory=list)
+    completed: int = 0
+    successful: int = 0
+    failed: int = 0
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    runs: int = 1
+
+
+class BatchJobInput(BaseModel):
+    job_id: uuid.UUID
+    # Tuning knobs, in the input so tests can force continue-as-new on small batches.
+    page_size: int = 100
+    history_event_limit: int = 2000
+    state: BatchProgressState | None = None
+
+
+class JobPlan(BaseModel):
+    """The job row's settings, read once when a run starts."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    total_items: int
+    concurrency: int
+    error_policy: ErrorPolicy
+    user_id: str
+
+
+class ItemPageRequest(BaseModel):
+    job_id: uuid.UUID
+    from_position: int
+    limit: int
+
+
+class ItemRef(BaseModel):
+    item_id: uuid.UUID
+    position: int
+
+
+class ItemPage(BaseModel):
+    items: list[ItemRef]
+
+
+class ItemFinished(BaseModel):
+    """Signal from an item's workflow to its job's workflow."""
+
+    item_id: uuid.UUID
+    status: ItemStatus
+    error_message: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class JobProgress(BaseModel):
+    """Answer of the batch workflow's `progress` query."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    total: int
+    completed: int
+    successful: int
+    failed: int
+    in_flight: int
+    remaining: int
+    usage: TokenUsage
+    runs: int
+
+
+class FinishJobInput(BaseModel):
+    job_id: uuid.UUID
+    status: JobStatus
+    error_message: str | None = None
+
+
+# --- item workflow ------------------------------------------------------------------------
+
+
+class BatchItemInput(BaseModel):
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    user_id: str
+    # Where to report the outcome: the job workflow's id, which survives continue-as-new.
+    parent_workflow_id: str
+
+
+class ItemWork(BaseModel):
+    """An item's parameters, read from its row when it starts."""
+
+    item_id: uuid.UUID
+    tier: Tier
+    persona_id: uuid.UUID
+    emotional_arc_id: uuid.UUID
+    training_topic_id: uuid.UUID
+    template_id: uuid.UUID | None = None
+
+
+class SelectTemplateInput(BaseModel):
+    template_id: uuid.UUID | None
+    emotional_arc_id: uuid.UUID
+    tier: Tier
+
+
+class SelectedTemplate(BaseModel):
+    template_id: uuid.UUID
+    auto_selected: bool
+
+
+class ResolvePromptInput(BaseModel):
+    template_id: uuid.UUID
+    persona_id: uuid.UUID
+    emotional_arc_id: uuid.UUID
+    training_topic_id: uuid.UUID
+    tier: Tier
+
+
+class ResolvedPrompt(BaseModel):
+    template_id: uuid.UUID
+    template_version: int
+    system: str
+    user: str
+
+
+class GenerateInput(BaseModel):
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: str
+    prompt: ResolvedPrompt
+
+
+class GeneratedRaw(BaseModel):
+    """A reference to the model's raw response in storage, and what it cost."""
+
+    raw_key: str
+    model: str
+    stop_reason: str | None
+    usage: TokenUsage
+    latency_ms: int
+    attempt: int
+
+
+class StoreConversationInput(BaseModel):
+    conversation_id: uuid.UUID
+    user_id: str
+    raw_key: str
+
+
+class StoredConversation(BaseModel):
+    final_key: str
+    title: str
+    turn_count: int
+
+
+class LinkConversationInput(BaseModel):
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: str
+    work: ItemWork
+    template_id: uuid.UUID
+    generated: GeneratedRaw
+    stored: StoredConversation
+
+
+class LinkedConversation(BaseModel):
+    conversation_pk: uuid.UUID
+
+
+class FinishItemInput(BaseModel):
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    status: ItemStatus
+    error_message: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    finished_at: datetime

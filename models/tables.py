@@ -1,0 +1,188 @@
+"""SQLAlchemy tables. The schema itself comes only from the Alembic migrations in migrations/;
+these mappings describe it for queries, and the migration test checks the two agree."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from models.enums import ErrorPolicy, ItemStatus, JobStatus, ProcessingStatus, Tier, sql_in_list
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONB, uuid.UUID: UUID(as_uuid=True)}
+
+
+def _id() -> Mapped[uuid.UUID]:
+    return mapped_column(primary_key=True, server_default=func.gen_random_uuid())
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def _updated_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+def _check_in(column: str, enum: type, name: str) -> CheckConstraint:
+    return CheckConstraint(f"{column} IN ({sql_in_list(enum)})", name=name)
+
+
+class Persona(Base):
+    __tablename__ = "personas"
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    traits: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    is_active: Mapped[bool] = mapped_column(server_default="true")
+    created_at: Mapped[datetime] = _created_at()
+
+
+class EmotionalArc(Base):
+    __tablename__ = "emotional_arcs"
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    arc_type: Mapped[str] = mapped_column(String(100), index=True)
+    description: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(server_default="true")
+    created_at: Mapped[datetime] = _created_at()
+
+
+class TrainingTopic(Base):
+    __tablename__ = "training_topics"
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(server_default="true")
+    created_at: Mapped[datetime] = _created_at()
+
+
+class PromptTemplate(Base):
+    __tablename__ = "prompt_templates"
+    __table_args__ = (
+        _check_in("tier", Tier, "tier"),
+        UniqueConstraint("name", "version", name="uq_prompt_templates_name_version"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(20))
+    arc_type: Mapped[str | None] = mapped_column(String(100))
+    is_active: Mapped[bool] = mapped_column(server_default="true")
+    # The static instructions (cacheable) and the per-item part with {placeholders}.
+    system_text: Mapped[str] = mapped_column(Text)
+    template_text: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(server_default="1")
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class BatchJob(Base):
+    __tablename__ = "batch_jobs"
+    __table_args__ = (
+        _check_in("status", JobStatus, "status"),
+        _check_in("tier", Tier, "tier"),
+        _check_in("error_handling", ErrorPolicy, "error_handling"),
+        CheckConstraint("concurrent_processing BETWEEN 1 AND 100", name="concurrent_processing"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(200))
+    job_type: Mapped[str] = mapped_column(String(50), server_default="conversation_generation")
+    status: Mapped[str] = mapped_column(String(20), server_default=JobStatus.QUEUED.value, index=True)
+    priority: Mapped[int] = mapped_column(server_default="0")
+    total_items: Mapped[int] = mapped_column(server_default="0")
+    completed_items: Mapped[int] = mapped_column(server_default="0")
+    failed_items: Mapped[int] = mapped_column(server_default="0")
+    successful_items: Mapped[int] = mapped_column(server_default="0")
+    cancelled_items: Mapped[int] = mapped_column(server_default="0")
+    tier: Mapped[str] = mapped_column(String(20))
+    shared_parameters: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    concurrent_processing: Mapped[int] = mapped_column(server_default="3")
+    error_handling: Mapped[str] = mapped_column(String(20), server_default=ErrorPolicy.CONTINUE.value)
+    created_by: Mapped[str] = mapped_column(String(200))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    cost_usd: Mapped[float] = mapped_column(Numeric(12, 6, asdecimal=False), server_default="0")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    estimated_time_remaining: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (_check_in("processing_status", ProcessingStatus, "processing_status"),)
+    id: Mapped[uuid.UUID] = _id()
+    # The business key: used in storage paths and by people; never the target of a foreign key.
+    conversation_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(Text)
+    processing_status: Mapped[str] = mapped_column(String(20), server_default=ProcessingStatus.GENERATED.value)
+    raw_storage_path: Mapped[str] = mapped_column(Text)
+    final_storage_path: Mapped[str] = mapped_column(Text)
+    persona_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("personas.id"))
+    emotional_arc_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("emotional_arcs.id"))
+    training_topic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_topics.id"))
+    template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("prompt_templates.id"))
+    tier: Mapped[str] = mapped_column(String(20))
+    turn_count: Mapped[int] = mapped_column(Integer)
+    # Model, tokens, latency, attempts, stop reason: the generation's own record.
+    generation_metadata: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class BatchItem(Base):
+    __tablename__ = "batch_items"
+    __table_args__ = (
+        _check_in("status", ItemStatus, "status"),
+        _check_in("tier", Tier, "tier"),
+        UniqueConstraint("batch_job_id", "position", name="uq_batch_items_batch_job_id_position"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    topic: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(20))
+    # persona_id, emotional_arc_id, training_topic_id, template_id (nil UUID = auto-select).
+    parameters: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20), server_default=ItemStatus.QUEUED.value)
+    progress: Mapped[int] = mapped_column(Integer, server_default="0")
+    estimated_time: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )
+    error_message: Mapped[str | None] = mapped_column(Text)
+    usage: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()

@@ -1,0 +1,186 @@
+"""The Bright Run command line: launch batches, watch them, inspect the catalog.
+
+    python starter.py launch --persona "David Chen" --arc "Couple Conflict -> Alignment" \\
+        --topic "Essential Estate Planning" --tier template
+    python starter.py status JOB [--json]
+    python starter.py watch JOB
+    python starter.py catalog [--json]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from brightrun import batches
+from brightrun.catalog import list_catalog
+from brightrun.db import create_engine, create_sessionmaker
+from brightrun.settings import Settings, get_settings
+from brightrun.temporal_client import connect
+from models.enums import ErrorPolicy, JobStatus, Tier
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
+console = Console()
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    sessions: async_sessionmaker
+    client: Client | None
+
+
+@asynccontextmanager
+async def _context(with_temporal: bool) -> AsyncIterator[Context]:
+    settings = get_settings()
+    engine = create_engine(settings)
+    try:
+        client = await connect(settings) if with_temporal else None
+        yield Context(settings, create_sessionmaker(engine), client)
+    finally:
+        await engine.dispose()
+
+
+def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False) -> T:
+    """Run one command; bad input ends in one clear line and exit code 2."""
+
+    async def main() -> T:
+        async with _context(with_temporal) as ctx:
+            return await action(ctx)
+
+    try:
+        return asyncio.run(main())
+    except batches.BatchInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (ConnectionError, OSError, RuntimeError) as exc:
+        typer.echo(f"error: cannot reach a service ({exc.__class__.__name__}: {exc}); is the stack up (`make up`)?", err=True)
+        raise typer.Exit(3) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def launch(
+    persona: Annotated[list[str], typer.Option("--persona", help="Persona id or name (repeatable).")],
+    arc: Annotated[list[str], typer.Option("--arc", help="Emotional arc id or name (repeatable).")],
+    topic: Annotated[list[str], typer.Option("--topic", help="Training topic id or name (repeatable).")],
+    tier: Annotated[Tier, typer.Option("--tier", help="Tier of every item.")],
+    template: Annotated[str | None, typer.Option("--template", help="Template UUID; omit or nil UUID to auto-select.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Items in flight at once.")] = 0,
+    on_error: Annotated[ErrorPolicy, typer.Option("--on-error", help="continue, or stop at the first failed item.")] = ErrorPolicy.CONTINUE,
+    name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="User id the files are stored under.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Create a batch job (personas x arcs x topics) and start its workflow."""
+
+    async def action(ctx: Context) -> batches.LaunchedJob:
+        request = batches.LaunchRequest(
+            personas=persona,
+            arcs=arc,
+            topics=topic,
+            tier=tier,
+            template=template,
+            concurrency=concurrency or ctx.settings.default_concurrency,
+            on_error=on_error,
+            name=name,
+            user=user or ctx.settings.default_user_id,
+        )
+        return await batches.launch(ctx.sessions, ctx.client, ctx.settings, request)
+
+    job = _run(action, with_temporal=True)
+    settings = get_settings()
+    if as_json:
+        _print_json({"job_id": str(job.job_id), "workflow_id": job.workflow_id, "total_items": job.total_items})
+        return
+    console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items")
+    console.print(f"workflow {job.workflow_id}: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{job.workflow_id}")
+    console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
+
+
+def _status_table(status: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None)
+    for key in ("job_id", "name", "status", "total", "completed", "successful", "failed", "cancelled", "remaining",
+                "eta_seconds", "input_tokens", "output_tokens", "cost_usd", "started_at", "completed_at", "error_message"):
+        if status.get(key) is not None:
+            table.add_row(key, str(status[key]))
+    return table
+
+
+@app.command()
+def status(
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a job's state, counters, ETA and token usage."""
+    result = _run(lambda ctx: batches.job_status(ctx.sessions, job))
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(_status_table(result))
+
+
+@app.command()
+def watch(
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """A live progress bar until the job ends."""
+
+    async def action(ctx: Context) -> dict[str, Any]:
+        current = await batches.job_status(ctx.sessions, job)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(current["status"], total=current["total"], detail="")
+            while True:
+                eta = current["eta_seconds"]
+                progress.update(
+                    task,
+                    description=current["status"],
+                    completed=current["completed"] + current["cancelled"],
+                    detail=f"ok {current['successful']}  failed {current['failed']}  cancelled {current['cancelled']}"
+                    + (f"  eta {eta:.0f}s" if eta else ""),
+                )
+                if JobStatus(current["status"]).is_final:
+                    return current
+                await asyncio.sleep(interval)
+                current = await batches.job_status(ctx.sessions, job)
+
+    final = _run(action)
+    console.print(f"job {final['job_id']} ended [bold]{final['status']}[/]" + (f": {final['error_message']}" if final["error_message"] else ""))
+
+
+@app.command()
+def catalog(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """List personas, emotional arcs, training topics and prompt templates with their ids."""
+    result = _run(lambda ctx: list_catalog(ctx.sessions))
+    if as_json:
+        _print_json(result)
+        return
+    for kind, rows in result.items():
+        table = Table(title=kind.replace("_", " "), title_justify="left")
+        for column in rows[0] if rows else ["id"]:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(str(v) if v is not None else "-" for v in row.values()))
+        console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,170 @@
+"""In-memory stand-ins for the activities, registered under the real names, for workflow tests
+on the time-skipping server. They record what the workflows asked for, so tests can assert it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+from temporalio import activity
+
+from activities.errors import permanent
+from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+from models.messages import (
+    FinishItemInput,
+    FinishJobInput,
+    GeneratedRaw,
+    GenerateInput,
+    ItemPage,
+    ItemPageRequest,
+    ItemRef,
+    ItemWork,
+    JobPlan,
+    LinkConversationInput,
+    LinkedConversation,
+    ResolvedPrompt,
+    ResolvePromptInput,
+    SelectedTemplate,
+    SelectTemplateInput,
+    StoreConversationInput,
+    StoredConversation,
+    TokenUsage,
+)
+
+
+@dataclass
+class FakeItem:
+    item_id: uuid.UUID
+    position: int
+    status: ItemStatus = ItemStatus.QUEUED
+    error_message: str | None = None
+    finish_calls: int = 0
+
+
+@dataclass
+class FakeBatch:
+    """One job's rows, plus the knobs a test turns."""
+
+    job_id: uuid.UUID
+    items: list[FakeItem]
+    concurrency: int = 3
+    error_policy: ErrorPolicy = ErrorPolicy.CONTINUE
+    # item position -> error message raised by the Claude step
+    failing_positions: dict[int, str] = field(default_factory=dict)
+    claude_delay_s: float = 0.0
+    job_status: JobStatus = JobStatus.QUEUED
+    job_error: str | None = None
+    in_flight: int = 0
+    max_in_flight: int = 0
+    generate_calls: int = 0
+
+    @classmethod
+    def of(cls, size: int, **knobs) -> FakeBatch:  # noqa: ANN003
+        return cls(uuid.uuid4(), [FakeItem(uuid.uuid4(), position) for position in range(size)], **knobs)
+
+    def item(self, item_id: uuid.UUID) -> FakeItem:
+        return next(i for i in self.items if i.item_id == item_id)
+
+
+class FakeActivities:
+    def __init__(self, batch: FakeBatch) -> None:
+        self.batch = batch
+
+    @activity.defn(name="start_job")
+    async def start_job(self, job_id: uuid.UUID) -> JobPlan:
+        if self.batch.job_status == JobStatus.QUEUED:
+            self.batch.job_status = JobStatus.PROCESSING
+        return JobPlan(
+            job_id=job_id,
+            status=self.batch.job_status,
+            total_items=len(self.batch.items),
+            concurrency=self.batch.concurrency,
+            error_policy=self.batch.error_policy,
+            user_id="test-user",
+        )
+
+    @activity.defn(name="list_queued_items")
+    async def list_queued_items(self, request: ItemPageRequest) -> ItemPage:
+        queued = [
+            ItemRef(item_id=i.item_id, position=i.position)
+            for i in self.batch.items
+            if i.position >= request.from_position and i.status == ItemStatus.QUEUED
+        ]
+        return ItemPage(items=queued[: request.limit])
+
+    @activity.defn(name="begin_item")
+    async def begin_item(self, item_id: uuid.UUID) -> ItemWork:
+        item = self.batch.item(item_id)
+        item.status = ItemStatus.PROCESSING
+        self.batch.in_flight += 1
+        self.batch.max_in_flight = max(self.batch.max_in_flight, self.batch.in_flight)
+        return ItemWork(
+            item_id=item_id,
+            tier=Tier.TEMPLATE,
+            persona_id=uuid.uuid4(),
+            emotional_arc_id=uuid.uuid4(),
+            training_topic_id=uuid.uuid4(),
+        )
+
+    @activity.defn(name="select_template")
+    async def select_template(self, request: SelectTemplateInput) -> SelectedTemplate:
+        return SelectedTemplate(template_id=uuid.uuid4(), auto_selected=True)
+
+    @activity.defn(name="resolve_template")
+    async def resolve_template(self, request: ResolvePromptInput) -> ResolvedPrompt:
+        return ResolvedPrompt(template_id=request.template_id, template_version=1, system="s", user="u")
+
+    @activity.defn(name="generate_conversation")
+    async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
+        self.batch.generate_calls += 1
+        if self.batch.claude_delay_s:
+            await asyncio.sleep(self.batch.claude_delay_s)
+        position = self.batch.item(request.item_id).position
+        if position in self.batch.failing_positions:
+            raise permanent(self.batch.failing_positions[position], "claude_400")
+        return GeneratedRaw(
+            raw_key=f"raw/{request.user_id}/{request.conversation_id}_raw.json",
+            model="fake",
+            stop_reason="end_turn",
+            usage=TokenUsage(input_tokens=100, output_tokens=50),
+            latency_ms=1,
+            attempt=activity.info().attempt,
+        )
+
+    @activity.defn(name="store_conversation")
+    async def store_conversation(self, request: StoreConversationInput) -> StoredConversation:
+        return StoredConversation(final_key=request.raw_key.replace("_raw", ""), title="t", turn_count=6)
+
+    @activity.defn(name="link_conversation")
+    async def link_conversation(self, request: LinkConversationInput) -> LinkedConversation:
+        return LinkedConversation(conversation_pk=uuid.uuid4())
+
+    @activity.defn(name="finish_item")
+    async def finish_item(self, request: FinishItemInput) -> bool:
+        item = self.batch.item(request.item_id)
+        item.finish_calls += 1
+        if item.status == ItemStatus.PROCESSING:
+            self.batch.in_flight -= 1
+        item.status = request.status
+        item.error_message = request.error_message
+        return True
+
+    @activity.defn(name="finish_job")
+    async def finish_job(self, request: FinishJobInput) -> None:
+        self.batch.job_status = request.status
+        self.batch.job_error = request.error_message
+
+    def all(self) -> list:
+        return [
+            self.start_job,
+            self.list_queued_items,
+            self.begin_item,
+            self.select_template,
+            self.resolve_template,
+            self.generate_conversation,
+            self.store_conversation,
+            self.link_conversation,
+            self.finish_item,
+            self.finish_job,
+        ]

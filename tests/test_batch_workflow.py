@@ -1,0 +1,78 @@
+"""The batch and item workflows on the time-skipping server, with in-memory activities."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from models.enums import ItemStatus, JobStatus
+from models.messages import BatchJobInput, JobProgress
+from tests.fakes import FakeActivities, FakeBatch
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+
+
+async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> JobProgress:  # noqa: ANN003
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BatchJobWorkflow, BatchItemWorkflow],
+        activities=FakeActivities(batch).all(),
+    ):
+        return await client.execute_workflow(
+            BatchJobWorkflow.run,
+            BatchJobInput(job_id=batch.job_id, **knobs),
+            id=job_workflow_id(batch.job_id),
+            task_queue=task_queue,
+        )
+
+
+async def test_every_item_runs_once_and_the_job_completes(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(8, concurrency=3)
+
+    progress = await run_batch(ts_client, task_queue, batch)
+
+    assert progress.status == JobStatus.COMPLETED
+    assert (progress.completed, progress.successful, progress.failed, progress.remaining) == (8, 8, 0, 0)
+    assert progress.usage.input_tokens == 8 * 100
+    assert batch.job_status == JobStatus.COMPLETED
+    assert [i.status for i in batch.items] == [ItemStatus.COMPLETED] * 8
+    assert [i.finish_calls for i in batch.items] == [1] * 8
+    assert batch.max_in_flight <= 3
+
+
+async def test_small_pages_and_history_limit_force_several_continue_as_new_runs(
+    ts_client: Client, task_queue: str
+) -> None:
+    batch = FakeBatch.of(40, concurrency=4, claude_delay_s=0.5)
+
+    progress = await run_batch(ts_client, task_queue, batch, page_size=5, history_event_limit=60)
+
+    assert progress.runs >= 3, "the history limit should have forced continue-as-new"
+    assert progress.status == JobStatus.COMPLETED
+    assert (progress.completed, progress.successful) == (40, 40)
+    assert [i.finish_calls for i in batch.items] == [1] * 40, "no item may run twice across runs"
+    assert batch.generate_calls == 40
+    assert batch.max_in_flight <= 4
+
+
+async def test_a_failed_item_keeps_its_real_error_and_the_rest_complete(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(5, failing_positions={2: "Claude API 400: prompt is too long"})
+
+    progress = await run_batch(ts_client, task_queue, batch)
+
+    assert progress.status == JobStatus.COMPLETED
+    assert (progress.successful, progress.failed) == (4, 1)
+    failed = batch.items[2]
+    assert failed.status == ItemStatus.FAILED
+    assert failed.error_message == "Claude API 400: prompt is too long"
+
+
+async def test_a_job_whose_every_item_fails_ends_failed_with_the_reason(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(3, failing_positions={0: "bad", 1: "bad", 2: "bad"})
+
+    progress = await run_batch(ts_client, task_queue, batch)
+
+    assert progress.status == JobStatus.FAILED
+    assert batch.job_status == JobStatus.FAILED
+    assert "all 3 items failed" in batch.job_error

@@ -1,0 +1,76 @@
+"""Runs a Bright Run worker: the batch and item workflows and every activity, against the
+environment's settings. Clients are built once here and handed to the activity classes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.claude import ClaudeActivities
+from activities.conversations import ConversationActivities
+from activities.jobs import JobActivities
+from activities.templates import TemplateActivities
+from brightrun.claude import create_claude_client
+from brightrun.db import create_engine, create_sessionmaker
+from brightrun.logging import configure_logging, get_logger
+from brightrun.settings import Settings, get_settings
+from brightrun.storage import Storage
+from brightrun.temporal_client import connect
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow
+
+log = get_logger("worker")
+
+
+def build_worker(client: Client, settings: Settings, sessions, storage: Storage, claude) -> Worker:  # noqa: ANN001
+    jobs = JobActivities(sessions)
+    templates = TemplateActivities(sessions)
+    generation = ClaudeActivities(claude, storage, settings)
+    conversations = ConversationActivities(storage)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[BatchJobWorkflow, BatchItemWorkflow],
+        activities=[
+            jobs.start_job,
+            jobs.list_queued_items,
+            jobs.begin_item,
+            jobs.link_conversation,
+            jobs.finish_item,
+            jobs.finish_job,
+            templates.select_template,
+            templates.resolve_template,
+            generation.generate_conversation,
+            conversations.store_conversation,
+        ],
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+    )
+
+
+async def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    engine = create_engine(settings)
+    client = await connect(settings)
+    worker = build_worker(client, settings, create_sessionmaker(engine), Storage(settings), create_claude_client(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "worker started",
+        task_queue=settings.task_queue,
+        temporal=settings.temporal_address,
+        claude="offline stand-in" if settings.uses_standin else "Anthropic API",
+    )
+    async with worker:
+        await stop.wait()
+    await engine.dispose()
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,128 @@
+"""One batch item, as its own workflow: its history is the item's log in the Temporal web UI."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.claude import ClaudeActivities
+    from activities.conversations import ConversationActivities
+    from activities.jobs import JobActivities
+    from activities.templates import TemplateActivities
+    from models.enums import ItemStatus
+    from models.messages import (
+        BatchItemInput,
+        FinishItemInput,
+        GenerateInput,
+        ItemFinished,
+        LinkConversationInput,
+        ResolvePromptInput,
+        SelectTemplateInput,
+        StoreConversationInput,
+        TokenUsage,
+    )
+    from workflows.config import CLAUDE_STEP, DATA_STEP, ITEM_FINISHED_SIGNAL
+
+
+def failure_message(error: ActivityError) -> str:
+    """The real reason an activity failed, as a person should read it on the item row."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    if isinstance(cause, TimeoutError):
+        return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
+    return f"{error.activity_type} failed: {cause or error}"
+
+
+@workflow.defn(name="BatchItemWorkflow")
+class BatchItemWorkflow:
+    @workflow.run
+    async def run(self, request: BatchItemInput) -> ItemFinished:
+        usage = TokenUsage()
+        try:
+            work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
+            selected = await workflow.execute_activity_method(
+                TemplateActivities.select_template,
+                SelectTemplateInput(template_id=work.template_id, emotional_arc_id=work.emotional_arc_id, tier=work.tier),
+                **DATA_STEP,
+            )
+            prompt = await workflow.execute_activity_method(
+                TemplateActivities.resolve_template,
+                ResolvePromptInput(
+                    template_id=selected.template_id,
+                    persona_id=work.persona_id,
+                    emotional_arc_id=work.emotional_arc_id,
+                    training_topic_id=work.training_topic_id,
+                    tier=work.tier,
+                ),
+                **DATA_STEP,
+            )
+            # Fixed before the first attempt, so storage keys and the row survive any retry.
+            conversation_id = workflow.uuid4()
+            generated = await workflow.execute_activity_method(
+                ClaudeActivities.generate_conversation,
+                GenerateInput(
+                    job_id=request.job_id,
+                    item_id=request.item_id,
+                    conversation_id=conversation_id,
+                    user_id=request.user_id,
+                    prompt=prompt,
+                ),
+                **CLAUDE_STEP,
+            )
+            usage = generated.usage
+            stored = await workflow.execute_activity_method(
+                ConversationActivities.store_conversation,
+                StoreConversationInput(
+                    conversation_id=conversation_id, user_id=request.user_id, raw_key=generated.raw_key
+                ),
+                **DATA_STEP,
+            )
+            await workflow.execute_activity_method(
+                JobActivities.link_conversation,
+                LinkConversationInput(
+                    job_id=request.job_id,
+                    item_id=request.item_id,
+                    conversation_id=conversation_id,
+                    user_id=request.user_id,
+                    work=work,
+                    template_id=selected.template_id,
+                    generated=generated,
+                    stored=stored,
+                ),
+                **DATA_STEP,
+            )
+            outcome = ItemFinished(item_id=request.item_id, status=ItemStatus.COMPLETED, usage=usage)
+        except ActivityError as error:
+            outcome = ItemFinished(
+                item_id=request.item_id, status=ItemStatus.FAILED, error_message=failure_message(error), usage=usage
+            )
+        except asyncio.CancelledError:
+            await self._report(request, ItemFinished(item_id=request.item_id, status=ItemStatus.CANCELLED, usage=usage))
+            raise
+
+        await self._report(request, outcome)
+        if outcome.status == ItemStatus.FAILED:
+            # Fail the item's workflow too, so the web UI lists it among the failed.
+            raise ApplicationError(outcome.error_message or "item failed", type="ItemFailed", non_retryable=True)
+        return outcome
+
+    async def _report(self, request: BatchItemInput, outcome: ItemFinished) -> None:
+        """Write the outcome to the item's row, then tell the job's workflow."""
+        await workflow.execute_activity_method(
+            JobActivities.finish_item,
+            FinishItemInput(
+                job_id=request.job_id,
+                item_id=outcome.item_id,
+                status=outcome.status,
+                error_message=outcome.error_message,
+                usage=outcome.usage,
+                finished_at=workflow.now(),
+            ),
+            **DATA_STEP,
+        )
+        workflow.logger.info("item %s", outcome.status.value, extra={"item_id": str(outcome.item_id)})
+        await workflow.get_external_workflow_handle(request.parent_workflow_id).signal(ITEM_FINISHED_SIGNAL, outcome)
