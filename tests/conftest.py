@@ -28,17 +28,22 @@ def venv_binary(name: str) -> str:
     return found
 
 
+async def register_search_attributes(client: Client) -> None:
+    """The time-skipping server knows no custom search attribute until it is registered."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in search_attributes.ALL},
+        )
+    )
+
+
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
     )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in search_attributes.ALL},
-        )
-    )
+    await register_search_attributes(env.client)
     yield env
     await env.shutdown()
 

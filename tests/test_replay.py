@@ -1,0 +1,28 @@
+"""Replay saved histories: a workflow change that breaks determinism fails here, not in production.
+
+The histories are recorded by `python -m tests.record_histories`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@pytest.mark.parametrize("filename", ["batch_job.json", "batch_item_completed.json", "batch_item_failed.json"])
+async def test_saved_history_replays_without_nondeterminism(filename: str) -> None:
+    history = WorkflowHistory.from_json(filename.removesuffix(".json"), (HISTORIES / filename).read_text())
+    replayer = Replayer(workflows=[BatchJobWorkflow, BatchItemWorkflow], data_converter=pydantic_data_converter)
+
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, f"{filename} no longer replays: {result.replay_failure}"
