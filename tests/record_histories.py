@@ -17,7 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from models.messages import BatchJobInput
-from tests.conftest import register_search_attributes, venv_binary
+from brightrun.binaries import venv_binary
+from tests.conftest import register_search_attributes
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id

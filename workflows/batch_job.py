@@ -3,6 +3,7 @@ as new long before Temporal's history limits, so a batch of any size fits."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from temporalio import workflow
@@ -59,7 +60,10 @@ class BatchJobWorkflow:
             if not pending:
                 break
             await workflow.wait_condition(lambda: len(self._state.in_flight) < self._plan.concurrency)
-            await self._start_item(request, pending.pop(0))
+            # Fill every free slot at once: the starts go out in one workflow task, not one by one.
+            free_slots = self._plan.concurrency - len(self._state.in_flight)
+            starting, pending = pending[:free_slots], pending[free_slots:]
+            await asyncio.gather(*(self._start_item(request, item) for item in starting))
             if self._history_is_long(request):
                 # The in-flight items report to this workflow id, which the next run keeps.
                 await workflow.wait_condition(workflow.all_handlers_finished)

@@ -1,0 +1,107 @@
+"""The whole pipeline on the real stack: Temporal dev server, PostgreSQL, SeaweedFS, the Claude
+stand-in over HTTP with the real SDK, and the real worker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from brightrun import batches
+from brightrun.settings import Settings
+from brightrun.storage import Storage, final_conversation_key, raw_conversation_key
+from models.conversation import ConversationDocument
+from models.enums import ItemStatus, JobStatus, Tier
+from models.tables import BatchItem, BatchJob, Conversation
+from tests.standin_control import StandinControl
+
+pytestmark = pytest.mark.usefixtures("pipeline_worker")
+
+
+async def launch_and_wait(
+    sessions: async_sessionmaker, client: Client, settings: Settings, **request
+) -> batches.LaunchedJob:  # noqa: ANN003
+    job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**request))
+    await client.get_workflow_handle(job.workflow_id).result()
+    return job
+
+
+async def test_a_batch_runs_end_to_end_and_links_every_item(
+    sessions: async_sessionmaker,
+    stack_client: Client,
+    stack_settings: Settings,
+    storage: Storage,
+    standin: StandinControl,
+) -> None:
+    job = await launch_and_wait(
+        sessions,
+        stack_client,
+        stack_settings,
+        personas=["David Chen", "Maria Gonzalez"],
+        arcs=["Couple Conflict -> Alignment", "Grief -> Acceptance"],
+        topics=["Essential Estate Planning", "Paying Down Debt"],
+        tier=Tier.TEMPLATE,
+        template="00000000-0000-0000-0000-000000000000",
+        concurrency=3,
+        user="alice",
+    )
+
+    async with sessions() as session:
+        row = await session.get(BatchJob, job.job_id)
+        items = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == job.job_id))).all()
+        conversations = {
+            c.id: c
+            for c in (await session.scalars(select(Conversation).where(Conversation.batch_job_id == job.job_id))).all()
+        }
+    assert row.status == JobStatus.COMPLETED
+    assert (row.total_items, row.completed_items, row.successful_items, row.failed_items) == (8, 8, 8, 0)
+    assert row.started_at is not None and row.completed_at >= row.started_at
+    assert row.input_tokens > 0 and row.output_tokens > 0
+    assert len(items) == 8 and len(conversations) == 8
+    for item in items:
+        assert item.status == ItemStatus.COMPLETED and item.error_message is None
+        # The link is the primary key of the conversation row, not its business key.
+        conversation = conversations[item.conversation_id]
+        assert conversation.raw_storage_path == raw_conversation_key("alice", conversation.conversation_id)
+        assert conversation.final_storage_path == final_conversation_key("alice", conversation.conversation_id)
+        raw = json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.raw_storage_path))
+        assert raw["generated_by"] == "offline-standin"
+        final = ConversationDocument.model_validate(
+            json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.final_storage_path))
+        )
+        assert final.metadata.training_topic == item.topic
+        assert len(final.turns) == conversation.turn_count
+    stats = await standin.stats()
+    assert stats["requests"] == 8
+
+
+async def test_the_real_error_message_reaches_the_item_row(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(script=["400"])
+
+    job = await launch_and_wait(
+        sessions,
+        stack_client,
+        stack_settings,
+        personas=["Priya Patel"],
+        arcs=["Anxiety -> Confidence"],
+        topics=["College Savings Plans"],
+        tier=Tier.SCENARIO,
+    )
+
+    async with sessions() as session:
+        row = await session.get(BatchJob, job.job_id)
+        item = await session.scalar(select(BatchItem).where(BatchItem.batch_job_id == job.job_id))
+    assert item.status == ItemStatus.FAILED
+    assert item.error_message.startswith("Claude API 400: ")
+    assert "Unknown error" not in item.error_message
+    assert item.conversation_id is None
+    assert row.status == JobStatus.FAILED
+    assert (row.failed_items, row.successful_items) == (1, 0)
+    assert "all 1 items failed" in row.error_message
+    assert (await standin.stats())["requests"] == 1, "a 400 is never retried"

@@ -1,0 +1,146 @@
+"""The schema, from the migrations, on real PostgreSQL: the old system's failures 1 and 3 are
+impossible here, and the migrations go up and down cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import insert, make_url, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from brightrun.catalog import catalog_id
+from brightrun.settings import Settings
+from models.enums import ErrorPolicy, ItemStatus, JobStatus
+from models.tables import BatchItem, BatchJob, Conversation
+from tests.conftest import REPO
+
+NOT_STATUSES = ["pending", "running", "done", "error", "QUEUED", "Completed", ""]
+
+
+@pytest.fixture
+async def rollback_session(sessions: async_sessionmaker) -> AsyncIterator[AsyncSession]:
+    """A session whose every write is rolled back at the end of the test."""
+    async with sessions() as session:
+        yield session
+        await session.rollback()
+
+
+async def _new_job(session: AsyncSession, status: str = JobStatus.QUEUED.value) -> uuid.UUID:
+    return await session.scalar(
+        insert(BatchJob)
+        .values(name="schema test", status=status, tier="template", created_by="test", total_items=1)
+        .returning(BatchJob.id)
+    )
+
+
+async def _new_item(session: AsyncSession, job_id: uuid.UUID, status: str = ItemStatus.QUEUED.value) -> uuid.UUID:
+    return await session.scalar(
+        insert(BatchItem)
+        .values(batch_job_id=job_id, position=0, topic="t", tier="template", parameters={}, status=status)
+        .returning(BatchItem.id)
+    )
+
+
+@pytest.mark.parametrize("status", [s.value for s in JobStatus])
+async def test_every_job_status_the_code_writes_is_accepted(rollback_session: AsyncSession, status: str) -> None:
+    job_id = await _new_job(rollback_session, status)
+    assert await rollback_session.scalar(text("select status from batch_jobs where id = :id"), {"id": job_id}) == status
+
+
+@pytest.mark.parametrize("status", NOT_STATUSES)
+async def test_any_other_job_status_is_rejected(rollback_session: AsyncSession, status: str) -> None:
+    with pytest.raises(IntegrityError, match="ck_batch_jobs_status"):
+        await _new_job(rollback_session, status)
+
+
+@pytest.mark.parametrize("status", [s.value for s in ItemStatus])
+async def test_every_item_status_the_code_writes_is_accepted(rollback_session: AsyncSession, status: str) -> None:
+    item_id = await _new_item(rollback_session, await _new_job(rollback_session), status)
+    assert await rollback_session.scalar(text("select status from batch_items where id = :id"), {"id": item_id}) == status
+
+
+@pytest.mark.parametrize("status", [*NOT_STATUSES, "paused"])
+async def test_any_other_item_status_is_rejected(rollback_session: AsyncSession, status: str) -> None:
+    job_id = await _new_job(rollback_session)
+    with pytest.raises(IntegrityError, match="ck_batch_items_status"):
+        await _new_item(rollback_session, job_id, status)
+
+
+@pytest.mark.parametrize("policy", [p.value for p in ErrorPolicy])
+async def test_every_error_policy_is_accepted(rollback_session: AsyncSession, policy: str) -> None:
+    job_id = await _new_job(rollback_session)
+    await rollback_session.execute(update(BatchJob).where(BatchJob.id == job_id).values(error_handling=policy))
+
+
+async def test_the_item_links_the_primary_key_and_the_database_refuses_the_business_key(
+    rollback_session: AsyncSession,
+) -> None:
+    job_id = await _new_job(rollback_session)
+    item_id = await _new_item(rollback_session, job_id)
+    business_key = uuid.uuid4()
+    primary_key = await rollback_session.scalar(
+        insert(Conversation)
+        .values(
+            conversation_id=business_key,
+            batch_job_id=job_id,
+            created_by="test",
+            title="t",
+            raw_storage_path="raw/test/x_raw.json",
+            final_storage_path="raw/test/x.json",
+            persona_id=catalog_id("persona", "David Chen"),
+            emotional_arc_id=catalog_id("arc", "Couple Conflict -> Alignment"),
+            training_topic_id=catalog_id("topic", "Essential Estate Planning"),
+            template_id=catalog_id("template", "template - general"),
+            tier="template",
+            turn_count=6,
+        )
+        .returning(Conversation.id)
+    )
+    assert primary_key != business_key
+
+    await rollback_session.execute(update(BatchItem).where(BatchItem.id == item_id).values(conversation_id=primary_key))
+
+    async with rollback_session.begin_nested():
+        with pytest.raises(IntegrityError, match="fk_batch_items_conversation_id_conversations"):
+            await rollback_session.execute(
+                update(BatchItem).where(BatchItem.id == item_id).values(conversation_id=business_key)
+            )
+
+
+async def test_migrations_upgrade_downgrade_and_match_the_models(stack_settings: Settings) -> None:
+    server = make_url(stack_settings.database_url)
+    database = f"brightrun_migrations_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{database}"'))
+    url = server.set(database=database)
+    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
+
+    def alembic(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=REPO, env=env, capture_output=True, text=True)
+
+    try:
+        steps = [alembic("upgrade", "head"), alembic("check"), alembic("downgrade", "base")]
+        tables_after_downgrade = None
+        engine = create_async_engine(url)
+        async with engine.connect() as connection:
+            tables_after_downgrade = (
+                await connection.execute(text("select tablename from pg_tables where schemaname = 'public'"))
+            ).scalars().all()
+        await engine.dispose()
+        steps.append(alembic("upgrade", "head"))
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        await admin.dispose()
+
+    for step in steps:
+        assert step.returncode == 0, step.stderr
+    assert "No new upgrade operations detected" in steps[1].stdout + steps[1].stderr
+    assert tables_after_downgrade == ["alembic_version"]
