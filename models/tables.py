@@ -186,3 +186,15 @@ class BatchItem(Base):
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class BatchJobEvent(Base):
+    """One line of a job's log: written in the same transaction as the change it records, and
+    rendered to `batch-logs/{job_id}/log.txt` when the job pauses, ends or is cancelled."""
+
+    __tablename__ = "batch_job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    batch_item_id: Mapped[uuid.UUID | None] = mapped_column()
+    line: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())

@@ -1,0 +1,103 @@
+"""`make demo`: start the local stack, launch a real 8-item batch, watch it, and show where the
+results are: the workflow in the web UI, the files in S3, the linked rows in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from brightrun.db import create_engine, create_sessionmaker
+from brightrun.settings import Settings
+from brightrun.storage import Storage
+from models.tables import BatchItem, BatchJob, Conversation
+
+REPO = Path(__file__).resolve().parent.parent
+ENV_FILE = REPO / ".devstack" / "env"
+console = Console()
+
+DEMO_BATCH = [
+    "--persona", "David Chen", "--persona", "Maria Gonzalez",
+    "--arc", "Couple Conflict -> Alignment", "--arc", "Anxiety -> Confidence",
+    "--topic", "Essential Estate Planning", "--topic", "Retirement Income Planning",
+    "--tier", "template", "--concurrency", "4", "--name", "demo batch", "--user", "demo-user",
+]
+
+
+def _step(argv: list[str], env: dict[str, str], capture: bool = False) -> str:
+    console.print(f"[dim]$ {shlex.join(['python', *argv[1:]])}[/]")
+    result = subprocess.run(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE if capture else None)
+    if result.returncode != 0:
+        sys.exit(f"demo stopped: `{shlex.join(argv[1:])}` exited with {result.returncode}")
+    return result.stdout or ""
+
+
+def _stack_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for line in ENV_FILE.read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+async def _report(job_id: str, settings: Settings) -> None:
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    storage = Storage(settings)
+    async with sessions() as session:
+        job = await session.get(BatchJob, job_id)
+        rows = (
+            await session.execute(
+                select(BatchItem, Conversation)
+                .outerjoin(Conversation, Conversation.id == BatchItem.conversation_id)
+                .where(BatchItem.batch_job_id == job_id)
+                .order_by(BatchItem.position)
+            )
+        ).all()
+    await engine.dispose()
+
+    table = Table(title=f"job {job_id}: {job.status}, {job.successful_items}/{job.total_items} succeeded")
+    for column in ("item", "status", "conversations.id (linked)", f"s3://{storage.conversation_bucket}/ raw + final"):
+        table.add_column(column)
+    for item, conversation in rows:
+        files = "-"
+        if conversation:
+            present = [
+                await storage.get_bytes_or_none(storage.conversation_bucket, key) is not None
+                for key in (conversation.raw_storage_path, conversation.final_storage_path)
+            ]
+            files = f"{conversation.raw_storage_path}\n{conversation.final_storage_path}" + ("" if all(present) else " (MISSING)")
+        table.add_row(str(item.position), item.status + (f": {item.error_message}" if item.error_message else ""),
+                      str(item.conversation_id or "-"), files)
+    console.print(table)
+    console.print(f"Temporal web UI: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/batch-job-{job_id}")
+    console.print(f"  (filter the list with: BatchStatus = \"{job.status}\")")
+    console.print(f"Rows: SELECT * FROM batch_items WHERE batch_job_id = '{job_id}';  (DATABASE_URL in {ENV_FILE.relative_to(REPO)})")
+    if settings.uses_standin:
+        console.print("[bold yellow]Generated with the OFFLINE Claude stand-in[/] (no ANTHROPIC_API_KEY set): "
+                      "conversations are synthetic. Set ANTHROPIC_API_KEY and run `make down demo` to use Claude.")
+
+
+def main() -> None:
+    python = sys.executable
+    env = dict(os.environ)
+    _step([python, "-m", "brightrun.devstack", "up"], env)
+    env = _stack_env()
+    launched = json.loads(_step([python, "starter.py", "launch", *DEMO_BATCH, "--json"], env, capture=True))
+    job_id = launched["job_id"]
+    console.print(f"launched job {job_id} ({launched['total_items']} items), workflow {launched['workflow_id']}")
+    _step([python, "starter.py", "watch", job_id], env)
+    os.environ.update(env)
+    asyncio.run(_report(job_id, Settings()))
+
+
+if __name__ == "__main__":
+    main()
