@@ -26,7 +26,7 @@ log = get_logger("worker")
 
 
 def build_worker(client: Client, settings: Settings, sessions, storage: Storage, claude) -> Worker:  # noqa: ANN001
-    jobs = JobActivities(sessions)
+    jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     generation = ClaudeActivities(claude, storage, settings)
     conversations = ConversationActivities(storage)
@@ -40,7 +40,9 @@ def build_worker(client: Client, settings: Settings, sessions, storage: Storage,
             jobs.begin_item,
             jobs.link_conversation,
             jobs.finish_item,
-            jobs.finish_job,
+            jobs.cancel_queued_items,
+            jobs.set_job_status,
+            jobs.write_job_log,
             templates.select_template,
             templates.resolve_template,
             generation.generate_conversation,

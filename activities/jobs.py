@@ -1,43 +1,78 @@
-"""Database work of jobs and items. Every write is idempotent: a retried attempt changes nothing twice."""
+"""Database work of jobs and items. Every write is idempotent: a retried attempt changes nothing
+twice. Each change writes its line of the job's log in the same transaction."""
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.errors import ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
+from activities.errors import CATALOG_ROW_MISSING, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
+from brightrun.storage import Storage, job_log_key
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     NIL_UUID,
     FinishItemInput,
-    FinishJobInput,
     ItemPage,
     ItemPageRequest,
     ItemRef,
     ItemWork,
+    JobCounters,
     JobPlan,
+    JobStatusChange,
     LinkConversationInput,
     LinkedConversation,
+    TokenUsage,
 )
-from models.tables import BatchItem, BatchJob, Conversation
+from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, TrainingTopic
 
 FINAL_ITEM_STATUSES = [s.value for s in ItemStatus if s.is_final]
+FINAL_JOB_STATUSES = [s.value for s in JobStatus if s.is_final]
 
-# Which job counter an item's final status adds to.
+# Which job counters an item's final status adds to.
 _COUNTERS = {
     ItemStatus.COMPLETED: ("completed_items", "successful_items"),
     ItemStatus.FAILED: ("completed_items", "failed_items"),
     ItemStatus.CANCELLED: ("cancelled_items",),
 }
 
+_CANCEL_QUEUED_ITEMS = text(
+    """
+    WITH cancelled AS (
+        UPDATE batch_items SET status = :cancelled, processed_at = now(), updated_at = now()
+        WHERE batch_job_id = :job_id AND status = :queued
+        RETURNING id, position
+    ), logged AS (
+        INSERT INTO batch_job_events (batch_job_id, batch_item_id, line)
+        SELECT :job_id, id, 'item ' || position || ' (' || id || ') cancelled before it started' FROM cancelled
+    )
+    SELECT count(*) FROM cancelled
+    """
+)
+
+# The catalog rows an item names, by its parameter key.
+_CATALOG_REFERENCES = (
+    ("persona", Persona, "persona_id"),
+    ("emotional arc", EmotionalArc, "emotional_arc_id"),
+    ("training topic", TrainingTopic, "training_topic_id"),
+)
+
+
+def _log(session: AsyncSession, job_id: uuid.UUID, line: str, item_id: uuid.UUID | None = None):  # noqa: ANN202
+    return session.execute(insert(BatchJobEvent).values(batch_job_id=job_id, batch_item_id=item_id, line=line))
+
+
+def _item_line(position: int, item_id: uuid.UUID, what: str) -> str:
+    return f"item {position} ({item_id}) {what}"
+
 
 class JobActivities:
-    def __init__(self, sessions: async_sessionmaker) -> None:
+    def __init__(self, sessions: async_sessionmaker, storage: Storage) -> None:
         self._sessions = sessions
+        self._storage = storage
 
     @activity.defn(name="start_job")
     async def start_job(self, job_id: uuid.UUID) -> JobPlan:
@@ -45,9 +80,18 @@ class JobActivities:
             job = await session.get(BatchJob, job_id, with_for_update=True)
             if job is None:
                 raise permanent(f"batch job {job_id} does not exist", JOB_NOT_FOUND)
+            await self._check_catalog(session, job_id)
             if job.status == JobStatus.QUEUED:
                 job.status = JobStatus.PROCESSING.value
                 job.started_at = job.started_at or func.now()
+                await _log(
+                    session,
+                    job_id,
+                    f"job processing: {job.total_items - job.completed_items - job.cancelled_items} items to run, "
+                    f"concurrency {job.concurrent_processing}, on error: {job.error_handling}",
+                )
+            await session.flush()
+            await session.refresh(job)
             return JobPlan(
                 job_id=job.id,
                 status=JobStatus(job.status),
@@ -55,7 +99,32 @@ class JobActivities:
                 concurrency=job.concurrent_processing,
                 error_policy=ErrorPolicy(job.error_handling),
                 user_id=job.created_by,
+                counters=JobCounters(
+                    completed=job.completed_items,
+                    successful=job.successful_items,
+                    failed=job.failed_items,
+                    cancelled=job.cancelled_items,
+                ),
+                usage=TokenUsage(input_tokens=job.input_tokens, output_tokens=job.output_tokens, cost_usd=job.cost_usd),
+                started_at=job.started_at,
             )
+
+    async def _check_catalog(self, session: AsyncSession, job_id: uuid.UUID) -> None:
+        """A job whose queued items name a deleted catalog row cannot run at all."""
+        for kind, table, key in _CATALOG_REFERENCES:
+            named = set(
+                (
+                    await session.scalars(
+                        select(BatchItem.parameters[key].astext)
+                        .where(BatchItem.batch_job_id == job_id, BatchItem.status == ItemStatus.QUEUED.value)
+                        .distinct()
+                    )
+                ).all()
+            )
+            existing = {str(i) for i in (await session.scalars(select(table.id).where(table.id.in_(named)))).all()}
+            if named - existing:
+                missing = ", ".join(sorted(named - existing))
+                raise permanent(f"the job cannot run: {kind} {missing} was deleted from the catalog", CATALOG_ROW_MISSING)
 
     @activity.defn(name="list_queued_items")
     async def list_queued_items(self, request: ItemPageRequest) -> ItemPage:
@@ -81,6 +150,7 @@ class JobActivities:
             if item.status == ItemStatus.QUEUED:
                 item.status = ItemStatus.PROCESSING.value
                 item.error_message = None
+                await _log(session, item.batch_job_id, _item_line(item.position, item.id, "started"), item.id)
             parameters = item.parameters
             template_id = parameters.get("template_id")
             return ItemWork(
@@ -98,7 +168,7 @@ class JobActivities:
         async with self._sessions.begin() as session:
             # The business key is fixed before the first attempt, so a retry finds its own row.
             conversation_pk = await session.scalar(
-                insert(Conversation)
+                upsert(Conversation)
                 .values(
                     conversation_id=request.conversation_id,
                     batch_job_id=request.job_id,
@@ -132,43 +202,83 @@ class JobActivities:
     @activity.defn(name="finish_item")
     async def finish_item(self, request: FinishItemInput) -> bool:
         """Record an item's final status once; returns False when it was already final."""
+        outcome = request.outcome
         async with self._sessions.begin() as session:
-            changed = await session.scalar(
+            position = await session.scalar(
                 update(BatchItem)
-                .where(BatchItem.id == request.item_id, BatchItem.status.not_in(FINAL_ITEM_STATUSES))
+                .where(BatchItem.id == outcome.item_id, BatchItem.status.not_in(FINAL_ITEM_STATUSES))
                 .values(
-                    status=request.status.value,
-                    error_message=request.error_message,
+                    status=outcome.status.value,
+                    error_message=outcome.error_message,
                     processed_at=request.finished_at,
                     progress=100,
-                    usage=request.usage.model_dump(),
+                    usage=outcome.usage.model_dump(),
                 )
-                .returning(BatchItem.id)
+                .returning(BatchItem.position)
             )
-            if changed is None:
+            if position is None:
                 return False
-            counters = {name: getattr(BatchJob, name) + 1 for name in _COUNTERS[request.status]}
+            counters = {name: getattr(BatchJob, name) + 1 for name in _COUNTERS[outcome.status]}
             await session.execute(
                 update(BatchJob)
                 .where(BatchJob.id == request.job_id)
                 .values(
                     **counters,
-                    input_tokens=BatchJob.input_tokens + request.usage.input_tokens,
-                    output_tokens=BatchJob.output_tokens + request.usage.output_tokens,
+                    input_tokens=BatchJob.input_tokens + outcome.usage.input_tokens,
+                    output_tokens=BatchJob.output_tokens + outcome.usage.output_tokens,
+                    cost_usd=BatchJob.cost_usd + outcome.usage.cost_usd,
                 )
             )
+            what = {
+                ItemStatus.COMPLETED: f"succeeded: conversation {outcome.conversation_id}",
+                ItemStatus.FAILED: f"failed: {outcome.error_message}",
+                ItemStatus.CANCELLED: "cancelled",
+            }[outcome.status]
+            await _log(session, request.job_id, _item_line(position, outcome.item_id, what), outcome.item_id)
             return True
 
-    @activity.defn(name="finish_job")
-    async def finish_job(self, request: FinishJobInput) -> None:
+    @activity.defn(name="cancel_queued_items")
+    async def cancel_queued_items(self, job_id: uuid.UUID) -> int:
+        """Mark every item that never started `cancelled`; returns how many."""
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(BatchJob)
-                .where(BatchJob.id == request.job_id)
-                .values(
-                    status=request.status.value,
-                    error_message=request.error_message,
-                    completed_at=func.now() if request.status.is_final else None,
-                    estimated_time_remaining=0 if request.status.is_final else BatchJob.estimated_time_remaining,
+            values = {"job_id": job_id, "cancelled": ItemStatus.CANCELLED.value, "queued": ItemStatus.QUEUED.value}
+            count = await session.scalar(_CANCEL_QUEUED_ITEMS, values)
+            if count:
+                await session.execute(
+                    update(BatchJob).where(BatchJob.id == job_id).values(cancelled_items=BatchJob.cancelled_items + count)
                 )
+            return count
+
+    @activity.defn(name="set_job_status")
+    async def set_job_status(self, change: JobStatusChange) -> None:
+        """Mirror a transition the workflow made; an ended job's row is never reopened."""
+        async with self._sessions.begin() as session:
+            changed = await session.scalar(
+                update(BatchJob)
+                .where(BatchJob.id == change.job_id, BatchJob.status.not_in(FINAL_JOB_STATUSES))
+                .values(
+                    status=change.status.value,
+                    error_message=change.error_message,
+                    completed_at=func.now() if change.status.is_final else None,
+                    estimated_time_remaining=0 if change.status.is_final else BatchJob.estimated_time_remaining,
+                )
+                .returning(BatchJob.id)
             )
+            if changed is not None:
+                reason = f": {change.error_message}" if change.error_message else ""
+                await _log(session, change.job_id, f"job {change.status.value}{reason}")
+
+    @activity.defn(name="write_job_log")
+    async def write_job_log(self, job_id: uuid.UUID) -> int:
+        """Render the job's events to `batch-logs/{job_id}/log.txt`; returns the line count."""
+        async with self._sessions() as session:
+            events = (
+                await session.execute(
+                    select(BatchJobEvent.created_at, BatchJobEvent.line)
+                    .where(BatchJobEvent.batch_job_id == job_id)
+                    .order_by(BatchJobEvent.id)
+                )
+            ).all()
+        body = "".join(f"{at.isoformat(timespec='milliseconds')} {line}\n" for at, line in events)
+        await self._storage.put_bytes(self._storage.log_bucket, job_log_key(job_id), body.encode(), "text/plain; charset=utf-8")
+        return len(events)

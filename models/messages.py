@@ -21,17 +21,20 @@ class TokenUsage(BaseModel):
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cost_usd: float = 0.0
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            cache_creation_input_tokens=self.cache_creation_input_tokens + other.cache_creation_input_tokens,
-            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
-        )
+        return TokenUsage(**{name: getattr(self, name) + getattr(other, name) for name in TokenUsage.model_fields})
 
 
 # --- batch job workflow -------------------------------------------------------------------
+
+
+class JobCounters(BaseModel):
+    completed: int = 0  # ended by running: successful + failed
+    successful: int = 0
+    failed: int = 0
+    cancelled: int = 0
 
 
 class BatchProgressState(BaseModel):
@@ -39,10 +42,15 @@ class BatchProgressState(BaseModel):
 
     next_position: int = 0
     in_flight: list[uuid.UUID] = Field(default_factory=list)
-    completed: int = 0
-    successful: int = 0
-    failed: int = 0
+    counters: JobCounters = Field(default_factory=JobCounters)
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    paused: bool = False
+    cancel_requested: bool = False
+    stop_reason: str | None = None
+    # Measured item durations, for the ETA.
+    item_seconds: float = 0.0
+    items_timed: int = 0
+    started_at: datetime | None = None
     runs: int = 1
 
 
@@ -55,7 +63,7 @@ class BatchJobInput(BaseModel):
 
 
 class JobPlan(BaseModel):
-    """The job row's settings, read once when a run starts."""
+    """The job row's settings and counters, read when a run starts."""
 
     job_id: uuid.UUID
     status: JobStatus
@@ -63,6 +71,9 @@ class JobPlan(BaseModel):
     concurrency: int
     error_policy: ErrorPolicy
     user_id: str
+    counters: JobCounters
+    usage: TokenUsage
+    started_at: datetime | None
 
 
 class ItemPageRequest(BaseModel):
@@ -86,7 +97,9 @@ class ItemFinished(BaseModel):
     item_id: uuid.UUID
     status: ItemStatus
     error_message: str | None = None
+    conversation_id: uuid.UUID | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    duration_s: float = 0.0
 
 
 class JobProgress(BaseModel):
@@ -98,13 +111,20 @@ class JobProgress(BaseModel):
     completed: int
     successful: int
     failed: int
+    cancelled: int
     in_flight: int
     remaining: int
+    started_at: datetime | None
+    elapsed_s: float
+    eta_seconds: float | None
     usage: TokenUsage
+    stop_reason: str | None
     runs: int
 
 
-class FinishJobInput(BaseModel):
+class JobStatusChange(BaseModel):
+    """A transition of the job, mirrored to its row and its log."""
+
     job_id: uuid.UUID
     status: JobStatus
     error_message: str | None = None
@@ -206,8 +226,5 @@ class LinkedConversation(BaseModel):
 
 class FinishItemInput(BaseModel):
     job_id: uuid.UUID
-    item_id: uuid.UUID
-    status: ItemStatus
-    error_message: str | None = None
-    usage: TokenUsage = Field(default_factory=TokenUsage)
     finished_at: datetime
+    outcome: ItemFinished

@@ -13,14 +13,15 @@ from activities.errors import permanent
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     FinishItemInput,
-    FinishJobInput,
     GeneratedRaw,
     GenerateInput,
     ItemPage,
     ItemPageRequest,
     ItemRef,
     ItemWork,
+    JobCounters,
     JobPlan,
+    JobStatusChange,
     LinkConversationInput,
     LinkedConversation,
     ResolvedPrompt,
@@ -53,8 +54,13 @@ class FakeBatch:
     # item position -> error message raised by the Claude step
     failing_positions: dict[int, str] = field(default_factory=dict)
     claude_delay_s: float = 0.0
+    # While set and not open, every Claude call waits for it: items stay in flight.
+    claude_gate: asyncio.Event | None = None
+    catalog_intact: bool = True
     job_status: JobStatus = JobStatus.QUEUED
     job_error: str | None = None
+    status_changes: list[JobStatus] = field(default_factory=list)
+    log_writes: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     generate_calls: int = 0
@@ -66,6 +72,15 @@ class FakeBatch:
     def item(self, item_id: uuid.UUID) -> FakeItem:
         return next(i for i in self.items if i.item_id == item_id)
 
+    def count(self, status: ItemStatus) -> int:
+        return sum(1 for i in self.items if i.status == status)
+
+    def counters(self) -> JobCounters:
+        completed, failed = self.count(ItemStatus.COMPLETED), self.count(ItemStatus.FAILED)
+        return JobCounters(
+            completed=completed + failed, successful=completed, failed=failed, cancelled=self.count(ItemStatus.CANCELLED)
+        )
+
 
 class FakeActivities:
     def __init__(self, batch: FakeBatch) -> None:
@@ -73,6 +88,8 @@ class FakeActivities:
 
     @activity.defn(name="start_job")
     async def start_job(self, job_id: uuid.UUID) -> JobPlan:
+        if not self.batch.catalog_intact:
+            raise permanent("the job cannot run: persona 1234 was deleted from the catalog", "CatalogRowMissing")
         if self.batch.job_status == JobStatus.QUEUED:
             self.batch.job_status = JobStatus.PROCESSING
         return JobPlan(
@@ -82,6 +99,9 @@ class FakeActivities:
             concurrency=self.batch.concurrency,
             error_policy=self.batch.error_policy,
             user_id="test-user",
+            counters=self.batch.counters(),
+            usage=TokenUsage(),
+            started_at=None,
         )
 
     @activity.defn(name="list_queued_items")
@@ -118,6 +138,8 @@ class FakeActivities:
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
         self.batch.generate_calls += 1
+        if self.batch.claude_gate is not None:
+            await self.batch.claude_gate.wait()
         if self.batch.claude_delay_s:
             await asyncio.sleep(self.batch.claude_delay_s)
         position = self.batch.item(request.item_id).position
@@ -142,18 +164,32 @@ class FakeActivities:
 
     @activity.defn(name="finish_item")
     async def finish_item(self, request: FinishItemInput) -> bool:
-        item = self.batch.item(request.item_id)
+        item = self.batch.item(request.outcome.item_id)
         item.finish_calls += 1
         if item.status == ItemStatus.PROCESSING:
             self.batch.in_flight -= 1
-        item.status = request.status
-        item.error_message = request.error_message
+        item.status = request.outcome.status
+        item.error_message = request.outcome.error_message
         return True
 
-    @activity.defn(name="finish_job")
-    async def finish_job(self, request: FinishJobInput) -> None:
-        self.batch.job_status = request.status
-        self.batch.job_error = request.error_message
+    @activity.defn(name="cancel_queued_items")
+    async def cancel_queued_items(self, job_id: uuid.UUID) -> int:
+        queued = [i for i in self.batch.items if i.status == ItemStatus.QUEUED]
+        for item in queued:
+            item.status = ItemStatus.CANCELLED
+        return len(queued)
+
+    @activity.defn(name="set_job_status")
+    async def set_job_status(self, change: JobStatusChange) -> None:
+        if not self.batch.job_status.is_final:
+            self.batch.job_status = change.status
+            self.batch.job_error = change.error_message
+            self.batch.status_changes.append(change.status)
+
+    @activity.defn(name="write_job_log")
+    async def write_job_log(self, job_id: uuid.UUID) -> int:
+        self.batch.log_writes += 1
+        return self.batch.log_writes
 
     def all(self) -> list:
         return [
@@ -166,5 +202,7 @@ class FakeActivities:
             self.store_conversation,
             self.link_conversation,
             self.finish_item,
-            self.finish_job,
+            self.cancel_queued_items,
+            self.set_job_status,
+            self.write_job_log,
         ]

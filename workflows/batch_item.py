@@ -41,6 +41,7 @@ def failure_message(error: ActivityError) -> str:
 class BatchItemWorkflow:
     @workflow.run
     async def run(self, request: BatchItemInput) -> ItemFinished:
+        self._started = workflow.now()
         usage = TokenUsage()
         try:
             work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
@@ -95,13 +96,13 @@ class BatchItemWorkflow:
                 ),
                 **DATA_STEP,
             )
-            outcome = ItemFinished(item_id=request.item_id, status=ItemStatus.COMPLETED, usage=usage)
+            outcome = self._outcome(request, ItemStatus.COMPLETED, usage, conversation_id=conversation_id)
         except ActivityError as error:
-            outcome = ItemFinished(
-                item_id=request.item_id, status=ItemStatus.FAILED, error_message=failure_message(error), usage=usage
-            )
+            outcome = self._outcome(request, ItemStatus.FAILED, usage, error_message=failure_message(error))
         except asyncio.CancelledError:
-            await self._report(request, ItemFinished(item_id=request.item_id, status=ItemStatus.CANCELLED, usage=usage))
+            # Cancelled by the job (cancel, or the stop policy): the Claude call is abandoned, the
+            # row and the job still learn what happened.
+            await self._report(request, self._outcome(request, ItemStatus.CANCELLED, usage))
             raise
 
         await self._report(request, outcome)
@@ -110,18 +111,15 @@ class BatchItemWorkflow:
             raise ApplicationError(outcome.error_message or "item failed", type="ItemFailed", non_retryable=True)
         return outcome
 
+    def _outcome(self, request: BatchItemInput, status: ItemStatus, usage: TokenUsage, **details) -> ItemFinished:  # noqa: ANN003
+        duration = (workflow.now() - self._started).total_seconds()
+        return ItemFinished(item_id=request.item_id, status=status, usage=usage, duration_s=duration, **details)
+
     async def _report(self, request: BatchItemInput, outcome: ItemFinished) -> None:
         """Write the outcome to the item's row, then tell the job's workflow."""
         await workflow.execute_activity_method(
             JobActivities.finish_item,
-            FinishItemInput(
-                job_id=request.job_id,
-                item_id=outcome.item_id,
-                status=outcome.status,
-                error_message=outcome.error_message,
-                usage=outcome.usage,
-                finished_at=workflow.now(),
-            ),
+            FinishItemInput(job_id=request.job_id, finished_at=workflow.now(), outcome=outcome),
             **DATA_STEP,
         )
         workflow.logger.info("item %s", outcome.status.value, extra={"item_id": str(outcome.item_id)})

@@ -1,5 +1,6 @@
-"""One batch job: runs its items with bounded concurrency, owns the job's state, and continues
-as new long before Temporal's history limits, so a batch of any size fits."""
+"""One batch job: runs its items with bounded concurrency, owns the job's state machine
+(queued -> processing <-> paused -> completed | failed | cancelled), and continues as new long
+before Temporal's history limits, so a batch of any size fits."""
 
 from __future__ import annotations
 
@@ -7,25 +8,27 @@ import asyncio
 import uuid
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
     from models import search_attributes
-    from models.enums import ItemStatus, JobStatus
+    from models.enums import ErrorPolicy, ItemStatus, JobStatus
     from models.messages import (
         BatchItemInput,
         BatchJobInput,
         BatchProgressState,
-        FinishJobInput,
+        FinishItemInput,
         ItemFinished,
         ItemPageRequest,
         ItemRef,
         JobPlan,
         JobProgress,
+        JobStatusChange,
     )
-    from workflows.batch_item import BatchItemWorkflow
-    from workflows.config import DATA_STEP, ITEM_FINISHED_SIGNAL
+    from workflows.batch_item import BatchItemWorkflow, failure_message
+    from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL
 
 
 def job_workflow_id(job_id: object) -> str:
@@ -44,48 +47,88 @@ class BatchJobWorkflow:
         self._plan: JobPlan | None = None
         self._status = JobStatus.QUEUED
         self._percent_reported = -1
+        self._lock = asyncio.Lock()
+
+    # --- the run ------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: BatchJobInput) -> JobProgress:
         self._job_id = request.job_id
-        self._state = request.state or BatchProgressState()
-        self._plan = await workflow.execute_activity_method(JobActivities.start_job, request.job_id, **DATA_STEP)
-        self._set_status(JobStatus.PROCESSING)
+        try:
+            self._plan = await workflow.execute_activity_method(JobActivities.start_job, request.job_id, **DATA_STEP)
+        except ActivityError as error:
+            return await self._cannot_run(failure_message(error))
+        self._state = request.state or BatchProgressState(
+            counters=self._plan.counters, usage=self._plan.usage, started_at=self._plan.started_at
+        )
+        self._show_status(JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING)
+        try:
+            await self._run_items(request)
+        except asyncio.CancelledError:
+            # A cancellation from the web UI or the client API ends the job like the cancel signal.
+            self._state.cancel_requested = True
+            await self._finish()
+            raise
+        return await self._finish()
 
+    async def _run_items(self, request: BatchJobInput) -> None:
         pending: list[ItemRef] = []
         exhausted = False
-        while True:
+        while not self._halting:
             if not pending and not exhausted:
                 pending, exhausted = await self._next_page(request)
             if not pending:
                 break
-            await workflow.wait_condition(lambda: len(self._state.in_flight) < self._plan.concurrency)
+            await workflow.wait_condition(lambda: self._halting or (not self._state.paused and self._free_slots > 0))
+            if self._halting:
+                break
             # Fill every free slot at once: the starts go out in one workflow task, not one by one.
-            free_slots = self._plan.concurrency - len(self._state.in_flight)
-            starting, pending = pending[:free_slots], pending[free_slots:]
+            starting, pending = pending[: self._free_slots], pending[self._free_slots :]
             await asyncio.gather(*(self._start_item(request, item) for item in starting))
             if self._history_is_long(request):
                 # The in-flight items report to this workflow id, which the next run keeps.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
-                    BatchJobInput(
-                        job_id=request.job_id,
-                        page_size=request.page_size,
-                        history_event_limit=request.history_event_limit,
-                        state=self._state.model_copy(update={"runs": self._state.runs + 1}),
-                    )
+                    request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
                 )
+        await workflow.wait_condition(lambda: self._halting or not self._state.in_flight)
 
-        await workflow.wait_condition(lambda: not self._state.in_flight)
-        final_status, reason = self._final_status()
-        await workflow.execute_activity_method(
-            JobActivities.finish_job,
-            FinishJobInput(job_id=request.job_id, status=final_status, error_message=reason),
-            **DATA_STEP,
-        )
-        self._set_status(final_status)
+    async def _finish(self) -> JobProgress:
+        if self._halting:
+            await self._halt()
+        status, reason = self._final_status()
+        async with self._lock:  # after any pause or resume still being recorded
+            await self._change_status(status, reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.progress()
+
+    async def _halt(self) -> None:
+        """Cancel or stop: nothing new starts, in-flight items are cancelled, unstarted ones marked."""
+        await asyncio.gather(*(self._cancel_item(item_id) for item_id in self._state.in_flight))
+        self._state.counters.cancelled += await workflow.execute_activity_method(
+            JobActivities.cancel_queued_items, self._job_id, **DATA_STEP
+        )
+        try:
+            await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
+        except asyncio.TimeoutError:
+            # An item that cannot report (its worker is gone) is recorded as cancelled here.
+            for item_id in list(self._state.in_flight):
+                outcome = ItemFinished(item_id=item_id, status=ItemStatus.CANCELLED)
+                await workflow.execute_activity_method(
+                    JobActivities.finish_item,
+                    FinishItemInput(job_id=self._job_id, finished_at=workflow.now(), outcome=outcome),
+                    **DATA_STEP,
+                )
+                self.item_finished(outcome)
+
+    async def _cannot_run(self, reason: str) -> JobProgress:
+        self._state.counters.cancelled = await workflow.execute_activity_method(
+            JobActivities.cancel_queued_items, self._job_id, **DATA_STEP
+        )
+        await self._change_status(JobStatus.FAILED, reason)
+        return self.progress()
+
+    # --- signals and queries ------------------------------------------------------------
 
     @workflow.signal(name=ITEM_FINISHED_SIGNAL)
     def item_finished(self, outcome: ItemFinished) -> None:
@@ -94,29 +137,107 @@ class BatchJobWorkflow:
             return
         self._state.in_flight.remove(outcome.item_id)
         self._state.usage += outcome.usage
+        counters = self._state.counters
+        if outcome.status == ItemStatus.CANCELLED:
+            counters.cancelled += 1
+        else:
+            counters.completed += 1
+            self._state.item_seconds += outcome.duration_s
+            self._state.items_timed += 1
         if outcome.status == ItemStatus.COMPLETED:
-            self._state.completed += 1
-            self._state.successful += 1
+            counters.successful += 1
         elif outcome.status == ItemStatus.FAILED:
-            self._state.completed += 1
-            self._state.failed += 1
+            counters.failed += 1
+            if self._plan.error_policy == ErrorPolicy.STOP and not self._state.stop_reason:
+                self._state.stop_reason = f"stopped at the first failed item ({outcome.item_id}): {outcome.error_message}"
         self._report_percent()
+
+    @workflow.signal
+    async def pause(self) -> None:
+        """Start nothing new; items in flight finish."""
+        async with self._lock:
+            if self._status != JobStatus.PROCESSING or self._halting:
+                workflow.logger.warning("pause ignored: the job is %s", self._status.value)
+                return
+            self._state.paused = True
+            await self._change_status(JobStatus.PAUSED)
+
+    @workflow.signal
+    async def resume(self) -> None:
+        async with self._lock:
+            if self._status != JobStatus.PAUSED or self._halting:
+                workflow.logger.warning("resume ignored: the job is %s", self._status.value)
+                return
+            self._state.paused = False
+            await self._change_status(JobStatus.PROCESSING)
+
+    @workflow.signal
+    def cancel(self) -> None:
+        """End the job `cancelled`: in-flight items are cancelled, unstarted ones marked."""
+        if self._status.is_final:
+            workflow.logger.warning("cancel ignored: the job is %s", self._status.value)
+            return
+        self._state.cancel_requested = True
 
     @workflow.query
     def progress(self) -> JobProgress:
+        counters = self._state.counters
         total = self._plan.total_items if self._plan else 0
+        remaining = total - counters.completed - counters.cancelled
+        started = self._state.started_at
+        elapsed = (workflow.now() - started).total_seconds() if started else 0.0
         return JobProgress(
             job_id=self._job_id,
             status=self._status,
             total=total,
-            completed=self._state.completed,
-            successful=self._state.successful,
-            failed=self._state.failed,
+            completed=counters.completed,
+            successful=counters.successful,
+            failed=counters.failed,
+            cancelled=counters.cancelled,
             in_flight=len(self._state.in_flight),
-            remaining=total - self._state.completed,
+            remaining=remaining,
+            started_at=started,
+            elapsed_s=round(elapsed, 1),
+            eta_seconds=self._eta_seconds(remaining),
             usage=self._state.usage,
+            stop_reason=self._state.stop_reason,
             runs=self._state.runs,
         )
+
+    # --- decisions ----------------------------------------------------------------------
+
+    @property
+    def _halting(self) -> bool:
+        return self._state.cancel_requested or self._state.stop_reason is not None
+
+    @property
+    def _free_slots(self) -> int:
+        return self._plan.concurrency - len(self._state.in_flight)
+
+    def _final_status(self) -> tuple[JobStatus, str | None]:
+        counters = self._state.counters
+        if self._state.cancel_requested:
+            return JobStatus.CANCELLED, "cancelled by request"
+        if self._state.stop_reason:
+            return JobStatus.FAILED, self._state.stop_reason
+        if counters.failed and not counters.successful:
+            return JobStatus.FAILED, f"all {counters.failed} items failed; see batch_items.error_message"
+        return JobStatus.COMPLETED, None
+
+    def _eta_seconds(self, remaining: int) -> float | None:
+        """Remaining items x the measured mean item time, spread over the concurrency."""
+        if self._status.is_final:
+            return 0.0
+        if self._state.paused or not self._state.items_timed or not self._plan:
+            return None
+        mean_item_s = self._state.item_seconds / self._state.items_timed
+        return round(remaining * mean_item_s / self._plan.concurrency, 1)
+
+    def _history_is_long(self, request: BatchJobInput) -> bool:
+        info = workflow.info()
+        return info.get_current_history_length() >= request.history_event_limit or info.is_continue_as_new_suggested()
+
+    # --- effects ------------------------------------------------------------------------
 
     async def _next_page(self, request: BatchJobInput) -> tuple[list[ItemRef], bool]:
         page = await workflow.execute_activity_method(
@@ -129,7 +250,7 @@ class BatchJobWorkflow:
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:
         # Counted as in flight before the start is confirmed: a fast item may report before that.
         self._state.in_flight.append(item.item_id)
-        self._state.next_position = item.position + 1
+        self._state.next_position = max(self._state.next_position, item.position + 1)
         await workflow.start_child_workflow(
             BatchItemWorkflow.run,
             BatchItemInput(
@@ -143,23 +264,33 @@ class BatchJobWorkflow:
             parent_close_policy=ParentClosePolicy.ABANDON,
         )
 
-    def _history_is_long(self, request: BatchJobInput) -> bool:
-        info = workflow.info()
-        return info.get_current_history_length() >= request.history_event_limit or info.is_continue_as_new_suggested()
+    async def _cancel_item(self, item_id: uuid.UUID) -> None:
+        try:
+            await workflow.get_external_workflow_handle(item_workflow_id(item_id)).cancel()
+        except ApplicationError as error:
+            # It ended on its own meanwhile; its report arrives (or arrived) as usual.
+            workflow.logger.info("item %s could not be cancelled: %s", item_id, error)
 
-    def _final_status(self) -> tuple[JobStatus, str | None]:
-        if self._state.completed > 0 and self._state.successful == 0:
-            return JobStatus.FAILED, f"all {self._state.failed} items failed; see batch_items.error_message"
-        return JobStatus.COMPLETED, None
+    async def _change_status(self, status: JobStatus, reason: str | None = None) -> None:
+        """Make a transition visible: search attributes at once, then the row and the log file."""
+        self._show_status(status)
+        await workflow.execute_activity_method(
+            JobActivities.set_job_status,
+            JobStatusChange(job_id=self._job_id, status=status, error_message=reason),
+            **DATA_STEP,
+        )
+        if status == JobStatus.PAUSED or status.is_final:
+            await workflow.execute_activity_method(JobActivities.write_job_log, self._job_id, **DATA_STEP)
 
-    def _set_status(self, status: JobStatus) -> None:
+    def _show_status(self, status: JobStatus) -> None:
         self._status = status
         workflow.upsert_search_attributes([search_attributes.BATCH_STATUS.value_set(status.value)])
         self._report_percent()
 
     def _report_percent(self) -> None:
+        counters = self._state.counters
         total = self._plan.total_items if self._plan else 0
-        percent = 100 if total == 0 else self._state.completed * 100 // total
+        percent = 100 if total == 0 else (counters.completed + counters.cancelled) * 100 // total
         if percent != self._percent_reported:
             self._percent_reported = percent
             workflow.upsert_search_attributes([search_attributes.BATCH_PERCENT_DONE.value_set(percent)])

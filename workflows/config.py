@@ -49,3 +49,6 @@ CLAUDE_STEP = {
         non_retryable_error_types=_PERMANENT_TYPES,
     ),
 }
+
+# How long a halting job waits for its cancelled items to report before recording them itself.
+ITEM_CANCEL_GRACE = timedelta(minutes=2)
