@@ -57,9 +57,3 @@ class Storage:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-
-    def ensure_buckets(self) -> None:
-        existing = {b["Name"] for b in self._client.list_buckets().get("Buckets", [])}
-        for bucket in (self.conversation_bucket, self.log_bucket):
-            if bucket not in existing:
-                self._client.create_bucket(Bucket=bucket)

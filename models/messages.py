@@ -40,13 +40,14 @@ class JobCounters(BaseModel):
 class BatchProgressState(BaseModel):
     """What one run of the batch workflow hands to the next across continue-as-new."""
 
+    total_items: int = 0
     next_position: int = 0
     in_flight: list[uuid.UUID] = Field(default_factory=list)
     counters: JobCounters = Field(default_factory=JobCounters)
     usage: TokenUsage = Field(default_factory=TokenUsage)
     paused: bool = False
     cancel_requested: bool = False
-    stop_reason: str | None = None
+    first_failure: str | None = None
     # Measured item durations, for the ETA.
     item_seconds: float = 0.0
     items_timed: int = 0

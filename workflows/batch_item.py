@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
@@ -98,11 +98,13 @@ class BatchItemWorkflow:
             )
             outcome = self._outcome(request, ItemStatus.COMPLETED, usage, conversation_id=conversation_id)
         except ActivityError as error:
-            outcome = self._outcome(request, ItemStatus.FAILED, usage, error_message=failure_message(error))
+            if not isinstance(error.cause, CancelledError):
+                outcome = self._outcome(request, ItemStatus.FAILED, usage, error_message=failure_message(error))
+            else:
+                await self._report_cancelled(request, usage)
+                raise
         except asyncio.CancelledError:
-            # Cancelled by the job (cancel, or the stop policy): the Claude call is abandoned, the
-            # row and the job still learn what happened.
-            await self._report(request, self._outcome(request, ItemStatus.CANCELLED, usage))
+            await self._report_cancelled(request, usage)
             raise
 
         await self._report(request, outcome)
@@ -114,6 +116,11 @@ class BatchItemWorkflow:
     def _outcome(self, request: BatchItemInput, status: ItemStatus, usage: TokenUsage, **details) -> ItemFinished:  # noqa: ANN003
         duration = (workflow.now() - self._started).total_seconds()
         return ItemFinished(item_id=request.item_id, status=status, usage=usage, duration_s=duration, **details)
+
+    async def _report_cancelled(self, request: BatchItemInput, usage: TokenUsage) -> None:
+        """Cancelled by the job (cancel, or the stop policy): the Claude call is abandoned, and the
+        row and the job still learn what happened."""
+        await self._report(request, self._outcome(request, ItemStatus.CANCELLED, usage))
 
     async def _report(self, request: BatchItemInput, outcome: ItemFinished) -> None:
         """Write the outcome to the item's row, then tell the job's workflow."""

@@ -54,13 +54,20 @@ class BatchJobWorkflow:
     @workflow.run
     async def run(self, request: BatchJobInput) -> JobProgress:
         self._job_id = request.job_id
+        if request.state:  # a continued run: its state is known before any activity answers
+            self._state = request.state
+            self._status = JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING
         try:
             self._plan = await workflow.execute_activity_method(JobActivities.start_job, request.job_id, **DATA_STEP)
         except ActivityError as error:
             return await self._cannot_run(failure_message(error))
-        self._state = request.state or BatchProgressState(
-            counters=self._plan.counters, usage=self._plan.usage, started_at=self._plan.started_at
-        )
+        if not request.state:
+            self._state = BatchProgressState(
+                total_items=self._plan.total_items,
+                counters=self._plan.counters,
+                usage=self._plan.usage,
+                started_at=self._plan.started_at,
+            )
         self._show_status(JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING)
         try:
             await self._run_items(request)
@@ -79,13 +86,17 @@ class BatchJobWorkflow:
                 pending, exhausted = await self._next_page(request)
             if not pending:
                 break
-            await workflow.wait_condition(lambda: self._halting or (not self._state.paused and self._free_slots > 0))
+            await workflow.wait_condition(
+                lambda: self._halting or self._can_start_items or self._history_is_long(request)
+            )
             if self._halting:
                 break
-            # Fill every free slot at once: the starts go out in one workflow task, not one by one.
-            starting, pending = pending[: self._free_slots], pending[self._free_slots :]
-            await asyncio.gather(*(self._start_item(request, item) for item in starting))
+            if self._can_start_items:
+                # Fill every free slot at once: the starts go out in one workflow task, not one by one.
+                starting, pending = pending[: self._free_slots], pending[self._free_slots :]
+                await asyncio.gather(*(self._start_item(request, item) for item in starting))
             if self._history_is_long(request):
+                # Also while paused: reports of in-flight items keep adding events.
                 # The in-flight items report to this workflow id, which the next run keeps.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -105,9 +116,8 @@ class BatchJobWorkflow:
     async def _halt(self) -> None:
         """Cancel or stop: nothing new starts, in-flight items are cancelled, unstarted ones marked."""
         await asyncio.gather(*(self._cancel_item(item_id) for item_id in self._state.in_flight))
-        self._state.counters.cancelled += await workflow.execute_activity_method(
-            JobActivities.cancel_queued_items, self._job_id, **DATA_STEP
-        )
+        never_started = await workflow.execute_activity_method(JobActivities.cancel_queued_items, self._job_id, **DATA_STEP)
+        self._state.counters.cancelled += never_started  # read after the await: reports arrive meanwhile
         try:
             await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
         except asyncio.TimeoutError:
@@ -148,8 +158,7 @@ class BatchJobWorkflow:
             counters.successful += 1
         elif outcome.status == ItemStatus.FAILED:
             counters.failed += 1
-            if self._plan.error_policy == ErrorPolicy.STOP and not self._state.stop_reason:
-                self._state.stop_reason = f"stopped at the first failed item ({outcome.item_id}): {outcome.error_message}"
+            self._state.first_failure = self._state.first_failure or f"item {outcome.item_id}: {outcome.error_message}"
         self._report_percent()
 
     @workflow.signal
@@ -182,7 +191,7 @@ class BatchJobWorkflow:
     @workflow.query
     def progress(self) -> JobProgress:
         counters = self._state.counters
-        total = self._plan.total_items if self._plan else 0
+        total = self._state.total_items
         remaining = total - counters.completed - counters.cancelled
         started = self._state.started_at
         elapsed = (workflow.now() - started).total_seconds() if started else 0.0
@@ -200,15 +209,25 @@ class BatchJobWorkflow:
             elapsed_s=round(elapsed, 1),
             eta_seconds=self._eta_seconds(remaining),
             usage=self._state.usage,
-            stop_reason=self._state.stop_reason,
+            stop_reason=self._stop_reason,
             runs=self._state.runs,
         )
 
     # --- decisions ----------------------------------------------------------------------
 
     @property
+    def _stop_reason(self) -> str | None:
+        if self._plan and self._plan.error_policy == ErrorPolicy.STOP and self._state.first_failure:
+            return f"stopped at the first failed item ({self._state.first_failure})"
+        return None
+
+    @property
     def _halting(self) -> bool:
-        return self._state.cancel_requested or self._state.stop_reason is not None
+        return self._state.cancel_requested or self._stop_reason is not None
+
+    @property
+    def _can_start_items(self) -> bool:
+        return not self._state.paused and self._free_slots > 0
 
     @property
     def _free_slots(self) -> int:
@@ -218,8 +237,8 @@ class BatchJobWorkflow:
         counters = self._state.counters
         if self._state.cancel_requested:
             return JobStatus.CANCELLED, "cancelled by request"
-        if self._state.stop_reason:
-            return JobStatus.FAILED, self._state.stop_reason
+        if self._stop_reason:
+            return JobStatus.FAILED, self._stop_reason
         if counters.failed and not counters.successful:
             return JobStatus.FAILED, f"all {counters.failed} items failed; see batch_items.error_message"
         return JobStatus.COMPLETED, None
@@ -289,7 +308,7 @@ class BatchJobWorkflow:
 
     def _report_percent(self) -> None:
         counters = self._state.counters
-        total = self._plan.total_items if self._plan else 0
+        total = self._state.total_items
         percent = 100 if total == 0 else (counters.completed + counters.cancelled) * 100 // total
         if percent != self._percent_reported:
             self._percent_reported = percent

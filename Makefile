@@ -1,0 +1,60 @@
+# Set-up from a fresh clone: `make demo` or `make test`; the venv is created on first use.
+SHELL := /bin/bash
+PYTHON_BOOTSTRAP ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+LOCK_VENV := .venv-lock
+
+.PHONY: help venv up down status demo test bench lock clean
+
+help:
+	@echo "make venv     create $(VENV)/ with the pinned dependencies (automatic for the targets below)"
+	@echo "make up       start the local stack and a worker in the background; writes .devstack/env"
+	@echo "make down     stop everything 'make up' started"
+	@echo "make status   show what runs"
+	@echo "make demo     run a real batch end to end on the local stack"
+	@echo "make test     run the whole test suite"
+	@echo "make bench    run the 10,000-item benchmark"
+	@echo "make lock     re-resolve pyproject.toml and rewrite constraints.txt"
+	@echo "make clean    stop the stack, delete its state and the caches (keeps $(VENV)/)"
+
+venv: $(INSTALLED)
+
+# Re-installs only when the dependencies change.
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(PYTHON) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $@
+
+up: venv
+	$(PYTHON) -m brightrun.devstack up
+
+# No venv yet means nothing can be running.
+down:
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m brightrun.devstack down; else echo "nothing was running"; fi
+
+status:
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m brightrun.devstack status; else echo "nothing runs (no $(VENV)/ yet)"; fi
+
+demo: venv
+	$(PYTHON) -m brightrun.demo
+
+test: venv
+	$(PYTHON) -m pytest
+
+bench: venv
+	$(PYTHON) bench/run_10k.py
+
+# Resolves in a scratch venv so that nothing installed by hand ends up pinned.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON_BOOTSTRAP) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
+	{ echo "# Exact versions of the whole dependency tree, for a reproducible install. Regenerate with: make lock"; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v '^brightrun-batch'; } > constraints.txt
+	rm -rf $(LOCK_VENV) build
+
+clean: down
+	rm -rf .devstack .pytest_cache build *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

