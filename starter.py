@@ -4,6 +4,7 @@
         --topic "Essential Estate Planning" --tier template
     python starter.py status JOB [--json]
     python starter.py watch JOB
+    python starter.py pause|resume|cancel|retry JOB [--json]
     python starter.py catalog [--json]
 """
 
@@ -116,10 +117,9 @@ def launch(
 
 def _status_table(status: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None)
-    for key in ("job_id", "name", "status", "total", "completed", "successful", "failed", "cancelled", "remaining",
-                "eta_seconds", "input_tokens", "output_tokens", "cost_usd", "started_at", "completed_at", "error_message"):
-        if status.get(key) is not None:
-            table.add_row(key, str(status[key]))
+    for key, value in status.items():
+        if value is not None:
+            table.add_row(key, str(value))
     return table
 
 
@@ -129,11 +129,44 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a job's state, counters, ETA and token usage."""
-    result = _run(lambda ctx: batches.job_status(ctx.sessions, job))
+    _print_status(_run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True), as_json)
+
+
+def _print_status(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
         console.print(_status_table(result))
+
+
+def _control(action: str, job: str, as_json: bool) -> None:
+    _print_status(_run(lambda ctx: batches.control_job(ctx.sessions, ctx.client, job, action), with_temporal=True), as_json)
+
+
+@app.command()
+def pause(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Start no new items; items in flight finish. Waits until the job shows paused."""
+    _control("pause", job, as_json)
+
+
+@app.command()
+def resume(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Resume a paused job. Waits until it shows processing."""
+    _control("resume", job, as_json)
+
+
+@app.command()
+def cancel(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Cancel in-flight items, mark unstarted ones cancelled, end the job cancelled."""
+    _control("cancel", job, as_json)
+
+
+@app.command()
+def retry(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Re-run exactly the failed items of an ended job, with their original parameters."""
+    _print_status(
+        _run(lambda ctx: batches.retry_job(ctx.sessions, ctx.client, ctx.settings, job), with_temporal=True), as_json
+    )
 
 
 @app.command()
@@ -144,7 +177,7 @@ def watch(
     """A live progress bar until the job ends."""
 
     async def action(ctx: Context) -> dict[str, Any]:
-        current = await batches.job_status(ctx.sessions, job)
+        current = await batches.job_status(ctx.sessions, job, ctx.client)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task(current["status"], total=current["total"], detail="")
@@ -155,14 +188,14 @@ def watch(
                     description=current["status"],
                     completed=current["completed"] + current["cancelled"],
                     detail=f"ok {current['successful']}  failed {current['failed']}  cancelled {current['cancelled']}"
-                    + (f"  eta {eta:.0f}s" if eta else ""),
+                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else ""),
                 )
                 if JobStatus(current["status"]).is_final:
                     return current
                 await asyncio.sleep(interval)
-                current = await batches.job_status(ctx.sessions, job)
+                current = await batches.job_status(ctx.sessions, job, ctx.client)
 
-    final = _run(action)
+    final = _run(action, with_temporal=True)
     console.print(f"job {final['job_id']} ended [bold]{final['status']}[/]" + (f": {final['error_message']}" if final["error_message"] else ""))
 
 

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import TypedSearchAttributes
+from temporalio.service import RPCError
 
 from brightrun.settings import Settings
 from models import search_attributes
-from models.enums import ErrorPolicy, JobStatus, Tier
-from models.messages import NIL_UUID, BatchJobInput
-from models.tables import BatchItem, BatchJob, EmotionalArc, Persona, PromptTemplate, TrainingTopic
+from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+from models.messages import NIL_UUID, BatchJobInput, JobProgress
+from models.tables import BatchItem, BatchJob, BatchJobEvent, EmotionalArc, Persona, PromptTemplate, TrainingTopic
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
 
 
@@ -142,25 +144,29 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
     return job_id, len(combinations)
 
 
+async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UUID) -> str:
+    """Start a run of the job's workflow: for a new job, or to retry one."""
+    workflow_id = job_workflow_id(job_id)
+    await client.start_workflow(
+        BatchJobWorkflow.run,
+        BatchJobInput(job_id=job_id, page_size=settings.item_page_size, history_event_limit=settings.history_event_limit),
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                search_attributes.BATCH_JOB_ID.value_set(str(job_id)),
+                search_attributes.BATCH_STATUS.value_set(JobStatus.QUEUED.value),
+                search_attributes.BATCH_PERCENT_DONE.value_set(0),
+            ]
+        ),
+    )
+    return workflow_id
+
+
 async def launch(sessions: async_sessionmaker, client: Client, settings: Settings, request: LaunchRequest) -> LaunchedJob:
     job_id, total = await create_job(sessions, request)
-    workflow_id = job_workflow_id(job_id)
     try:
-        await client.start_workflow(
-            BatchJobWorkflow.run,
-            BatchJobInput(
-                job_id=job_id, page_size=settings.item_page_size, history_event_limit=settings.history_event_limit
-            ),
-            id=workflow_id,
-            task_queue=settings.task_queue,
-            search_attributes=TypedSearchAttributes(
-                [
-                    search_attributes.BATCH_JOB_ID.value_set(str(job_id)),
-                    search_attributes.BATCH_STATUS.value_set(JobStatus.QUEUED.value),
-                    search_attributes.BATCH_PERCENT_DONE.value_set(0),
-                ]
-            ),
-        )
+        workflow_id = await start_job_workflow(client, settings, job_id)
     except Exception:
         # Nothing half-created: a job without its workflow would sit queued forever.
         async with sessions.begin() as session:
@@ -169,27 +175,50 @@ async def launch(sessions: async_sessionmaker, client: Client, settings: Setting
     return LaunchedJob(job_id=job_id, workflow_id=workflow_id, total_items=total)
 
 
-async def job_status(sessions: async_sessionmaker, job_ref: str) -> dict[str, Any]:
+async def _load_job(sessions: async_sessionmaker, job_ref: str) -> BatchJob:
     job_id = parse_uuid(job_ref, "job id")
     async with sessions() as session:
         job = await session.get(BatchJob, job_id)
     if job is None:
         raise BatchInputError(f"job {job_ref} not found")
-    ended = job.completed_items + job.cancelled_items
-    remaining = job.total_items - ended
+    return job
+
+
+async def _live_progress(client: Client | None, job_id: uuid.UUID) -> JobProgress | None:
+    """The workflow's own answer while it runs; None when it does not run (or cannot answer)."""
+    if client is None:
+        return None
+    handle = client.get_workflow_handle(job_workflow_id(job_id))
+    try:
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return None
+        return await handle.query(BatchJobWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+
+
+async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client | None = None) -> dict[str, Any]:
+    """The job's row, with the live numbers of its workflow (status, in flight, ETA) when it runs."""
+    job = await _load_job(sessions, job_ref)
+    live = await _live_progress(client, job.id)
+    remaining = job.total_items - job.completed_items - job.cancelled_items
     return {
         "job_id": str(job.id),
         "workflow_id": job_workflow_id(job.id),
         "name": job.name,
-        "status": job.status,
+        "status": live.status.value if live else job.status,
         "tier": job.tier,
+        "on_error": job.error_handling,
+        "concurrency": job.concurrent_processing,
         "total": job.total_items,
         "completed": job.completed_items,
         "successful": job.successful_items,
         "failed": job.failed_items,
         "cancelled": job.cancelled_items,
+        "in_flight": live.in_flight if live else 0,
         "remaining": remaining,
-        "eta_seconds": _eta_seconds(job, remaining),
+        "elapsed_s": _elapsed_s(job),
+        "eta_seconds": _eta_seconds(job, remaining, live),
         "input_tokens": job.input_tokens,
         "output_tokens": job.output_tokens,
         "cost_usd": round(job.cost_usd, 6),
@@ -199,11 +228,97 @@ async def job_status(sessions: async_sessionmaker, job_ref: str) -> dict[str, An
     }
 
 
-def _eta_seconds(job: BatchJob, remaining: int) -> float | None:
-    """Remaining items at the throughput measured so far (which already reflects the concurrency)."""
+def _elapsed_s(job: BatchJob) -> float | None:
+    if not job.started_at:
+        return None
+    end = job.completed_at or datetime.now(UTC)
+    return round((end - job.started_at).total_seconds(), 1)
+
+
+def _eta_seconds(job: BatchJob, remaining: int, live: JobProgress | None) -> float | None:
+    """From the workflow's measured item times and concurrency; else from the row's throughput."""
     if JobStatus(job.status).is_final:
         return 0.0
-    if not job.started_at or job.completed_items == 0:
+    if live is not None:
+        return live.eta_seconds
+    if not job.started_at or job.completed_items == 0 or job.status == JobStatus.PAUSED:
         return None
-    elapsed = (datetime.now(UTC) - job.started_at).total_seconds()
-    return round(remaining * elapsed / job.completed_items, 1)
+    return round(remaining * _elapsed_s(job) / job.completed_items, 1)
+
+
+# What each control command needs the job to be in, and the state that shows it took effect.
+_CONTROL = {
+    "pause": ({JobStatus.QUEUED, JobStatus.PROCESSING}, {JobStatus.PAUSED}),
+    "resume": ({JobStatus.PAUSED}, {JobStatus.PROCESSING}),
+    "cancel": ({JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.PAUSED}, {JobStatus.CANCELLED}),
+}
+
+
+async def control_job(
+    sessions: async_sessionmaker, client: Client, job_ref: str, action: str, wait_s: float = 60.0
+) -> dict[str, Any]:
+    """Send pause, resume or cancel, then wait (bounded) until the job shows the new state."""
+    allowed, expected = _CONTROL[action]
+    job = await _load_job(sessions, job_ref)
+    live = await _live_progress(client, job.id)
+    current = live.status if live else JobStatus(job.status)
+    if live is None and not current.is_final:
+        raise BatchInputError(f"job {job.id} is {current.value} but its workflow is not running; try `retry`")
+    if current not in allowed:
+        raise BatchInputError(f"cannot {action} job {job.id}: it is {current.value}")
+    await client.get_workflow_handle(job_workflow_id(job.id)).signal(action)
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while not await _shows(sessions, client, job.id, expected):
+        if asyncio.get_running_loop().time() > deadline:
+            status = await job_status(sessions, job_ref, client)
+            return {**status, "note": f"{action} sent; the job did not show it within {wait_s:.0f} s"}
+        await asyncio.sleep(0.25)
+    return await job_status(sessions, job_ref, client)
+
+
+async def _shows(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID, expected: set[JobStatus]) -> bool:
+    """Both the workflow (while it runs) and the row show one of the expected states."""
+    job = await _load_job(sessions, str(job_id))
+    live = await _live_progress(client, job_id)
+    return JobStatus(job.status) in expected and (live is None or live.status in expected)
+
+
+async def retry_job(sessions: async_sessionmaker, client: Client, settings: Settings, job_ref: str) -> dict[str, Any]:
+    """Queue exactly the failed items of an ended job again, with their original parameters, and
+    start a new run of the job's workflow. Items that succeeded are never regenerated."""
+    job = await _load_job(sessions, job_ref)
+    if await _live_progress(client, job.id) is not None:
+        raise BatchInputError(f"job {job.id} is still running; retry it once it has ended")
+    if job.status != JobStatus.QUEUED:  # a queued job whose workflow is gone only needs its workflow
+        if not JobStatus(job.status).is_final:
+            raise BatchInputError(f"job {job.id} is {job.status}; only an ended job can be retried")
+        if job.failed_items == 0:
+            raise BatchInputError(f"job {job.id} has no failed items to retry")
+        await _requeue_failed_items(sessions, job.id)
+    await start_job_workflow(client, settings, job.id)
+    return await job_status(sessions, job_ref, client)
+
+
+async def _requeue_failed_items(sessions: async_sessionmaker, job_id: uuid.UUID) -> None:
+    async with sessions.begin() as session:
+        requeued = (
+            await session.scalars(
+                update(BatchItem)
+                .where(BatchItem.batch_job_id == job_id, BatchItem.status == ItemStatus.FAILED.value)
+                .values(status=ItemStatus.QUEUED.value, error_message=None, conversation_id=None, processed_at=None,
+                        progress=0, usage={})
+                .returning(BatchItem.id)
+            )
+        ).all()
+        await session.execute(
+            update(BatchJob)
+            .where(BatchJob.id == job_id)
+            .values(
+                status=JobStatus.QUEUED.value,
+                failed_items=BatchJob.failed_items - len(requeued),
+                completed_items=BatchJob.completed_items - len(requeued),
+                completed_at=None,
+                error_message=None,
+            )
+        )
+        session.add(BatchJobEvent(batch_job_id=job_id, line=f"job retry: {len(requeued)} failed items queued again"))
