@@ -4,7 +4,7 @@ client's cancellation API), the stop policy, retry, continue-as-new and worker r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -15,22 +15,9 @@ from temporalio.worker import Worker
 from models.enums import ErrorPolicy, ItemStatus, JobStatus
 from models.messages import BatchJobInput, JobProgress
 from tests.fakes import FakeActivities, FakeBatch
+from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
-
-
-async def eventually(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
-    """Poll a condition until it holds (never a fixed sleep in place of the condition)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await _holds(condition):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _holds(condition: Callable[[], object]) -> bool:
-    result = condition()
-    return bool(await result) if asyncio.iscoroutine(result) else bool(result)
 
 
 @asynccontextmanager

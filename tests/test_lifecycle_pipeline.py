@@ -17,7 +17,7 @@ from brightrun.storage import Storage, job_log_key
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJobEvent, Conversation
 from tests.standin_control import StandinControl
-from tests.test_job_lifecycle import eventually
+from tests.helpers import eventually, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -115,9 +115,7 @@ async def test_retry_reruns_exactly_the_failed_items_and_the_log_tells_the_story
     standin: StandinControl,
 ) -> None:
     await standin.configure(script=["400"])
-    request = batch_of(["James Okafor"], 1)
-    job = await batches.launch(sessions, stack_client, stack_settings, request)
-    await stack_client.get_workflow_handle(job.workflow_id).result()
+    job = await launch_and_wait(sessions, stack_client, stack_settings, **vars(batch_of(["James Okafor"], 1)))
     first = await batches.job_status(sessions, str(job.job_id), stack_client)
     assert (first["status"], first["successful"], first["failed"]) == ("completed", 1, 1)
 
@@ -147,8 +145,7 @@ async def test_retry_reruns_exactly_the_failed_items_and_the_log_tells_the_story
 async def test_control_commands_refuse_what_the_state_does_not_allow(
     sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
 ) -> None:
-    job = await batches.launch(sessions, stack_client, stack_settings, batch_of(["Priya Patel"], 2))
-    await stack_client.get_workflow_handle(job.workflow_id).result()
+    job = await launch_and_wait(sessions, stack_client, stack_settings, **vars(batch_of(["Priya Patel"], 2)))
 
     for action in ("pause", "resume", "cancel"):
         with pytest.raises(batches.BatchInputError, match=f"cannot {action} job .*: it is completed"):

@@ -9,25 +9,16 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from brightrun import batches
 from brightrun.settings import Settings
 from brightrun.storage import Storage, final_conversation_key, raw_conversation_key
 from models.conversation import ConversationDocument
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation
+from tests.helpers import launch_and_wait
 from tests.standin_control import StandinControl
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
-
-
-async def launch_and_wait(
-    sessions: async_sessionmaker, client: Client, settings: Settings, **request
-) -> batches.LaunchedJob:  # noqa: ANN003
-    job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**request))
-    await client.get_workflow_handle(job.workflow_id).result()
-    return job
 
 
 async def test_a_batch_runs_end_to_end_and_links_every_item(
