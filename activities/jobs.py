@@ -200,8 +200,9 @@ class JobActivities:
         return LinkedConversation(conversation_pk=conversation_pk)
 
     @activity.defn(name="finish_item")
-    async def finish_item(self, request: FinishItemInput) -> bool:
-        """Record an item's final status once; returns False when it was already final."""
+    async def finish_item(self, request: FinishItemInput) -> ItemStatus:
+        """Record an item's final status once; returns the status the row ends with (the first
+        final one recorded, when the item had already ended)."""
         outcome = request.outcome
         async with self._sessions.begin() as session:
             position = await session.scalar(
@@ -217,7 +218,7 @@ class JobActivities:
                 .returning(BatchItem.position)
             )
             if position is None:
-                return False
+                return ItemStatus(await session.scalar(select(BatchItem.status).where(BatchItem.id == outcome.item_id)))
             counters = {name: getattr(BatchJob, name) + 1 for name in _COUNTERS[outcome.status]}
             await session.execute(
                 update(BatchJob)
@@ -235,7 +236,7 @@ class JobActivities:
                 ItemStatus.CANCELLED: "cancelled",
             }[outcome.status]
             await _log(session, request.job_id, _item_line(position, outcome.item_id, what), outcome.item_id)
-            return True
+            return outcome.status
 
     @activity.defn(name="cancel_queued_items")
     async def cancel_queued_items(self, job_id: uuid.UUID) -> int:

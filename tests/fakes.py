@@ -163,14 +163,16 @@ class FakeActivities:
         return LinkedConversation(conversation_pk=uuid.uuid4())
 
     @activity.defn(name="finish_item")
-    async def finish_item(self, request: FinishItemInput) -> bool:
+    async def finish_item(self, request: FinishItemInput) -> ItemStatus:
         item = self.batch.item(request.outcome.item_id)
         item.finish_calls += 1
+        if item.status.is_final:
+            return item.status
         if item.status == ItemStatus.PROCESSING:
             self.batch.in_flight -= 1
         item.status = request.outcome.status
         item.error_message = request.outcome.error_message
-        return True
+        return item.status
 
     @activity.defn(name="cancel_queued_items")
     async def cancel_queued_items(self, job_id: uuid.UUID) -> int:

@@ -59,7 +59,7 @@ async def test_pause_lets_in_flight_items_finish_and_starts_nothing_until_resume
         await handle.signal(BatchJobWorkflow.pause)
         await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
         batch.claude_gate.set()
-        await eventually(lambda: batch.count(ItemStatus.COMPLETED) == 2, "the in-flight items finish")
+        await eventually(lambda: _completed_at_least(handle, 2), "the in-flight items finish")
         paused = await progress(handle)
 
         assert (paused.status, paused.in_flight, paused.completed, paused.remaining) == (JobStatus.PAUSED, 0, 2, 6)
@@ -82,6 +82,8 @@ async def test_cancel_while_paused_marks_every_unstarted_item_cancelled(ts_clien
         await eventually(lambda: batch.count(ItemStatus.COMPLETED) >= 1, "an item completed")
         await handle.signal(BatchJobWorkflow.pause)
         await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
+        # (In-flight items being cancelled is the next test's subject; here only paused ones.)
+        await eventually(lambda: _nothing_in_flight(handle), "the in-flight items finished")
 
         await handle.signal(BatchJobWorkflow.cancel)
         result = await handle.result()
@@ -198,6 +200,10 @@ async def test_the_progress_query_reports_counts_eta_and_usage(ts_client: Client
     assert during.usage.input_tokens == 100 * during.successful
     assert result.eta_seconds == 0.0 and result.remaining == 0
     assert result.usage.output_tokens == 6 * 50
+
+
+async def _nothing_in_flight(handle: WorkflowHandle) -> bool:
+    return (await progress(handle)).in_flight == 0
 
 
 async def _completed_at_least(handle: WorkflowHandle, count: int) -> bool:

@@ -123,11 +123,22 @@ class BatchItemWorkflow:
         await self._report(request, self._outcome(request, ItemStatus.CANCELLED, usage))
 
     async def _report(self, request: BatchItemInput, outcome: ItemFinished) -> None:
-        """Write the outcome to the item's row, then tell the job's workflow."""
-        await workflow.execute_activity_method(
+        """Write the outcome to the item's row, then tell the job's workflow. Shielded: a cancel
+        that arrives while an ended item reports must not lose the report."""
+        reporting = asyncio.create_task(self._record_and_signal(request, outcome))
+        try:
+            await asyncio.shield(reporting)
+        except asyncio.CancelledError:
+            await reporting
+            raise
+
+    async def _record_and_signal(self, request: BatchItemInput, outcome: ItemFinished) -> None:
+        recorded = await workflow.execute_activity_method(
             JobActivities.finish_item,
             FinishItemInput(job_id=request.job_id, finished_at=workflow.now(), outcome=outcome),
             **DATA_STEP,
         )
+        # The row keeps the first final status; the job must count the same one.
+        outcome = outcome.model_copy(update={"status": recorded})
         workflow.logger.info("item %s", outcome.status.value, extra={"item_id": str(outcome.item_id)})
         await workflow.get_external_workflow_handle(request.parent_workflow_id).signal(ITEM_FINISHED_SIGNAL, outcome)

@@ -123,13 +123,16 @@ class BatchJobWorkflow:
         except asyncio.TimeoutError:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
             for item_id in list(self._state.in_flight):
-                outcome = ItemFinished(item_id=item_id, status=ItemStatus.CANCELLED)
-                await workflow.execute_activity_method(
+                recorded = await workflow.execute_activity_method(
                     JobActivities.finish_item,
-                    FinishItemInput(job_id=self._job_id, finished_at=workflow.now(), outcome=outcome),
+                    FinishItemInput(
+                        job_id=self._job_id,
+                        finished_at=workflow.now(),
+                        outcome=ItemFinished(item_id=item_id, status=ItemStatus.CANCELLED),
+                    ),
                     **DATA_STEP,
                 )
-                self.item_finished(outcome)
+                self.item_finished(ItemFinished(item_id=item_id, status=recorded))
 
     async def _cannot_run(self, reason: str) -> JobProgress:
         self._state.counters.cancelled = await workflow.execute_activity_method(
