@@ -50,7 +50,8 @@ class TemplateActivities:
             active_of_tier = (
                 select(PromptTemplate.id)
                 .where(PromptTemplate.tier == request.tier.value, PromptTemplate.is_active)
-                .order_by(PromptTemplate.version.desc(), PromptTemplate.name)
+                # A general template (no arc type) is the better fallback than another arc's one.
+                .order_by(PromptTemplate.arc_type.is_not(None), PromptTemplate.version.desc(), PromptTemplate.name)
                 .limit(1)
             )
             # Prefer a template written for this arc type; else any active template of the tier.

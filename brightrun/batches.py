@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from brightrun.settings import Settings
@@ -154,9 +154,9 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
         task_queue=settings.task_queue,
         search_attributes=TypedSearchAttributes(
             [
-                search_attributes.BATCH_JOB_ID.value_set(str(job_id)),
-                search_attributes.BATCH_STATUS.value_set(JobStatus.QUEUED.value),
-                search_attributes.BATCH_PERCENT_DONE.value_set(0),
+                SearchAttributePair(search_attributes.BATCH_JOB_ID, str(job_id)),
+                SearchAttributePair(search_attributes.BATCH_STATUS, JobStatus.QUEUED.value),
+                SearchAttributePair(search_attributes.BATCH_PERCENT_DONE, 0),
             ]
         ),
     )

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     # Claude
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
-    claude_model: str = "claude-sonnet-4-5"
+    claude_model: str = "claude-sonnet-4-6"
     claude_max_tokens: int = Field(default=4096, ge=256)
     claude_timeout_s: float = Field(default=300.0, gt=0)
     # Attempts per Claude call before the item fails, and the backoff between them.

@@ -106,8 +106,8 @@ async def test_the_item_links_the_primary_key_and_the_database_refuses_the_busin
 
     await rollback_session.execute(update(BatchItem).where(BatchItem.id == item_id).values(conversation_id=primary_key))
 
-    async with rollback_session.begin_nested():
-        with pytest.raises(IntegrityError, match="fk_batch_items_conversation_id_conversations"):
+    with pytest.raises(IntegrityError, match="fk_batch_items_conversation_id_conversations"):
+        async with rollback_session.begin_nested():
             await rollback_session.execute(
                 update(BatchItem).where(BatchItem.id == item_id).values(conversation_id=business_key)
             )
