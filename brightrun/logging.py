@@ -15,12 +15,20 @@ from temporalio import activity
 from brightrun.settings import Settings
 
 
+_ID_PREFIXES = {"batch-job-": "job_id", "batch-item-": "item_id"}
+
+
 def _add_temporal_context(_logger: object, _method: str, event: dict) -> dict:
+    """Inside an activity: the workflow, activity and attempt, and the job or item id that the
+    workflow id carries (batch-job-{job_id}, batch-item-{item_id})."""
     if activity.in_activity():
         info = activity.info()
         event.setdefault("workflow_id", info.workflow_id)
         event.setdefault("activity", info.activity_type)
         event.setdefault("attempt", info.attempt)
+        for prefix, key in _ID_PREFIXES.items():
+            if info.workflow_id and info.workflow_id.startswith(prefix):
+                event.setdefault(key, info.workflow_id.removeprefix(prefix))
     return event
 
 
@@ -31,6 +39,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Fields passed as `extra=` by stdlib loggers, e.g. Temporal's workflow.logger context.
+        structlog.stdlib.ExtraAdder(),
         _add_temporal_context,
     ]
     renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
