@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import select
 
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
-from brightrun.storage import Storage
+from brightrun.storage import Storage, job_log_key
 from models.tables import BatchItem, BatchJob, Conversation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,23 +63,24 @@ async def _report(job_id: str, settings: Settings) -> None:
         ).all()
     await engine.dispose()
 
-    table = Table(title=f"job {job_id}: {job.status}, {job.successful_items}/{job.total_items} succeeded")
-    for column in ("item", "status", "conversations.id (linked)", f"s3://{storage.conversation_bucket}/ raw + final"):
-        table.add_column(column)
+    console.print(f"[bold]job {job_id}: {job.status}, {job.successful_items}/{job.total_items} succeeded[/]")
     for item, conversation in rows:
-        files = "-"
+        console.print(f"item {item.position}: {item.status}" + (f": {item.error_message}" if item.error_message else ""))
         if conversation:
-            present = [
-                await storage.get_bytes_or_none(storage.conversation_bucket, key) is not None
-                for key in (conversation.raw_storage_path, conversation.final_storage_path)
-            ]
-            files = f"{conversation.raw_storage_path}\n{conversation.final_storage_path}" + ("" if all(present) else " (MISSING)")
-        table.add_row(str(item.position), item.status + (f": {item.error_message}" if item.error_message else ""),
-                      str(item.conversation_id or "-"), files)
-    console.print(table)
-    console.print(f"Temporal web UI: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/batch-job-{job_id}")
+            console.print(f"  batch_items.conversation_id = conversations.id = {conversation.id}", soft_wrap=True)
+            for key in (conversation.raw_storage_path, conversation.final_storage_path):
+                found = await storage.get_bytes_or_none(storage.conversation_bucket, key) is not None
+                console.print(f"  s3://{storage.conversation_bucket}/{key}" + ("" if found else "  (MISSING)"), soft_wrap=True)
+    console.print(f"Job log: s3://{storage.log_bucket}/{job_log_key(job_id)}", soft_wrap=True)
+    console.print(
+        f"Temporal web UI: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/batch-job-{job_id}",
+        soft_wrap=True,
+    )
     console.print(f"  (filter the list with: BatchStatus = \"{job.status}\")")
-    console.print(f"Rows: SELECT * FROM batch_items WHERE batch_job_id = '{job_id}';  (DATABASE_URL in {ENV_FILE.relative_to(REPO)})")
+    console.print(
+        f"Rows: SELECT * FROM batch_items WHERE batch_job_id = '{job_id}';  (DATABASE_URL in {ENV_FILE.relative_to(REPO)})",
+        soft_wrap=True,
+    )
     if settings.uses_standin:
         console.print("[bold yellow]Generated with the OFFLINE Claude stand-in[/] (no ANTHROPIC_API_KEY set): "
                       "conversations are synthetic. Set ANTHROPIC_API_KEY and run `make down demo` to use Claude.")

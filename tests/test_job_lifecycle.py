@@ -13,11 +13,12 @@ from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
 from models.enums import ErrorPolicy, ItemStatus, JobStatus
-from models.messages import BatchJobInput, JobProgress
+from models.messages import BatchJobInput, BatchProgressState, ItemFinished, JobProgress
 from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.config import ITEM_FINISHED_SIGNAL
 
 
 @asynccontextmanager
@@ -209,3 +210,32 @@ async def _nothing_in_flight(handle: WorkflowHandle) -> bool:
 async def _completed_at_least(handle: WorkflowHandle, count: int) -> bool:
     return (await progress(handle)).completed >= count
 
+
+
+async def test_a_report_delivered_with_the_first_task_of_a_continued_run_is_counted(
+    ts_client: Client, task_queue: str
+) -> None:
+    batch = FakeBatch.of(3)
+    reported = batch.items[0]
+    reported.status = ItemStatus.COMPLETED
+    state = BatchProgressState(total_items=3, next_position=1, in_flight=[reported.item_id])
+    # No worker yet: the report waits in the run's first workflow task, before `run` starts.
+    handle = await start(ts_client, task_queue, batch, state=state)
+    await handle.signal(ITEM_FINISHED_SIGNAL, ItemFinished(item_id=reported.item_id, status=ItemStatus.COMPLETED))
+
+    async with worker_for(ts_client, task_queue, batch):
+        result = await handle.result()
+
+    assert (result.status, result.successful, result.in_flight, result.remaining) == (JobStatus.COMPLETED, 3, 0, 0)
+
+
+async def test_a_cancel_delivered_before_the_job_starts_is_kept(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(3)
+    handle = await start(ts_client, task_queue, batch)
+    await handle.signal(BatchJobWorkflow.cancel)
+
+    async with worker_for(ts_client, task_queue, batch):
+        result = await handle.result()
+
+    assert (result.status, result.cancelled) == (JobStatus.CANCELLED, 3)
+    assert batch.generate_calls == 0

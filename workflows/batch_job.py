@@ -41,11 +41,16 @@ def item_workflow_id(item_id: object) -> str:
 
 @workflow.defn(name="BatchJobWorkflow")
 class BatchJobWorkflow:
-    def __init__(self) -> None:
-        self._job_id: uuid.UUID | None = None
-        self._state = BatchProgressState()
-        self._plan: JobPlan | None = None
+    @workflow.init
+    def __init__(self, request: BatchJobInput) -> None:
+        # A continued run's state must be in place before anything else: the first activation
+        # delivers signals (item reports, pause, cancel) before `run` starts.
+        self._job_id = request.job_id
+        self._state = request.state or BatchProgressState()
         self._status = JobStatus.QUEUED
+        if request.state:
+            self._status = JobStatus.PAUSED if request.state.paused else JobStatus.PROCESSING
+        self._plan: JobPlan | None = None
         self._percent_reported = -1
         self._lock = asyncio.Lock()
 
@@ -53,21 +58,15 @@ class BatchJobWorkflow:
 
     @workflow.run
     async def run(self, request: BatchJobInput) -> JobProgress:
-        self._job_id = request.job_id
-        if request.state:  # a continued run: its state is known before any activity answers
-            self._state = request.state
-            self._status = JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING
         try:
             self._plan = await workflow.execute_activity_method(JobActivities.start_job, request.job_id, **DATA_STEP)
         except ActivityError as error:
             return await self._cannot_run(failure_message(error))
-        if not request.state:
-            self._state = BatchProgressState(
-                total_items=self._plan.total_items,
-                counters=self._plan.counters,
-                usage=self._plan.usage,
-                started_at=self._plan.started_at,
-            )
+        if not request.state:  # a new run starts from the row (a retry keeps its counters)
+            self._state.total_items = self._plan.total_items
+            self._state.counters = self._plan.counters
+            self._state.usage = self._plan.usage
+            self._state.started_at = self._plan.started_at
         self._show_status(JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING)
         try:
             await self._run_items(request)
