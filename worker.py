@@ -4,6 +4,7 @@ environment's settings. Clients are built once here and handed to the activity c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from temporalio.client import Client
@@ -16,6 +17,7 @@ from activities.templates import TemplateActivities
 from brightrun.claude import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.logging import configure_logging, get_logger
+from brightrun.pricing import PriceTable
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
@@ -25,12 +27,14 @@ from workflows.batch_job import BatchJobWorkflow
 log = get_logger("worker")
 
 
-def build_worker(client: Client, settings: Settings, sessions, storage: Storage, claude) -> Worker:  # noqa: ANN001
+def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
+    """The workflows and data steps on the main task queue; the Claude calls on their own queue,
+    with a calls-per-minute limit that the Temporal server enforces across every worker."""
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
-    generation = ClaudeActivities(claude, storage, settings)
-    conversations = ConversationActivities(storage)
-    return Worker(
+    generation = ClaudeActivities(claude, storage, settings, PriceTable.load(settings.model_prices_file))
+    conversations = ConversationActivities(storage, settings.quality_min_score)
+    main_queue = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
@@ -45,11 +49,18 @@ def build_worker(client: Client, settings: Settings, sessions, storage: Storage,
             jobs.write_job_log,
             templates.select_template,
             templates.resolve_template,
-            generation.generate_conversation,
             conversations.store_conversation,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
     )
+    claude_queue = Worker(
+        client,
+        task_queue=settings.claude_task_queue,
+        activities=[generation.generate_conversation],
+        max_concurrent_activities=settings.claude_max_concurrent_calls,
+        max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
+    )
+    return [main_queue, claude_queue]
 
 
 async def main() -> None:
@@ -57,7 +68,7 @@ async def main() -> None:
     configure_logging(settings)
     engine = create_engine(settings)
     client = await connect(settings)
-    worker = build_worker(client, settings, create_sessionmaker(engine), Storage(settings), create_claude_client(settings))
+    workers = build_workers(client, settings, create_sessionmaker(engine), Storage(settings), create_claude_client(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -66,9 +77,13 @@ async def main() -> None:
         "worker started",
         task_queue=settings.task_queue,
         temporal=settings.temporal_address,
+        claude_task_queue=settings.claude_task_queue,
+        claude_calls_per_minute=settings.claude_calls_per_minute,
         claude="offline stand-in" if settings.uses_standin else "Anthropic API",
     )
-    async with worker:
+    async with contextlib.AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
         await stop.wait()
     await engine.dispose()
     log.info("worker stopped")

@@ -1,4 +1,4 @@
-"""Parse and validate the model's answer, and store the final conversation beside the raw one."""
+"""Parse, validate and score the model's answer, and store the final conversation beside the raw one."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import re
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities.errors import INVALID_OUTPUT, TRUNCATED_OUTPUT, permanent
+from activities.errors import INVALID_OUTPUT, LOW_QUALITY, TRUNCATED_OUTPUT, permanent
 from brightrun.storage import Storage, final_conversation_key
 from models.conversation import ConversationDocument
 from models.messages import StoreConversationInput, StoredConversation
 
 _FENCED_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+GOOD_TURN_COUNT = 8
+GOOD_WORDS_PER_TURN = (8, 150)
 
 
 def extract_json_text(text: str) -> str:
@@ -38,9 +40,25 @@ def parse_conversation(text: str) -> ConversationDocument:
         raise ValueError(f"the reply does not match the conversation schema: {problems}") from None
 
 
+def quality_scores(document: ConversationDocument, persona: str, topic: str) -> dict[str, float]:
+    """Each check scores 0..1: enough turns, turns of a natural length, the persona and the
+    topic actually present in what is said."""
+    spoken = " ".join(turn.content for turn in document.turns).lower()
+    words_per_turn = len(spoken.split()) / len(document.turns)
+    low, high = GOOD_WORDS_PER_TURN
+    topic_words = [w for w in re.findall(r"[a-z0-9]+", topic.lower()) if len(w) > 3]
+    return {
+        "turns": min(1.0, len(document.turns) / GOOD_TURN_COUNT),
+        "length": 1.0 if low <= words_per_turn <= high else 0.0,
+        "persona": 1.0 if persona.split()[0].lower() in spoken else 0.0,
+        "topic": sum(w in spoken for w in topic_words) / len(topic_words) if topic_words else 1.0,
+    }
+
+
 class ConversationActivities:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, quality_min_score: float) -> None:
         self._storage = storage
+        self._quality_min_score = quality_min_score
 
     @activity.defn(name="store_conversation")
     async def store_conversation(self, request: StoreConversationInput) -> StoredConversation:
@@ -57,10 +75,21 @@ class ConversationActivities:
             document = parse_conversation(text)
         except ValueError as exc:
             raise permanent(f"{exc}; raw response kept at {request.raw_key}", INVALID_OUTPUT) from None
+        scores = quality_scores(document, request.persona, request.training_topic)
+        score = round(sum(scores.values()) / len(scores), 3)
+        if score < self._quality_min_score:
+            weak = ", ".join(f"{name} {value:.2f}" for name, value in scores.items() if value < 1)
+            raise permanent(
+                f"quality score {score:.2f} is under the minimum {self._quality_min_score:.2f} ({weak}); "
+                f"raw response kept at {request.raw_key}",
+                LOW_QUALITY,
+            )
         final_key = final_conversation_key(request.user_id, request.conversation_id)
         await self._storage.put_json(
             self._storage.conversation_bucket,
             final_key,
-            {"conversation_id": str(request.conversation_id), **document.model_dump(mode="json")},
+            {"conversation_id": str(request.conversation_id), "quality": scores, **document.model_dump(mode="json")},
         )
-        return StoredConversation(final_key=final_key, title=document.title, turn_count=len(document.turns))
+        return StoredConversation(
+            final_key=final_key, title=document.title, turn_count=len(document.turns), quality_score=score
+        )

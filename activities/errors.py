@@ -9,6 +9,7 @@ TEMPLATE_NOT_FOUND = "TemplateNotFound"
 UNKNOWN_PLACEHOLDER = "UnknownPlaceholder"
 INVALID_OUTPUT = "invalid_output"
 TRUNCATED_OUTPUT = "truncated_output"
+LOW_QUALITY = "low_quality"
 
 
 def permanent(message: str, error_type: str) -> ApplicationError:

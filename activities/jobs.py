@@ -105,7 +105,13 @@ class JobActivities:
                     failed=job.failed_items,
                     cancelled=job.cancelled_items,
                 ),
-                usage=TokenUsage(input_tokens=job.input_tokens, output_tokens=job.output_tokens, cost_usd=job.cost_usd),
+                usage=TokenUsage(
+                    input_tokens=job.input_tokens,
+                    output_tokens=job.output_tokens,
+                    cache_creation_input_tokens=job.cache_write_tokens,
+                    cache_read_input_tokens=job.cache_read_tokens,
+                    cost_usd=job.cost_usd,
+                ),
                 started_at=job.started_at,
             )
 
@@ -164,7 +170,8 @@ class JobActivities:
 
     @activity.defn(name="link_conversation")
     async def link_conversation(self, request: LinkConversationInput) -> LinkedConversation:
-        generated = request.generated
+        generated = request.generations[-1]  # the call whose answer was stored
+        usage = sum((g.usage for g in request.generations), TokenUsage())
         async with self._sessions.begin() as session:
             # The business key is fixed before the first attempt, so a retry finds its own row.
             conversation_pk = await session.scalar(
@@ -182,12 +189,16 @@ class JobActivities:
                     template_id=request.template_id,
                     tier=request.work.tier.value,
                     turn_count=request.stored.turn_count,
+                    quality_score=request.stored.quality_score,
                     generation_metadata={
                         "model": generated.model,
                         "stop_reason": generated.stop_reason,
-                        "latency_ms": generated.latency_ms,
-                        "attempts": generated.attempt,
-                        "usage": generated.usage.model_dump(),
+                        "latency_ms": sum(g.latency_ms for g in request.generations),
+                        # Activity attempts of every call, and whether a repair was needed.
+                        "attempts": sum(g.attempt for g in request.generations),
+                        "repaired": len(request.generations) > 1,
+                        "usage": usage.model_dump(),
+                        "rate_limit": generated.rate_limit,
                     },
                 )
                 .on_conflict_do_update(index_elements=["conversation_id"], set_={"updated_at": func.now()})
@@ -227,6 +238,8 @@ class JobActivities:
                     **counters,
                     input_tokens=BatchJob.input_tokens + outcome.usage.input_tokens,
                     output_tokens=BatchJob.output_tokens + outcome.usage.output_tokens,
+                    cache_write_tokens=BatchJob.cache_write_tokens + outcome.usage.cache_creation_input_tokens,
+                    cache_read_tokens=BatchJob.cache_read_tokens + outcome.usage.cache_read_input_tokens,
                     cost_usd=BatchJob.cost_usd + outcome.usage.cost_usd,
                 )
             )

@@ -99,5 +99,7 @@ class TemplateActivities:
             template_version=template.version,
             system=template.system_text,
             user=template.template_text.format_map(values),
+            persona_name=persona.name,
+            topic_name=topic.name,
         )
 

@@ -149,7 +149,12 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
     workflow_id = job_workflow_id(job_id)
     await client.start_workflow(
         BatchJobWorkflow.run,
-        BatchJobInput(job_id=job_id, page_size=settings.item_page_size, history_event_limit=settings.history_event_limit),
+        BatchJobInput(
+            job_id=job_id,
+            claude_task_queue=settings.claude_task_queue,
+            page_size=settings.item_page_size,
+            history_event_limit=settings.history_event_limit,
+        ),
         id=workflow_id,
         task_queue=settings.task_queue,
         search_attributes=TypedSearchAttributes(

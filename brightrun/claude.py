@@ -9,6 +9,5 @@ def create_claude_client(settings: Settings) -> AsyncAnthropic:
     return AsyncAnthropic(
         api_key=settings.anthropic_key_value(),
         base_url=settings.anthropic_base_url,
-        max_retries=0,
-        timeout=settings.claude_timeout_s,
+        max_retries=0,  # each call sets its own timeout, sized from its max_tokens
     )

@@ -7,9 +7,12 @@ print in a repr, a log line or a workflow history.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.enums import Tier
 
 STANDIN_API_KEY = "standin-offline-key"
 
@@ -38,8 +41,24 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     claude_model: str = "claude-sonnet-4-6"
-    claude_max_tokens: int = Field(default=4096, ge=256)
-    claude_timeout_s: float = Field(default=300.0, gt=0)
+    # Output budget per tier (Anthropic reserves output-token rate limit from max_tokens).
+    claude_max_tokens_by_tier: dict[Tier, int] = Field(
+        default={Tier.TEMPLATE: 4096, Tier.SCENARIO: 6144, Tier.EDGE_CASE: 6144}
+    )
+    # The HTTP timeout of a call grows with its max_tokens: base + max_tokens / slowest tokens per second.
+    claude_timeout_base_s: float = Field(default=60.0, gt=0)
+    claude_min_output_tokens_per_s: float = Field(default=20.0, gt=0)
+    # Claude calls run on their own task queue: a calls-per-minute limit for all workers together
+    # (enforced by the Temporal server) and a cap on calls in flight per worker.
+    claude_task_queue: str = "brightrun-claude"
+    claude_calls_per_minute: float = Field(default=50.0, gt=0)
+    claude_max_concurrent_calls: int = Field(default=8, ge=1)
+    # Below this share of the remaining request or token budget (anthropic-ratelimit-* headers),
+    # the next call waits for the budget's reset.
+    claude_rate_limit_low_watermark: float = Field(default=0.05, ge=0, lt=1)
+    model_prices_file: Path | None = None
+    # Conversations scoring below this quality (0..1) fail with the reason.
+    quality_min_score: float = Field(default=0.5, ge=0, le=1)
     # Attempts per Claude call before the item fails, and the backoff between them.
     claude_max_attempts: int = Field(default=6, ge=1)
     claude_retry_base_s: float = Field(default=2.0, gt=0)
@@ -70,6 +89,12 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
         raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+    def claude_max_tokens(self, tier: Tier) -> int:
+        return self.claude_max_tokens_by_tier[tier]
+
+    def claude_timeout_s(self, tier: Tier) -> float:
+        return self.claude_timeout_base_s + self.claude_max_tokens(tier) / self.claude_min_output_tokens_per_s
 
     @property
     def uses_standin(self) -> bool:

@@ -1,9 +1,10 @@
 """The offline Claude stand-in: an HTTP server that speaks the Anthropic Messages API well enough
 for the official SDK (non-streaming and streaming), so the whole pipeline runs without an API key.
 
-It answers with a plausible conversation built from the persona, arc and topic lines of the
-prompt, with real-looking `usage` and rate-limit headers, and injects the faults the real API
-has, so tests exercise the real SDK and our retry code over a real socket.
+It answers with a plausible conversation built from the persona, arc, topic and tier lines of
+the prompt, with real-looking `usage` (prompt caching included) and rate-limit headers, and it
+injects the faults the real API has, so tests drive the real SDK and our retry code over a real
+socket.
 
     python -m brightrun.standin --host 127.0.0.1 --port 8765
 
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import signal
@@ -23,26 +25,38 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-OUTCOMES = ("429", "529", "500", "400", "malformed", "truncated")
-_ERRORS = {
+# Injected faults answered with an HTTP error: status, Anthropic error type, message.
+ERROR_FAULTS = {
     "429": (429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
     "529": (529, "overloaded_error", "Overloaded"),
     "500": (500, "api_error", "Internal server error"),
     "400": (400, "invalid_request_error", "messages: prompt is too long for this model"),
 }
-_PROMPT_FIELDS = {
-    "persona": (r"^\s*persona:\s*(.+)$", "Unknown persona"),
-    "emotional_arc": (r"^\s*emotional arc:\s*(.+)$", "Unknown arc"),
-    "training_topic": (r"^\s*training topic:\s*(.+)$", "Unknown topic"),
-    "tier": (r"^\s*tier:\s*(.+)$", "template"),
+# Injected faults answered with 200 and a reply our validation must reject.
+REPLY_FAULTS = ("malformed", "truncated")
+FAULTS = (*ERROR_FAULTS, *REPLY_FAULTS)
+
+PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is missing)
+    "persona": ("persona", "Unknown persona"),
+    "emotional_arc": ("emotional arc", "Unknown arc"),
+    "training_topic": ("training topic", "Unknown topic"),
+    "tier": ("tier", "Unknown tier"),
 }
-REQUESTS_PER_MINUTE_SHOWN = 4000
-TOKENS_PER_MINUTE_SHOWN = 400_000
+
+RATE_WINDOW_S = 60.0
+REQUESTS_LIMIT_SHOWN = 4000  # the requests-limit header when no rpm_limit is configured
+TOKENS_LIMIT_SHOWN = 400_000
+STREAM_CHUNK_CHARS = 120
+ERROR_LATENCY_SHARE = 0.25  # errors come back well before a generation would
+
+
+# --- state ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -54,32 +68,105 @@ class StandinConfig:
     rpm_limit: int | None = None
     script: list[str] = field(default_factory=list)
 
-    def update(self, changes: dict[str, Any]) -> None:
-        unknown = set(changes) - set(self.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        bad = [o for o in changes.get("faults", {}) if o not in OUTCOMES] + [
-            o for o in changes.get("script", []) if o not in (*OUTCOMES, "ok")
-        ]
-        if bad:
-            raise ValueError(f"unknown outcomes: {', '.join(bad)}; known: ok, {', '.join(OUTCOMES)}")
+    def merge(self, changes: dict[str, Any]) -> None:
+        check_config_changes(changes)
         for key, value in changes.items():
-            setattr(self, key, dict(value) if key == "faults" else list(value) if key == "script" else value)
+            setattr(self, key, list(value) if key == "script" else dict(value) if key == "faults" else value)
 
 
-@dataclass
-class StandinState:
-    config: StandinConfig = field(default_factory=StandinConfig)
-    outcomes: Counter = field(default_factory=Counter)
-    log: list[dict[str, Any]] = field(default_factory=list)
-    recent: deque = field(default_factory=deque)  # request times of the trailing minute
-    cached_prefixes: set[str] = field(default_factory=set)
-    rng: random.Random = field(default_factory=random.Random)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_config_changes(changes: Any) -> None:
+    """Refuses a bad config as a whole (ValueError or TypeError), so a typo in a test never
+    half-applies."""
+    if not isinstance(changes, dict):
+        raise TypeError("the config must be a JSON object")
+    unknown = set(changes) - set(StandinConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    for key in ("latency_ms", "retry_after_s"):
+        if key in changes and not (_is_int(changes[key]) and changes[key] >= 0):
+            raise ValueError(f"{key} must be a non-negative integer")
+    if changes.get("seed") is not None and not _is_int(changes["seed"]):
+        raise ValueError("seed must be an integer or null")
+    if changes.get("rpm_limit") is not None and not (_is_int(changes["rpm_limit"]) and changes["rpm_limit"] > 0):
+        raise ValueError("rpm_limit must be a positive integer or null")
+    if "faults" in changes:
+        _check_faults(changes["faults"])
+    if "script" in changes:
+        _check_script(changes["script"])
+
+
+def _check_faults(faults: Any) -> None:
+    if not isinstance(faults, dict):
+        raise TypeError("faults must be an object of outcome -> probability")
+    unknown = [name for name in faults if name not in FAULTS]
+    if unknown:
+        raise ValueError(f"unknown faults: {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1 for p in faults.values()):
+        raise ValueError("fault probabilities must be numbers between 0 and 1")
+    if sum(faults.values()) > 1:
+        raise ValueError("fault probabilities must add up to at most 1")
+
+
+def _check_script(script: Any) -> None:
+    if not isinstance(script, list):
+        raise TypeError("script must be a list of outcomes")
+    unknown = [str(outcome) for outcome in script if outcome not in ("ok", *FAULTS)]
+    if unknown:
+        raise ValueError(f"unknown script outcomes: {', '.join(unknown)}; known: ok, {', '.join(FAULTS)}")
+
+
+class RequestWindow:
+    """Arrival times of the requests admitted in the trailing minute: both the rpm limit and the
+    requests-remaining header count them."""
+
+    def __init__(self) -> None:
+        self._arrivals: deque[float] = deque()
+
+    def _expire(self, now: float) -> None:
+        while self._arrivals and now - self._arrivals[0] >= RATE_WINDOW_S:
+            self._arrivals.popleft()
+
+    def count(self, now: float) -> int:
+        self._expire(now)
+        return len(self._arrivals)
+
+    def next_slot_at(self, now: float) -> float:
+        """When the oldest admitted request leaves the window (now, if none is in it)."""
+        self._expire(now)
+        return self._arrivals[0] + RATE_WINDOW_S if self._arrivals else now
+
+    def admit(self, now: float, limit: int | None) -> bool:
+        if limit is not None and self.count(now) >= limit:
+            return False
+        self._arrivals.append(now)
+        return True
+
+
+class Standin:
+    """The config, counters and request log of one stand-in server."""
+
+    def __init__(self) -> None:
+        self.reset()
 
     def reset(self) -> None:
-        self.__init__()
+        self.config = StandinConfig()
+        self.rng = random.Random()
+        self.outcomes: Counter[str] = Counter()
+        self.log: list[dict[str, Any]] = []
+        self.window = RequestWindow()
+        self.cached_systems: set[str] = set()
 
-    def choose_outcome(self) -> str:
+    def configure(self, changes: dict[str, Any]) -> None:
+        self.config.merge(changes)
+        if "seed" in changes:
+            self.rng.seed(self.config.seed)
+
+    def next_outcome(self) -> str:
+        """The scripted outcome if any is left, else a draw over the fault probabilities."""
         if self.config.script:
             return self.config.script.pop(0)
         draw = self.rng.random()
@@ -89,185 +176,174 @@ class StandinState:
             draw -= probability
         return "ok"
 
-    def over_rpm_limit(self, now: float) -> float | None:
-        """Seconds until a slot frees, when the trailing minute is full."""
-        while self.recent and now - self.recent[0] >= 60:
-            self.recent.popleft()
-        if self.config.rpm_limit is not None and len(self.recent) >= self.config.rpm_limit:
-            return 60 - (now - self.recent[0])
-        self.recent.append(now)
-        return None
+    def record(self, at: float, outcome: str, item: str | None, stream: bool) -> None:
+        self.outcomes[outcome] += 1
+        self.log.append({"at": at, "outcome": outcome, "item": item, "stream": stream})
+
+    def requests_limit(self) -> int:
+        return self.config.rpm_limit or REQUESTS_LIMIT_SHOWN
 
 
-STATE = web.AppKey("state", StandinState)
+STANDIN = web.AppKey("standin", Standin)
 
 
-# --- the conversation ---------------------------------------------------------------------
+# --- the conversation -----------------------------------------------------------------------
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
+    """The text of a string or of a list of content blocks."""
     if isinstance(content, str):
         return content
-    return "\n".join(block.get("text", "") for block in content if isinstance(block, dict))
+    if isinstance(content, list):
+        return "\n".join(block.get("text", "") for block in content if isinstance(block, dict))
+    return ""
 
 
 def prompt_fields(prompt: str) -> dict[str, str]:
-    found = {}
-    for name, (pattern, default) in _PROMPT_FIELDS.items():
-        match = re.search(pattern, prompt, re.IGNORECASE | re.MULTILINE)
-        found[name] = match.group(1).strip() if match else default
-    return found
+    """The persona, arc, topic and tier named by `Label: value` lines of the prompt."""
+    fields = {}
+    for name, (label, missing) in PROMPT_LINES.items():
+        match = re.search(rf"^\s*{label}:[ \t]*(\S.*)$", prompt, re.IGNORECASE | re.MULTILINE)
+        fields[name] = match.group(1).strip() if match else missing
+    return fields
 
 
 def build_conversation(prompt: str) -> dict[str, Any]:
-    """A plausible conversation naming the persona and topic, varied by the prompt's hash."""
-    f = prompt_fields(prompt)
+    """A ConversationDocument naming the persona and topic; the prompt's hash picks the lines and
+    the length (6, 8 or 10 turns), so different items get different conversations."""
+    fields = prompt_fields(prompt)
     rng = random.Random(hashlib.sha256(prompt.encode()).digest())
-    first_name = f["persona"].split()[0]
-    topic = f["training_topic"]
+    persona, topic = fields["persona"], fields["training_topic"]
+    name, subject = persona.split()[0], topic.lower()
     openers = [
-        f"Hi, I'm {f['persona']}. I've been putting off thinking about {topic.lower()} and it's starting to worry me.",
-        f"My name is {f['persona']}. Honestly, {topic.lower()} is something my partner and I keep arguing about.",
-        f"I'm {f['persona']}, and I need help with {topic.lower()}. I don't even know where to begin.",
+        f"Hi, I'm {persona}. I've been putting off thinking about {subject} and it's starting to worry me.",
+        f"My name is {persona}. Honestly, {subject} is something my partner and I keep arguing about.",
+        f"I'm {persona}, and I need help with {subject}. I don't even know where to begin.",
+        f"Hello, this is {persona}. A friend said you could walk me through {subject}.",
     ]
-    advisor = [
-        f"Thank you for sharing that, {first_name}. Many people feel the same way about {topic.lower()}. "
-        "Can you tell me what feels most pressing right now?",
-        f"That's a very common place to start, {first_name}. Let's break {topic.lower()} into a few small steps.",
-        "It sounds like both of you care about the same outcome, even if you disagree on the route. "
-        "What would a good result look like for each of you?",
-        f"A practical first step this week would be to write down what you already have in place for {topic.lower()}.",
-        "You're making real progress. Let's agree on one concrete action and a date to check in.",
+    advisor_lines = [
+        (
+            f"Thank you for telling me that, {name}. A lot of people feel that way about {subject}. "
+            "What feels most pressing right now?"
+        ),
+        f"That's a very common place to start, {name}. Let's break {subject} into a few small steps.",
+        (
+            "It sounds like you both want the same outcome, even if you disagree on the route. "
+            "What would a good result look like for each of you?"
+        ),
+        f"A practical first step would be to write down what you already have in place for {subject}.",
+        f"That's a fair question, {name}. The short answer is that it depends on your goals, so let's start there.",
+        f"Nothing about {subject} has to be decided today. What matters is that you know your options.",
     ]
-    client = [
-        "I guess the biggest worry is what happens to my kids if something happens to me.",
-        "We have some savings, but no real plan. It feels overwhelming.",
+    client_lines = [
+        "I guess the biggest worry is what happens to my family if something happens to me.",
+        f"We have some savings, but no real plan for {subject}. It feels overwhelming.",
         "That actually makes sense. I hadn't thought of splitting it up like that.",
-        "Okay. I think I can do that this week, and talk it through at home tonight.",
+        "Is it normal to feel this behind? Everyone else seems to have it figured out.",
+        f"What would you say is the most common mistake people make with {subject}?",
     ]
-    turns = [{"role": "user", "content": rng.choice(openers)}]
-    for index in range(rng.randint(3, 5) * 2 - 1):
-        pool = advisor if index % 2 == 0 else client
-        turns.append({"role": "assistant" if index % 2 == 0 else "user", "content": pool[index // 2 % len(pool)]})
-    if turns[-1]["role"] == "user":
-        turns.append({"role": "assistant", "content": advisor[-1]})
-    return {
-        "title": f"{f['persona']}: {topic} ({f['emotional_arc']})",
-        "metadata": {
-            "persona": f["persona"],
-            "emotional_arc": f["emotional_arc"],
-            "training_topic": topic,
-            "tier": f["tier"],
-        },
-        "turns": turns,
-    }
+    closing = f"You're making real progress, {name}. Let's agree on one concrete action for {subject} and a date to check in."
+    exchanges = rng.choice((3, 4, 5))  # each exchange is one user turn and one assistant turn
+    users = [rng.choice(openers), *_pick_in_order(rng, client_lines, exchanges - 1)]
+    assistants = [*_pick_in_order(rng, advisor_lines, exchanges - 1), closing]
+    turns = []
+    for user_text, assistant_text in zip(users, assistants, strict=True):
+        turns += [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_text}]
+    return {"title": f"{persona}: {topic} ({fields['emotional_arc']})", "metadata": fields, "turns": turns}
 
 
-def _tokens(text: str) -> int:
+def _pick_in_order(rng: random.Random, lines: list[str], count: int) -> list[str]:
+    """`count` of the lines, kept in their written order so the conversation still flows."""
+    return [lines[i] for i in sorted(rng.sample(range(len(lines)), count))]
+
+
+def estimated_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-# --- the Messages API ---------------------------------------------------------------------
+# --- the Messages API -----------------------------------------------------------------------
 
 
-def _headers(state: StandinState, remaining_requests: int | None = None) -> dict[str, str]:
-    limit = state.config.rpm_limit or REQUESTS_PER_MINUTE_SHOWN
-    remaining = remaining_requests if remaining_requests is not None else max(0, limit - len(state.recent))
-    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+def _rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def response_headers(standin: Standin, now: float, exhausted_until: float | None = None) -> dict[str, str]:
+    """request-id and rate-limit headers; `exhausted_until` reports both budgets empty until then."""
+    if exhausted_until is None:
+        requests_remaining = max(0, standin.requests_limit() - standin.window.count(now))
+        requests_reset, tokens_remaining, tokens_reset = standin.window.next_slot_at(now), TOKENS_LIMIT_SHOWN, now
+    else:
+        requests_remaining, requests_reset, tokens_remaining, tokens_reset = 0, exhausted_until, 0, exhausted_until
     return {
-        "request-id": f"req_standin_{uuid.uuid4().hex[:20]}",
-        "anthropic-ratelimit-requests-limit": str(limit),
-        "anthropic-ratelimit-requests-remaining": str(remaining),
-        "anthropic-ratelimit-requests-reset": reset,
-        "anthropic-ratelimit-tokens-limit": str(TOKENS_PER_MINUTE_SHOWN),
-        "anthropic-ratelimit-tokens-remaining": str(TOKENS_PER_MINUTE_SHOWN if remaining else 0),
-        "anthropic-ratelimit-tokens-reset": reset,
+        "request-id": f"req_standin_{uuid.uuid4().hex[:24]}",
+        "anthropic-ratelimit-requests-limit": str(standin.requests_limit()),
+        "anthropic-ratelimit-requests-remaining": str(requests_remaining),
+        "anthropic-ratelimit-requests-reset": _rfc3339(requests_reset),
+        "anthropic-ratelimit-tokens-limit": str(TOKENS_LIMIT_SHOWN),
+        "anthropic-ratelimit-tokens-remaining": str(tokens_remaining),
+        "anthropic-ratelimit-tokens-reset": _rfc3339(tokens_reset),
     }
 
 
-def _error(status: int, error_type: str, message: str, headers: dict[str, str]) -> web.Response:
+def error_response(status: int, error_type: str, message: str, headers: dict[str, str]) -> web.Response:
     body = {"type": "error", "error": {"type": error_type, "message": message}, "request_id": headers["request-id"]}
     return web.json_response(body, status=status, headers=headers)
 
 
-def _validate(request_body: Any) -> str | None:
-    if not isinstance(request_body, dict):
+def request_problem(body: Any) -> str | None:
+    """Why the API would refuse this request body, or None."""
+    if not isinstance(body, dict):
         return "the request body must be a JSON object"
-    if not isinstance(request_body.get("model"), str):
+    if not isinstance(body.get("model"), str) or not body["model"]:
         return "model: Field required"
-    max_tokens = request_body.get("max_tokens")
-    if not isinstance(max_tokens, int) or max_tokens <= 0:
+    if not _is_int(body.get("max_tokens")) or body["max_tokens"] <= 0:
         return "max_tokens: must be a positive integer"
-    messages = request_body.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
         return "messages: at least one message is required"
+    if not all(isinstance(m, dict) and m.get("role") in ("user", "assistant") for m in body["messages"]):
+        return "messages: each message needs a role of 'user' or 'assistant'"
     return None
 
 
-def _usage(state: StandinState, body: dict[str, Any], output_text: str) -> dict[str, int]:
-    system = body.get("system") or ""
-    system_text = _text_of(system)
-    messages_text = "\n".join(_text_of(m.get("content", "")) for m in body["messages"])
-    cached = isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system)
-    usage = {"input_tokens": _tokens(messages_text), "output_tokens": _tokens(output_text),
+def prompt_of(body: dict[str, Any]) -> str:
+    """System text and every user turn: where the persona, arc, topic and tier lines are."""
+    user_texts = [text_of(m.get("content")) for m in body["messages"] if m["role"] == "user"]
+    return "\n".join([text_of(body.get("system")), *user_texts])
+
+
+def usage_of(standin: Standin, body: dict[str, Any], output_text: str) -> dict[str, int]:
+    """Imitates prompt caching: a system prompt marked with cache_control is written to the
+    cache on its first request and read from it afterwards; input_tokens is the uncached rest."""
+    system = body.get("system")
+    system_text = text_of(system)
+    messages_tokens = estimated_tokens("\n".join(text_of(m.get("content")) for m in body["messages"]))
+    usage = {"input_tokens": messages_tokens, "output_tokens": estimated_tokens(output_text),
              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    if cached:
-        key = hashlib.sha256(system_text.encode()).hexdigest()
-        usage["cache_read_input_tokens" if key in state.cached_prefixes else "cache_creation_input_tokens"] = _tokens(system_text)
-        state.cached_prefixes.add(key)
-    else:
-        usage["input_tokens"] += _tokens(system_text)
+    cacheable = isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system)
+    if not cacheable:
+        usage["input_tokens"] += estimated_tokens(system_text) if system_text else 0
+        return usage
+    key = hashlib.sha256(system_text.encode()).hexdigest()
+    cache_use = "cache_read_input_tokens" if key in standin.cached_systems else "cache_creation_input_tokens"
+    usage[cache_use] = estimated_tokens(system_text)
+    standin.cached_systems.add(key)
     return usage
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    now = time.time()
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        body = None
-    streaming = isinstance(body, dict) and bool(body.get("stream"))
-    entry = {"at": now, "outcome": "", "item": request.headers.get("x-brightrun-item"), "stream": streaming}
-    state.log.append(entry)
-
-    def finish(outcome: str) -> None:
-        entry["outcome"] = outcome
-        state.outcomes[outcome] += 1
-
-    headers = _headers(state)
-    if not request.headers.get("x-api-key") and not request.headers.get("authorization"):
-        finish("401")
-        return _error(401, "authentication_error", "x-api-key header is required", headers)
-    problem = _validate(body)
-    if problem:
-        finish("400")
-        return _error(400, "invalid_request_error", problem, headers)
-    wait = state.over_rpm_limit(now)
-    if wait is not None:
-        finish("429_rpm")
-        headers = {**_headers(state, remaining_requests=0), "retry-after": str(max(1, round(wait)))}
-        return _error(429, "rate_limit_error", "This request would exceed your per-minute request rate limit", headers)
-
-    outcome = state.choose_outcome()
-    finish(outcome)
-    if outcome in _ERRORS:
-        status, error_type, message = _ERRORS[outcome]
-        if outcome == "429":
-            headers = {**_headers(state, remaining_requests=0), "retry-after": str(state.config.retry_after_s)}
-        await asyncio.sleep(state.config.latency_ms / 4000)
-        return _error(status, error_type, message, headers)
-
-    prompt = _text_of(body.get("system") or "") + "\n" + "\n".join(
-        _text_of(m.get("content", "")) for m in body["messages"] if m.get("role") == "user"
-    )
+def reply_text(prompt: str, outcome: str) -> tuple[str, str]:
+    """The assistant text and stop reason for an answered request, spoiled as the fault says."""
     text = json.dumps(build_conversation(prompt), indent=2)
-    stop_reason = "end_turn"
     if outcome == "malformed":
-        text = "Here is the conversation you asked for:\n" + text[: len(text) // 2] + "\n... (and so on)"
-    elif outcome == "truncated":
-        text, stop_reason = text[: len(text) // 2], "max_tokens"
-    message = {
+        return "Here is the conversation you asked for:\n" + text[: len(text) // 2] + "\n... (and so on)", "end_turn"
+    if outcome == "truncated":
+        return text[: len(text) // 2], "max_tokens"
+    return text, "end_turn"
+
+
+def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[str, Any]:
+    text, stop_reason = reply_text(prompt_of(body), outcome)
+    return {
         "id": f"msg_standin_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
@@ -275,73 +351,132 @@ async def messages(request: web.Request) -> web.StreamResponse:
         "content": [{"type": "text", "text": text}],
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": _usage(state, body, text),
+        "usage": usage_of(standin, body, text),
     }
+
+
+def refusal(standin: Standin, request: web.Request, body: Any, now: float) -> tuple[str, web.Response] | None:
+    """The outcome and answer of a request the API would refuse before any fault injection."""
+    # anthropic 2.x sends the API key as `Authorization: Bearer`; raw HTTP callers use x-api-key.
+    if not request.headers.get("x-api-key") and not request.headers.get("authorization"):
+        headers = response_headers(standin, now)
+        return "401", error_response(401, "authentication_error", "x-api-key header is required", headers)
+    problem = request_problem(body)
+    if problem:
+        return "400_invalid", error_response(400, "invalid_request_error", problem, response_headers(standin, now))
+    if not standin.window.admit(now, standin.config.rpm_limit):
+        free_at = standin.window.next_slot_at(now)
+        headers = {**response_headers(standin, now, exhausted_until=free_at), "retry-after": str(max(1, math.ceil(free_at - now)))}
+        message = "This request would exceed your organization's rate limit of requests per minute"
+        return "429_rpm", error_response(429, "rate_limit_error", message, headers)
+    return None
+
+
+def fault_response(standin: Standin, outcome: str, now: float) -> web.Response:
+    status, error_type, message = ERROR_FAULTS[outcome]
+    if outcome != "429":
+        return error_response(status, error_type, message, response_headers(standin, now))
+    retry_after = standin.config.retry_after_s
+    headers = {**response_headers(standin, now, exhausted_until=now + retry_after), "retry-after": str(retry_after)}
+    return error_response(status, error_type, message, headers)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    standin = request.app[STANDIN]
+    now = time.time()
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        body = None
+    streaming = isinstance(body, dict) and body.get("stream") is True
+    item = request.headers.get("x-brightrun-item")
+    latency_s = standin.config.latency_ms / 1000
+
+    refused = refusal(standin, request, body, now)
+    if refused:
+        outcome, response = refused
+        standin.record(now, outcome, item, streaming)
+        return response
+    outcome = standin.next_outcome()
+    standin.record(now, outcome, item, streaming)
+    if outcome in ERROR_FAULTS:  # also for streams: the real API fails before the stream starts
+        await asyncio.sleep(latency_s * ERROR_LATENCY_SHARE)
+        return fault_response(standin, outcome, now)
+
+    message = build_message(standin, body, outcome)
+    headers = response_headers(standin, now)
     if streaming:
-        return await _stream(request, message, headers, state.config.latency_ms / 1000)
-    await asyncio.sleep(state.config.latency_ms / 1000)
+        return await stream_message(request, message, headers, latency_s)
+    await asyncio.sleep(latency_s)
     return web.json_response(message, headers=headers)
 
 
-async def _stream(request: web.Request, message: dict[str, Any], headers: dict[str, str], latency_s: float) -> web.StreamResponse:
-    """Server-sent events in the order the real API sends them, latency spread over the chunks."""
+def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The server-sent events of a message, in the order and shape the real API sends them."""
+    text, usage = message["content"][0]["text"], message["usage"]
+    chunks = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+    started = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    return [
+        ("message_start", {"message": started}),
+        ("ping", {}),
+        ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        *(("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": chunk}}) for chunk in chunks),
+        ("content_block_stop", {"index": 0}),
+        ("message_delta", {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                           "usage": {"output_tokens": usage["output_tokens"]}}),
+        ("message_stop", {}),
+    ]
+
+
+async def stream_message(
+    request: web.Request, message: dict[str, Any], headers: dict[str, str], latency_s: float
+) -> web.StreamResponse:
+    """Streams the message as server-sent events, the latency spread over the text deltas."""
     response = web.StreamResponse(headers={**headers, "content-type": "text/event-stream", "cache-control": "no-cache"})
     await response.prepare(request)
-
-    async def send(event: str, data: dict[str, Any]) -> None:
-        await response.write(f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n".encode())
-
-    text = message["content"][0]["text"]
-    usage = message["usage"]
-    chunks = [text[i : i + 200] for i in range(0, len(text), 200)] or [""]
-    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-    await send("message_start", {"message": start})
-    await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-    for chunk in chunks:
-        await asyncio.sleep(latency_s / len(chunks))
-        await send("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": chunk}})
-    await send("content_block_stop", {"index": 0})
-    await send(
-        "message_delta",
-        {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}},
-    )
-    await send("message_stop", {})
+    events = stream_events(message)
+    delta_pause = latency_s / sum(1 for name, _ in events if name == "content_block_delta")
+    for name, data in events:
+        if name == "content_block_delta":
+            await asyncio.sleep(delta_pause)
+        await response.write(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
     await response.write_eof()
     return response
 
 
-# --- control ------------------------------------------------------------------------------
+# --- control --------------------------------------------------------------------------------
 
 
 async def configure(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    standin = request.app[STANDIN]
     try:
-        changes = await request.json()
-        state.config.update(changes)
-    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        standin.configure(await request.json())
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         return web.json_response({"error": str(exc)}, status=400)
-    if "seed" in changes:
-        state.rng.seed(state.config.seed)
-    return web.json_response(vars(state.config))
+    return web.json_response(asdict(standin.config))
 
 
 async def reset(request: web.Request) -> web.Response:
-    request.app[STATE].reset()
-    return web.json_response({"ok": True})
+    standin = request.app[STANDIN]
+    standin.reset()
+    return web.json_response(asdict(standin.config))
 
 
 async def stats(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    return web.json_response({"requests": len(state.log), "by_outcome": dict(state.outcomes), "log": state.log})
+    standin = request.app[STANDIN]
+    return web.json_response({"requests": len(standin.log), "by_outcome": dict(standin.outcomes), "log": standin.log})
 
 
 async def health(_request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+# --- serving --------------------------------------------------------------------------------
+
+
 def build_app() -> web.Application:
     app = web.Application()
-    app[STATE] = StandinState()
+    app[STANDIN] = Standin()
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/_standin/config", configure)
     app.router.add_post("/_standin/reset", reset)
@@ -351,29 +486,34 @@ def build_app() -> web.Application:
 
 
 async def start_standin(host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(build_app(), access_log=None)
+    """Starts the stand-in on host:port (0 picks a free port); returns its runner and bound port."""
+    # handler_cancellation: a client that hangs up cancels its handler's latency sleep.
+    runner = web.AppRunner(build_app(), access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    await web.TCPSite(runner, host, port).start()
+    return runner, runner.addresses[0][1]
 
 
-async def _serve(host: str, port: int) -> None:
+async def serve(host: str, port: int) -> None:
+    """Serves until SIGTERM or SIGINT, then closes the listener and open connections."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     runner, bound = await start_standin(host, port)
     print(f"OFFLINE Claude stand-in (not the Anthropic API) listening on http://{host}:{bound}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The offline Claude stand-in.")
+    parser = argparse.ArgumentParser(description="The offline Claude stand-in (Anthropic Messages API imitation).")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     args = parser.parse_args()
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port))
 
 
 if __name__ == "__main__":

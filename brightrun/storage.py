@@ -13,8 +13,9 @@ from botocore.exceptions import ClientError
 from brightrun.settings import Settings
 
 
-def raw_conversation_key(user_id: str, conversation_id: object) -> str:
-    return f"raw/{user_id}/{conversation_id}_raw.json"
+def raw_conversation_key(user_id: str, conversation_id: object, repair: bool = False) -> str:
+    """The model's raw response; a repair's answer is kept beside the rejected first one."""
+    return f"raw/{user_id}/{conversation_id}_raw{'_repair' if repair else ''}.json"
 
 
 def final_conversation_key(user_id: str, conversation_id: object) -> str:

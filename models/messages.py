@@ -57,6 +57,7 @@ class BatchProgressState(BaseModel):
 
 class BatchJobInput(BaseModel):
     job_id: uuid.UUID
+    claude_task_queue: str | None = None
     # Tuning knobs, in the input so tests can force continue-as-new on small batches.
     page_size: int = 100
     history_event_limit: int = 2000
@@ -140,6 +141,8 @@ class BatchItemInput(BaseModel):
     user_id: str
     # Where to report the outcome: the job workflow's id, which survives continue-as-new.
     parent_workflow_id: str
+    # Claude calls run on their own, rate-limited task queue; None = the item's own queue.
+    claude_task_queue: str | None = None
 
 
 class ItemWork(BaseModel):
@@ -177,6 +180,16 @@ class ResolvedPrompt(BaseModel):
     template_version: int
     system: str
     user: str
+    # What the quality check looks for in the conversation.
+    persona_name: str
+    topic_name: str
+
+
+class RepairRequest(BaseModel):
+    """Ask once more, quoting why the first reply could not be used."""
+
+    rejected_raw_key: str
+    problem: str
 
 
 class GenerateInput(BaseModel):
@@ -184,7 +197,9 @@ class GenerateInput(BaseModel):
     item_id: uuid.UUID
     conversation_id: uuid.UUID
     user_id: str
+    tier: Tier
     prompt: ResolvedPrompt
+    repair: RepairRequest | None = None
 
 
 class GeneratedRaw(BaseModel):
@@ -196,18 +211,22 @@ class GeneratedRaw(BaseModel):
     usage: TokenUsage
     latency_ms: int
     attempt: int
+    rate_limit: dict[str, str] = Field(default_factory=dict)
 
 
 class StoreConversationInput(BaseModel):
     conversation_id: uuid.UUID
     user_id: str
     raw_key: str
+    persona: str
+    training_topic: str
 
 
 class StoredConversation(BaseModel):
     final_key: str
     title: str
     turn_count: int
+    quality_score: float
 
 
 class LinkConversationInput(BaseModel):
@@ -217,7 +236,8 @@ class LinkConversationInput(BaseModel):
     user_id: str
     work: ItemWork
     template_id: uuid.UUID
-    generated: GeneratedRaw
+    # Every call that went into the conversation: the first, and the repair if there was one.
+    generations: list[GeneratedRaw]
     stored: StoredConversation
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -128,6 +129,8 @@ class BatchJob(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     input_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     output_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    cache_read_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     cost_usd: Mapped[float] = mapped_column(Numeric(12, 6, asdecimal=False), server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -154,6 +157,7 @@ class Conversation(Base):
     template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("prompt_templates.id"))
     tier: Mapped[str] = mapped_column(String(20))
     turn_count: Mapped[int] = mapped_column(Integer)
+    quality_score: Mapped[float | None] = mapped_column(Float)
     # Model, tokens, latency, attempts, stop reason: the generation's own record.
     generation_metadata: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     created_at: Mapped[datetime] = _created_at()

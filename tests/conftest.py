@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,6 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -26,7 +26,7 @@ from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from models import search_attributes
 from tests.standin_control import StandinControl
-from worker import build_worker
+from worker import build_workers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,6 +101,8 @@ def stack_settings(stack: dict[str, str]) -> Settings:
         anthropic_base_url=stack["ANTHROPIC_BASE_URL"],
         anthropic_api_key=None,
         task_queue=f"pipeline-{uuid.uuid4()}",
+        claude_task_queue=f"pipeline-claude-{uuid.uuid4()}",
+        claude_calls_per_minute=6000,
         claude_retry_base_s=0.2,
         claude_retry_cap_s=1.0,
     )
@@ -126,12 +128,13 @@ async def stack_client(stack_settings: Settings) -> Client:
 @pytest.fixture(scope="session")
 async def pipeline_worker(
     stack_client: Client, stack_settings: Settings, sessions: async_sessionmaker, storage: Storage
-) -> AsyncIterator[Worker]:
-    """The real worker, with the real activities, on the real dev server."""
+) -> AsyncIterator[None]:
+    """The real workers, with the real activities, on the real dev server."""
     claude = create_claude_client(stack_settings)
-    worker = build_worker(stack_client, stack_settings, sessions, storage, claude)
-    async with worker:
-        yield worker
+    async with contextlib.AsyncExitStack() as running:
+        for worker in build_workers(stack_client, stack_settings, sessions, storage, claude):
+            await running.enter_async_context(worker)
+        yield
 
 
 @pytest.fixture

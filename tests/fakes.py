@@ -133,7 +133,9 @@ class FakeActivities:
 
     @activity.defn(name="resolve_template")
     async def resolve_template(self, request: ResolvePromptInput) -> ResolvedPrompt:
-        return ResolvedPrompt(template_id=request.template_id, template_version=1, system="s", user="u")
+        return ResolvedPrompt(
+            template_id=request.template_id, template_version=1, system="s", user="u", persona_name="p", topic_name="t"
+        )
 
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
@@ -156,7 +158,7 @@ class FakeActivities:
 
     @activity.defn(name="store_conversation")
     async def store_conversation(self, request: StoreConversationInput) -> StoredConversation:
-        return StoredConversation(final_key=request.raw_key.replace("_raw", ""), title="t", turn_count=6)
+        return StoredConversation(final_key=request.raw_key.replace("_raw", ""), title="t", turn_count=6, quality_score=1.0)
 
     @activity.defn(name="link_conversation")
     async def link_conversation(self, request: LinkConversationInput) -> LinkedConversation:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -13,9 +19,10 @@ from brightrun.standin import start_standin
 from models.conversation import ConversationDocument
 from tests.standin_control import StandinControl
 
+MODEL = "claude-sonnet-4-6"
 PROMPT = (
-    "Persona: David Chen\nEmotional arc: Couple Conflict -> Alignment\n"
-    "Training topic: Essential Estate Planning\nTier: template"
+    "Write one conversation.\nPersona: David Chen\nPersona background: a father of two\n"
+    "Emotional arc: Couple Conflict -> Alignment\nTraining topic: Essential Estate Planning\nTier: template"
 )
 SYSTEM = [{"type": "text", "text": "You write training conversations. " * 20, "cache_control": {"type": "ephemeral"}}]
 
@@ -28,8 +35,9 @@ async def base_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def claude(base_url: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0)
+async def claude(base_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
@@ -37,43 +45,162 @@ def control(base_url: str) -> StandinControl:
     return StandinControl(base_url)
 
 
-async def create(claude: anthropic.AsyncAnthropic, **overrides) -> anthropic.types.Message:  # noqa: ANN003
-    request = {"model": "claude-sonnet-4-6", "max_tokens": 2000, "system": SYSTEM,
-               "messages": [{"role": "user", "content": PROMPT}], **overrides}
-    return await claude.messages.create(**request)
+def request(**overrides: Any) -> dict[str, Any]:
+    return {"model": MODEL, "max_tokens": 2000, "system": SYSTEM, "messages": [{"role": "user", "content": PROMPT}]} | overrides
+
+
+async def create(claude: anthropic.AsyncAnthropic, **overrides: Any) -> anthropic.types.Message:
+    return await claude.messages.create(**request(**overrides))
+
+
+def document_of(message: anthropic.types.Message) -> ConversationDocument:
+    return ConversationDocument.model_validate_json(message.content[0].text)
+
+
+def name_free_turns(document: ConversationDocument) -> tuple[str, ...]:
+    persona = document.metadata.persona
+    return tuple(t.content.replace(persona, "NAME").replace(persona.split()[0], "NAME") for t in document.turns)
+
+
+# --- answers --------------------------------------------------------------------------------
 
 
 async def test_answers_with_a_valid_conversation_built_from_the_prompt(claude: anthropic.AsyncAnthropic) -> None:
     message = await create(claude)
 
-    document = ConversationDocument.model_validate_json(message.content[0].text)
-    assert message.stop_reason == "end_turn" and message.model == "claude-sonnet-4-6"
-    assert document.metadata.persona == "David Chen"
-    assert document.metadata.training_topic == "Essential Estate Planning"
-    assert "David Chen" in document.turns[0].content
+    document = document_of(message)
+    assert message.id.startswith("msg_standin_") and message.model == MODEL and message.stop_reason == "end_turn"
+    assert document.metadata.model_dump() == {
+        "persona": "David Chen",
+        "emotional_arc": "Couple Conflict -> Alignment",
+        "training_topic": "Essential Estate Planning",
+        "tier": "template",
+    }
+    assert 6 <= len(document.turns) <= 10 and document.turns[-1].role == "assistant"
+    spoken = " ".join(turn.content for turn in document.turns)
+    assert "David Chen" in spoken and "estate planning" in spoken
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
 
 
-async def test_streaming_gives_the_same_kind_of_document_and_rate_limit_headers(claude: anthropic.AsyncAnthropic) -> None:
-    async with claude.messages.stream(
-        model="claude-sonnet-4-6", max_tokens=2000, system=SYSTEM, messages=[{"role": "user", "content": PROMPT}]
-    ) as stream:
-        deltas = [event async for event in stream if event.type == "content_block_delta"]
+async def test_different_prompts_get_different_conversations(claude: anthropic.AsyncAnthropic) -> None:
+    prompts = [PROMPT.replace("David Chen", name) for name in ("Ana Ruiz", "Bo Lindqvist", "Chidi Okafor", "Dee Park")]
+
+    documents = [document_of(await create(claude, messages=[{"role": "user", "content": p}])) for p in prompts]
+
+    assert [d.metadata.persona for d in documents] == ["Ana Ruiz", "Bo Lindqvist", "Chidi Okafor", "Dee Park"]
+    assert len({name_free_turns(d) for d in documents}) > 1, "the lines and length vary, not only the name"
+
+
+async def test_reads_the_prompt_lines_case_insensitively_from_system_and_block_content(
+    claude: anthropic.AsyncAnthropic,
+) -> None:
+    message = await create(
+        claude,
+        system="PERSONA: Maria Lopez\ntier: edge_case",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "training topic: Retirement Income"}]}],
+    )
+
+    metadata = document_of(message).metadata
+    assert (metadata.persona, metadata.training_topic, metadata.tier) == ("Maria Lopez", "Retirement Income", "edge_case")
+    assert metadata.emotional_arc == "Unknown arc"
+
+
+async def test_a_repair_follow_up_gets_a_valid_document(claude: anthropic.AsyncAnthropic) -> None:
+    messages = [
+        {"role": "user", "content": PROMPT},
+        {"role": "assistant", "content": "{not json"},
+        {"role": "user", "content": "That was not valid JSON. Return only the corrected document."},
+    ]
+
+    document = document_of(await create(claude, messages=messages))
+
+    assert document.metadata.persona == "David Chen"
+
+
+async def test_raw_response_carries_request_id_and_rate_limit_headers(claude: anthropic.AsyncAnthropic) -> None:
+    raw = await claude.messages.with_raw_response.create(**request())
+
+    assert raw.headers["request-id"].startswith("req_standin_")
+    assert raw.headers["anthropic-ratelimit-requests-limit"] == "4000"
+    assert raw.headers["anthropic-ratelimit-requests-remaining"] == "3999"
+    assert int(raw.headers["anthropic-ratelimit-tokens-remaining"]) > 0
+    for budget in ("requests", "tokens"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", raw.headers[f"anthropic-ratelimit-{budget}-reset"])
+    document_of(await raw.parse())
+
+
+async def test_latency_delays_the_answer(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
+    await control.configure(latency_ms=300)
+
+    started = time.monotonic()
+    await create(claude)
+
+    assert time.monotonic() - started >= 0.3
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+async def test_streaming_sends_the_real_event_sequence_and_a_valid_document(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    async with claude.messages.stream(**request(), extra_headers={"x-brightrun-item": "item-7"}) as stream:
+        events = [event async for event in stream]
         message = await stream.get_final_message()
         headers = stream.response.headers
 
-    assert len(deltas) > 1
-    ConversationDocument.model_validate_json(message.content[0].text)
-    assert message.usage.output_tokens > 1
-    assert int(headers["anthropic-ratelimit-requests-remaining"]) > 0
+    names = [event.type for event in events if event.type != "text"]  # "text" is the SDK's own helper event
+    deltas = [event.delta.text for event in events if event.type == "content_block_delta"]
+    assert names[:2] == ["message_start", "content_block_start"] and len(deltas) > 3
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert "".join(deltas) == message.content[0].text
+    assert document_of(message).metadata.persona == "David Chen"
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 1
+    assert message.usage.cache_creation_input_tokens > 0
+    assert headers["request-id"].startswith("req_standin_")
+    assert (await control.stats())["log"][0] | {"at": 0} == {"at": 0, "outcome": "ok", "item": "item-7", "stream": True}
 
 
-async def test_the_cached_system_prompt_is_written_once_then_read(claude: anthropic.AsyncAnthropic) -> None:
+async def test_a_streamed_error_fault_fails_before_the_stream_starts(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["529"])
+
+    with pytest.raises(anthropic.OverloadedError):
+        async with claude.messages.stream(**request()):
+            pytest.fail("the stream must not open")
+
+
+async def test_a_streamed_truncated_reply_stops_at_max_tokens(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["truncated"])
+
+    async with claude.messages.stream(**request()) as stream:
+        message = await stream.get_final_message()
+
+    assert message.stop_reason == "max_tokens"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(message.content[0].text)
+
+
+# --- prompt caching -------------------------------------------------------------------------
+
+
+async def test_a_cached_system_prompt_is_written_once_then_read(claude: anthropic.AsyncAnthropic) -> None:
     first, second = await create(claude), await create(claude)
+    other_system = await create(claude, system=[{**SYSTEM[0], "text": "Other instructions. " * 30}])
+    uncached = await create(claude, system=SYSTEM[0]["text"])
 
     assert first.usage.cache_creation_input_tokens > 0 and first.usage.cache_read_input_tokens == 0
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
     assert second.usage.cache_creation_input_tokens == 0
+    assert other_system.usage.cache_creation_input_tokens > 0
+    assert uncached.usage.cache_creation_input_tokens == uncached.usage.cache_read_input_tokens == 0
+    assert uncached.usage.input_tokens > first.usage.input_tokens, "the uncached system counts as input"
+
+
+# --- faults ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -90,13 +217,26 @@ async def test_each_error_fault_raises_the_sdk_error_with_anthropics_body(
 ) -> None:
     await control.configure(script=[fault], retry_after_s=7)
 
-    with pytest.raises(error_class) as raised:
+    with pytest.raises(anthropic.APIStatusError) as raised:
         await create(claude)
 
+    assert type(raised.value) is error_class and raised.value.status_code == int(fault)
     assert raised.value.body["error"]["type"] == error_type
     assert raised.value.response.headers["request-id"].startswith("req_standin_")
-    if fault == "429":
-        assert raised.value.response.headers["retry-after"] == "7"
+    assert (await control.stats())["by_outcome"] == {fault: 1}
+
+
+async def test_a_429_fault_says_when_to_retry_and_shows_the_budget_empty(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["429"], retry_after_s=7)
+
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        await create(claude)
+
+    headers = raised.value.response.headers
+    assert headers["retry-after"] == "7"
+    assert headers["anthropic-ratelimit-requests-remaining"] == headers["anthropic-ratelimit-tokens-remaining"] == "0"
 
 
 async def test_malformed_and_truncated_replies(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
@@ -104,15 +244,30 @@ async def test_malformed_and_truncated_replies(claude: anthropic.AsyncAnthropic,
 
     malformed, truncated, ok = await create(claude), await create(claude), await create(claude)
 
+    assert malformed.stop_reason == "end_turn"
     with pytest.raises(json.JSONDecodeError):
         json.loads(malformed.content[0].text)
     assert truncated.stop_reason == "max_tokens"
     with pytest.raises(json.JSONDecodeError):
         json.loads(truncated.content[0].text)
-    ConversationDocument.model_validate_json(ok.content[0].text)
-    stats = await control.stats()
-    assert stats["requests"] == 3
-    assert stats["by_outcome"] == {"malformed": 1, "truncated": 1, "ok": 1}
+    document_of(ok)
+    assert (await control.stats())["by_outcome"] == {"malformed": 1, "truncated": 1, "ok": 1}
+
+
+async def test_the_script_is_used_up_before_random_faults_apply(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    config = await control.configure(script=["500", "ok"], faults={"529": 1.0})
+    assert config["script"] == ["500", "ok"] and config["faults"] == {"529": 1.0}
+
+    with pytest.raises(anthropic.InternalServerError) as first:
+        await create(claude)
+    await create(claude)
+    with pytest.raises(anthropic.OverloadedError):
+        await create(claude)
+
+    assert type(first.value) is anthropic.InternalServerError
+    assert [entry["outcome"] for entry in (await control.stats())["log"]] == ["500", "ok", "529"]
 
 
 async def test_random_faults_follow_the_configured_share(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
@@ -130,37 +285,96 @@ async def test_random_faults_follow_the_configured_share(claude: anthropic.Async
     assert (await control.stats())["by_outcome"] == {"ok": outcomes.count("ok"), "529": outcomes.count("529")}
 
 
-async def test_the_rpm_limit_answers_429_with_the_wait(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
+async def test_the_rpm_limit_counts_the_window_and_answers_429_with_the_wait(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
     await control.configure(rpm_limit=2)
 
-    await create(claude)
-    await create(claude)
+    first = await claude.messages.with_raw_response.create(**request())
+    second = await claude.messages.with_raw_response.create(**request())
     with pytest.raises(anthropic.RateLimitError) as raised:
         await create(claude)
 
-    assert 1 <= int(raised.value.response.headers["retry-after"]) <= 60
+    assert first.headers["anthropic-ratelimit-requests-limit"] == "2"
+    assert [first.headers["anthropic-ratelimit-requests-remaining"], second.headers["anthropic-ratelimit-requests-remaining"]] == ["1", "0"]
+    assert 59 <= int(raised.value.response.headers["retry-after"]) <= 60
     assert (await control.stats())["by_outcome"] == {"ok": 2, "429_rpm": 1}
 
 
-async def test_requests_are_logged_per_item_and_reset_clears(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
+# --- requests refused before any fault ------------------------------------------------------
+
+
+async def test_invalid_requests_get_a_real_400(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="messages"):
+        await create(claude, messages=[])
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+        await create(claude, max_tokens=0)
+
+    assert (await control.stats())["by_outcome"] == {"400_invalid": 2}
+
+
+async def test_a_missing_api_key_gets_a_401(base_url: str, control: StandinControl) -> None:
+    async with aiohttp.ClientSession() as http, http.post(f"{base_url}/v1/messages", json=request()) as response:
+        assert response.status == 401
+        body = await response.json()
+
+    assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
+    assert (await control.stats())["by_outcome"] == {"401": 1}
+
+
+# --- control --------------------------------------------------------------------------------
+
+
+async def test_the_log_records_each_request_and_reset_clears_everything(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(latency_ms=5, faults={"500": 0.5}, script=["ok", "ok"])
+    before = time.time()
     await create(claude, extra_headers={"x-brightrun-item": "item-1"})
-    stats = await control.stats()
-    assert [(e["item"], e["outcome"]) for e in stats["log"]] == [("item-1", "ok")]
+    await create(claude)
+
+    log = (await control.stats())["log"]
+    assert [(e["item"], e["outcome"], e["stream"]) for e in log] == [("item-1", "ok", False), (None, "ok", False)]
+    assert before <= log[0]["at"] <= log[1]["at"] <= time.time()
 
     await control.reset()
 
-    assert (await control.stats())["requests"] == 0
+    assert await control.stats() == {"requests": 0, "by_outcome": {}, "log": []}
+    assert await control.configure() == {
+        "latency_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None, "script": []
+    }
 
 
-async def test_bad_requests_and_unknown_config_are_refused(
-    base_url: str, claude: anthropic.AsyncAnthropic, control: StandinControl
-) -> None:
-    with pytest.raises(anthropic.BadRequestError, match="messages"):
-        await create(claude, messages=[])
-    async with aiohttp.ClientSession() as http:
-        body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-        async with http.post(f"{base_url}/v1/messages", json=body) as unauthenticated:
-            assert unauthenticated.status == 401
-            assert (await unauthenticated.json())["error"]["type"] == "authentication_error"
-    with pytest.raises(Exception, match="400"):
-        await control.configure(faults={"418": 1.0})
+@pytest.mark.parametrize(
+    "bad_config",
+    [{"faults": {"418": 1.0}}, {"faults": {"429": 0.7, "529": 0.7}}, {"latency_ms": "slow"}, {"script": ["nope"]}, {"colour": 1}],
+)
+async def test_a_bad_config_is_refused_whole(control: StandinControl, bad_config: dict[str, Any]) -> None:
+    with pytest.raises(aiohttp.ClientResponseError) as raised:
+        await control.configure(**{"latency_ms": 50} | bad_config)
+
+    assert raised.value.status == 400
+    assert (await control.configure())["latency_ms"] == 0
+
+
+async def test_health(base_url: str) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/_standin/health") as response:
+        assert response.status == 200 and await response.json() == {"ok": True}
+
+
+async def test_the_command_line_server_announces_itself_and_stops_on_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "brightrun.standin", "--port", "0", stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        announcement = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
+        assert "OFFLINE" in announcement
+        url = re.search(r"http://[\d.]+:\d+", announcement).group(0)
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/_standin/health") as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -20,7 +20,8 @@ from tests.conftest import REPO
 @pytest.fixture(scope="module")
 def cli_env(stack: dict[str, str], stack_settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    return {**env, **stack, "TASK_QUEUE": stack_settings.task_queue, "LOG_FORMAT": "console"}
+    queues = {"TASK_QUEUE": stack_settings.task_queue, "CLAUDE_TASK_QUEUE": stack_settings.claude_task_queue}
+    return {**env, **stack, **queues, "LOG_FORMAT": "console"}
 
 
 def starter(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -11,17 +12,22 @@ with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
     from activities.conversations import ConversationActivities
     from activities.jobs import JobActivities
+    from activities.errors import INVALID_OUTPUT
     from activities.templates import TemplateActivities
-    from models.enums import ItemStatus
+    from models.enums import ItemStatus, Tier
     from models.messages import (
         BatchItemInput,
         FinishItemInput,
+        GeneratedRaw,
         GenerateInput,
         ItemFinished,
         LinkConversationInput,
+        RepairRequest,
+        ResolvedPrompt,
         ResolvePromptInput,
         SelectTemplateInput,
         StoreConversationInput,
+        StoredConversation,
         TokenUsage,
     )
     from workflows.config import CLAUDE_STEP, DATA_STEP, ITEM_FINISHED_SIGNAL
@@ -42,7 +48,7 @@ class BatchItemWorkflow:
     @workflow.run
     async def run(self, request: BatchItemInput) -> ItemFinished:
         self._started = workflow.now()
-        usage = TokenUsage()
+        self._usage = TokenUsage()  # of every Claude call, failed items included
         try:
             work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
             selected = await workflow.execute_activity_method(
@@ -63,25 +69,16 @@ class BatchItemWorkflow:
             )
             # Fixed before the first attempt, so storage keys and the row survive any retry.
             conversation_id = workflow.uuid4()
-            generated = await workflow.execute_activity_method(
-                ClaudeActivities.generate_conversation,
-                GenerateInput(
-                    job_id=request.job_id,
-                    item_id=request.item_id,
-                    conversation_id=conversation_id,
-                    user_id=request.user_id,
-                    prompt=prompt,
-                ),
-                **CLAUDE_STEP,
-            )
-            usage = generated.usage
-            stored = await workflow.execute_activity_method(
-                ConversationActivities.store_conversation,
-                StoreConversationInput(
-                    conversation_id=conversation_id, user_id=request.user_id, raw_key=generated.raw_key
-                ),
-                **DATA_STEP,
-            )
+            generations = [await self._generate(request, conversation_id, work.tier, prompt)]
+            try:
+                stored = await self._store(request, conversation_id, prompt, generations[-1])
+            except ActivityError as error:
+                if not (isinstance(error.cause, ApplicationError) and error.cause.type == INVALID_OUTPUT):
+                    raise
+                # One repair: ask again, quoting what was wrong; a second failure fails the item.
+                repair = RepairRequest(rejected_raw_key=generations[0].raw_key, problem=error.cause.message)
+                generations.append(await self._generate(request, conversation_id, work.tier, prompt, repair))
+                stored = await self._store(request, conversation_id, prompt, generations[-1])
             await workflow.execute_activity_method(
                 JobActivities.link_conversation,
                 LinkConversationInput(
@@ -91,20 +88,20 @@ class BatchItemWorkflow:
                     user_id=request.user_id,
                     work=work,
                     template_id=selected.template_id,
-                    generated=generated,
+                    generations=generations,
                     stored=stored,
                 ),
                 **DATA_STEP,
             )
-            outcome = self._outcome(request, ItemStatus.COMPLETED, usage, conversation_id=conversation_id)
+            outcome = self._outcome(request, ItemStatus.COMPLETED, conversation_id=conversation_id)
         except ActivityError as error:
             if not isinstance(error.cause, CancelledError):
-                outcome = self._outcome(request, ItemStatus.FAILED, usage, error_message=failure_message(error))
+                outcome = self._outcome(request, ItemStatus.FAILED, error_message=failure_message(error))
             else:
-                await self._report_cancelled(request, usage)
+                await self._report_cancelled(request)
                 raise
         except asyncio.CancelledError:
-            await self._report_cancelled(request, usage)
+            await self._report_cancelled(request)
             raise
 
         await self._report(request, outcome)
@@ -113,14 +110,54 @@ class BatchItemWorkflow:
             raise ApplicationError(outcome.error_message or "item failed", type="ItemFailed", non_retryable=True)
         return outcome
 
-    def _outcome(self, request: BatchItemInput, status: ItemStatus, usage: TokenUsage, **details) -> ItemFinished:  # noqa: ANN003
-        duration = (workflow.now() - self._started).total_seconds()
-        return ItemFinished(item_id=request.item_id, status=status, usage=usage, duration_s=duration, **details)
+    async def _generate(
+        self,
+        request: BatchItemInput,
+        conversation_id: uuid.UUID,
+        tier: Tier,
+        prompt: ResolvedPrompt,
+        repair: RepairRequest | None = None,
+    ) -> GeneratedRaw:
+        generated = await workflow.execute_activity_method(
+            ClaudeActivities.generate_conversation,
+            GenerateInput(
+                job_id=request.job_id,
+                item_id=request.item_id,
+                conversation_id=conversation_id,
+                user_id=request.user_id,
+                tier=tier,
+                prompt=prompt,
+                repair=repair,
+            ),
+            task_queue=request.claude_task_queue,
+            **CLAUDE_STEP,
+        )
+        self._usage += generated.usage
+        return generated
 
-    async def _report_cancelled(self, request: BatchItemInput, usage: TokenUsage) -> None:
+    async def _store(
+        self, request: BatchItemInput, conversation_id: uuid.UUID, prompt: ResolvedPrompt, generated: GeneratedRaw
+    ) -> StoredConversation:
+        return await workflow.execute_activity_method(
+            ConversationActivities.store_conversation,
+            StoreConversationInput(
+                conversation_id=conversation_id,
+                user_id=request.user_id,
+                raw_key=generated.raw_key,
+                persona=prompt.persona_name,
+                training_topic=prompt.topic_name,
+            ),
+            **DATA_STEP,
+        )
+
+    def _outcome(self, request: BatchItemInput, status: ItemStatus, **details) -> ItemFinished:  # noqa: ANN003
+        duration = (workflow.now() - self._started).total_seconds()
+        return ItemFinished(item_id=request.item_id, status=status, usage=self._usage, duration_s=duration, **details)
+
+    async def _report_cancelled(self, request: BatchItemInput) -> None:
         """Cancelled by the job (cancel, or the stop policy): the Claude call is abandoned, and the
         row and the job still learn what happened."""
-        await self._report(request, self._outcome(request, ItemStatus.CANCELLED, usage))
+        await self._report(request, self._outcome(request, ItemStatus.CANCELLED))
 
     async def _report(self, request: BatchItemInput, outcome: ItemFinished) -> None:
         """Write the outcome to the item's row, then tell the job's workflow. Shielded: a cancel

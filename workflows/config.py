@@ -8,6 +8,7 @@ from activities.errors import (
     CATALOG_ROW_MISSING,
     INVALID_OUTPUT,
     ITEM_NOT_FOUND,
+    LOW_QUALITY,
     JOB_NOT_FOUND,
     TEMPLATE_NOT_FOUND,
     TRUNCATED_OUTPUT,
@@ -24,6 +25,7 @@ _PERMANENT_TYPES = [
     UNKNOWN_PLACEHOLDER,
     INVALID_OUTPUT,
     TRUNCATED_OUTPUT,
+    LOW_QUALITY,
 ]
 
 # Database and storage steps: short, retried with backoff through a database or S3 outage.
@@ -40,8 +42,10 @@ DATA_STEP = {
 # The Claude call classifies its own failures (retry-after, backoff with jitter, an attempt cap
 # from the worker's settings); this policy is the backstop for timeouts and lost workers.
 CLAUDE_STEP = {
-    "start_to_close_timeout": timedelta(minutes=10),
-    "heartbeat_timeout": timedelta(seconds=60),
+    # A backstop above the SDK's own timeout (sized from max_tokens); the heartbeat notices a
+    # lost worker within seconds.
+    "start_to_close_timeout": timedelta(minutes=15),
+    "heartbeat_timeout": timedelta(seconds=20),
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(seconds=2),
         maximum_interval=timedelta(seconds=60),
