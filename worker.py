@@ -32,7 +32,6 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
-    generation = ClaudeActivities(claude, storage, settings, PriceTable.load(settings.model_prices_file))
     conversations = ConversationActivities(storage, settings.quality_min_score)
     main_queue = Worker(
         client,
@@ -53,14 +52,18 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
     )
-    claude_queue = Worker(
+    return [main_queue, build_claude_worker(client, settings, storage, claude)]
+
+
+def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
+    generation = ClaudeActivities(claude, storage, settings, PriceTable.load(settings.model_prices_file))
+    return Worker(
         client,
         task_queue=settings.claude_task_queue,
         activities=[generation.generate_conversation],
         max_concurrent_activities=settings.claude_max_concurrent_calls,
         max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
     )
-    return [main_queue, claude_queue]
 
 
 async def main() -> None:

@@ -226,11 +226,29 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "eta_seconds": _eta_seconds(job, remaining, live),
         "input_tokens": job.input_tokens,
         "output_tokens": job.output_tokens,
-        "cost_usd": round(job.cost_usd, 6),
+        "cache_write_tokens": job.cache_write_tokens,
+        "cache_read_tokens": job.cache_read_tokens,
+        "cache_hit_rate": _cache_hit_rate(job),
+        "cost_usd": round(job.cost_usd, 8),
+        "projected_cost_usd": _projected_cost(job),
         "error_message": job.error_message,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "completed_at": job.completed_at.isoformat() if job.completed_at else None,
     }
+
+
+def _cache_hit_rate(job: BatchJob) -> float | None:
+    """Share of all prompt tokens that were read from the prompt cache."""
+    prompt_tokens = job.input_tokens + job.cache_write_tokens + job.cache_read_tokens
+    return round(job.cache_read_tokens / prompt_tokens, 3) if prompt_tokens else None
+
+
+def _projected_cost(job: BatchJob) -> float | None:
+    """The cost so far per item that ran, times every item that will run."""
+    if job.completed_items == 0:
+        return None
+    will_run = job.total_items - job.cancelled_items
+    return round(job.cost_usd / job.completed_items * will_run, 6)
 
 
 def _elapsed_s(job: BatchJob) -> float | None:

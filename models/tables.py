@@ -131,7 +131,8 @@ class BatchJob(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     cache_write_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     cache_read_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
-    cost_usd: Mapped[float] = mapped_column(Numeric(12, 6, asdecimal=False), server_default="0")
+    # Ten decimals: summing thousands of per-item costs must not drift.
+    cost_usd: Mapped[float] = mapped_column(Numeric(16, 10, asdecimal=False), server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     estimated_time_remaining: Mapped[int | None] = mapped_column(Integer)

@@ -105,6 +105,8 @@ def stack_settings(stack: dict[str, str]) -> Settings:
         claude_calls_per_minute=6000,
         claude_retry_base_s=0.2,
         claude_retry_cap_s=1.0,
+        # 30% injected faults must not exhaust an item's attempts by chance (0.3^10 per item).
+        claude_max_attempts=10,
     )
 
 

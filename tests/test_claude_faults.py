@@ -1,0 +1,177 @@
+"""The Claude call under the faults the real API has: the real SDK, our retry classification and
+Temporal's retries, over a real socket to the stand-in, through the whole pipeline."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from brightrun import batches
+from brightrun.claude import create_claude_client
+from brightrun.settings import Settings
+from brightrun.storage import Storage, raw_conversation_key
+from models.enums import ItemStatus, JobStatus, Tier
+from models.tables import BatchItem, BatchJob, Conversation
+from tests.helpers import launch_and_wait
+from tests.standin_control import StandinControl
+from worker import build_claude_worker
+
+pytestmark = pytest.mark.usefixtures("pipeline_worker")
+
+ALL_PERSONAS = ["David Chen", "Maria Gonzalez", "Priya Patel", "James Okafor"]
+ALL_ARCS = ["Couple Conflict -> Alignment", "Anxiety -> Confidence", "Confusion -> Clarity", "Grief -> Acceptance"]
+ALL_TOPICS = ["Essential Estate Planning", "Retirement Income Planning", "Paying Down Debt", "College Savings Plans"]
+
+
+async def one_item(sessions: async_sessionmaker, client: Client, settings: Settings) -> tuple[BatchJob, BatchItem]:
+    job = await launch_and_wait(
+        sessions, client, settings, personas=["David Chen"], arcs=["Anxiety -> Confidence"],
+        topics=["Paying Down Debt"], tier=Tier.TEMPLATE,
+    )
+    async with sessions() as session:
+        row = await session.get(BatchJob, job.job_id)
+        item = await session.scalar(select(BatchItem).where(BatchItem.batch_job_id == job.job_id))
+    return row, item
+
+
+def requests_by_item(stats: dict) -> dict[str, list[dict]]:
+    by_item = defaultdict(list)
+    for entry in stats["log"]:
+        by_item[entry["item"]].append(entry)
+    return by_item
+
+
+@pytest.mark.parametrize("fault", ["429", "529", "500"])
+async def test_a_transient_fault_is_retried_until_the_call_succeeds(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, fault: str
+) -> None:
+    await standin.configure(script=[fault, fault, "ok"], retry_after_s=1)
+
+    job, item = await one_item(sessions, stack_client, stack_settings)
+
+    assert item.status == ItemStatus.COMPLETED and item.conversation_id is not None
+    attempts = requests_by_item(await standin.stats())[str(item.id)]
+    assert [a["outcome"] for a in attempts] == [fault, fault, "ok"]
+    if fault == "429":
+        gaps = [later["at"] - earlier["at"] for earlier, later in zip(attempts, attempts[1:])]
+        assert min(gaps) >= 1.0, f"a retry came before its retry-after: {gaps}"
+
+
+async def test_the_attempt_cap_fails_the_item_with_the_last_error(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    cap = stack_settings.claude_max_attempts
+    await standin.configure(script=["529"] * (cap + 2))
+
+    job, item = await one_item(sessions, stack_client, stack_settings)
+
+    assert item.status == ItemStatus.FAILED
+    assert item.error_message.startswith(f"gave up after {cap} attempts; last error: Claude API 529")
+    assert (await standin.stats())["requests"] == cap
+
+
+async def test_malformed_output_gets_one_repair_that_succeeds(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, storage: Storage
+) -> None:
+    await standin.configure(script=["malformed", "ok"])
+
+    job, item = await one_item(sessions, stack_client, stack_settings)
+
+    assert item.status == ItemStatus.COMPLETED
+    async with sessions() as session:
+        conversation = await session.get(Conversation, item.conversation_id)
+    assert conversation.generation_metadata["repaired"] is True
+    repair_key = raw_conversation_key(job.created_by, conversation.conversation_id, repair=True)
+    assert conversation.raw_storage_path == repair_key
+    first = raw_conversation_key(job.created_by, conversation.conversation_id)
+    assert await storage.get_bytes_or_none(storage.conversation_bucket, first) is not None, "the rejected reply is kept"
+    assert (await standin.stats())["requests"] == 2
+
+
+@pytest.mark.parametrize(
+    ("script", "error_start", "requests"),
+    [
+        (["malformed", "malformed"], "the reply is not valid JSON", 2),
+        (["truncated"], "the reply was cut off at max_tokens", 1),
+    ],
+)
+async def test_unusable_output_fails_the_item_for_good_and_keeps_the_raw_reply(
+    sessions: async_sessionmaker,
+    stack_client: Client,
+    stack_settings: Settings,
+    standin: StandinControl,
+    storage: Storage,
+    script: list[str],
+    error_start: str,
+    requests: int,
+) -> None:
+    await standin.configure(script=script)
+
+    job, item = await one_item(sessions, stack_client, stack_settings)
+
+    assert item.status == ItemStatus.FAILED and item.error_message.startswith(error_start)
+    kept_at = item.error_message.rsplit("raw response kept at ", 1)[1]
+    assert await storage.get_bytes_or_none(storage.conversation_bucket, kept_at) is not None
+    assert (await standin.stats())["requests"] == requests
+
+
+async def test_the_calls_per_minute_limit_holds_across_the_run(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, storage: Storage
+) -> None:
+    calls_per_minute = 60
+    limited = stack_settings.model_copy(
+        update={"claude_task_queue": f"limited-{uuid.uuid4()}", "claude_calls_per_minute": calls_per_minute}
+    )
+    async with build_claude_worker(stack_client, limited, storage, create_claude_client(limited)):
+        await launch_and_wait(
+            sessions, stack_client, limited, personas=ALL_PERSONAS[:2], arcs=ALL_ARCS[:2],
+            topics=ALL_TOPICS[:2], tier=Tier.TEMPLATE, concurrency=8,
+        )
+
+    times = sorted(entry["at"] for entry in (await standin.stats())["log"])
+    assert len(times) == 8
+    per_second = calls_per_minute / 60
+    # A token bucket may let the first call through at once; after it, never faster than the limit.
+    assert times[-1] - times[0] >= (len(times) - 2) / per_second
+    assert all(sum(1 for t in times if start <= t < start + 60) <= calls_per_minute for start in times)
+
+
+async def test_fifty_items_under_thirty_percent_faults_complete_with_true_totals(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(faults={"429": 0.1, "529": 0.1, "500": 0.1}, retry_after_s=1, seed=11)
+
+    job = await launch_and_wait(
+        sessions, stack_client, stack_settings, personas=ALL_PERSONAS, arcs=ALL_ARCS, topics=ALL_TOPICS,
+        tier=Tier.TEMPLATE, concurrency=16,
+    )
+
+    async with sessions() as session:
+        items = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == job.job_id))).all()
+        conversations = (
+            await session.scalars(select(Conversation).where(Conversation.batch_job_id == job.job_id))
+        ).all()
+    unfinished = [(i.status, i.error_message) for i in items if i.status != ItemStatus.COMPLETED or not i.conversation_id]
+    assert len(items) == 64 and unfinished == []
+    stats = await standin.stats()
+    by_item = requests_by_item(stats)
+    assert stats["by_outcome"]["ok"] == 64
+    assert all(len(by_item[str(i.id)]) <= stack_settings.claude_max_attempts for i in items)
+    for attempts in by_item.values():
+        for earlier, later in zip(attempts, attempts[1:]):
+            if earlier["outcome"] == "429":
+                assert later["at"] - earlier["at"] >= 1.0, "a request came before its retry-after"
+    status = await batches.job_status(sessions, str(job.job_id), stack_client)
+    assert status["status"] == JobStatus.COMPLETED and status["successful"] == 64
+    usage = [c.generation_metadata["usage"] for c in conversations]
+    assert status["input_tokens"] == sum(u["input_tokens"] for u in usage) > 0
+    assert status["output_tokens"] == sum(u["output_tokens"] for u in usage) > 0
+    assert status["cost_usd"] == pytest.approx(sum(u["cost_usd"] for u in usage), rel=1e-6)
+    assert status["cost_usd"] > 0 and status["projected_cost_usd"] == pytest.approx(status["cost_usd"], rel=1e-6)
+    assert status["cache_hit_rate"] > 0.3, "items after the first read the system prompt from the cache"
+
