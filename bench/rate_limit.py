@@ -1,0 +1,133 @@
+"""Benchmark: how close a batch runs to a configured Claude calls-per-minute limit, on the real
+local stack (Temporal dev server, PostgreSQL, SeaweedFS, the stand-in with a set latency).
+
+Phase 1: the stand-in enforces nothing; reports achieved calls/min as a share of the limit.
+Phase 2: the stand-in enforces an account limit (rpm_limit) below ours; reports the 429s it sent.
+
+    .venv/bin/python bench/rate_limit.py [--calls-per-minute 120] [--latency-ms 300] [--standin-rpm 100]
+
+Writes bench/results/rate_limit.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from brightrun import batches, devstack  # noqa: E402
+from brightrun.claude import create_claude_client  # noqa: E402
+from brightrun.db import create_engine, create_sessionmaker  # noqa: E402
+from brightrun.settings import Settings  # noqa: E402
+from brightrun.storage import Storage  # noqa: E402
+from brightrun.temporal_client import connect  # noqa: E402
+from models.enums import Tier  # noqa: E402
+from tests.standin_control import StandinControl  # noqa: E402
+from worker import build_workers  # noqa: E402
+
+PERSONAS = ["David Chen", "Maria Gonzalez", "Priya Patel", "James Okafor"]
+ARCS = ["Couple Conflict -> Alignment", "Anxiety -> Confidence", "Confusion -> Clarity", "Grief -> Acceptance"]
+TOPICS = ["Essential Estate Planning", "Retirement Income Planning", "Paying Down Debt", "College Savings Plans"]
+
+
+async def run_phase(settings: Settings, standin: StandinControl, standin_config: dict) -> dict:
+    await standin.reset()
+    await standin.configure(**standin_config)
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    client = await connect(settings)
+    storage = Storage(settings)
+    async with AsyncExitStack() as running:
+        for worker in build_workers(client, settings, sessions, storage, create_claude_client(settings)):
+            await running.enter_async_context(worker)
+        request = batches.LaunchRequest(personas=PERSONAS, arcs=ARCS, topics=TOPICS, tier=Tier.TEMPLATE, concurrency=32)
+        started = time.monotonic()
+        job = await batches.launch(sessions, client, settings, request)
+        await client.get_workflow_handle(job.workflow_id).result()
+        wall_s = time.monotonic() - started
+    status = await batches.job_status(sessions, str(job.job_id), client)
+    await engine.dispose()
+    stats = await standin.stats()
+    times = sorted(entry["at"] for entry in stats["log"])
+    span_min = (times[-1] - times[0]) / 60
+    busiest_minute = max(sum(1 for t in times if start <= t < start + 60) for start in times)
+    return {
+        "standin": standin_config,
+        "items": status["total"],
+        "successful": status["successful"],
+        "requests": stats["requests"],
+        "by_outcome": stats["by_outcome"],
+        "wall_time_s": round(wall_s, 1),
+        "achieved_calls_per_minute": round((len(times) - 1) / span_min, 1) if span_min else None,
+        "busiest_60s_window_requests": busiest_minute,
+    }
+
+
+async def main(calls_per_minute: float, latency_ms: int, standin_rpm: int) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="brightrun-bench-"))
+    config = devstack.StackConfig(
+        root=root,
+        temporal_port=devstack.free_port(),
+        temporal_ui_port=devstack.free_port(),
+        s3_port=devstack.free_port(),
+        standin_port=devstack.free_port(),
+        start_worker=False,
+        start_standin=True,
+    )
+    try:
+        env = devstack.start(config)
+        settings = Settings(
+            temporal_address=env["TEMPORAL_ADDRESS"],
+            database_url=env["DATABASE_URL"],
+            s3_endpoint_url=env["S3_ENDPOINT_URL"],
+            anthropic_base_url=env["ANTHROPIC_BASE_URL"],
+            anthropic_api_key=None,
+            task_queue=f"bench-{uuid.uuid4()}",
+            claude_task_queue=f"bench-claude-{uuid.uuid4()}",
+            claude_calls_per_minute=calls_per_minute,
+            claude_max_concurrent_calls=32,
+            claude_max_attempts=20,
+            claude_retry_base_s=1.0,
+        )
+        standin = StandinControl(env["ANTHROPIC_BASE_URL"])
+        unlimited = await run_phase(settings, standin, {"latency_ms": latency_ms})
+        fresh = settings.model_copy(
+            update={"task_queue": f"bench-{uuid.uuid4()}", "claude_task_queue": f"bench-claude-{uuid.uuid4()}"}
+        )
+        enforced = await run_phase(fresh, standin, {"latency_ms": latency_ms, "rpm_limit": standin_rpm})
+    finally:
+        devstack.stop(root)
+    return {
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "calls_per_minute_setting": calls_per_minute,
+        "standin_latency_ms": latency_ms,
+        "phase_no_account_limit": {
+            **unlimited,
+            "achieved_share_of_limit": round(unlimited["achieved_calls_per_minute"] / calls_per_minute, 3),
+        },
+        "phase_account_limit": {**enforced, "rate_limit_429s": enforced["by_outcome"].get("429_rpm", 0)},
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls-per-minute", type=float, default=120)
+    parser.add_argument("--latency-ms", type=int, default=300)
+    parser.add_argument("--standin-rpm", type=int, default=100)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.calls_per_minute, args.latency_ms, args.standin_rpm))
+    out = REPO / "bench" / "results" / "rate_limit.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {out.relative_to(REPO)}")
