@@ -4,7 +4,7 @@ local stack (Temporal dev server, PostgreSQL, SeaweedFS, the stand-in with a set
 Phase 1: the stand-in enforces nothing; reports achieved calls/min as a share of the limit.
 Phase 2: the stand-in enforces an account limit (rpm_limit) below ours; reports the 429s it sent.
 
-    .venv/bin/python bench/rate_limit.py [--calls-per-minute 120] [--latency-ms 300] [--standin-rpm 100]
+    .venv/bin/python bench/rate_limit.py [--calls-per-minute 120] [--latency-ms 300] [--standin-rpm 40]
 
 Writes bench/results/rate_limit.json.
 """
@@ -75,25 +75,10 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
 
 async def main(calls_per_minute: float, latency_ms: int, standin_rpm: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="brightrun-bench-"))
-    config = devstack.StackConfig(
-        root=root,
-        temporal_port=devstack.free_port(),
-        temporal_ui_port=devstack.free_port(),
-        s3_port=devstack.free_port(),
-        standin_port=devstack.free_port(),
-        start_worker=False,
-        start_standin=True,
-    )
     try:
-        env = devstack.start(config)
-        settings = Settings(
-            temporal_address=env["TEMPORAL_ADDRESS"],
-            database_url=env["DATABASE_URL"],
-            s3_endpoint_url=env["S3_ENDPOINT_URL"],
-            anthropic_base_url=env["ANTHROPIC_BASE_URL"],
-            anthropic_api_key=None,
-            task_queue=f"bench-{uuid.uuid4()}",
-            claude_task_queue=f"bench-claude-{uuid.uuid4()}",
+        env = devstack.start(devstack.isolated_config(root))
+        settings = devstack.standin_settings(
+            env,
             claude_calls_per_minute=calls_per_minute,
             claude_max_concurrent_calls=32,
             claude_max_attempts=20,
@@ -123,7 +108,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls-per-minute", type=float, default=120)
     parser.add_argument("--latency-ms", type=int, default=300)
-    parser.add_argument("--standin-rpm", type=int, default=100)
+    parser.add_argument("--standin-rpm", type=int, default=40)
     args = parser.parse_args()
     result = asyncio.run(main(args.calls_per_minute, args.latency_ms, args.standin_rpm))
     out = REPO / "bench" / "results" / "rate_limit.json"

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -111,6 +112,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
+
+
+def isolated_config(root: Path, database_url: str | None = None) -> StackConfig:
+    """A stack beside any other (free ports), with the stand-in and without a worker: for tests
+    and benchmarks, which run their own workers."""
+    return StackConfig(
+        root=root,
+        temporal_port=free_port(),
+        temporal_ui_port=free_port(),
+        s3_port=free_port(),
+        standin_port=free_port(),
+        database_url=database_url,
+        start_worker=False,
+        start_standin=True,
+    )
+
+
+def standin_settings(env: Mapping[str, str], **overrides: Any) -> Settings:
+    """Settings for a stack started here, always on the offline stand-in (even where a real API
+    key is set), with fresh task queues so runs never share work."""
+    return Settings(
+        temporal_address=env["TEMPORAL_ADDRESS"],
+        temporal_ui_url=env["TEMPORAL_UI_URL"],
+        database_url=env["DATABASE_URL"],
+        s3_endpoint_url=env["S3_ENDPOINT_URL"],
+        anthropic_base_url=env["ANTHROPIC_BASE_URL"],
+        anthropic_api_key=None,
+        task_queue=f"brightrun-{uuid.uuid4()}",
+        claude_task_queue=f"brightrun-claude-{uuid.uuid4()}",
+        **overrides,
+    )
 
 
 # --- start ------------------------------------------------------------------------------

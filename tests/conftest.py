@@ -74,16 +74,7 @@ def _scratch_database(server_url: str) -> str:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("stack")
     server_url = os.environ.get("DATABASE_URL")
-    config = devstack.StackConfig(
-        root=root,
-        temporal_port=devstack.free_port(),
-        temporal_ui_port=devstack.free_port(),
-        s3_port=devstack.free_port(),
-        standin_port=devstack.free_port(),
-        database_url=_scratch_database(server_url) if server_url else None,
-        start_worker=False,
-        start_standin=True,
-    )
+    config = devstack.isolated_config(root, _scratch_database(server_url) if server_url else None)
     try:
         yield devstack.start(config)
     finally:
@@ -92,16 +83,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def stack_settings(stack: dict[str, str]) -> Settings:
-    # Tests always use the offline stand-in, even where a real API key is set.
-    return Settings(
-        temporal_address=stack["TEMPORAL_ADDRESS"],
-        temporal_ui_url=stack["TEMPORAL_UI_URL"],
-        database_url=stack["DATABASE_URL"],
-        s3_endpoint_url=stack["S3_ENDPOINT_URL"],
-        anthropic_base_url=stack["ANTHROPIC_BASE_URL"],
-        anthropic_api_key=None,
-        task_queue=f"pipeline-{uuid.uuid4()}",
-        claude_task_queue=f"pipeline-claude-{uuid.uuid4()}",
+    return devstack.standin_settings(
+        stack,
         claude_calls_per_minute=6000,
         claude_retry_base_s=0.2,
         claude_retry_cap_s=1.0,
