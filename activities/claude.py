@@ -167,6 +167,7 @@ class ClaudeActivities:
                 failure = classify_failure(exc, attempt, self._settings)
                 log.warning(
                     "claude call failed",
+                    job_id=str(request.job_id),
                     item_id=str(request.item_id),
                     error=failure.message,
                     error_type=failure.type,
@@ -194,6 +195,7 @@ class ClaudeActivities:
         )
         log.info(
             "claude call succeeded",
+            job_id=str(request.job_id),
             item_id=str(request.item_id),
             latency_ms=latency_ms,
             input_tokens=usage.input_tokens,

@@ -33,7 +33,7 @@ def _add_temporal_context(_logger: object, _method: str, event: dict) -> dict:
 
 
 def configure_logging(settings: Settings) -> None:
-    use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
+    use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stdout.isatty())
     shared: list = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -50,7 +50,7 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
