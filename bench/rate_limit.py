@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results_file import save_result  # noqa: E402
 from brightrun import batches, devstack  # noqa: E402
 from brightrun.claude import create_claude_client  # noqa: E402
 from brightrun.db import create_engine, create_sessionmaker  # noqa: E402
@@ -111,8 +111,4 @@ if __name__ == "__main__":
     parser.add_argument("--standin-rpm", type=int, default=40)
     args = parser.parse_args()
     result = asyncio.run(main(args.calls_per_minute, args.latency_ms, args.standin_rpm))
-    out = REPO / "bench" / "results" / "rate_limit.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"written to {out.relative_to(REPO)}")
+    save_result("rate_limit", result)

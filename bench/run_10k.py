@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import sys
 import time
@@ -28,10 +27,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from bench.results_file import save_result  # noqa: E402
+from brightrun.binaries import venv_binary  # noqa: E402
 from models import search_attributes  # noqa: E402
 from models.enums import ItemStatus  # noqa: E402
 from models.messages import BatchJobInput  # noqa: E402
-from brightrun.binaries import venv_binary  # noqa: E402
 from tests.fakes import FakeActivities, FakeBatch  # noqa: E402
 from workflows.batch_item import BatchItemWorkflow  # noqa: E402
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id  # noqa: E402
@@ -110,11 +110,7 @@ def main() -> None:
     parser.add_argument("--history-event-limit", type=int, default=2000)
     args = parser.parse_args()
     result = asyncio.run(run(args.items, args.concurrency, args.history_event_limit))
-    out = REPO / "bench" / "results" / "run_10k.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"written to {out.relative_to(REPO)}")
+    save_result("run_10k", result)
 
 
 if __name__ == "__main__":
