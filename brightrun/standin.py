@@ -62,6 +62,8 @@ ERROR_LATENCY_SHARE = 0.25  # errors come back well before a generation would
 @dataclass
 class StandinConfig:
     latency_ms: int = 0
+    # A silence before the first text of an answer (time to first token): no byte arrives meanwhile.
+    first_token_ms: int = 0
     faults: dict[str, float] = field(default_factory=dict)
     retry_after_s: int = 1
     seed: int | None = None
@@ -86,7 +88,7 @@ def check_config_changes(changes: Any) -> None:
     unknown = set(changes) - set(StandinConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    for key in ("latency_ms", "retry_after_s"):
+    for key in ("latency_ms", "first_token_ms", "retry_after_s"):
         if key in changes and not (_is_int(changes[key]) and changes[key] >= 0):
             raise ValueError(f"{key} must be a non-negative integer")
     if changes.get("seed") is not None and not _is_int(changes["seed"]):
@@ -405,9 +407,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
     message = build_message(standin, body, outcome)
     headers = response_headers(standin, now)
+    first_token_s = standin.config.first_token_ms / 1000
     if streaming:
-        return await stream_message(request, message, headers, latency_s)
-    await asyncio.sleep(latency_s)
+        return await stream_message(request, message, headers, latency_s, first_token_s)
+    await asyncio.sleep(first_token_s + latency_s)
     return web.json_response(message, headers=headers)
 
 
@@ -429,14 +432,17 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def stream_message(
-    request: web.Request, message: dict[str, Any], headers: dict[str, str], latency_s: float
+    request: web.Request, message: dict[str, Any], headers: dict[str, str], latency_s: float, first_token_s: float = 0
 ) -> web.StreamResponse:
-    """Streams the message as server-sent events, the latency spread over the text deltas."""
+    """Streams the message as server-sent events: silence for `first_token_s` after the message
+    starts, then the latency spread over the text deltas."""
     response = web.StreamResponse(headers={**headers, "content-type": "text/event-stream", "cache-control": "no-cache"})
     await response.prepare(request)
     events = stream_events(message)
     delta_pause = latency_s / sum(1 for name, _ in events if name == "content_block_delta")
     for name, data in events:
+        if name == "content_block_start":
+            await asyncio.sleep(first_token_s)
         if name == "content_block_delta":
             await asyncio.sleep(delta_pause)
         await response.write(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())

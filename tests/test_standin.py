@@ -161,6 +161,19 @@ async def test_streaming_sends_the_real_event_sequence_and_a_valid_document(
     assert (await control.stats())["log"][0] | {"at": 0} == {"at": 0, "outcome": "ok", "item": "item-7", "stream": True}
 
 
+async def test_a_slow_first_token_keeps_the_open_stream_silent(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(first_token_ms=500)
+
+    async with claude.messages.stream(**request()) as stream:
+        arrivals = [(event.type, time.monotonic()) async for event in stream]
+
+    started = next(at for name, at in arrivals if name == "message_start")
+    first_text = next(at for name, at in arrivals if name == "content_block_delta")
+    assert first_text - started >= 0.5
+
+
 async def test_a_streamed_error_fault_fails_before_the_stream_starts(
     claude: anthropic.AsyncAnthropic, control: StandinControl
 ) -> None:
@@ -341,13 +354,15 @@ async def test_the_log_records_each_request_and_reset_clears_everything(
 
     assert await control.stats() == {"requests": 0, "by_outcome": {}, "log": []}
     assert await control.configure() == {
-        "latency_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None, "script": []
+        "latency_ms": 0, "first_token_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None,
+        "script": [],
     }
 
 
 @pytest.mark.parametrize(
     "bad_config",
-    [{"faults": {"418": 1.0}}, {"faults": {"429": 0.7, "529": 0.7}}, {"latency_ms": "slow"}, {"script": ["nope"]}, {"colour": 1}],
+    [{"faults": {"418": 1.0}}, {"faults": {"429": 0.7, "529": 0.7}}, {"latency_ms": "slow"}, {"first_token_ms": -1},
+     {"script": ["nope"]}, {"colour": 1}],
 )
 async def test_a_bad_config_is_refused_whole(control: StandinControl, bad_config: dict[str, Any]) -> None:
     with pytest.raises(aiohttp.ClientResponseError) as raised:
