@@ -56,7 +56,13 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
 
 
 def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
-    generation = ClaudeActivities(claude, storage, settings, PriceTable.load(settings.model_prices_file))
+    """Refuses to start when CLAUDE_MODEL has no price: better than calls nobody can account for."""
+    prices = PriceTable.load(settings.model_prices_file)
+    try:
+        prices.price_of(settings.claude_model)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    generation = ClaudeActivities(claude, storage, settings, prices)
     return Worker(
         client,
         task_queue=settings.claude_task_queue,
@@ -82,6 +88,8 @@ async def main() -> None:
         temporal=settings.temporal_address,
         claude_task_queue=settings.claude_task_queue,
         claude_calls_per_minute=settings.claude_calls_per_minute,
+        claude_max_concurrent_calls=settings.claude_max_concurrent_calls,
+        claude_model=settings.claude_model,
         claude="offline stand-in" if settings.uses_standin else "Anthropic API",
     )
     async with contextlib.AsyncExitStack() as running:

@@ -7,9 +7,9 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anthropic
 from anthropic import AsyncAnthropic
@@ -27,7 +27,10 @@ log = get_logger(__name__)
 # HTTP statuses a later attempt can get past; every other 4xx is a request that will never work.
 _TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
 _RATE_LIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
-HEARTBEAT_EVERY_S = 5.0
+HEARTBEAT_EVERY_S = 5.0  # at most; a third of the heartbeat timeout when that is shorter
+CONNECT_TIMEOUT_S = 10.0
+# 429s that no wait fixes: the account's spend limit or credit, not its rate limit.
+_SPEND_LIMIT_MARKERS = ("spend", "usage limit", "credit balance")
 REPAIR_INSTRUCTION = (
     "Your reply could not be used: {problem}. Reply again with only the corrected JSON object, "
     "in exactly the shape the instructions give, and nothing else."
@@ -49,14 +52,24 @@ def _retry_after(exc: anthropic.APIStatusError) -> float | None:
 
 
 def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
-    return "spend" in str(exc.body).lower() or "spend" in exc.message.lower()
+    said = f"{exc.message} {exc.body}".lower()
+    return any(marker in said for marker in _SPEND_LIMIT_MARKERS)
 
 
-def classify_failure(exc: Exception, attempt: int, settings: Settings) -> ApplicationError:
-    """Turn an SDK error into the failure Temporal should act on: retry when, or never."""
+def _api_error(exc: anthropic.APIStatusError) -> str:
+    """The message of Anthropic's error body and its type, else what the SDK says."""
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return f"{error['message']} ({error.get('type', 'error')})"
+    return exc.message
+
+
+def classify_failure(exc: Exception, attempt: int, max_attempts: int, settings: Settings) -> ApplicationError:
+    """Turn an SDK error into the failure Temporal should act on: retry when, or never. The last
+    allowed attempt fails for good, saying so."""
     if isinstance(exc, anthropic.APIStatusError):
         error_type = f"claude_{exc.status_code}"
-        message = f"Claude API {exc.status_code}: {exc.message}"
+        message = f"Claude API {exc.status_code}: {_api_error(exc)}"
         if exc.status_code not in _TRANSIENT_STATUSES or (exc.status_code == 429 and _is_spend_limit(exc)):
             return ApplicationError(message, type=error_type, non_retryable=True)
         delay = backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
@@ -69,7 +82,7 @@ def classify_failure(exc: Exception, attempt: int, settings: Settings) -> Applic
         delay = backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
     else:
         raise exc
-    if attempt >= settings.claude_max_attempts:
+    if attempt >= max_attempts:
         return ApplicationError(
             f"gave up after {attempt} attempts; last error: {message}", type=error_type, non_retryable=True
         )
@@ -78,39 +91,63 @@ def classify_failure(exc: Exception, attempt: int, settings: Settings) -> Applic
 
 class RateLimitGate:
     """Reads the anthropic-ratelimit-* headers of each answer; when the remaining request or
-    token budget falls under the low watermark, the next call waits for that budget's reset."""
+    token budget falls under the low watermark, the next call waits for that budget's reset (at
+    most `max_wait_s`, after which it tries: a 429 then says how long to wait)."""
 
-    def __init__(self, low_watermark: float) -> None:
+    BUDGETS = ("requests", "tokens", "input-tokens", "output-tokens")
+
+    def __init__(self, low_watermark: float, max_wait_s: float, clock: Callable[[], float] = time.time) -> None:
         self._low_watermark = low_watermark
+        self._max_wait_s = max_wait_s
+        self._clock = clock
         self._resume_at = 0.0
 
-    def observe(self, headers: dict[str, str]) -> None:
-        for budget in ("requests", "tokens", "input-tokens", "output-tokens"):
-            limit = headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-limit")
-            remaining = headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-remaining")
-            reset = headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-reset")
-            if not (limit and remaining and reset) or int(limit) <= 0:
-                continue
-            if int(remaining) / int(limit) < self._low_watermark:
-                reset_at = datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp()
+    def observe(self, headers: Mapping[str, str]) -> None:
+        for budget in self.BUDGETS:
+            limit = _number(headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-limit"))
+            remaining = _number(headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-remaining"))
+            reset_at = _timestamp(headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-reset"))
+            if limit and remaining is not None and reset_at and remaining / limit < self._low_watermark:
                 self._resume_at = max(self._resume_at, reset_at)
 
-    async def wait(self) -> None:
-        pause = self._resume_at - datetime.now(UTC).timestamp()
+    def pause_s(self) -> float:
+        """How long the next call should wait."""
+        return min(self._max_wait_s, max(0.0, self._resume_at - self._clock()))
+
+    async def wait(self) -> float:
+        pause = self.pause_s()
         if pause > 0:
             log.info("rate limit budget low: waiting for its reset", wait_s=round(pause, 1))
             await asyncio.sleep(pause)
+        return pause
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _timestamp(value: str | None) -> float | None:
+    """An RFC 3339 reset time as a Unix timestamp."""
+    try:
+        return datetime.fromisoformat(value).timestamp() if value else None
+    except ValueError:
+        return None
 
 
 @asynccontextmanager
 async def heartbeating() -> AsyncIterator[None]:
     """Heartbeat while the call runs, also when no byte arrives: a lost worker is noticed within
     the heartbeat timeout, and a cancellation reaches the call promptly."""
+    timeout = activity.info().heartbeat_timeout
+    every_s = min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 3) if timeout else HEARTBEAT_EVERY_S
 
     async def beat() -> None:
         while True:
             activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            await asyncio.sleep(every_s)
 
     task = asyncio.create_task(beat())
     try:
@@ -119,15 +156,23 @@ async def heartbeating() -> AsyncIterator[None]:
         task.cancel()
 
 
+def _max_attempts(settings: Settings) -> int:
+    """The workflow's retry policy caps the attempts (from the starter's settings); the worker's
+    setting stands in where no policy says."""
+    policy = activity.info().retry_policy
+    return policy.maximum_attempts if policy and policy.maximum_attempts > 0 else settings.claude_max_attempts
+
+
 class ClaudeActivities:
     def __init__(self, client: AsyncAnthropic, storage: Storage, settings: Settings, prices: PriceTable) -> None:
         self._client = client
         self._storage = storage
         self._settings = settings
         self._prices = prices
-        self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark)
+        self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
     async def _messages(self, request: GenerateInput) -> list[dict[str, str]]:
+        """The user prompt; for a repair, also the rejected reply and what was wrong with it."""
         messages = [{"role": "user", "content": request.prompt.user}]
         if request.repair:
             rejected = json.loads(
@@ -144,40 +189,45 @@ class ClaudeActivities:
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
         attempt = activity.info().attempt
         messages = await self._messages(request)
+        max_tokens = self._settings.claude_max_tokens(request.tier)
         async with heartbeating():
             await self._gate.wait()
             started = time.monotonic()
             try:
                 async with self._client.messages.stream(
                     model=self._settings.claude_model,
-                    max_tokens=self._settings.claude_max_tokens(request.tier),
+                    max_tokens=max_tokens,
                     # The static instructions are the cacheable prefix every item of a batch shares.
                     system=[{"type": "text", "text": request.prompt.system, "cache_control": {"type": "ephemeral"}}],
                     messages=messages,
                     extra_headers={"x-brightrun-item": str(request.item_id)},
-                    timeout=self._settings.claude_timeout_s(request.tier),
+                    timeout=anthropic.Timeout(self._settings.claude_timeout_s(request.tier), connect=CONNECT_TIMEOUT_S),
                 ) as stream:
                     async for _event in stream:
                         pass
                     message = await stream.get_final_message()
-                    headers = dict(stream.response.headers)
+                    headers = stream.response.headers
             except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                rate_limit = {}
                 if isinstance(exc, anthropic.APIStatusError):
-                    self._gate.observe(dict(exc.response.headers))
-                failure = classify_failure(exc, attempt, self._settings)
+                    self._gate.observe(exc.response.headers)
+                    rate_limit = _rate_limit_headers(exc.response.headers)
+                failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings)
                 log.warning(
                     "claude call failed",
                     job_id=str(request.job_id),
                     item_id=str(request.item_id),
+                    attempt=attempt,
                     error=failure.message,
                     error_type=failure.type,
                     retry=not failure.non_retryable,
                     retry_in_s=failure.next_retry_delay.total_seconds() if failure.next_retry_delay else None,
+                    rate_limit=rate_limit,
                 )
                 raise failure from None
         latency_ms = int((time.monotonic() - started) * 1000)
         self._gate.observe(headers)
-        rate_limit = {k: v for k, v in headers.items() if k.startswith(_RATE_LIMIT_HEADER_PREFIX)}
+        rate_limit = _rate_limit_headers(headers)
         usage = self._usage(message)
         raw_key = raw_conversation_key(request.user_id, request.conversation_id, repair=request.repair is not None)
         await self._storage.put_json(
@@ -188,6 +238,7 @@ class ClaudeActivities:
                 "generated_by": "offline-standin" if self._settings.uses_standin else "anthropic",
                 "template_id": str(request.prompt.template_id),
                 "template_version": request.prompt.template_version,
+                "max_tokens": max_tokens,
                 "repair_of": request.repair.rejected_raw_key if request.repair else None,
                 "rate_limit": rate_limit,
                 "message": message.model_dump(mode="json"),
@@ -197,9 +248,12 @@ class ClaudeActivities:
             "claude call succeeded",
             job_id=str(request.job_id),
             item_id=str(request.item_id),
+            attempt=attempt,
+            model=message.model,
             latency_ms=latency_ms,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
+            cache_write_tokens=usage.cache_creation_input_tokens,
             cache_read_tokens=usage.cache_read_input_tokens,
             cost_usd=round(usage.cost_usd, 6),
             stop_reason=message.stop_reason,
@@ -216,17 +270,22 @@ class ClaudeActivities:
         )
 
     def _usage(self, message: anthropic.types.Message) -> TokenUsage:
-        tokens = {
-            "input_tokens": message.usage.input_tokens,
-            "output_tokens": message.usage.output_tokens,
-            "cache_creation_input_tokens": message.usage.cache_creation_input_tokens or 0,
-            "cache_read_input_tokens": message.usage.cache_read_input_tokens or 0,
-        }
-        cost = self._prices.cost_usd(
-            message.model,
-            tokens["input_tokens"],
-            tokens["output_tokens"],
-            tokens["cache_creation_input_tokens"],
-            tokens["cache_read_input_tokens"],
+        tokens = TokenUsage(
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            cache_creation_input_tokens=message.usage.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
         )
-        return TokenUsage(**tokens, cost_usd=cost)
+        # The answer names the model that ran (a dated snapshot of an alias, say). The call is
+        # paid for already, so a model missing from the price table costs at the configured
+        # model's price (checked when the worker starts) instead of failing the item.
+        try:
+            price = self._prices.price_of(message.model)
+        except KeyError:
+            log.warning("no price for the model that answered; using the configured model's", model=message.model)
+            price = self._prices.price_of(self._settings.claude_model)
+        return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens)})
+
+
+def _rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower().startswith(_RATE_LIMIT_HEADER_PREFIX)}

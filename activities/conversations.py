@@ -74,7 +74,8 @@ class ConversationActivities:
         try:
             document = parse_conversation(text)
         except ValueError as exc:
-            raise permanent(f"{exc}; raw response kept at {request.raw_key}", INVALID_OUTPUT) from None
+            # The details carry the problem alone: the repair request quotes it to the model.
+            raise permanent(f"{exc}; raw response kept at {request.raw_key}", INVALID_OUTPUT, str(exc)) from None
         scores = quality_scores(document, request.persona, request.training_topic)
         score = round(sum(scores.values()) / len(scores), 3)
         if score < self._quality_min_score:

@@ -12,6 +12,7 @@ TRUNCATED_OUTPUT = "truncated_output"
 LOW_QUALITY = "low_quality"
 
 
-def permanent(message: str, error_type: str) -> ApplicationError:
-    """A failure that no retry can fix: the message reaches the item row as it is."""
-    return ApplicationError(message, type=error_type, non_retryable=True)
+def permanent(message: str, error_type: str, *details: object) -> ApplicationError:
+    """A failure that no retry can fix: the message reaches the item row as it is; details are
+    for the workflow that handles it."""
+    return ApplicationError(message, *details, type=error_type, non_retryable=True)

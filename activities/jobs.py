@@ -224,7 +224,8 @@ class JobActivities:
                     error_message=outcome.error_message,
                     processed_at=request.finished_at,
                     progress=100,
-                    usage=outcome.usage.model_dump(),
+                    # Tokens and cost of all the item's calls, and the rate-limit budget they left.
+                    usage={**outcome.usage.model_dump(), "rate_limit": request.rate_limit},
                 )
                 .returning(BatchItem.position)
             )

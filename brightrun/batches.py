@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFail
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
+from brightrun.claude import claude_call_plan
 from brightrun.settings import Settings
 from models import search_attributes
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
@@ -151,7 +152,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
         BatchJobWorkflow.run,
         BatchJobInput(
             job_id=job_id,
-            claude_task_queue=settings.claude_task_queue,
+            claude=claude_call_plan(settings),
             page_size=settings.item_page_size,
             history_event_limit=settings.history_event_limit,
         ),

@@ -1,8 +1,11 @@
-"""The Anthropic client, built once per worker. Temporal owns retries, so the SDK makes none."""
+"""The Anthropic client, built once per worker, and the plan item workflows schedule their calls
+by. Temporal owns retries, so the SDK makes none."""
 
 from anthropic import AsyncAnthropic
 
 from brightrun.settings import Settings
+from models.enums import Tier
+from models.messages import ClaudeCallPlan
 
 
 def create_claude_client(settings: Settings) -> AsyncAnthropic:
@@ -10,4 +13,15 @@ def create_claude_client(settings: Settings) -> AsyncAnthropic:
         api_key=settings.anthropic_key_value(),
         base_url=settings.anthropic_base_url,
         max_retries=0,  # each call sets its own timeout, sized from its max_tokens
+    )
+
+
+def claude_call_plan(settings: Settings) -> ClaudeCallPlan:
+    """The settings' Claude queue, attempt timeouts per tier, heartbeat timeout and attempt cap,
+    for the workflows (which read no environment)."""
+    return ClaudeCallPlan(
+        task_queue=settings.claude_task_queue,
+        attempt_timeout_s={tier: settings.claude_attempt_timeout_s(tier) for tier in Tier},
+        heartbeat_timeout_s=settings.claude_heartbeat_timeout_s,
+        max_attempts=settings.claude_max_attempts,
     )

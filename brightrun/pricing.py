@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from models.messages import TokenUsage
 
 DEFAULT_PRICES_FILE = Path(__file__).with_name("model_prices.json")
 _PER_MILLION = 1_000_000
+# A dated snapshot of a listed model: `claude-sonnet-4-5-20250929` is priced as `claude-sonnet-4-5`.
+_SNAPSHOT_SUFFIX = re.compile(r"-\d{8}$")
 
 
-class ModelPrice(BaseModel):
+class Rates(BaseModel):
     """USD per million tokens."""
 
-    input: float
-    output: float
-    cache_write: float
-    cache_read: float
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float = Field(ge=0)  # 5-minute cache writes, what `cache_control: ephemeral` asks for
+    cache_read: float = Field(ge=0)
+
+
+class LongPromptRates(Rates):
+    """Rates for every token of a request whose prompt (input, cache writes and cache reads
+    together) is longer than the threshold."""
+
+    above_prompt_tokens: int = Field(gt=0)
+
+
+class ModelPrice(Rates):
+    long_prompt: LongPromptRates | None = None
+
+    def cost_usd(self, usage: TokenUsage) -> float:
+        prompt = usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+        rates: Rates = self
+        if self.long_prompt and prompt > self.long_prompt.above_prompt_tokens:
+            rates = self.long_prompt
+        return (
+            usage.input_tokens * rates.input
+            + usage.output_tokens * rates.output
+            + usage.cache_creation_input_tokens * rates.cache_write
+            + usage.cache_read_input_tokens * rates.cache_read
+        ) / _PER_MILLION
 
 
 class PriceTable:
@@ -26,23 +54,13 @@ class PriceTable:
 
     @classmethod
     def load(cls, path: Path | None = None) -> PriceTable:
+        """The file maps model ids to prices; keys starting with `_` are notes."""
         raw = json.loads((path or DEFAULT_PRICES_FILE).read_text())
         return cls({model: ModelPrice.model_validate(price) for model, price in raw.items() if not model.startswith("_")})
 
     def price_of(self, model: str) -> ModelPrice:
-        """Exact name first, then the longest listed name the model starts with (dated snapshots)."""
-        if model in self._prices:
-            return self._prices[model]
-        matches = [name for name in self._prices if model.startswith(name)]
-        if not matches:
-            raise KeyError(f"no price for model {model!r}: add it to the price file (MODEL_PRICES_FILE)")
-        return self._prices[max(matches, key=len)]
-
-    def cost_usd(self, model: str, input_tokens: int, output_tokens: int, cache_write_tokens: int, cache_read_tokens: int) -> float:
-        price = self.price_of(model)
-        return (
-            input_tokens * price.input
-            + output_tokens * price.output
-            + cache_write_tokens * price.cache_write
-            + cache_read_tokens * price.cache_read
-        ) / _PER_MILLION
+        """The model's price, or its base model's for a dated snapshot; KeyError when unlisted."""
+        for name in (model, _SNAPSHOT_SUFFIX.sub("", model)):
+            if name in self._prices:
+                return self._prices[name]
+        raise KeyError(f"no price for model {model!r}: add it to the price file (MODEL_PRICES_FILE)")

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.enums import Tier
 
 STANDIN_API_KEY = "standin-offline-key"
+CLAUDE_STORAGE_MARGIN_S = 30.0
 
 
 class Settings(BaseSettings):
@@ -46,8 +47,12 @@ class Settings(BaseSettings):
         default={Tier.TEMPLATE: 4096, Tier.SCENARIO: 6144, Tier.EDGE_CASE: 6144}
     )
     # The HTTP timeout of a call grows with its max_tokens: base + max_tokens / slowest tokens per second.
+    # One attempt's start-to-close adds the longest rate-limit wait and a margin for storage.
     claude_timeout_base_s: float = Field(default=60.0, gt=0)
     claude_min_output_tokens_per_s: float = Field(default=20.0, gt=0)
+    # A call heartbeats every few seconds, even while no byte arrives: a lost worker or a
+    # cancellation is noticed within this timeout.
+    claude_heartbeat_timeout_s: float = Field(default=20.0, ge=1)
     # Claude calls run on their own task queue: a calls-per-minute limit for all workers together
     # (enforced by the Temporal server) and a cap on calls in flight per worker.
     claude_task_queue: str = "brightrun-claude"
@@ -56,6 +61,8 @@ class Settings(BaseSettings):
     # Below this share of the remaining request or token budget (anthropic-ratelimit-* headers),
     # the next call waits for the budget's reset.
     claude_rate_limit_low_watermark: float = Field(default=0.05, ge=0, lt=1)
+    # The longest such wait before one call; after it the call is tried (a 429 then says how long).
+    claude_rate_limit_max_wait_s: float = Field(default=60.0, ge=0)
     model_prices_file: Path | None = None
     # Conversations scoring below this quality (0..1) fail with the reason.
     quality_min_score: float = Field(default=0.5, ge=0, le=1)
@@ -94,7 +101,12 @@ class Settings(BaseSettings):
         return self.claude_max_tokens_by_tier[tier]
 
     def claude_timeout_s(self, tier: Tier) -> float:
+        """The SDK's timeout for one call of this tier."""
         return self.claude_timeout_base_s + self.claude_max_tokens(tier) / self.claude_min_output_tokens_per_s
+
+    def claude_attempt_timeout_s(self, tier: Tier) -> float:
+        """Start-to-close of one attempt: a rate-limit wait, the call, then the raw response's upload."""
+        return self.claude_rate_limit_max_wait_s + self.claude_timeout_s(tier) + CLAUDE_STORAGE_MARGIN_S
 
     @property
     def uses_standin(self) -> bool:

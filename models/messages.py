@@ -55,9 +55,22 @@ class BatchProgressState(BaseModel):
     runs: int = 1
 
 
+class ClaudeCallPlan(BaseModel):
+    """How items schedule their Claude calls. The starter fills it from its settings when the job
+    starts, because workflow code reads no environment; the defaults suit workflow tests."""
+
+    # The rate-limited queue the Claude workers poll; None = the item workflow's own queue.
+    task_queue: str | None = None
+    # Start-to-close of one attempt per tier, sized from the tier's max_tokens.
+    attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: {tier: 600.0 for tier in Tier})
+    heartbeat_timeout_s: float = 20.0
+    # Attempts per call before the item fails with the last error.
+    max_attempts: int = 6
+
+
 class BatchJobInput(BaseModel):
     job_id: uuid.UUID
-    claude_task_queue: str | None = None
+    claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
     # Tuning knobs, in the input so tests can force continue-as-new on small batches.
     page_size: int = 100
     history_event_limit: int = 2000
@@ -141,8 +154,7 @@ class BatchItemInput(BaseModel):
     user_id: str
     # Where to report the outcome: the job workflow's id, which survives continue-as-new.
     parent_workflow_id: str
-    # Claude calls run on their own, rate-limited task queue; None = the item's own queue.
-    claude_task_queue: str | None = None
+    claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
 
 
 class ItemWork(BaseModel):
@@ -249,3 +261,5 @@ class FinishItemInput(BaseModel):
     job_id: uuid.UUID
     finished_at: datetime
     outcome: ItemFinished
+    # The anthropic-ratelimit-* headers of the item's last answered call, for its usage record.
+    rate_limit: dict[str, str] = Field(default_factory=dict)

@@ -4,12 +4,13 @@ on the time-skipping server. They record what the workflows asked for, so tests 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from activities.errors import permanent
+from activities.errors import INVALID_OUTPUT, permanent
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     FinishItemInput,
@@ -34,6 +35,21 @@ from models.messages import (
 )
 
 
+class MemoryStorage:
+    """Storage kept in a dict, with the calls activities make: for activity tests."""
+
+    conversation_bucket = "conversation-files"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, object] = {}
+
+    async def put_json(self, bucket: str, key: str, document: object) -> None:
+        self.objects[key] = json.loads(json.dumps(document))
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        return json.dumps(self.objects[key]).encode()
+
+
 @dataclass
 class FakeItem:
     item_id: uuid.UUID
@@ -53,6 +69,8 @@ class FakeBatch:
     error_policy: ErrorPolicy = ErrorPolicy.CONTINUE
     # item position -> error message raised by the Claude step
     failing_positions: dict[int, str] = field(default_factory=dict)
+    # item position -> how many of its replies the store step rejects as invalid output
+    unusable_replies: dict[int, int] = field(default_factory=dict)
     claude_delay_s: float = 0.0
     # While set and not open, every Claude call waits for it: items stay in flight.
     claude_gate: asyncio.Event | None = None
@@ -64,6 +82,10 @@ class FakeBatch:
     in_flight: int = 0
     max_in_flight: int = 0
     generate_calls: int = 0
+    generate_requests: list[GenerateInput] = field(default_factory=list)
+    # the task queue each Claude call ran on
+    claude_queues: list[str] = field(default_factory=list)
+    conversation_positions: dict[uuid.UUID, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, size: int, **knobs) -> FakeBatch:  # noqa: ANN003
@@ -140,15 +162,18 @@ class FakeActivities:
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
         self.batch.generate_calls += 1
+        self.batch.generate_requests.append(request)
+        self.batch.claude_queues.append(activity.info().task_queue)
         if self.batch.claude_gate is not None:
             await self.batch.claude_gate.wait()
         if self.batch.claude_delay_s:
             await asyncio.sleep(self.batch.claude_delay_s)
         position = self.batch.item(request.item_id).position
+        self.batch.conversation_positions[request.conversation_id] = position
         if position in self.batch.failing_positions:
             raise permanent(self.batch.failing_positions[position], "claude_400")
         return GeneratedRaw(
-            raw_key=f"raw/{request.user_id}/{request.conversation_id}_raw.json",
+            raw_key=f"raw/{request.user_id}/{request.conversation_id}_raw{'_repair' if request.repair else ''}.json",
             model="fake",
             stop_reason="end_turn",
             usage=TokenUsage(input_tokens=100, output_tokens=50),
@@ -158,6 +183,11 @@ class FakeActivities:
 
     @activity.defn(name="store_conversation")
     async def store_conversation(self, request: StoreConversationInput) -> StoredConversation:
+        position = self.batch.conversation_positions[request.conversation_id]
+        if self.batch.unusable_replies.get(position, 0) > 0:
+            self.batch.unusable_replies[position] -= 1
+            problem = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
+            raise permanent(f"{problem}; raw response kept at {request.raw_key}", INVALID_OUTPUT, problem)
         return StoredConversation(final_key=request.raw_key.replace("_raw", ""), title="t", turn_count=6, quality_score=1.0)
 
     @activity.defn(name="link_conversation")

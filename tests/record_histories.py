@@ -31,7 +31,9 @@ async def record() -> None:
         test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
     )
     await register_search_attributes(env.client)
-    batch = FakeBatch.of(4, concurrency=2, failing_positions={3: "Claude API 400: prompt is too long"})
+    batch = FakeBatch.of(
+        4, concurrency=2, failing_positions={3: "Claude API 400: prompt is too long"}, unusable_replies={1: 1}
+    )
     task_queue = f"record-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow],
                       activities=FakeActivities(batch).all()):
@@ -41,6 +43,7 @@ async def record() -> None:
     targets = {
         "batch_job.json": job_workflow_id(batch.job_id),
         "batch_item_completed.json": item_workflow_id(batch.items[0].item_id),
+        "batch_item_repaired.json": item_workflow_id(batch.items[1].item_id),
         "batch_item_failed.json": item_workflow_id(batch.items[3].item_id),
     }
     for filename, workflow_id in targets.items():

@@ -13,13 +13,16 @@ from temporalio.client import Client
 
 from brightrun import batches
 from brightrun.claude import create_claude_client
+from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import Storage, raw_conversation_key
 from models.enums import ItemStatus, JobStatus, Tier
+from models.messages import TokenUsage
 from models.tables import BatchItem, BatchJob, Conversation
 from tests.helpers import launch_and_wait
 from tests.standin_control import StandinControl
 from worker import build_claude_worker
+from workflows.batch_job import item_workflow_id
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -60,6 +63,57 @@ async def test_a_transient_fault_is_retried_until_the_call_succeeds(
     if fault == "429":
         gaps = [later["at"] - earlier["at"] for earlier, later in zip(attempts, attempts[1:])]
         assert min(gaps) >= 1.0, f"a retry came before its retry-after: {gaps}"
+    async with sessions() as session:
+        conversation = await session.get(Conversation, item.conversation_id)
+    metadata = conversation.generation_metadata
+    assert metadata["attempts"] == 3 and metadata["model"] == stack_settings.claude_model
+    assert metadata["stop_reason"] == "end_turn" and metadata["latency_ms"] >= 0 and metadata["repaired"] is False
+    usage = metadata["usage"]
+    price = PriceTable.load().price_of(metadata["model"])
+    assert usage["cost_usd"] == pytest.approx(price.cost_usd(TokenUsage.model_validate(usage)))
+    assert usage["cost_usd"] > 0
+    assert {"cache_creation_input_tokens", "cache_read_input_tokens"} <= usage.keys()
+    # The budget the call left, in the conversation's metadata and the item's usage record.
+    assert metadata["rate_limit"]["anthropic-ratelimit-requests-limit"] == "4000"
+    assert item.usage["rate_limit"] == metadata["rate_limit"]
+    assert item.usage["cost_usd"] == pytest.approx(usage["cost_usd"])
+
+
+async def test_a_bad_request_is_tried_once_and_fails_the_item_with_the_apis_message(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(script=["400", "ok"])
+
+    job, item = await one_item(sessions, stack_client, stack_settings)
+
+    assert item.status == ItemStatus.FAILED and item.conversation_id is None
+    assert item.error_message == "Claude API 400: messages: prompt is too long for this model (invalid_request_error)"
+    assert (await standin.stats())["requests"] == 1
+
+
+async def test_the_call_runs_on_the_claude_queue_and_heartbeats_through_a_silence_longer_than_its_timeout(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    impatient = stack_settings.model_copy(update={"claude_heartbeat_timeout_s": 2.0})
+    await standin.configure(first_token_ms=5000)
+
+    job, item = await one_item(sessions, stack_client, impatient)
+
+    assert item.status == ItemStatus.COMPLETED, item.error_message
+    assert (await standin.stats())["requests"] == 1, "the silent call was never timed out and retried"
+    history = await stack_client.get_workflow_handle(item_workflow_id(item.id)).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "generate_conversation"
+    ]
+    assert len(scheduled) == 1
+    call = scheduled[0]
+    assert call.task_queue.name == stack_settings.claude_task_queue != stack_settings.task_queue
+    assert call.heartbeat_timeout.ToTimedelta().total_seconds() == 2.0
+    assert call.start_to_close_timeout.ToTimedelta().total_seconds() == impatient.claude_attempt_timeout_s(Tier.TEMPLATE)
+    assert call.retry_policy.maximum_attempts == stack_settings.claude_max_attempts
 
 
 async def test_the_attempt_cap_fails_the_item_with_the_last_error(
@@ -160,18 +214,30 @@ async def test_fifty_items_under_thirty_percent_faults_complete_with_true_totals
     assert len(items) == 64 and unfinished == []
     stats = await standin.stats()
     by_item = requests_by_item(stats)
-    assert stats["by_outcome"]["ok"] == 64
-    assert all(len(by_item[str(i.id)]) <= stack_settings.claude_max_attempts for i in items)
+    assert stats["by_outcome"]["ok"] == 64 and set(stats["by_outcome"]) <= {"ok", "429", "529", "500"}
+    assert stats["by_outcome"].keys() > {"ok"}, "faults were injected"
+    for item in items:
+        outcomes = [entry["outcome"] for entry in by_item[str(item.id)]]
+        # Retries only after a fault, none after the success, and never more than the cap.
+        assert outcomes[-1] == "ok" and "ok" not in outcomes[:-1], outcomes
+        assert len(outcomes) <= stack_settings.claude_max_attempts
     for attempts in by_item.values():
         for earlier, later in zip(attempts, attempts[1:]):
             if earlier["outcome"] == "429":
                 assert later["at"] - earlier["at"] >= 1.0, "a request came before its retry-after"
     status = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert status["status"] == JobStatus.COMPLETED and status["successful"] == 64
+    contract = ("status", "total", "completed", "successful", "failed", "cancelled", "remaining", "eta_seconds",
+                "input_tokens", "output_tokens", "cost_usd")
+    assert set(contract) <= status.keys()
+    assert status["status"] == JobStatus.COMPLETED and status["successful"] == 64 and status["remaining"] == 0
     usage = [c.generation_metadata["usage"] for c in conversations]
     assert status["input_tokens"] == sum(u["input_tokens"] for u in usage) > 0
     assert status["output_tokens"] == sum(u["output_tokens"] for u in usage) > 0
     assert status["cost_usd"] == pytest.approx(sum(u["cost_usd"] for u in usage), rel=1e-6)
     assert status["cost_usd"] > 0 and status["projected_cost_usd"] == pytest.approx(status["cost_usd"], rel=1e-6)
+    assert status["cache_read_tokens"] == sum(u["cache_read_input_tokens"] for u in usage) > 0
+    assert status["cache_write_tokens"] == sum(u["cache_creation_input_tokens"] for u in usage) > 0
+    prompt_tokens = status["input_tokens"] + status["cache_write_tokens"] + status["cache_read_tokens"]
+    assert status["cache_hit_rate"] == pytest.approx(status["cache_read_tokens"] / prompt_tokens, abs=1e-3)
     assert status["cache_hit_rate"] > 0.3, "items after the first read the system prompt from the cache"
 

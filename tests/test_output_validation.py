@@ -1,12 +1,18 @@
-"""Parsing, validating and scoring the model's reply (pure functions, no stack)."""
+"""Parsing, validating and scoring the model's reply, and the store step that does it (no stack)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from activities.conversations import parse_conversation, quality_scores
+from activities.conversations import ConversationActivities, parse_conversation, quality_scores
+from activities.errors import INVALID_OUTPUT, LOW_QUALITY, TRUNCATED_OUTPUT
+from models.messages import StoreConversationInput, StoredConversation
+from tests.fakes import MemoryStorage
 
 GOOD = {
     "title": "David plans his estate",
@@ -61,3 +67,65 @@ def test_quality_scores_catch_a_short_conversation_about_something_else() -> Non
     off_topic = {**GOOD, "turns": [{"role": r, "content": "ok"} for r in ("user", "assistant") * 2]}
     scores = quality_scores(parse_conversation(json.dumps(off_topic)), "Maria Gonzalez", "College Savings Plans")
     assert scores["turns"] == 0.5 and scores["length"] == 0.0 and scores["persona"] == 0.0 and scores["topic"] == 0.0
+
+
+# --- the store step, as an activity ---------------------------------------------------------
+
+RAW_KEY = "raw/test-user/c0ffee00-0000-0000-0000-000000000001_raw.json"
+
+
+def stored_reply(text: str, stop_reason: str = "end_turn") -> MemoryStorage:
+    storage = MemoryStorage()
+    message = {"content": [{"type": "text", "text": text}], "stop_reason": stop_reason, "usage": {"output_tokens": 4096}}
+    storage.objects[RAW_KEY] = {"message": message}
+    return storage
+
+
+async def store(storage: MemoryStorage, quality_min_score: float, persona: str = "David Chen",
+                topic: str = "Essential Estate Planning") -> StoredConversation:
+    request = StoreConversationInput(
+        conversation_id=uuid.UUID(int=1), user_id="test-user", raw_key=RAW_KEY, persona=persona, training_topic=topic
+    )
+    return await ActivityEnvironment().run(ConversationActivities(storage, quality_min_score).store_conversation, request)
+
+
+async def test_a_good_reply_is_stored_with_its_quality_scores() -> None:
+    storage = stored_reply("Here it is:\n```json\n" + json.dumps(GOOD) + "\n```")
+
+    stored = await store(storage, quality_min_score=0.9)
+
+    assert (stored.quality_score, stored.turn_count, stored.title) == (1.0, 8, GOOD["title"])
+    final = storage.objects[stored.final_key]
+    assert final["quality"] == {"turns": 1.0, "length": 1.0, "persona": 1.0, "topic": 1.0}
+    assert final["turns"] == GOOD["turns"]
+
+
+async def test_a_reply_under_the_quality_minimum_fails_for_good_with_the_weak_checks() -> None:
+    storage = stored_reply(json.dumps(GOOD))
+
+    with pytest.raises(ApplicationError) as raised:
+        await store(storage, quality_min_score=0.9, persona="Maria Gonzalez", topic="College Savings Plans")
+
+    failure = raised.value
+    assert (failure.type, failure.non_retryable) == (LOW_QUALITY, True)
+    assert failure.message == (
+        f"quality score 0.50 is under the minimum 0.90 (persona 0.00, topic 0.00); raw response kept at {RAW_KEY}"
+    )
+
+
+async def test_an_invalid_reply_names_the_problem_for_the_repair_and_the_raw_key_for_people() -> None:
+    with pytest.raises(ApplicationError) as raised:
+        await store(stored_reply('{"title": "cut off", "turns": ['), quality_min_score=0.5)
+
+    failure = raised.value
+    assert (failure.type, failure.non_retryable) == (INVALID_OUTPUT, True)
+    assert failure.details[0].startswith("the reply is not valid JSON") and RAW_KEY not in failure.details[0]
+    assert failure.message == f"{failure.details[0]}; raw response kept at {RAW_KEY}"
+
+
+async def test_a_reply_cut_off_at_max_tokens_is_truncated_not_success() -> None:
+    with pytest.raises(ApplicationError) as raised:
+        await store(stored_reply(json.dumps(GOOD), stop_reason="max_tokens"), quality_min_score=0.5)
+
+    assert (raised.value.type, raised.value.non_retryable) == (TRUNCATED_OUTPUT, True)
+    assert raised.value.message.startswith("the reply was cut off at max_tokens (4096 output tokens)")

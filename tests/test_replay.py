@@ -18,7 +18,7 @@ from workflows.batch_job import BatchJobWorkflow
 HISTORIES = Path(__file__).parent / "histories"
 
 
-@pytest.mark.parametrize("filename", ["batch_job.json", "batch_item_completed.json", "batch_item_failed.json"])
+@pytest.mark.parametrize("filename", ["batch_job.json", "batch_item_completed.json", "batch_item_repaired.json", "batch_item_failed.json"])
 async def test_saved_history_replays_without_nondeterminism(filename: str) -> None:
     history = WorkflowHistory.from_json(filename.removesuffix(".json"), (HISTORIES / filename).read_text())
     replayer = Replayer(workflows=[BatchJobWorkflow, BatchItemWorkflow], data_converter=pydantic_data_converter)

@@ -11,8 +11,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
     from activities.conversations import ConversationActivities
-    from activities.jobs import JobActivities
     from activities.errors import INVALID_OUTPUT
+    from activities.jobs import JobActivities
     from activities.templates import TemplateActivities
     from models.enums import ItemStatus, Tier
     from models.messages import (
@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         StoredConversation,
         TokenUsage,
     )
-    from workflows.config import CLAUDE_STEP, DATA_STEP, ITEM_FINISHED_SIGNAL
+    from workflows.config import DATA_STEP, ITEM_FINISHED_SIGNAL, claude_step
 
 
 def failure_message(error: ActivityError) -> str:
@@ -43,12 +43,19 @@ def failure_message(error: ActivityError) -> str:
     return f"{error.activity_type} failed: {cause or error}"
 
 
+def repair_problem(error: ApplicationError) -> str:
+    """What to tell the model about its rejected reply: the validation problem the activity put in
+    the error's details (without the storage path its message adds for people)."""
+    return str(error.details[0]) if error.details else error.message
+
+
 @workflow.defn(name="BatchItemWorkflow")
 class BatchItemWorkflow:
     @workflow.run
     async def run(self, request: BatchItemInput) -> ItemFinished:
         self._started = workflow.now()
         self._usage = TokenUsage()  # of every Claude call, failed items included
+        self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
         try:
             work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
             selected = await workflow.execute_activity_method(
@@ -76,7 +83,7 @@ class BatchItemWorkflow:
                 if not (isinstance(error.cause, ApplicationError) and error.cause.type == INVALID_OUTPUT):
                     raise
                 # One repair: ask again, quoting what was wrong; a second failure fails the item.
-                repair = RepairRequest(rejected_raw_key=generations[0].raw_key, problem=error.cause.message)
+                repair = RepairRequest(rejected_raw_key=generations[0].raw_key, problem=repair_problem(error.cause))
                 generations.append(await self._generate(request, conversation_id, work.tier, prompt, repair))
                 stored = await self._store(request, conversation_id, prompt, generations[-1])
             await workflow.execute_activity_method(
@@ -129,10 +136,10 @@ class BatchItemWorkflow:
                 prompt=prompt,
                 repair=repair,
             ),
-            task_queue=request.claude_task_queue,
-            **CLAUDE_STEP,
+            **claude_step(request.claude, tier),
         )
         self._usage += generated.usage
+        self._rate_limit = generated.rate_limit
         return generated
 
     async def _store(
@@ -172,7 +179,9 @@ class BatchItemWorkflow:
     async def _record_and_signal(self, request: BatchItemInput, outcome: ItemFinished) -> None:
         recorded = await workflow.execute_activity_method(
             JobActivities.finish_item,
-            FinishItemInput(job_id=request.job_id, finished_at=workflow.now(), outcome=outcome),
+            FinishItemInput(
+                job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit
+            ),
             **DATA_STEP,
         )
         # The row keeps the first final status; the job must count the same one.

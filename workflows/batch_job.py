@@ -279,7 +279,7 @@ class BatchJobWorkflow:
                 item_id=item.item_id,
                 user_id=self._plan.user_id,
                 parent_workflow_id=workflow.info().workflow_id,
-                claude_task_queue=request.claude_task_queue,
+                claude=request.claude,
             ),
             id=item_workflow_id(item.item_id),
             # Items outlive each run of this workflow: continue-as-new must not end them.

@@ -8,12 +8,14 @@ from activities.errors import (
     CATALOG_ROW_MISSING,
     INVALID_OUTPUT,
     ITEM_NOT_FOUND,
-    LOW_QUALITY,
     JOB_NOT_FOUND,
+    LOW_QUALITY,
     TEMPLATE_NOT_FOUND,
     TRUNCATED_OUTPUT,
     UNKNOWN_PLACEHOLDER,
 )
+from models.enums import Tier
+from models.messages import ClaudeCallPlan
 
 ITEM_FINISHED_SIGNAL = "item_finished"
 
@@ -39,20 +41,24 @@ DATA_STEP = {
     ),
 }
 
-# The Claude call classifies its own failures (retry-after, backoff with jitter, an attempt cap
-# from the worker's settings); this policy is the backstop for timeouts and lost workers.
-CLAUDE_STEP = {
-    # A backstop above the SDK's own timeout (sized from max_tokens); the heartbeat notices a
-    # lost worker within seconds.
-    "start_to_close_timeout": timedelta(minutes=15),
-    "heartbeat_timeout": timedelta(seconds=20),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=2),
-        maximum_interval=timedelta(seconds=60),
-        maximum_attempts=20,
-        non_retryable_error_types=_PERMANENT_TYPES,
-    ),
-}
+
+def claude_step(plan: ClaudeCallPlan, tier: Tier) -> dict:
+    """Options of one Claude call. The activity classifies its own failures (retry-after, backoff
+    with jitter, non-retryable 4xx, the last attempt's message); this policy's intervals apply to
+    timeouts and lost workers, its attempt cap to all. The heartbeat notices a lost worker within
+    seconds; start-to-close is sized from the tier's max_tokens."""
+    return {
+        "task_queue": plan.task_queue,
+        "start_to_close_timeout": timedelta(seconds=plan.attempt_timeout_s[tier]),
+        "heartbeat_timeout": timedelta(seconds=plan.heartbeat_timeout_s),
+        "retry_policy": RetryPolicy(
+            initial_interval=timedelta(seconds=2),
+            maximum_interval=timedelta(seconds=60),
+            maximum_attempts=plan.max_attempts,
+            non_retryable_error_types=_PERMANENT_TYPES,
+        ),
+    }
+
 
 # How long a halting job waits for its cancelled items to report before recording them itself.
 ITEM_CANCEL_GRACE = timedelta(minutes=2)

@@ -1,0 +1,360 @@
+"""The Claude call as one activity: the real SDK over a real socket to an in-process stand-in,
+run in Temporal's ActivityEnvironment (heartbeats, cancellation and attempt numbers as a worker
+gives them), with storage kept in memory. Plus the pure parts: failure classification, the
+rate-limit gate and the price table."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.claude import REPAIR_INSTRUCTION, ClaudeActivities, RateLimitGate, backoff_delay, classify_failure
+from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
+from brightrun.settings import Settings
+from brightrun.standin import start_standin
+from brightrun.storage import raw_conversation_key
+from models.enums import Tier
+from models.messages import GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
+from tests.fakes import MemoryStorage
+from tests.helpers import eventually
+from tests.standin_control import StandinControl
+
+PROMPT_USER = (
+    "Write one conversation.\nPersona: David Chen\nEmotional arc: Anxiety -> Confidence\n"
+    "Training topic: Paying Down Debt\nTier: scenario"
+)
+SYSTEM = "You write training conversations for fine-tuning. Return only one JSON object. " * 20
+
+
+@dataclasses.dataclass
+class Rig:
+    activities: ClaudeActivities
+    storage: MemoryStorage
+    standin: StandinControl
+    settings: Settings
+    sent: list[dict[str, Any]]  # the JSON body of every request the SDK sent
+    env: ActivityEnvironment
+    heartbeats: list[float]
+
+    async def generate(self, request: GenerateInput) -> Any:
+        return await self.env.run(self.activities.generate_conversation, request)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    runner, port = await start_standin(port=0)
+    base_url = f"http://127.0.0.1:{port}"
+    sent: list[dict[str, Any]] = []
+
+    async def keep_body(request: httpx2.Request) -> None:
+        sent.append(json.loads(request.content))
+
+    settings = Settings(anthropic_base_url=base_url, anthropic_api_key=None, claude_rate_limit_max_wait_s=5)
+    http = httpx2.AsyncClient(event_hooks={"request": [keep_body]})
+    async with anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0, http_client=http) as client:
+        storage = MemoryStorage()
+        env = ActivityEnvironment()
+        heartbeats: list[float] = []
+        env.on_heartbeat = lambda *details: heartbeats.append(time.monotonic())
+        env.info = dataclasses.replace(
+            env.info, heartbeat_timeout=timedelta(seconds=20), retry_policy=RetryPolicy(maximum_attempts=4)
+        )
+        activities = ClaudeActivities(client, storage, settings, PriceTable.load())  # type: ignore[arg-type]
+        yield Rig(activities, storage, StandinControl(base_url), settings, sent, env, heartbeats)
+    await runner.cleanup()
+
+
+def generate_input(repair: RepairRequest | None = None) -> GenerateInput:
+    return GenerateInput(
+        job_id=uuid.uuid4(),
+        item_id=uuid.uuid4(),
+        conversation_id=uuid.uuid4(),
+        user_id="test-user",
+        tier=Tier.SCENARIO,
+        prompt=ResolvedPrompt(
+            template_id=uuid.uuid4(), template_version=1, system=SYSTEM, user=PROMPT_USER,
+            persona_name="David Chen", topic_name="Paying Down Debt",
+        ),
+        repair=repair,
+    )
+
+
+# --- through the stand-in -------------------------------------------------------------------
+
+
+async def test_a_call_stores_the_raw_answer_and_returns_a_reference_usage_and_cost(rig: Rig) -> None:
+    request = generate_input()
+
+    generated = await rig.generate(request)
+
+    assert generated.raw_key == raw_conversation_key("test-user", request.conversation_id)
+    raw = rig.storage.objects[generated.raw_key]
+    assert raw["message"]["stop_reason"] == "end_turn" == generated.stop_reason
+    assert raw["max_tokens"] == rig.settings.claude_max_tokens(Tier.SCENARIO) == rig.sent[0]["max_tokens"]
+    assert rig.sent[0]["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert rig.sent[0]["stream"] is True
+    usage = generated.usage
+    assert usage.output_tokens > 0 and usage.cache_creation_input_tokens > 0
+    assert usage.cost_usd == pytest.approx(PriceTable.load().price_of(generated.model).cost_usd(usage)) and usage.cost_usd > 0
+    assert generated.rate_limit["anthropic-ratelimit-requests-limit"] == "4000"
+    assert raw["rate_limit"] == generated.rate_limit
+    assert (await rig.standin.stats())["log"][0]["item"] == str(request.item_id)
+
+
+async def test_the_second_call_reads_the_system_prompt_from_the_cache(rig: Rig) -> None:
+    first = await rig.generate(generate_input())
+    second = await rig.generate(generate_input())
+
+    assert first.usage.cache_creation_input_tokens > 0 and first.usage.cache_read_input_tokens == 0
+    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
+    assert second.usage.cost_usd < first.usage.cost_usd
+
+
+async def test_heartbeats_go_on_while_no_byte_arrives(rig: Rig) -> None:
+    rig.env.info = dataclasses.replace(rig.env.info, heartbeat_timeout=timedelta(seconds=0.6))
+    await rig.standin.configure(first_token_ms=1500)
+
+    started = time.monotonic()
+    await rig.generate(generate_input())
+
+    assert time.monotonic() - started >= 1.5
+    beats = [started, *rig.heartbeats]
+    assert len(rig.heartbeats) >= 5
+    assert max(later - earlier for earlier, later in zip(beats, beats[1:])) < 0.6, "a heartbeat timeout would have fired"
+
+
+async def test_a_cancellation_ends_a_silent_call_at_once(rig: Rig) -> None:
+    await rig.standin.configure(first_token_ms=30_000)
+    call = asyncio.create_task(rig.generate(generate_input()))
+    await eventually(lambda: _requests_at_least(rig.standin, 1), "the request reached the stand-in")
+
+    started = time.monotonic()
+    rig.env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    assert time.monotonic() - started < 2
+    assert rig.storage.objects == {}, "nothing is stored for a cancelled call"
+
+
+async def _requests_at_least(standin: StandinControl, count: int) -> bool:
+    return (await standin.stats())["requests"] >= count
+
+
+async def test_a_429_says_when_to_retry_and_holds_back_the_next_call_until_the_budget_resets(rig: Rig) -> None:
+    await rig.standin.configure(script=["429", "ok"], retry_after_s=2)
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+    await rig.generate(generate_input())  # on the same worker: the gate read the empty budget
+
+    failure = raised.value
+    assert (failure.type, failure.non_retryable) == ("claude_429", False)
+    assert failure.next_retry_delay >= timedelta(seconds=2)
+    first, second = (await rig.standin.stats())["log"]
+    # The reset header has whole seconds: the wait ends between 1 and 2 s after the 429.
+    assert second["at"] - first["at"] >= 1.0
+
+
+async def test_a_repair_sends_the_rejected_reply_and_the_problem_and_keeps_both_raw_answers(rig: Rig) -> None:
+    first = await rig.generate(generate_input())
+    problem = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
+    request = generate_input(RepairRequest(rejected_raw_key=first.raw_key, problem=problem))
+    request = request.model_copy(update={"conversation_id": uuid.UUID(first.raw_key.split("/")[-1].split("_")[0])})
+
+    repaired = await rig.generate(request)
+
+    rejected_text = rig.storage.objects[first.raw_key]["message"]["content"][0]["text"]
+    assert rig.sent[-1]["messages"] == [
+        {"role": "user", "content": PROMPT_USER},
+        {"role": "assistant", "content": rejected_text},
+        {"role": "user", "content": REPAIR_INSTRUCTION.format(problem=problem)},
+    ]
+    assert repaired.raw_key == first.raw_key.replace("_raw.json", "_raw_repair.json")
+    assert rig.storage.objects[repaired.raw_key]["repair_of"] == first.raw_key
+    assert first.raw_key in rig.storage.objects
+
+
+async def test_the_last_allowed_attempt_fails_for_good_with_the_last_error(rig: Rig) -> None:
+    rig.env.info = dataclasses.replace(rig.env.info, attempt=4)
+    await rig.standin.configure(script=["529"])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+
+    assert raised.value.non_retryable
+    assert raised.value.message == "gave up after 4 attempts; last error: Claude API 529: Overloaded (overloaded_error)"
+
+
+async def test_a_bad_request_is_never_retried(rig: Rig) -> None:
+    await rig.standin.configure(script=["400"])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+
+    assert (raised.value.type, raised.value.non_retryable) == ("claude_400", True)
+    assert raised.value.message == "Claude API 400: messages: prompt is too long for this model (invalid_request_error)"
+
+
+# --- failure classification -----------------------------------------------------------------
+
+SETTINGS = Settings(claude_retry_base_s=2, claude_retry_cap_s=60)
+
+
+def status_error(status: int, message: str = "boom", headers: dict[str, str] | None = None) -> anthropic.APIStatusError:
+    response = httpx2.Response(
+        status, headers=headers or {}, request=httpx2.Request("POST", "https://api.anthropic.com/v1/messages")
+    )
+    return anthropic.APIStatusError(message, response=response, body={"type": "error", "error": {"message": message}})
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
+def test_requests_that_can_never_work_are_not_retried(status: int) -> None:
+    failure = classify_failure(status_error(status), attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert (failure.type, failure.non_retryable) == (f"claude_{status}", True)
+
+
+def test_a_429_for_an_exhausted_spend_limit_is_not_retried() -> None:
+    exc = status_error(429, "You have reached your specified workspace API usage limits", {"retry-after": "30"})
+
+    assert classify_failure(exc, attempt=1, max_attempts=6, settings=SETTINGS).non_retryable
+
+
+def test_a_rate_limited_429_retries_no_earlier_than_retry_after() -> None:
+    failure = classify_failure(status_error(429, headers={"retry-after": "17"}), attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert not failure.non_retryable and failure.next_retry_delay >= timedelta(seconds=17)
+
+
+@pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504, 529])
+@pytest.mark.parametrize("attempt", [1, 3, 5])
+def test_overload_and_server_errors_back_off_exponentially_with_jitter(status: int, attempt: int) -> None:
+    failure = classify_failure(status_error(status), attempt=attempt, max_attempts=6, settings=SETTINGS)
+
+    ceiling = min(60, 2 * 2 ** (attempt - 1))
+    assert not failure.non_retryable
+    assert timedelta(seconds=ceiling / 2) <= failure.next_retry_delay <= timedelta(seconds=ceiling)
+
+
+def test_jitter_spreads_the_retries_of_a_burst() -> None:
+    assert len({backoff_delay(3, 2, 60) for _ in range(20)}) > 1
+
+
+@pytest.mark.parametrize("error", [anthropic.APIConnectionError, anthropic.APITimeoutError])
+def test_connection_errors_and_timeouts_are_retried(error: type[anthropic.APIConnectionError]) -> None:
+    exc = error(request=httpx2.Request("POST", "https://api.anthropic.com/v1/messages"))
+
+    failure = classify_failure(exc, attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert (failure.type, failure.non_retryable) == ("claude_connection", False)
+
+
+def test_a_permanent_error_on_the_last_attempt_keeps_its_own_message() -> None:
+    failure = classify_failure(status_error(400, "bad"), attempt=6, max_attempts=6, settings=SETTINGS)
+
+    assert failure.message == "Claude API 400: bad (error)"
+
+
+# --- the rate-limit gate --------------------------------------------------------------------
+
+NOW = 1_800_000_000.0
+
+
+def budget(name: str, limit: int, remaining: int, reset_in_s: float) -> dict[str, str]:
+    reset = datetime.fromtimestamp(NOW + reset_in_s, UTC).isoformat().replace("+00:00", "Z")
+    prefix = f"anthropic-ratelimit-{name}"
+    return {f"{prefix}-limit": str(limit), f"{prefix}-remaining": str(remaining), f"{prefix}-reset": reset}
+
+
+@pytest.mark.parametrize("name", RateLimitGate.BUDGETS)
+def test_a_low_budget_holds_the_next_call_until_its_reset(name: str) -> None:
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=60, clock=lambda: NOW)
+
+    gate.observe(budget(name, limit=1000, remaining=10, reset_in_s=12))
+
+    assert gate.pause_s() == pytest.approx(12)
+
+
+def test_a_healthy_budget_holds_nothing() -> None:
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=60, clock=lambda: NOW)
+
+    gate.observe(budget("requests", limit=1000, remaining=51, reset_in_s=12) | budget("tokens", 400_000, 200_000, 5))
+
+    assert gate.pause_s() == 0
+
+
+def test_the_wait_is_capped_and_ends_when_the_reset_has_passed() -> None:
+    clock = [NOW]
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=20, clock=lambda: clock[0])
+    gate.observe(budget("tokens", limit=1000, remaining=0, reset_in_s=45))
+
+    assert gate.pause_s() == 20
+    clock[0] += 46
+    assert gate.pause_s() == 0
+
+
+def test_headers_that_do_not_parse_are_ignored() -> None:
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=60, clock=lambda: NOW)
+
+    gate.observe({"anthropic-ratelimit-requests-limit": "lots", "anthropic-ratelimit-requests-remaining": "0",
+                  "anthropic-ratelimit-requests-reset": "soon"})
+    gate.observe({"anthropic-ratelimit-tokens-limit": "0", "anthropic-ratelimit-tokens-remaining": "0"})
+
+    assert gate.pause_s() == 0
+
+
+# --- prices ---------------------------------------------------------------------------------
+
+
+def test_every_listed_model_has_a_complete_price_and_the_default_model_is_listed() -> None:
+    raw = json.loads(DEFAULT_PRICES_FILE.read_text())
+    prices = PriceTable.load()
+
+    for model in (name for name in raw if not name.startswith("_")):
+        price = prices.price_of(model)
+        assert price.output > price.input > price.cache_read and price.cache_write > price.input, model
+    prices.price_of(Settings.model_fields["claude_model"].default)
+
+
+def test_cost_adds_every_kind_of_token_at_its_rate() -> None:
+    price = PriceTable.load().price_of("claude-sonnet-4-6")  # $3 in, $15 out, $3.75 cache write, $0.30 cache read
+    usage = TokenUsage(input_tokens=1000, output_tokens=2000, cache_creation_input_tokens=4000, cache_read_input_tokens=10_000)
+
+    assert price.cost_usd(usage) == pytest.approx((1000 * 3 + 2000 * 15 + 4000 * 3.75 + 10_000 * 0.3) / 1e6)
+
+
+def test_a_dated_snapshot_costs_what_its_model_costs_and_an_unknown_model_is_refused() -> None:
+    prices = PriceTable.load()
+
+    assert prices.price_of("claude-sonnet-4-5-20250929") == prices.price_of("claude-sonnet-4-5")
+    with pytest.raises(KeyError, match="MODEL_PRICES_FILE"):
+        prices.price_of("claude-sonnet-4-7")
+    with pytest.raises(KeyError):
+        prices.price_of("claude-sonnet-4-6-preview")
+
+
+def test_a_long_prompt_is_charged_at_the_long_prompt_rates() -> None:
+    price = ModelPrice.model_validate(
+        {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1,
+         "long_prompt": {"above_prompt_tokens": 100, "input": 10, "output": 20, "cache_write": 12.5, "cache_read": 1}}
+    )
+
+    short = TokenUsage(input_tokens=50, cache_read_input_tokens=50, output_tokens=10)
+    long = TokenUsage(input_tokens=50, cache_read_input_tokens=51, output_tokens=10)
+
+    assert price.cost_usd(short) == pytest.approx((50 * 1 + 50 * 0.1 + 10 * 2) / 1e6)
+    assert price.cost_usd(long) == pytest.approx((50 * 10 + 51 * 1 + 10 * 20) / 1e6)
