@@ -90,9 +90,13 @@ def classify_failure(exc: Exception, attempt: int, max_attempts: int, settings: 
 
 
 class RateLimitGate:
-    """Reads the anthropic-ratelimit-* headers of each answer; when the remaining request or
-    token budget falls under the low watermark, the next call waits for that budget's reset (at
-    most `max_wait_s`, after which it tries: a 429 then says how long to wait)."""
+    """Paces a worker's calls by the anthropic-ratelimit-* headers of the answers.
+
+    The request budget above the low watermark is spent as calls start (calls admitted since the
+    last answer count against it). Once it is spent, or a token budget is under the watermark,
+    or a 429 said `retry-after`, calls go one at a time, each first waiting for the budget's
+    reset (at most `max_wait_s`; then it tries, and a 429 says how long to wait), until an
+    answer shows the budget back: a worker's calls do not rush the API the moment it refills."""
 
     BUDGETS = ("requests", "tokens", "input-tokens", "output-tokens")
 
@@ -100,26 +104,70 @@ class RateLimitGate:
         self._low_watermark = low_watermark
         self._max_wait_s = max_wait_s
         self._clock = clock
-        self._resume_at = 0.0
+        self._spare_requests: float | None = None  # unknown until the first answer
+        self._requests_reset_at = 0.0
+        self._held_until: float | None = None  # a low token budget's reset, or a 429's retry-after
+        self._one_at_a_time = asyncio.Lock()
 
     def observe(self, headers: Mapping[str, str]) -> None:
+        """The latest answer's budgets decide; an answer without them (a 500, say) changes nothing."""
+        seen, holds = False, []
+        retry_after = _number(headers.get("retry-after"))
+        if retry_after is not None:
+            seen = True
+            holds.append(self._clock() + retry_after)
         for budget in self.BUDGETS:
             limit = _number(headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-limit"))
             remaining = _number(headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-remaining"))
             reset_at = _timestamp(headers.get(f"{_RATE_LIMIT_HEADER_PREFIX}{budget}-reset"))
-            if limit and remaining is not None and reset_at and remaining / limit < self._low_watermark:
-                self._resume_at = max(self._resume_at, reset_at)
+            if not (limit and remaining is not None and reset_at):
+                continue
+            seen = True
+            spare = remaining - limit * self._low_watermark
+            if budget == "requests":
+                self._spare_requests, self._requests_reset_at = spare, reset_at
+            elif spare < 0:
+                holds.append(reset_at)
+        if seen:
+            self._held_until = max(holds, default=None)
+
+    def _hold(self) -> float | None:
+        """None: the next call goes now, beside the others. Else it goes one at a time, from then."""
+        if self._spare_requests is not None and self._spare_requests < 1:
+            return max(self._requests_reset_at, self._held_until or 0.0)
+        return self._held_until
+
+    @property
+    def low(self) -> bool:
+        return self._hold() is not None
 
     def pause_s(self) -> float:
-        """How long the next call should wait."""
-        return min(self._max_wait_s, max(0.0, self._resume_at - self._clock()))
+        """How long the next call waits before it goes."""
+        hold = self._hold()
+        return min(self._max_wait_s, max(0.0, hold - self._clock())) if hold is not None else 0.0
 
-    async def wait(self) -> float:
-        pause = self.pause_s()
-        if pause > 0:
-            log.info("rate limit budget low: waiting for its reset", wait_s=round(pause, 1))
-            await asyncio.sleep(pause)
-        return pause
+    def _start_call(self) -> None:
+        if self._spare_requests is not None:
+            self._spare_requests -= 1
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Wrap one call, up to reading its answer's headers."""
+        if self.low:
+            await self._one_at_a_time.acquire()
+            try:
+                if self.low:  # still low once it is this call's turn
+                    pause = self.pause_s()
+                    if pause > 0:
+                        log.info("rate limit budget low: waiting for its reset", wait_s=round(pause, 1))
+                        await asyncio.sleep(pause)
+                    self._start_call()
+                    yield
+                    return
+            finally:
+                self._one_at_a_time.release()
+        self._start_call()
+        yield
 
 
 def _number(value: str | None) -> float | None:
@@ -187,63 +235,31 @@ class ClaudeActivities:
 
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
-        attempt = activity.info().attempt
         messages = await self._messages(request)
-        max_tokens = self._settings.claude_max_tokens(request.tier)
         async with heartbeating():
-            await self._gate.wait()
-            started = time.monotonic()
-            try:
-                async with self._client.messages.stream(
-                    model=self._settings.claude_model,
-                    max_tokens=max_tokens,
-                    # The static instructions are the cacheable prefix every item of a batch shares.
-                    system=[{"type": "text", "text": request.prompt.system, "cache_control": {"type": "ephemeral"}}],
-                    messages=messages,
-                    extra_headers={"x-brightrun-item": str(request.item_id)},
-                    timeout=anthropic.Timeout(self._settings.claude_timeout_s(request.tier), connect=CONNECT_TIMEOUT_S),
-                ) as stream:
-                    async for _event in stream:
-                        pass
-                    message = await stream.get_final_message()
-                    headers = stream.response.headers
-            except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-                rate_limit = {}
-                if isinstance(exc, anthropic.APIStatusError):
-                    self._gate.observe(exc.response.headers)
-                    rate_limit = _rate_limit_headers(exc.response.headers)
-                failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings)
-                log.warning(
-                    "claude call failed",
-                    job_id=str(request.job_id),
-                    item_id=str(request.item_id),
-                    attempt=attempt,
-                    error=failure.message,
-                    error_type=failure.type,
-                    retry=not failure.non_retryable,
-                    retry_in_s=failure.next_retry_delay.total_seconds() if failure.next_retry_delay else None,
-                    rate_limit=rate_limit,
-                )
-                raise failure from None
-        latency_ms = int((time.monotonic() - started) * 1000)
-        self._gate.observe(headers)
-        rate_limit = _rate_limit_headers(headers)
-        usage = self._usage(message)
-        raw_key = raw_conversation_key(request.user_id, request.conversation_id, repair=request.repair is not None)
-        await self._storage.put_json(
-            self._storage.conversation_bucket,
-            raw_key,
-            {
-                "request_id": headers.get("request-id"),
-                "generated_by": "offline-standin" if self._settings.uses_standin else "anthropic",
-                "template_id": str(request.prompt.template_id),
-                "template_version": request.prompt.template_version,
-                "max_tokens": max_tokens,
-                "repair_of": request.repair.rejected_raw_key if request.repair else None,
-                "rate_limit": rate_limit,
-                "message": message.model_dump(mode="json"),
-            },
-        )
+            async with self._gate.admitted():
+                started = time.monotonic()
+                message, headers = await self._call(request, messages)
+                latency_ms = int((time.monotonic() - started) * 1000)
+                self._gate.observe(headers)
+            rate_limit = _rate_limit_headers(headers)
+            usage = self._usage(message)
+            raw_key = raw_conversation_key(request.user_id, request.conversation_id, repair=request.repair is not None)
+            await self._storage.put_json(
+                self._storage.conversation_bucket,
+                raw_key,
+                {
+                    "request_id": headers.get("request-id"),
+                    "generated_by": "offline-standin" if self._settings.uses_standin else "anthropic",
+                    "template_id": str(request.prompt.template_id),
+                    "template_version": request.prompt.template_version,
+                    "max_tokens": self._settings.claude_max_tokens(request.tier),
+                    "repair_of": request.repair.rejected_raw_key if request.repair else None,
+                    "rate_limit": rate_limit,
+                    "message": message.model_dump(mode="json"),
+                },
+            )
+        attempt = activity.info().attempt
         log.info(
             "claude call succeeded",
             job_id=str(request.job_id),
@@ -268,6 +284,43 @@ class ClaudeActivities:
             attempt=attempt,
             rate_limit=rate_limit,
         )
+
+    async def _call(
+        self, request: GenerateInput, messages: list[dict[str, str]]
+    ) -> tuple[anthropic.types.Message, Mapping[str, str]]:
+        """One fresh streamed request; an SDK error becomes the failure Temporal acts on."""
+        try:
+            async with self._client.messages.stream(
+                model=self._settings.claude_model,
+                max_tokens=self._settings.claude_max_tokens(request.tier),
+                # The static instructions are the cacheable prefix every item of a batch shares.
+                system=[{"type": "text", "text": request.prompt.system, "cache_control": {"type": "ephemeral"}}],
+                messages=messages,
+                extra_headers={"x-brightrun-item": str(request.item_id)},
+                timeout=anthropic.Timeout(self._settings.claude_timeout_s(request.tier), connect=CONNECT_TIMEOUT_S),
+            ) as stream:
+                async for _event in stream:
+                    pass
+                return await stream.get_final_message(), stream.response.headers
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            rate_limit = {}
+            if isinstance(exc, anthropic.APIStatusError):
+                self._gate.observe(exc.response.headers)
+                rate_limit = _rate_limit_headers(exc.response.headers)
+            attempt = activity.info().attempt
+            failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings)
+            log.warning(
+                "claude call failed",
+                job_id=str(request.job_id),
+                item_id=str(request.item_id),
+                attempt=attempt,
+                error=failure.message,
+                error_type=failure.type,
+                retry=not failure.non_retryable,
+                retry_in_s=failure.next_retry_delay.total_seconds() if failure.next_retry_delay else None,
+                rate_limit=rate_limit,
+            )
+            raise failure from None
 
     def _usage(self, message: anthropic.types.Message) -> TokenUsage:
         tokens = TokenUsage(

@@ -267,7 +267,8 @@ def estimated_tokens(text: str) -> int:
 
 
 def _rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """Whole seconds, rounded up: a reset time is when the budget is back, never before."""
+    return datetime.fromtimestamp(math.ceil(at), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def response_headers(standin: Standin, now: float, exhausted_until: float | None = None) -> dict[str, str]:
