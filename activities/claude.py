@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import anthropic
+import structlog
 from anthropic import AsyncAnthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -260,11 +261,8 @@ class ClaudeActivities:
                 },
             )
         attempt = activity.info().attempt
-        log.info(
+        _call_log(request).info(
             "claude call succeeded",
-            job_id=str(request.job_id),
-            item_id=str(request.item_id),
-            attempt=attempt,
             model=message.model,
             latency_ms=latency_ms,
             input_tokens=usage.input_tokens,
@@ -307,13 +305,9 @@ class ClaudeActivities:
             if isinstance(exc, anthropic.APIStatusError):
                 self._gate.observe(exc.response.headers)
                 rate_limit = _rate_limit_headers(exc.response.headers)
-            attempt = activity.info().attempt
-            failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings)
-            log.warning(
+            failure = classify_failure(exc, activity.info().attempt, _max_attempts(self._settings), self._settings)
+            _call_log(request).warning(
                 "claude call failed",
-                job_id=str(request.job_id),
-                item_id=str(request.item_id),
-                attempt=attempt,
                 error=failure.message,
                 error_type=failure.type,
                 retry=not failure.non_retryable,
@@ -338,6 +332,11 @@ class ClaudeActivities:
             log.warning("no price for the model that answered; using the configured model's", model=message.model)
             price = self._prices.price_of(self._settings.claude_model)
         return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens)})
+
+
+def _call_log(request: GenerateInput) -> structlog.stdlib.BoundLogger:
+    """The log, bound to the call's job, item and attempt."""
+    return log.bind(job_id=str(request.job_id), item_id=str(request.item_id), attempt=activity.info().attempt)
 
 
 def _rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
