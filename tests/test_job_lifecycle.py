@@ -170,6 +170,8 @@ async def test_pause_survives_continue_as_new_and_a_worker_restart(ts_client: Cl
         await eventually(lambda: _continued_as_new(handle), "a second run started")
 
     async with worker_for(ts_client, task_queue, batch, max_cached_workflows=0):  # a new worker
+        # The fourth report may still be on its way when the first worker stops.
+        await eventually(lambda: _nothing_in_flight(handle), "every in-flight item reported")
         after_restart = await progress(handle)
         assert (after_restart.status, after_restart.completed, after_restart.in_flight) == (JobStatus.PAUSED, 4, 0)
         assert batch.generate_calls == 4
