@@ -9,6 +9,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml constraints.txt ./
 COPY brightrun/ brightrun/
+COPY service/ service/
+COPY devtools/ devtools/
 COPY models/ models/
 COPY workflows/ workflows/
 COPY activities/ activities/

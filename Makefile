@@ -24,33 +24,33 @@ venv: $(INSTALLED)
 # Re-installs only when the dependencies change.
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PYTHON) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,test]'
 	touch $@
 
 up: venv
-	$(PYTHON) -m brightrun.devstack up
+	$(PYTHON) -m devtools.devstack up
 
 # No venv yet means nothing can be running.
 down:
-	@if [ -x $(PYTHON) ]; then $(PYTHON) -m brightrun.devstack down; else echo "nothing was running"; fi
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m devtools.devstack down; else echo "nothing was running"; fi
 
 status:
-	@if [ -x $(PYTHON) ]; then $(PYTHON) -m brightrun.devstack status; else echo "nothing runs (no $(VENV)/ yet)"; fi
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m devtools.devstack status; else echo "nothing runs (no $(VENV)/ yet)"; fi
 
 demo: venv
-	$(PYTHON) -m brightrun.demo
+	$(PYTHON) -m devtools.demo
 
 test: venv
 	$(PYTHON) -m pytest
 
 bench: venv
-	$(PYTHON) bench/run_10k.py
+	$(PYTHON) -m bench.run_10k
 
 # Resolves in a scratch venv so that nothing installed by hand ends up pinned.
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON_BOOTSTRAP) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[dev,test]'
 	{ echo "# Exact versions of the whole dependency tree, for a reproducible install. Regenerate with: make lock"; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v '^brightrun-batch'; } > constraints.txt
 	rm -rf $(LOCK_VENV) build

@@ -25,8 +25,8 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from brightrun import batches
-from brightrun.catalog import list_catalog
+from service import batches
+from service.catalog import list_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
 from brightrun.temporal_client import connect

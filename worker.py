@@ -14,9 +14,9 @@ from activities.claude import ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.jobs import JobActivities
 from activities.templates import TemplateActivities
-from brightrun.claude import create_claude_client
+from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
-from brightrun.logging import configure_logging, get_logger
+from brightrun.logs import configure_logging, get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage

@@ -17,10 +17,10 @@ from anthropic import AsyncAnthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from brightrun.logging import get_logger
+from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
-from brightrun.storage import Storage, raw_conversation_key
+from brightrun.storage import Storage, raw_response_key
 from models.messages import GeneratedRaw, GenerateInput, TokenUsage
 
 log = get_logger(__name__)
@@ -245,7 +245,7 @@ class ClaudeActivities:
                 self._gate.observe(headers)
             rate_limit = _rate_limit_headers(headers)
             usage = self._usage(message)
-            raw_key = raw_conversation_key(request.user_id, request.conversation_id, repair=request.repair is not None)
+            raw_key = raw_response_key(request.user_id, request.conversation_id, repair=request.repair is not None)
             await self._storage.put_json(
                 self._storage.conversation_bucket,
                 raw_key,

@@ -4,7 +4,7 @@ local stack (Temporal dev server, PostgreSQL, SeaweedFS, the stand-in with a set
 Phase 1: the stand-in enforces nothing; reports achieved calls/min as a share of the limit.
 Phase 2: the stand-in enforces an account limit (rpm_limit) below ours; reports the 429s it sent.
 
-    .venv/bin/python bench/rate_limit.py [--calls-per-minute 120] [--latency-ms 300] [--standin-rpm 40]
+    .venv/bin/python -m bench.rate_limit [--calls-per-minute 120] [--latency-ms 300] [--standin-rpm 40]
 
 Writes bench/results/rate_limit.json.
 """
@@ -21,19 +21,17 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.results_file import save_result  # noqa: E402
-from brightrun import batches, devstack  # noqa: E402
-from brightrun.claude import create_claude_client  # noqa: E402
-from brightrun.db import create_engine, create_sessionmaker  # noqa: E402
-from brightrun.settings import Settings  # noqa: E402
-from brightrun.storage import Storage  # noqa: E402
-from brightrun.temporal_client import connect  # noqa: E402
-from models.enums import Tier  # noqa: E402
-from tests.standin_control import StandinControl  # noqa: E402
-from worker import build_workers  # noqa: E402
+from bench.results_file import save_result
+from devtools import devstack
+from service import batches
+from brightrun.claude_client import create_claude_client
+from brightrun.db import create_engine, create_sessionmaker
+from brightrun.settings import Settings
+from brightrun.storage import Storage
+from brightrun.temporal_client import connect
+from models.enums import Tier
+from devtools.standin_control import StandinControl
+from worker import build_workers
 
 PERSONAS = ["David Chen", "Maria Gonzalez", "Priya Patel", "James Okafor"]
 ARCS = ["Couple Conflict -> Alignment", "Anxiety -> Confidence", "Confusion -> Clarity", "Grief -> Acceptance"]

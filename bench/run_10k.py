@@ -3,7 +3,7 @@ dev server, with in-memory activities, to measure what the workflows themselves 
 history of any run of the batch workflow (it must stay far below Temporal's 51,200-event limit),
 the number of continue-as-new runs, and the wall time.
 
-    .venv/bin/python bench/run_10k.py [--items 10000] [--concurrency 100]
+    .venv/bin/python -m bench.run_10k [--items 10000] [--concurrency 100]
 
 Writes bench/results/run_10k.json.
 """
@@ -19,22 +19,19 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
-
-from bench.results_file import save_result  # noqa: E402
-from brightrun.binaries import venv_binary  # noqa: E402
-from models import search_attributes  # noqa: E402
-from models.enums import ItemStatus  # noqa: E402
-from models.messages import BatchJobInput  # noqa: E402
-from tests.fakes import FakeActivities, FakeBatch  # noqa: E402
-from workflows.batch_item import BatchItemWorkflow  # noqa: E402
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id  # noqa: E402
+from bench.results_file import save_result
+from devtools.binaries import venv_binary
+from models import search_attributes
+from models.enums import ItemStatus
+from models.messages import BatchJobInput
+from tests.fakes import FakeActivities, FakeBatch
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow, job_workflow_id
 
 TEMPORAL_HISTORY_EVENT_LIMIT = 51_200
 

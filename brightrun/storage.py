@@ -13,14 +13,19 @@ from botocore.exceptions import ClientError
 from brightrun.settings import Settings
 
 
-def raw_conversation_key(user_id: str, conversation_id: object, repair: bool = False) -> str:
+# The old system's layout, kept: a user's raw responses and final conversations share one folder.
+def _conversation_folder(user_id: str) -> str:
+    return f"raw/{user_id}"
+
+
+def raw_response_key(user_id: str, conversation_id: object, repair: bool = False) -> str:
     """The model's raw response; a repair's answer is kept beside the rejected first one."""
-    return f"raw/{user_id}/{conversation_id}_raw{'_repair' if repair else ''}.json"
+    return f"{_conversation_folder(user_id)}/{conversation_id}_raw{'_repair' if repair else ''}.json"
 
 
 def final_conversation_key(user_id: str, conversation_id: object) -> str:
-    """The parsed conversation, beside the raw response."""
-    return f"raw/{user_id}/{conversation_id}.json"
+    """The parsed conversation, in the same folder as its raw response."""
+    return f"{_conversation_folder(user_id)}/{conversation_id}.json"
 
 
 def job_log_key(job_id: object) -> str:

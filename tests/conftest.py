@@ -17,15 +17,15 @@ from temporalio.testing import WorkflowEnvironment
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from brightrun import devstack
-from brightrun.binaries import venv_binary
-from brightrun.claude import create_claude_client
+from devtools import devstack
+from devtools.binaries import venv_binary
+from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from models import search_attributes
-from tests.standin_control import StandinControl
+from devtools.standin_control import StandinControl
 from worker import build_workers
 
 REPO = Path(__file__).resolve().parent.parent

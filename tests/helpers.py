@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from brightrun import batches
+from service import batches
 from brightrun.settings import Settings
 
 

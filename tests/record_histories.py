@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from models.messages import BatchJobInput
-from brightrun.binaries import venv_binary
+from devtools.binaries import venv_binary
 from tests.conftest import register_search_attributes
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow

@@ -25,13 +25,13 @@ from temporalio.testing import ActivityEnvironment
 from activities.claude import REPAIR_INSTRUCTION, ClaudeActivities, RateLimitGate, backoff_delay, classify_failure
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import Settings
-from brightrun.standin import start_standin
-from brightrun.storage import raw_conversation_key
+from devtools.standin import start_standin
+from brightrun.storage import raw_response_key
 from models.enums import Tier
 from models.messages import GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
 from tests.fakes import MemoryStorage
 from tests.helpers import eventually
-from tests.standin_control import StandinControl
+from devtools.standin_control import StandinControl
 
 PROMPT_USER = (
     "Write one conversation.\nPersona: David Chen\nEmotional arc: Anxiety -> Confidence\n"
@@ -101,7 +101,7 @@ async def test_a_call_stores_the_raw_answer_and_returns_a_reference_usage_and_co
 
     generated = await rig.generate(request)
 
-    assert generated.raw_key == raw_conversation_key("test-user", request.conversation_id)
+    assert generated.raw_key == raw_response_key("test-user", request.conversation_id)
     raw = rig.storage.objects[generated.raw_key]
     assert raw["message"]["stop_reason"] == "end_turn" == generated.stop_reason
     assert raw["max_tokens"] == rig.settings.claude_max_tokens(Tier.SCENARIO) == rig.sent[0]["max_tokens"]

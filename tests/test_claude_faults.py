@@ -11,16 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from brightrun import batches
-from brightrun.claude import create_claude_client
+from service import batches
+from brightrun.claude_client import create_claude_client
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
-from brightrun.storage import Storage, raw_conversation_key
+from brightrun.storage import Storage, raw_response_key
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import TokenUsage
 from models.tables import BatchItem, BatchJob, Conversation
 from tests.helpers import launch_and_wait
-from tests.standin_control import StandinControl
+from devtools.standin_control import StandinControl
 from worker import build_claude_worker
 from workflows.batch_job import item_workflow_id
 
@@ -140,9 +140,9 @@ async def test_malformed_output_gets_one_repair_that_succeeds(
     async with sessions() as session:
         conversation = await session.get(Conversation, item.conversation_id)
     assert conversation.generation_metadata["repaired"] is True
-    repair_key = raw_conversation_key(job.created_by, conversation.conversation_id, repair=True)
+    repair_key = raw_response_key(job.created_by, conversation.conversation_id, repair=True)
     assert conversation.raw_storage_path == repair_key
-    first = raw_conversation_key(job.created_by, conversation.conversation_id)
+    first = raw_response_key(job.created_by, conversation.conversation_id)
     assert await storage.get_bytes_or_none(storage.conversation_bucket, first) is not None, "the rejected reply is kept"
     assert (await standin.stats())["requests"] == 2
 

@@ -105,7 +105,7 @@ def test_buckets_are_created_where_the_worker_writes(services: dict[str, dict[st
     worker_env = services["worker"]["environment"]
     for name in ("S3_ENDPOINT_URL", "CONVERSATION_BUCKET", "LOG_BUCKET"):
         assert one_shot["environment"][name] == worker_env[name]
-    assert "brightrun.devstack buckets" in command_text(one_shot)
+    assert "devtools.devstack buckets" in command_text(one_shot)
     assert depends_on(services["worker"]).get("s3-buckets") == "service_completed_successfully"
 
 

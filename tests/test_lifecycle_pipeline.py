@@ -1,5 +1,5 @@
 """Steering jobs on the real stack: pause, resume, cancel, retry, the job log and the search
-attributes, as `starter.py` does it (through brightrun.batches)."""
+attributes, as `starter.py` does it (through service.batches)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from brightrun import batches
+from service import batches
 from brightrun.settings import Settings
 from brightrun.storage import Storage, job_log_key
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJobEvent, Conversation
-from tests.standin_control import StandinControl
+from devtools.standin_control import StandinControl
 from tests.helpers import eventually, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")

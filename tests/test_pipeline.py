@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from brightrun.settings import Settings
-from brightrun.storage import Storage, final_conversation_key, raw_conversation_key
+from brightrun.storage import Storage, final_conversation_key, raw_response_key
 from models.conversation import ConversationDocument
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation
 from tests.helpers import launch_and_wait
-from tests.standin_control import StandinControl
+from devtools.standin_control import StandinControl
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -57,7 +57,7 @@ async def test_a_batch_runs_end_to_end_and_links_every_item(
         assert item.status == ItemStatus.COMPLETED and item.error_message is None
         # The link is the primary key of the conversation row, not its business key.
         conversation = conversations[item.conversation_id]
-        assert conversation.raw_storage_path == raw_conversation_key("alice", conversation.conversation_id)
+        assert conversation.raw_storage_path == raw_response_key("alice", conversation.conversation_id)
         assert conversation.final_storage_path == final_conversation_key("alice", conversation.conversation_id)
         raw = json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.raw_storage_path))
         assert raw["generated_by"] == "offline-standin"

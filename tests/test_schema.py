@@ -14,7 +14,7 @@ from sqlalchemy import insert, make_url, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from brightrun.catalog import catalog_id
+from devtools.load_catalog import catalog_id
 from brightrun.settings import Settings
 from models.enums import ErrorPolicy, ItemStatus, JobStatus
 from models.tables import BatchItem, BatchJob, Conversation

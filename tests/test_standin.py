@@ -15,9 +15,9 @@ import aiohttp
 import anthropic
 import pytest
 
-from brightrun.standin import start_standin
+from devtools.standin import start_standin
 from models.conversation import ConversationDocument
-from tests.standin_control import StandinControl
+from devtools.standin_control import StandinControl
 
 MODEL = "claude-sonnet-4-6"
 PROMPT = (
@@ -379,7 +379,7 @@ async def test_health(base_url: str) -> None:
 
 async def test_the_command_line_server_announces_itself_and_stops_on_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "brightrun.standin", "--port", "0", stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "devtools.standin", "--port", "0", stderr=asyncio.subprocess.PIPE
     )
     try:
         announcement = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()

@@ -13,7 +13,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.errors import TEMPLATE_NOT_FOUND, UNKNOWN_PLACEHOLDER
 from activities.templates import TemplateActivities
-from brightrun.catalog import catalog_id
+from devtools.load_catalog import catalog_id
 from models.enums import Tier
 from models.messages import NIL_UUID, ResolvePromptInput, SelectTemplateInput
 from models.tables import PromptTemplate

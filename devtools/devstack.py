@@ -8,8 +8,8 @@ Each long-running part is started detached in its own session, so it outlives th
 started it and can be stopped as one process group. Its pid is recorded under `root/pids/`
 together with its start time, which protects against a recycled pid after a reboot.
 
-    python -m brightrun.devstack up|down|status
-    python -m brightrun.devstack buckets   # docker-compose: create the buckets at S3_ENDPOINT_URL
+    python -m devtools.devstack up|down|status
+    python -m devtools.devstack buckets   # docker-compose: create the buckets at S3_ENDPOINT_URL
 
 Library use (the test suite): `start(StackConfig(root=...))` returns the environment the
 parts are reachable with; `stop(root)` stops whatever was started under `root`.
@@ -50,7 +50,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from brightrun.binaries import venv_binary
+from devtools.binaries import venv_binary
 from brightrun.settings import Settings
 from models import search_attributes
 
@@ -166,7 +166,7 @@ def start(config: StackConfig) -> dict[str, str]:
     server_env = {key: value for key, value in os.environ.items() if key != "ANTHROPIC_API_KEY"}
     temporal = _launch(root, "temporal", _temporal_argv(config, root), server_env)
     seaweed = _launch(root, "seaweed", _seaweed_argv(config, root), server_env)
-    standin_argv = [sys.executable, "-m", "brightrun.standin", "--host", LOOPBACK, "--port", str(config.standin_port)]
+    standin_argv = [sys.executable, "-m", "devtools.standin", "--host", LOOPBACK, "--port", str(config.standin_port)]
     standin = _launch(root, "standin", standin_argv, server_env) if with_standin else None
     database_url = _ensure_database(config.database_url) if config.database_url else _start_embedded_postgres(root)
 
@@ -193,7 +193,7 @@ def start(config: StackConfig) -> dict[str, str]:
 
     child_env = _child_env(env, with_standin)
     _run_step(root, "migrate", [sys.executable, "-m", "alembic", "upgrade", "head"], child_env)
-    _run_step(root, "catalog", [sys.executable, "-m", "brightrun.catalog", "load"], child_env)
+    _run_step(root, "catalog", [sys.executable, "-m", "devtools.load_catalog"], child_env)
     if config.start_worker:
         worker = _launch(root, "worker", [sys.executable, "worker.py"], child_env)
         since = datetime.fromtimestamp(worker.created_at, UTC)
@@ -622,7 +622,7 @@ def _cli_buckets() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m brightrun.devstack", description="The local stack, in the background."
+        prog="python -m devtools.devstack", description="The local stack, in the background."
     )
     parser.add_argument("command", choices=("up", "down", "status", "buckets"))
     args = parser.parse_args(argv)

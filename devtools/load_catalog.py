@@ -1,6 +1,6 @@
-"""Load the sample catalog (idempotently) and list the catalog.
+"""Load the sample catalog (idempotently).
 
-    python -m brightrun.catalog load
+    python -m devtools.load_catalog
 
 Catalog ids derive from the names (uuid5), so every machine and every reload gives the same ids.
 """
@@ -8,18 +8,15 @@ Catalog ids derive from the names (uuid5), so every machine and every reload giv
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.templates import placeholders_of
-from brightrun import sample_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import get_settings
+from devtools import sample_catalog
 from models.tables import EmotionalArc, Persona, PromptTemplate, TrainingTopic
 
 _NAMESPACE = uuid.UUID("6f1c2a52-1f0e-4a5e-9c61-0b7d3c8f2a10")
@@ -85,33 +82,6 @@ async def load_sample_catalog(sessions: async_sessionmaker) -> dict[str, int]:
     }
 
 
-async def list_catalog(sessions: async_sessionmaker) -> dict[str, list[dict[str, Any]]]:
-    async with sessions() as session:
-        personas = (await session.scalars(select(Persona).order_by(Persona.name))).all()
-        arcs = (await session.scalars(select(EmotionalArc).order_by(EmotionalArc.name))).all()
-        topics = (await session.scalars(select(TrainingTopic).order_by(TrainingTopic.name))).all()
-        templates = (
-            await session.scalars(select(PromptTemplate).order_by(PromptTemplate.tier, PromptTemplate.name))
-        ).all()
-    return {
-        "personas": [{"id": str(p.id), "name": p.name} for p in personas],
-        "emotional_arcs": [{"id": str(a.id), "name": a.name, "arc_type": a.arc_type} for a in arcs],
-        "training_topics": [{"id": str(t.id), "name": t.name} for t in topics],
-        "prompt_templates": [
-            {
-                "id": str(t.id),
-                "name": t.name,
-                "tier": t.tier,
-                "arc_type": t.arc_type,
-                "version": t.version,
-                "is_active": t.is_active,
-                "placeholders": sorted(placeholders_of(t.template_text)),
-            }
-            for t in templates
-        ],
-    }
-
-
 async def _load() -> None:
     engine = create_engine(get_settings())
     try:
@@ -122,6 +92,4 @@ async def _load() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["load"]:
-        sys.exit("usage: python -m brightrun.catalog load")
     asyncio.run(_load())

@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFail
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
-from brightrun.claude import claude_call_plan
+from brightrun.claude_client import claude_call_plan
 from brightrun.settings import Settings
 from models import search_attributes
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier

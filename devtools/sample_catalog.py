@@ -1,6 +1,6 @@
 """The sample catalog: personas, emotional arcs, training topics and prompt templates.
 
-Loaded by `python -m brightrun.catalog load`, so the demo and the tests run on real data.
+Loaded by `python -m devtools.load_catalog`, so the demo and the tests run on real data.
 """
 
 PERSONAS = [

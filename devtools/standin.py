@@ -6,7 +6,7 @@ the prompt, with real-looking `usage` (prompt caching included) and rate-limit h
 injects the faults the real API has, so tests drive the real SDK and our retry code over a real
 socket.
 
-    python -m brightrun.standin --host 127.0.0.1 --port 8765
+    python -m devtools.standin --host 127.0.0.1 --port 8765
 
 Control: POST /_standin/config, POST /_standin/reset, GET /_standin/stats, GET /_standin/health.
 """

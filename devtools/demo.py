@@ -89,7 +89,7 @@ async def _report(job_id: str, settings: Settings) -> None:
 def main() -> None:
     python = sys.executable
     env = dict(os.environ)
-    _step([python, "-m", "brightrun.devstack", "up"], env)
+    _step([python, "-m", "devtools.devstack", "up"], env)
     env = _stack_env()
     launched = json.loads(_step([python, "starter.py", "launch", *DEMO_BATCH, "--json"], env, capture=True))
     job_id = launched["job_id"]
