@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -171,6 +172,7 @@ class BatchItem(Base):
         _check_in("status", ItemStatus, "status"),
         _check_in("tier", Tier, "tier"),
         UniqueConstraint("batch_job_id", "position", name="uq_batch_items_batch_job_id_position"),
+        Index("ix_batch_items_batch_job_id_status", "batch_job_id", "status", "position"),
     )
     id: Mapped[uuid.UUID] = _id()
     batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"))
