@@ -5,6 +5,7 @@
     python starter.py status JOB [--json]
     python starter.py watch JOB
     python starter.py pause|resume|cancel|retry JOB [--json]
+    python starter.py jobs [--status S] [--user U] [--json]
     python starter.py catalog [--json]
 """
 
@@ -16,14 +17,19 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import asyncpg
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from service import batches
 from service.catalog import list_catalog
@@ -56,7 +62,8 @@ async def _context(with_temporal: bool) -> AsyncIterator[Context]:
 
 
 def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False) -> T:
-    """Run one command; bad input ends in one clear line and exit code 2."""
+    """Run one command. Every failure ends in one clear line and a non-zero exit: 2 for bad
+    input, 3 when a service cannot be reached or refuses, 1 for anything else."""
 
     async def main() -> T:
         async with _context(with_temporal) as ctx:
@@ -65,11 +72,36 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
     try:
         return asyncio.run(main())
     except batches.BatchInputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except (ConnectionError, OSError, RuntimeError) as exc:
-        typer.echo(f"error: cannot reach a service ({exc.__class__.__name__}: {exc}); is the stack up (`make up`)?", err=True)
-        raise typer.Exit(3) from None
+        _fail(2, str(exc))
+    except (SQLAlchemyError, asyncpg.PostgresError) as exc:
+        _fail(3, f"PostgreSQL at {_database_address()}: {_first_line(getattr(exc, 'orig', None) or exc)}. {_STACK_HINT}")
+    except RPCError as exc:
+        _fail(3, f"Temporal at {get_settings().temporal_address}: {_first_line(exc)}. {_STACK_HINT}")
+    except (BotoCoreError, ClientError) as exc:
+        _fail(3, f"S3 storage: {_first_line(exc)}. {_STACK_HINT}")
+    except (ConnectionError, OSError, RuntimeError, TimeoutError) as exc:
+        # asyncpg refuses with OSError, the Temporal client with RuntimeError("Failed client connect").
+        _fail(3, f"cannot reach a service ({exc.__class__.__name__}: {_first_line(exc)}). {_STACK_HINT}")
+    except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, never a traceback
+        _fail(1, f"{exc.__class__.__name__}: {_first_line(exc)}")
+
+
+_STACK_HINT = "Is the stack up (`make up`, `make status`)?"
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _first_line(error: object) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else error.__class__.__name__
+
+
+def _database_address() -> str:
+    url = make_url(get_settings().database_url)
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
 
 
 def _print_json(data: Any) -> None:
@@ -83,7 +115,7 @@ def launch(
     topic: Annotated[list[str], typer.Option("--topic", help="Training topic id or name (repeatable).")],
     tier: Annotated[Tier, typer.Option("--tier", help="Tier of every item.")],
     template: Annotated[str | None, typer.Option("--template", help="Template UUID; omit or nil UUID to auto-select.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Items in flight at once.")] = 0,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Items in flight at once (1-100; default DEFAULT_CONCURRENCY).")] = None,
     on_error: Annotated[ErrorPolicy, typer.Option("--on-error", help="continue, or stop at the first failed item.")] = ErrorPolicy.CONTINUE,
     name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
     user: Annotated[str | None, typer.Option("--user", help="User id the files are stored under.")] = None,
@@ -98,7 +130,7 @@ def launch(
             topics=topic,
             tier=tier,
             template=template,
-            concurrency=concurrency or ctx.settings.default_concurrency,
+            concurrency=ctx.settings.default_concurrency if concurrency is None else concurrency,
             on_error=on_error,
             name=name,
             user=user or ctx.settings.default_user_id,
@@ -197,6 +229,28 @@ def watch(
 
     final = _run(action, with_temporal=True)
     console.print(f"job {final['job_id']} ended [bold]{final['status']}[/]" + (f": {final['error_message']}" if final["error_message"] else ""))
+
+
+@app.command()
+def jobs(
+    status: Annotated[JobStatus | None, typer.Option("--status", help="Only jobs in this state.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's jobs.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many jobs.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List jobs with their progress, newest first."""
+    listed = _run(lambda ctx: batches.list_jobs(ctx.sessions, status, user, limit))
+    if as_json:
+        _print_json([job.model_dump(mode="json") for job in listed])
+        return
+    table = Table("job", "name", "status", "user", "tier", "done", "ok", "failed", "cancelled", "cost $", "created")
+    for job in listed:
+        table.add_row(
+            str(job.job_id), job.name, job.status.value, job.user, job.tier.value,
+            f"{job.completed + job.cancelled}/{job.total}", str(job.successful), str(job.failed), str(job.cancelled),
+            f"{job.cost_usd:.4f}", job.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
 
 
 @app.command()

@@ -6,6 +6,7 @@ print in a repr, a log line or a workflow history.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.enums import Tier
 
 STANDIN_API_KEY = "standin-offline-key"
+# Written by `make up` in the checkout: the local stack's addresses, for commands run without
+# sourcing it. Environment variables still win over it.
+DEVSTACK_ENV_FILE = Path(__file__).resolve().parent.parent / ".devstack" / "env"
+
+
+def stack_env_file() -> Path | None:
+    """The local stack's env file (BRIGHTRUN_STACK_ENV_FILE names another one), if it exists."""
+    path = Path(os.environ.get("BRIGHTRUN_STACK_ENV_FILE", DEVSTACK_ENV_FILE))
+    return path if path.is_file() else None
 CLAUDE_STORAGE_MARGIN_S = 30.0
 
 
@@ -119,4 +129,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings: environment variables, then the local stack's env file if any."""
+    return Settings(_env_file=stack_env_file())

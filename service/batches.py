@@ -6,6 +6,8 @@ import asyncio
 import itertools
 import uuid
 from dataclasses import dataclass
+
+from pydantic import BaseModel
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +24,9 @@ from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
 from models.tables import BatchItem, BatchJob, BatchJobEvent, EmotionalArc, Persona, PromptTemplate, TrainingTopic
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+
+
+JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
 
 
 class BatchInputError(ValueError):
@@ -66,16 +71,19 @@ async def _resolve(session: AsyncSession, table: type, kind: str, values: list[s
     """Each value is an id or a name; all must exist and be active."""
     if not values:
         raise BatchInputError(f"no {kind} given: pass at least one --{kind.split()[-1]}")
-    rows = []
-    for value in dict.fromkeys(values):
+    rows: dict[uuid.UUID, Any] = {}
+    for value in values:
         as_id = _as_uuid(value)
         row = await session.scalar(
             select(table).where(or_(table.id == as_id, table.name == value) if as_id else table.name == value)
         )
         if row is None or not row.is_active:
             raise BatchInputError(f"unknown {kind} {value!r} (run `starter.py catalog` to list them)")
-        rows.append(row)
-    return rows
+        if row.id in rows:
+            # Twice the same row would make every combination with it twice.
+            raise BatchInputError(f"{kind} {row.name!r} is given twice")
+        rows[row.id] = row
+    return list(rows.values())
 
 
 async def _resolve_template(session: AsyncSession, value: str | None, tier: Tier) -> uuid.UUID:
@@ -103,6 +111,8 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
     """Validate every id and name, then create the job and all its items in one transaction."""
     if not 1 <= request.concurrency <= 100:
         raise BatchInputError(f"--concurrency must be between 1 and 100, got {request.concurrency}")
+    if request.name is not None and not 1 <= len(request.name.strip()) <= JOB_NAME_MAX_LENGTH:
+        raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(request.name)}")
     user = _validate_user(request.user)
     async with sessions.begin() as session:
         personas = await _resolve(session, Persona, "persona", request.personas)
@@ -268,6 +278,55 @@ def _eta_seconds(job: BatchJob, remaining: int, live: JobProgress | None) -> flo
     if not job.started_at or job.completed_items == 0 or job.status == JobStatus.PAUSED:
         return None
     return round(remaining * _elapsed_s(job) / job.completed_items, 1)
+
+
+class JobListing(BaseModel):
+    """One line of `starter.py jobs`."""
+
+    job_id: uuid.UUID
+    name: str
+    status: JobStatus
+    user: str
+    tier: Tier
+    total: int
+    completed: int
+    successful: int
+    failed: int
+    cancelled: int
+    cost_usd: float
+    created_at: datetime
+
+
+async def list_jobs(
+    sessions: async_sessionmaker, status: JobStatus | None = None, user: str | None = None, limit: int = 50
+) -> list[JobListing]:
+    """Jobs newest first, from their rows (the workflows mirror every transition there)."""
+    if limit < 1:
+        raise BatchInputError(f"--limit must be at least 1, got {limit}")
+    query = select(BatchJob).order_by(BatchJob.created_at.desc(), BatchJob.id).limit(limit)
+    if status is not None:
+        query = query.where(BatchJob.status == status.value)
+    if user is not None:
+        query = query.where(BatchJob.created_by == _validate_user(user))
+    async with sessions() as session:
+        jobs = (await session.scalars(query)).all()
+    return [
+        JobListing(
+            job_id=job.id,
+            name=job.name,
+            status=JobStatus(job.status),
+            user=job.created_by,
+            tier=Tier(job.tier),
+            total=job.total_items,
+            completed=job.completed_items,
+            successful=job.successful_items,
+            failed=job.failed_items,
+            cancelled=job.cancelled_items,
+            cost_usd=round(job.cost_usd, 6),
+            created_at=job.created_at,
+        )
+        for job in jobs
+    ]
 
 
 # What each control command needs the job to be in, and the state that shows it took effect.

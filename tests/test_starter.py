@@ -6,13 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from brightrun.settings import Settings
+from devtools.devstack import free_port
 from models.tables import BatchItem, BatchJob
 from tests.conftest import REPO
 
@@ -61,6 +64,10 @@ LAUNCH = ["launch", "--persona", "David Chen", "--arc", "Couple Conflict -> Alig
         ([*LAUNCH, "--template", "6b0d5f7e-1111-4222-8333-944445555666"], "unknown or inactive prompt template"),
         ([*LAUNCH, "--concurrency", "500"], "--concurrency must be between 1 and 100"),
         ([*LAUNCH, "--user", "../etc"], "user '../etc' must be"),
+        ([*LAUNCH, "--concurrency", "0"], "--concurrency must be between 1 and 100, got 0"),
+        ([*LAUNCH, "--name", "n" * 5000], "--name must be 1 to 200 characters, got 5000"),
+        ([*LAUNCH, "--persona", "David Chen"], "persona 'David Chen' is given twice"),
+        (["jobs", "--user", "a/b"], "user 'a/b' must be"),
         (["status", "0b7a8c44-0000-4000-8000-000000000000"], "job 0b7a8c44-0000-4000-8000-000000000000 not found"),
         (["status", "nope"], "job id 'nope' is not a valid UUID"),
     ],
@@ -93,3 +100,80 @@ async def test_launch_json_then_status_json(cli_env: dict[str, str], stack_clien
     assert {"status": "completed", "total": 2, "completed": 2, "successful": 2, "failed": 0, "cancelled": 0,
             "remaining": 0, "eta_seconds": 0.0}.items() <= status.items()
     assert status["input_tokens"] > 0 and status["output_tokens"] > 0 and "cost_usd" in status
+
+
+@pytest.mark.usefixtures("pipeline_worker")
+async def test_jobs_lists_newest_first_filtered_by_status_and_user(cli_env: dict[str, str], stack_client: Client) -> None:
+    user = f"jobs-{uuid.uuid4().hex[:8]}"
+    first = json.loads(starter(cli_env, *LAUNCH, "--user", user, "--name", "older", "--json").stdout)
+    second = json.loads(starter(cli_env, *LAUNCH, "--user", user, "--name", "newer", "--json").stdout)
+    for job in (first, second):
+        await stack_client.get_workflow_handle(job["workflow_id"]).result()
+
+    result = starter(cli_env, "jobs", "--user", user, "--json")
+
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [(j["job_id"], j["name"], j["status"], j["total"], j["completed"]) for j in listed] == [
+        (second["job_id"], "newer", "completed", 1, 1),
+        (first["job_id"], "older", "completed", 1, 1),
+    ]
+    assert json.loads(starter(cli_env, "jobs", "--user", user, "--status", "failed", "--json").stdout) == []
+
+
+def _without_stack(env: dict[str, str]) -> dict[str, str]:
+    stack_keys = {"TEMPORAL_ADDRESS", "TEMPORAL_UI_URL", "DATABASE_URL", "S3_ENDPOINT_URL", "ANTHROPIC_BASE_URL"}
+    return {k: v for k, v in env.items() if k not in stack_keys}
+
+
+def test_commands_find_the_local_stack_from_its_env_file(
+    cli_env: dict[str, str], stack: dict[str, str], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in stack.items()))
+
+    result = starter({**_without_stack(cli_env), "BRIGHTRUN_STACK_ENV_FILE": str(env_file)}, "catalog", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert "David Chen" in [p["name"] for p in json.loads(result.stdout)["personas"]]
+
+
+def test_environment_variables_win_over_the_env_file(
+    cli_env: dict[str, str], stack: dict[str, str], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text(f"DATABASE_URL={stack['DATABASE_URL']}\n")
+    wrong = f"postgresql://postgres@127.0.0.1:{free_port()}/brightrun"
+
+    result = starter({**cli_env, "BRIGHTRUN_STACK_ENV_FILE": str(env_file), "DATABASE_URL": wrong}, "catalog")
+
+    assert result.returncode == 3
+    assert "Connect call failed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broken", "args", "message"),
+    [
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:{port}/brightrun"}, ["catalog"], "Connect call failed"),
+        ({"DATABASE_URL": "{missing_database}"}, ["catalog"], 'database "no_such_database" does not exist'),
+        ({"TEMPORAL_ADDRESS": "127.0.0.1:{port}"}, ["status", "0b7a8c44-0000-4000-8000-000000000000"], "Failed client connect"),
+        ({"BRIGHTRUN_STACK_ENV_FILE": "/nonexistent/env", "DATABASE_URL": None}, ["jobs"], "Is the stack up"),
+    ],
+    ids=["database-down", "database-missing", "temporal-down", "no-env-file"],
+)
+def test_an_unreachable_service_gets_one_line_and_exit_3(
+    cli_env: dict[str, str], stack: dict[str, str], broken: dict[str, str | None], args: list[str], message: str
+) -> None:
+    missing_database = make_url(stack["DATABASE_URL"]).set(database="no_such_database").render_as_string(False)
+    env = dict(cli_env)
+    for key, value in broken.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value.format(port=free_port(), missing_database=missing_database)
+
+    result = starter(env, *args)
+
+    assert result.returncode == 3, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
