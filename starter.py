@@ -35,7 +35,7 @@ from service import batches
 from service.catalog import list_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
-from brightrun.temporal_client import connect
+from brightrun.temporal_client import connect, connect_options, temporal_address
 from models.enums import ErrorPolicy, JobStatus, Tier
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
@@ -76,10 +76,14 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
     except (SQLAlchemyError, asyncpg.PostgresError) as exc:
         _fail(3, f"PostgreSQL at {_database_address()}: {_first_line(getattr(exc, 'orig', None) or exc)}. {_STACK_HINT}")
     except RPCError as exc:
-        _fail(3, f"Temporal at {get_settings().temporal_address}: {_first_line(exc)}. {_STACK_HINT}")
+        _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
     except (BotoCoreError, ClientError) as exc:
         _fail(3, f"S3 storage: {_first_line(exc)}. {_STACK_HINT}")
-    except (ConnectionError, OSError, RuntimeError, TimeoutError) as exc:
+    except RuntimeError as exc:
+        if "Failed client connect" not in str(exc):
+            raise
+        _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
+    except (ConnectionError, OSError, TimeoutError) as exc:
         # asyncpg refuses with OSError, the Temporal client with RuntimeError("Failed client connect").
         _fail(3, f"cannot reach a service ({exc.__class__.__name__}: {_first_line(exc)}). {_STACK_HINT}")
     except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, never a traceback
@@ -143,7 +147,7 @@ def launch(
         _print_json({"job_id": str(job.job_id), "workflow_id": job.workflow_id, "total_items": job.total_items})
         return
     console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items")
-    console.print(f"workflow {job.workflow_id}: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{job.workflow_id}")
+    console.print(f"workflow {job.workflow_id}: {settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/{job.workflow_id}")
     console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
 
 

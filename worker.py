@@ -20,7 +20,7 @@ from brightrun.logs import configure_logging, get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
-from brightrun.temporal_client import connect
+from brightrun.temporal_client import connect, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 
@@ -85,7 +85,7 @@ async def main() -> None:
     log.info(
         "worker started",
         task_queue=settings.task_queue,
-        temporal=settings.temporal_address,
+        temporal=temporal_address(settings),
         claude_task_queue=settings.claude_task_queue,
         claude_calls_per_minute=settings.claude_calls_per_minute,
         claude_max_concurrent_calls=settings.claude_max_concurrent_calls,

@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     # Temporal
-    temporal_address: str = "127.0.0.1:7233"
-    temporal_namespace: str = "default"
+    # Unset: Temporal's environment configuration decides (a profile, else 127.0.0.1:7233, default).
+    temporal_address: str | None = None
+    temporal_namespace: str | None = None
     temporal_ui_url: str = "http://127.0.0.1:8233"
     task_queue: str = "brightrun-batch"
 
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "INFO"
 
-    @field_validator("anthropic_api_key", "anthropic_base_url", mode="before")
+    @field_validator("anthropic_api_key", "anthropic_base_url", "temporal_address", "temporal_namespace", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -1,12 +1,37 @@
-"""The Temporal client, with the pydantic data converter every message needs."""
+"""The Temporal client: Temporal's own environment configuration, so the same worker and CLI run
+against the local dev server, a self-hosted cluster with mTLS, or Temporal Cloud with an API key.
+
+Temporal's configuration (a profile in TEMPORAL_CONFIG_FILE or ~/.config/temporalio/temporal.toml,
+chosen by TEMPORAL_PROFILE; TEMPORAL_API_KEY, TEMPORAL_TLS_CLIENT_CERT_PATH, TEMPORAL_TLS_*...) is
+read as it is; the address and namespace of the settings (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+or `.devstack/env`) go over it when they are set. Credentials never pass through the settings,
+so they never reach a log line."""
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
 
 from brightrun.settings import Settings
 
+LOCAL_TEMPORAL_ADDRESS = "127.0.0.1:7233"
+
+
+def connect_options(settings: Settings) -> dict:
+    """Keyword arguments of Client.connect, credentials included."""
+    options: dict = dict(ClientConfig.load_client_connect_config())
+    if settings.temporal_address:
+        options["target_host"] = settings.temporal_address
+    options.setdefault("target_host", LOCAL_TEMPORAL_ADDRESS)
+    if settings.temporal_namespace:
+        options["namespace"] = settings.temporal_namespace
+    options.setdefault("namespace", "default")
+    return options
+
+
+def temporal_address(settings: Settings) -> str:
+    """Where the client connects, for messages and log lines."""
+    return connect_options(settings)["target_host"]
+
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
-    )
+    return await Client.connect(**connect_options(settings), data_converter=pydantic_data_converter)

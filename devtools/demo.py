@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
+from brightrun.temporal_client import connect_options
 from brightrun.storage import Storage, job_log_key
 from models.tables import BatchItem, BatchJob, Conversation
 
@@ -73,7 +74,7 @@ async def _report(job_id: str, settings: Settings) -> None:
                 console.print(f"  s3://{storage.conversation_bucket}/{key}" + ("" if found else "  (MISSING)"), soft_wrap=True)
     console.print(f"Job log: s3://{storage.log_bucket}/{job_log_key(job_id)}", soft_wrap=True)
     console.print(
-        f"Temporal web UI: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/batch-job-{job_id}",
+        f"Temporal web UI: {settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/batch-job-{job_id}",
         soft_wrap=True,
     )
     console.print(f"  (filter the list with: BatchStatus = \"{job.status}\")")
