@@ -82,6 +82,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A second stack, with embedded PostgreSQL, whose parts the outage and chaos tests stop and
+    restart: the shared `stack` never sees an outage. Yields its root and env."""
+    root = tmp_path_factory.mktemp("outage-stack")
+    try:
+        yield root, devstack.start(devstack.isolated_config(root))
+    finally:
+        devstack.stop(root)
+
+
+@pytest.fixture(scope="session")
 def stack_settings(stack: dict[str, str]) -> Settings:
     return devstack.standin_settings(
         stack,
