@@ -40,7 +40,12 @@ ERROR_FAULTS = {
 }
 # Injected faults answered with 200 and a reply our validation must reject.
 REPLY_FAULTS = ("malformed", "truncated")
-FAULTS = (*ERROR_FAULTS, *REPLY_FAULTS)
+# Injected faults that break an answer after its HTTP 200, half way through the text: an SSE
+# `error` event (what the real API sends when it overloads mid-stream), or the connection closed.
+MIDSTREAM_OVERLOADED = "midstream_overloaded"
+MIDSTREAM_DROP = "midstream_drop"
+MIDSTREAM_FAULTS = (MIDSTREAM_OVERLOADED, MIDSTREAM_DROP)
+FAULTS = (*ERROR_FAULTS, *REPLY_FAULTS, *MIDSTREAM_FAULTS)
 
 PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is missing)
     "persona": ("persona", "Unknown persona"),
@@ -405,14 +410,35 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if outcome in ERROR_FAULTS:  # also for streams: the real API fails before the stream starts
         await asyncio.sleep(latency_s * ERROR_LATENCY_SHARE)
         return fault_response(standin, outcome, now)
+    if outcome == MIDSTREAM_OVERLOADED and not streaming:  # without a stream, the API answers 529
+        await asyncio.sleep(latency_s * ERROR_LATENCY_SHARE)
+        return fault_response(standin, "529", now)
 
     message = build_message(standin, body, outcome)
     headers = response_headers(standin, now)
     first_token_s = standin.config.first_token_ms / 1000
     if streaming:
-        return await stream_message(request, message, headers, latency_s, first_token_s)
+        return await stream_message(request, message, headers, latency_s, first_token_s, outcome)
     await asyncio.sleep(first_token_s + latency_s)
+    if outcome == MIDSTREAM_DROP:
+        return await drop_midway(request, json.dumps(message).encode(), {**headers, "content-type": "application/json"})
     return web.json_response(message, headers=headers)
+
+
+async def drop_midway(request: web.Request, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    """Sends the status, headers and half of the body, then closes the connection."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    return _hang_up(request, response)
+
+
+def _hang_up(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Closes the connection under a response that is not finished: the client reads a body that
+    ends early (an incomplete chunked read for a stream)."""
+    request.transport.close()
+    return response
 
 
 def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -432,21 +458,44 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def sse(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+
 async def stream_message(
-    request: web.Request, message: dict[str, Any], headers: dict[str, str], latency_s: float, first_token_s: float = 0
+    request: web.Request,
+    message: dict[str, Any],
+    headers: dict[str, str],
+    latency_s: float,
+    first_token_s: float = 0,
+    outcome: str = "ok",
 ) -> web.StreamResponse:
     """Streams the message as server-sent events: silence for `first_token_s` after the message
-    starts, then the latency spread over the text deltas."""
+    starts, then the latency spread over the text deltas. A mid-stream fault breaks the stream
+    after half of the deltas."""
     response = web.StreamResponse(headers={**headers, "content-type": "text/event-stream", "cache-control": "no-cache"})
     await response.prepare(request)
     events = stream_events(message)
-    delta_pause = latency_s / sum(1 for name, _ in events if name == "content_block_delta")
+    deltas = sum(1 for name, _ in events if name == "content_block_delta")
+    delta_pause, deltas_sent = latency_s / deltas, 0
     for name, data in events:
         if name == "content_block_start":
             await asyncio.sleep(first_token_s)
         if name == "content_block_delta":
+            if outcome in MIDSTREAM_FAULTS and deltas_sent == deltas // 2:
+                return await _break_stream(request, response, outcome)
             await asyncio.sleep(delta_pause)
-        await response.write(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
+            deltas_sent += 1
+        await response.write(sse(name, data))
+    await response.write_eof()
+    return response
+
+
+async def _break_stream(request: web.Request, response: web.StreamResponse, outcome: str) -> web.StreamResponse:
+    if outcome == MIDSTREAM_DROP:
+        return _hang_up(request, response)
+    _status, error_type, message = ERROR_FAULTS["529"]
+    await response.write(sse("error", {"error": {"type": error_type, "message": message}}))
     await response.write_eof()
     return response
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import httpx2
 import pytest
 
 from devtools.standin import start_standin
@@ -265,6 +266,44 @@ async def test_malformed_and_truncated_replies(claude: anthropic.AsyncAnthropic,
         json.loads(truncated.content[0].text)
     document_of(ok)
     assert (await control.stats())["by_outcome"] == {"malformed": 1, "truncated": 1, "ok": 1}
+
+
+async def test_a_midstream_overload_comes_as_an_sse_error_after_http_200_and_some_text(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(faults={"midstream_overloaded": 1.0})
+
+    texts = []
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        async with claude.messages.stream(**request()) as stream:
+            async for event in stream:
+                texts += [event.delta.text] if event.type == "content_block_delta" else []
+
+    assert raised.value.status_code == 200 and stream.response.status_code == 200
+    assert raised.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert texts, "the stream had started"
+    assert stream.current_message_snapshot.usage.input_tokens > 0, "message_start announced the prompt's tokens"
+    with pytest.raises(anthropic.OverloadedError):  # without a stream the API answers 529
+        await create(claude)
+    assert (await control.stats())["by_outcome"] == {"midstream_overloaded": 2}
+
+
+async def test_a_midstream_drop_closes_the_connection_mid_answer(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["midstream_drop", "midstream_drop", "ok"])
+
+    texts = []
+    with pytest.raises(httpx2.RemoteProtocolError, match="incomplete chunked read"):
+        async with claude.messages.stream(**request()) as stream:
+            async for event in stream:
+                texts += [event.delta.text] if event.type == "content_block_delta" else []
+    with pytest.raises(anthropic.APIConnectionError):
+        await create(claude)
+    document_of(await create(claude))  # the server itself is fine
+
+    assert texts, "the stream had started"
+    assert (await control.stats())["by_outcome"] == {"midstream_drop": 2, "ok": 1}
 
 
 async def test_the_script_is_used_up_before_random_faults_apply(
