@@ -391,17 +391,17 @@ async def test_the_log_records_each_request_and_reset_clears_everything(
 
     await control.reset()
 
-    assert await control.stats() == {"requests": 0, "by_outcome": {}, "log": []}
+    assert await control.stats() == {"requests": 0, "by_outcome": {}, "log": [], "batches": 0, "batch_requests": 0}
     assert await control.configure() == {
         "latency_ms": 0, "first_token_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None,
-        "script": [],
+        "script": [], "batch_processing_s": 0.0,
     }
 
 
 @pytest.mark.parametrize(
     "bad_config",
     [{"faults": {"418": 1.0}}, {"faults": {"429": 0.7, "529": 0.7}}, {"latency_ms": "slow"}, {"first_token_ms": -1},
-     {"script": ["nope"]}, {"colour": 1}],
+     {"script": ["nope"]}, {"colour": 1}, {"batch_processing_s": -1}],
 )
 async def test_a_bad_config_is_refused_whole(control: StandinControl, bad_config: dict[str, Any]) -> None:
     with pytest.raises(aiohttp.ClientResponseError) as raised:
