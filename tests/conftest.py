@@ -32,7 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 # A test's level follows from the fixtures it uses (directly or through other fixtures), so a new
 # test is grouped without anyone remembering a decorator: `pytest -m unit` runs in seconds.
-_LEVEL_BY_FIXTURE = (("stack", pytest.mark.integration), ("time_skipping_env", pytest.mark.workflow))
+_LEVEL_BY_FIXTURE = (
+    ("outage_stack", pytest.mark.chaos),
+    ("stack", pytest.mark.integration),
+    ("time_skipping_env", pytest.mark.workflow),
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

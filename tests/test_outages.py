@@ -18,9 +18,6 @@ from devtools import devstack
 from devtools.outages import Outages, WorkerPool
 from tests.helpers import eventually
 
-pytestmark = pytest.mark.chaos
-
-
 @pytest.fixture(scope="module")
 def outages(outage_stack: tuple[Path, dict[str, str]]) -> Outages:
     return Outages(*outage_stack)
