@@ -165,14 +165,16 @@ async def test_streaming_sends_the_real_event_sequence_and_a_valid_document(
 async def test_a_slow_first_token_keeps_the_open_stream_silent(
     claude: anthropic.AsyncAnthropic, control: StandinControl
 ) -> None:
-    await control.configure(first_token_ms=500)
+    await control.configure(first_token_ms=1000)
 
+    sent = time.monotonic()
     async with claude.messages.stream(**request()) as stream:
         arrivals = [(event.type, time.monotonic()) async for event in stream]
 
     started = next(at for name, at in arrivals if name == "message_start")
     first_text = next(at for name, at in arrivals if name == "content_block_delta")
-    assert first_text - started >= 0.5
+    # The silence is the server's; a loaded client may read message_start late, so half will do.
+    assert first_text - sent >= 1.0 and first_text - started >= 0.5
 
 
 async def test_a_streamed_error_fault_fails_before_the_stream_starts(
