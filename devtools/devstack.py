@@ -74,6 +74,7 @@ SEAWEED_INTERNAL_PORT_FLAGS = (
 
 READY_TIMEOUT_S = {"temporal": 60.0, "seaweed": 120.0, "standin": 30.0, "worker": 60.0}
 STEP_TIMEOUT_S = 300.0
+S3_PROBE_KEY = "devstack-probe.txt"  # written in the log bucket by the S3 readiness probe
 # SeaweedFS's filer waits 15 s for its own metadata stream on SIGTERM; nothing it holds is lost
 # on SIGKILL (writes are appended to files as they come), so a short grace keeps `down` quick.
 STOP_GRACE_S = 5.0
@@ -210,7 +211,7 @@ def _settings_of(env: Mapping[str, str]) -> Settings:
 def _server_ready_probe(name: str, settings: Settings) -> Callable[[], object]:
     if name == "temporal":
         return lambda: _run(_temporal_answers(settings.temporal_address))
-    return lambda: _ensure_buckets(settings)
+    return lambda: _ensure_buckets(settings) and _s3_round_trip(settings)
 
 
 def start_worker(root: Path, env: Mapping[str, str], name: str = "worker") -> int:
@@ -445,9 +446,8 @@ async def _worker_polls(address: str, task_queue: str, since: datetime) -> bool:
     return any(poller.last_access_time.ToDatetime(UTC) >= fresh_after for poller in response.pollers)
 
 
-def _ensure_buckets(settings: Settings) -> bool:
-    """Creates the settings' buckets that don't exist yet."""
-    s3 = boto3.client(
+def s3_client(settings: Settings) -> Any:  # noqa: ANN401 (boto3 clients are untyped)
+    return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.aws_access_key_id,
@@ -455,6 +455,11 @@ def _ensure_buckets(settings: Settings) -> bool:
         region_name=settings.s3_region,
         config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
     )
+
+
+def _ensure_buckets(settings: Settings) -> bool:
+    """Creates the settings' buckets that don't exist yet."""
+    s3 = s3_client(settings)
     # head_bucket, not list_buckets: SeaweedFS lists only the buckets of the caller's key.
     for bucket in (settings.conversation_bucket, settings.log_bucket):
         try:
@@ -465,6 +470,14 @@ def _ensure_buckets(settings: Settings) -> bool:
             with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # a concurrent start won the race
                 s3.create_bucket(Bucket=bucket)
     return True
+
+
+def _s3_round_trip(settings: Settings) -> bool:
+    """An object written and read back: after a restart SeaweedFS lists buckets (its filer) before
+    its volume server has registered again, and reads fail until then."""
+    s3 = s3_client(settings)
+    s3.put_object(Bucket=settings.log_bucket, Key=S3_PROBE_KEY, Body=b"ok")
+    return s3.get_object(Bucket=settings.log_bucket, Key=S3_PROBE_KEY)["Body"].read() == b"ok"
 
 
 def _http_ok(url: str) -> bool:
