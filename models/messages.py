@@ -263,3 +263,11 @@ class FinishItemInput(BaseModel):
     outcome: ItemFinished
     # The anthropic-ratelimit-* headers of the item's last answered call, for its usage record.
     rate_limit: dict[str, str] = Field(default_factory=dict)
+
+
+class OutageDetails(BaseModel):
+    """The details of a database_unavailable or storage_unavailable failure: which part the step
+    waits for, and since when (`starter.py status` reads them from the pending activity)."""
+
+    part: str
+    since: datetime | None = None
