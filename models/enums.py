@@ -49,6 +49,27 @@ class ProcessingStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class ReviewStatus(StrEnum):
+    """`conversations.review_status`: a person's (or a bulk rule's) verdict on a conversation."""
+
+    PENDING_REVIEW = "pending_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ExportFormat(StrEnum):
+    """How an exported record holds its turns: OpenAI/TRL chat `messages`, or ShareGPT `conversations`."""
+
+    MESSAGES = "messages"
+    SHAREGPT = "sharegpt"
+
+
+class ExportStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
 def sql_in_list(enum: type[StrEnum]) -> str:
     """The `IN (...)` list of a CHECK constraint, built from the enum itself."""
     return ", ".join(f"'{member.value}'" for member in enum)

@@ -21,10 +21,20 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from models.enums import ErrorPolicy, ItemStatus, JobStatus, ProcessingStatus, Tier, sql_in_list
+from models.enums import (
+    ErrorPolicy,
+    ExportFormat,
+    ExportStatus,
+    ItemStatus,
+    JobStatus,
+    ProcessingStatus,
+    ReviewStatus,
+    Tier,
+    sql_in_list,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -143,7 +153,12 @@ class BatchJob(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (_check_in("processing_status", ProcessingStatus, "processing_status"),)
+    __table_args__ = (
+        _check_in("processing_status", ProcessingStatus, "processing_status"),
+        _check_in("review_status", ReviewStatus, "review_status"),
+        Index("ix_conversations_created_by_review_status", "created_by", "review_status"),
+        Index("ix_conversations_created_by_content_hash", "created_by", "content_hash"),
+    )
     id: Mapped[uuid.UUID] = _id()
     # The business key: used in storage paths and by people; never the target of a foreign key.
     conversation_id: Mapped[uuid.UUID] = mapped_column(unique=True)
@@ -162,8 +177,50 @@ class Conversation(Base):
     quality_score: Mapped[float | None] = mapped_column(Float)
     # Model, tokens, latency, attempts, stop reason: the generation's own record.
     generation_metadata: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    # Review: a person's (or a bulk rule's) verdict, who gave it, when, and why for a rejection.
+    review_status: Mapped[str] = mapped_column(String(20), server_default=ReviewStatus.PENDING_REVIEW.value)
+    reviewed_by: Mapped[str | None] = mapped_column(String(200))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    # Enrichment (activities/enrichment.py); NULL until enriched_at is set. Token counts are
+    # estimates (about 4 characters a token): no tokenizer runs offline.
+    user_turns: Mapped[int | None] = mapped_column(Integer)
+    assistant_turns: Mapped[int | None] = mapped_column(Integer)
+    user_tokens: Mapped[int | None] = mapped_column(Integer)
+    assistant_tokens: Mapped[int | None] = mapped_column(Integer)
+    quality_parts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Ids and names of the persona, arc, topic, template (and version) and the model.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    # The MinHash signature of the turns' word shingles, compared with the same user's others.
+    minhash: Mapped[bytes | None] = mapped_column(BYTEA)
+    near_duplicate: Mapped[bool] = mapped_column(server_default="false")
+    # The business key of the earlier conversation this one nearly repeats.
+    near_duplicate_of: Mapped[uuid.UUID | None] = mapped_column()
+    # [{"check": name, "reason": text}] for every check that failed.
+    failed_checks: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    enriched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class Export(Base):
+    """One export of a training set: who asked, what was selected, where it went, what it holds."""
+
+    __tablename__ = "exports"
+    __table_args__ = (_check_in("status", ExportStatus, "status"), _check_in("format", ExportFormat, "format"))
+    id: Mapped[uuid.UUID] = _id()
+    created_by: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(20), server_default=ExportStatus.RUNNING.value)
+    format: Mapped[str] = mapped_column(String(20))
+    # Jobs, review status, minimum quality, split, seed, owner: enough to run it again.
+    selection: Mapped[dict[str, Any]] = mapped_column()
+    location: Mapped[str] = mapped_column(Text)
+    conversation_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    split_counts: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created_at()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class BatchItem(Base):

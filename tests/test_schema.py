@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from devtools.load_catalog import catalog_id
 from brightrun.settings import Settings
-from models.enums import ErrorPolicy, ItemStatus, JobStatus
-from models.tables import BatchItem, BatchJob, Conversation
+from models.enums import ErrorPolicy, ExportFormat, ExportStatus, ItemStatus, JobStatus, ReviewStatus
+from models.tables import BatchItem, BatchJob, Conversation, Export
 from tests.conftest import REPO
 
 NOT_STATUSES = ["pending", "running", "done", "error", "QUEUED", "Completed", ""]
@@ -44,6 +44,30 @@ async def _new_item(session: AsyncSession, job_id: uuid.UUID, status: str = Item
         insert(BatchItem)
         .values(batch_job_id=job_id, position=0, topic="t", tier="template", parameters={}, status=status)
         .returning(BatchItem.id)
+    )
+
+
+async def _new_conversation(
+    session: AsyncSession, job_id: uuid.UUID, business_key: uuid.UUID | None = None, **values: object
+) -> uuid.UUID:
+    return await session.scalar(
+        insert(Conversation)
+        .values(
+            conversation_id=business_key or uuid.uuid4(),
+            batch_job_id=job_id,
+            created_by="test",
+            title="t",
+            raw_storage_path="raw/test/x_raw.json",
+            final_storage_path="raw/test/x.json",
+            persona_id=catalog_id("persona", "David Chen"),
+            emotional_arc_id=catalog_id("arc", "Couple Conflict -> Alignment"),
+            training_topic_id=catalog_id("topic", "Essential Estate Planning"),
+            template_id=catalog_id("template", "template - general"),
+            tier="template",
+            turn_count=6,
+            **values,
+        )
+        .returning(Conversation.id)
     )
 
 
@@ -78,30 +102,42 @@ async def test_every_error_policy_is_accepted(rollback_session: AsyncSession, po
     await rollback_session.execute(update(BatchJob).where(BatchJob.id == job_id).values(error_handling=policy))
 
 
+async def test_a_new_conversation_waits_for_review(rollback_session: AsyncSession) -> None:
+    conversation = await _new_conversation(rollback_session, await _new_job(rollback_session))
+    row = await rollback_session.get(Conversation, conversation)
+    assert (row.review_status, row.near_duplicate, row.failed_checks, row.enriched_at) == (
+        ReviewStatus.PENDING_REVIEW.value, False, [], None
+    )
+
+
+@pytest.mark.parametrize("status", [s.value for s in ReviewStatus])
+async def test_every_review_status_the_code_writes_is_accepted(rollback_session: AsyncSession, status: str) -> None:
+    await _new_conversation(rollback_session, await _new_job(rollback_session), review_status=status)
+
+
+@pytest.mark.parametrize("status", [*NOT_STATUSES, "pending", "approve", "reviewed"])
+async def test_any_other_review_status_is_rejected(rollback_session: AsyncSession, status: str) -> None:
+    job_id = await _new_job(rollback_session)
+    with pytest.raises(IntegrityError, match="ck_conversations_review_status"):
+        await _new_conversation(rollback_session, job_id, review_status=status)
+
+
+@pytest.mark.parametrize("status", [s.value for s in ExportStatus])
+async def test_every_export_status_is_accepted_and_others_rejected(rollback_session: AsyncSession, status: str) -> None:
+    values = {"created_by": "test", "format": ExportFormat.MESSAGES.value, "selection": {}, "location": "/tmp/x"}
+    await rollback_session.execute(insert(Export).values(status=status, **values))
+    with pytest.raises(IntegrityError, match="ck_exports_status"):
+        async with rollback_session.begin_nested():
+            await rollback_session.execute(insert(Export).values(status=status.upper(), **values))
+
+
 async def test_the_item_links_the_primary_key_and_the_database_refuses_the_business_key(
     rollback_session: AsyncSession,
 ) -> None:
     job_id = await _new_job(rollback_session)
     item_id = await _new_item(rollback_session, job_id)
     business_key = uuid.uuid4()
-    primary_key = await rollback_session.scalar(
-        insert(Conversation)
-        .values(
-            conversation_id=business_key,
-            batch_job_id=job_id,
-            created_by="test",
-            title="t",
-            raw_storage_path="raw/test/x_raw.json",
-            final_storage_path="raw/test/x.json",
-            persona_id=catalog_id("persona", "David Chen"),
-            emotional_arc_id=catalog_id("arc", "Couple Conflict -> Alignment"),
-            training_topic_id=catalog_id("topic", "Essential Estate Planning"),
-            template_id=catalog_id("template", "template - general"),
-            tier="template",
-            turn_count=6,
-        )
-        .returning(Conversation.id)
-    )
+    primary_key = await _new_conversation(rollback_session, job_id, business_key)
     assert primary_key != business_key
 
     await rollback_session.execute(update(BatchItem).where(BatchItem.id == item_id).values(conversation_id=primary_key))
