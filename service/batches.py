@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -22,7 +22,7 @@ from brightrun.settings import Settings
 from models import search_attributes
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
-from models.tables import BatchItem, BatchJob, BatchJobEvent, EmotionalArc, Persona, PromptTemplate, TrainingTopic
+from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, PromptTemplate, TrainingTopic
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
 
 
@@ -218,6 +218,10 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
     job = await _load_job(sessions, job_ref)
     live = await _live_progress(client, job.id)
     remaining = job.total_items - job.completed_items - job.cancelled_items
+    async with sessions() as session:
+        enriched = await session.scalar(
+            select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
+        )
     return {
         "job_id": str(job.id),
         "workflow_id": job_workflow_id(job.id),
@@ -233,6 +237,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "cancelled": job.cancelled_items,
         "in_flight": live.in_flight if live else 0,
         "remaining": remaining,
+        "enriched": enriched,
         "elapsed_s": _elapsed_s(job),
         "eta_seconds": _eta_seconds(job, remaining, live),
         "input_tokens": job.input_tokens,
