@@ -8,6 +8,8 @@ socket.
 
     python -m devtools.standin --host 127.0.0.1 --port 8765
 
+Message Batches: devtools/standin_batches.py.
+
 Control: POST /_standin/config, POST /_standin/reset, GET /_standin/stats, GET /_standin/health.
 """
 
@@ -31,6 +33,9 @@ from typing import Any
 
 from aiohttp import web
 
+from devtools import standin_batches
+from devtools.standin_batches import EXPIRED, MessageBatches, has_api_key
+
 # Injected faults answered with an HTTP error: status, Anthropic error type, message.
 ERROR_FAULTS = {
     "429": (429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
@@ -40,7 +45,13 @@ ERROR_FAULTS = {
 }
 # Injected faults answered with 200 and a reply our validation must reject.
 REPLY_FAULTS = ("malformed", "truncated")
-FAULTS = (*ERROR_FAULTS, *REPLY_FAULTS)
+# Injected faults that break an answer after its HTTP 200, half way through the text: an SSE
+# `error` event (what the real API sends when it overloads mid-stream), or the connection closed.
+MIDSTREAM_OVERLOADED = "midstream_overloaded"
+MIDSTREAM_DROP = "midstream_drop"
+MIDSTREAM_FAULTS = (MIDSTREAM_OVERLOADED, MIDSTREAM_DROP)
+# `expired` applies to requests inside Message Batches; an online request that draws it is answered.
+FAULTS = (*ERROR_FAULTS, *REPLY_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
 
 PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is missing)
     "persona": ("persona", "Unknown persona"),
@@ -69,6 +80,8 @@ class StandinConfig:
     seed: int | None = None
     rpm_limit: int | None = None
     script: list[str] = field(default_factory=list)
+    # How long a Message Batch stays in_progress before its results are ready.
+    batch_processing_s: float = 0.0
 
     def merge(self, changes: dict[str, Any]) -> None:
         check_config_changes(changes)
@@ -91,6 +104,12 @@ def check_config_changes(changes: Any) -> None:
     for key in ("latency_ms", "first_token_ms", "retry_after_s"):
         if key in changes and not (_is_int(changes[key]) and changes[key] >= 0):
             raise ValueError(f"{key} must be a non-negative integer")
+    if "batch_processing_s" in changes and not (
+        isinstance(changes["batch_processing_s"], int | float)
+        and not isinstance(changes["batch_processing_s"], bool)
+        and changes["batch_processing_s"] >= 0
+    ):
+        raise ValueError("batch_processing_s must be a non-negative number")
     if changes.get("seed") is not None and not _is_int(changes["seed"]):
         raise ValueError("seed must be an integer or null")
     if changes.get("rpm_limit") is not None and not (_is_int(changes["rpm_limit"]) and changes["rpm_limit"] > 0):
@@ -161,6 +180,7 @@ class Standin:
         self.log: list[dict[str, Any]] = []
         self.window = RequestWindow()
         self.cached_systems: set[str] = set()
+        self.batches = MessageBatches()
 
     def configure(self, changes: dict[str, Any]) -> None:
         self.config.merge(changes)
@@ -184,6 +204,13 @@ class Standin:
 
     def requests_limit(self) -> int:
         return self.config.rpm_limit or REQUESTS_LIMIT_SHOWN
+
+    def answer(self, body: dict[str, Any], outcome: str) -> dict[str, Any]:
+        return build_message(self, body, outcome)
+
+    @staticmethod
+    def request_problem(body: Any) -> str | None:
+        return request_problem(body)
 
 
 STANDIN = web.AppKey("standin", Standin)
@@ -360,8 +387,7 @@ def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[
 
 def refusal(standin: Standin, request: web.Request, body: Any, now: float) -> tuple[str, web.Response] | None:
     """The outcome and answer of a request the API would refuse before any fault injection."""
-    # anthropic 2.x sends the API key as `Authorization: Bearer`; raw HTTP callers use x-api-key.
-    if not request.headers.get("x-api-key") and not request.headers.get("authorization"):
+    if not has_api_key(request):
         headers = response_headers(standin, now)
         return "401", error_response(401, "authentication_error", "x-api-key header is required", headers)
     problem = request_problem(body)
@@ -401,18 +427,41 @@ async def messages(request: web.Request) -> web.StreamResponse:
         standin.record(now, outcome, item, streaming)
         return response
     outcome = standin.next_outcome()
+    if outcome == EXPIRED:  # only a request inside a Message Batch can expire
+        outcome = "ok"
     standin.record(now, outcome, item, streaming)
     if outcome in ERROR_FAULTS:  # also for streams: the real API fails before the stream starts
         await asyncio.sleep(latency_s * ERROR_LATENCY_SHARE)
         return fault_response(standin, outcome, now)
+    if outcome == MIDSTREAM_OVERLOADED and not streaming:  # without a stream, the API answers 529
+        await asyncio.sleep(latency_s * ERROR_LATENCY_SHARE)
+        return fault_response(standin, "529", now)
 
     message = build_message(standin, body, outcome)
     headers = response_headers(standin, now)
     first_token_s = standin.config.first_token_ms / 1000
     if streaming:
-        return await stream_message(request, message, headers, latency_s, first_token_s)
+        return await stream_message(request, message, headers, latency_s, first_token_s, outcome)
     await asyncio.sleep(first_token_s + latency_s)
+    if outcome == MIDSTREAM_DROP:
+        return await drop_midway(request, json.dumps(message).encode(), {**headers, "content-type": "application/json"})
     return web.json_response(message, headers=headers)
+
+
+async def drop_midway(request: web.Request, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    """Sends the status, headers and half of the body, then closes the connection."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    return _hang_up(request, response)
+
+
+def _hang_up(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Closes the connection under a response that is not finished: the client reads a body that
+    ends early (an incomplete chunked read for a stream)."""
+    request.transport.close()
+    return response
 
 
 def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -432,21 +481,44 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def sse(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+
 async def stream_message(
-    request: web.Request, message: dict[str, Any], headers: dict[str, str], latency_s: float, first_token_s: float = 0
+    request: web.Request,
+    message: dict[str, Any],
+    headers: dict[str, str],
+    latency_s: float,
+    first_token_s: float = 0,
+    outcome: str = "ok",
 ) -> web.StreamResponse:
     """Streams the message as server-sent events: silence for `first_token_s` after the message
-    starts, then the latency spread over the text deltas."""
+    starts, then the latency spread over the text deltas. A mid-stream fault breaks the stream
+    after half of the deltas."""
     response = web.StreamResponse(headers={**headers, "content-type": "text/event-stream", "cache-control": "no-cache"})
     await response.prepare(request)
     events = stream_events(message)
-    delta_pause = latency_s / sum(1 for name, _ in events if name == "content_block_delta")
+    deltas = sum(1 for name, _ in events if name == "content_block_delta")
+    delta_pause, deltas_sent = latency_s / deltas, 0
     for name, data in events:
         if name == "content_block_start":
             await asyncio.sleep(first_token_s)
         if name == "content_block_delta":
+            if outcome in MIDSTREAM_FAULTS and deltas_sent == deltas // 2:
+                return await _break_stream(request, response, outcome)
             await asyncio.sleep(delta_pause)
-        await response.write(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
+            deltas_sent += 1
+        await response.write(sse(name, data))
+    await response.write_eof()
+    return response
+
+
+async def _break_stream(request: web.Request, response: web.StreamResponse, outcome: str) -> web.StreamResponse:
+    if outcome == MIDSTREAM_DROP:
+        return _hang_up(request, response)
+    _status, error_type, message = ERROR_FAULTS["529"]
+    await response.write(sse("error", {"error": {"type": error_type, "message": message}}))
     await response.write_eof()
     return response
 
@@ -471,7 +543,15 @@ async def reset(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     standin = request.app[STANDIN]
-    return web.json_response({"requests": len(standin.log), "by_outcome": dict(standin.outcomes), "log": standin.log})
+    return web.json_response(
+        {
+            "requests": len(standin.log),
+            "by_outcome": dict(standin.outcomes),
+            "log": standin.log,
+            "batches": standin.batches.created,
+            "batch_requests": standin.batches.requests_received,
+        }
+    )
 
 
 async def health(_request: web.Request) -> web.Response:
@@ -485,6 +565,7 @@ def build_app() -> web.Application:
     app = web.Application()
     app[STANDIN] = Standin()
     app.router.add_post("/v1/messages", messages)
+    standin_batches.add_routes(app, STANDIN)
     app.router.add_post("/_standin/config", configure)
     app.router.add_post("/_standin/reset", reset)
     app.router.add_get("/_standin/stats", stats)

@@ -30,6 +30,17 @@ from worker import build_workers
 
 REPO = Path(__file__).resolve().parent.parent
 
+# A test's level follows from the fixtures it uses (directly or through other fixtures), so a new
+# test is grouped without anyone remembering a decorator: `pytest -m unit` runs in seconds.
+_LEVEL_BY_FIXTURE = (("stack", pytest.mark.integration), ("time_skipping_env", pytest.mark.workflow))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        level = next((mark for fixture, mark in _LEVEL_BY_FIXTURE if fixture in fixtures), pytest.mark.unit)
+        item.add_marker(level)
+
 
 async def register_search_attributes(client: Client) -> None:
     """The time-skipping server knows no custom search attribute until it is registered."""

@@ -1,6 +1,8 @@
 """docker-compose.yml, checked against the code: Docker does not run here, so these tests are
 what keeps the production topology in step with the settings, the schema tool and the
-search attributes the workflows write."""
+search attributes the workflows write, and what keeps it bound to loopback with the
+credentials of the environment. The file is read the way Compose reads it: variables
+interpolated from a given environment."""
 
 from __future__ import annotations
 
@@ -29,11 +31,47 @@ WORKER_NEEDS = (
 )
 # How the temporal CLI spells each type: an oracle independent of the code under test.
 CLI_TYPE_NAMES = {"INDEXED_VALUE_TYPE_KEYWORD": "Keyword", "INDEXED_VALUE_TYPE_INT": "Int"}
+# What an operator exports before `docker compose up` (README); none of it has a default.
+CREDENTIALS = {
+    "POSTGRES_PASSWORD": "pg-7f3a9c",
+    "S3_ACCESS_KEY_ID": "s3-key-51be",
+    "S3_SECRET_ACCESS_KEY": "s3-secret-c08d",
+    "ANTHROPIC_API_KEY": "sk-ant-test",
+}
+# Compose's interpolation: $$ is a literal $, ${VAR}, ${VAR:-default} and ${VAR:?error}.
+VARIABLE = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(node: Any, environment: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {key: interpolate(value, environment) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(value, environment) for value in node]
+    if not isinstance(node, str):
+        return node
+
+    def value_of(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        value = environment.get(match["name"]) or None
+        if value is None and match["op"] == ":?":
+            raise MissingVariable(f"required variable {match['name']} is missing a value: {match['arg']}")
+        return value if value is not None else (match["arg"] or "")
+
+    return VARIABLE.sub(value_of, node)
+
+
+def compose_services(environment: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return interpolate(yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"], environment)
 
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    return compose_services(CREDENTIALS)
 
 
 def command_text(service: dict[str, Any]) -> str:
@@ -136,3 +174,46 @@ def test_worker_runs_worker_py_from_the_pinned_image(services: dict[str, dict[st
     assert services["worker"]["build"] == "."
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "pip install -c constraints.txt ." in dockerfile
+
+
+def published_host_addresses(services: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
+    """{service: host addresses its ports bind}; a mapping without an address binds all of them."""
+    return {
+        name: {str(m).rsplit(":", 2)[0] if str(m).count(":") == 2 else "0.0.0.0" for m in service["ports"]}
+        for name, service in services.items()
+        if service.get("ports")
+    }
+
+
+def test_published_ports_bind_loopback_unless_told_otherwise() -> None:
+    on_loopback = published_host_addresses(compose_services(CREDENTIALS))
+    assert set(on_loopback) == {"temporal", "temporal-ui", "s3"}
+    assert all(addresses == {"127.0.0.1"} for addresses in on_loopback.values())
+    told = published_host_addresses(compose_services({**CREDENTIALS, "BIND_ADDRESS": "10.0.0.5"}))
+    assert all(addresses == {"10.0.0.5"} for addresses in told.values())
+
+
+@pytest.mark.parametrize("missing", sorted(CREDENTIALS))
+def test_a_missing_credential_stops_compose_naming_it(missing: str) -> None:
+    environment = {name: value for name, value in CREDENTIALS.items() if name != missing}
+    with pytest.raises(MissingVariable, match=f"required variable {missing} is missing a value: set {missing}"):
+        compose_services(environment)
+
+
+def test_every_credential_comes_from_the_environment(services: dict[str, dict[str, Any]]) -> None:
+    """No fixed password: each secret a service gets is the operator's value, everywhere it is used."""
+    password = CREDENTIALS["POSTGRES_PASSWORD"]
+    assert services["postgresql"]["environment"]["POSTGRES_PASSWORD"] == password
+    assert services["temporal"]["environment"]["POSTGRES_PWD"] == password
+    for name in ("worker", "migrate", "s3-buckets"):
+        environment = services[name]["environment"]
+        assert make_url(environment["DATABASE_URL"]).password == password
+        assert environment["AWS_ACCESS_KEY_ID"] == CREDENTIALS["S3_ACCESS_KEY_ID"]
+        assert environment["AWS_SECRET_ACCESS_KEY"] == CREDENTIALS["S3_SECRET_ACCESS_KEY"]
+    # The S3 server takes the same key pair as its only identity (SeaweedFS refuses other keys).
+    s3 = services["s3"]["environment"]
+    assert (s3["AWS_ACCESS_KEY_ID"], s3["AWS_SECRET_ACCESS_KEY"]) == (
+        CREDENTIALS["S3_ACCESS_KEY_ID"],
+        CREDENTIALS["S3_SECRET_ACCESS_KEY"],
+    )
+    assert services["worker"]["environment"]["ANTHROPIC_API_KEY"] == CREDENTIALS["ANTHROPIC_API_KEY"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import httpx2
 import pytest
 
 from devtools.standin import start_standin
@@ -166,12 +167,15 @@ async def test_a_slow_first_token_keeps_the_open_stream_silent(
 ) -> None:
     await control.configure(first_token_ms=500)
 
+    sent = time.monotonic()
     async with claude.messages.stream(**request()) as stream:
         arrivals = [(event.type, time.monotonic()) async for event in stream]
 
-    started = next(at for name, at in arrivals if name == "message_start")
+    names = [name for name, _ in arrivals]
+    assert names.index("message_start") < names.index("content_block_delta")
+    # From the request, not from message_start: a busy client may read message_start late.
     first_text = next(at for name, at in arrivals if name == "content_block_delta")
-    assert first_text - started >= 0.5
+    assert first_text - sent >= 0.5
 
 
 async def test_a_streamed_error_fault_fails_before_the_stream_starts(
@@ -267,6 +271,44 @@ async def test_malformed_and_truncated_replies(claude: anthropic.AsyncAnthropic,
     assert (await control.stats())["by_outcome"] == {"malformed": 1, "truncated": 1, "ok": 1}
 
 
+async def test_a_midstream_overload_comes_as_an_sse_error_after_http_200_and_some_text(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(faults={"midstream_overloaded": 1.0})
+
+    texts = []
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        async with claude.messages.stream(**request()) as stream:
+            async for event in stream:
+                texts += [event.delta.text] if event.type == "content_block_delta" else []
+
+    assert raised.value.status_code == 200 and stream.response.status_code == 200
+    assert raised.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert texts, "the stream had started"
+    assert stream.current_message_snapshot.usage.input_tokens > 0, "message_start announced the prompt's tokens"
+    with pytest.raises(anthropic.OverloadedError):  # without a stream the API answers 529
+        await create(claude)
+    assert (await control.stats())["by_outcome"] == {"midstream_overloaded": 2}
+
+
+async def test_a_midstream_drop_closes_the_connection_mid_answer(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["midstream_drop", "midstream_drop", "ok"])
+
+    texts = []
+    with pytest.raises(httpx2.RemoteProtocolError, match="incomplete chunked read"):
+        async with claude.messages.stream(**request()) as stream:
+            async for event in stream:
+                texts += [event.delta.text] if event.type == "content_block_delta" else []
+    with pytest.raises(anthropic.APIConnectionError):
+        await create(claude)
+    document_of(await create(claude))  # the server itself is fine
+
+    assert texts, "the stream had started"
+    assert (await control.stats())["by_outcome"] == {"midstream_drop": 2, "ok": 1}
+
+
 async def test_the_script_is_used_up_before_random_faults_apply(
     claude: anthropic.AsyncAnthropic, control: StandinControl
 ) -> None:
@@ -352,17 +394,17 @@ async def test_the_log_records_each_request_and_reset_clears_everything(
 
     await control.reset()
 
-    assert await control.stats() == {"requests": 0, "by_outcome": {}, "log": []}
+    assert await control.stats() == {"requests": 0, "by_outcome": {}, "log": [], "batches": 0, "batch_requests": 0}
     assert await control.configure() == {
         "latency_ms": 0, "first_token_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None,
-        "script": [],
+        "script": [], "batch_processing_s": 0.0,
     }
 
 
 @pytest.mark.parametrize(
     "bad_config",
     [{"faults": {"418": 1.0}}, {"faults": {"429": 0.7, "529": 0.7}}, {"latency_ms": "slow"}, {"first_token_ms": -1},
-     {"script": ["nope"]}, {"colour": 1}],
+     {"script": ["nope"]}, {"colour": 1}, {"batch_processing_s": -1}],
 )
 async def test_a_bad_config_is_refused_whole(control: StandinControl, bad_config: dict[str, Any]) -> None:
     with pytest.raises(aiohttp.ClientResponseError) as raised:
