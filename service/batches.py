@@ -27,6 +27,7 @@ from workflows.batch_job import BatchJobWorkflow, job_workflow_id
 
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
+USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length
 
 
 class BatchInputError(ValueError):
@@ -100,10 +101,12 @@ async def _resolve_template(session: AsyncSession, value: str | None, tier: Tier
     return template_id
 
 
-def _validate_user(user: str) -> str:
-    # The user id becomes a storage path segment.
+def validate_user(user: str) -> str:
+    """Checked once wherever a user id comes in: it becomes a storage path segment and an owner."""
     if not user or not all(c.isalnum() or c in "-_." for c in user) or user.startswith("."):
         raise BatchInputError(f"user {user!r} must be letters, digits, '-', '_' or '.'")
+    if len(user) > USER_ID_MAX_LENGTH:
+        raise BatchInputError(f"user id must be at most {USER_ID_MAX_LENGTH} characters, got {len(user)}")
     return user
 
 
@@ -113,7 +116,7 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         raise BatchInputError(f"--concurrency must be between 1 and 100, got {request.concurrency}")
     if request.name is not None and not 1 <= len(request.name.strip()) <= JOB_NAME_MAX_LENGTH:
         raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(request.name)}")
-    user = _validate_user(request.user)
+    user = validate_user(request.user)
     async with sessions.begin() as session:
         personas = await _resolve(session, Persona, "persona", request.personas)
         arcs = await _resolve(session, EmotionalArc, "arc", request.arcs)
@@ -312,7 +315,7 @@ async def list_jobs(
     if status is not None:
         query = query.where(BatchJob.status == status.value)
     if user is not None:
-        query = query.where(BatchJob.created_by == _validate_user(user))
+        query = query.where(BatchJob.created_by == validate_user(user))
     async with sessions() as session:
         jobs = (await session.scalars(query)).all()
     return [

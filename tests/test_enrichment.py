@@ -9,7 +9,7 @@ import json
 import uuid
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
@@ -18,58 +18,12 @@ from temporalio.testing import ActivityEnvironment
 from activities.enrichment import EnrichmentActivities, content_hash, signature, turn_counts
 from brightrun.settings import Settings
 from brightrun.storage import Storage, enriched_conversation_key, final_conversation_key
-from devtools.load_catalog import catalog_id
 from models.enums import JobStatus, Tier
 from models.messages import EnrichPageInput
-from models.tables import BatchJob, Conversation
+from models.tables import Conversation
 from service import batches
+from tests.conversations import ARC, PERSONA, TOPIC, dialogue, new_conversation, new_job
 from tests.helpers import launch_and_wait
-
-PERSONA, ARC, TOPIC, TEMPLATE = "David Chen", "Couple Conflict -> Alignment", "Essential Estate Planning", "template - general"
-
-
-def dialogue(seed: str, turns: int = 8) -> list[dict[str, str]]:
-    """A conversation whose words depend on the seed: the same seed gives the same turns."""
-    return [
-        {
-            "role": "user" if i % 2 == 0 else "assistant",
-            "content": f"{seed} turn {i}: David asks about estate planning, wills and guardianship for the "
-            f"children, {seed} wants a clear plan for the family and a sense of control over what comes next.",
-        }
-        for i in range(turns)
-    ]
-
-
-async def new_job(sessions: async_sessionmaker, user: str) -> uuid.UUID:
-    async with sessions.begin() as session:
-        return await session.scalar(
-            insert(BatchJob)
-            .values(name="enrichment test", status=JobStatus.PROCESSING.value, tier="template", created_by=user, total_items=1)
-            .returning(BatchJob.id)
-        )
-
-
-async def new_conversation(
-    sessions: async_sessionmaker, storage: Storage, job_id: uuid.UUID, user: str, turns: list[dict[str, str]],
-    quality: dict[str, float] | None = None,
-) -> uuid.UUID:
-    conversation_id = uuid.uuid4()
-    final_key = final_conversation_key(user, conversation_id)
-    document = {"conversation_id": str(conversation_id), "quality": quality or {"turns": 1.0, "persona": 1.0},
-                "title": "t", "metadata": {}, "turns": turns}
-    await storage.put_json(storage.conversation_bucket, final_key, document)
-    async with sessions.begin() as session:
-        await session.execute(
-            insert(Conversation).values(
-                conversation_id=conversation_id, batch_job_id=job_id, created_by=user, title="t",
-                raw_storage_path=f"raw/{user}/{conversation_id}_raw.json", final_storage_path=final_key,
-                persona_id=catalog_id("persona", PERSONA), emotional_arc_id=catalog_id("arc", ARC),
-                training_topic_id=catalog_id("topic", TOPIC), template_id=catalog_id("template", TEMPLATE),
-                tier="template", turn_count=len(turns), quality_score=0.9, generation_metadata={"model": "claude-test"},
-            )
-        )
-    return conversation_id
-
 
 async def rows_of(sessions: async_sessionmaker, job_id: uuid.UUID) -> dict[uuid.UUID, Conversation]:
     async with sessions() as session:
