@@ -5,8 +5,8 @@ Claude stand-in's request log:
 
 - the job is final and its workflow closed; every item row is final;
 - the job's counters equal its rows (each item counted once);
-- one conversation row per successful item, each linked, none orphaned; its two S3 objects exist
-  and no other object was written for the job;
+- one conversation row per successful item, each linked, none orphaned; its S3 objects (raw reply,
+  final conversation, enrichment record once enriched) exist and no other object was written;
 - Claude answers per successful item <= 1.05: requests the stand-in answered in full with a
   reply (injected faults and calls cut off by a killed worker excluded);
 - no item failed, except what an operator's action may fail (the terminated item).
@@ -44,7 +44,7 @@ from temporalio.service import RPCError
 
 from bench.results_file import RESULTS, save_result
 from brightrun.db import create_engine, create_sessionmaker
-from brightrun.settings import Settings
+from brightrun.storage import enriched_conversation_key
 from brightrun.temporal_client import connect
 from devtools import devstack, sample_catalog
 from devtools.outages import Outages, WorkerPool
@@ -324,8 +324,10 @@ async def check(run: Run, ended: bool) -> dict[str, Any]:
         job = await session.get(BatchJob, job_id)
         items = (await session.execute(select(BatchItem.id, BatchItem.status, BatchItem.conversation_id).where(BatchItem.batch_job_id == job_id))).all()
         conversations = (await session.execute(
-            select(Conversation.id, Conversation.conversation_id, Conversation.raw_storage_path, Conversation.final_storage_path)
-            .where(Conversation.batch_job_id == job_id)
+            select(
+                Conversation.id, Conversation.conversation_id, Conversation.created_by, Conversation.enriched_at,
+                Conversation.raw_storage_path, Conversation.final_storage_path,
+            ).where(Conversation.batch_job_id == job_id)
         )).all()  # fmt: skip
     workflow = await runner.client.get_workflow_handle(run.job.workflow_id).describe()
 
@@ -333,7 +335,7 @@ async def check(run: Run, ended: bool) -> dict[str, Any]:
     linked = {conversation for _id, _status, conversation in items if conversation is not None}
     completed_unlinked = sum(1 for _id, status, conversation in items if status == ItemStatus.COMPLETED and conversation is None)
     orphan_rows = [row for row in conversations if row.id not in linked]
-    expected_objects = {key for row in conversations if row.id in linked for key in (row.raw_storage_path, row.final_storage_path)}
+    expected_objects = {key for row in conversations if row.id in linked for key in _object_keys_of(row)}
     objects = _object_keys(runner, f"raw/{run.user}/")
     stray_objects = sorted(objects - expected_objects)
     missing_objects = sorted(expected_objects - objects)
@@ -392,6 +394,14 @@ async def check(run: Run, ended: bool) -> dict[str, Any]:
         "failed_item_errors": await _failed_errors(run),
         "timeline": run.timeline,
     }
+
+
+def _object_keys_of(conversation: Any) -> list[str]:  # noqa: ANN401 (a result row)
+    """The raw reply, the final conversation and, once enriched, its enrichment record."""
+    keys = [conversation.raw_storage_path, conversation.final_storage_path]
+    if conversation.enriched_at is not None:
+        keys.append(enriched_conversation_key(conversation.created_by, conversation.conversation_id))
+    return keys
 
 
 def _object_keys(runner: ChaosRunner, prefix: str) -> set[str]:
