@@ -11,6 +11,10 @@ INVALID_OUTPUT = "invalid_output"
 TRUNCATED_OUTPUT = "truncated_output"
 LOW_QUALITY = "low_quality"
 ITEM_ALREADY_LINKED = "ItemAlreadyLinked"
+STORAGE_UNAVAILABLE = "storage_unavailable"
+STORAGE_ERROR = "storage_error"
+# A Claude call that would wait for the rate limit past its attempt's deadline: retried after it.
+CLAUDE_RATE_LIMIT_WAIT = "claude_rate_limit_wait"
 
 
 def permanent(message: str, error_type: str, *details: object) -> ApplicationError:
