@@ -297,3 +297,11 @@ class EnrichPageInput(BaseModel):
 class EnrichedPage(BaseModel):
     enriched: int  # rows this call enriched (0 when another attempt did them first)
     more: bool  # the job still has conversations to enrich
+
+
+class OutageDetails(BaseModel):
+    """The details of a database_unavailable or storage_unavailable failure: which part the step
+    waits for, and since when (`starter.py status` reads them from the pending activity)."""
+
+    part: str
+    since: datetime | None = None
