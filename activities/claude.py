@@ -20,7 +20,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import CLAUDE_RATE_LIMIT_WAIT, STORAGE_ERROR, STORAGE_UNAVAILABLE, permanent
+from activities.data_errors import classify as classify_storage_error
+from activities.errors import CLAUDE_RATE_LIMIT_WAIT
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
@@ -60,8 +61,6 @@ _SPEND_LIMIT_MARKERS = ("spend", "usage limit", "credit balance")
 STORAGE_RETRY_FIRST_S = 1.0
 STORAGE_RETRY_CAP_S = 15.0
 STORAGE_TRY_S = 10.0
-# Storage answers that no wait fixes.
-_STORAGE_REFUSALS = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName"}
 REPAIR_INSTRUCTION = (
     "Your reply could not be used: {problem}. Reply again with only the corrected JSON object, "
     "in exactly the shape the instructions give, and nothing else."
@@ -442,17 +441,22 @@ class ClaudeActivities:
                 await self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document)
                 return
             except (BotoCoreError, ClientError) as exc:
-                problem = f"{exc.__class__.__name__}: {exc}"
-                if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _STORAGE_REFUSALS:
-                    raise permanent(f"storage refused the raw reply: {problem}", STORAGE_ERROR, progress.usage) from None
+                failure = classify_storage_error(exc)
+                if failure.non_retryable:
+                    raise ApplicationError(
+                        failure.message, *failure.details, progress.usage, type=failure.type, non_retryable=True
+                    ) from None
                 if attempt_seconds_left() < delay + STORAGE_TRY_S:
                     raise ApplicationError(
-                        f"storage unavailable: {problem}; the paid reply is kept for the next attempt",
+                        f"{failure.message}; the paid reply is kept for the next attempt",
+                        *failure.details,
                         progress.usage,
-                        type=STORAGE_UNAVAILABLE,
+                        type=failure.type,
                         next_retry_delay=timedelta(seconds=delay),
                     ) from None
-                _call_log(request).warning("storage unavailable: retrying the raw reply's upload", error=problem, retry_in_s=delay)
+                _call_log(request).warning(
+                    "storage unavailable: retrying the raw reply's upload", error=failure.message, retry_in_s=delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STORAGE_RETRY_CAP_S)
 

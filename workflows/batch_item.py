@@ -47,10 +47,10 @@ def failure_message(error: ActivityError) -> str:
 
 def spent_on_failed_call(error: ActivityError) -> TokenUsage:
     """What the attempts of a Claude call that failed for good were paid for: the usage the
-    activity put in its failure's details, or for a timeout the one its last heartbeat carried."""
+    activity put last in its failure's details, or for a timeout the one its last heartbeat carried."""
     cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
-        return TokenUsage.model_validate(cause.details[0])
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[-1], dict):
+        return TokenUsage.model_validate(cause.details[-1])
     if isinstance(cause, TimeoutError) and cause.last_heartbeat_details and isinstance(cause.last_heartbeat_details[0], dict):
         return CallProgress.model_validate(cause.last_heartbeat_details[0]).usage
     return TokenUsage()
