@@ -127,6 +127,34 @@ def _scheduled_type(history, event_id: int) -> str:  # noqa: ANN001
 # --- an outage delays the items, and status says what they wait for -------------------------
 
 
+async def two_items_in_flight(
+    sessions: async_sessionmaker, client: Client, settings: Settings, standin: StandinControl
+) -> batches.LaunchedJob:
+    """A job of two items, both begun and in their (1.5 s) Claude calls."""
+    await standin.configure(latency_ms=1500)
+    job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**TWO_ITEMS, concurrency=2))
+
+    async def all_processing() -> bool:
+        return all(item.status == ItemStatus.PROCESSING for item in await items_of(sessions, job.job_id))
+
+    await eventually(all_processing, "both items have begun", timeout_s=30)
+    return job
+
+
+async def both_items_waiting(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> dict:
+    """The one `waiting_on` entry of `status`, once it counts both items."""
+    async def waiting_on() -> list[dict] | None:
+        return (await batches.job_status(sessions, str(job_id), client))["waiting_on"]
+
+    async def both_wait() -> bool:
+        outages = await waiting_on()
+        return bool(outages) and outages[0]["items"] == 2
+
+    await eventually(both_wait, "status shows both items waiting", timeout_s=60)
+    [outage] = await waiting_on()
+    return outage
+
+
 @pytest.fixture
 async def gated_database(stack_settings: Settings) -> AsyncIterator[tuple[TcpGate, Settings]]:
     """Settings whose database is reached through a gate the test opens and closes, with task
@@ -177,19 +205,11 @@ async def test_a_database_outage_delays_the_items_and_status_says_so(
     gated_worker: tuple[TcpGate, Settings],
 ) -> None:
     gate, settings = gated_worker
-    await standin.configure(latency_ms=1500)
-    job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**TWO_ITEMS, concurrency=2))
-    await eventually(
-        lambda: _all_processing(sessions, job.job_id), "both items have begun", timeout_s=30
-    )
+    job = await two_items_in_flight(sessions, stack_client, settings, standin)
 
     outage_began = datetime.now(UTC)
     await gate.close()  # PostgreSQL is gone for the workers: the Claude calls end, linking cannot
-    async def waiting() -> list[dict] | None:
-        return (await batches.job_status(sessions, str(job.job_id), stack_client))["waiting_on"]
-
-    await eventually(lambda: _waiting_items(waiting, 2), "status shows both items waiting", timeout_s=60)
-    [waiting_on] = await waiting()
+    waiting_on = await both_items_waiting(sessions, stack_client, job.job_id)
     assert waiting_on["part"] == "PostgreSQL" and waiting_on["error_type"] == DATABASE_UNAVAILABLE
     assert waiting_on["last_error"].startswith("PostgreSQL unavailable: ")
     since = datetime.fromisoformat(waiting_on["since"])
@@ -242,17 +262,10 @@ async def test_a_storage_outage_delays_the_items_and_status_says_so(
     gated_storage_worker: tuple[TcpGate, Settings],
 ) -> None:
     gate, settings = gated_storage_worker
-    await standin.configure(latency_ms=1500)
-    job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**TWO_ITEMS, concurrency=2))
-    await eventually(lambda: _all_processing(sessions, job.job_id), "both items have begun", timeout_s=30)
+    job = await two_items_in_flight(sessions, stack_client, settings, standin)
 
     await gate.close()  # S3 is gone for the data steps: the answers cannot be stored
-
-    async def waiting() -> list[dict] | None:
-        return (await batches.job_status(sessions, str(job.job_id), stack_client))["waiting_on"]
-
-    await eventually(lambda: _waiting_items(waiting, 2), "status shows both items waiting", timeout_s=60)
-    [waiting_on] = await waiting()
+    waiting_on = await both_items_waiting(sessions, stack_client, job.job_id)
     assert (waiting_on["part"], waiting_on["error_type"]) == ("S3 storage", STORAGE_UNAVAILABLE)
     assert waiting_on["last_error"].startswith("S3 storage unavailable: Could not connect to the endpoint URL")
     assert waiting_on["summary"].startswith("waiting for S3 storage since ")
@@ -265,13 +278,6 @@ async def test_a_storage_outage_delays_the_items_and_status_says_so(
     assert (await standin.stats())["requests"] == 2
 
 
-async def _all_processing(sessions: async_sessionmaker, job_id: uuid.UUID) -> bool:
-    return all(item.status == ItemStatus.PROCESSING for item in await items_of(sessions, job_id))
-
-
-async def _waiting_items(waiting, count: int) -> bool:  # noqa: ANN001
-    outages = await waiting()
-    return bool(outages) and outages[0]["items"] == count
 
 
 # --- an outage longer than any attempt cap, on the time-skipping server ---------------------
