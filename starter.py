@@ -232,7 +232,8 @@ def watch(
                     description=current["status"],
                     completed=current["completed"] + current["cancelled"],
                     detail=f"ok {current['successful']}  failed {current['failed']}  cancelled {current['cancelled']}"
-                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else ""),
+                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
+                    + "".join(f"  waiting for {outage['part']}" for outage in current.get("waiting_on") or []),
                 )
                 if JobStatus(current["status"]).is_final:
                     return current

@@ -31,11 +31,16 @@ log = get_logger("worker")
 def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
+    return [build_main_worker(client, settings, sessions, storage), build_claude_worker(client, settings, storage, claude)]
+
+
+def build_main_worker(client: Client, settings: Settings, sessions, storage: Storage) -> Worker:  # noqa: ANN001
+    """The workflows and every data step (database and storage)."""
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
-    main_queue = Worker(
+    return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
@@ -55,7 +60,6 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
     )
-    return [main_queue, build_claude_worker(client, settings, storage, claude)]
 
 
 def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
