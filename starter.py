@@ -159,6 +159,8 @@ def launch(
 def _status_table(status: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None)
     for key, value in status.items():
+        if key == "waiting_on" and value:
+            value = "\n".join(outage["summary"] for outage in value)
         if value is not None:
             table.add_row(key, str(value))
     return table
@@ -169,8 +171,12 @@ def status(
     job: Annotated[str, typer.Argument(help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show a job's state, counters, ETA and token usage."""
-    _print_status(_run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True), as_json)
+    """Show a job's state, counters, ETA and token usage, and any outage its items wait for."""
+    result = _run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True)
+    _print_status(result, as_json)
+    if result.get("database_unavailable"):
+        # The workflow's numbers were shown; the exit code still says a part is down.
+        _fail(3, f"PostgreSQL at {_database_address()}: {result['database_unavailable']}. Shown: the workflow's own numbers")
 
 
 def _print_status(result: dict[str, Any], as_json: bool) -> None:
@@ -229,7 +235,8 @@ def watch(
                     description=current["status"],
                     completed=current["completed"] + current["cancelled"],
                     detail=f"ok {current['successful']}  failed {current['failed']}  cancelled {current['cancelled']}"
-                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else ""),
+                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
+                    + "".join(f"  waiting for {outage['part']}" for outage in current.get("waiting_on") or []),
                 )
                 if JobStatus(current["status"]).is_final:
                     return current

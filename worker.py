@@ -10,7 +10,7 @@ import signal
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.claude import ClaudeActivities
+from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
 from activities.export import ExportActivities
@@ -33,12 +33,17 @@ log = get_logger("worker")
 def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
+    return [build_main_worker(client, settings, sessions, storage), build_claude_worker(client, settings, storage, claude)]
+
+
+def build_main_worker(client: Client, settings: Settings, sessions, storage: Storage) -> Worker:  # noqa: ANN001
+    """The workflows and every data step (database and storage)."""
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     exports = ExportActivities(sessions, storage, settings.export_page_size)
-    main_queue = Worker(
+    return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow],
@@ -62,7 +67,6 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
     )
-    return [main_queue, build_claude_worker(client, settings, storage, claude)]
 
 
 def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
@@ -79,6 +83,7 @@ def build_claude_worker(client: Client, settings: Settings, storage: Storage, cl
         activities=[generation.generate_conversation],
         max_concurrent_activities=settings.claude_max_concurrent_calls,
         max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 
 

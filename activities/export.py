@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, Text, cast, func, literal, select, tuple_,
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 
+from activities.data_errors import classify_data_errors
 from activities.errors import EXPORT_FILE_MISSING, permanent
 from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus
@@ -266,6 +267,7 @@ class ExportActivities:
         self._page_size = page_size
 
     @activity.defn(name="plan_export")
+    @classify_data_errors
     async def plan_export(self, request: ExportInput) -> ExportPlan:
         conditions = selection_conditions(request.selection)
         async with self._sessions() as session:
@@ -273,6 +275,7 @@ class ExportActivities:
         return ExportPlan(total=total, split_sizes=split_sizes(total, request.selection.splits))
 
     @activity.defn(name="write_export_page")
+    @classify_data_errors
     async def write_export_page(self, request: ExportPageInput) -> ExportPage:
         """One page in the export's order: a part file per split and a part of the manifest."""
         selection = request.export.selection
@@ -353,6 +356,7 @@ class ExportActivities:
         return await asyncio.gather(*(fetch(key) for key in keys))
 
     @activity.defn(name="finish_export")
+    @classify_data_errors
     async def finish_export(self, request: ExportFinishInput) -> ExportResult:
         """Join the parts into the data files and the manifest, write the card, record the export."""
         export, selection = request.export, request.export.selection
@@ -424,6 +428,7 @@ class ExportActivities:
         return counts
 
     @activity.defn(name="fail_export")
+    @classify_data_errors
     async def fail_export(self, failure: ExportFailure) -> None:
         async with self._sessions.begin() as session:
             await session.execute(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -229,6 +230,21 @@ class GeneratedRaw(BaseModel):
     rate_limit: dict[str, str] = Field(default_factory=dict)
 
 
+class PaidReply(BaseModel):
+    """An answered call: what the activity will return, and the raw document it stores first."""
+
+    generated: GeneratedRaw
+    document: dict[str, Any]
+
+
+class CallProgress(BaseModel):
+    """The heartbeat details of a Claude call: what its attempts so far have cost, and a reply
+    that was paid for but not stored yet, so the next attempt stores it instead of paying again."""
+
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    reply: PaidReply | None = None
+
+
 class StoreConversationInput(BaseModel):
     conversation_id: uuid.UUID
     user_id: str
@@ -272,10 +288,9 @@ class FinishItemInput(BaseModel):
 
 
 class EnrichPageInput(BaseModel):
-    """Enrich up to `limit` of a job's conversations that are not enriched yet."""
+    """Enrich one page (the worker's ENRICHMENT_PAGE_SIZE) of a job's conversations not enriched yet."""
 
     job_id: uuid.UUID
-    limit: int = 200
 
 
 class EnrichedPage(BaseModel):
@@ -361,3 +376,11 @@ class ExportProgress(BaseModel):
 class ExportFailure(BaseModel):
     export_id: uuid.UUID
     message: str
+
+
+class OutageDetails(BaseModel):
+    """The details of a database_unavailable or storage_unavailable failure: which part the step
+    waits for, and since when (`starter.py status` reads them from the pending activity)."""
+
+    part: str
+    since: datetime | None = None
