@@ -10,7 +10,7 @@ import signal
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.claude import ClaudeActivities
+from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
 from activities.jobs import JobActivities
@@ -76,6 +76,7 @@ def build_claude_worker(client: Client, settings: Settings, storage: Storage, cl
         activities=[generation.generate_conversation],
         max_concurrent_activities=settings.claude_max_concurrent_calls,
         max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 
 

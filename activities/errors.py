@@ -19,6 +19,8 @@ DATABASE_ERROR = "database_error"
 STORAGE_ERROR = "storage_error"
 # The part each outage type waits for, as a person names it.
 OUTAGE_PARTS = {DATABASE_UNAVAILABLE: "PostgreSQL", STORAGE_UNAVAILABLE: "S3 storage"}
+# A Claude call that would wait for the rate limit past its attempt's deadline: retried after it.
+CLAUDE_RATE_LIMIT_WAIT = "claude_rate_limit_wait"
 
 
 def permanent(message: str, error_type: str, *details: object) -> ApplicationError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -227,6 +228,21 @@ class GeneratedRaw(BaseModel):
     latency_ms: int
     attempt: int
     rate_limit: dict[str, str] = Field(default_factory=dict)
+
+
+class PaidReply(BaseModel):
+    """An answered call: what the activity will return, and the raw document it stores first."""
+
+    generated: GeneratedRaw
+    document: dict[str, Any]
+
+
+class CallProgress(BaseModel):
+    """The heartbeat details of a Claude call: what its attempts so far have cost, and a reply
+    that was paid for but not stored yet, so the next attempt stores it instead of paying again."""
+
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    reply: PaidReply | None = None
 
 
 class StoreConversationInput(BaseModel):
