@@ -70,7 +70,8 @@ def classify(exc: BaseException) -> ApplicationError | None:
     if isinstance(exc, (HTTPClientError, BotoConnectionError)):
         return outage(STORAGE_UNAVAILABLE, f"{_first_line(exc)}{_object_of(exc)}")
     if isinstance(exc, BotoCoreError):  # bad parameters, no credentials: a retry changes nothing
-        return ApplicationError(f"storage refused the request: {_first_line(exc)}{_object_of(exc)}", type=STORAGE_ERROR, non_retryable=True)
+        said = f"{_first_line(exc)}{_object_of(exc)}"
+        return ApplicationError(f"storage refused the request: {said}", type=STORAGE_ERROR, non_retryable=True)
     return _database_error(exc)
 
 
