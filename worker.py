@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -66,6 +67,7 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
             exports.fail_export,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )
 
 
@@ -84,6 +86,7 @@ def build_claude_worker(client: Client, settings: Settings, storage: Storage, cl
         max_concurrent_activities=settings.claude_max_concurrent_calls,
         max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )
 
 
@@ -111,6 +114,9 @@ async def main() -> None:
         for worker in workers:
             await running.enter_async_context(worker)
         await stop.wait()
+        log.info("worker stopping: running activities may finish", grace_s=settings.worker_shutdown_grace_s)
+        # All workers at once, so stopping takes the grace period at most.
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
     await engine.dispose()
     log.info("worker stopped")
 

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     )
 
     worker_max_concurrent_activities: int = Field(default=100, ge=1)
+    # On SIGTERM or SIGINT a worker takes no new tasks and gives its running activities (paid
+    # Claude calls above all) this long to finish before it cancels them.
+    worker_shutdown_grace_s: float = Field(default=300.0, ge=0)
 
     # Logging: "auto" = readable on a terminal, JSON otherwise.
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")

@@ -29,7 +29,15 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
-from models.messages import BatchJobInput, ClaudeCallPlan, FinishItemInput, JobStatusChange
+from models.messages import (
+    BatchJobInput,
+    ClaudeCallPlan,
+    FinishItemInput,
+    ItemPage,
+    ItemPageRequest,
+    JobPlan,
+    JobStatusChange,
+)
 from models.tables import BatchItem, BatchJob, Conversation
 from service import batches
 from tests.conftest import REPO
@@ -286,8 +294,8 @@ OUTAGE = timedelta(minutes=15)
 
 
 class DatabaseDownFor(FakeActivities):
-    """Every write of the job and its items fails as PostgreSQL being unavailable until the
-    outage has lasted OUTAGE (time the test server skips)."""
+    """The job's start, its item listing, its status write and every item's report fail as
+    PostgreSQL being unavailable until each has waited OUTAGE (time the test server skips)."""
 
     def __init__(self, batch: FakeBatch) -> None:
         super().__init__(batch)
@@ -298,6 +306,16 @@ class DatabaseDownFor(FakeActivities):
         if info.current_attempt_scheduled_time - info.scheduled_time < OUTAGE:
             self.failed_attempts += 1
             raise outage(DATABASE_UNAVAILABLE, "[Errno 111] Connection refused")
+
+    @activity.defn(name="start_job")
+    async def start_job(self, job_id: uuid.UUID) -> JobPlan:
+        self._during_the_outage()
+        return await super().start_job(job_id)
+
+    @activity.defn(name="list_queued_items")
+    async def list_queued_items(self, request: ItemPageRequest) -> ItemPage:
+        self._during_the_outage()
+        return await super().list_queued_items(request)
 
     @activity.defn(name="set_job_status")
     async def set_job_status(self, change: JobStatusChange) -> None:
@@ -327,4 +345,4 @@ async def test_a_fifteen_minute_outage_delays_every_data_step_and_fails_nothing(
 
     assert progress.status == JobStatus.COMPLETED and batch.job_status == JobStatus.COMPLETED
     assert [i.status for i in batch.items] == [ItemStatus.COMPLETED] * 3
-    assert fakes.failed_attempts > 20 * 5, "each step outlived the old 20-attempt cap"
+    assert fakes.failed_attempts > 20 * 6, "each of the 6 steps outlived the old 20-attempt cap"
