@@ -70,7 +70,8 @@ def classify(exc: BaseException) -> ApplicationError | None:
     if isinstance(exc, (HTTPClientError, BotoConnectionError)):
         return outage(STORAGE_UNAVAILABLE, f"{_first_line(exc)}{_object_of(exc)}")
     if isinstance(exc, BotoCoreError):  # bad parameters, no credentials: a retry changes nothing
-        return ApplicationError(f"storage refused the request: {_first_line(exc)}{_object_of(exc)}", type=STORAGE_ERROR, non_retryable=True)
+        said = f"{_first_line(exc)}{_object_of(exc)}"
+        return ApplicationError(f"storage refused the request: {said}", type=STORAGE_ERROR, non_retryable=True)
     return _database_error(exc)
 
 
@@ -102,11 +103,20 @@ def _database_error(exc: BaseException) -> ApplicationError | None:
         exc.connection_invalidated or isinstance(exc, (sqlalchemy.exc.InterfaceError, sqlalchemy.exc.OperationalError))
     ):
         return outage(DATABASE_UNAVAILABLE, _first_line(exc.orig or exc))
-    # asyncpg connects with plain sockets: a refused or timed-out connect is an OSError, and
-    # nothing else in a data step opens a socket of its own (boto3's errors are caught above).
-    if isinstance(exc, (OSError, TimeoutError)):
+    # asyncpg connects with plain sockets: a refused, missing (unix socket) or timed-out connect
+    # is an OSError. Only the driver's own count: a missing file elsewhere is no outage.
+    if isinstance(exc, (OSError, TimeoutError)) and _raised_in_database_driver(exc):
         return outage(DATABASE_UNAVAILABLE, _first_line(exc))
     return None
+
+
+def _raised_in_database_driver(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith(("asyncpg.", "sqlalchemy.")):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _postgres_error(exc: BaseException) -> tuple[str | None, str, str | None]:

@@ -11,7 +11,11 @@ CONNECT_TIMEOUT_S = 10
 
 def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
-        settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT_S}
+        settings.database_url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args={"timeout": CONNECT_TIMEOUT_S},
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit
 
 from sqlalchemy import make_url
 
@@ -30,6 +31,13 @@ class TcpGate:
             gate = cls(lambda: asyncio.open_connection(url.host, url.port or 5432))
         through = url.set(host=LOOPBACK, port=gate.port, query={k: v for k, v in url.query.items() if k != "host"})
         return gate, through.render_as_string(hide_password=False)
+
+    @classmethod
+    def for_http(cls, endpoint_url: str) -> tuple[TcpGate, str]:
+        """A gate to an HTTP server (S3), and the endpoint URL that goes through it."""
+        url = urlsplit(endpoint_url)
+        gate = cls(lambda: asyncio.open_connection(url.hostname, url.port or 80))
+        return gate, f"{url.scheme}://{LOOPBACK}:{gate.port}"
 
     async def open(self) -> None:
         self._server = await asyncio.start_server(self._serve, LOOPBACK, self.port)

@@ -88,15 +88,25 @@ async def test_a_programming_error_is_permanent(sessions: async_sessionmaker) ->
     assert error.message == 'database refused the query: column "no_such_column" does not exist'
 
 
-async def test_a_refused_connection_is_an_outage_that_is_retried(stack_settings: Settings) -> None:
-    engine = create_engine(stack_settings.model_copy(update={"database_url": closed_port_url()}))
+@pytest.mark.parametrize(
+    ("server", "words"),
+    [
+        ("a closed port", "Connect call failed"),
+        ("a unix socket nobody serves", "No such file or directory"),  # embedded PostgreSQL stopped
+    ],
+)
+async def test_a_server_that_is_not_there_is_an_outage_that_is_retried(
+    stack_settings: Settings, tmp_path, server: str, words: str  # noqa: ANN001
+) -> None:
+    url = closed_port_url() if server == "a closed port" else f"postgresql+asyncpg://brightrun@/brightrun?host={tmp_path}"
+    engine = create_engine(stack_settings.model_copy(update={"database_url": url}))
     try:
         error = await raised_by(run_sql(create_sessionmaker(engine), "SELECT 1"))
     finally:
         await engine.dispose()
 
     assert (error.type, error.non_retryable) == (DATABASE_UNAVAILABLE, False)
-    assert error.message.startswith("PostgreSQL unavailable: ") and "Connect call failed" in error.message
+    assert error.message.startswith("PostgreSQL unavailable: ") and words in error.message
     assert error.details[0].part == "PostgreSQL"
 
 
@@ -156,8 +166,15 @@ def test_s3_refusals_are_permanent(code: str) -> None:
     assert error.message == f"storage refused the request: {code}: {code} said"
 
 
-def test_an_error_of_neither_part_is_left_to_temporal() -> None:
+async def test_an_error_of_neither_part_is_left_to_temporal(tmp_path) -> None:  # noqa: ANN001
     assert classify(KeyError("persona_id")) is None
+
+    @classify_data_errors
+    async def read_a_missing_file() -> bytes:
+        return (tmp_path / "missing.json").read_bytes()
+
+    with pytest.raises(FileNotFoundError):  # an OSError, but not the database's
+        await read_a_missing_file()
 
 
 def test_data_steps_never_run_out_of_attempts_and_retry_soon_after_a_part_is_back() -> None:

@@ -22,21 +22,29 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.data_errors import outage
-from activities.errors import DATABASE_UNAVAILABLE
+from activities.errors import DATABASE_UNAVAILABLE, STORAGE_UNAVAILABLE
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
-from models.messages import BatchJobInput, ClaudeCallPlan, FinishItemInput, JobStatusChange
+from models.messages import (
+    BatchJobInput,
+    ClaudeCallPlan,
+    FinishItemInput,
+    ItemPage,
+    ItemPageRequest,
+    JobPlan,
+    JobStatusChange,
+)
 from models.tables import BatchItem, BatchJob, Conversation
 from service import batches
 from tests.conftest import REPO
 from tests.fakes import FakeActivities, FakeBatch
 from tests.gate import TcpGate
 from tests.helpers import eventually
-from worker import build_workers
+from worker import build_claude_worker, build_main_worker, build_workers
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id
 
@@ -127,6 +135,34 @@ def _scheduled_type(history, event_id: int) -> str:  # noqa: ANN001
 # --- an outage delays the items, and status says what they wait for -------------------------
 
 
+async def two_items_in_flight(
+    sessions: async_sessionmaker, client: Client, settings: Settings, standin: StandinControl
+) -> batches.LaunchedJob:
+    """A job of two items, both begun and in their (1.5 s) Claude calls."""
+    await standin.configure(latency_ms=1500)
+    job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**TWO_ITEMS, concurrency=2))
+
+    async def all_processing() -> bool:
+        return all(item.status == ItemStatus.PROCESSING for item in await items_of(sessions, job.job_id))
+
+    await eventually(all_processing, "both items have begun", timeout_s=30)
+    return job
+
+
+async def both_items_waiting(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> dict:
+    """The one `waiting_on` entry of `status`, once it counts both items."""
+    async def waiting_on() -> list[dict] | None:
+        return (await batches.job_status(sessions, str(job_id), client))["waiting_on"]
+
+    async def both_wait() -> bool:
+        outages = await waiting_on()
+        return bool(outages) and outages[0]["items"] == 2
+
+    await eventually(both_wait, "status shows both items waiting", timeout_s=60)
+    [outage] = await waiting_on()
+    return outage
+
+
 @pytest.fixture
 async def gated_database(stack_settings: Settings) -> AsyncIterator[tuple[TcpGate, Settings]]:
     """Settings whose database is reached through a gate the test opens and closes, with task
@@ -177,19 +213,11 @@ async def test_a_database_outage_delays_the_items_and_status_says_so(
     gated_worker: tuple[TcpGate, Settings],
 ) -> None:
     gate, settings = gated_worker
-    await standin.configure(latency_ms=1500)
-    job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**TWO_ITEMS, concurrency=2))
-    await eventually(
-        lambda: _all_processing(sessions, job.job_id), "both items have begun", timeout_s=30
-    )
+    job = await two_items_in_flight(sessions, stack_client, settings, standin)
 
     outage_began = datetime.now(UTC)
     await gate.close()  # PostgreSQL is gone for the workers: the Claude calls end, linking cannot
-    async def waiting() -> list[dict] | None:
-        return (await batches.job_status(sessions, str(job.job_id), stack_client))["waiting_on"]
-
-    await eventually(lambda: _waiting_items(waiting, 2), "status shows both items waiting", timeout_s=60)
-    [waiting_on] = await waiting()
+    waiting_on = await both_items_waiting(sessions, stack_client, job.job_id)
     assert waiting_on["part"] == "PostgreSQL" and waiting_on["error_type"] == DATABASE_UNAVAILABLE
     assert waiting_on["last_error"].startswith("PostgreSQL unavailable: ")
     since = datetime.fromisoformat(waiting_on["since"])
@@ -215,13 +243,49 @@ async def test_a_database_outage_delays_the_items_and_status_says_so(
     assert (await standin.stats())["requests"] == 2, "the outage bought no second Claude call"
 
 
-async def _all_processing(sessions: async_sessionmaker, job_id: uuid.UUID) -> bool:
-    return all(item.status == ItemStatus.PROCESSING for item in await items_of(sessions, job_id))
+@pytest.fixture
+async def gated_storage_worker(
+    stack_client: Client, stack_settings: Settings, sessions: async_sessionmaker, storage: Storage
+) -> AsyncIterator[tuple[TcpGate, Settings]]:
+    """The real workers, whose data steps reach S3 through a gate the test opens and closes (the
+    Claude call's own upload does not: what an S3 outage does to a paid call is not this test's)."""
+    gate, endpoint = TcpGate.for_http(stack_settings.s3_endpoint_url)
+    await gate.open()
+    settings = stack_settings.model_copy(
+        update={"task_queue": f"gated-{uuid.uuid4()}", "claude_task_queue": f"gated-claude-{uuid.uuid4()}"}
+    )
+    gated_storage = Storage(settings.model_copy(update={"s3_endpoint_url": endpoint}))
+    async with (
+        build_main_worker(stack_client, settings, sessions, gated_storage),
+        build_claude_worker(stack_client, settings, storage, create_claude_client(settings)),
+    ):
+        yield gate, settings
+    await gate.close()
 
 
-async def _waiting_items(waiting, count: int) -> bool:  # noqa: ANN001
-    outages = await waiting()
-    return bool(outages) and outages[0]["items"] == count
+async def test_a_storage_outage_delays_the_items_and_status_says_so(
+    sessions: async_sessionmaker,
+    stack_client: Client,
+    standin: StandinControl,
+    gated_storage_worker: tuple[TcpGate, Settings],
+) -> None:
+    gate, settings = gated_storage_worker
+    job = await two_items_in_flight(sessions, stack_client, settings, standin)
+
+    await gate.close()  # S3 is gone for the data steps: the answers cannot be stored
+    waiting_on = await both_items_waiting(sessions, stack_client, job.job_id)
+    assert (waiting_on["part"], waiting_on["error_type"]) == ("S3 storage", STORAGE_UNAVAILABLE)
+    assert waiting_on["last_error"].startswith("S3 storage unavailable: Could not connect to the endpoint URL")
+    assert waiting_on["summary"].startswith("waiting for S3 storage since ")
+
+    await gate.open()
+    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=90)
+
+    items = await items_of(sessions, job.job_id)
+    assert [i.status for i in items] == [ItemStatus.COMPLETED] * 2 and all(i.conversation_id for i in items)
+    assert (await standin.stats())["requests"] == 2
+
+
 
 
 # --- an outage longer than any attempt cap, on the time-skipping server ---------------------
@@ -230,8 +294,8 @@ OUTAGE = timedelta(minutes=15)
 
 
 class DatabaseDownFor(FakeActivities):
-    """Every write of the job and its items fails as PostgreSQL being unavailable until the
-    outage has lasted OUTAGE (time the test server skips)."""
+    """The job's start, its item listing, its status write and every item's report fail as
+    PostgreSQL being unavailable until each has waited OUTAGE (time the test server skips)."""
 
     def __init__(self, batch: FakeBatch) -> None:
         super().__init__(batch)
@@ -242,6 +306,16 @@ class DatabaseDownFor(FakeActivities):
         if info.current_attempt_scheduled_time - info.scheduled_time < OUTAGE:
             self.failed_attempts += 1
             raise outage(DATABASE_UNAVAILABLE, "[Errno 111] Connection refused")
+
+    @activity.defn(name="start_job")
+    async def start_job(self, job_id: uuid.UUID) -> JobPlan:
+        self._during_the_outage()
+        return await super().start_job(job_id)
+
+    @activity.defn(name="list_queued_items")
+    async def list_queued_items(self, request: ItemPageRequest) -> ItemPage:
+        self._during_the_outage()
+        return await super().list_queued_items(request)
 
     @activity.defn(name="set_job_status")
     async def set_job_status(self, change: JobStatusChange) -> None:
@@ -271,4 +345,4 @@ async def test_a_fifteen_minute_outage_delays_every_data_step_and_fails_nothing(
 
     assert progress.status == JobStatus.COMPLETED and batch.job_status == JobStatus.COMPLETED
     assert [i.status for i in batch.items] == [ItemStatus.COMPLETED] * 3
-    assert fakes.failed_attempts > 20 * 5, "each step outlived the old 20-attempt cap"
+    assert fakes.failed_attempts > 20 * 6, "each of the 6 steps outlived the old 20-attempt cap"
