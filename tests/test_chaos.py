@@ -23,7 +23,6 @@ async def runner(outage_stack: tuple[Path, dict[str, str]]) -> AsyncIterator[Cha
 # Engine defects of issue 7 these scenarios catch, until their fix lands (strict: a fixed one
 # fails here until its mark goes).
 NOT_YET_FIXED = {
-    "quick_s3_down": "issue 7 item 5: S3 down buys a second Claude call per retry (1.5 calls per success)",
     "quick_item_terminated": "issue 7 item 2: a terminated item never reports, the job stays processing",
 }
 
