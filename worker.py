@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from activities.claude import ClaudeActivities
 from activities.conversations import ConversationActivities
+from activities.enrichment import EnrichmentActivities
 from activities.jobs import JobActivities
 from activities.templates import TemplateActivities
 from brightrun.claude_client import create_claude_client
@@ -33,6 +34,7 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
+    enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     main_queue = Worker(
         client,
         task_queue=settings.task_queue,
@@ -49,6 +51,7 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
             templates.select_template,
             templates.resolve_template,
             conversations.store_conversation,
+            enrichment.enrich_conversations,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
     )

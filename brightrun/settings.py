@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # The batch workflow continues as new once its history passes this many events.
     history_event_limit: int = Field(default=2000, ge=50)
 
+    # Enrichment, when a job's items are done: conversations per activity call, and the estimated
+    # Jaccard similarity (word 5-grams) from which a conversation is a near-duplicate of an earlier one.
+    enrichment_page_size: int = Field(default=200, ge=1, le=5000)
+    near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+
     worker_max_concurrent_activities: int = Field(default=100, ge=1)
 
     # Logging: "auto" = readable on a terminal, JSON otherwise.

@@ -28,6 +28,11 @@ def final_conversation_key(user_id: str, conversation_id: object) -> str:
     return f"{_conversation_folder(user_id)}/{conversation_id}.json"
 
 
+def enriched_conversation_key(user_id: str, conversation_id: object) -> str:
+    """The enrichment record (counts, quality parts, provenance, duplicate check), beside the final file."""
+    return f"{_conversation_folder(user_id)}/{conversation_id}_enriched.json"
+
+
 def job_log_key(job_id: object) -> str:
     return f"{job_id}/log.txt"
 

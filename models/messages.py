@@ -308,3 +308,18 @@ class FinishItemInput(BaseModel):
     outcome: ItemFinished
     # The anthropic-ratelimit-* headers of the item's last answered call, for its usage record.
     rate_limit: dict[str, str] = Field(default_factory=dict)
+
+
+# --- enrichment ---------------------------------------------------------------------------
+
+
+class EnrichPageInput(BaseModel):
+    """Enrich up to `limit` of a job's conversations that are not enriched yet."""
+
+    job_id: uuid.UUID
+    limit: int = 200
+
+
+class EnrichedPage(BaseModel):
+    enriched: int  # rows this call enriched (0 when another attempt did them first)
+    more: bool  # the job still has conversations to enrich

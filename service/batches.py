@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -22,11 +22,12 @@ from brightrun.settings import Settings
 from models import search_attributes
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
-from models.tables import BatchItem, BatchJob, BatchJobEvent, EmotionalArc, Persona, PromptTemplate, TrainingTopic
+from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, PromptTemplate, TrainingTopic
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
 
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
+USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length
 
 
 class BatchInputError(ValueError):
@@ -100,10 +101,12 @@ async def _resolve_template(session: AsyncSession, value: str | None, tier: Tier
     return template_id
 
 
-def _validate_user(user: str) -> str:
-    # The user id becomes a storage path segment.
+def validate_user(user: str) -> str:
+    """Checked once wherever a user id comes in: it becomes a storage path segment and an owner."""
     if not user or not all(c.isalnum() or c in "-_." for c in user) or user.startswith("."):
         raise BatchInputError(f"user {user!r} must be letters, digits, '-', '_' or '.'")
+    if len(user) > USER_ID_MAX_LENGTH:
+        raise BatchInputError(f"user id must be at most {USER_ID_MAX_LENGTH} characters, got {len(user)}")
     return user
 
 
@@ -113,7 +116,7 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         raise BatchInputError(f"--concurrency must be between 1 and 100, got {request.concurrency}")
     if request.name is not None and not 1 <= len(request.name.strip()) <= JOB_NAME_MAX_LENGTH:
         raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(request.name)}")
-    user = _validate_user(request.user)
+    user = validate_user(request.user)
     async with sessions.begin() as session:
         personas = await _resolve(session, Persona, "persona", request.personas)
         arcs = await _resolve(session, EmotionalArc, "arc", request.arcs)
@@ -218,6 +221,10 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
     job = await _load_job(sessions, job_ref)
     live = await _live_progress(client, job.id)
     remaining = job.total_items - job.completed_items - job.cancelled_items
+    async with sessions() as session:
+        enriched = await session.scalar(
+            select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
+        )
     return {
         "job_id": str(job.id),
         "workflow_id": job_workflow_id(job.id),
@@ -233,6 +240,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "cancelled": job.cancelled_items,
         "in_flight": live.in_flight if live else 0,
         "remaining": remaining,
+        "enriched": enriched,
         "elapsed_s": _elapsed_s(job),
         "eta_seconds": _eta_seconds(job, remaining, live),
         "input_tokens": job.input_tokens,
@@ -307,7 +315,7 @@ async def list_jobs(
     if status is not None:
         query = query.where(BatchJob.status == status.value)
     if user is not None:
-        query = query.where(BatchJob.created_by == _validate_user(user))
+        query = query.where(BatchJob.created_by == validate_user(user))
     async with sessions() as session:
         jobs = (await session.scalars(query)).all()
     return [

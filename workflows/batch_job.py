@@ -24,6 +24,7 @@ from temporalio.exceptions import (
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.enrichment import EnrichmentActivities
     from activities.item_workflows import WorkflowActivities
     from activities.jobs import JobActivities
     from models import search_attributes
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         BatchJobInput,
         BatchProgressState,
         CancelQueuedItems,
+        EnrichPageInput,
         ItemFinished,
         ItemPageRequest,
         ItemRef,
@@ -162,10 +164,11 @@ class BatchJobWorkflow:
                 self._state.cancel_requested = True
 
     async def _finish(self) -> JobProgress:
-        """The job's last steps, in order: halt if it must, then its final status (the row, its
-        counters recounted from the item rows, and the log)."""
+        """The job's last steps, in order: halt if it must, enrich what succeeded, then the final
+        status (the row, its counters recounted from the item rows, and the log)."""
         if self._halting:
             await self._halt()
+        await self._enrich()
         status, reason = self._final_status()
         async with self._lock:  # after any pause or resume still being recorded
             await self._change_status(status, reason)
@@ -185,6 +188,18 @@ class BatchJobWorkflow:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
             reason = f"cancelled: its workflow did not report within {ITEM_CANCEL_GRACE} of the cancel"
             await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._state.in_flight, reason))
+
+    async def _enrich(self) -> None:
+        """Enrich what succeeded, a page per activity (the history grows by one step per page),
+        before the job may be final. Pages already done by an earlier run or attempt are skipped.
+        A page that fails for good ends the enrichment (logged); the job still ends."""
+        enriched, more = 0, True
+        while more:
+            page = await self._job_step(EnrichmentActivities.enrich_conversations, EnrichPageInput(job_id=self._job_id))
+            if page is None:
+                return
+            enriched, more = enriched + page.enriched, page.more
+            workflow.set_current_details(f"enriched {enriched} conversations")
 
     # --- items that end without a report ------------------------------------------------
 
