@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from activities.claude import ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
+from activities.item_workflows import WorkflowActivities
 from activities.jobs import JobActivities
 from activities.templates import TemplateActivities
 from brightrun.claude_client import create_claude_client
@@ -34,6 +35,7 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
+    item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     main_queue = Worker(
         client,
@@ -45,6 +47,8 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
             jobs.begin_item,
             jobs.link_conversation,
             jobs.finish_item,
+            jobs.record_unreported_items,
+            item_workflows.ended_workflows,
             jobs.cancel_queued_items,
             jobs.set_job_status,
             jobs.write_job_log,
