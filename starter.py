@@ -8,6 +8,8 @@
     python starter.py jobs [--status S] [--user U] [--json]
     python starter.py catalog [--json]
     python starter.py review list|show|approve|reject ...
+    python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
+        [--split train=0.9,validation=0.1] [--seed N] [--user U] --out DIR|s3://bucket/prefix [--json]
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from service import batches, review as reviews
+from service import batches, export as exports, review as reviews
 from service.catalog import list_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, temporal_address
-from models.enums import ErrorPolicy, JobStatus, ReviewStatus, Tier
+from workflows.export import export_workflow_id
+from models.enums import ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -156,6 +159,8 @@ def launch(
 def _status_table(status: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None)
     for key, value in status.items():
+        if key == "waiting_on" and value:
+            value = "\n".join(outage["summary"] for outage in value)
         if value is not None:
             table.add_row(key, str(value))
     return table
@@ -166,8 +171,12 @@ def status(
     job: Annotated[str, typer.Argument(help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show a job's state, counters, ETA and token usage."""
-    _print_status(_run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True), as_json)
+    """Show a job's state, counters, ETA and token usage, and any outage its items wait for."""
+    result = _run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True)
+    _print_status(result, as_json)
+    if result.get("database_unavailable"):
+        # The workflow's numbers were shown; the exit code still says a part is down.
+        _fail(3, f"PostgreSQL at {_database_address()}: {result['database_unavailable']}. Shown: the workflow's own numbers")
 
 
 def _print_status(result: dict[str, Any], as_json: bool) -> None:
@@ -226,7 +235,8 @@ def watch(
                     description=current["status"],
                     completed=current["completed"] + current["cancelled"],
                     detail=f"ok {current['successful']}  failed {current['failed']}  cancelled {current['cancelled']}"
-                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else ""),
+                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
+                    + "".join(f"  waiting for {outage['part']}" for outage in current.get("waiting_on") or []),
                 )
                 if JobStatus(current["status"]).is_final:
                     return current
@@ -397,6 +407,47 @@ def review_reject(
         all_pending=all_pending,
     )
     _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_dataset(
+    out: Annotated[str, typer.Option("--out", help="A new or empty directory (written by the worker), or s3://bucket/prefix.")],
+    job: Annotated[list[str] | None, typer.Option("--job", help="Only this job's conversations (repeatable).")] = None,
+    status: Annotated[ReviewStatus, typer.Option("--status", help="Review status to export.")] = ReviewStatus.APPROVED,
+    min_quality: MinQualityOption = None,
+    export_format: Annotated[ExportFormat, typer.Option("--format", help="messages (chat) or sharegpt.")] = ExportFormat.MESSAGES,
+    split: Annotated[str, typer.Option("--split", help="Named shares adding up to 1.")] = "train=1",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the split.")] = 0,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest), as a
+    Temporal workflow export-{id}; the same selection and seed give the same bytes."""
+
+    async def action(ctx: Context):  # noqa: ANN202
+        request = exports.ExportRequest(
+            owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
+            min_quality=min_quality, format=export_format, split=split, seed=seed,
+        )
+        return await exports.export(ctx.sessions, ctx.client, ctx.settings, request)
+
+    result = _run(action, with_temporal=True)
+    files = exports.full_paths(result)
+    if as_json:
+        _print_json({"export_id": str(result.export_id), "workflow_id": export_workflow_id(result.export_id),
+                     "location": result.location, "count": result.count, "files": files, "splits": result.splits})
+        return
+    console.print(f"exported {result.count} conversations ({', '.join(f'{k} {v}' for k, v in result.splits.items())}) "
+                  f"to {result.location}")
+    for path in files:
+        console.print(f"  {path}", highlight=False)
+    if not result.location.startswith("s3://"):
+        console.print(f'load it: python -c \'from datasets import load_dataset; print(load_dataset("{result.location}"))\'',
+                      highlight=False)
 
 
 if __name__ == "__main__":

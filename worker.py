@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.claude import ClaudeActivities
+from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
+from activities.export import ExportActivities
 from activities.item_workflows import WorkflowActivities
 from activities.jobs import JobActivities
 from activities.templates import TemplateActivities
@@ -25,6 +27,7 @@ from brightrun.storage import Storage
 from brightrun.temporal_client import connect, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
+from workflows.export import ExportWorkflow
 
 log = get_logger("worker")
 
@@ -32,15 +35,21 @@ log = get_logger("worker")
 def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
+    return [build_main_worker(client, settings, sessions, storage), build_claude_worker(client, settings, storage, claude)]
+
+
+def build_main_worker(client: Client, settings: Settings, sessions, storage: Storage) -> Worker:  # noqa: ANN001
+    """The workflows and every data step (database and storage)."""
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
     item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
-    main_queue = Worker(
+    exports = ExportActivities(sessions, storage, settings.export_page_size)
+    return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BatchJobWorkflow, BatchItemWorkflow],
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow],
         activities=[
             jobs.start_job,
             jobs.list_queued_items,
@@ -56,10 +65,14 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
             templates.resolve_template,
             conversations.store_conversation,
             enrichment.enrich_conversations,
+            exports.plan_export,
+            exports.write_export_page,
+            exports.finish_export,
+            exports.fail_export,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )
-    return [main_queue, build_claude_worker(client, settings, storage, claude)]
 
 
 def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
@@ -76,6 +89,8 @@ def build_claude_worker(client: Client, settings: Settings, storage: Storage, cl
         activities=[generation.generate_conversation],
         max_concurrent_activities=settings.claude_max_concurrent_calls,
         max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )
 
 
@@ -103,6 +118,9 @@ async def main() -> None:
         for worker in workers:
             await running.enter_async_context(worker)
         await stop.wait()
+        log.info("worker stopping: running activities may finish", grace_s=settings.worker_shutdown_grace_s)
+        # All workers at once, so stopping takes the grace period at most.
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
     await engine.dispose()
     log.info("worker stopped")
 

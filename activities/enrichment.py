@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 
 from activities.conversations import GOOD_TURN_COUNT, GOOD_WORDS_PER_TURN
+from activities.data_errors import classify_data_errors
 from activities.errors import JOB_NOT_FOUND, permanent
 from brightrun.storage import Storage, enriched_conversation_key
 from models.messages import EnrichedPage, EnrichPageInput
@@ -194,6 +195,7 @@ class EnrichmentActivities:
         self._threshold = near_duplicate_threshold
 
     @activity.defn(name="enrich_conversations")
+    @classify_data_errors
     async def enrich_conversations(self, request: EnrichPageInput) -> EnrichedPage:
         """Enrich one page of the job's conversations that are not enriched yet."""
         async with self._sessions.begin() as session:

@@ -17,12 +17,15 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFail
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
+from activities.data_errors import classify
+from activities.errors import DATABASE_UNAVAILABLE
 from brightrun.claude_client import claude_call_plan
 from brightrun.settings import Settings
 from models import search_attributes
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
 from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, PromptTemplate, TrainingTopic
+from service.outages import Outage, job_outages
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
 
 
@@ -217,9 +220,17 @@ async def _live_progress(client: Client | None, job_id: uuid.UUID) -> JobProgres
 
 
 async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client | None = None) -> dict[str, Any]:
-    """The job's row, with the live numbers of its workflow (status, in flight, ETA) when it runs."""
-    job = await _load_job(sessions, job_ref)
+    """The job's row, with the live numbers of its workflow (status, in flight, ETA, the parts
+    its items wait for) when it runs. While PostgreSQL is down, the workflow's view alone."""
+    try:
+        job = await _load_job(sessions, job_ref)
+    except Exception as exc:
+        failure = classify(exc)
+        if client is None or failure is None or failure.type != DATABASE_UNAVAILABLE:
+            raise
+        return await _status_without_database(client, parse_uuid(job_ref, "job id"), failure.message, exc)
     live = await _live_progress(client, job.id)
+    waiting_on = await job_outages(client, job.id) if live else []
     remaining = job.total_items - job.completed_items - job.cancelled_items
     async with sessions() as session:
         enriched = await session.scalar(
@@ -253,6 +264,43 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "error_message": job.error_message,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+        "waiting_on": _waiting_on(waiting_on),
+    }
+
+
+def _waiting_on(outages: list[Outage]) -> list[dict[str, Any]] | None:
+    return [{**outage.model_dump(mode="json"), "summary": outage.describe()} for outage in outages] or None
+
+
+async def _status_without_database(
+    client: Client, job_id: uuid.UUID, database_error: str, exc: Exception
+) -> dict[str, Any]:
+    """The running workflow's own numbers; without a running workflow there is nothing to show."""
+    live = await _live_progress(client, job_id)
+    if live is None:
+        raise exc
+    return {
+        "job_id": str(job_id),
+        "workflow_id": job_workflow_id(job_id),
+        "status": live.status.value,
+        "total": live.total,
+        "completed": live.completed,
+        "successful": live.successful,
+        "failed": live.failed,
+        "cancelled": live.cancelled,
+        "in_flight": live.in_flight,
+        "remaining": live.remaining,
+        "enriched": None,
+        "elapsed_s": live.elapsed_s,
+        "eta_seconds": live.eta_seconds,
+        "input_tokens": live.usage.input_tokens,
+        "output_tokens": live.usage.output_tokens,
+        "cost_usd": round(live.usage.cost_usd, 8),
+        "started_at": live.started_at.isoformat() if live.started_at else None,
+        "completed_at": None,
+        "waiting_on": _waiting_on(await job_outages(client, job_id)),
+        # Says the row could not be read: the numbers above are the workflow's.
+        "database_unavailable": database_error,
     }
 
 

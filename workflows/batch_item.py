@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from models.enums import ItemStatus, Tier
     from models.messages import (
         BatchItemInput,
+        CallProgress,
         FinishItemInput,
         GeneratedRaw,
         GenerateInput,
@@ -42,6 +43,17 @@ def failure_message(error: ActivityError) -> str:
     if isinstance(cause, TimeoutError):
         return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
     return f"{error.activity_type} failed: {cause or error}"
+
+
+def spent_on_failed_call(error: ActivityError) -> TokenUsage:
+    """What the attempts of a Claude call that failed for good were paid for: the usage the
+    activity put last in its failure's details, or for a timeout the one its last heartbeat carried."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[-1], dict):
+        return TokenUsage.model_validate(cause.details[-1])
+    if isinstance(cause, TimeoutError) and cause.last_heartbeat_details and isinstance(cause.last_heartbeat_details[0], dict):
+        return CallProgress.model_validate(cause.last_heartbeat_details[0]).usage
+    return TokenUsage()
 
 
 def repair_problem(error: ApplicationError) -> str:
@@ -132,20 +144,24 @@ class BatchItemWorkflow:
         prompt: ResolvedPrompt,
         repair: RepairRequest | None = None,
     ) -> GeneratedRaw:
-        generated = await workflow.execute_activity_method(
-            ClaudeActivities.generate_conversation,
-            GenerateInput(
-                job_id=request.job_id,
-                item_id=request.item_id,
-                conversation_id=conversation_id,
-                user_id=request.user_id,
-                tier=tier,
-                prompt=prompt,
-                repair=repair,
-            ),
-            **claude_step(request.claude, tier),
-        )
-        self._usage += generated.usage
+        try:
+            generated = await workflow.execute_activity_method(
+                ClaudeActivities.generate_conversation,
+                GenerateInput(
+                    job_id=request.job_id,
+                    item_id=request.item_id,
+                    conversation_id=conversation_id,
+                    user_id=request.user_id,
+                    tier=tier,
+                    prompt=prompt,
+                    repair=repair,
+                ),
+                **claude_step(request.claude, tier),
+            )
+        except ActivityError as error:
+            self._usage += spent_on_failed_call(error)
+            raise
+        self._usage += generated.usage  # every attempt's, failed ones included
         self._rate_limit = generated.rate_limit
         return generated
 
