@@ -8,6 +8,8 @@
     python starter.py jobs [--status S] [--user U] [--json]
     python starter.py catalog [--json]
     python starter.py review list|show|approve|reject ...
+    python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
+        [--split train=0.9,validation=0.1] [--seed N] [--user U] --out DIR|s3://bucket/prefix [--json]
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from service import batches, review as reviews
+from service import batches, export as exports, review as reviews
 from service.catalog import list_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, temporal_address
-from models.enums import ErrorPolicy, JobStatus, ReviewStatus, Tier
+from workflows.export import export_workflow_id
+from models.enums import ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -404,6 +407,47 @@ def review_reject(
         all_pending=all_pending,
     )
     _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_dataset(
+    out: Annotated[str, typer.Option("--out", help="A new or empty directory (written by the worker), or s3://bucket/prefix.")],
+    job: Annotated[list[str] | None, typer.Option("--job", help="Only this job's conversations (repeatable).")] = None,
+    status: Annotated[ReviewStatus, typer.Option("--status", help="Review status to export.")] = ReviewStatus.APPROVED,
+    min_quality: MinQualityOption = None,
+    export_format: Annotated[ExportFormat, typer.Option("--format", help="messages (chat) or sharegpt.")] = ExportFormat.MESSAGES,
+    split: Annotated[str, typer.Option("--split", help="Named shares adding up to 1.")] = "train=1",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the split.")] = 0,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest), as a
+    Temporal workflow export-{id}; the same selection and seed give the same bytes."""
+
+    async def action(ctx: Context):  # noqa: ANN202
+        request = exports.ExportRequest(
+            owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
+            min_quality=min_quality, format=export_format, split=split, seed=seed,
+        )
+        return await exports.export(ctx.sessions, ctx.client, ctx.settings, request)
+
+    result = _run(action, with_temporal=True)
+    files = exports.full_paths(result)
+    if as_json:
+        _print_json({"export_id": str(result.export_id), "workflow_id": export_workflow_id(result.export_id),
+                     "location": result.location, "count": result.count, "files": files, "splits": result.splits})
+        return
+    console.print(f"exported {result.count} conversations ({', '.join(f'{k} {v}' for k, v in result.splits.items())}) "
+                  f"to {result.location}")
+    for path in files:
+        console.print(f"  {path}", highlight=False)
+    if not result.location.startswith("s3://"):
+        console.print(f'load it: python -c \'from datasets import load_dataset; print(load_dataset("{result.location}"))\'',
+                      highlight=False)
 
 
 if __name__ == "__main__":

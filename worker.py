@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
+from activities.export import ExportActivities
 from activities.jobs import JobActivities
 from activities.templates import TemplateActivities
 from brightrun.claude_client import create_claude_client
@@ -25,6 +26,7 @@ from brightrun.storage import Storage
 from brightrun.temporal_client import connect, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
+from workflows.export import ExportWorkflow
 
 log = get_logger("worker")
 
@@ -41,10 +43,11 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
+    exports = ExportActivities(sessions, storage, settings.export_page_size)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BatchJobWorkflow, BatchItemWorkflow],
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow],
         activities=[
             jobs.start_job,
             jobs.list_queued_items,
@@ -58,6 +61,10 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
             templates.resolve_template,
             conversations.store_conversation,
             enrichment.enrich_conversations,
+            exports.plan_export,
+            exports.write_export_page,
+            exports.finish_export,
+            exports.fail_export,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),

@@ -10,6 +10,7 @@ UNKNOWN_PLACEHOLDER = "UnknownPlaceholder"
 INVALID_OUTPUT = "invalid_output"
 TRUNCATED_OUTPUT = "truncated_output"
 LOW_QUALITY = "low_quality"
+EXPORT_FILE_MISSING = "ExportFileMissing"
 ITEM_ALREADY_LINKED = "ItemAlreadyLinked"
 # Database and storage failures, classified in activities/data_errors.py. An outage is retried
 # until the part is back; a refusal (constraint, bad value, missing bucket, access denied) never is.

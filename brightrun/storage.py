@@ -62,6 +62,11 @@ class Storage:
             config=Config(retries={"mode": "standard", "max_attempts": 3}, s3={"addressing_style": "path"}),
         )
 
+    @property
+    def client(self):  # noqa: ANN201 - boto3's client has no importable type
+        """The blocking boto3 client, for streaming work that already runs in a worker thread."""
+        return self._client
+
     async def put_json(self, bucket: str, key: str, document: Any) -> None:
         body = json.dumps(document, ensure_ascii=False, indent=2).encode()
         await self.put_bytes(bucket, key, body, "application/json")

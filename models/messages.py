@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+from models.enums import ErrorPolicy, ExportFormat, ExportStatus, ItemStatus, JobStatus, ReviewStatus, Tier
 
 NIL_UUID = uuid.UUID(int=0)
 
@@ -288,15 +288,94 @@ class FinishItemInput(BaseModel):
 
 
 class EnrichPageInput(BaseModel):
-    """Enrich up to `limit` of a job's conversations that are not enriched yet."""
+    """Enrich one page (the worker's ENRICHMENT_PAGE_SIZE) of a job's conversations not enriched yet."""
 
     job_id: uuid.UUID
-    limit: int = 200
 
 
 class EnrichedPage(BaseModel):
     enriched: int  # rows this call enriched (0 when another attempt did them first)
     more: bool  # the job still has conversations to enrich
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+class SplitShare(BaseModel):
+    name: str
+    fraction: float
+
+
+class ExportSelection(BaseModel):
+    """What an export takes and how it writes it: with the seed, all that decides its bytes."""
+
+    user: str | None  # None: every user's (an admin's export)
+    job_ids: list[uuid.UUID] = Field(default_factory=list)
+    review_status: ReviewStatus | None = ReviewStatus.APPROVED
+    min_quality: float | None = None
+    format: ExportFormat = ExportFormat.MESSAGES
+    splits: list[SplitShare] = Field(default_factory=lambda: [SplitShare(name="train", fraction=1.0)])
+    seed: int = 0
+    system_prompt: str
+
+
+class ExportInput(BaseModel):
+    export_id: uuid.UUID
+    selection: ExportSelection
+    # An absolute directory on the worker's machine, or s3://bucket/prefix.
+    location: str
+
+
+class ExportPlan(BaseModel):
+    total: int
+    split_sizes: dict[str, int]
+
+
+class ExportCursor(BaseModel):
+    """Where the next page starts in the export's order (the seeded hash, then the id)."""
+
+    order_key: str
+    conversation_id: uuid.UUID
+
+
+class ExportPageInput(BaseModel):
+    export: ExportInput
+    plan: ExportPlan
+    page: int
+    first_position: int
+    after: ExportCursor | None = None
+
+
+class ExportPage(BaseModel):
+    count: int
+    last: ExportCursor | None
+
+
+class ExportFinishInput(BaseModel):
+    export: ExportInput
+    plan: ExportPlan
+    pages: int
+
+
+class ExportResult(BaseModel):
+    export_id: uuid.UUID
+    location: str
+    count: int
+    splits: dict[str, int]
+    # Paths relative to the location: data files, card and manifest.
+    files: list[str]
+
+
+class ExportProgress(BaseModel):
+    export_id: uuid.UUID
+    status: ExportStatus
+    total: int
+    written: int
+
+
+class ExportFailure(BaseModel):
+    export_id: uuid.UUID
+    message: str
 
 
 class OutageDetails(BaseModel):

@@ -102,7 +102,7 @@ def _check_quality(value: float | None, option: str) -> None:
         raise BatchInputError(f"{option} must be between 0 and 1, got {value}")
 
 
-async def _owned_job(sessions: async_sessionmaker, owner: Owner, job_ref: str) -> uuid.UUID:
+async def owned_job(sessions: async_sessionmaker, owner: Owner, job_ref: str) -> uuid.UUID:
     job_id = parse_uuid(job_ref, "job id")
     async with sessions() as session:
         created_by = await session.scalar(select(BatchJob.created_by).where(BatchJob.id == job_id))
@@ -138,7 +138,7 @@ async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Sel
         ids = await _owned_conversations(sessions, owner, selection.conversation_ids)
         conditions.append(Conversation.conversation_id.in_(ids))
     if selection.job:
-        conditions.append(Conversation.batch_job_id == await _owned_job(sessions, owner, selection.job))
+        conditions.append(Conversation.batch_job_id == await owned_job(sessions, owner, selection.job))
     if selection.status:
         conditions.append(Conversation.review_status == selection.status.value)
     if selection.min_quality is not None:

@@ -119,7 +119,7 @@ async def test_a_missing_final_file_is_a_failed_check_not_a_failed_job(sessions:
     job_id = await new_job(sessions, user)
     lost = await new_conversation(sessions, storage, job_id, user, dialogue("lost"))
     await asyncio.to_thread(
-        storage._client.delete_object, Bucket=storage.conversation_bucket, Key=final_conversation_key(user, lost)
+        storage.client.delete_object, Bucket=storage.conversation_bucket, Key=final_conversation_key(user, lost)
     )
 
     assert await enrich_all(EnrichmentActivities(sessions, storage, 10, 0.8), job_id) == 1

@@ -48,6 +48,10 @@ DATA_STEP = {
 }
 
 
+# Export steps read and write a page of conversations (or join them all): longer than a data step.
+EXPORT_STEP = {**DATA_STEP, "start_to_close_timeout": timedelta(minutes=10)}
+
+
 def claude_step(plan: ClaudeCallPlan, tier: Tier) -> dict:
     """Options of one Claude call. The activity classifies its own failures (retry-after, backoff
     with jitter, non-retryable 4xx, the last attempt's message); this policy's intervals apply to
