@@ -17,6 +17,14 @@ from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     CancelQueuedItems,
     EnrichedPage,
+    ExportCursor,
+    ExportFailure,
+    ExportFinishInput,
+    ExportInput,
+    ExportPage,
+    ExportPageInput,
+    ExportPlan,
+    ExportResult,
     EnrichPageInput,
     FinishItemInput,
     GeneratedRaw,
@@ -305,3 +313,35 @@ class FakeActivities:
             self.set_job_status,
             self.write_job_log,
         ]
+
+
+class FakeExportActivities:
+    """The export's steps in memory: `total` conversations, pages of `page_size`."""
+
+    def __init__(self, total: int, page_size: int) -> None:
+        self.total = total
+        self.page_size = page_size
+        self.pages: list[int] = []
+
+    @activity.defn(name="plan_export")
+    async def plan_export(self, request: ExportInput) -> ExportPlan:
+        return ExportPlan(total=self.total, split_sizes={"train": self.total})
+
+    @activity.defn(name="write_export_page")
+    async def write_export_page(self, request: ExportPageInput) -> ExportPage:
+        count = max(0, min(self.page_size, self.total - request.first_position))
+        self.pages.append(count)
+        last = ExportCursor(order_key=f"{request.first_position + count:032x}", conversation_id=uuid.UUID(int=count))
+        return ExportPage(count=count, last=last if count else None)
+
+    @activity.defn(name="finish_export")
+    async def finish_export(self, request: ExportFinishInput) -> ExportResult:
+        return ExportResult(export_id=request.export.export_id, location=request.export.location, count=self.total,
+                            splits={"train": self.total}, files=["data/train.jsonl", "README.md", "manifest.json"])
+
+    @activity.defn(name="fail_export")
+    async def fail_export(self, failure: ExportFailure) -> None:
+        return None
+
+    def all(self) -> list:
+        return [self.plan_export, self.write_export_page, self.finish_export, self.fail_export]
