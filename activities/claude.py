@@ -130,6 +130,11 @@ def classify_failure(
         retry_after = _retry_after(exc)
         if retry_after is not None:
             delay = max(delay, timedelta(seconds=retry_after))
+    elif isinstance(exc, RateLimitWaitTooLong):
+        error_type, message = CLAUDE_RATE_LIMIT_WAIT, str(exc)
+        delay = max(
+            timedelta(seconds=exc.wait_s), backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
+        )
     elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):  # timeouts included
         # The SDK raises the transport's own error when the connection breaks inside a stream.
         error_type = "claude_connection"
@@ -211,14 +216,11 @@ class RateLimitGate:
         `start_by` (its turn and the budget's reset both count) raises RateLimitWaitTooLong at
         once instead of holding its attempt's slot."""
         if self.low:
-            try:
-                await asyncio.wait_for(self._one_at_a_time.acquire(), timeout=max(0.0, start_by - self._clock()))
-            except TimeoutError:
-                raise RateLimitWaitTooLong(self.pause_s(), "its turn among the held calls") from None
+            await self._take_turn(start_by)
             try:
                 if self.low:  # still low once it is this call's turn
                     pause = self.pause_s()
-                    if self._clock() + pause > start_by:
+                    if pause > 0 and self._clock() + pause > start_by:
                         raise RateLimitWaitTooLong(pause, "the budget's reset")
                     if pause > 0:
                         log.info("rate limit budget low: waiting for its reset", wait_s=round(pause, 1))
@@ -230,6 +232,17 @@ class RateLimitGate:
                 self._one_at_a_time.release()
         self._start_call()
         yield
+
+
+    async def _take_turn(self, start_by: float) -> None:
+        """The one-at-a-time slot: at once when free, else by `start_by` or never."""
+        if not self._one_at_a_time.locked():
+            await self._one_at_a_time.acquire()
+            return
+        try:
+            await asyncio.wait_for(self._one_at_a_time.acquire(), timeout=max(0.0, start_by - self._clock()))
+        except TimeoutError:
+            raise RateLimitWaitTooLong(self.pause_s(), "its turn among the held calls") from None
 
 
 class RateLimitWaitTooLong(Exception):  # noqa: N818 - a condition, not a programming error
@@ -376,9 +389,7 @@ class ClaudeActivities:
                     message, headers = await stream.get_final_message(), stream.response.headers
                 latency_ms = int((time.monotonic() - started) * 1000)
                 self._gate.observe(headers)
-        except RateLimitWaitTooLong as wait:
-            raise self._failure(request, progress, wait) from None
-        except (anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
+        except (RateLimitWaitTooLong, anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
             failure = self._failure(request, progress, exc)
             if announced_at is not None:
                 await asyncio.sleep(max(0.0, announced_at + _HEARTBEAT_SENT_S - time.monotonic()))
@@ -412,14 +423,10 @@ class ClaudeActivities:
     def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> ApplicationError:
         """The failure of this attempt, logged, with the usage of every attempt so far as its detail."""
         attempt, rate_limit = activity.info().attempt, {}
-        if isinstance(exc, RateLimitWaitTooLong):
-            delay = max(timedelta(seconds=exc.wait_s), backoff_delay(attempt, self._settings.claude_retry_base_s, self._settings.claude_retry_cap_s))
-            failure = ApplicationError(str(exc), progress.usage, type=CLAUDE_RATE_LIMIT_WAIT, next_retry_delay=delay)
-        else:
-            if isinstance(exc, anthropic.APIStatusError):
-                self._gate.observe(exc.response.headers)
-                rate_limit = _rate_limit_headers(exc.response.headers)
-            failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings, [progress.usage])
+        if isinstance(exc, anthropic.APIStatusError):
+            self._gate.observe(exc.response.headers)
+            rate_limit = _rate_limit_headers(exc.response.headers)
+        failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings, [progress.usage])
         _call_log(request).warning(
             "claude call failed",
             error=failure.message,
