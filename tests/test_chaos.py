@@ -1,0 +1,41 @@
+"""The short chaos scenarios (bench/chaos.py): 32 items through two worker processes while
+workers are killed, Temporal restarts, PostgreSQL or S3 is down 20 s, 30% of the API calls fail,
+or an operator terminates or resets an item. Each ends with the suite's invariants, checked
+against PostgreSQL, S3 and the stand-in's log. `make chaos` runs the long ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bench.chaos import QUICK, ChaosRunner, Scenario
+
+
+@pytest.fixture(scope="module")
+async def runner(outage_stack: tuple[Path, dict[str, str]]) -> AsyncIterator[ChaosRunner]:
+    async with ChaosRunner(*outage_stack) as chaos:
+        yield chaos
+
+
+# Engine defects of issue 7 these scenarios catch, until their fix lands (strict: a fixed one
+# fails here until its mark goes).
+NOT_YET_FIXED = {
+    "quick_item_terminated": "issue 7 item 2: a terminated item never reports, the job stays processing",
+}
+
+
+def with_known_defects(scenario: Scenario) -> object:
+    reason = NOT_YET_FIXED.get(scenario.name)
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(scenario, id=scenario.name, marks=marks)
+
+
+@pytest.mark.parametrize("scenario", [with_known_defects(scenario) for scenario in QUICK])
+async def test_every_item_ends_exactly_once(runner: ChaosRunner, scenario: Scenario) -> None:
+    result = await runner.run(scenario)
+
+    broken = [name for name, held in result["invariants"].items() if not held]
+    assert broken == [], json.dumps(result, indent=2, default=str)
