@@ -428,7 +428,7 @@ CHAOS_RESULTS = RESULTS / "chaos.json"
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     """The README's table: one row per scenario, the failed invariants named."""
     lines = [
-        "| scenario | items | result | calls/success | cut by kills | faults | failed | wall time |",
+        "| scenario | items | result | calls/success | calls cut off | faults | failed | wall time |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in SCENARIOS:
