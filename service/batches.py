@@ -424,16 +424,20 @@ async def _shows(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID
 
 async def retry_job(sessions: async_sessionmaker, client: Client, settings: Settings, job_ref: str) -> dict[str, Any]:
     """Queue exactly the failed items of an ended job again, with their original parameters, and
-    start a new run of the job's workflow. Items that succeeded are never regenerated."""
+    start a new run of the job's workflow. Items that succeeded are never regenerated. A job
+    whose workflow ended without ending it (terminated from the web UI, say) is retried too."""
     job = await _load_job(sessions, job_ref)
     if await _live_progress(client, job.id) is not None:
         raise BatchInputError(f"job {job.id} is still running; retry it once it has ended")
-    if job.status != JobStatus.QUEUED:  # a queued job whose workflow is gone only needs its workflow
-        if not JobStatus(job.status).is_final:
-            raise BatchInputError(f"job {job.id} is {job.status}; only an ended job can be retried")
+    if JobStatus(job.status).is_final:
         if job.failed_items == 0:
             raise BatchInputError(f"job {job.id} has no failed items to retry")
         await _requeue_failed_items(sessions, job.id)
+    elif job.status != JobStatus.QUEUED:
+        # Its workflow ended without ending the job (terminated, or failed): the new run takes
+        # over, with the items still processing, and re-runs the failed ones.
+        await _requeue_failed_items(sessions, job.id)
+    # (a queued job whose workflow is gone only needs its workflow)
     await start_job_workflow(client, settings, job.id)
     return await job_status(sessions, job_ref, client)
 

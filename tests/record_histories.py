@@ -37,7 +37,7 @@ async def record() -> None:
     )
     task_queue = f"record-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow],
-                      activities=FakeActivities(batch).all()):
+                      activities=FakeActivities(batch, env.client).all()):
         await env.client.execute_workflow(
             BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id), id=job_workflow_id(batch.job_id), task_queue=task_queue
         )

@@ -17,7 +17,7 @@ async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) 
         client,
         task_queue=task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
-        activities=FakeActivities(batch).all(),
+        activities=FakeActivities(batch, client).all(),
     ):
         return await client.execute_workflow(
             BatchJobWorkflow.run,

@@ -27,7 +27,7 @@ async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **option
         client,
         task_queue=task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
-        activities=FakeActivities(batch).all(),
+        activities=FakeActivities(batch, client).all(),
         **options,
     ):
         yield
@@ -224,7 +224,7 @@ async def test_a_report_delivered_with_the_first_task_of_a_continued_run_is_coun
     batch = FakeBatch.of(3)
     reported = batch.items[0]
     reported.status = ItemStatus.COMPLETED
-    state = BatchProgressState(total_items=3, next_position=1, in_flight=[reported.item_id])
+    state = BatchProgressState(total_items=3, next_position=1, in_flight=[reported.item_id], plan=batch.plan())
     # No worker yet: the report waits in the run's first workflow task, before `run` starts.
     handle = await start(ts_client, task_queue, batch, state=state)
     await handle.signal(ITEM_FINISHED_SIGNAL, ItemFinished(item_id=reported.item_id, status=ItemStatus.COMPLETED))
