@@ -8,9 +8,10 @@ import json
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import anthropic
 import httpx2
@@ -29,6 +30,7 @@ from brightrun.storage import Storage, raw_response_key
 from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply, TokenUsage
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # HTTP statuses a later attempt can get past; every other 4xx is a request that will never work.
 _TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
@@ -319,12 +321,15 @@ class ClaudeActivities:
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
-    async def _messages(self, request: GenerateInput) -> list[dict[str, str]]:
+    async def _messages(self, request: GenerateInput, progress: CallProgress) -> list[dict[str, str]]:
         """The user prompt; for a repair, also the rejected reply and what was wrong with it."""
         messages = [{"role": "user", "content": request.prompt.user}]
         if request.repair:
+            key = request.repair.rejected_raw_key
             rejected = json.loads(
-                await self._storage.get_bytes(self._storage.conversation_bucket, request.repair.rejected_raw_key)
+                await self._through_outage(
+                    request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key)
+                )
             )
             rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
             messages += [
@@ -342,7 +347,12 @@ class ClaudeActivities:
                 activity.heartbeat(progress)  # the paid reply, at once: a lost worker must not lose it
             else:
                 _call_log(request).info("storing the reply an earlier attempt paid for", raw_key=progress.reply.generated.raw_key)
-            await self._store_reply(request, progress)
+            reply = progress.reply
+            await self._through_outage(
+                request,
+                progress,
+                lambda: self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document),
+            )
         call = progress.reply.generated
         usage = call.usage
         _call_log(request).info(
@@ -365,7 +375,7 @@ class ClaudeActivities:
         """One fresh streamed request; its answer becomes the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
-        messages = await self._messages(request)
+        messages = await self._messages(request, progress)
         spent_before, announced_at = progress.usage, None
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
@@ -438,15 +448,17 @@ class ClaudeActivities:
         )
         return failure
 
-    async def _store_reply(self, request: GenerateInput, progress: CallProgress) -> None:
-        """Stores the paid reply's raw document, retrying through a storage outage while the
-        attempt has room; then the next attempt stores it (from the heartbeat details) instead of
-        paying for a new call."""
-        reply, delay = progress.reply, STORAGE_RETRY_FIRST_S
+    async def _through_outage(
+        self, request: GenerateInput, progress: CallProgress, operation: Callable[[], Awaitable[T]]
+    ) -> T:
+        """A storage operation, retried through a storage outage while the attempt has room for
+        one more try; then the attempt ends as the outage (retryable) and the paid reply, if there
+        is one, waits in the heartbeat details for the next attempt to store instead of paying
+        for a new call. A storage refusal fails at once."""
+        delay = STORAGE_RETRY_FIRST_S
         while True:
             try:
-                await self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document)
-                return
+                return await operation()
             except (BotoCoreError, ClientError) as exc:
                 failure = classify_storage_error(exc)
                 if failure.non_retryable:
@@ -454,16 +466,15 @@ class ClaudeActivities:
                         failure.message, *failure.details, progress.usage, type=failure.type, non_retryable=True
                     ) from None
                 if attempt_seconds_left() < delay + STORAGE_TRY_S:
+                    kept = "; the paid reply is kept for the next attempt" if progress.reply else ""
                     raise ApplicationError(
-                        f"{failure.message}; the paid reply is kept for the next attempt",
+                        f"{failure.message}{kept}",
                         *failure.details,
                         progress.usage,
                         type=failure.type,
                         next_retry_delay=timedelta(seconds=delay),
                     ) from None
-                _call_log(request).warning(
-                    "storage unavailable: retrying the raw reply's upload", error=failure.message, retry_in_s=delay
-                )
+                _call_log(request).warning("storage unavailable: retrying", error=failure.message, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STORAGE_RETRY_CAP_S)
 

@@ -32,7 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 # A test's level follows from the fixtures it uses (directly or through other fixtures), so a new
 # test is grouped without anyone remembering a decorator: `pytest -m unit` runs in seconds.
-_LEVEL_BY_FIXTURE = (("stack", pytest.mark.integration), ("time_skipping_env", pytest.mark.workflow))
+_LEVEL_BY_FIXTURE = (
+    ("outage_stack", pytest.mark.chaos),
+    ("stack", pytest.mark.integration),
+    ("time_skipping_env", pytest.mark.workflow),
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -88,6 +92,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     config = devstack.isolated_config(root, _scratch_database(server_url) if server_url else None)
     try:
         yield devstack.start(config)
+    finally:
+        devstack.stop(root)
+
+
+@pytest.fixture(scope="session")
+def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A second stack, with embedded PostgreSQL, whose parts the outage and chaos tests stop and
+    restart: the shared `stack` never sees an outage. Yields its root and env."""
+    root = tmp_path_factory.mktemp("outage-stack")
+    try:
+        yield root, devstack.start(devstack.isolated_config(root))
     finally:
         devstack.stop(root)
 

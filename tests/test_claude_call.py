@@ -296,6 +296,12 @@ class StorageDown:
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
         await self._storage.put_json(bucket, key, document)
 
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        if self.failures is None or self.refused < self.failures:
+            self.refused += 1
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
+        return await self._storage.get_bytes(bucket, key)
+
 
 async def test_a_paid_reply_is_stored_through_a_storage_outage_within_the_attempt(rig: Rig) -> None:
     storage = StorageDown(rig.storage, failures=2)
@@ -333,6 +339,17 @@ async def test_the_next_attempt_stores_the_reply_an_attempt_paid_for_without_cal
     assert generated.raw_key == paid.reply.generated.raw_key == raw_response_key("test-user", request.conversation_id)
     assert rig.storage.objects[generated.raw_key] == paid.reply.document
     assert (generated.usage, generated.attempt) == (paid.usage, 2)
+
+
+async def test_a_repair_reads_the_rejected_reply_through_a_storage_outage(rig: Rig) -> None:
+    first = await rig.generate(generate_input())
+    rig.activities._storage = storage = StorageDown(rig.storage, failures=1)  # type: ignore[assignment]
+    request = generate_input(RepairRequest(rejected_raw_key=first.raw_key, problem="not JSON"))
+
+    repaired = await rig.generate(request)
+
+    assert storage.refused == 1 and rig.sent[-1]["messages"][1]["role"] == "assistant"
+    assert repaired.raw_key in rig.storage.objects
 
 
 async def test_a_second_attempt_counts_the_tokens_the_first_spent_before_it_broke(rig: Rig) -> None:
