@@ -138,6 +138,7 @@ class JobProgress(BaseModel):
     failed: int
     cancelled: int
     in_flight: int
+    in_flight_items: list[uuid.UUID] = Field(default_factory=list)
     remaining: int
     started_at: datetime | None
     elapsed_s: float

@@ -20,20 +20,7 @@ async def runner(outage_stack: tuple[Path, dict[str, str]]) -> AsyncIterator[Cha
         yield chaos
 
 
-# Engine defects of issue 7 these scenarios catch, until their fix lands (strict: a fixed one
-# fails here until its mark goes).
-NOT_YET_FIXED = {
-    "quick_item_terminated": "issue 7 item 2: a terminated item never reports, the job stays processing",
-}
-
-
-def with_known_defects(scenario: Scenario) -> object:
-    reason = NOT_YET_FIXED.get(scenario.name)
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(scenario, id=scenario.name, marks=marks)
-
-
-@pytest.mark.parametrize("scenario", [with_known_defects(scenario) for scenario in QUICK])
+@pytest.mark.parametrize("scenario", QUICK, ids=lambda scenario: scenario.name)
 async def test_every_item_ends_exactly_once(runner: ChaosRunner, scenario: Scenario) -> None:
     result = await runner.run(scenario)
 

@@ -149,12 +149,14 @@ async def test_a_retry_run_runs_only_the_requeued_items_and_keeps_the_counters(t
     batch = FakeBatch.of(5)
     for item in batch.items[:3]:
         item.status = ItemStatus.COMPLETED
+    batch.enriched = {item.item_id for item in batch.items[:3]}  # by the first run
     batch.job_status = JobStatus.QUEUED  # what `starter.py retry` leaves: two failed items queued again
 
     async with worker_for(ts_client, task_queue, batch):
         result = await (await start(ts_client, task_queue, batch)).result()
 
     assert batch.generate_calls == 2
+    assert batch.enriched == {item.item_id for item in batch.items}, "the retry enriches what it re-ran"
     assert (result.status, result.successful, result.completed, result.remaining) == (JobStatus.COMPLETED, 5, 5, 0)
 
 

@@ -320,6 +320,7 @@ class BatchJobWorkflow:
             failed=counters.failed,
             cancelled=counters.cancelled,
             in_flight=len(self._state.in_flight),
+            in_flight_items=list(self._state.in_flight),
             remaining=remaining,
             started_at=started,
             elapsed_s=round(elapsed, 1),
