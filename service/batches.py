@@ -172,6 +172,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
             claude=claude_call_plan(settings),
             page_size=settings.item_page_size,
             history_event_limit=settings.history_event_limit,
+            unreported_check_s=settings.unreported_check_s,
         ),
         id=workflow_id,
         task_queue=settings.task_queue,

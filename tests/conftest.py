@@ -119,6 +119,8 @@ def stack_settings(stack: dict[str, str]) -> Settings:
         # Tests stop and restart workers as a crash would; tests/test_worker_shutdown.py runs
         # worker.py with the graceful default.
         worker_shutdown_grace_s=0,
+        # An item workflow that ends unreported (terminated, say) is found within seconds.
+        unreported_check_s=5,
     )
 
 
