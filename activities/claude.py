@@ -4,7 +4,6 @@ fresh request, and the raw response is in storage before the activity returns it
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -17,11 +16,12 @@ from anthropic import AsyncAnthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.claude_requests import priced_usage, raw_response_document, request_messages
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import Storage, raw_response_key
-from models.messages import GeneratedRaw, GenerateInput, TokenUsage
+from models.messages import GeneratedRaw, GenerateInput
 
 log = get_logger(__name__)
 
@@ -32,10 +32,6 @@ HEARTBEAT_EVERY_S = 5.0  # at most; a third of the heartbeat timeout when that i
 CONNECT_TIMEOUT_S = 10.0
 # 429s that no wait fixes: the account's spend limit or credit, not its rate limit.
 _SPEND_LIMIT_MARKERS = ("spend", "usage limit", "credit balance")
-REPAIR_INSTRUCTION = (
-    "Your reply could not be used: {problem}. Reply again with only the corrected JSON object, "
-    "in exactly the shape the instructions give, and nothing else."
-)
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float) -> timedelta:
@@ -220,23 +216,9 @@ class ClaudeActivities:
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
-    async def _messages(self, request: GenerateInput) -> list[dict[str, str]]:
-        """The user prompt; for a repair, also the rejected reply and what was wrong with it."""
-        messages = [{"role": "user", "content": request.prompt.user}]
-        if request.repair:
-            rejected = json.loads(
-                await self._storage.get_bytes(self._storage.conversation_bucket, request.repair.rejected_raw_key)
-            )
-            rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
-            messages += [
-                {"role": "assistant", "content": rejected_text},
-                {"role": "user", "content": REPAIR_INSTRUCTION.format(problem=request.repair.problem)},
-            ]
-        return messages
-
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
-        messages = await self._messages(request)
+        messages = await request_messages(self._storage, request)
         async with heartbeating():
             async with self._gate.admitted():
                 started = time.monotonic()
@@ -244,22 +226,16 @@ class ClaudeActivities:
                 latency_ms = int((time.monotonic() - started) * 1000)
                 self._gate.observe(headers)
             rate_limit = _rate_limit_headers(headers)
-            usage = self._usage(message)
+            usage = priced_usage(self._prices, self._settings, message.model, message.usage)
             raw_key = raw_response_key(request.user_id, request.conversation_id, repair=request.repair is not None)
-            await self._storage.put_json(
-                self._storage.conversation_bucket,
-                raw_key,
-                {
-                    "request_id": headers.get("request-id"),
-                    "generated_by": "offline-standin" if self._settings.uses_standin else "anthropic",
-                    "template_id": str(request.prompt.template_id),
-                    "template_version": request.prompt.template_version,
-                    "max_tokens": self._settings.claude_max_tokens(request.tier),
-                    "repair_of": request.repair.rejected_raw_key if request.repair else None,
-                    "rate_limit": rate_limit,
-                    "message": message.model_dump(mode="json"),
-                },
+            document = raw_response_document(
+                self._settings,
+                request,
+                message.model_dump(mode="json"),
+                headers.get("request-id"),
+                rate_limit=rate_limit,
             )
+            await self._storage.put_json(self._storage.conversation_bucket, raw_key, document)
         attempt = activity.info().attempt
         _call_log(request).info(
             "claude call succeeded",
@@ -315,23 +291,6 @@ class ClaudeActivities:
                 rate_limit=rate_limit,
             )
             raise failure from None
-
-    def _usage(self, message: anthropic.types.Message) -> TokenUsage:
-        tokens = TokenUsage(
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            cache_creation_input_tokens=message.usage.cache_creation_input_tokens or 0,
-            cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
-        )
-        # The answer names the model that ran (a dated snapshot of an alias, say). The call is
-        # paid for already, so a model missing from the price table costs at the configured
-        # model's price (checked when the worker starts) instead of failing the item.
-        try:
-            price = self._prices.price_of(message.model)
-        except KeyError:
-            log.warning("no price for the model that answered; using the configured model's", model=message.model)
-            price = self._prices.price_of(self._settings.claude_model)
-        return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens)})
 
 
 def _call_log(request: GenerateInput) -> structlog.stdlib.BoundLogger:

@@ -22,7 +22,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.claude import REPAIR_INSTRUCTION, ClaudeActivities, RateLimitGate, backoff_delay, classify_failure
+from activities.claude import ClaudeActivities, RateLimitGate, backoff_delay, classify_failure
+from activities.claude_requests import REPAIR_INSTRUCTION
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import Settings
 from devtools.standin import start_standin
