@@ -10,6 +10,7 @@ UNKNOWN_PLACEHOLDER = "UnknownPlaceholder"
 INVALID_OUTPUT = "invalid_output"
 TRUNCATED_OUTPUT = "truncated_output"
 LOW_QUALITY = "low_quality"
+ITEM_ALREADY_LINKED = "ItemAlreadyLinked"
 
 
 def permanent(message: str, error_type: str, *details: object) -> ApplicationError:

@@ -10,12 +10,13 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.errors import CATALOG_ROW_MISSING, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
+from activities.errors import CATALOG_ROW_MISSING, ITEM_ALREADY_LINKED, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
 from brightrun.storage import Storage, job_log_key
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     NIL_UUID,
     FinishItemInput,
+    ItemFinished,
     ItemPage,
     ItemPageRequest,
     ItemRef,
@@ -67,6 +68,18 @@ def _log(session: AsyncSession, job_id: uuid.UUID, line: str, item_id: uuid.UUID
 
 def _item_line(position: int, item_id: uuid.UUID, what: str) -> str:
     return f"item {position} ({item_id}) {what}"
+
+
+async def _recorded_outcome(session: AsyncSession, item: BatchItem) -> ItemFinished:
+    """What a final row holds, as the outcome its item reports (its usage is counted already)."""
+    conversation_id = None
+    if item.conversation_id is not None:
+        conversation_id = await session.scalar(
+            select(Conversation.conversation_id).where(Conversation.id == item.conversation_id)
+        )
+    return ItemFinished(
+        item_id=item.id, status=ItemStatus(item.status), error_message=item.error_message, conversation_id=conversation_id
+    )
 
 
 class JobActivities:
@@ -166,6 +179,7 @@ class JobActivities:
                 emotional_arc_id=parameters["emotional_arc_id"],
                 training_topic_id=parameters["training_topic_id"],
                 template_id=None if template_id in (None, str(NIL_UUID)) else template_id,
+                recorded=await _recorded_outcome(session, item) if ItemStatus(item.status).is_final else None,
             )
 
     @activity.defn(name="link_conversation")
@@ -173,6 +187,20 @@ class JobActivities:
         generated = request.generations[-1]  # the call whose answer was stored
         usage = sum((g.usage for g in request.generations), TokenUsage())
         async with self._sessions.begin() as session:
+            item = await session.get(BatchItem, request.item_id, with_for_update=True)
+            if item is None:
+                raise permanent(f"batch item {request.item_id} does not exist", ITEM_NOT_FOUND)
+            if item.conversation_id is not None:
+                # Linked already: by an earlier attempt of this step (the same conversation), or by
+                # another run of the item, whose link is never re-pointed.
+                linked = await session.get(Conversation, item.conversation_id)
+                if linked.conversation_id != request.conversation_id:
+                    raise permanent(
+                        f"batch item {item.id} is already linked to conversation {linked.conversation_id}; "
+                        f"conversation {request.conversation_id} is not linked",
+                        ITEM_ALREADY_LINKED,
+                    )
+                return LinkedConversation(conversation_pk=linked.id)
             # The business key is fixed before the first attempt, so a retry finds its own row.
             conversation_pk = await session.scalar(
                 upsert(Conversation)
@@ -205,9 +233,7 @@ class JobActivities:
                 .returning(Conversation.id)
             )
             # The foreign key targets conversations.id, the primary key, never the business key.
-            await session.execute(
-                update(BatchItem).where(BatchItem.id == request.item_id).values(conversation_id=conversation_pk)
-            )
+            item.conversation_id = conversation_pk
         return LinkedConversation(conversation_pk=conversation_pk)
 
     @activity.defn(name="finish_item")

@@ -56,6 +56,15 @@ class Storage:
         response = await asyncio.to_thread(self._client.get_object, Bucket=bucket, Key=key)
         return await asyncio.to_thread(response["Body"].read)
 
+    async def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under a prefix (all pages)."""
+        paginator = self._client.get_paginator("list_objects_v2")
+
+        def collect() -> list[str]:
+            return [o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
+
+        return await asyncio.to_thread(collect)
+
     async def get_bytes_or_none(self, bucket: str, key: str) -> bytes | None:
         try:
             return await self.get_bytes(bucket, key)

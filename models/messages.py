@@ -166,6 +166,9 @@ class ItemWork(BaseModel):
     emotional_arc_id: uuid.UUID
     training_topic_id: uuid.UUID
     template_id: uuid.UUID | None = None
+    # The outcome the row already holds when it is final (a reset or a second start of an ended
+    # item): the item is reported as it is and never generated again.
+    recorded: ItemFinished | None = None
 
 
 class SelectTemplateInput(BaseModel):

@@ -16,6 +16,7 @@ from models.messages import (
     FinishItemInput,
     GeneratedRaw,
     GenerateInput,
+    ItemFinished,
     ItemPage,
     ItemPageRequest,
     ItemRef,
@@ -138,15 +139,20 @@ class FakeActivities:
     @activity.defn(name="begin_item")
     async def begin_item(self, item_id: uuid.UUID) -> ItemWork:
         item = self.batch.item(item_id)
-        item.status = ItemStatus.PROCESSING
-        self.batch.in_flight += 1
-        self.batch.max_in_flight = max(self.batch.max_in_flight, self.batch.in_flight)
+        recorded = None
+        if item.status.is_final:
+            recorded = ItemFinished(item_id=item_id, status=item.status, error_message=item.error_message)
+        elif item.status == ItemStatus.QUEUED:
+            item.status = ItemStatus.PROCESSING
+            self.batch.in_flight += 1
+            self.batch.max_in_flight = max(self.batch.max_in_flight, self.batch.in_flight)
         return ItemWork(
             item_id=item_id,
             tier=Tier.TEMPLATE,
             persona_id=uuid.uuid4(),
             emotional_arc_id=uuid.uuid4(),
             training_topic_id=uuid.uuid4(),
+            recorded=recorded,
         )
 
     @activity.defn(name="select_template")

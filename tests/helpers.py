@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client
 
 from service import batches
@@ -32,3 +36,22 @@ async def launch_and_wait(
     job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**request))
     await client.get_workflow_handle(job.workflow_id).result()
     return job
+
+
+async def reset_to_first_workflow_task(client: Client, workflow_id: str) -> str:
+    """Reset a workflow's current run as an operator does from the web UI ("reset to the first
+    workflow task"); returns the new run's id."""
+    handle = client.get_workflow_handle(workflow_id)
+    run_id = (await handle.describe()).run_id
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    first_task = next(e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    reset = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+            reason="test: reset to the first workflow task",
+            workflow_task_finish_event_id=first_task,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    return reset.run_id

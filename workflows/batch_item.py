@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         GeneratedRaw,
         GenerateInput,
         ItemFinished,
+        ItemWork,
         LinkConversationInput,
         RepairRequest,
         ResolvedPrompt,
@@ -58,49 +59,9 @@ class BatchItemWorkflow:
         self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
         try:
             work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
-            selected = await workflow.execute_activity_method(
-                TemplateActivities.select_template,
-                SelectTemplateInput(template_id=work.template_id, emotional_arc_id=work.emotional_arc_id, tier=work.tier),
-                **DATA_STEP,
-            )
-            prompt = await workflow.execute_activity_method(
-                TemplateActivities.resolve_template,
-                ResolvePromptInput(
-                    template_id=selected.template_id,
-                    persona_id=work.persona_id,
-                    emotional_arc_id=work.emotional_arc_id,
-                    training_topic_id=work.training_topic_id,
-                    tier=work.tier,
-                ),
-                **DATA_STEP,
-            )
-            # Fixed before the first attempt, so storage keys and the row survive any retry.
-            conversation_id = workflow.uuid4()
-            generations = [await self._generate(request, conversation_id, work.tier, prompt)]
-            try:
-                stored = await self._store(request, conversation_id, prompt, generations[-1])
-            except ActivityError as error:
-                if not (isinstance(error.cause, ApplicationError) and error.cause.type == INVALID_OUTPUT):
-                    raise
-                # One repair: ask again, quoting what was wrong; a second failure fails the item.
-                repair = RepairRequest(rejected_raw_key=generations[0].raw_key, problem=repair_problem(error.cause))
-                generations.append(await self._generate(request, conversation_id, work.tier, prompt, repair))
-                stored = await self._store(request, conversation_id, prompt, generations[-1])
-            await workflow.execute_activity_method(
-                JobActivities.link_conversation,
-                LinkConversationInput(
-                    job_id=request.job_id,
-                    item_id=request.item_id,
-                    conversation_id=conversation_id,
-                    user_id=request.user_id,
-                    work=work,
-                    template_id=selected.template_id,
-                    generations=generations,
-                    stored=stored,
-                ),
-                **DATA_STEP,
-            )
-            outcome = self._outcome(request, ItemStatus.COMPLETED, conversation_id=conversation_id)
+            # A final row (a reset, or a second start of an ended item) is reported as it is: no
+            # second Claude call, no second conversation.
+            outcome = work.recorded or await self._produce(request, work)
         except ActivityError as error:
             if not isinstance(error.cause, CancelledError):
                 outcome = self._outcome(request, ItemStatus.FAILED, error_message=failure_message(error))
@@ -116,6 +77,52 @@ class BatchItemWorkflow:
             # Fail the item's workflow too, so the web UI lists it among the failed.
             raise ApplicationError(outcome.error_message or "item failed", type="ItemFailed", non_retryable=True)
         return outcome
+
+    async def _produce(self, request: BatchItemInput, work: ItemWork) -> ItemFinished:
+        """Generate, validate, store and link the item's conversation."""
+        selected = await workflow.execute_activity_method(
+            TemplateActivities.select_template,
+            SelectTemplateInput(template_id=work.template_id, emotional_arc_id=work.emotional_arc_id, tier=work.tier),
+            **DATA_STEP,
+        )
+        prompt = await workflow.execute_activity_method(
+            TemplateActivities.resolve_template,
+            ResolvePromptInput(
+                template_id=selected.template_id,
+                persona_id=work.persona_id,
+                emotional_arc_id=work.emotional_arc_id,
+                training_topic_id=work.training_topic_id,
+                tier=work.tier,
+            ),
+            **DATA_STEP,
+        )
+        # Fixed before the first attempt, so storage keys and the row survive any retry.
+        conversation_id = workflow.uuid4()
+        generations = [await self._generate(request, conversation_id, work.tier, prompt)]
+        try:
+            stored = await self._store(request, conversation_id, prompt, generations[-1])
+        except ActivityError as error:
+            if not (isinstance(error.cause, ApplicationError) and error.cause.type == INVALID_OUTPUT):
+                raise
+            # One repair: ask again, quoting what was wrong; a second failure fails the item.
+            repair = RepairRequest(rejected_raw_key=generations[0].raw_key, problem=repair_problem(error.cause))
+            generations.append(await self._generate(request, conversation_id, work.tier, prompt, repair))
+            stored = await self._store(request, conversation_id, prompt, generations[-1])
+        await workflow.execute_activity_method(
+            JobActivities.link_conversation,
+            LinkConversationInput(
+                job_id=request.job_id,
+                item_id=request.item_id,
+                conversation_id=conversation_id,
+                user_id=request.user_id,
+                work=work,
+                template_id=selected.template_id,
+                generations=generations,
+                stored=stored,
+            ),
+            **DATA_STEP,
+        )
+        return self._outcome(request, ItemStatus.COMPLETED, conversation_id=conversation_id)
 
     async def _generate(
         self,
@@ -187,4 +194,9 @@ class BatchItemWorkflow:
         # The row keeps the first final status; the job must count the same one.
         outcome = outcome.model_copy(update={"status": recorded})
         workflow.logger.info("item %s", outcome.status.value, extra={"item_id": str(outcome.item_id)})
-        await workflow.get_external_workflow_handle(request.parent_workflow_id).signal(ITEM_FINISHED_SIGNAL, outcome)
+        try:
+            await workflow.get_external_workflow_handle(request.parent_workflow_id).signal(ITEM_FINISHED_SIGNAL, outcome)
+        except ApplicationError as error:
+            # The job's workflow has ended (this run is a reset or a late start of the item): the
+            # row holds the outcome, and the job's counters come from the rows.
+            workflow.logger.warning("the job's workflow did not take the report: %s", error)

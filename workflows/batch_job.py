@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
@@ -284,6 +285,8 @@ class BatchJobWorkflow:
             id=item_workflow_id(item.item_id),
             # Items outlive each run of this workflow: continue-as-new must not end them.
             parent_close_policy=ParentClosePolicy.ABANDON,
+            # An item that ended well is never started again; a failed one can be retried.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         )
 
     async def _cancel_item(self, item_id: uuid.UUID) -> None:
