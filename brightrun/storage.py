@@ -28,6 +28,11 @@ def final_conversation_key(user_id: str, conversation_id: object) -> str:
     return f"{_conversation_folder(user_id)}/{conversation_id}.json"
 
 
+def batch_request_key(user_id: str, conversation_id: object, sequence: int) -> str:
+    """The params of an item's request number `sequence` for a Message Batch."""
+    return f"requests/{user_id}/{conversation_id}_{sequence}.json"
+
+
 def job_log_key(job_id: object) -> str:
     return f"{job_id}/log.txt"
 

@@ -15,6 +15,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
     from models import search_attributes
+    from models.workflow_ids import item_workflow_id, job_workflow_id
     from models.enums import ErrorPolicy, ItemStatus, JobStatus
     from models.messages import (
         BatchItemInput,
@@ -30,14 +31,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.batch_item import BatchItemWorkflow, failure_message
     from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL
-
-
-def job_workflow_id(job_id: object) -> str:
-    return f"batch-job-{job_id}"
-
-
-def item_workflow_id(item_id: object) -> str:
-    return f"batch-item-{item_id}"
 
 
 @workflow.defn(name="BatchJobWorkflow")
