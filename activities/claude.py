@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import anthropic
+import httpx2
 import structlog
 from anthropic import AsyncAnthropic
 from temporalio import activity
@@ -27,6 +28,20 @@ log = get_logger(__name__)
 
 # HTTP statuses a later attempt can get past; every other 4xx is a request that will never work.
 _TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
+# The HTTP status the API gives each error type of its error body. An error that arrives inside a
+# stream, after HTTP 200, is classified as its type's status; a type not listed as an api_error.
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 _RATE_LIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
 HEARTBEAT_EVERY_S = 5.0  # at most; a third of the heartbeat timeout when that is shorter
 CONNECT_TIMEOUT_S = 10.0
@@ -53,29 +68,52 @@ def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
     return any(marker in said for marker in _SPEND_LIMIT_MARKERS)
 
 
+def _error_body(exc: anthropic.APIStatusError) -> dict:
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
 def _api_error(exc: anthropic.APIStatusError) -> str:
     """The message of Anthropic's error body and its type, else what the SDK says."""
-    error = exc.body.get("error") if isinstance(exc.body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
+    error = _error_body(exc)
+    if error.get("message"):
         return f"{error['message']} ({error.get('type', 'error')})"
     return exc.message
 
 
+def _status_of(exc: anthropic.APIStatusError) -> int:
+    """The HTTP status, or for an error inside a stream that had answered 200, its type's."""
+    if exc.status_code >= 400:
+        return exc.status_code
+    return _STATUS_OF_ERROR_TYPE.get(_error_body(exc).get("type"), 500)
+
+
+def _transport_problem(exc: Exception) -> str:
+    """What broke on the wire: the SDK's connection error says little, its cause says what."""
+    cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) and exc.__cause__ else exc
+    return f"{cause.__class__.__name__}: {cause}" if str(cause) else cause.__class__.__name__
+
+
 def classify_failure(exc: Exception, attempt: int, max_attempts: int, settings: Settings) -> ApplicationError:
-    """Turn an SDK error into the failure Temporal should act on: retry when, or never. The last
-    allowed attempt fails for good, saying so."""
+    """Turn an SDK or transport error into the failure Temporal should act on: retry when, or
+    never. The last allowed attempt fails for good, saying so."""
     if isinstance(exc, anthropic.APIStatusError):
-        error_type = f"claude_{exc.status_code}"
-        message = f"Claude API {exc.status_code}: {_api_error(exc)}"
-        if exc.status_code not in _TRANSIENT_STATUSES or (exc.status_code == 429 and _is_spend_limit(exc)):
+        status = _status_of(exc)
+        error_type = f"claude_{status}"
+        if status == exc.status_code:
+            message = f"Claude API {status}: {_api_error(exc)}"
+        else:
+            message = f"Claude API error mid-stream (after HTTP {exc.status_code}): {_api_error(exc)}"
+        if status not in _TRANSIENT_STATUSES or (status == 429 and _is_spend_limit(exc)):
             return ApplicationError(message, type=error_type, non_retryable=True)
         delay = backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
         retry_after = _retry_after(exc)
         if retry_after is not None:
             delay = max(delay, timedelta(seconds=retry_after))
-    elif isinstance(exc, anthropic.APIConnectionError):  # includes timeouts
+    elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):  # timeouts included
+        # The SDK raises the transport's own error when the connection breaks inside a stream.
         error_type = "claude_connection"
-        message = f"Claude API unreachable: {exc.__class__.__name__}: {exc}"
+        message = f"Claude API connection failed: {_transport_problem(exc)}"
         delay = backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
     else:
         raise exc
@@ -276,7 +314,7 @@ class ClaudeActivities:
                 async for _event in stream:
                     pass
                 return await stream.get_final_message(), stream.response.headers
-        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+        except (anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
             rate_limit = {}
             if isinstance(exc, anthropic.APIStatusError):
                 self._gate.observe(exc.response.headers)

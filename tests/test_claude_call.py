@@ -210,6 +210,31 @@ async def test_a_bad_request_is_never_retried(rig: Rig) -> None:
     assert raised.value.message == "Claude API 400: messages: prompt is too long for this model (invalid_request_error)"
 
 
+async def test_an_overload_inside_the_stream_is_retried_like_a_529(rig: Rig) -> None:
+    await rig.standin.configure(script=["midstream_overloaded"])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+
+    assert (raised.value.type, raised.value.non_retryable) == ("claude_529", False)
+    assert raised.value.message == "Claude API error mid-stream (after HTTP 200): Overloaded (overloaded_error)"
+    assert raised.value.next_retry_delay > timedelta(0)
+    assert rig.storage.objects == {}
+
+
+async def test_a_connection_dropped_inside_the_stream_is_retried(rig: Rig) -> None:
+    await rig.standin.configure(script=["midstream_drop"])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+
+    assert (raised.value.type, raised.value.non_retryable) == ("claude_connection", False)
+    assert raised.value.message == (
+        "Claude API connection failed: RemoteProtocolError: "
+        "peer closed connection without sending complete message body (incomplete chunked read)"
+    )
+
+
 # --- failure classification -----------------------------------------------------------------
 
 SETTINGS = Settings(claude_retry_base_s=2, claude_retry_cap_s=60)
@@ -220,6 +245,63 @@ def status_error(status: int, message: str = "boom", headers: dict[str, str] | N
         status, headers=headers or {}, request=httpx2.Request("POST", "https://api.anthropic.com/v1/messages")
     )
     return anthropic.APIStatusError(message, response=response, body={"type": "error", "error": {"message": message}})
+
+
+def stream_error(error_type: str, message: str = "boom") -> anthropic.APIStatusError:
+    """An error event inside a stream that had answered 200, as the SDK raises it."""
+    response = httpx2.Response(200, request=httpx2.Request("POST", "https://api.anthropic.com/v1/messages"))
+    return anthropic.APIStatusError(
+        message, response=response, body={"type": "error", "error": {"type": error_type, "message": message}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status"),
+    [("overloaded_error", 529), ("api_error", 500), ("rate_limit_error", 429), ("timeout_error", 504),
+     ("some_new_error", 500)],
+)
+def test_a_transient_error_inside_a_stream_is_retried_by_its_type(error_type: str, status: int) -> None:
+    failure = classify_failure(stream_error(error_type), attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert (failure.type, failure.non_retryable) == (f"claude_{status}", False)
+    assert failure.message == f"Claude API error mid-stream (after HTTP 200): boom ({error_type})"
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status"),
+    [("invalid_request_error", 400), ("authentication_error", 401), ("permission_error", 403),
+     ("request_too_large", 413)],
+)
+def test_a_permanent_error_inside_a_stream_is_never_retried(error_type: str, status: int) -> None:
+    failure = classify_failure(stream_error(error_type, "prompt is too long"), attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert (failure.type, failure.non_retryable) == (f"claude_{status}", True)
+    assert failure.message == f"Claude API error mid-stream (after HTTP 200): prompt is too long ({error_type})"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [httpx2.RemoteProtocolError("peer closed connection without sending complete message body (incomplete chunked read)"),
+     httpx2.ReadError("[Errno 104] Connection reset by peer"), httpx2.ReadTimeout("timed out")],
+)
+def test_a_transport_error_inside_a_stream_is_retried_with_what_broke(error: httpx2.TransportError) -> None:
+    failure = classify_failure(error, attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert (failure.type, failure.non_retryable) == ("claude_connection", False)
+    assert failure.message == f"Claude API connection failed: {error.__class__.__name__}: {error}"
+
+
+def test_a_connection_error_names_its_cause() -> None:
+    request = httpx2.Request("POST", "https://api.anthropic.com/v1/messages")
+    try:
+        try:
+            raise httpx2.ConnectError("[Errno 111] Connection refused")
+        except httpx2.ConnectError as cause:
+            raise anthropic.APIConnectionError(request=request) from cause
+    except anthropic.APIConnectionError as exc:
+        failure = classify_failure(exc, attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert failure.message == "Claude API connection failed: ConnectError: [Errno 111] Connection refused"
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])

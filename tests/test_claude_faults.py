@@ -49,7 +49,7 @@ def requests_by_item(stats: dict) -> dict[str, list[dict]]:
     return by_item
 
 
-@pytest.mark.parametrize("fault", ["429", "529", "500"])
+@pytest.mark.parametrize("fault", ["429", "529", "500", "midstream_overloaded", "midstream_drop"])
 async def test_a_transient_fault_is_retried_until_the_call_succeeds(
     sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, fault: str
 ) -> None:
