@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from activities.claude import ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.jobs import JobActivities
+from activities.message_batches import MessageBatchActivities
 from activities.templates import TemplateActivities
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
@@ -23,6 +24,7 @@ from brightrun.storage import Storage
 from brightrun.temporal_client import connect, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
+from workflows.message_batches import MessageBatchesWorkflow
 
 log = get_logger("worker")
 
@@ -30,13 +32,15 @@ log = get_logger("worker")
 def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
+    prices = load_prices(settings)
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
+    message_batches = MessageBatchActivities(sessions, storage, claude, settings, prices, client)
     main_queue = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BatchJobWorkflow, BatchItemWorkflow],
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, MessageBatchesWorkflow],
         activities=[
             jobs.start_job,
             jobs.list_queued_items,
@@ -49,19 +53,30 @@ def build_workers(client: Client, settings: Settings, sessions, storage: Storage
             templates.select_template,
             templates.resolve_template,
             conversations.store_conversation,
+            message_batches.stage_request,
+            message_batches.submit_batch,
+            message_batches.poll_batch,
+            message_batches.collect_results,
+            message_batches.cancel_batches,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
     )
-    return [main_queue, build_claude_worker(client, settings, storage, claude)]
+    return [main_queue, build_claude_worker(client, settings, storage, claude, prices)]
 
 
-def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
+def load_prices(settings: Settings) -> PriceTable:
     """Refuses to start when CLAUDE_MODEL has no price: better than calls nobody can account for."""
     prices = PriceTable.load(settings.model_prices_file)
     try:
         prices.price_of(settings.claude_model)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
+    return prices
+
+
+def build_claude_worker(
+    client: Client, settings: Settings, storage: Storage, claude, prices: PriceTable  # noqa: ANN001
+) -> Worker:
     generation = ClaudeActivities(claude, storage, settings, prices)
     return Worker(
         client,

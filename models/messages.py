@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from models.enums import BatchResultType, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
+from models.enums import BatchResultType, DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 
 NIL_UUID = uuid.UUID(int=0)
 
@@ -68,9 +68,25 @@ class ClaudeCallPlan(BaseModel):
     max_attempts: int = 6
 
 
+class MessageBatchPlan(BaseModel):
+    """How a batch-mode job packs and polls its Message Batches, from the starter's settings
+    (workflow code reads no environment); the defaults suit workflow tests."""
+
+    max_requests: int = 10_000  # per batch; the API takes up to 100,000
+    max_bytes: int = 100_000_000  # per batch; the API takes up to 256 MB
+    # A batch goes out once it is full, or this long after its first request was ready.
+    gather_s: float = 5.0
+    # Polls of an open batch start at this interval and double up to the maximum.
+    poll_initial_s: float = 10.0
+    poll_max_s: float = 300.0
+    # Items of a batch-mode job in flight at once (waiting in a batch costs no worker slot).
+    in_flight_items: int = 10_000
+
+
 class BatchJobInput(BaseModel):
     job_id: uuid.UUID
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
+    message_batches: MessageBatchPlan = Field(default_factory=MessageBatchPlan)
     # Tuning knobs, in the input so tests can force continue-as-new on small batches.
     page_size: int = 100
     history_event_limit: int = 2000
@@ -85,6 +101,7 @@ class JobPlan(BaseModel):
     total_items: int
     concurrency: int
     error_policy: ErrorPolicy
+    mode: DeliveryMode = DeliveryMode.ONLINE
     user_id: str
     counters: JobCounters
     usage: TokenUsage
@@ -155,6 +172,7 @@ class BatchItemInput(BaseModel):
     # Where to report the outcome: the job workflow's id, which survives continue-as-new.
     parent_workflow_id: str
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
+    mode: DeliveryMode = DeliveryMode.ONLINE
 
 
 class ItemWork(BaseModel):
@@ -272,21 +290,6 @@ class FinishItemInput(BaseModel):
 
 # The signal that brings an item its Message Batch result (sent by the results activity).
 BATCH_RESULT_SIGNAL = "batch_result"
-
-
-class MessageBatchPlan(BaseModel):
-    """How a batch-mode job packs and polls its Message Batches, from the starter's settings
-    (workflow code reads no environment); the defaults suit workflow tests."""
-
-    max_requests: int = 10_000  # per batch; the API takes up to 100,000
-    max_bytes: int = 100_000_000  # per batch; the API takes up to 256 MB
-    # A batch goes out once it is full, or this long after its first request was ready.
-    gather_s: float = 5.0
-    # Polls of an open batch start at this interval and double up to the maximum.
-    poll_initial_s: float = 10.0
-    poll_max_s: float = 300.0
-    # Items of a batch-mode job in flight at once (waiting in a batch costs no worker slot).
-    in_flight_items: int = 10_000
 
 
 class StageBatchRequest(BaseModel):

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
     from models import search_attributes
-    from models.workflow_ids import item_workflow_id, job_workflow_id
-    from models.enums import ErrorPolicy, ItemStatus, JobStatus
+    from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
+    from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus
     from models.messages import (
         BatchItemInput,
         BatchJobInput,
@@ -28,8 +29,11 @@ with workflow.unsafe.imports_passed_through():
         JobPlan,
         JobProgress,
         JobStatusChange,
+        MessageBatchesInput,
+        MessageBatchesState,
     )
     from workflows.batch_item import BatchItemWorkflow, failure_message
+    from workflows.message_batches import MessageBatchesWorkflow
     from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL
 
 
@@ -45,6 +49,7 @@ class BatchJobWorkflow:
         if request.state:
             self._status = JobStatus.PAUSED if request.state.paused else JobStatus.PROCESSING
         self._plan: JobPlan | None = None
+        self._message_batch_plan = request.message_batches
         self._percent_reported = -1
         self._lock = asyncio.Lock()
 
@@ -62,6 +67,8 @@ class BatchJobWorkflow:
             self._state.usage = self._plan.usage
             self._state.started_at = self._plan.started_at
         self._show_status(JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING)
+        if self._plan.mode == DeliveryMode.BATCH:
+            await self._start_message_batches(request)
         try:
             await self._run_items(request)
         except asyncio.CancelledError:
@@ -100,6 +107,7 @@ class BatchJobWorkflow:
     async def _finish(self) -> JobProgress:
         if self._halting:
             await self._halt()
+        await self._tell_message_batches(MessageBatchesWorkflow.close)
         status, reason = self._final_status()
         async with self._lock:  # after any pause or resume still being recorded
             await self._change_status(status, reason)
@@ -108,6 +116,7 @@ class BatchJobWorkflow:
 
     async def _halt(self) -> None:
         """Cancel or stop: nothing new starts, in-flight items are cancelled, unstarted ones marked."""
+        await self._tell_message_batches(MessageBatchesWorkflow.cancel)
         await asyncio.gather(*(self._cancel_item(item_id) for item_id in self._state.in_flight))
         never_started = await workflow.execute_activity_method(JobActivities.cancel_queued_items, self._job_id, **DATA_STEP)
         self._state.counters.cancelled += never_started  # read after the await: reports arrive meanwhile
@@ -166,6 +175,7 @@ class BatchJobWorkflow:
                 return
             self._state.paused = True
             await self._change_status(JobStatus.PAUSED)
+            await self._tell_message_batches(MessageBatchesWorkflow.pause)
 
     @workflow.signal
     async def resume(self) -> None:
@@ -175,6 +185,7 @@ class BatchJobWorkflow:
                 return
             self._state.paused = False
             await self._change_status(JobStatus.PROCESSING)
+            await self._tell_message_batches(MessageBatchesWorkflow.resume)
 
     @workflow.signal
     def cancel(self) -> None:
@@ -227,6 +238,9 @@ class BatchJobWorkflow:
 
     @property
     def _free_slots(self) -> int:
+        # In batch mode an item in flight waits in a Message Batch and holds no worker slot.
+        if self._plan.mode == DeliveryMode.BATCH:
+            return self._message_batch_plan.in_flight_items - len(self._state.in_flight)
         return self._plan.concurrency - len(self._state.in_flight)
 
     def _final_status(self) -> tuple[JobStatus, str | None]:
@@ -274,6 +288,7 @@ class BatchJobWorkflow:
                 user_id=self._plan.user_id,
                 parent_workflow_id=workflow.info().workflow_id,
                 claude=request.claude,
+                mode=self._plan.mode,
             ),
             id=item_workflow_id(item.item_id),
             # Items outlive each run of this workflow: continue-as-new must not end them.
@@ -281,6 +296,31 @@ class BatchJobWorkflow:
             # An item that ended well is never started again; a failed one can be retried.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         )
+
+    async def _start_message_batches(self, request: BatchJobInput) -> None:
+        """The job's Message Batches workflow, unless it runs already (a continued run, say)."""
+        try:
+            await workflow.start_child_workflow(
+                MessageBatchesWorkflow.run,
+                MessageBatchesInput(
+                    job_id=self._job_id,
+                    plan=request.message_batches,
+                    history_event_limit=request.history_event_limit,
+                    state=MessageBatchesState(paused=self._state.paused),
+                ),
+                id=message_batches_workflow_id(self._job_id),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+
+    async def _tell_message_batches(self, signal: Callable[[MessageBatchesWorkflow], None]) -> None:
+        if not self._plan or self._plan.mode != DeliveryMode.BATCH:
+            return
+        try:
+            await workflow.get_external_workflow_handle(message_batches_workflow_id(self._job_id)).signal(signal)
+        except ApplicationError as error:
+            workflow.logger.info("the Message Batches workflow did not take the signal: %s", error)
 
     async def _cancel_item(self, item_id: uuid.UUID) -> None:
         try:

@@ -32,6 +32,8 @@ class MessageBatchesWorkflow:
         self._job_id = request.job_id
         self._plan = request.plan
         self._state = request.state or MessageBatchesState()
+        # Set by every signal: the wait starts over with the new deadlines.
+        self._signalled = False
 
     @workflow.run
     async def run(self, request: MessageBatchesInput) -> MessageBatchesProgress:
@@ -61,25 +63,30 @@ class MessageBatchesWorkflow:
         if not self._state.waiting:
             self._state.first_waiting_at = workflow.now()
         self._state.waiting += 1
+        self._signalled = True
 
     @workflow.signal
     def pause(self) -> None:
         """No new batch goes out; open ones finish and their results are kept."""
         self._state.paused = True
+        self._signalled = True
 
     @workflow.signal
     def resume(self) -> None:
         self._state.paused = False
+        self._signalled = True
 
     @workflow.signal
     def cancel(self) -> None:
         """The job is cancelled: its open batches are cancelled, nothing new goes out."""
         self._state.cancel_requested = True
+        self._signalled = True
 
     @workflow.signal
     def close(self) -> None:
         """The job's items are done: end once the open batches have brought their results."""
         self._state.closing = True
+        self._signalled = True
 
     @workflow.query
     def progress(self) -> MessageBatchesProgress:
@@ -132,11 +139,12 @@ class MessageBatchesWorkflow:
     # --- effects ------------------------------------------------------------------------
 
     async def _wait_for_work(self) -> None:
+        """Until something is due, or a signal changed what is (then the caller asks again)."""
+        self._signalled = False
         if self._has_work():
             return
-        deadline = self._next_deadline()
         try:
-            await workflow.wait_condition(self._has_work, timeout=deadline)
+            await workflow.wait_condition(lambda: self._signalled or self._has_work(), timeout=self._next_deadline())
         except asyncio.TimeoutError:
             pass  # a poll or a submission is due
 
