@@ -7,6 +7,9 @@
     python starter.py pause|resume|cancel|retry JOB [--json]
     python starter.py jobs [--status S] [--user U] [--json]
     python starter.py catalog [--json]
+    python starter.py review list|show|approve|reject ...
+    python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
+        [--split train=0.9,validation=0.1] [--seed N] [--user U] --out DIR|s3://bucket/prefix [--json]
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from service import batches
+from service import batches, export as exports, review as reviews
 from service.catalog import list_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
+from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, temporal_address
-from models.enums import DeliveryMode, ErrorPolicy, JobStatus, Tier
+from workflows.export import export_workflow_id
+from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -159,6 +164,8 @@ def launch(
 def _status_table(status: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None)
     for key, value in status.items():
+        if key == "waiting_on" and value:
+            value = "\n".join(outage["summary"] for outage in value)
         if value is not None:
             table.add_row(key, str(value))
     return table
@@ -169,8 +176,12 @@ def status(
     job: Annotated[str, typer.Argument(help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show a job's state, counters, ETA and token usage."""
-    _print_status(_run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True), as_json)
+    """Show a job's state, counters, ETA and token usage, and any outage its items wait for."""
+    result = _run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True)
+    _print_status(result, as_json)
+    if result.get("database_unavailable"):
+        # The workflow's numbers were shown; the exit code still says a part is down.
+        _fail(3, f"PostgreSQL at {_database_address()}: {result['database_unavailable']}. Shown: the workflow's own numbers")
 
 
 def _print_status(result: dict[str, Any], as_json: bool) -> None:
@@ -229,7 +240,8 @@ def watch(
                     description=current["status"],
                     completed=current["completed"] + current["cancelled"],
                     detail=f"ok {current['successful']}  failed {current['failed']}  cancelled {current['cancelled']}"
-                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else ""),
+                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
+                    + "".join(f"  waiting for {outage['part']}" for outage in current.get("waiting_on") or []),
                 )
                 if JobStatus(current["status"]).is_final:
                     return current
@@ -276,6 +288,171 @@ def catalog(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON
         for row in rows:
             table.add_row(*(str(v) if v is not None else "-" for v in row.values()))
         console.print(table)
+
+
+# --- review -------------------------------------------------------------------------------
+
+review_app = typer.Typer(no_args_is_help=True, help="Review generated conversations: list, show, approve, reject.")
+app.add_typer(review_app, name="review")
+
+UserOption = Annotated[str | None, typer.Option("--user", help="Act as this user (default DEFAULT_USER_ID).")]
+AdminOption = Annotated[bool, typer.Option("--admin", help="Act on every user's conversations.")]
+JobOption = Annotated[str | None, typer.Option("--job", help="Only this job's conversations.")]
+MinQualityOption = Annotated[float | None, typer.Option("--min-quality", help="Only quality at or above this (0..1).")]
+NearDuplicatesOption = Annotated[bool, typer.Option("--near-duplicates", help="Near-duplicates (or --below-quality ones).")]
+BelowQualityOption = Annotated[float | None, typer.Option("--below-quality", help="Quality under this (or --near-duplicates).")]
+
+
+def _owner(ctx: Context, user: str | None, admin: bool) -> reviews.Owner:
+    return reviews.Owner.of(user or ctx.settings.default_user_id, admin)
+
+
+@review_app.command("list")
+def review_list(
+    job: JobOption = None,
+    status: Annotated[ReviewStatus | None, typer.Option("--status", help="Only this review status.")] = None,
+    min_quality: MinQualityOption = None,
+    near_duplicates: NearDuplicatesOption = False,
+    below_quality: BelowQualityOption = None,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """Conversations with their review status, quality, flags and storage keys, oldest first."""
+    selection = reviews.Selection(
+        job=job, status=status, min_quality=min_quality, near_duplicates=near_duplicates, below_quality=below_quality
+    )
+    listed = _run(lambda ctx: reviews.list_conversations(ctx.sessions, _owner(ctx, user, admin), selection, limit))
+    if as_json:
+        _print_json([row.model_dump(mode="json") for row in listed])
+        return
+    table = Table("conversation", "job", "status", "quality", "enriched", "flags", "persona", "topic", "final file")
+    for row in listed:
+        table.add_row(
+            str(row.conversation_id), str(row.job_id)[:8], row.review_status.value,
+            "-" if row.quality_score is None else f"{row.quality_score:.2f}", "yes" if row.enriched else "no",
+            ", ".join(row.failed_checks) or "-", row.persona, row.training_topic, row.final_key,
+        )
+    console.print(table)
+
+
+@review_app.command("show")
+def review_show(
+    conversation: Annotated[str, typer.Argument(help="Conversation id (the business key).")],
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """One conversation, readably: metadata, quality, checks, then every turn."""
+    shown = _run(
+        lambda ctx: reviews.show_conversation(ctx.sessions, Storage(ctx.settings), _owner(ctx, user, admin), conversation)
+    )
+    if as_json:
+        _print_json(shown)
+        return
+    console.print(f"[bold]{shown['title']}[/]  ({shown['conversation_id']})")
+    for key in ("review_status", "review_reason", "reviewed_by", "quality_score", "quality_parts", "persona",
+                "emotional_arc", "training_topic", "tier", "model", "counts", "near_duplicate_of", "job_id", "final_key"):
+        if shown.get(key) not in (None, {}, []):
+            console.print(f"  {key}: {shown[key]}", highlight=False)
+    for check in shown["failed_checks"]:
+        console.print(f"  failed check {check['check']}: {check['reason']}", highlight=False)
+    for turn in shown["turns"]:
+        console.print(f"\n[bold]{turn['role'].upper()}[/]: {turn['content']}", highlight=False)
+
+
+def _review(action: ReviewStatus, selection: reviews.Selection, reason: str | None, user: str | None, admin: bool,
+            as_json: bool) -> None:
+    result = _run(lambda ctx: reviews.review(ctx.sessions, _owner(ctx, user, admin), action, selection, reason))
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    verb = "approved" if action == ReviewStatus.APPROVED else "rejected"
+    console.print(f"{verb} {result.changed} conversations ({result.unchanged} already were)")
+
+
+ConversationsArgument = Annotated[list[str] | None, typer.Argument(help="Conversation ids; or select in bulk.")]
+ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (required to reject named conversations).")]
+AllPendingOption = Annotated[bool, typer.Option("--all-pending", help="Every conversation pending review.")]
+
+
+@review_app.command("approve")
+def review_approve(
+    conversations: ConversationsArgument = None,
+    job: JobOption = None,
+    min_quality: MinQualityOption = None,
+    all_pending: AllPendingOption = False,
+    reason: ReasonOption = None,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Approve named conversations, or in bulk the pending ones selected (e.g. --job JOB --min-quality 0.8)."""
+    selection = reviews.Selection(tuple(conversations or ()), job=job, min_quality=min_quality, all_pending=all_pending)
+    _review(ReviewStatus.APPROVED, selection, reason, user, admin, as_json)
+
+
+@review_app.command("reject")
+def review_reject(
+    conversations: ConversationsArgument = None,
+    job: JobOption = None,
+    near_duplicates: NearDuplicatesOption = False,
+    below_quality: BelowQualityOption = None,
+    all_pending: AllPendingOption = False,
+    reason: ReasonOption = None,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Reject named conversations (--reason), or in bulk the pending ones selected: near-duplicates and
+    low quality at once with --near-duplicates --below-quality Q."""
+    selection = reviews.Selection(
+        tuple(conversations or ()), job=job, near_duplicates=near_duplicates, below_quality=below_quality,
+        all_pending=all_pending,
+    )
+    _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_dataset(
+    out: Annotated[str, typer.Option("--out", help="A new or empty directory (written by the worker), or s3://bucket/prefix.")],
+    job: Annotated[list[str] | None, typer.Option("--job", help="Only this job's conversations (repeatable).")] = None,
+    status: Annotated[ReviewStatus, typer.Option("--status", help="Review status to export.")] = ReviewStatus.APPROVED,
+    min_quality: MinQualityOption = None,
+    export_format: Annotated[ExportFormat, typer.Option("--format", help="messages (chat) or sharegpt.")] = ExportFormat.MESSAGES,
+    split: Annotated[str, typer.Option("--split", help="Named shares adding up to 1.")] = "train=1",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the split.")] = 0,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest), as a
+    Temporal workflow export-{id}; the same selection and seed give the same bytes."""
+
+    async def action(ctx: Context):  # noqa: ANN202
+        request = exports.ExportRequest(
+            owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
+            min_quality=min_quality, format=export_format, split=split, seed=seed,
+        )
+        return await exports.export(ctx.sessions, ctx.client, ctx.settings, request)
+
+    result = _run(action, with_temporal=True)
+    files = exports.full_paths(result)
+    if as_json:
+        _print_json({"export_id": str(result.export_id), "workflow_id": export_workflow_id(result.export_id),
+                     "location": result.location, "count": result.count, "files": files, "splits": result.splits})
+        return
+    console.print(f"exported {result.count} conversations ({', '.join(f'{k} {v}' for k, v in result.splits.items())}) "
+                  f"to {result.location}")
+    for path in files:
+        console.print(f"  {path}", highlight=False)
+    if not result.location.startswith("s3://"):
+        console.print(f'load it: python -c \'from datasets import load_dataset; print(load_dataset("{result.location}"))\'',
+                      highlight=False)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.claude import ClaudeActivities
+from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
 from activities.conversations import ConversationActivities
+from activities.enrichment import EnrichmentActivities
+from activities.export import ExportActivities
 from activities.jobs import JobActivities
 from activities.message_batches import MessageBatchActivities
 from activities.templates import TemplateActivities
@@ -24,6 +27,7 @@ from brightrun.storage import Storage
 from brightrun.temporal_client import connect, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
+from workflows.export import ExportWorkflow
 from workflows.message_batches import MessageBatchesWorkflow
 
 log = get_logger("worker")
@@ -32,36 +36,10 @@ log = get_logger("worker")
 def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
-    prices = load_prices(settings)
-    jobs = JobActivities(sessions, storage)
-    templates = TemplateActivities(sessions)
-    conversations = ConversationActivities(storage, settings.quality_min_score)
-    message_batches = MessageBatchActivities(sessions, storage, claude, settings, prices, client)
-    main_queue = Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[BatchJobWorkflow, BatchItemWorkflow, MessageBatchesWorkflow],
-        activities=[
-            jobs.start_job,
-            jobs.list_queued_items,
-            jobs.begin_item,
-            jobs.link_conversation,
-            jobs.finish_item,
-            jobs.cancel_queued_items,
-            jobs.set_job_status,
-            jobs.write_job_log,
-            templates.select_template,
-            templates.resolve_template,
-            conversations.store_conversation,
-            message_batches.stage_request,
-            message_batches.submit_batch,
-            message_batches.poll_batch,
-            message_batches.collect_results,
-            message_batches.cancel_batches,
-        ],
-        max_concurrent_activities=settings.worker_max_concurrent_activities,
-    )
-    return [main_queue, build_claude_worker(client, settings, storage, claude, prices)]
+    return [
+        build_main_worker(client, settings, sessions, storage, claude),
+        build_claude_worker(client, settings, storage, claude),
+    ]
 
 
 def load_prices(settings: Settings) -> PriceTable:
@@ -74,16 +52,57 @@ def load_prices(settings: Settings) -> PriceTable:
     return prices
 
 
-def build_claude_worker(
-    client: Client, settings: Settings, storage: Storage, claude, prices: PriceTable  # noqa: ANN001
-) -> Worker:
-    generation = ClaudeActivities(claude, storage, settings, prices)
+def build_main_worker(client: Client, settings: Settings, sessions, storage: Storage, claude) -> Worker:  # noqa: ANN001
+    """The workflows, every data step (database and storage) and the Message Batches endpoints
+    (they are not rate limited like online calls)."""
+    jobs = JobActivities(sessions, storage)
+    templates = TemplateActivities(sessions)
+    conversations = ConversationActivities(storage, settings.quality_min_score)
+    enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
+    exports = ExportActivities(sessions, storage, settings.export_page_size)
+    message_batches = MessageBatchActivities(sessions, storage, claude, settings, load_prices(settings), client)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow, MessageBatchesWorkflow],
+        activities=[
+            jobs.start_job,
+            jobs.list_queued_items,
+            jobs.begin_item,
+            jobs.link_conversation,
+            jobs.finish_item,
+            jobs.cancel_queued_items,
+            jobs.set_job_status,
+            jobs.write_job_log,
+            templates.select_template,
+            templates.resolve_template,
+            conversations.store_conversation,
+            enrichment.enrich_conversations,
+            exports.plan_export,
+            exports.write_export_page,
+            exports.finish_export,
+            exports.fail_export,
+            message_batches.stage_request,
+            message_batches.submit_batch,
+            message_batches.poll_batch,
+            message_batches.collect_results,
+            message_batches.cancel_batches,
+        ],
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
+    )
+
+
+def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
+    generation = ClaudeActivities(claude, storage, settings, load_prices(settings))
     return Worker(
         client,
         task_queue=settings.claude_task_queue,
         activities=[generation.generate_conversation],
         max_concurrent_activities=settings.claude_max_concurrent_calls,
         max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )
 
 
@@ -111,6 +130,9 @@ async def main() -> None:
         for worker in workers:
             await running.enter_async_context(worker)
         await stop.wait()
+        log.info("worker stopping: running activities may finish", grace_s=settings.worker_shutdown_grace_s)
+        # All workers at once, so stopping takes the grace period at most.
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
     await engine.dispose()
     log.info("worker stopped")
 

@@ -4,25 +4,29 @@ fresh request, and the raw response is in storage before the activity returns it
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import anthropic
 import httpx2
 import structlog
 from anthropic import AsyncAnthropic
+from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.claude_requests import priced_usage, raw_response_document, request_messages
+from activities.data_errors import classify as classify_storage_error
+from activities.errors import CLAUDE_RATE_LIMIT_WAIT
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
-from brightrun.settings import Settings
+from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import Storage, raw_response_key
-from models.messages import GeneratedRaw, GenerateInput
+from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply
 
 log = get_logger(__name__)
 
@@ -44,9 +48,19 @@ _STATUS_OF_ERROR_TYPE = {
 }
 _RATE_LIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
 HEARTBEAT_EVERY_S = 5.0  # at most; a third of the heartbeat timeout when that is shorter
+# The Claude worker sends a heartbeat at most this late (its throttle). The server keeps the last
+# heartbeat's details for the next attempt, but may drop one that arrives with the failure, so
+# a failed attempt that spent tokens fails only once the heartbeat counting them has gone out.
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+_HEARTBEAT_SENT_S = 2 * HEARTBEAT_THROTTLE.total_seconds()
 CONNECT_TIMEOUT_S = 10.0
 # 429s that no wait fixes: the account's spend limit or credit, not its rate limit.
 _SPEND_LIMIT_MARKERS = ("spend", "usage limit", "credit balance")
+# A paid reply's upload is retried through a storage outage with this backoff, while the attempt
+# has room for one more try; then the next attempt stores it from the heartbeat details.
+STORAGE_RETRY_FIRST_S = 1.0
+STORAGE_RETRY_CAP_S = 15.0
+STORAGE_TRY_S = 10.0
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float) -> timedelta:
@@ -94,9 +108,11 @@ def _transport_problem(exc: Exception) -> str:
     return f"{cause.__class__.__name__}: {cause}" if str(cause) else cause.__class__.__name__
 
 
-def classify_failure(exc: Exception, attempt: int, max_attempts: int, settings: Settings) -> ApplicationError:
+def classify_failure(
+    exc: Exception, attempt: int, max_attempts: int, settings: Settings, details: Sequence[object] = ()
+) -> ApplicationError:
     """Turn an SDK or transport error into the failure Temporal should act on: retry when, or
-    never. The last allowed attempt fails for good, saying so."""
+    never. The last allowed attempt fails for good, saying so. `details` travel with it."""
     if isinstance(exc, anthropic.APIStatusError):
         status = _status_of(exc)
         error_type = f"claude_{status}"
@@ -105,7 +121,7 @@ def classify_failure(exc: Exception, attempt: int, max_attempts: int, settings: 
         else:
             message = f"Claude API error mid-stream (after HTTP {exc.status_code}): {_api_error(exc)}"
         if status not in _TRANSIENT_STATUSES or (status == 429 and _is_spend_limit(exc)):
-            return ApplicationError(message, type=error_type, non_retryable=True)
+            return ApplicationError(message, *details, type=error_type, non_retryable=True)
         delay = backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
         retry_after = _retry_after(exc)
         if retry_after is not None:
@@ -119,9 +135,9 @@ def classify_failure(exc: Exception, attempt: int, max_attempts: int, settings: 
         raise exc
     if attempt >= max_attempts:
         return ApplicationError(
-            f"gave up after {attempt} attempts; last error: {message}", type=error_type, non_retryable=True
+            f"gave up after {attempt} attempts; last error: {message}", *details, type=error_type, non_retryable=True
         )
-    return ApplicationError(message, type=error_type, next_retry_delay=delay)
+    return ApplicationError(message, *details, type=error_type, next_retry_delay=delay)
 
 
 class RateLimitGate:
@@ -186,13 +202,20 @@ class RateLimitGate:
             self._spare_requests -= 1
 
     @asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
-        """Wrap one call, up to reading its answer's headers."""
+    async def admitted(self, start_by: float = math.inf) -> AsyncIterator[None]:
+        """Wrap one call, up to reading its answer's headers. A call that could not start by
+        `start_by` (its turn and the budget's reset both count) raises RateLimitWaitTooLong at
+        once instead of holding its attempt's slot."""
         if self.low:
-            await self._one_at_a_time.acquire()
+            try:
+                await asyncio.wait_for(self._one_at_a_time.acquire(), timeout=max(0.0, start_by - self._clock()))
+            except TimeoutError:
+                raise RateLimitWaitTooLong(self.pause_s(), "its turn among the held calls") from None
             try:
                 if self.low:  # still low once it is this call's turn
                     pause = self.pause_s()
+                    if self._clock() + pause > start_by:
+                        raise RateLimitWaitTooLong(pause, "the budget's reset")
                     if pause > 0:
                         log.info("rate limit budget low: waiting for its reset", wait_s=round(pause, 1))
                         await asyncio.sleep(pause)
@@ -203,6 +226,16 @@ class RateLimitGate:
                 self._one_at_a_time.release()
         self._start_call()
         yield
+
+
+class RateLimitWaitTooLong(Exception):  # noqa: N818 - a condition, not a programming error
+    """The rate-limit gate would hold a call past the time its attempt allows."""
+
+    def __init__(self, wait_s: float, waiting_for: str) -> None:
+        super().__init__(
+            f"rate limit budget low: waiting for {waiting_for} would outlast this attempt; retrying in {wait_s:.0f} s or later"
+        )
+        self.wait_s = wait_s
 
 
 def _number(value: str | None) -> float | None:
@@ -220,16 +253,31 @@ def _timestamp(value: str | None) -> float | None:
         return None
 
 
+def attempt_seconds_left() -> float:
+    """What remains of this attempt's start-to-close timeout."""
+    info = activity.info()
+    if info.start_to_close_timeout is None:
+        return math.inf
+    elapsed = (datetime.now(UTC) - info.started_time).total_seconds()
+    return info.start_to_close_timeout.total_seconds() - max(0.0, elapsed)
+
+
+def _progress_of_earlier_attempts() -> CallProgress:
+    details = activity.info().heartbeat_details
+    return CallProgress.model_validate(details[0]) if details else CallProgress()
+
+
 @asynccontextmanager
-async def heartbeating() -> AsyncIterator[None]:
+async def heartbeating(progress: CallProgress) -> AsyncIterator[None]:
     """Heartbeat while the call runs, also when no byte arrives: a lost worker is noticed within
-    the heartbeat timeout, and a cancellation reaches the call promptly."""
+    the heartbeat timeout, and a cancellation reaches the call promptly. Each beat carries the
+    call's progress, which the next attempt reads."""
     timeout = activity.info().heartbeat_timeout
     every_s = min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 3) if timeout else HEARTBEAT_EVERY_S
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            activity.heartbeat(progress)
             await asyncio.sleep(every_s)
 
     task = asyncio.create_task(beat())
@@ -256,79 +304,139 @@ class ClaudeActivities:
 
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
-        messages = await request_messages(self._storage, request)
-        async with heartbeating():
-            async with self._gate.admitted():
-                started = time.monotonic()
-                message, headers = await self._call(request, messages)
-                latency_ms = int((time.monotonic() - started) * 1000)
-                self._gate.observe(headers)
-            rate_limit = _rate_limit_headers(headers)
-            usage = priced_usage(self._prices, self._settings, message.model, message.usage)
-            raw_key = raw_response_key(request.user_id, request.conversation_id, repair=request.repair is not None)
-            document = raw_response_document(
-                self._settings,
-                request,
-                message.model_dump(mode="json"),
-                headers.get("request-id"),
-                rate_limit=rate_limit,
-            )
-            await self._storage.put_json(self._storage.conversation_bucket, raw_key, document)
-        attempt = activity.info().attempt
+        progress = _progress_of_earlier_attempts()
+        async with heartbeating(progress):
+            if progress.reply is None:
+                await self._call(request, progress)
+                activity.heartbeat(progress)  # the paid reply, at once: a lost worker must not lose it
+            else:
+                _call_log(request).info("storing the reply an earlier attempt paid for", raw_key=progress.reply.generated.raw_key)
+            await self._store_reply(request, progress)
+        call = progress.reply.generated
+        usage = call.usage
         _call_log(request).info(
             "claude call succeeded",
-            model=message.model,
-            latency_ms=latency_ms,
+            model=call.model,
+            latency_ms=call.latency_ms,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_write_tokens=usage.cache_creation_input_tokens,
             cache_read_tokens=usage.cache_read_input_tokens,
             cost_usd=round(usage.cost_usd, 6),
-            stop_reason=message.stop_reason,
-            rate_limit=rate_limit,
+            attempts_cost_usd=round(progress.usage.cost_usd, 6),
+            stop_reason=call.stop_reason,
+            rate_limit=call.rate_limit,
         )
-        return GeneratedRaw(
-            raw_key=raw_key,
-            model=message.model,
-            stop_reason=message.stop_reason,
-            usage=usage,
-            latency_ms=latency_ms,
-            attempt=attempt,
-            rate_limit=rate_limit,
+        # The usage of every attempt of this call, failed ones included: all of it was paid for.
+        return call.model_copy(update={"usage": progress.usage, "attempt": activity.info().attempt})
+
+    async def _call(self, request: GenerateInput, progress: CallProgress) -> None:
+        """One fresh streamed request; its answer becomes the progress's paid reply. Its tokens
+        count from the moment the API announces them, also when the call then fails; an SDK or
+        transport error becomes the failure Temporal acts on, carrying the usage so far."""
+        messages = await request_messages(self._storage, request)
+        spent_before, announced_at = progress.usage, None
+        # The wait for the rate limit leaves the call and the upload their whole time.
+        start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
+        try:
+            async with self._gate.admitted(start_by):
+                started = time.monotonic()
+                async with self._client.messages.stream(
+                    model=self._settings.claude_model,
+                    max_tokens=self._settings.claude_max_tokens(request.tier),
+                    # The static instructions are the cacheable prefix every item of a batch shares.
+                    system=[{"type": "text", "text": request.prompt.system, "cache_control": {"type": "ephemeral"}}],
+                    messages=messages,
+                    extra_headers={"x-brightrun-item": str(request.item_id)},
+                    timeout=anthropic.Timeout(self._settings.claude_timeout_s(request.tier), connect=CONNECT_TIMEOUT_S),
+                ) as stream:
+                    async for event in stream:
+                        if event.type == "message_start":
+                            announced = event.message
+                            progress.usage = spent_before + priced_usage(
+                                self._prices, self._settings, announced.model, announced.usage
+                            )
+                            announced_at = time.monotonic()
+                            activity.heartbeat(progress)
+                    message, headers = await stream.get_final_message(), stream.response.headers
+                latency_ms = int((time.monotonic() - started) * 1000)
+                self._gate.observe(headers)
+        except RateLimitWaitTooLong as wait:
+            raise self._failure(request, progress, wait) from None
+        except (anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
+            failure = self._failure(request, progress, exc)
+            if announced_at is not None:
+                await asyncio.sleep(max(0.0, announced_at + _HEARTBEAT_SENT_S - time.monotonic()))
+            raise failure from None
+        usage = priced_usage(self._prices, self._settings, message.model, message.usage)
+        progress.usage = spent_before + usage
+        rate_limit = _rate_limit_headers(headers)
+        raw_key = raw_response_key(request.user_id, request.conversation_id, repair=request.repair is not None)
+        progress.reply = PaidReply(
+            generated=GeneratedRaw(
+                raw_key=raw_key,
+                model=message.model,
+                stop_reason=message.stop_reason,
+                usage=usage,
+                latency_ms=latency_ms,
+                attempt=activity.info().attempt,
+                rate_limit=rate_limit,
+            ),
+            document=raw_response_document(
+                self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), rate_limit=rate_limit
+            ),
         )
 
-    async def _call(
-        self, request: GenerateInput, messages: list[dict[str, str]]
-    ) -> tuple[anthropic.types.Message, Mapping[str, str]]:
-        """One fresh streamed request; an SDK error becomes the failure Temporal acts on."""
-        try:
-            async with self._client.messages.stream(
-                model=self._settings.claude_model,
-                max_tokens=self._settings.claude_max_tokens(request.tier),
-                # The static instructions are the cacheable prefix every item of a batch shares.
-                system=[{"type": "text", "text": request.prompt.system, "cache_control": {"type": "ephemeral"}}],
-                messages=messages,
-                extra_headers={"x-brightrun-item": str(request.item_id)},
-                timeout=anthropic.Timeout(self._settings.claude_timeout_s(request.tier), connect=CONNECT_TIMEOUT_S),
-            ) as stream:
-                async for _event in stream:
-                    pass
-                return await stream.get_final_message(), stream.response.headers
-        except (anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
-            rate_limit = {}
+    def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> ApplicationError:
+        """The failure of this attempt, logged, with the usage of every attempt so far as its detail."""
+        attempt, rate_limit = activity.info().attempt, {}
+        if isinstance(exc, RateLimitWaitTooLong):
+            delay = max(timedelta(seconds=exc.wait_s), backoff_delay(attempt, self._settings.claude_retry_base_s, self._settings.claude_retry_cap_s))
+            failure = ApplicationError(str(exc), progress.usage, type=CLAUDE_RATE_LIMIT_WAIT, next_retry_delay=delay)
+        else:
             if isinstance(exc, anthropic.APIStatusError):
                 self._gate.observe(exc.response.headers)
                 rate_limit = _rate_limit_headers(exc.response.headers)
-            failure = classify_failure(exc, activity.info().attempt, _max_attempts(self._settings), self._settings)
-            _call_log(request).warning(
-                "claude call failed",
-                error=failure.message,
-                error_type=failure.type,
-                retry=not failure.non_retryable,
-                retry_in_s=failure.next_retry_delay.total_seconds() if failure.next_retry_delay else None,
-                rate_limit=rate_limit,
-            )
-            raise failure from None
+            failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings, [progress.usage])
+        _call_log(request).warning(
+            "claude call failed",
+            error=failure.message,
+            error_type=failure.type,
+            retry=not failure.non_retryable,
+            retry_in_s=failure.next_retry_delay.total_seconds() if failure.next_retry_delay else None,
+            rate_limit=rate_limit,
+            attempts_cost_usd=round(progress.usage.cost_usd, 6),
+        )
+        return failure
+
+    async def _store_reply(self, request: GenerateInput, progress: CallProgress) -> None:
+        """Stores the paid reply's raw document, retrying through a storage outage while the
+        attempt has room; then the next attempt stores it (from the heartbeat details) instead of
+        paying for a new call."""
+        reply, delay = progress.reply, STORAGE_RETRY_FIRST_S
+        while True:
+            try:
+                await self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document)
+                return
+            except (BotoCoreError, ClientError) as exc:
+                failure = classify_storage_error(exc)
+                if failure.non_retryable:
+                    raise ApplicationError(
+                        failure.message, *failure.details, progress.usage, type=failure.type, non_retryable=True
+                    ) from None
+                if attempt_seconds_left() < delay + STORAGE_TRY_S:
+                    raise ApplicationError(
+                        f"{failure.message}; the paid reply is kept for the next attempt",
+                        *failure.details,
+                        progress.usage,
+                        type=failure.type,
+                        next_retry_delay=timedelta(seconds=delay),
+                    ) from None
+                _call_log(request).warning(
+                    "storage unavailable: retrying the raw reply's upload", error=failure.message, retry_in_s=delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORAGE_RETRY_CAP_S)
 
 
 def _call_log(request: GenerateInput) -> structlog.stdlib.BoundLogger:

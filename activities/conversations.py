@@ -8,6 +8,7 @@ import re
 from pydantic import ValidationError
 from temporalio import activity
 
+from activities.data_errors import classify_data_errors
 from activities.errors import INVALID_OUTPUT, LOW_QUALITY, TRUNCATED_OUTPUT, permanent
 from brightrun.storage import Storage, final_conversation_key
 from models.conversation import ConversationDocument
@@ -61,6 +62,7 @@ class ConversationActivities:
         self._quality_min_score = quality_min_score
 
     @activity.defn(name="store_conversation")
+    @classify_data_errors
     async def store_conversation(self, request: StoreConversationInput) -> StoredConversation:
         raw = json.loads(await self._storage.get_bytes(self._storage.conversation_bucket, request.raw_key))
         message = raw["message"]

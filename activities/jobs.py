@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.data_errors import classify_data_errors
 from activities.errors import CATALOG_ROW_MISSING, ITEM_ALREADY_LINKED, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
 from brightrun.storage import Storage, job_log_key
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, Tier
@@ -88,6 +89,7 @@ class JobActivities:
         self._storage = storage
 
     @activity.defn(name="start_job")
+    @classify_data_errors
     async def start_job(self, job_id: uuid.UUID) -> JobPlan:
         async with self._sessions.begin() as session:
             job = await session.get(BatchJob, job_id, with_for_update=True)
@@ -147,6 +149,7 @@ class JobActivities:
                 raise permanent(f"the job cannot run: {kind} {missing} was deleted from the catalog", CATALOG_ROW_MISSING)
 
     @activity.defn(name="list_queued_items")
+    @classify_data_errors
     async def list_queued_items(self, request: ItemPageRequest) -> ItemPage:
         async with self._sessions() as session:
             rows = await session.execute(
@@ -162,6 +165,7 @@ class JobActivities:
             return ItemPage(items=[ItemRef(item_id=item_id, position=position) for item_id, position in rows])
 
     @activity.defn(name="begin_item")
+    @classify_data_errors
     async def begin_item(self, item_id: uuid.UUID) -> ItemWork:
         async with self._sessions.begin() as session:
             item = await session.get(BatchItem, item_id, with_for_update=True)
@@ -184,6 +188,7 @@ class JobActivities:
             )
 
     @activity.defn(name="link_conversation")
+    @classify_data_errors
     async def link_conversation(self, request: LinkConversationInput) -> LinkedConversation:
         generated = request.generations[-1]  # the call whose answer was stored
         usage = sum((g.usage for g in request.generations), TokenUsage())
@@ -238,6 +243,7 @@ class JobActivities:
         return LinkedConversation(conversation_pk=conversation_pk)
 
     @activity.defn(name="finish_item")
+    @classify_data_errors
     async def finish_item(self, request: FinishItemInput) -> ItemStatus:
         """Record an item's final status once; returns the status the row ends with (the first
         final one recorded, when the item had already ended)."""
@@ -280,6 +286,7 @@ class JobActivities:
             return outcome.status
 
     @activity.defn(name="cancel_queued_items")
+    @classify_data_errors
     async def cancel_queued_items(self, job_id: uuid.UUID) -> int:
         """Mark every item that never started `cancelled`; returns how many."""
         async with self._sessions.begin() as session:
@@ -292,6 +299,7 @@ class JobActivities:
             return count
 
     @activity.defn(name="set_job_status")
+    @classify_data_errors
     async def set_job_status(self, change: JobStatusChange) -> None:
         """Mirror a transition the workflow made; an ended job's row is never reopened."""
         async with self._sessions.begin() as session:
@@ -311,6 +319,7 @@ class JobActivities:
                 await _log(session, change.job_id, f"job {change.status.value}{reason}")
 
     @activity.defn(name="write_job_log")
+    @classify_data_errors
     async def write_job_log(self, job_id: uuid.UUID) -> int:
         """Render the job's events to `batch-logs/{job_id}/log.txt`; returns the line count."""
         async with self._sessions() as session:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 
+from activities.data_errors import classify_data_errors
 from activities.errors import CATALOG_ROW_MISSING, TEMPLATE_NOT_FOUND, UNKNOWN_PLACEHOLDER, permanent
 from models.messages import NIL_UUID, ResolvedPrompt, ResolvePromptInput, SelectedTemplate, SelectTemplateInput
 from models.tables import EmotionalArc, Persona, PromptTemplate, TrainingTopic
@@ -36,6 +37,7 @@ class TemplateActivities:
         self._sessions = sessions
 
     @activity.defn(name="select_template")
+    @classify_data_errors
     async def select_template(self, request: SelectTemplateInput) -> SelectedTemplate:
         async with self._sessions() as session:
             if request.template_id not in (None, NIL_UUID):
@@ -67,6 +69,7 @@ class TemplateActivities:
             return SelectedTemplate(template_id=template_id, auto_selected=True)
 
     @activity.defn(name="resolve_template")
+    @classify_data_errors
     async def resolve_template(self, request: ResolvePromptInput) -> ResolvedPrompt:
         async with self._sessions() as session:
             template = await session.get(PromptTemplate, request.template_id)

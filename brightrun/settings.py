@@ -98,7 +98,24 @@ class Settings(BaseSettings):
     # The batch workflow continues as new once its history passes this many events.
     history_event_limit: int = Field(default=2000, ge=50)
 
+    # Enrichment, when a job's items are done: conversations per activity call, and the estimated
+    # Jaccard similarity (word 5-grams) from which a conversation is a near-duplicate of an earlier one.
+    enrichment_page_size: int = Field(default=200, ge=1, le=5000)
+    near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+
+    # Export: conversations per page (one activity each), and the system prompt every exported
+    # conversation starts with (the assistant's role, as the fine-tuned model will be prompted).
+    export_page_size: int = Field(default=500, ge=1, le=10000)
+    export_system_prompt: str = (
+        "You are an empathetic, competent financial advisor. You explain money matters in plain "
+        "language, follow the client's feelings as well as their questions, never promise returns "
+        "and never give legal advice."
+    )
+
     worker_max_concurrent_activities: int = Field(default=100, ge=1)
+    # On SIGTERM or SIGINT a worker takes no new tasks and gives its running activities (paid
+    # Claude calls above all) this long to finish before it cancels them.
+    worker_shutdown_grace_s: float = Field(default=300.0, ge=0)
 
     # Logging: "auto" = readable on a terminal, JSON otherwise.
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from brightrun.settings import Settings
 
@@ -33,8 +35,23 @@ def batch_request_key(user_id: str, conversation_id: object, sequence: int) -> s
     return f"requests/{user_id}/{conversation_id}_{sequence}.json"
 
 
+def enriched_conversation_key(user_id: str, conversation_id: object) -> str:
+    """The enrichment record (counts, quality parts, provenance, duplicate check), beside the final file."""
+    return f"{_conversation_folder(user_id)}/{conversation_id}_enriched.json"
+
+
 def job_log_key(job_id: object) -> str:
     return f"{job_id}/log.txt"
+
+
+@contextmanager
+def _naming(bucket: str, key: str) -> Iterator[None]:
+    """A failed call says which object it was about (activities/data_errors.py quotes it)."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        exc.add_note(f"s3://{bucket}/{key}")
+        raise
 
 
 class Storage:
@@ -50,16 +67,23 @@ class Storage:
             config=Config(retries={"mode": "standard", "max_attempts": 3}, s3={"addressing_style": "path"}),
         )
 
+    @property
+    def client(self):  # noqa: ANN201 - boto3's client has no importable type
+        """The blocking boto3 client, for streaming work that already runs in a worker thread."""
+        return self._client
+
     async def put_json(self, bucket: str, key: str, document: Any) -> None:
         body = json.dumps(document, ensure_ascii=False, indent=2).encode()
         await self.put_bytes(bucket, key, body, "application/json")
 
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self._client.put_object, Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        with _naming(bucket, key):
+            await asyncio.to_thread(self._client.put_object, Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        response = await asyncio.to_thread(self._client.get_object, Bucket=bucket, Key=key)
-        return await asyncio.to_thread(response["Body"].read)
+        with _naming(bucket, key):
+            response = await asyncio.to_thread(self._client.get_object, Bucket=bucket, Key=key)
+            return await asyncio.to_thread(response["Body"].read)
 
     async def list_keys(self, bucket: str, prefix: str) -> list[str]:
         """Every key under a prefix (all pages)."""

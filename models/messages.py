@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from models.enums import BatchResultType, DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
+from models.enums import (
+    BatchResultType,
+    DeliveryMode,
+    ErrorPolicy,
+    ExportFormat,
+    ExportStatus,
+    ItemStatus,
+    JobStatus,
+    MessageBatchState,
+    ReviewStatus,
+    Tier,
+)
 
 NIL_UUID = uuid.UUID(int=0)
 
@@ -247,6 +259,21 @@ class GeneratedRaw(BaseModel):
     rate_limit: dict[str, str] = Field(default_factory=dict)
 
 
+class PaidReply(BaseModel):
+    """An answered call: what the activity will return, and the raw document it stores first."""
+
+    generated: GeneratedRaw
+    document: dict[str, Any]
+
+
+class CallProgress(BaseModel):
+    """The heartbeat details of a Claude call: what its attempts so far have cost, and a reply
+    that was paid for but not stored yet, so the next attempt stores it instead of paying again."""
+
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    reply: PaidReply | None = None
+
+
 class StoreConversationInput(BaseModel):
     conversation_id: uuid.UUID
     user_id: str
@@ -373,3 +400,105 @@ class MessageBatchesProgress(BaseModel):
     submitted_requests: int
     paused: bool
     cancel_requested: bool
+
+
+# --- enrichment ---------------------------------------------------------------------------
+
+
+class EnrichPageInput(BaseModel):
+    """Enrich one page (the worker's ENRICHMENT_PAGE_SIZE) of a job's conversations not enriched yet."""
+
+    job_id: uuid.UUID
+
+
+class EnrichedPage(BaseModel):
+    enriched: int  # rows this call enriched (0 when another attempt did them first)
+    more: bool  # the job still has conversations to enrich
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+class SplitShare(BaseModel):
+    name: str
+    fraction: float
+
+
+class ExportSelection(BaseModel):
+    """What an export takes and how it writes it: with the seed, all that decides its bytes."""
+
+    user: str | None  # None: every user's (an admin's export)
+    job_ids: list[uuid.UUID] = Field(default_factory=list)
+    review_status: ReviewStatus | None = ReviewStatus.APPROVED
+    min_quality: float | None = None
+    format: ExportFormat = ExportFormat.MESSAGES
+    splits: list[SplitShare] = Field(default_factory=lambda: [SplitShare(name="train", fraction=1.0)])
+    seed: int = 0
+    system_prompt: str
+
+
+class ExportInput(BaseModel):
+    export_id: uuid.UUID
+    selection: ExportSelection
+    # An absolute directory on the worker's machine, or s3://bucket/prefix.
+    location: str
+
+
+class ExportPlan(BaseModel):
+    total: int
+    split_sizes: dict[str, int]
+
+
+class ExportCursor(BaseModel):
+    """Where the next page starts in the export's order (the seeded hash, then the id)."""
+
+    order_key: str
+    conversation_id: uuid.UUID
+
+
+class ExportPageInput(BaseModel):
+    export: ExportInput
+    plan: ExportPlan
+    page: int
+    first_position: int
+    after: ExportCursor | None = None
+
+
+class ExportPage(BaseModel):
+    count: int
+    last: ExportCursor | None
+
+
+class ExportFinishInput(BaseModel):
+    export: ExportInput
+    plan: ExportPlan
+    pages: int
+
+
+class ExportResult(BaseModel):
+    export_id: uuid.UUID
+    location: str
+    count: int
+    splits: dict[str, int]
+    # Paths relative to the location: data files, card and manifest.
+    files: list[str]
+
+
+class ExportProgress(BaseModel):
+    export_id: uuid.UUID
+    status: ExportStatus
+    total: int
+    written: int
+
+
+class ExportFailure(BaseModel):
+    export_id: uuid.UUID
+    message: str
+
+
+class OutageDetails(BaseModel):
+    """The details of a database_unavailable or storage_unavailable failure: which part the step
+    waits for, and since when (`starter.py status` reads them from the pending activity)."""
+
+    part: str
+    since: datetime | None = None

@@ -11,12 +11,14 @@ from pydantic import BaseModel
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
+from activities.data_errors import classify
+from activities.errors import DATABASE_UNAVAILABLE
 from brightrun.claude_client import claude_call_plan, message_batch_plan
 from brightrun.pricing import BATCH_PRICE_FACTOR
 from brightrun.settings import Settings
@@ -27,16 +29,19 @@ from models.tables import (
     BatchItem,
     BatchJob,
     BatchJobEvent,
+    Conversation,
     EmotionalArc,
     MessageBatch,
     Persona,
     PromptTemplate,
     TrainingTopic,
 )
+from service.outages import Outage, job_outages
 from workflows.batch_job import BatchJobWorkflow, job_workflow_id
 
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
+USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length
 
 
 class BatchInputError(ValueError):
@@ -111,10 +116,12 @@ async def _resolve_template(session: AsyncSession, value: str | None, tier: Tier
     return template_id
 
 
-def _validate_user(user: str) -> str:
-    # The user id becomes a storage path segment.
+def validate_user(user: str) -> str:
+    """Checked once wherever a user id comes in: it becomes a storage path segment and an owner."""
     if not user or not all(c.isalnum() or c in "-_." for c in user) or user.startswith("."):
         raise BatchInputError(f"user {user!r} must be letters, digits, '-', '_' or '.'")
+    if len(user) > USER_ID_MAX_LENGTH:
+        raise BatchInputError(f"user id must be at most {USER_ID_MAX_LENGTH} characters, got {len(user)}")
     return user
 
 
@@ -124,7 +131,7 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         raise BatchInputError(f"--concurrency must be between 1 and 100, got {request.concurrency}")
     if request.name is not None and not 1 <= len(request.name.strip()) <= JOB_NAME_MAX_LENGTH:
         raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(request.name)}")
-    user = _validate_user(request.user)
+    user = validate_user(request.user)
     async with sessions.begin() as session:
         personas = await _resolve(session, Persona, "persona", request.personas)
         arcs = await _resolve(session, EmotionalArc, "arc", request.arcs)
@@ -227,11 +234,23 @@ async def _live_progress(client: Client | None, job_id: uuid.UUID) -> JobProgres
 
 
 async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client | None = None) -> dict[str, Any]:
-    """The job's row, with the live numbers of its workflow (status, in flight, ETA) when it runs."""
-    job = await _load_job(sessions, job_ref)
+    """The job's row, with the live numbers of its workflow (status, in flight, ETA, the parts
+    its items wait for) when it runs. While PostgreSQL is down, the workflow's view alone."""
+    try:
+        job = await _load_job(sessions, job_ref)
+    except Exception as exc:
+        failure = classify(exc)
+        if client is None or failure is None or failure.type != DATABASE_UNAVAILABLE:
+            raise
+        return await _status_without_database(client, parse_uuid(job_ref, "job id"), failure.message, exc)
     live = await _live_progress(client, job.id)
+    waiting_on = await job_outages(client, job.id) if live else []
     remaining = job.total_items - job.completed_items - job.cancelled_items
     open_batches = await _open_message_batches(sessions, job) if job.mode == DeliveryMode.BATCH else []
+    async with sessions() as session:
+        enriched = await session.scalar(
+            select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
+        )
     return {
         "job_id": str(job.id),
         "workflow_id": job_workflow_id(job.id),
@@ -250,6 +269,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "cancelled": job.cancelled_items,
         "in_flight": live.in_flight if live else 0,
         "remaining": remaining,
+        "enriched": enriched,
         "elapsed_s": _elapsed_s(job),
         "eta_seconds": _eta_seconds(job, remaining, live),
         "input_tokens": job.input_tokens,
@@ -263,6 +283,43 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "error_message": job.error_message,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+        "waiting_on": _waiting_on(waiting_on),
+    }
+
+
+def _waiting_on(outages: list[Outage]) -> list[dict[str, Any]] | None:
+    return [{**outage.model_dump(mode="json"), "summary": outage.describe()} for outage in outages] or None
+
+
+async def _status_without_database(
+    client: Client, job_id: uuid.UUID, database_error: str, exc: Exception
+) -> dict[str, Any]:
+    """The running workflow's own numbers; without a running workflow there is nothing to show."""
+    live = await _live_progress(client, job_id)
+    if live is None:
+        raise exc
+    return {
+        "job_id": str(job_id),
+        "workflow_id": job_workflow_id(job_id),
+        "status": live.status.value,
+        "total": live.total,
+        "completed": live.completed,
+        "successful": live.successful,
+        "failed": live.failed,
+        "cancelled": live.cancelled,
+        "in_flight": live.in_flight,
+        "remaining": live.remaining,
+        "enriched": None,
+        "elapsed_s": live.elapsed_s,
+        "eta_seconds": live.eta_seconds,
+        "input_tokens": live.usage.input_tokens,
+        "output_tokens": live.usage.output_tokens,
+        "cost_usd": round(live.usage.cost_usd, 8),
+        "started_at": live.started_at.isoformat() if live.started_at else None,
+        "completed_at": None,
+        "waiting_on": _waiting_on(await job_outages(client, job_id)),
+        # Says the row could not be read: the numbers above are the workflow's.
+        "database_unavailable": database_error,
     }
 
 
@@ -344,7 +401,7 @@ async def list_jobs(
     if status is not None:
         query = query.where(BatchJob.status == status.value)
     if user is not None:
-        query = query.where(BatchJob.created_by == _validate_user(user))
+        query = query.where(BatchJob.created_by == validate_user(user))
     async with sessions() as session:
         jobs = (await session.scalars(query)).all()
     return [

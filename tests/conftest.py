@@ -105,6 +105,9 @@ def stack_settings(stack: dict[str, str]) -> Settings:
         message_batch_gather_s=0.3,
         message_batch_poll_initial_s=0.3,
         message_batch_poll_max_s=1.0,
+        # Tests stop and restart workers as a crash would; tests/test_worker_shutdown.py runs
+        # worker.py with the graceful default.
+        worker_shutdown_grace_s=0,
     )
 
 

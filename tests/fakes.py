@@ -13,6 +13,8 @@ from temporalio import activity
 from activities.errors import INVALID_OUTPUT, permanent
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
+    EnrichedPage,
+    EnrichPageInput,
     FinishItemInput,
     GeneratedRaw,
     GenerateInput,
@@ -87,6 +89,10 @@ class FakeBatch:
     # the task queue each Claude call ran on
     claude_queues: list[str] = field(default_factory=list)
     conversation_positions: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Items whose conversation was enriched, and how many were when the job's final status was written.
+    enriched: set[uuid.UUID] = field(default_factory=set)
+    enrich_page_size: int = 2
+    enriched_when_final: int | None = None
 
     @classmethod
     def of(cls, size: int, **knobs) -> FakeBatch:  # noqa: ANN003
@@ -212,6 +218,13 @@ class FakeActivities:
         item.error_message = request.outcome.error_message
         return item.status
 
+    @activity.defn(name="enrich_conversations")
+    async def enrich_conversations(self, request: EnrichPageInput) -> EnrichedPage:
+        todo = [i.item_id for i in self.batch.items if i.status == ItemStatus.COMPLETED and i.item_id not in self.batch.enriched]
+        page = todo[: self.batch.enrich_page_size]
+        self.batch.enriched.update(page)
+        return EnrichedPage(enriched=len(page), more=len(todo) > len(page))
+
     @activity.defn(name="cancel_queued_items")
     async def cancel_queued_items(self, job_id: uuid.UUID) -> int:
         queued = [i for i in self.batch.items if i.status == ItemStatus.QUEUED]
@@ -225,6 +238,8 @@ class FakeActivities:
             self.batch.job_status = change.status
             self.batch.job_error = change.error_message
             self.batch.status_changes.append(change.status)
+            if change.status.is_final:
+                self.batch.enriched_when_final = len(self.batch.enriched)
 
     @activity.defn(name="write_job_log")
     async def write_job_log(self, job_id: uuid.UUID) -> int:
@@ -242,6 +257,7 @@ class FakeActivities:
             self.store_conversation,
             self.link_conversation,
             self.finish_item,
+            self.enrich_conversations,
             self.cancel_queued_items,
             self.set_job_status,
             self.write_job_log,

@@ -76,3 +76,14 @@ async def test_a_job_whose_every_item_fails_ends_failed_with_the_reason(ts_clien
     assert progress.status == JobStatus.FAILED
     assert batch.job_status == JobStatus.FAILED
     assert "all 3 items failed" in batch.job_error
+
+
+async def test_what_succeeded_is_enriched_in_pages_before_the_job_is_final(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(7, failing_positions={4: "Claude API 400: prompt is too long"}, enrich_page_size=2)
+
+    progress = await run_batch(ts_client, task_queue, batch)
+
+    assert progress.status == JobStatus.COMPLETED
+    succeeded = {i.item_id for i in batch.items if i.status == ItemStatus.COMPLETED}
+    assert batch.enriched == succeeded and len(succeeded) == 6
+    assert batch.enriched_when_final == 6, "the final status is written only after enrichment"

@@ -18,18 +18,25 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.claude import ClaudeActivities, RateLimitGate, backoff_delay, classify_failure
+from activities.claude import (
+    ClaudeActivities,
+    RateLimitGate,
+    RateLimitWaitTooLong,
+    backoff_delay,
+    classify_failure,
+)
 from activities.claude_requests import REPAIR_INSTRUCTION
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
-from brightrun.settings import Settings
+from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from devtools.standin import start_standin
 from brightrun.storage import raw_response_key
 from models.enums import Tier
-from models.messages import GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
+from models.messages import CallProgress, GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
 from tests.fakes import MemoryStorage
 from tests.helpers import eventually
 from devtools.standin_control import StandinControl
@@ -50,9 +57,18 @@ class Rig:
     sent: list[dict[str, Any]]  # the JSON body of every request the SDK sent
     env: ActivityEnvironment
     heartbeats: list[float]
+    # The details of each heartbeat as the data converter would send them to the next attempt.
+    progress: list[dict[str, Any]]
 
     async def generate(self, request: GenerateInput) -> Any:
         return await self.env.run(self.activities.generate_conversation, request)
+
+    def next_attempt(self) -> None:
+        """As Temporal starts the next attempt: a fresh deadline and the last heartbeat's details."""
+        self.env.info = dataclasses.replace(
+            self.env.info, attempt=self.env.info.attempt + 1, started_time=datetime.now(UTC),
+            heartbeat_details=self.progress[-1:],
+        )
 
 
 @pytest.fixture
@@ -70,12 +86,20 @@ async def rig() -> AsyncIterator[Rig]:
         storage = MemoryStorage()
         env = ActivityEnvironment()
         heartbeats: list[float] = []
-        env.on_heartbeat = lambda *details: heartbeats.append(time.monotonic())
+        progress: list[dict[str, Any]] = []
+
+        def on_heartbeat(*details: Any) -> None:
+            heartbeats.append(time.monotonic())
+            progress.append(details[0].model_dump(mode="json"))
+
+        env.on_heartbeat = on_heartbeat
         env.info = dataclasses.replace(
-            env.info, heartbeat_timeout=timedelta(seconds=20), retry_policy=RetryPolicy(maximum_attempts=4)
+            env.info, heartbeat_timeout=timedelta(seconds=20), retry_policy=RetryPolicy(maximum_attempts=4),
+            started_time=datetime.now(UTC),
+            start_to_close_timeout=timedelta(seconds=settings.claude_attempt_timeout_s(Tier.SCENARIO)),
         )
         activities = ClaudeActivities(client, storage, settings, PriceTable.load())  # type: ignore[arg-type]
-        yield Rig(activities, storage, StandinControl(base_url), settings, sent, env, heartbeats)
+        yield Rig(activities, storage, StandinControl(base_url), settings, sent, env, heartbeats, progress)
     await runner.cleanup()
 
 
@@ -170,6 +194,27 @@ async def test_a_429_says_when_to_retry_and_holds_back_the_next_call_until_the_b
     assert second["at"] - first["at"] >= 2.0
 
 
+async def test_a_rate_limit_wait_longer_than_the_attempt_has_left_is_a_retry_after_the_wait(rig: Rig) -> None:
+    await rig.standin.configure(script=["429"], retry_after_s=30)
+    with pytest.raises(ApplicationError):
+        await rig.generate(generate_input())
+    # One second of this attempt is left for waiting; the gate holds calls for the 5 s it may.
+    call_s = rig.settings.claude_timeout_s(Tier.SCENARIO) + CLAUDE_STORAGE_MARGIN_S
+    rig.next_attempt()
+    rig.env.info = dataclasses.replace(rig.env.info, start_to_close_timeout=timedelta(seconds=call_s + 1))
+
+    started = time.monotonic()
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+
+    assert time.monotonic() - started < 1, "the attempt did not sit in the gate"
+    failure = raised.value
+    assert (failure.type, failure.non_retryable) == ("claude_rate_limit_wait", False)
+    assert failure.next_retry_delay >= timedelta(seconds=rig.settings.claude_rate_limit_max_wait_s - 1)
+    assert failure.message.startswith("rate limit budget low: waiting for the budget's reset would outlast this attempt")
+    assert (await rig.standin.stats())["requests"] == 1
+
+
 async def test_a_repair_sends_the_rejected_reply_and_the_problem_and_keeps_both_raw_answers(rig: Rig) -> None:
     first = await rig.generate(generate_input())
     problem = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
@@ -233,6 +278,76 @@ async def test_a_connection_dropped_inside_the_stream_is_retried(rig: Rig) -> No
         "Claude API connection failed: RemoteProtocolError: "
         "peer closed connection without sending complete message body (incomplete chunked read)"
     )
+
+
+class StorageDown:
+    """The rig's storage, unreachable until `back()`: puts fail as boto3 fails without S3."""
+
+    def __init__(self, storage: MemoryStorage, failures: int | None = None) -> None:
+        self._storage, self.failures, self.refused = storage, failures, 0
+        self.conversation_bucket = storage.conversation_bucket
+
+    def back(self) -> None:
+        self.failures = 0
+
+    async def put_json(self, bucket: str, key: str, document: object) -> None:
+        if self.failures is None or self.refused < self.failures:
+            self.refused += 1
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
+        await self._storage.put_json(bucket, key, document)
+
+
+async def test_a_paid_reply_is_stored_through_a_storage_outage_within_the_attempt(rig: Rig) -> None:
+    storage = StorageDown(rig.storage, failures=2)
+    rig.activities._storage = storage  # type: ignore[assignment]
+    request = generate_input()
+
+    generated = await rig.generate(request)
+
+    assert storage.refused == 2 and (await rig.standin.stats())["requests"] == 1
+    assert rig.storage.objects[generated.raw_key]["message"]["usage"]["output_tokens"] == generated.usage.output_tokens
+    assert CallProgress.model_validate(rig.progress[-1]).reply.generated.raw_key == generated.raw_key
+
+
+async def test_the_next_attempt_stores_the_reply_an_attempt_paid_for_without_calling_again(rig: Rig) -> None:
+    storage = StorageDown(rig.storage)
+    rig.activities._storage = storage  # type: ignore[assignment]
+    # Too little time left for a second upload: the attempt ends, keeping the reply.
+    rig.env.info = dataclasses.replace(rig.env.info, start_to_close_timeout=timedelta(seconds=5))
+    request = generate_input()
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(request)
+    paid = CallProgress.model_validate(rig.progress[-1])
+    storage.back()
+    rig.next_attempt()
+    generated = await rig.generate(request)
+
+    failure = raised.value
+    assert (failure.type, failure.non_retryable) == ("storage_unavailable", False)
+    assert failure.message.startswith("S3 storage unavailable: Could not connect to the endpoint URL")
+    assert failure.message.endswith("; the paid reply is kept for the next attempt")
+    assert failure.details[0].part == "S3 storage", "starter.py status says what the item waits for"
+    assert failure.details[-1] == paid.usage and paid.usage.cost_usd > 0
+    assert (await rig.standin.stats())["requests"] == 1, "the second attempt did not call Claude"
+    assert generated.raw_key == paid.reply.generated.raw_key == raw_response_key("test-user", request.conversation_id)
+    assert rig.storage.objects[generated.raw_key] == paid.reply.document
+    assert (generated.usage, generated.attempt) == (paid.usage, 2)
+
+
+async def test_a_second_attempt_counts_the_tokens_the_first_spent_before_it_broke(rig: Rig) -> None:
+    await rig.standin.configure(script=["midstream_drop", "ok"])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+    spent = TokenUsage.model_validate(raised.value.details[-1])
+    rig.next_attempt()
+    generated = await rig.generate(generate_input())
+
+    assert spent.input_tokens > 0 and spent.cache_creation_input_tokens > 0 and spent.cost_usd > 0
+    answered = rig.storage.objects[generated.raw_key]["message"]["usage"]
+    assert generated.usage.input_tokens == spent.input_tokens + answered["input_tokens"]
+    assert generated.usage.cost_usd > spent.cost_usd
 
 
 # --- failure classification -----------------------------------------------------------------
@@ -382,6 +497,39 @@ async def test_calls_started_since_the_last_answer_spend_the_request_budget() ->
             await calls.enter_async_context(gate.admitted())
 
         assert gate.low and gate.pause_s() == pytest.approx(10)
+
+
+async def test_a_call_that_could_not_start_in_time_is_refused_at_once() -> None:
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=60, clock=lambda: NOW)
+    gate.observe(budget("requests", limit=100, remaining=0, reset_in_s=30))
+
+    with pytest.raises(RateLimitWaitTooLong) as raised:
+        async with gate.admitted(start_by=NOW + 10):
+            pytest.fail("the call must not start")
+
+    assert raised.value.wait_s == pytest.approx(30)
+
+
+async def test_a_call_queued_behind_a_held_one_gives_up_its_turn_at_its_deadline() -> None:
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=60)
+    gate.observe({"retry-after": "0.1"})  # calls go one at a time
+    first_in, first_answered = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with gate.admitted():
+            first_in.set()
+            await first_answered.wait()
+
+    holder = asyncio.create_task(first())
+    await first_in.wait()
+    started = time.monotonic()
+    with pytest.raises(RateLimitWaitTooLong, match="its turn among the held calls"):
+        async with gate.admitted(start_by=time.time() + 0.3):
+            pytest.fail("the call must not start")
+
+    assert 0.25 <= time.monotonic() - started < 2
+    first_answered.set()
+    await holder
 
 
 def test_a_healthy_budget_holds_nothing() -> None:

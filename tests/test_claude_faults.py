@@ -21,7 +21,7 @@ from models.messages import TokenUsage
 from models.tables import BatchItem, BatchJob, Conversation
 from tests.helpers import launch_and_wait
 from devtools.standin_control import StandinControl
-from worker import build_claude_worker, load_prices
+from worker import build_claude_worker
 from workflows.batch_job import item_workflow_id
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
@@ -181,7 +181,7 @@ async def test_the_calls_per_minute_limit_holds_across_the_run(
     limited = stack_settings.model_copy(
         update={"claude_task_queue": f"limited-{uuid.uuid4()}", "claude_calls_per_minute": calls_per_minute}
     )
-    async with build_claude_worker(stack_client, limited, storage, create_claude_client(limited), load_prices(limited)):
+    async with build_claude_worker(stack_client, limited, storage, create_claude_client(limited)):
         await launch_and_wait(
             sessions, stack_client, limited, personas=ALL_PERSONAS[:2], arcs=ALL_ARCS[:2],
             topics=ALL_TOPICS[:2], tier=Tier.TEMPLATE, concurrency=8,

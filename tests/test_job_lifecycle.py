@@ -92,6 +92,8 @@ async def test_cancel_while_paused_marks_every_unstarted_item_cancelled(ts_clien
     assert result.status == JobStatus.CANCELLED and batch.job_status == JobStatus.CANCELLED
     assert result.completed + result.cancelled == 6 and result.cancelled == batch.count(ItemStatus.CANCELLED) > 0
     assert batch.count(ItemStatus.QUEUED) == batch.count(ItemStatus.PROCESSING) == 0
+    # A cancelled job still enriches what succeeded, before it shows cancelled.
+    assert batch.enriched_when_final == len(batch.enriched) == batch.count(ItemStatus.COMPLETED) > 0
 
 
 @pytest.mark.parametrize("how", ["signal", "cancellation API"])

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         BATCH_RESULT_SIGNAL,
         BatchItemInput,
         BatchResult,
+        CallProgress,
         FinishItemInput,
         GeneratedRaw,
         GenerateInput,
@@ -48,6 +49,17 @@ def failure_message(error: ActivityError) -> str:
     if isinstance(cause, TimeoutError):
         return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
     return f"{error.activity_type} failed: {cause or error}"
+
+
+def spent_on_failed_call(error: ActivityError) -> TokenUsage:
+    """What the attempts of a Claude call that failed for good were paid for: the usage the
+    activity put last in its failure's details, or for a timeout the one its last heartbeat carried."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[-1], dict):
+        return TokenUsage.model_validate(cause.details[-1])
+    if isinstance(cause, TimeoutError) and cause.last_heartbeat_details and isinstance(cause.last_heartbeat_details[0], dict):
+        return CallProgress.model_validate(cause.last_heartbeat_details[0]).usage
+    return TokenUsage()
 
 
 def repair_problem(error: ApplicationError) -> str:
@@ -161,11 +173,15 @@ class BatchItemWorkflow:
         if request.mode == DeliveryMode.BATCH:
             generated = await self._generate_in_batch(request, generate)
         else:
-            generated = await workflow.execute_activity_method(
-                ClaudeActivities.generate_conversation, generate, **claude_step(request.claude, tier)
-            )
+            try:
+                generated = await workflow.execute_activity_method(
+                    ClaudeActivities.generate_conversation, generate, **claude_step(request.claude, tier)
+                )
+            except ActivityError as error:
+                self._usage += spent_on_failed_call(error)
+                raise
             self._rate_limit = generated.rate_limit
-        self._usage += generated.usage
+        self._usage += generated.usage  # every attempt's, failed ones included
         return generated
 
     async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput) -> GeneratedRaw:

@@ -14,6 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.enrichment import EnrichmentActivities
     from activities.jobs import JobActivities
     from models import search_attributes
     from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         BatchItemInput,
         BatchJobInput,
         BatchProgressState,
+        EnrichPageInput,
         FinishItemInput,
         ItemFinished,
         ItemPageRequest,
@@ -108,6 +110,7 @@ class BatchJobWorkflow:
         if self._halting:
             await self._halt()
         await self._tell_message_batches(MessageBatchesWorkflow.close)
+        await self._enrich()
         status, reason = self._final_status()
         async with self._lock:  # after any pause or resume still being recorded
             await self._change_status(status, reason)
@@ -135,6 +138,17 @@ class BatchJobWorkflow:
                     **DATA_STEP,
                 )
                 self.item_finished(ItemFinished(item_id=item_id, status=recorded))
+
+    async def _enrich(self) -> None:
+        """Enrich what succeeded, a page per activity (the history grows by one step per page),
+        before the job may be final. Pages already done by an earlier run or attempt are skipped."""
+        enriched, more = 0, True
+        while more:
+            page = await workflow.execute_activity_method(
+                EnrichmentActivities.enrich_conversations, EnrichPageInput(job_id=self._job_id), **DATA_STEP
+            )
+            enriched, more = enriched + page.enriched, page.more
+            workflow.set_current_details(f"enriched {enriched} conversations")
 
     async def _cannot_run(self, reason: str) -> JobProgress:
         self._state.counters.cancelled = await workflow.execute_activity_method(

@@ -6,10 +6,12 @@ from temporalio.common import RetryPolicy
 
 from activities.errors import (
     CATALOG_ROW_MISSING,
+    DATABASE_ERROR,
     INVALID_OUTPUT,
     ITEM_NOT_FOUND,
     JOB_NOT_FOUND,
     LOW_QUALITY,
+    STORAGE_ERROR,
     TEMPLATE_NOT_FOUND,
     TRUNCATED_OUTPUT,
     UNKNOWN_PLACEHOLDER,
@@ -28,18 +30,26 @@ _PERMANENT_TYPES = [
     INVALID_OUTPUT,
     TRUNCATED_OUTPUT,
     LOW_QUALITY,
+    DATABASE_ERROR,
+    STORAGE_ERROR,
 ]
 
-# Database and storage steps: short, retried with backoff through a database or S3 outage.
+# Database and storage steps: short, and retried without an attempt cap, so an outage of any
+# length delays them and never fails them; a retry comes at most 30 s after the part is back.
+# Refusals no retry can fix are non-retryable (activities/data_errors.py classifies them).
 DATA_STEP = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(seconds=30),
-        maximum_attempts=20,
+        maximum_attempts=0,
         non_retryable_error_types=_PERMANENT_TYPES,
     ),
 }
+
+
+# Export steps read and write a page of conversations (or join them all): longer than a data step.
+EXPORT_STEP = {**DATA_STEP, "start_to_close_timeout": timedelta(minutes=10)}
 
 
 def claude_step(plan: ClaudeCallPlan, tier: Tier) -> dict:

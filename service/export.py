@@ -1,0 +1,129 @@
+"""Starting an export of a training set and waiting for it: what `starter.py export` does."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
+
+from activities.export import parse_s3_location, selection_conditions
+from brightrun.settings import Settings
+from models.enums import ExportFormat, ExportStatus, ReviewStatus
+from models.messages import ExportInput, ExportResult, ExportSelection, SplitShare
+from models.tables import Conversation, Export
+from service.batches import BatchInputError
+from service.review import Owner, owned_job
+from workflows.export import ExportWorkflow, export_workflow_id
+
+class ExportFailedError(RuntimeError):
+    """The export workflow ended failed; the message is its reason."""
+
+
+_SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def parse_splits(text: str) -> list[SplitShare]:
+    """`train=0.9,validation=0.1`: named shares that add up to 1."""
+    shares = []
+    for part in text.split(","):
+        name, equals, value = part.strip().partition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = -1.0
+        if not equals or not _SPLIT_NAME.match(name) or not 0 < fraction <= 1:
+            raise BatchInputError(f"--split {text!r}: expected name=fraction pairs like train=0.9,validation=0.1")
+        shares.append(SplitShare(name=name, fraction=fraction))
+    if len({share.name for share in shares}) != len(shares):
+        raise BatchInputError(f"--split {text!r} names a split twice")
+    if abs(sum(share.fraction for share in shares) - 1) > 1e-6:
+        raise BatchInputError(f"--split {text!r}: the fractions add up to {sum(s.fraction for s in shares):g}, not 1")
+    return shares
+
+
+def resolve_location(out: str) -> str:
+    """An s3://bucket/prefix as given, or a local directory made absolute (the worker writes it,
+    so it must be on the worker's machine); a directory that already holds files is refused."""
+    s3 = parse_s3_location(out)
+    if s3 is not None:
+        if not s3[0]:
+            raise BatchInputError(f"--out {out!r} names no bucket: use s3://bucket/prefix")
+        return out.rstrip("/")
+    path = Path(out).expanduser().resolve()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise BatchInputError(f"--out {out}: {path} already exists and is not an empty directory")
+    return str(path)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    owner: Owner
+    out: str
+    jobs: tuple[str, ...] = ()
+    review_status: ReviewStatus | None = ReviewStatus.APPROVED
+    min_quality: float | None = None
+    format: ExportFormat = ExportFormat.MESSAGES
+    split: str = "train=1"
+    seed: int = 0
+
+
+async def export(sessions: async_sessionmaker, client: Client, settings: Settings, request: ExportRequest) -> ExportResult:
+    """Validate, record the export, run its workflow to the end, and return what it wrote."""
+    if request.min_quality is not None and not 0 <= request.min_quality <= 1:
+        raise BatchInputError(f"--min-quality must be between 0 and 1, got {request.min_quality}")
+    splits = parse_splits(request.split)
+    location = resolve_location(request.out)
+    job_ids = [await owned_job(sessions, request.owner, job) for job in dict.fromkeys(request.jobs)]
+    selection = ExportSelection(
+        user=None if request.owner.admin else request.owner.user,
+        job_ids=job_ids,
+        review_status=request.review_status,
+        min_quality=request.min_quality,
+        format=request.format,
+        splits=splits,
+        seed=request.seed,
+        system_prompt=settings.export_system_prompt,
+    )
+    async with sessions.begin() as session:
+        matching = await session.scalar(select(func.count()).select_from(Conversation).where(*selection_conditions(selection)))
+        if not matching:
+            status = request.review_status.value if request.review_status else "any"
+            raise BatchInputError(f"nothing to export: no conversation of yours is {status} with this selection")
+        export_id = await session.scalar(
+            insert(Export)
+            .values(
+                created_by=request.owner.user,
+                status=ExportStatus.RUNNING.value,
+                format=request.format.value,
+                selection=selection.model_dump(mode="json"),
+                location=location,
+            )
+            .returning(Export.id)
+        )
+    try:
+        return await client.execute_workflow(
+            ExportWorkflow.run,
+            ExportInput(export_id=export_id, selection=selection, location=location),
+            id=export_workflow_id(export_id),
+            task_queue=settings.task_queue,
+        )
+    except WorkflowFailureError as exc:
+        # The workflow recorded the failure on the row; the person gets its reason in one line.
+        raise ExportFailedError(str(exc.cause)) from None
+    except RPCError:
+        async with sessions.begin() as session:
+            await session.execute(
+                update(Export).where(Export.id == export_id).values(
+                    status=ExportStatus.FAILED.value, error_message="the export workflow could not start"
+                )
+            )
+        raise
+
+
+def full_paths(result: ExportResult) -> list[str]:
+    return [f"{result.location}/{path}" for path in result.files]

@@ -1,0 +1,147 @@
+"""Every attempt of a Claude call is paid for and counted, and a paid reply is never bought twice:
+the real workers, the stand-in over HTTP and the real stack."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from brightrun.claude_client import create_claude_client
+from brightrun.settings import Settings
+from brightrun.storage import Storage, raw_response_key
+from devtools.devstack import free_port
+from devtools.standin_control import StandinControl
+from models.enums import ItemStatus, Tier
+from models.messages import CallProgress
+from models.tables import BatchItem, Conversation
+from service import batches
+from tests.helpers import eventually
+from worker import build_claude_worker
+from workflows.batch_job import item_workflow_id
+
+pytestmark = pytest.mark.usefixtures("pipeline_worker")
+
+ONE_ITEM = {
+    "personas": ["David Chen"], "arcs": ["Anxiety -> Confidence"], "topics": ["Paying Down Debt"], "tier": Tier.TEMPLATE
+}
+
+
+async def run_one_item(sessions: async_sessionmaker, client: Client, settings: Settings) -> tuple[dict, BatchItem]:
+    job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**ONE_ITEM))
+    await client.get_workflow_handle(job.workflow_id).result()
+    return await job_and_item(sessions, client, job.job_id)
+
+
+async def job_and_item(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> tuple[dict, BatchItem]:
+    async with sessions() as session:
+        item = await session.scalar(select(BatchItem).where(BatchItem.batch_job_id == job_id))
+    return await batches.job_status(sessions, str(job_id), client), item
+
+
+def assert_job_counts(status: dict, usage: dict) -> None:
+    assert (status["input_tokens"], status["output_tokens"]) == (usage["input_tokens"], usage["output_tokens"])
+    assert (status["cache_write_tokens"], status["cache_read_tokens"]) == (
+        usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]
+    )
+    assert status["cost_usd"] == pytest.approx(usage["cost_usd"], abs=1e-8)
+
+
+async def raw_reply(storage: Storage, key: str) -> dict:
+    return json.loads(await storage.get_bytes(storage.conversation_bucket, key))
+
+
+async def test_the_tokens_of_an_attempt_that_broke_mid_stream_are_counted_on_the_item_and_the_job(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, storage: Storage
+) -> None:
+    await standin.configure(script=["midstream_overloaded", "ok"])
+
+    status, item = await run_one_item(sessions, stack_client, stack_settings)
+
+    assert item.status == ItemStatus.COMPLETED
+    async with sessions() as session:
+        conversation = await session.get(Conversation, item.conversation_id)
+    answered = (await raw_reply(storage, conversation.raw_storage_path))["message"]["usage"]
+    usage = item.usage
+    # The broken attempt read the same prompt, and wrote the system prompt to the cache the
+    # second attempt read; it had produced its first output token.
+    assert usage["input_tokens"] == 2 * answered["input_tokens"]
+    assert usage["cache_creation_input_tokens"] == answered["cache_read_input_tokens"] > 0
+    assert usage["output_tokens"] == answered["output_tokens"] + 1
+    assert usage["cost_usd"] > 0
+    assert conversation.generation_metadata["usage"] == {k: v for k, v in usage.items() if k != "rate_limit"}
+    assert_job_counts(status, usage)
+
+
+async def test_a_failed_item_counts_the_tokens_of_every_attempt(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    attempts = 3
+    capped = stack_settings.model_copy(update={"claude_max_attempts": attempts})
+    await standin.configure(script=["midstream_overloaded"] * attempts)
+
+    status, item = await run_one_item(sessions, stack_client, capped)
+
+    assert item.status == ItemStatus.FAILED
+    assert item.error_message == (
+        f"gave up after {attempts} attempts; last error: "
+        "Claude API error mid-stream (after HTTP 200): Overloaded (overloaded_error)"
+    )
+    assert (await standin.stats())["requests"] == attempts
+    usage = item.usage
+    assert usage["input_tokens"] > 0 and usage["input_tokens"] % attempts == 0
+    assert usage["output_tokens"] == attempts, "each attempt had produced its first token"
+    assert usage["cache_creation_input_tokens"] > 0 and usage["cache_read_input_tokens"] == 2 * usage["cache_creation_input_tokens"]
+    assert usage["cost_usd"] > 0
+    assert_job_counts(status, usage)
+    assert status["failed"] == 1
+
+
+async def paid_reply_in_heartbeat(client: Client, item_id: uuid.UUID) -> bool:
+    try:
+        description = await client.get_workflow_handle(item_workflow_id(item_id)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the job has not started the item yet
+            return False
+        raise
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name == "generate_conversation" and pending.heartbeat_details.payloads:
+            details = await client.data_converter.decode(pending.heartbeat_details.payloads)
+            return CallProgress.model_validate(details[0]).reply is not None
+    return False
+
+
+async def test_an_s3_outage_never_buys_a_second_call(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, storage: Storage
+) -> None:
+    """The Claude worker's S3 is down when the call answers; the worker is then lost, and the
+    next attempt runs on a worker that reaches S3: it stores the reply the first one paid for."""
+    settings = stack_settings.model_copy(
+        update={"claude_task_queue": f"claude-{uuid.uuid4()}", "claude_heartbeat_timeout_s": 2.0}
+    )
+    dead_s3 = Storage(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}))
+    claude = create_claude_client(settings)
+    async with build_claude_worker(stack_client, settings, dead_s3, claude):
+        job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**ONE_ITEM))
+        async with sessions() as session:
+            item_id = await session.scalar(select(BatchItem.id).where(BatchItem.batch_job_id == job.job_id))
+        await eventually(lambda: paid_reply_in_heartbeat(stack_client, item_id), "the paid reply is in the heartbeat")
+    async with build_claude_worker(stack_client, settings, storage, claude):
+        await stack_client.get_workflow_handle(job.workflow_id).result()
+
+    status, item = await job_and_item(sessions, stack_client, job.job_id)
+    assert item.status == ItemStatus.COMPLETED, item.error_message
+    assert (await standin.stats())["requests"] == 1
+    async with sessions() as session:
+        conversation = await session.get(Conversation, item.conversation_id)
+    assert conversation.raw_storage_path == raw_response_key(stack_settings.default_user_id, conversation.conversation_id)
+    assert conversation.generation_metadata["attempts"] >= 2, "a later attempt stored the reply"
+    raw = await raw_reply(storage, conversation.raw_storage_path)
+    answered = raw["message"]["usage"]
+    assert (item.usage["input_tokens"], item.usage["output_tokens"]) == (answered["input_tokens"], answered["output_tokens"])
+    assert_job_counts(status, item.usage)

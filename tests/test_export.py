@@ -1,0 +1,251 @@
+"""Export on the real stack: an ExportWorkflow with small pages writes a dataset directory (local
+and S3) that Hugging Face `datasets` loads unchanged (plain JSON files and the card's `configs`),
+whose every record passes TRL's conversational format rules, byte for byte the same for the
+same selection and seed, with a manifest of ids and checksums and a row in `exports`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.export import ExportActivities, parse_s3_location, split_at, split_sizes, training_messages
+from brightrun.settings import Settings
+from brightrun.storage import Storage, final_conversation_key
+from models.enums import ExportFormat, ExportStatus, ReviewStatus
+from models.messages import SplitShare
+from models.tables import Export
+from service.batches import BatchInputError
+from service.export import ExportFailedError, ExportRequest, export, parse_splits
+from service.review import Owner
+from tests.conversations import dialogue, new_conversation, new_job
+from tests.test_starter import cli_env, starter  # noqa: F401 - cli_env is a fixture
+from workflows.export import ExportWorkflow
+
+PAGE_SIZE = 3
+
+
+def test_splits_parse_and_add_up_exactly() -> None:
+    assert parse_splits("train=0.9,validation=0.1") == [SplitShare(name="train", fraction=0.9), SplitShare(name="validation", fraction=0.1)]
+    for bad in ["train=0.9", "train", "train=x", "Train=1", "train=0.5,train=0.5", "train=1.5,test=-0.5"]:
+        with pytest.raises(BatchInputError, match="--split"):
+            parse_splits(bad)
+    shares = parse_splits("train=0.8,validation=0.1,test=0.1")
+    for total in (0, 1, 7, 10, 11, 99):
+        sizes = split_sizes(total, shares)
+        assert sum(sizes.values()) == total and list(sizes) == ["train", "validation", "test"]
+    assert split_sizes(11, shares) == {"train": 9, "validation": 1, "test": 1}
+    assert [split_at(p, {"train": 2, "validation": 1}) for p in range(3)] == ["train", "train", "validation"]
+
+
+def test_a_record_starts_with_the_system_prompt_and_ends_with_the_assistant() -> None:
+    turns = dialogue("x", turns=5)  # ends with a user turn that has no answer
+    messages = training_messages(turns, "You are an advisor.")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert parse_s3_location("s3://bucket/a/b") == ("bucket", "a/b") and parse_s3_location("/tmp/x") is None
+
+
+def assert_trl_conversational(record: dict) -> None:
+    """The rules TRL applies to a conversational (`messages`) example: a list of {role, content}
+    messages, the system prompt first, then user and assistant alternating, nothing empty. (TRL
+    itself needs torch, too heavy for this suite, so the rules are checked here.)"""
+    messages = record["messages"]
+    assert isinstance(messages, list) and messages
+    assert all(set(m) == {"role", "content"} and isinstance(m["content"], str) and m["content"].strip() for m in messages)
+    assert messages[0]["role"] == "system"
+    roles = [m["role"] for m in messages[1:]]
+    assert roles and roles == ["user", "assistant"] * (len(roles) // 2), roles
+
+
+@pytest.fixture
+async def export_settings(
+    stack_client: Client, stack_settings: Settings, sessions: async_sessionmaker, storage: Storage
+) -> AsyncIterator[Settings]:
+    """A worker with the export workflow and pages of 3 conversations, on its own task queue."""
+    settings = stack_settings.model_copy(update={"task_queue": f"export-{uuid.uuid4()}"})
+    activities = ExportActivities(sessions, storage, PAGE_SIZE)
+    async with Worker(
+        stack_client,
+        task_queue=settings.task_queue,
+        workflows=[ExportWorkflow],
+        activities=[activities.plan_export, activities.write_export_page, activities.finish_export, activities.fail_export],
+    ):
+        yield settings
+
+
+@pytest.fixture
+async def approved_set(sessions: async_sessionmaker, storage: Storage) -> tuple[str, uuid.UUID, list[uuid.UUID]]:
+    """Ten approved conversations of one user's job, plus some that must not be exported."""
+    user = f"yara-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    approved = [
+        await new_conversation(sessions, storage, job, user, dialogue(f"seed{n}", turns=6 + n % 3),
+                               review_status=ReviewStatus.APPROVED.value, quality_score=0.6 + n * 0.04)
+        for n in range(10)
+    ]
+    await new_conversation(sessions, storage, job, user, dialogue("pending"))
+    await new_conversation(sessions, storage, job, user, dialogue("no"), review_status=ReviewStatus.REJECTED.value)
+    other = f"zed-{uuid.uuid4().hex[:6]}"
+    await new_conversation(sessions, storage, await new_job(sessions, other), other, dialogue("theirs"),
+                           review_status=ReviewStatus.APPROVED.value)
+    return user, job, approved
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+async def test_an_export_loads_with_datasets_passes_trl_rules_and_is_reproducible(
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, tmp_path: Path,
+    approved_set: tuple[str, uuid.UUID, list[uuid.UUID]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user, job, approved = approved_set
+    request = ExportRequest(owner=Owner.of(user), out=str(tmp_path / "first"), jobs=(str(job),),
+                            split="train=0.8,validation=0.2", seed=7)
+
+    result = await export(sessions, stack_client, export_settings, request)
+    again = await export(sessions, stack_client, export_settings, ExportRequest(**{**request.__dict__, "out": str(tmp_path / "again")}))
+    reseeded = await export(sessions, stack_client, export_settings, ExportRequest(**{**request.__dict__, "out": str(tmp_path / "seed8"), "seed": 8}))
+
+    first = files_of(tmp_path / "first")
+    assert (result.count, result.splits) == (10, {"train": 8, "validation": 2})
+    assert sorted(first) == ["README.md", "data/train.jsonl", "data/validation.jsonl", "manifest.json"]
+    assert sorted(result.files) == sorted(first)
+    assert files_of(tmp_path / "again") == first, "the same selection and seed give the same bytes"
+    assert files_of(tmp_path / "seed8")["data/train.jsonl"] != first["data/train.jsonl"]
+    assert reseeded.count == again.count == 10
+
+    # Every approved conversation exactly once, with its line's checksum; nothing else.
+    manifest = json.loads(first["manifest.json"])
+    lines = {split: first[f"data/{split}.jsonl"].splitlines() for split in ("train", "validation")}
+    assert sorted(uuid.UUID(c["conversation_id"]) for c in manifest["conversations"]) == sorted(approved)
+    by_id = {json.loads(line)["metadata"]["conversation_id"]: (split, line) for split in lines for line in lines[split]}
+    for entry in manifest["conversations"]:
+        split, line = by_id[entry["conversation_id"]]
+        assert entry["split"] == split and entry["sha256"] == hashlib.sha256(line + b"\n").hexdigest()
+    assert manifest["files"]["data/train.jsonl"]["sha256"] == hashlib.sha256(first["data/train.jsonl"]).hexdigest()
+    assert manifest["seed"] == 7 and manifest["selection"]["review_status"] == "approved"
+
+    # The card: YAML front matter the Hub reads, with configs mapping files to splits.
+    card = first["README.md"].decode()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["configs"] == [{"config_name": "default", "data_files": [
+        {"split": "train", "path": "data/train.jsonl"}, {"split": "validation", "path": "data/validation.jsonl"}]}]
+    assert front["size_categories"] == ["n<1K"] and front["language"] == ["en"] and front["license"]
+    assert "| David Chen | 10 |" in card and "| template | 10 |" in card
+
+    # Hugging Face datasets, offline: the plain JSON loader and the card's configs.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from datasets import load_dataset
+
+    cache = str(tmp_path / "hf-cache")
+    plain = await asyncio.to_thread(
+        load_dataset, "json", data_files={s: str(tmp_path / "first" / f"data/{s}.jsonl") for s in lines}, cache_dir=cache
+    )
+    by_card = await asyncio.to_thread(load_dataset, str(tmp_path / "first"), cache_dir=cache)
+    for dataset in (plain, by_card):
+        assert {name: len(split) for name, split in dataset.items()} == {"train": 8, "validation": 2}
+    for record in plain["train"]:
+        assert_trl_conversational(record)
+        assert record["messages"][0]["content"] == export_settings.export_system_prompt
+        assert record["metadata"]["persona"] == "David Chen" and record["metadata"]["quality_score"] >= 0.6
+    for record in by_card["validation"]:
+        assert_trl_conversational(record)
+
+    async with sessions() as session:
+        row = await session.get(Export, result.export_id)
+    assert (row.status, row.created_by, row.conversation_count, row.split_counts) == (
+        ExportStatus.COMPLETED, user, 10, {"train": 8, "validation": 2}
+    )
+    assert row.location == str(tmp_path / "first") and row.selection["seed"] == 7 and row.completed_at
+
+
+async def test_sharegpt_to_s3_and_the_selection_filters(
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage,
+    approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
+) -> None:
+    user, job, _ = approved_set
+    prefix = f"exports/{uuid.uuid4().hex[:8]}"
+    request = ExportRequest(owner=Owner.of(user), out=f"s3://{storage.conversation_bucket}/{prefix}",
+                            format=ExportFormat.SHAREGPT, min_quality=0.8, seed=1)
+
+    result = await export(sessions, stack_client, export_settings, request)
+
+    assert result.count == 5 and result.splits == {"train": 5}  # quality 0.6 + n * 0.04 >= 0.8 for n >= 5
+    body = await storage.get_bytes(storage.conversation_bucket, f"{prefix}/data/train.jsonl")
+    records = [json.loads(line) for line in body.splitlines()]
+    assert len(records) == 5 and all(r["metadata"]["quality_score"] >= 0.8 for r in records)
+    assert {turn["from"] for r in records for turn in r["conversations"]} == {"system", "human", "gpt"}
+    manifest = json.loads(await storage.get_bytes(storage.conversation_bucket, f"{prefix}/manifest.json"))
+    assert manifest["files"]["data/train.jsonl"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert await storage.get_bytes_or_none(storage.conversation_bucket, f"{prefix}/.parts/train-000000") is None
+
+
+async def test_refusals_name_the_problem(
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, tmp_path: Path,
+    approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
+) -> None:
+    user, job, _ = approved_set
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    cases = [
+        (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a"), jobs=(str(job),)), "belongs to another user"),
+        (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a")), "nothing to export"),
+        (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "full")), "already exists and is not an empty directory"),
+        (ExportRequest(owner=Owner.of(user), out="s3:///x"), "names no bucket"),
+        (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "a"), split="train=0.5"), "add up to 0.5"),
+    ]
+    for request, message in cases:
+        with pytest.raises(BatchInputError, match=message):
+            await export(sessions, stack_client, export_settings, request)
+    admin = await export(sessions, stack_client, export_settings,
+                         ExportRequest(owner=Owner.of("someone-else", admin=True), out=str(tmp_path / "b"), jobs=(str(job),)))
+    assert admin.count == 10
+
+
+async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage, tmp_path: Path,
+) -> None:
+    user = f"ivan-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    lost = await new_conversation(sessions, storage, job, user, dialogue("lost"), review_status=ReviewStatus.APPROVED.value)
+    key = final_conversation_key(user, lost)
+    await asyncio.to_thread(storage.client.delete_object, Bucket=storage.conversation_bucket, Key=key)
+
+    with pytest.raises(ExportFailedError, match=f"the final file {key} is missing"):
+        await export(sessions, stack_client, export_settings, ExportRequest(owner=Owner.of(user), out=str(tmp_path / "x")))
+
+    async with sessions() as session:
+        row = (await session.scalars(select(Export).where(Export.created_by == user))).one()
+    assert row.status == ExportStatus.FAILED and "is missing" in row.error_message
+
+
+@pytest.mark.usefixtures("pipeline_worker")
+async def test_the_cli_exports_and_prints_the_contract_json(
+    cli_env: dict[str, str], tmp_path: Path, approved_set: tuple[str, uuid.UUID, list[uuid.UUID]]  # noqa: F811
+) -> None:
+    user, job, _ = approved_set
+    out = tmp_path / "cli"
+    result = await asyncio.to_thread(
+        starter, cli_env, "export", "--job", str(job), "--status", "approved", "--split", "train=0.9,validation=0.1",
+        "--seed", "3", "--format", "messages", "--user", user, "--out", str(out), "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["count"] == 10 and printed["splits"] == {"train": 9, "validation": 1}
+    assert printed["workflow_id"] == f"export-{printed['export_id']}"
+    assert sorted(printed["files"]) == sorted(str(out / f) for f in ("README.md", "manifest.json", "data/train.jsonl", "data/validation.jsonl"))
+
+    refused = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(out), "--split", "train=2")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
