@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 LOCK_VENV := .venv-lock
 
-.PHONY: help venv up down status demo test bench lock clean
+.PHONY: help venv up down status demo test chaos bench lock clean
 
 help:
 	@echo "make venv     create $(VENV)/ with the pinned dependencies (automatic for the targets below)"
@@ -15,6 +15,7 @@ help:
 	@echo "make status   show what runs"
 	@echo "make demo     run a real batch end to end on the local stack"
 	@echo "make test     run the whole test suite"
+	@echo "make chaos    run the chaos suite's long scenarios (about an hour); writes bench/results/chaos.json"
 	@echo "make bench    run the 10,000-item benchmark"
 	@echo "make lock     re-resolve pyproject.toml and rewrite constraints.txt"
 	@echo "make clean    stop the stack, delete its state and the caches (keeps $(VENV)/)"
@@ -42,6 +43,9 @@ demo: venv
 
 test: venv
 	$(PYTHON) -m pytest
+
+chaos: venv
+	$(PYTHON) -m bench.chaos
 
 bench: venv
 	$(PYTHON) -m bench.run_10k

@@ -15,6 +15,7 @@ from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
 from activities.export import ExportActivities
+from activities.item_workflows import WorkflowActivities
 from activities.jobs import JobActivities
 from activities.message_batches import MessageBatchActivities
 from activities.templates import TemplateActivities
@@ -58,6 +59,7 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
+    item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     exports = ExportActivities(sessions, storage, settings.export_page_size)
     message_batches = MessageBatchActivities(sessions, storage, claude, settings, load_prices(settings), client)
@@ -71,6 +73,8 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
             jobs.begin_item,
             jobs.link_conversation,
             jobs.finish_item,
+            jobs.record_unreported_items,
+            item_workflows.ended_workflows,
             jobs.cancel_queued_items,
             jobs.set_job_status,
             jobs.write_job_log,

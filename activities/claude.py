@@ -7,9 +7,10 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import anthropic
 import httpx2
@@ -29,6 +30,7 @@ from brightrun.storage import Storage, raw_response_key
 from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # HTTP statuses a later attempt can get past; every other 4xx is a request that will never work.
 _TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
@@ -126,6 +128,11 @@ def classify_failure(
         retry_after = _retry_after(exc)
         if retry_after is not None:
             delay = max(delay, timedelta(seconds=retry_after))
+    elif isinstance(exc, RateLimitWaitTooLong):
+        error_type, message = CLAUDE_RATE_LIMIT_WAIT, str(exc)
+        delay = max(
+            timedelta(seconds=exc.wait_s), backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
+        )
     elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):  # timeouts included
         # The SDK raises the transport's own error when the connection breaks inside a stream.
         error_type = "claude_connection"
@@ -207,14 +214,11 @@ class RateLimitGate:
         `start_by` (its turn and the budget's reset both count) raises RateLimitWaitTooLong at
         once instead of holding its attempt's slot."""
         if self.low:
-            try:
-                await asyncio.wait_for(self._one_at_a_time.acquire(), timeout=max(0.0, start_by - self._clock()))
-            except TimeoutError:
-                raise RateLimitWaitTooLong(self.pause_s(), "its turn among the held calls") from None
+            await self._take_turn(start_by)
             try:
                 if self.low:  # still low once it is this call's turn
                     pause = self.pause_s()
-                    if self._clock() + pause > start_by:
+                    if pause > 0 and self._clock() + pause > start_by:
                         raise RateLimitWaitTooLong(pause, "the budget's reset")
                     if pause > 0:
                         log.info("rate limit budget low: waiting for its reset", wait_s=round(pause, 1))
@@ -226,6 +230,17 @@ class RateLimitGate:
                 self._one_at_a_time.release()
         self._start_call()
         yield
+
+
+    async def _take_turn(self, start_by: float) -> None:
+        """The one-at-a-time slot: at once when free, else by `start_by` or never."""
+        if not self._one_at_a_time.locked():
+            await self._one_at_a_time.acquire()
+            return
+        try:
+            await asyncio.wait_for(self._one_at_a_time.acquire(), timeout=max(0.0, start_by - self._clock()))
+        except TimeoutError:
+            raise RateLimitWaitTooLong(self.pause_s(), "its turn among the held calls") from None
 
 
 class RateLimitWaitTooLong(Exception):  # noqa: N818 - a condition, not a programming error
@@ -302,6 +317,12 @@ class ClaudeActivities:
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
+    async def _read_rejected(self, request: GenerateInput, progress: CallProgress, key: str) -> bytes:
+        """A repair's rejected reply, read through a storage outage like the upload."""
+        return await self._through_outage(
+            request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key)
+        )
+
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
         progress = _progress_of_earlier_attempts()
@@ -311,7 +332,12 @@ class ClaudeActivities:
                 activity.heartbeat(progress)  # the paid reply, at once: a lost worker must not lose it
             else:
                 _call_log(request).info("storing the reply an earlier attempt paid for", raw_key=progress.reply.generated.raw_key)
-            await self._store_reply(request, progress)
+            reply = progress.reply
+            await self._through_outage(
+                request,
+                progress,
+                lambda: self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document),
+            )
         call = progress.reply.generated
         usage = call.usage
         _call_log(request).info(
@@ -334,7 +360,7 @@ class ClaudeActivities:
         """One fresh streamed request; its answer becomes the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
-        messages = await request_messages(self._storage, request)
+        messages = await request_messages(request, lambda key: self._read_rejected(request, progress, key))
         spent_before, announced_at = progress.usage, None
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
@@ -361,9 +387,7 @@ class ClaudeActivities:
                     message, headers = await stream.get_final_message(), stream.response.headers
                 latency_ms = int((time.monotonic() - started) * 1000)
                 self._gate.observe(headers)
-        except RateLimitWaitTooLong as wait:
-            raise self._failure(request, progress, wait) from None
-        except (anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
+        except (RateLimitWaitTooLong, anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
             failure = self._failure(request, progress, exc)
             if announced_at is not None:
                 await asyncio.sleep(max(0.0, announced_at + _HEARTBEAT_SENT_S - time.monotonic()))
@@ -390,14 +414,10 @@ class ClaudeActivities:
     def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> ApplicationError:
         """The failure of this attempt, logged, with the usage of every attempt so far as its detail."""
         attempt, rate_limit = activity.info().attempt, {}
-        if isinstance(exc, RateLimitWaitTooLong):
-            delay = max(timedelta(seconds=exc.wait_s), backoff_delay(attempt, self._settings.claude_retry_base_s, self._settings.claude_retry_cap_s))
-            failure = ApplicationError(str(exc), progress.usage, type=CLAUDE_RATE_LIMIT_WAIT, next_retry_delay=delay)
-        else:
-            if isinstance(exc, anthropic.APIStatusError):
-                self._gate.observe(exc.response.headers)
-                rate_limit = _rate_limit_headers(exc.response.headers)
-            failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings, [progress.usage])
+        if isinstance(exc, anthropic.APIStatusError):
+            self._gate.observe(exc.response.headers)
+            rate_limit = _rate_limit_headers(exc.response.headers)
+        failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings, [progress.usage])
         _call_log(request).warning(
             "claude call failed",
             error=failure.message,
@@ -409,15 +429,17 @@ class ClaudeActivities:
         )
         return failure
 
-    async def _store_reply(self, request: GenerateInput, progress: CallProgress) -> None:
-        """Stores the paid reply's raw document, retrying through a storage outage while the
-        attempt has room; then the next attempt stores it (from the heartbeat details) instead of
-        paying for a new call."""
-        reply, delay = progress.reply, STORAGE_RETRY_FIRST_S
+    async def _through_outage(
+        self, request: GenerateInput, progress: CallProgress, operation: Callable[[], Awaitable[T]]
+    ) -> T:
+        """A storage operation, retried through a storage outage while the attempt has room for
+        one more try; then the attempt ends as the outage (retryable) and the paid reply, if there
+        is one, waits in the heartbeat details for the next attempt to store instead of paying
+        for a new call. A storage refusal fails at once."""
+        delay = STORAGE_RETRY_FIRST_S
         while True:
             try:
-                await self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document)
-                return
+                return await operation()
             except (BotoCoreError, ClientError) as exc:
                 failure = classify_storage_error(exc)
                 if failure.non_retryable:
@@ -425,16 +447,15 @@ class ClaudeActivities:
                         failure.message, *failure.details, progress.usage, type=failure.type, non_retryable=True
                     ) from None
                 if attempt_seconds_left() < delay + STORAGE_TRY_S:
+                    kept = "; the paid reply is kept for the next attempt" if progress.reply else ""
                     raise ApplicationError(
-                        f"{failure.message}; the paid reply is kept for the next attempt",
+                        f"{failure.message}{kept}",
                         *failure.details,
                         progress.usage,
                         type=failure.type,
                         next_retry_delay=timedelta(seconds=delay),
                     ) from None
-                _call_log(request).warning(
-                    "storage unavailable: retrying the raw reply's upload", error=failure.message, retry_in_s=delay
-                )
+                _call_log(request).warning("storage unavailable: retrying", error=failure.message, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STORAGE_RETRY_CAP_S)
 

@@ -4,12 +4,12 @@ usage priced, and the raw reply file kept in storage."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
-from brightrun.storage import Storage
 from models.messages import GenerateInput, TokenUsage
 
 log = get_logger(__name__)
@@ -20,11 +20,14 @@ REPAIR_INSTRUCTION = (
 )
 
 
-async def request_messages(storage: Storage, request: GenerateInput) -> list[dict[str, str]]:
-    """The user prompt; for a repair, also the rejected reply and what was wrong with it."""
+async def request_messages(
+    request: GenerateInput, read_rejected: Callable[[str], Awaitable[bytes]]
+) -> list[dict[str, str]]:
+    """The user prompt; for a repair, also the rejected reply (read from storage by its key) and
+    what was wrong with it."""
     messages = [{"role": "user", "content": request.prompt.user}]
     if request.repair:
-        rejected = json.loads(await storage.get_bytes(storage.conversation_bucket, request.repair.rejected_raw_key))
+        rejected = json.loads(await read_rejected(request.repair.rejected_raw_key))
         rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
         messages += [
             {"role": "assistant", "content": rejected_text},

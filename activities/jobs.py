@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -16,6 +18,7 @@ from brightrun.storage import Storage, job_log_key
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     NIL_UUID,
+    CancelQueuedItems,
     FinishItemInput,
     ItemFinished,
     ItemPage,
@@ -27,7 +30,9 @@ from models.messages import (
     JobStatusChange,
     LinkConversationInput,
     LinkedConversation,
+    RecordedItems,
     TokenUsage,
+    UnreportedItems,
 )
 from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, TrainingTopic
 
@@ -45,7 +50,7 @@ _CANCEL_QUEUED_ITEMS = text(
     """
     WITH cancelled AS (
         UPDATE batch_items SET status = :cancelled, processed_at = now(), updated_at = now()
-        WHERE batch_job_id = :job_id AND status = :queued
+        WHERE batch_job_id = :job_id AND status = :queued AND id <> ALL(:in_flight)
         RETURNING id, position
     ), logged AS (
         INSERT INTO batch_job_events (batch_job_id, batch_item_id, line)
@@ -53,7 +58,7 @@ _CANCEL_QUEUED_ITEMS = text(
     )
     SELECT count(*) FROM cancelled
     """
-)
+).bindparams(bindparam("in_flight", type_=ARRAY(PG_UUID(as_uuid=True))))
 
 # The catalog rows an item names, by its parameter key.
 _CATALOG_REFERENCES = (
@@ -71,6 +76,42 @@ def _item_line(position: int, item_id: uuid.UUID, what: str) -> str:
     return f"item {position} ({item_id}) {what}"
 
 
+def _counters_of(job: BatchJob) -> JobCounters:
+    return JobCounters(
+        completed=job.completed_items,
+        successful=job.successful_items,
+        failed=job.failed_items,
+        cancelled=job.cancelled_items,
+    )
+
+
+def _counter_columns(counters: JobCounters) -> dict[str, int]:
+    return {
+        "completed_items": counters.completed,
+        "successful_items": counters.successful,
+        "failed_items": counters.failed,
+        "cancelled_items": counters.cancelled,
+    }
+
+
+async def _counters_from_rows(session: AsyncSession, job_id: uuid.UUID) -> JobCounters:
+    """The job's counters as its item rows hold them (an index scan on (batch_job_id, status))."""
+    by_status = dict(
+        (
+            await session.execute(
+                select(BatchItem.status, func.count()).where(BatchItem.batch_job_id == job_id).group_by(BatchItem.status)
+            )
+        ).all()
+    )
+    successful, failed = by_status.get(ItemStatus.COMPLETED.value, 0), by_status.get(ItemStatus.FAILED.value, 0)
+    return JobCounters(
+        completed=successful + failed,
+        successful=successful,
+        failed=failed,
+        cancelled=by_status.get(ItemStatus.CANCELLED.value, 0),
+    )
+
+
 async def _recorded_outcome(session: AsyncSession, item: BatchItem) -> ItemFinished:
     """What a final row holds, as the outcome its item reports (its usage is counted already)."""
     conversation_id = None
@@ -81,6 +122,47 @@ async def _recorded_outcome(session: AsyncSession, item: BatchItem) -> ItemFinis
     return ItemFinished(
         item_id=item.id, status=ItemStatus(item.status), error_message=item.error_message, conversation_id=conversation_id
     )
+
+
+async def _record_outcome(session: AsyncSession, request: FinishItemInput) -> ItemStatus:
+    """The guarded write of an item's end: the first final status wins, the job's counters and
+    usage grow with it in the same transaction, and the log gets its line."""
+    outcome = request.outcome
+    position = await session.scalar(
+        update(BatchItem)
+        .where(BatchItem.id == outcome.item_id, BatchItem.status.not_in(FINAL_ITEM_STATUSES))
+        .values(
+            status=outcome.status.value,
+            error_message=outcome.error_message,
+            processed_at=request.finished_at,
+            progress=100,
+            # Tokens and cost of all the item's calls, and the rate-limit budget they left.
+            usage={**outcome.usage.model_dump(), "rate_limit": request.rate_limit},
+        )
+        .returning(BatchItem.position)
+    )
+    if position is None:
+        return ItemStatus(await session.scalar(select(BatchItem.status).where(BatchItem.id == outcome.item_id)))
+    counters = {name: getattr(BatchJob, name) + 1 for name in _COUNTERS[outcome.status]}
+    await session.execute(
+        update(BatchJob)
+        .where(BatchJob.id == request.job_id)
+        .values(
+            **counters,
+            input_tokens=BatchJob.input_tokens + outcome.usage.input_tokens,
+            output_tokens=BatchJob.output_tokens + outcome.usage.output_tokens,
+            cache_write_tokens=BatchJob.cache_write_tokens + outcome.usage.cache_creation_input_tokens,
+            cache_read_tokens=BatchJob.cache_read_tokens + outcome.usage.cache_read_input_tokens,
+            cost_usd=BatchJob.cost_usd + outcome.usage.cost_usd,
+        )
+    )
+    what = {
+        ItemStatus.COMPLETED: f"succeeded: conversation {outcome.conversation_id}",
+        ItemStatus.FAILED: f"failed: {outcome.error_message}",
+        ItemStatus.CANCELLED: f"cancelled: {outcome.error_message}" if outcome.error_message else "cancelled",
+    }[outcome.status]
+    await _log(session, request.job_id, _item_line(position, outcome.item_id, what), outcome.item_id)
+    return outcome.status
 
 
 class JobActivities:
@@ -115,12 +197,7 @@ class JobActivities:
                 error_policy=ErrorPolicy(job.error_handling),
                 mode=DeliveryMode(job.mode),
                 user_id=job.created_by,
-                counters=JobCounters(
-                    completed=job.completed_items,
-                    successful=job.successful_items,
-                    failed=job.failed_items,
-                    cancelled=job.cancelled_items,
-                ),
+                counters=_counters_of(job),
                 usage=TokenUsage(
                     input_tokens=job.input_tokens,
                     output_tokens=job.output_tokens,
@@ -129,6 +206,13 @@ class JobActivities:
                     cost_usd=job.cost_usd,
                 ),
                 started_at=job.started_at,
+                unfinished_items=(
+                    await session.scalars(
+                        select(BatchItem.id).where(
+                            BatchItem.batch_job_id == job_id, BatchItem.status == ItemStatus.PROCESSING.value
+                        )
+                    )
+                ).all(),
             )
 
     async def _check_catalog(self, session: AsyncSession, job_id: uuid.UUID) -> None:
@@ -247,50 +331,38 @@ class JobActivities:
     async def finish_item(self, request: FinishItemInput) -> ItemStatus:
         """Record an item's final status once; returns the status the row ends with (the first
         final one recorded, when the item had already ended)."""
-        outcome = request.outcome
         async with self._sessions.begin() as session:
-            position = await session.scalar(
-                update(BatchItem)
-                .where(BatchItem.id == outcome.item_id, BatchItem.status.not_in(FINAL_ITEM_STATUSES))
-                .values(
-                    status=outcome.status.value,
-                    error_message=outcome.error_message,
-                    processed_at=request.finished_at,
-                    progress=100,
-                    # Tokens and cost of all the item's calls, and the rate-limit budget they left.
-                    usage={**outcome.usage.model_dump(), "rate_limit": request.rate_limit},
-                )
-                .returning(BatchItem.position)
-            )
-            if position is None:
-                return ItemStatus(await session.scalar(select(BatchItem.status).where(BatchItem.id == outcome.item_id)))
-            counters = {name: getattr(BatchJob, name) + 1 for name in _COUNTERS[outcome.status]}
-            await session.execute(
-                update(BatchJob)
-                .where(BatchJob.id == request.job_id)
-                .values(
-                    **counters,
-                    input_tokens=BatchJob.input_tokens + outcome.usage.input_tokens,
-                    output_tokens=BatchJob.output_tokens + outcome.usage.output_tokens,
-                    cache_write_tokens=BatchJob.cache_write_tokens + outcome.usage.cache_creation_input_tokens,
-                    cache_read_tokens=BatchJob.cache_read_tokens + outcome.usage.cache_read_input_tokens,
-                    cost_usd=BatchJob.cost_usd + outcome.usage.cost_usd,
-                )
-            )
-            what = {
-                ItemStatus.COMPLETED: f"succeeded: conversation {outcome.conversation_id}",
-                ItemStatus.FAILED: f"failed: {outcome.error_message}",
-                ItemStatus.CANCELLED: "cancelled",
-            }[outcome.status]
-            await _log(session, request.job_id, _item_line(position, outcome.item_id, what), outcome.item_id)
-            return outcome.status
+            return await _record_outcome(session, request)
+
+    @activity.defn(name="record_unreported_items")
+    @classify_data_errors
+    async def record_unreported_items(self, request: UnreportedItems) -> RecordedItems:
+        """Record items that will never report, each unless its row is final already; returns
+        the outcome every row ends with, for the job to count."""
+        recorded = []
+        async with self._sessions.begin() as session:
+            for item_id, reason in request.reasons.items():
+                outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
+                finish = FinishItemInput(job_id=request.job_id, finished_at=request.finished_at, outcome=outcome)
+                await _record_outcome(session, finish)
+                item = await session.get(BatchItem, item_id, populate_existing=True)
+                if item is not None:
+                    recorded.append(await _recorded_outcome(session, item))
+        return RecordedItems(items=recorded)
 
     @activity.defn(name="cancel_queued_items")
     @classify_data_errors
-    async def cancel_queued_items(self, job_id: uuid.UUID) -> int:
-        """Mark every item that never started `cancelled`; returns how many."""
+    async def cancel_queued_items(self, request: CancelQueuedItems) -> int:
+        """Mark every item that never started `cancelled`, except those in flight (their own
+        report ends them, so none is counted twice); returns how many rows this changed."""
+        job_id = request.job_id
         async with self._sessions.begin() as session:
-            values = {"job_id": job_id, "cancelled": ItemStatus.CANCELLED.value, "queued": ItemStatus.QUEUED.value}
+            values = {
+                "job_id": job_id,
+                "cancelled": ItemStatus.CANCELLED.value,
+                "queued": ItemStatus.QUEUED.value,
+                "in_flight": request.in_flight,
+            }
             count = await session.scalar(_CANCEL_QUEUED_ITEMS, values)
             if count:
                 await session.execute(
@@ -300,23 +372,31 @@ class JobActivities:
 
     @activity.defn(name="set_job_status")
     @classify_data_errors
-    async def set_job_status(self, change: JobStatusChange) -> None:
-        """Mirror a transition the workflow made; an ended job's row is never reopened."""
+    async def set_job_status(self, change: JobStatusChange) -> JobCounters:
+        """Mirror a transition the workflow made; an ended job's row is never reopened. When the
+        job ends its counters are recounted from the item rows; returns the row's counters."""
         async with self._sessions.begin() as session:
+            final = change.status.is_final
+            counted = await _counters_from_rows(session, change.job_id) if final else None
             changed = await session.scalar(
                 update(BatchJob)
                 .where(BatchJob.id == change.job_id, BatchJob.status.not_in(FINAL_JOB_STATUSES))
                 .values(
                     status=change.status.value,
                     error_message=change.error_message,
-                    completed_at=func.now() if change.status.is_final else None,
-                    estimated_time_remaining=0 if change.status.is_final else BatchJob.estimated_time_remaining,
+                    completed_at=func.now() if final else None,
+                    estimated_time_remaining=0 if final else BatchJob.estimated_time_remaining,
+                    **(_counter_columns(counted) if counted else {}),
                 )
                 .returning(BatchJob.id)
             )
             if changed is not None:
                 reason = f": {change.error_message}" if change.error_message else ""
                 await _log(session, change.job_id, f"job {change.status.value}{reason}")
+            job = await session.get(BatchJob, change.job_id, populate_existing=True)
+            if job is None:
+                raise permanent(f"batch job {change.job_id} does not exist", JOB_NOT_FOUND)
+            return _counters_of(job)
 
     @activity.defn(name="write_job_log")
     @classify_data_errors

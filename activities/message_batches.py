@@ -96,7 +96,9 @@ class MessageBatchActivities:
             "model": self._settings.claude_model,
             "max_tokens": self._settings.claude_max_tokens(generate.tier),
             "system": [{"type": "text", "text": generate.prompt.system, "cache_control": BATCH_CACHE_CONTROL}],
-            "messages": await request_messages(self._storage, generate),
+            "messages": await request_messages(
+                generate, lambda key: self._storage.get_bytes(self._storage.conversation_bucket, key)
+            ),
         }
         body = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
         request_key = batch_request_key(generate.user_id, generate.conversation_id, request.sequence)

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     item_page_size: int = Field(default=100, ge=1, le=1000)
     # The batch workflow continues as new once its history passes this many events.
     history_event_limit: int = Field(default=2000, ge=50)
+    # How often a job checks its in-flight items for a workflow that ended without reporting.
+    unreported_check_s: float = Field(default=60.0, gt=0)
 
     # Enrichment, when a job's items are done: conversations per activity call, and the estimated
     # Jaccard similarity (word 5-grams) from which a conversation is a near-duplicate of an earlier one.

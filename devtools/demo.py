@@ -1,5 +1,7 @@
 """`make demo`: start the local stack, launch a real 8-item batch, watch it, and show where the
-results are: the workflow in the web UI, the files in S3, the linked rows in PostgreSQL."""
+results are: the workflow in the web UI, the files in S3, the linked rows in PostgreSQL. Then the
+way to a training set: review (reject near-duplicates and low quality, approve the rest) and
+export the approved subset to `.devstack/exports/`, with the command that loads it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -24,11 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 ENV_FILE = REPO / ".devstack" / "env"
 console = Console()
 
+# Each run its own user: the stand-in answers the same prompts with the same conversations, which
+# enrichment would rightly flag as near-duplicates of the previous run's.
+DEMO_USER = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 DEMO_BATCH = [
     "--persona", "David Chen", "--persona", "Maria Gonzalez",
     "--arc", "Couple Conflict -> Alignment", "--arc", "Anxiety -> Confidence",
     "--topic", "Essential Estate Planning", "--topic", "Retirement Income Planning",
-    "--tier", "template", "--concurrency", "4", "--name", "demo batch", "--user", "demo-user",
+    "--tier", "template", "--concurrency", "4", "--name", "demo batch", "--user", DEMO_USER,
 ]
 
 
@@ -98,6 +104,29 @@ def main() -> None:
     _step([python, "starter.py", "watch", job_id], env)
     os.environ.update(env)
     asyncio.run(_report(job_id, Settings()))
+    _to_training_set(python, env, job_id)
+
+
+def _to_training_set(python: str, env: dict[str, str], job_id: str) -> None:
+    """Review the job's conversations and export the approved ones, as a person would."""
+    review = [python, "starter.py", "review"]
+    mine = ["--job", job_id, "--user", DEMO_USER]
+    _step([*review, "list", *mine], env)
+    # A strict quality bar, so that the demo exports a real subset.
+    _step([*review, "reject", *mine, "--near-duplicates", "--below-quality", "0.95"], env)
+    _step([*review, "approve", *mine], env)
+    out = REPO / ".devstack" / "exports" / job_id
+    exported = json.loads(_step(
+        [python, "starter.py", "export", *mine, "--split", "train=0.75,validation=0.25", "--seed", "1",
+         "--out", str(out), "--json"], env, capture=True,
+    ))
+    console.print(f"exported {exported['count']} approved conversations {exported['splits']} "
+                  f"as export {exported['export_id']}:")
+    for path in exported["files"]:
+        console.print(f"  {path}", soft_wrap=True)
+    console.print("Load it with Hugging Face datasets (`pip install datasets`):", soft_wrap=True)
+    console.print(f"  .venv/bin/python -c 'from datasets import load_dataset; print(load_dataset(\"{out}\"))'",
+                  soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

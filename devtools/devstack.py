@@ -13,6 +13,8 @@ together with its start time, which protects against a recycled pid after a rebo
 
 Library use (the test suite): `start(StackConfig(root=...))` returns the environment the
 parts are reachable with; `stop(root)` stops whatever was started under `root`.
+`stop_part`, `restart_part` and `start_worker` stop and start single parts of a running stack
+(devtools/outages.py builds outages from them).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import time
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,7 +65,6 @@ NAMESPACE = "default"
 # Long-running parts, in start order. stop() stops the clients before the servers.
 PARTS = ("temporal", "postgres", "seaweed", "standin", "worker")
 SERVER_PARTS = ("temporal", "postgres", "seaweed")
-CLIENT_PARTS = ("standin", "worker")
 # SeaweedFS's own ports, chosen free at each start: the defaults (9333, 8080, 8888 and their
 # +10000 gRPC ports) would collide with a second stack or with other local services.
 SEAWEED_INTERNAL_PORT_FLAGS = (
@@ -73,6 +74,7 @@ SEAWEED_INTERNAL_PORT_FLAGS = (
 
 READY_TIMEOUT_S = {"temporal": 60.0, "seaweed": 120.0, "standin": 30.0, "worker": 60.0}
 STEP_TIMEOUT_S = 300.0
+S3_PROBE_KEY = "devstack-probe.txt"  # written in the log bucket by the S3 readiness probe
 # SeaweedFS's filer waits 15 s for its own metadata stream on SIGTERM; nothing it holds is lost
 # on SIGKILL (writes are appended to files as they come), so a short grace keeps `down` quick.
 STOP_GRACE_S = 5.0
@@ -162,12 +164,9 @@ def start(config: StackConfig) -> dict[str, str]:
     _check_ports(root, config, with_standin)
 
     # The servers boot in parallel; PostgreSQL starts (in about a second) while they do.
-    # None of them needs the API key.
-    server_env = {key: value for key, value in os.environ.items() if key != "ANTHROPIC_API_KEY"}
-    temporal = _launch(root, "temporal", _temporal_argv(config, root), server_env)
-    seaweed = _launch(root, "seaweed", _seaweed_argv(config, root), server_env)
+    servers = {name: _launch(root, name, argv(config, root), _server_env()) for name, argv in SERVER_ARGV.items()}
     standin_argv = [sys.executable, "-m", "devtools.standin", "--host", LOOPBACK, "--port", str(config.standin_port)]
-    standin = _launch(root, "standin", standin_argv, server_env) if with_standin else None
+    standin = _launch(root, "standin", standin_argv, _server_env()) if with_standin else None
     database_url = _ensure_database(config.database_url) if config.database_url else _start_embedded_postgres(root)
 
     env = {
@@ -184,9 +183,9 @@ def start(config: StackConfig) -> dict[str, str]:
         env["ANTHROPIC_BASE_URL"] = f"http://{LOOPBACK}:{config.standin_port}"
 
     # The settings every process of the stack will see (bucket names, task queue, ...).
-    settings = Settings(**{key.lower(): value for key, value in env.items()})
-    _wait_ready(temporal, lambda: _run(_temporal_answers(settings.temporal_address)))
-    _wait_ready(seaweed, lambda: _ensure_buckets(settings))
+    settings = _settings_of(env)
+    for process in servers.values():
+        _wait_ready(process, _server_ready_probe(process.name, settings))
     if standin:
         _wait_ready(standin, lambda: _http_ok(f"{settings.anthropic_base_url}/_standin/health"))
     _write_env_file(root / "env", env)
@@ -195,10 +194,35 @@ def start(config: StackConfig) -> dict[str, str]:
     _run_step(root, "migrate", [sys.executable, "-m", "alembic", "upgrade", "head"], child_env)
     _run_step(root, "catalog", [sys.executable, "-m", "devtools.load_catalog"], child_env)
     if config.start_worker:
-        worker = _launch(root, "worker", [sys.executable, "worker.py"], child_env)
-        since = datetime.fromtimestamp(worker.created_at, UTC)
-        _wait_ready(worker, lambda: _run(_worker_polls(settings.temporal_address, settings.task_queue, since)))
+        start_worker(root, child_env)
     return env
+
+
+def _server_env() -> dict[str, str]:
+    """No server needs the API key; AWS keys would make SeaweedFS refuse the stack's own key."""
+    hidden = ("ANTHROPIC_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    return {key: value for key, value in os.environ.items() if key not in hidden}
+
+
+def _settings_of(env: Mapping[str, str]) -> Settings:
+    return Settings(**{key.lower(): value for key, value in env.items() if key.lower() in Settings.model_fields})
+
+
+def _server_ready_probe(name: str, settings: Settings) -> Callable[[], object]:
+    if name == "temporal":
+        return lambda: _run(_temporal_answers(settings.temporal_address))
+    return lambda: _ensure_buckets(settings) and _s3_round_trip(settings)
+
+
+def start_worker(root: Path, env: Mapping[str, str], name: str = "worker") -> int:
+    """Starts `python worker.py` as part `name` with `env` (the stack's env plus any setting),
+    and waits until it polls its task queue; returns its pid."""
+    worker = _launch(root.resolve(), name, [sys.executable, "worker.py"], env)
+    settings = _settings_of(env)
+    since = datetime.fromtimestamp(worker.created_at, UTC)
+    probe = lambda: _run(_worker_polls(settings.temporal_address, settings.task_queue, since))  # noqa: E731
+    _wait_ready(worker, probe, READY_TIMEOUT_S["worker"])
+    return worker.pid
 
 
 def _wants_standin(config: StackConfig) -> bool:
@@ -275,6 +299,10 @@ def _seaweed_argv(config: StackConfig, root: Path) -> list[str]:
     ]  # fmt: skip
 
 
+# The servers a start launches (PostgreSQL starts through embedded-postgres instead).
+SERVER_ARGV = {"temporal": _temporal_argv, "seaweed": _seaweed_argv}
+
+
 # --- processes --------------------------------------------------------------------------
 
 # Popen objects of the parts this process started, so their exit status is collected.
@@ -335,11 +363,10 @@ def _running_pid(root: Path, name: str) -> int | None:
     return process.pid if alive else None
 
 
-def _wait_ready(process: _Process, probe: Callable[[], object]) -> None:
+def _wait_ready(process: _Process, probe: Callable[[], object], timeout: float | None = None) -> None:
     hint = f"see {process.log_path}"
-    _poll_until(
-        probe, READY_TIMEOUT_S[process.name], what=process.name, hint=hint, alive=lambda: _is_alive(process.pid)
-    )
+    timeout = timeout or READY_TIMEOUT_S[process.name]
+    _poll_until(probe, timeout, what=process.name, hint=hint, alive=lambda: _is_alive(process.pid))
     log.info("%s ready after %.1f s", process.name, time.monotonic() - process.launched_at)
 
 
@@ -419,9 +446,8 @@ async def _worker_polls(address: str, task_queue: str, since: datetime) -> bool:
     return any(poller.last_access_time.ToDatetime(UTC) >= fresh_after for poller in response.pollers)
 
 
-def _ensure_buckets(settings: Settings) -> bool:
-    """Creates the settings' buckets that don't exist yet."""
-    s3 = boto3.client(
+def s3_client(settings: Settings) -> Any:  # noqa: ANN401 (boto3 clients are untyped)
+    return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.aws_access_key_id,
@@ -429,6 +455,11 @@ def _ensure_buckets(settings: Settings) -> bool:
         region_name=settings.s3_region,
         config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
     )
+
+
+def _ensure_buckets(settings: Settings) -> bool:
+    """Creates the settings' buckets that don't exist yet."""
+    s3 = s3_client(settings)
     # head_bucket, not list_buckets: SeaweedFS lists only the buckets of the caller's key.
     for bucket in (settings.conversation_bucket, settings.log_bucket):
         try:
@@ -439,6 +470,14 @@ def _ensure_buckets(settings: Settings) -> bool:
             with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # a concurrent start won the race
                 s3.create_bucket(Bucket=bucket)
     return True
+
+
+def _s3_round_trip(settings: Settings) -> bool:
+    """An object written and read back: after a restart SeaweedFS lists buckets (its filer) before
+    its volume server has registered again, and reads fail until then."""
+    s3 = s3_client(settings)
+    s3.put_object(Bucket=settings.log_bucket, Key=S3_PROBE_KEY, Body=b"ok")
+    return s3.get_object(Bucket=settings.log_bucket, Key=S3_PROBE_KEY)["Body"].read() == b"ok"
 
 
 def _http_ok(url: str) -> bool:
@@ -509,30 +548,73 @@ def _write_env_file(path: Path, env: Mapping[str, str]) -> None:
 # --- stop and status --------------------------------------------------------------------
 
 
-def running_parts(root: Path) -> dict[str, int]:
+def running_parts(root: Path, names: Iterable[str] = PARTS) -> dict[str, int]:
     """The parts started under root that still run, with their pids, in start order."""
-    pids = {name: _running_pid(root, name) for name in PARTS}
+    pids = {name: _running_pid(root, name) for name in names}
     return {name: pid for name, pid in pids.items() if pid is not None}
 
 
+def answers(name: str, env: Mapping[str, str]) -> bool:
+    """Whether the server part `name` of the stack `start` returned `env` for serves requests now."""
+    settings = _settings_of(env)
+    try:
+        if name == "postgres":
+            return _run(_postgres_answers(settings.database_url))
+        return bool(_server_ready_probe(name, settings)())
+    except Exception:  # refused, reset, timed out: not serving
+        return False
+
+
+async def _postgres_answers(url: str) -> bool:
+    target = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(target, timeout=5)
+    await connection.close()
+    return True
+
+
 def stop(root: Path) -> None:
-    """Stops everything started under root; safe if nothing runs."""
+    """Stops everything started under root (extra workers of start_worker too); safe if nothing runs."""
     root = root.resolve()
-    running = running_parts(root)
+    recorded = [path.stem for path in (root / "pids").glob("*.pid")]
+    running = {name: pid for name in recorded if (pid := _running_pid(root, name)) is not None}
     # The clients go first so they don't log errors about servers going away.
-    for stage in (CLIENT_PARTS, SERVER_PARTS):
-        _stop_together({name: pid for name, pid in running.items() if name in stage})
-    for name in PARTS:
+    _stop_together({name: pid for name, pid in running.items() if name not in SERVER_PARTS})
+    _stop_together({name: pid for name, pid in running.items() if name in SERVER_PARTS})
+    for name in recorded:
         _pid_path(root, name).unlink(missing_ok=True)
     for state_file in ("env", "ports.json"):
         (root / state_file).unlink(missing_ok=True)
 
 
-def _stop_together(pids: Mapping[str, int]) -> None:
+def stop_part(root: Path, name: str, sig: signal.Signals | None = None) -> None:
+    """Stops one part started under root; its data stays. `sig` (SIGKILL for a crash) overrides
+    the part's usual stop signal. Safe if it does not run."""
+    root = root.resolve()
+    pid = _running_pid(root, name)
+    if pid is not None:
+        _stop_together({name: pid}, sig)
+    _pid_path(root, name).unlink(missing_ok=True)
+
+
+def restart_part(root: Path, name: str, env: Mapping[str, str]) -> None:
+    """Starts a stopped server part (a name of SERVER_PARTS) of the stack `start` returned `env`
+    for, as start did: same data, same port. Waits until it is ready; a part that runs is left alone."""
+    root = root.resolve()
+    config = StackConfig(root=root, **json.loads((root / "ports.json").read_text()))
+    if name == "postgres":
+        if not (root / "pgdata" / "PG_VERSION").exists():
+            raise DevstackError(f"the stack under {root} has no embedded PostgreSQL (DATABASE_URL names a server)")
+        _start_embedded_postgres(root)
+        return
+    process = _launch(root, name, SERVER_ARGV[name](config, root), _server_env())
+    _wait_ready(process, _server_ready_probe(name, _settings_of(env)))
+
+
+def _stop_together(pids: Mapping[str, int], sig: signal.Signals | None = None) -> None:
     """Signals each part's process group, then kills the groups that outlive the grace period."""
     for name, pid in pids.items():
         log.info("stopping %s (pid %d)", name, pid)
-        _signal_group(pid, STOP_SIGNAL.get(name, signal.SIGTERM))
+        _signal_group(pid, sig or STOP_SIGNAL.get(name, signal.SIGTERM))
     deadline = time.monotonic() + STOP_GRACE_S
     for pid in pids.values():
         if not _wait_exit(pid, max(0.0, deadline - time.monotonic())):

@@ -198,9 +198,12 @@ class Standin:
             draw -= probability
         return "ok"
 
-    def record(self, at: float, outcome: str, item: str | None, stream: bool) -> None:
+    def record(self, at: float, outcome: str, item: str | None, stream: bool) -> dict[str, Any]:
+        """Counts a request and logs it; `answered` turns true once its whole response is out."""
         self.outcomes[outcome] += 1
-        self.log.append({"at": at, "outcome": outcome, "item": item, "stream": stream})
+        entry = {"at": at, "outcome": outcome, "item": item, "stream": stream, "answered": False}
+        self.log.append(entry)
+        return entry
 
     def requests_limit(self) -> int:
         return self.config.rpm_limit or REQUESTS_LIMIT_SHOWN
@@ -214,6 +217,7 @@ class Standin:
 
 
 STANDIN = web.AppKey("standin", Standin)
+LOG_ENTRY = web.RequestKey("log_entry", dict)
 
 
 # --- the conversation -----------------------------------------------------------------------
@@ -424,12 +428,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
     refused = refusal(standin, request, body, now)
     if refused:
         outcome, response = refused
-        standin.record(now, outcome, item, streaming)
+        request[LOG_ENTRY] = standin.record(now, outcome, item, streaming)
         return response
     outcome = standin.next_outcome()
     if outcome == EXPIRED:  # only a request inside a Message Batch can expire
         outcome = "ok"
-    standin.record(now, outcome, item, streaming)
+    request[LOG_ENTRY] = standin.record(now, outcome, item, streaming)
     if outcome in ERROR_FAULTS:  # also for streams: the real API fails before the stream starts
         await asyncio.sleep(latency_s * ERROR_LATENCY_SHARE)
         return fault_response(standin, outcome, now)
@@ -561,8 +565,18 @@ async def health(_request: web.Request) -> web.Response:
 # --- serving --------------------------------------------------------------------------------
 
 
+@web.middleware
+async def mark_answered(request: web.Request, handler: Any) -> web.StreamResponse:  # noqa: ANN401
+    """A call cut off by its client (a worker killed mid-call) raises here and stays unanswered:
+    the chaos suite counts the answers a worker received, not the requests that reached us."""
+    response = await handler(request)
+    if LOG_ENTRY in request:
+        request[LOG_ENTRY]["answered"] = True
+    return response
+
+
 def build_app() -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[mark_answered])
     app[STANDIN] = Standin()
     app.router.add_post("/v1/messages", messages)
     standin_batches.add_routes(app, STANDIN)

@@ -49,6 +49,24 @@ class JobCounters(BaseModel):
     cancelled: int = 0
 
 
+class JobPlan(BaseModel):
+    """The job row's settings and counters, read when a run starts."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    total_items: int
+    concurrency: int
+    error_policy: ErrorPolicy
+    mode: DeliveryMode = DeliveryMode.ONLINE
+    user_id: str
+    counters: JobCounters
+    usage: TokenUsage
+    started_at: datetime | None
+    # Items whose rows are `processing` when a fresh run starts: an earlier run started them and
+    # ended without accounting for them (its workflow was terminated, or the job is retried).
+    unfinished_items: list[uuid.UUID] = Field(default_factory=list)
+
+
 class BatchProgressState(BaseModel):
     """What one run of the batch workflow hands to the next across continue-as-new."""
 
@@ -57,9 +75,13 @@ class BatchProgressState(BaseModel):
     in_flight: list[uuid.UUID] = Field(default_factory=list)
     counters: JobCounters = Field(default_factory=JobCounters)
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    # The job's settings, read once per job (by its first run, or a retry's).
+    plan: JobPlan | None = None
     paused: bool = False
     cancel_requested: bool = False
     first_failure: str | None = None
+    # Why the job cannot go on (a catalog row it names was deleted, its items cannot be read).
+    job_error: str | None = None
     # Measured item durations, for the ETA.
     item_seconds: float = 0.0
     items_timed: int = 0
@@ -102,22 +124,9 @@ class BatchJobInput(BaseModel):
     # Tuning knobs, in the input so tests can force continue-as-new on small batches.
     page_size: int = 100
     history_event_limit: int = 2000
+    # How often in-flight items are checked for a workflow that ended without reporting.
+    unreported_check_s: float = 60.0
     state: BatchProgressState | None = None
-
-
-class JobPlan(BaseModel):
-    """The job row's settings and counters, read when a run starts."""
-
-    job_id: uuid.UUID
-    status: JobStatus
-    total_items: int
-    concurrency: int
-    error_policy: ErrorPolicy
-    mode: DeliveryMode = DeliveryMode.ONLINE
-    user_id: str
-    counters: JobCounters
-    usage: TokenUsage
-    started_at: datetime | None
 
 
 class ItemPageRequest(BaseModel):
@@ -157,6 +166,7 @@ class JobProgress(BaseModel):
     failed: int
     cancelled: int
     in_flight: int
+    in_flight_items: list[uuid.UUID] = Field(default_factory=list)
     remaining: int
     started_at: datetime | None
     elapsed_s: float
@@ -164,6 +174,39 @@ class JobProgress(BaseModel):
     usage: TokenUsage
     stop_reason: str | None
     runs: int
+
+
+class CancelQueuedItems(BaseModel):
+    job_id: uuid.UUID
+    # In-flight items whose rows may still be queued: they report their own end.
+    in_flight: list[uuid.UUID] = Field(default_factory=list)
+
+
+class UnreportedItems(BaseModel):
+    """Items that will never report (their workflows ended without it, or did not answer a
+    cancel): each is recorded with this status and its reason, unless its row is final already."""
+
+    job_id: uuid.UUID
+    finished_at: datetime
+    status: ItemStatus
+    reasons: dict[uuid.UUID, str]
+
+
+class RecordedItems(BaseModel):
+    """The outcome each row ends with: the one just recorded, or the one it already held."""
+
+    items: list[ItemFinished]
+
+
+class WorkflowIds(BaseModel):
+    workflow_ids: list[str]
+
+
+class EndedWorkflows(BaseModel):
+    """Workflow id -> how its latest run ended (`terminated`, `failed`, ..., `not found`); the
+    workflows still running are not listed."""
+
+    ended: dict[str, str]
 
 
 class JobStatusChange(BaseModel):

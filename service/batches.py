@@ -37,7 +37,9 @@ from models.tables import (
     TrainingTopic,
 )
 from service.outages import Outage, job_outages
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
+from workflows.config import ITEM_CANCEL_GRACE
 
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
@@ -185,6 +187,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
             message_batches=message_batch_plan(settings),
             page_size=settings.item_page_size,
             history_event_limit=settings.history_event_limit,
+            unreported_check_s=settings.unreported_check_s,
         ),
         id=workflow_id,
         task_queue=settings.task_queue,
@@ -432,10 +435,22 @@ _CONTROL = {
 }
 
 
+# How long a control command waits for the job to show it: `cancel` as long as a halting job
+# waits for its cancelled items to report, and a margin.
+CONTROL_WAIT_S = {"pause": 60.0, "resume": 60.0, "cancel": (ITEM_CANCEL_GRACE + timedelta(seconds=30)).total_seconds()}
+
+
+class ControlNotConfirmed(Exception):
+    """A control command was sent, but the job did not show its effect in time; the message says
+    what the job still waits for."""
+
+
 async def control_job(
-    sessions: async_sessionmaker, client: Client, job_ref: str, action: str, wait_s: float = 60.0
+    sessions: async_sessionmaker, client: Client, job_ref: str, action: str, wait_s: float | None = None
 ) -> dict[str, Any]:
-    """Send pause, resume or cancel, then wait (bounded) until the job shows the new state."""
+    """Send pause, resume or cancel, then wait (bounded) until the job shows the new state;
+    ControlNotConfirmed when it does not within `wait_s` (default CONTROL_WAIT_S)."""
+    wait_s = CONTROL_WAIT_S[action] if wait_s is None else wait_s
     allowed, expected = _CONTROL[action]
     job = await _load_job(sessions, job_ref)
     live = await _live_progress(client, job.id)
@@ -448,10 +463,33 @@ async def control_job(
     deadline = asyncio.get_running_loop().time() + wait_s
     while not await _shows(sessions, client, job.id, expected):
         if asyncio.get_running_loop().time() > deadline:
-            status = await job_status(sessions, job_ref, client)
-            return {**status, "note": f"{action} sent; the job did not show it within {wait_s:.0f} s"}
+            raise ControlNotConfirmed(await _still_waiting(sessions, client, job.id, action, wait_s))
         await asyncio.sleep(0.25)
     return await job_status(sessions, job_ref, client)
+
+
+async def _still_waiting(
+    sessions: async_sessionmaker, client: Client, job_id: uuid.UUID, action: str, wait_s: float
+) -> str:
+    """One line: the state the job is still in, and which items have not reported yet."""
+    job = await _load_job(sessions, str(job_id))
+    live = await _live_progress(client, job_id)
+    said = f"{action} sent, but after {wait_s:.0f} s job {job_id} is still {live.status.value if live else job.status}"
+    if live is None:
+        return f"{said}; its workflow does not answer (is a worker running? `make status`)"
+    if not live.in_flight_items:
+        return f"{said}; no item is in flight (its last steps are still running)"
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(BatchItem.id, BatchItem.position, BatchItem.status)
+                .where(BatchItem.id.in_(live.in_flight_items))
+                .order_by(BatchItem.position)
+            )
+        ).all()
+    shown = ", ".join(f"item {position} ({item_id}, {status})" for item_id, position, status in rows[:10])
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    return f"{said}; {len(rows)} item(s) have not reported yet: {shown}{more}"
 
 
 async def _shows(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID, expected: set[JobStatus]) -> bool:
@@ -463,16 +501,20 @@ async def _shows(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID
 
 async def retry_job(sessions: async_sessionmaker, client: Client, settings: Settings, job_ref: str) -> dict[str, Any]:
     """Queue exactly the failed items of an ended job again, with their original parameters, and
-    start a new run of the job's workflow. Items that succeeded are never regenerated."""
+    start a new run of the job's workflow. Items that succeeded are never regenerated. A job
+    whose workflow ended without ending it (terminated from the web UI, say) is retried too."""
     job = await _load_job(sessions, job_ref)
     if await _live_progress(client, job.id) is not None:
         raise BatchInputError(f"job {job.id} is still running; retry it once it has ended")
-    if job.status != JobStatus.QUEUED:  # a queued job whose workflow is gone only needs its workflow
-        if not JobStatus(job.status).is_final:
-            raise BatchInputError(f"job {job.id} is {job.status}; only an ended job can be retried")
+    if JobStatus(job.status).is_final:
         if job.failed_items == 0:
             raise BatchInputError(f"job {job.id} has no failed items to retry")
         await _requeue_failed_items(sessions, job.id)
+    elif job.status != JobStatus.QUEUED:
+        # Its workflow ended without ending the job (terminated, or failed): the new run takes
+        # over, with the items still processing, and re-runs the failed ones.
+        await _requeue_failed_items(sessions, job.id)
+    # (a queued job whose workflow is gone only needs its workflow)
     await start_job_workflow(client, settings, job.id)
     return await job_status(sessions, job_ref, client)
 

@@ -32,7 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 # A test's level follows from the fixtures it uses (directly or through other fixtures), so a new
 # test is grouped without anyone remembering a decorator: `pytest -m unit` runs in seconds.
-_LEVEL_BY_FIXTURE = (("stack", pytest.mark.integration), ("time_skipping_env", pytest.mark.workflow))
+_LEVEL_BY_FIXTURE = (
+    ("outage_stack", pytest.mark.chaos),
+    ("stack", pytest.mark.integration),
+    ("time_skipping_env", pytest.mark.workflow),
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -93,6 +97,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A second stack, with embedded PostgreSQL, whose parts the outage and chaos tests stop and
+    restart: the shared `stack` never sees an outage. Yields its root and env."""
+    root = tmp_path_factory.mktemp("outage-stack")
+    try:
+        yield root, devstack.start(devstack.isolated_config(root))
+    finally:
+        devstack.stop(root)
+
+
+@pytest.fixture(scope="session")
 def stack_settings(stack: dict[str, str]) -> Settings:
     return devstack.standin_settings(
         stack,
@@ -108,6 +123,8 @@ def stack_settings(stack: dict[str, str]) -> Settings:
         # Tests stop and restart workers as a crash would; tests/test_worker_shutdown.py runs
         # worker.py with the graceful default.
         worker_shutdown_grace_s=0,
+        # An item workflow that ends unreported (terminated, say) is found within seconds.
+        unreported_check_s=5,
     )
 
 

@@ -9,11 +9,22 @@ import uuid
 from dataclasses import dataclass, field
 
 from temporalio import activity
+from temporalio.client import Client
 
 from activities.errors import INVALID_OUTPUT, permanent
+from activities.item_workflows import WorkflowActivities
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
+    CancelQueuedItems,
     EnrichedPage,
+    ExportCursor,
+    ExportFailure,
+    ExportFinishInput,
+    ExportInput,
+    ExportPage,
+    ExportPageInput,
+    ExportPlan,
+    ExportResult,
     EnrichPageInput,
     FinishItemInput,
     GeneratedRaw,
@@ -28,6 +39,7 @@ from models.messages import (
     JobStatusChange,
     LinkConversationInput,
     LinkedConversation,
+    RecordedItems,
     ResolvedPrompt,
     ResolvePromptInput,
     SelectedTemplate,
@@ -35,6 +47,7 @@ from models.messages import (
     StoreConversationInput,
     StoredConversation,
     TokenUsage,
+    UnreportedItems,
 )
 
 
@@ -78,10 +91,18 @@ class FakeBatch:
     # While set and not open, every Claude call waits for it: items stay in flight.
     claude_gate: asyncio.Event | None = None
     catalog_intact: bool = True
+    # Every job status write fails for good (a permanent database error).
+    failing_status_writes: bool = False
+    # While set and not open, start_job, begin_item or finish_item wait for it.
+    start_gate: asyncio.Event | None = None
+    begin_gate: asyncio.Event | None = None
+    finish_gate: asyncio.Event | None = None
     job_status: JobStatus = JobStatus.QUEUED
     job_error: str | None = None
     status_changes: list[JobStatus] = field(default_factory=list)
     log_writes: int = 0
+    begin_calls: int = 0
+    start_calls: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     generate_calls: int = 0
@@ -98,6 +119,21 @@ class FakeBatch:
     def of(cls, size: int, **knobs) -> FakeBatch:  # noqa: ANN003
         return cls(uuid.uuid4(), [FakeItem(uuid.uuid4(), position) for position in range(size)], **knobs)
 
+    def plan(self) -> JobPlan:
+        """What start_job reads from the rows."""
+        return JobPlan(
+            job_id=self.job_id,
+            status=self.job_status,
+            total_items=len(self.items),
+            concurrency=self.concurrency,
+            error_policy=self.error_policy,
+            user_id="test-user",
+            counters=self.counters(),
+            usage=TokenUsage(),
+            started_at=None,
+            unfinished_items=[i.item_id for i in self.items if i.status == ItemStatus.PROCESSING],
+        )
+
     def item(self, item_id: uuid.UUID) -> FakeItem:
         return next(i for i in self.items if i.item_id == item_id)
 
@@ -111,27 +147,27 @@ class FakeBatch:
         )
 
 
+async def _passed(gate: asyncio.Event | None) -> None:
+    if gate is not None:
+        await gate.wait()
+
+
 class FakeActivities:
-    def __init__(self, batch: FakeBatch) -> None:
+    """The data steps in memory; the check of item workflows is the real one, against `client`."""
+
+    def __init__(self, batch: FakeBatch, client: Client) -> None:
         self.batch = batch
+        self.client = client
 
     @activity.defn(name="start_job")
     async def start_job(self, job_id: uuid.UUID) -> JobPlan:
+        self.batch.start_calls += 1
+        await _passed(self.batch.start_gate)
         if not self.batch.catalog_intact:
             raise permanent("the job cannot run: persona 1234 was deleted from the catalog", "CatalogRowMissing")
         if self.batch.job_status == JobStatus.QUEUED:
             self.batch.job_status = JobStatus.PROCESSING
-        return JobPlan(
-            job_id=job_id,
-            status=self.batch.job_status,
-            total_items=len(self.batch.items),
-            concurrency=self.batch.concurrency,
-            error_policy=self.batch.error_policy,
-            user_id="test-user",
-            counters=self.batch.counters(),
-            usage=TokenUsage(),
-            started_at=None,
-        )
+        return self.batch.plan()
 
     @activity.defn(name="list_queued_items")
     async def list_queued_items(self, request: ItemPageRequest) -> ItemPage:
@@ -144,6 +180,8 @@ class FakeActivities:
 
     @activity.defn(name="begin_item")
     async def begin_item(self, item_id: uuid.UUID) -> ItemWork:
+        self.batch.begin_calls += 1
+        await _passed(self.batch.begin_gate)
         item = self.batch.item(item_id)
         recorded = None
         if item.status.is_final:
@@ -176,8 +214,7 @@ class FakeActivities:
         self.batch.generate_calls += 1
         self.batch.generate_requests.append(request)
         self.batch.claude_queues.append(activity.info().task_queue)
-        if self.batch.claude_gate is not None:
-            await self.batch.claude_gate.wait()
+        await _passed(self.batch.claude_gate)
         if self.batch.claude_delay_s:
             await asyncio.sleep(self.batch.claude_delay_s)
         position = self.batch.item(request.item_id).position
@@ -208,6 +245,7 @@ class FakeActivities:
 
     @activity.defn(name="finish_item")
     async def finish_item(self, request: FinishItemInput) -> ItemStatus:
+        await _passed(self.batch.finish_gate)
         item = self.batch.item(request.outcome.item_id)
         item.finish_calls += 1
         if item.status.is_final:
@@ -218,6 +256,16 @@ class FakeActivities:
         item.error_message = request.outcome.error_message
         return item.status
 
+    @activity.defn(name="record_unreported_items")
+    async def record_unreported_items(self, request: UnreportedItems) -> RecordedItems:
+        recorded = []
+        for item_id, reason in request.reasons.items():
+            item = self.batch.item(item_id)
+            if not item.status.is_final:
+                item.status, item.error_message = request.status, reason
+            recorded.append(ItemFinished(item_id=item_id, status=item.status, error_message=item.error_message))
+        return RecordedItems(items=recorded)
+
     @activity.defn(name="enrich_conversations")
     async def enrich_conversations(self, request: EnrichPageInput) -> EnrichedPage:
         todo = [i.item_id for i in self.batch.items if i.status == ItemStatus.COMPLETED and i.item_id not in self.batch.enriched]
@@ -226,20 +274,23 @@ class FakeActivities:
         return EnrichedPage(enriched=len(page), more=len(todo) > len(page))
 
     @activity.defn(name="cancel_queued_items")
-    async def cancel_queued_items(self, job_id: uuid.UUID) -> int:
-        queued = [i for i in self.batch.items if i.status == ItemStatus.QUEUED]
+    async def cancel_queued_items(self, request: CancelQueuedItems) -> int:
+        queued = [i for i in self.batch.items if i.status == ItemStatus.QUEUED and i.item_id not in request.in_flight]
         for item in queued:
             item.status = ItemStatus.CANCELLED
         return len(queued)
 
     @activity.defn(name="set_job_status")
-    async def set_job_status(self, change: JobStatusChange) -> None:
+    async def set_job_status(self, change: JobStatusChange) -> JobCounters:
+        if self.batch.failing_status_writes:
+            raise permanent("the job's row cannot be written", "StatusWriteRefused")
         if not self.batch.job_status.is_final:
             self.batch.job_status = change.status
             self.batch.job_error = change.error_message
             self.batch.status_changes.append(change.status)
             if change.status.is_final:
                 self.batch.enriched_when_final = len(self.batch.enriched)
+        return self.batch.counters()
 
     @activity.defn(name="write_job_log")
     async def write_job_log(self, job_id: uuid.UUID) -> int:
@@ -248,6 +299,8 @@ class FakeActivities:
 
     def all(self) -> list:
         return [
+            WorkflowActivities(self.client).ended_workflows,
+            self.record_unreported_items,
             self.start_job,
             self.list_queued_items,
             self.begin_item,
@@ -262,3 +315,35 @@ class FakeActivities:
             self.set_job_status,
             self.write_job_log,
         ]
+
+
+class FakeExportActivities:
+    """The export's steps in memory: `total` conversations, pages of `page_size`."""
+
+    def __init__(self, total: int, page_size: int) -> None:
+        self.total = total
+        self.page_size = page_size
+        self.pages: list[int] = []
+
+    @activity.defn(name="plan_export")
+    async def plan_export(self, request: ExportInput) -> ExportPlan:
+        return ExportPlan(total=self.total, split_sizes={"train": self.total})
+
+    @activity.defn(name="write_export_page")
+    async def write_export_page(self, request: ExportPageInput) -> ExportPage:
+        count = max(0, min(self.page_size, self.total - request.first_position))
+        self.pages.append(count)
+        last = ExportCursor(order_key=f"{request.first_position + count:032x}", conversation_id=uuid.UUID(int=count))
+        return ExportPage(count=count, last=last if count else None)
+
+    @activity.defn(name="finish_export")
+    async def finish_export(self, request: ExportFinishInput) -> ExportResult:
+        return ExportResult(export_id=request.export.export_id, location=request.export.location, count=self.total,
+                            splits={"train": self.total}, files=["data/train.jsonl", "README.md", "manifest.json"])
+
+    @activity.defn(name="fail_export")
+    async def fail_export(self, failure: ExportFailure) -> None:
+        return None
+
+    def all(self) -> list:
+        return [self.plan_export, self.write_export_page, self.finish_export, self.fail_export]

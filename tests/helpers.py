@@ -11,9 +11,12 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from service import batches
 from brightrun.settings import Settings
+from models.messages import CallProgress
+from models.workflow_ids import item_workflow_id
 
 
 async def eventually(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
@@ -55,3 +58,18 @@ async def reset_to_first_workflow_task(client: Client, workflow_id: str) -> str:
         )
     )
     return reset.run_id
+
+
+async def claude_call_progress(client: Client, item_id: uuid.UUID) -> CallProgress | None:
+    """The heartbeat details of the item's running Claude call, if it runs and has heartbeated."""
+    try:
+        description = await client.get_workflow_handle(item_workflow_id(item_id)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the job has not started the item yet
+            return None
+        raise
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name == "generate_conversation" and pending.heartbeat_details.payloads:
+            details = await client.data_converter.decode(pending.heartbeat_details.payloads)
+            return CallProgress.model_validate(details[0])
+    return None

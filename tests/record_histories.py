@@ -16,12 +16,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from models.messages import BatchJobInput
+from models.messages import BatchJobInput, ExportInput, ExportSelection
 from devtools.binaries import venv_binary
 from tests.conftest import register_search_attributes
-from tests.fakes import FakeActivities, FakeBatch
+from tests.fakes import FakeActivities, FakeBatch, FakeExportActivities
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import item_workflow_id, job_workflow_id
+from workflows.export import ExportWorkflow, export_workflow_id
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -36,7 +38,7 @@ async def record() -> None:
     )
     task_queue = f"record-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow],
-                      activities=FakeActivities(batch).all()):
+                      activities=FakeActivities(batch, env.client).all()):
         await env.client.execute_workflow(
             BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id), id=job_workflow_id(batch.job_id), task_queue=task_queue
         )
@@ -46,6 +48,13 @@ async def record() -> None:
         "batch_item_repaired.json": item_workflow_id(batch.items[1].item_id),
         "batch_item_failed.json": item_workflow_id(batch.items[3].item_id),
     }
+    export_id = uuid.uuid4()
+    export_input = ExportInput(export_id=export_id, selection=ExportSelection(user="test-user", system_prompt="s"),
+                               location="/tmp/export")
+    async with Worker(env.client, task_queue=task_queue, workflows=[ExportWorkflow],
+                      activities=FakeExportActivities(total=5, page_size=2).all()):
+        await env.client.execute_workflow(ExportWorkflow.run, export_input, id=export_workflow_id(export_id), task_queue=task_queue)
+    targets["export.json"] = export_workflow_id(export_id)
     for filename, workflow_id in targets.items():
         history = await env.client.get_workflow_handle(workflow_id).fetch_history()
         (HISTORIES / filename).write_text(history.to_json())

@@ -9,7 +9,8 @@ from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, JobProgress
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
 
 
 async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> JobProgress:  # noqa: ANN003
@@ -17,7 +18,7 @@ async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) 
         client,
         task_queue=task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
-        activities=FakeActivities(batch).all(),
+        activities=FakeActivities(batch, client).all(),
     ):
         return await client.execute_workflow(
             BatchJobWorkflow.run,

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from brightrun.claude_client import create_claude_client
 from brightrun.settings import Settings
@@ -18,12 +17,10 @@ from brightrun.storage import Storage, raw_response_key
 from devtools.devstack import free_port
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, Tier
-from models.messages import CallProgress
 from models.tables import BatchItem, Conversation
 from service import batches
-from tests.helpers import eventually
+from tests.helpers import claude_call_progress, eventually
 from worker import build_claude_worker
-from workflows.batch_job import item_workflow_id
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -103,17 +100,8 @@ async def test_a_failed_item_counts_the_tokens_of_every_attempt(
 
 
 async def paid_reply_in_heartbeat(client: Client, item_id: uuid.UUID) -> bool:
-    try:
-        description = await client.get_workflow_handle(item_workflow_id(item_id)).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:  # the job has not started the item yet
-            return False
-        raise
-    for pending in description.raw_description.pending_activities:
-        if pending.activity_type.name == "generate_conversation" and pending.heartbeat_details.payloads:
-            details = await client.data_converter.decode(pending.heartbeat_details.payloads)
-            return CallProgress.model_validate(details[0]).reply is not None
-    return False
+    progress = await claude_call_progress(client, item_id)
+    return progress is not None and progress.reply is not None
 
 
 async def test_an_s3_outage_never_buys_a_second_call(

@@ -296,6 +296,12 @@ class StorageDown:
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
         await self._storage.put_json(bucket, key, document)
 
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        if self.failures is None or self.refused < self.failures:
+            self.refused += 1
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
+        return await self._storage.get_bytes(bucket, key)
+
 
 async def test_a_paid_reply_is_stored_through_a_storage_outage_within_the_attempt(rig: Rig) -> None:
     storage = StorageDown(rig.storage, failures=2)
@@ -333,6 +339,17 @@ async def test_the_next_attempt_stores_the_reply_an_attempt_paid_for_without_cal
     assert generated.raw_key == paid.reply.generated.raw_key == raw_response_key("test-user", request.conversation_id)
     assert rig.storage.objects[generated.raw_key] == paid.reply.document
     assert (generated.usage, generated.attempt) == (paid.usage, 2)
+
+
+async def test_a_repair_reads_the_rejected_reply_through_a_storage_outage(rig: Rig) -> None:
+    first = await rig.generate(generate_input())
+    rig.activities._storage = storage = StorageDown(rig.storage, failures=1)  # type: ignore[assignment]
+    request = generate_input(RepairRequest(rejected_raw_key=first.raw_key, problem="not JSON"))
+
+    repaired = await rig.generate(request)
+
+    assert storage.refused == 1 and rig.sent[-1]["messages"][1]["role"] == "assistant"
+    assert repaired.raw_key in rig.storage.objects
 
 
 async def test_a_second_attempt_counts_the_tokens_the_first_spent_before_it_broke(rig: Rig) -> None:
@@ -448,6 +465,17 @@ def test_overload_and_server_errors_back_off_exponentially_with_jitter(status: i
     assert timedelta(seconds=ceiling / 2) <= failure.next_retry_delay <= timedelta(seconds=ceiling)
 
 
+def test_a_rate_limit_wait_past_the_deadline_retries_after_the_wait_unless_no_attempt_is_left() -> None:
+    wait = RateLimitWaitTooLong(40, "the budget's reset")
+
+    retried = classify_failure(wait, attempt=2, max_attempts=6, settings=SETTINGS)
+    last = classify_failure(wait, attempt=6, max_attempts=6, settings=SETTINGS)
+
+    assert (retried.type, retried.non_retryable) == ("claude_rate_limit_wait", False)
+    assert retried.next_retry_delay >= timedelta(seconds=40)
+    assert last.non_retryable and last.message.startswith("gave up after 6 attempts; last error: rate limit budget low")
+
+
 def test_jitter_spreads_the_retries_of_a_burst() -> None:
     assert len({backoff_delay(3, 2, 60) for _ in range(20)}) > 1
 
@@ -508,6 +536,14 @@ async def test_a_call_that_could_not_start_in_time_is_refused_at_once() -> None:
             pytest.fail("the call must not start")
 
     assert raised.value.wait_s == pytest.approx(30)
+
+
+async def test_a_call_with_no_time_to_wait_still_goes_when_it_need_not_wait() -> None:
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=60, clock=lambda: NOW)
+    gate.observe(budget("requests", limit=100, remaining=0, reset_in_s=-1))  # low, its reset passed
+
+    async with gate.admitted(start_by=NOW - 1):
+        assert gate.low
 
 
 async def test_a_call_queued_behind_a_held_one_gives_up_its_turn_at_its_deadline() -> None:

@@ -23,14 +23,15 @@ from activities.export import ExportActivities, parse_s3_location, split_at, spl
 from brightrun.settings import Settings
 from brightrun.storage import Storage, final_conversation_key
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
-from models.messages import SplitShare
+from models.messages import ExportInput, ExportSelection, SplitShare
 from models.tables import Export
 from service.batches import BatchInputError
 from service.export import ExportFailedError, ExportRequest, export, parse_splits
 from service.review import Owner
 from tests.conversations import dialogue, new_conversation, new_job
+from tests.fakes import FakeExportActivities
 from tests.test_starter import cli_env, starter  # noqa: F401 - cli_env is a fixture
-from workflows.export import ExportWorkflow
+from workflows.export import ExportWorkflow, export_workflow_id
 
 PAGE_SIZE = 3
 
@@ -249,3 +250,16 @@ async def test_the_cli_exports_and_prints_the_contract_json(
 
     refused = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(out), "--split", "train=2")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+async def test_the_workflow_writes_page_after_page_and_reports_progress(ts_client: Client, task_queue: str) -> None:
+    fake = FakeExportActivities(total=5, page_size=2)
+    export_id = uuid.uuid4()
+    request = ExportInput(export_id=export_id, selection=ExportSelection(user="u", system_prompt="s"), location="/tmp/x")
+    async with Worker(ts_client, task_queue=task_queue, workflows=[ExportWorkflow], activities=fake.all()):
+        handle = await ts_client.start_workflow(ExportWorkflow.run, request, id=export_workflow_id(export_id), task_queue=task_queue)
+        result = await handle.result()
+        progress = await handle.query(ExportWorkflow.progress)
+
+    assert fake.pages == [2, 2, 1, 0] and result.count == 5
+    assert (progress.status, progress.written, progress.total) == (ExportStatus.COMPLETED, 5, 5)

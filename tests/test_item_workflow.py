@@ -13,14 +13,15 @@ from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, GenerateInput
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
 
 PROBLEM = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
 
 
 async def run(client: Client, task_queue: str, batch: FakeBatch, claude_queue: str | None = None) -> None:
     """The workflows and data steps on `task_queue`; the Claude call on `claude_queue`, if given."""
-    fakes = FakeActivities(batch)
+    fakes = FakeActivities(batch, client)
     data_steps = [a for a in fakes.all() if a != fakes.generate_conversation]
     async with contextlib.AsyncExitStack() as running:
         await running.enter_async_context(

@@ -46,7 +46,8 @@ from tests.gate import TcpGate
 from tests.helpers import eventually
 from worker import build_claude_worker, build_main_worker, build_workers
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import item_workflow_id, job_workflow_id
 
 TWO_ITEMS = {
     "personas": ["David Chen", "Maria Gonzalez"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -19,6 +20,7 @@ import pytest
 from devtools.standin import start_standin
 from models.conversation import ConversationDocument
 from devtools.standin_control import StandinControl
+from tests.helpers import eventually
 
 MODEL = "claude-sonnet-4-6"
 PROMPT = (
@@ -159,7 +161,9 @@ async def test_streaming_sends_the_real_event_sequence_and_a_valid_document(
     assert message.stop_reason == "end_turn" and message.usage.output_tokens > 1
     assert message.usage.cache_creation_input_tokens > 0
     assert headers["request-id"].startswith("req_standin_")
-    assert (await control.stats())["log"][0] | {"at": 0} == {"at": 0, "outcome": "ok", "item": "item-7", "stream": True}
+    assert (await control.stats())["log"][0] | {"at": 0} == {
+        "at": 0, "outcome": "ok", "item": "item-7", "stream": True, "answered": True
+    }  # fmt: skip
 
 
 async def test_a_slow_first_token_keeps_the_open_stream_silent(
@@ -307,6 +311,27 @@ async def test_a_midstream_drop_closes_the_connection_mid_answer(
 
     assert texts, "the stream had started"
     assert (await control.stats())["by_outcome"] == {"midstream_drop": 2, "ok": 1}
+
+
+async def test_a_call_its_client_cuts_off_stays_unanswered_in_the_log(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    """What a worker killed mid-call looks like: the request arrived, its answer never went out."""
+    await control.configure(latency_ms=1500)
+    cut = asyncio.create_task(create(claude, extra_headers={"x-brightrun-item": "cut"}))
+    await eventually(lambda: _requests_at_least(control, 1), "the first call arrived")
+    cut.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cut
+    # The second call takes as long as the first would have: by its end, the first is settled.
+    await create(claude, extra_headers={"x-brightrun-item": "whole"})
+
+    log = (await control.stats())["log"]
+    assert [(entry["item"], entry["answered"]) for entry in log] == [("cut", False), ("whole", True)]
+
+
+async def _requests_at_least(control: StandinControl, count: int) -> bool:
+    return (await control.stats())["requests"] >= count
 
 
 async def test_the_script_is_used_up_before_random_faults_apply(

@@ -1,39 +1,52 @@
 """One batch job: runs its items with bounded concurrency, owns the job's state machine
 (queued -> processing <-> paused -> completed | failed | cancelled), and continues as new long
-before Temporal's history limits, so a batch of any size fits."""
+before Temporal's history limits, so a batch of any size fits.
+
+Every item is accounted exactly once: by its own report (a signal), or, when its workflow ended
+without one (terminated, failed before reporting), from its row. The job's own steps never fail
+this workflow: a step that cannot succeed is logged, and the job ends with a reason instead."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.enrichment import EnrichmentActivities
+    from activities.item_workflows import WorkflowActivities
     from activities.jobs import JobActivities
     from models import search_attributes
-    from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
     from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus
     from models.messages import (
         BatchItemInput,
         BatchJobInput,
         BatchProgressState,
+        CancelQueuedItems,
         EnrichPageInput,
-        FinishItemInput,
         ItemFinished,
         ItemPageRequest,
         ItemRef,
-        JobPlan,
         JobProgress,
         JobStatusChange,
         MessageBatchesInput,
         MessageBatchesState,
+        UnreportedItems,
+        WorkflowIds,
     )
+    from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
     from workflows.message_batches import MessageBatchesWorkflow
     from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL
@@ -47,38 +60,70 @@ class BatchJobWorkflow:
         # delivers signals (item reports, pause, cancel) before `run` starts.
         self._job_id = request.job_id
         self._state = request.state or BatchProgressState()
-        self._status = JobStatus.QUEUED
-        if request.state:
-            self._status = JobStatus.PAUSED if request.state.paused else JobStatus.PROCESSING
-        self._plan: JobPlan | None = None
+        self._plan = self._state.plan  # None until the job's first run (or a retry's) reads it
         self._message_batch_plan = request.message_batches
+        self._status = JobStatus.QUEUED
+        if self._plan:
+            self._status = JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING
         self._percent_reported = -1
         self._lock = asyncio.Lock()
+        # The ends of the item workflows this run started are awaited; every in-flight item is
+        # also checked against Temporal and its row each interval (those carried over from an
+        # earlier run, or started elsewhere, have no handle here; a terminated child is not
+        # always announced to its parent).
+        self._item_watches: set[asyncio.Task] = set()
+        self._check_unreported = bool(self._state.in_flight)  # a continued run checks at once
+        self._ended = False
 
     # --- the run ------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: BatchJobInput) -> JobProgress:
+        accounting = asyncio.create_task(self._account_unreported_items(request))
         try:
-            self._plan = await workflow.execute_activity_method(JobActivities.start_job, request.job_id, **DATA_STEP)
-        except ActivityError as error:
-            return await self._cannot_run(failure_message(error))
-        if not request.state:  # a new run starts from the row (a retry keeps its counters)
-            self._state.total_items = self._plan.total_items
-            self._state.counters = self._plan.counters
-            self._state.usage = self._plan.usage
-            self._state.started_at = self._plan.started_at
-        self._show_status(JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING)
-        if self._plan.mode == DeliveryMode.BATCH:
-            await self._start_message_batches(request)
-        try:
-            await self._run_items(request)
+            await self._run(request)
         except asyncio.CancelledError:
+            if workflow.cancellation_reason() is None:
+                raise
             # A cancellation from the web UI or the client API ends the job like the cancel signal.
             self._state.cancel_requested = True
-            await self._finish()
-            raise
-        return await self._finish()
+        progress = await self._end()
+        self._ended = True
+        await accounting
+        if workflow.cancellation_reason() is not None and progress.status == JobStatus.CANCELLED:
+            raise asyncio.CancelledError("the job was cancelled")  # the execution ends cancelled too
+        return progress
+
+    async def _run(self, request: BatchJobInput) -> None:
+        if self._plan is None:
+            await self._start(request.job_id)
+        else:
+            self._show_status(self._status)
+        if self._plan and self._plan.mode == DeliveryMode.BATCH and not self._halting:
+            await self._start_message_batches(request)
+        if not self._halting:
+            await self._run_items(request)
+
+    async def _start(self, job_id: uuid.UUID) -> None:
+        """A fresh run (a new job, or a retry): the plan and counters from the row, once per job."""
+        try:
+            plan = await self._activity(JobActivities.start_job, job_id)
+        except ActivityError as error:
+            self._state.job_error = failure_message(error)
+            return
+        # Items an earlier run left processing report here, or are accounted from their rows.
+        self._state.in_flight.extend(i for i in plan.unfinished_items if i not in self._state.in_flight)
+        self._check_unreported = self._check_unreported or bool(plan.unfinished_items)
+        self._plan = self._state.plan = plan.model_copy(update={"unfinished_items": []})
+        self._state.total_items = plan.total_items
+        self._state.counters = plan.counters
+        self._state.usage = plan.usage
+        self._state.started_at = plan.started_at
+        async with self._lock:
+            if self._state.paused:  # a pause sent while the job was queued
+                await self._change_status(JobStatus.PAUSED)
+            else:
+                self._show_status(JobStatus.PROCESSING)
 
     async def _run_items(self, request: BatchJobInput) -> None:
         pending: list[ItemRef] = []
@@ -106,7 +151,21 @@ class BatchJobWorkflow:
                 )
         await workflow.wait_condition(lambda: self._halting or not self._state.in_flight)
 
+    async def _end(self) -> JobProgress:
+        """_finish, shielded: a cancellation from the web UI during the halt or the last writes
+        makes the job end cancelled, never half-written."""
+        finishing = asyncio.create_task(self._finish())
+        while True:
+            try:
+                return await asyncio.shield(finishing)
+            except asyncio.CancelledError:
+                if workflow.cancellation_reason() is None:
+                    raise
+                self._state.cancel_requested = True
+
     async def _finish(self) -> JobProgress:
+        """The job's last steps, in order: halt if it must, enrich what succeeded, then the final
+        status (the row, its counters recounted from the item rows, and the log)."""
         if self._halting:
             await self._halt()
         await self._tell_message_batches(MessageBatchesWorkflow.close)
@@ -121,41 +180,78 @@ class BatchJobWorkflow:
         """Cancel or stop: nothing new starts, in-flight items are cancelled, unstarted ones marked."""
         await self._tell_message_batches(MessageBatchesWorkflow.cancel)
         await asyncio.gather(*(self._cancel_item(item_id) for item_id in self._state.in_flight))
-        never_started = await workflow.execute_activity_method(JobActivities.cancel_queued_items, self._job_id, **DATA_STEP)
-        self._state.counters.cancelled += never_started  # read after the await: reports arrive meanwhile
+        never_started = await self._job_step(
+            JobActivities.cancel_queued_items, CancelQueuedItems(job_id=self._job_id, in_flight=list(self._state.in_flight))
+        )
+        self._state.counters.cancelled += never_started or 0
         try:
             await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
         except asyncio.TimeoutError:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
-            for item_id in list(self._state.in_flight):
-                recorded = await workflow.execute_activity_method(
-                    JobActivities.finish_item,
-                    FinishItemInput(
-                        job_id=self._job_id,
-                        finished_at=workflow.now(),
-                        outcome=ItemFinished(item_id=item_id, status=ItemStatus.CANCELLED),
-                    ),
-                    **DATA_STEP,
-                )
-                self.item_finished(ItemFinished(item_id=item_id, status=recorded))
+            reason = f"cancelled: its workflow did not report within {ITEM_CANCEL_GRACE} of the cancel"
+            await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._state.in_flight, reason))
 
     async def _enrich(self) -> None:
         """Enrich what succeeded, a page per activity (the history grows by one step per page),
-        before the job may be final. Pages already done by an earlier run or attempt are skipped."""
+        before the job may be final. Pages already done by an earlier run or attempt are skipped.
+        A page that fails for good ends the enrichment (logged); the job still ends."""
         enriched, more = 0, True
         while more:
-            page = await workflow.execute_activity_method(
-                EnrichmentActivities.enrich_conversations, EnrichPageInput(job_id=self._job_id), **DATA_STEP
-            )
+            page = await self._job_step(EnrichmentActivities.enrich_conversations, EnrichPageInput(job_id=self._job_id))
+            if page is None:
+                return
             enriched, more = enriched + page.enriched, page.more
             workflow.set_current_details(f"enriched {enriched} conversations")
 
-    async def _cannot_run(self, reason: str) -> JobProgress:
-        self._state.counters.cancelled = await workflow.execute_activity_method(
-            JobActivities.cancel_queued_items, self._job_id, **DATA_STEP
+    # --- items that end without a report ------------------------------------------------
+
+    async def _await_item(self, item_id: uuid.UUID, handle: ChildWorkflowHandle) -> None:
+        try:
+            await handle
+        except ChildWorkflowError:
+            pass  # a failed item fails its workflow after its report; any other end is checked below
+        # An item reports before its workflow ends, so one still in flight ended without a
+        # report (terminated, or failed before it), or was reset (a new run of it reports later).
+        if item_id in self._state.in_flight:
+            self._check_unreported = True
+
+    async def _account_unreported_items(self, request: BatchJobInput) -> None:
+        while True:
+            await workflow.wait_condition(lambda: self._ended or self._check_unreported or bool(self._state.in_flight))
+            if not self._check_unreported:
+                try:
+                    await workflow.wait_condition(
+                        lambda: self._ended or self._check_unreported, timeout=request.unreported_check_s
+                    )
+                except asyncio.TimeoutError:
+                    pass
+            if self._ended:
+                return
+            self._check_unreported = False
+            in_flight = list(self._state.in_flight)
+            if not in_flight:
+                continue
+            states = await self._job_step(
+                WorkflowActivities.ended_workflows, WorkflowIds(workflow_ids=[item_workflow_id(i) for i in in_flight])
+            )
+            ended = {
+                item_id: f"its workflow ended ({states.ended[item_workflow_id(item_id)]}) before it reported an outcome"
+                for item_id in in_flight
+                if states and item_workflow_id(item_id) in states.ended
+            }
+            await self._record_unreported(ItemStatus.FAILED, ended)
+
+    async def _record_unreported(self, status: ItemStatus, reasons: dict[uuid.UUID, str]) -> None:
+        """Each row keeps its outcome if it has one (its report may still be on the way), else
+        gets this one; the job counts what the rows end with, once."""
+        if not reasons:
+            return
+        recorded = await self._job_step(
+            JobActivities.record_unreported_items,
+            UnreportedItems(job_id=self._job_id, finished_at=workflow.now(), status=status, reasons=reasons),
         )
-        await self._change_status(JobStatus.FAILED, reason)
-        return self.progress()
+        for outcome in recorded.items if recorded else []:
+            self.item_finished(outcome)
 
     # --- signals and queries ------------------------------------------------------------
 
@@ -182,23 +278,26 @@ class BatchJobWorkflow:
 
     @workflow.signal
     async def pause(self) -> None:
-        """Start nothing new; items in flight finish."""
+        """Start nothing new; items in flight finish. Sent while the job is queued, it is kept
+        and applied when the job starts."""
         async with self._lock:
-            if self._status != JobStatus.PROCESSING or self._halting:
+            if self._halting or self._state.paused or self._status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
                 workflow.logger.warning("pause ignored: the job is %s", self._status.value)
                 return
             self._state.paused = True
-            await self._change_status(JobStatus.PAUSED)
+            if self._status == JobStatus.PROCESSING:
+                await self._change_status(JobStatus.PAUSED)
             await self._tell_message_batches(MessageBatchesWorkflow.pause)
 
     @workflow.signal
     async def resume(self) -> None:
         async with self._lock:
-            if self._status != JobStatus.PAUSED or self._halting:
+            if self._halting or not self._state.paused:
                 workflow.logger.warning("resume ignored: the job is %s", self._status.value)
                 return
             self._state.paused = False
-            await self._change_status(JobStatus.PROCESSING)
+            if self._status == JobStatus.PAUSED:
+                await self._change_status(JobStatus.PROCESSING)
             await self._tell_message_batches(MessageBatchesWorkflow.resume)
 
     @workflow.signal
@@ -225,6 +324,7 @@ class BatchJobWorkflow:
             failed=counters.failed,
             cancelled=counters.cancelled,
             in_flight=len(self._state.in_flight),
+            in_flight_items=list(self._state.in_flight),
             remaining=remaining,
             started_at=started,
             elapsed_s=round(elapsed, 1),
@@ -244,7 +344,7 @@ class BatchJobWorkflow:
 
     @property
     def _halting(self) -> bool:
-        return self._state.cancel_requested or self._stop_reason is not None
+        return self._state.cancel_requested or self._state.job_error is not None or self._stop_reason is not None
 
     @property
     def _can_start_items(self) -> bool:
@@ -261,6 +361,8 @@ class BatchJobWorkflow:
         counters = self._state.counters
         if self._state.cancel_requested:
             return JobStatus.CANCELLED, "cancelled by request"
+        if self._state.job_error:
+            return JobStatus.FAILED, self._state.job_error
         if self._stop_reason:
             return JobStatus.FAILED, self._stop_reason
         if counters.failed and not counters.successful:
@@ -282,34 +384,66 @@ class BatchJobWorkflow:
 
     # --- effects ------------------------------------------------------------------------
 
+    async def _activity(self, method: Any, arg: Any) -> Any:  # noqa: ANN401
+        """One data step. A cancellation of this workflow comes out as asyncio.CancelledError
+        (the activity's cancellation would look like its failure otherwise)."""
+        try:
+            return await workflow.execute_activity_method(method, arg, **DATA_STEP)
+        except ActivityError as error:
+            if isinstance(error.cause, CancelledError) and workflow.cancellation_reason() is not None:
+                raise asyncio.CancelledError() from error
+            raise
+
+    async def _job_step(self, method: Any, arg: Any) -> Any:  # noqa: ANN401
+        """A step of the job's own bookkeeping: it retries through outages (DATA_STEP); when it
+        fails for good it is logged and the job goes on (None), because a failed job workflow
+        would leave the job's row open with nothing left to close it."""
+        try:
+            return await self._activity(method, arg)
+        except ActivityError as error:
+            workflow.logger.error("job %s: %s", self._job_id, failure_message(error))
+            return None
+
     async def _next_page(self, request: BatchJobInput) -> tuple[list[ItemRef], bool]:
-        page = await workflow.execute_activity_method(
-            JobActivities.list_queued_items,
-            ItemPageRequest(job_id=request.job_id, from_position=self._state.next_position, limit=request.page_size),
-            **DATA_STEP,
+        page_request = ItemPageRequest(
+            job_id=request.job_id, from_position=self._state.next_position, limit=request.page_size
         )
+        try:
+            page = await self._activity(JobActivities.list_queued_items, page_request)
+        except ActivityError as error:
+            self._state.job_error = f"the job's items cannot be read: {failure_message(error)}"
+            return [], True
         return page.items, len(page.items) < request.page_size
 
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:
         # Counted as in flight before the start is confirmed: a fast item may report before that.
         self._state.in_flight.append(item.item_id)
         self._state.next_position = max(self._state.next_position, item.position + 1)
-        await workflow.start_child_workflow(
-            BatchItemWorkflow.run,
-            BatchItemInput(
-                job_id=request.job_id,
-                item_id=item.item_id,
-                user_id=self._plan.user_id,
-                parent_workflow_id=workflow.info().workflow_id,
-                claude=request.claude,
-                mode=self._plan.mode,
-            ),
-            id=item_workflow_id(item.item_id),
-            # Items outlive each run of this workflow: continue-as-new must not end them.
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            # An item that ended well is never started again; a failed one can be retried.
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        )
+        try:
+            handle = await workflow.start_child_workflow(
+                BatchItemWorkflow.run,
+                BatchItemInput(
+                    job_id=request.job_id,
+                    item_id=item.item_id,
+                    user_id=self._plan.user_id,
+                    parent_workflow_id=workflow.info().workflow_id,
+                    claude=request.claude,
+                    mode=self._plan.mode,
+                ),
+                id=item_workflow_id(item.item_id),
+                # Items outlive each run of this workflow: continue-as-new must not end them.
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                # An item that ended well is never started again; a failed one can be retried.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )
+        except WorkflowAlreadyStartedError:
+            # Its workflow runs already (it reports here) or has ended (its row tells the outcome).
+            workflow.logger.warning("item %s: its workflow exists already; accounted from it", item.item_id)
+            self._check_unreported = True
+            return
+        watch = asyncio.create_task(self._await_item(item.item_id, handle))
+        self._item_watches.add(watch)
+        watch.add_done_callback(self._item_watches.discard)
 
     async def _start_message_batches(self, request: BatchJobInput) -> None:
         """The job's Message Batches workflow, unless it runs already (a continued run, say)."""
@@ -346,13 +480,15 @@ class BatchJobWorkflow:
     async def _change_status(self, status: JobStatus, reason: str | None = None) -> None:
         """Make a transition visible: search attributes at once, then the row and the log file."""
         self._show_status(status)
-        await workflow.execute_activity_method(
-            JobActivities.set_job_status,
-            JobStatusChange(job_id=self._job_id, status=status, error_message=reason),
-            **DATA_STEP,
+        counters = await self._job_step(
+            JobActivities.set_job_status, JobStatusChange(job_id=self._job_id, status=status, error_message=reason)
         )
+        if status.is_final and counters is not None:
+            # The job ends with the counts its rows hold, whatever reports were lost or repeated.
+            self._state.counters = counters
+            self._report_percent()
         if status == JobStatus.PAUSED or status.is_final:
-            await workflow.execute_activity_method(JobActivities.write_job_log, self._job_id, **DATA_STEP)
+            await self._job_step(JobActivities.write_job_log, self._job_id)
 
     def _show_status(self, status: JobStatus) -> None:
         self._status = status

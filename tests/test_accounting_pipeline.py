@@ -1,9 +1,10 @@
 """Each item's outcome is produced once and counted once, on the real stack: a reset or a second
-start of an item never calls Claude again, and an item workflow that is terminated is still
-accounted."""
+start of an item never calls Claude again, an item workflow that is terminated is still
+accounted, and a job whose workflow was terminated is taken over by `retry`."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -27,13 +28,27 @@ from models.messages import (
     StoredConversation,
     TokenUsage,
 )
-from models.tables import BatchItem, Conversation
+from models.tables import BatchItem, BatchJob, Conversation
 from service import batches
-from tests.helpers import launch_and_wait, reset_to_first_workflow_task
+from tests.helpers import eventually, launch_and_wait, reset_to_first_workflow_task
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import item_workflow_id
+from models.workflow_ids import item_workflow_id
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
+
+
+async def launch(
+    sessions: async_sessionmaker, client: Client, settings: Settings, personas: list[str], arcs: int, concurrency: int
+) -> batches.LaunchedJob:
+    """Start a job of the personas x the first `arcs` arcs, without waiting for it."""
+    request = batches.LaunchRequest(
+        personas=personas,
+        arcs=["Couple Conflict -> Alignment", "Anxiety -> Confidence"][:arcs],
+        topics=["Essential Estate Planning"],
+        tier=Tier.TEMPLATE,
+        concurrency=concurrency,
+    )
+    return await batches.launch(sessions, client, settings, request)
 
 
 async def one_item_job(
@@ -123,3 +138,57 @@ async def test_the_link_of_an_item_is_never_re_pointed(
             select(func.count()).select_from(Conversation).where(Conversation.batch_job_id == job.job_id)
         )
     assert conversations == 1
+
+
+async def test_an_item_workflow_terminated_mid_call_is_accounted_and_the_job_ends(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(latency_ms=3000)
+    job = await launch(sessions, stack_client, stack_settings, ["David Chen", "Maria Gonzalez", "Priya Patel"], 1, 3)
+    await eventually(lambda: _requests_at_least(standin, 3), "three Claude calls are under way")
+    async with sessions() as session:
+        terminated = await session.scalar(
+            select(BatchItem).where(BatchItem.batch_job_id == job.job_id).order_by(BatchItem.position).limit(1)
+        )
+
+    await stack_client.get_workflow_handle(item_workflow_id(terminated.id)).terminate("operator: stuck item")
+    result = await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), 120)
+
+    async with sessions() as session:
+        row = await session.get(BatchJob, job.job_id)
+        items = {i.id: i for i in (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == job.job_id))).all()}
+    statuses = [i.status for i in items.values()]
+    assert items[terminated.id].status == ItemStatus.FAILED
+    assert items[terminated.id].error_message == "its workflow ended (terminated) before it reported an outcome"
+    assert statuses.count(ItemStatus.COMPLETED) == 2
+    assert (row.status, row.completed_items, row.successful_items, row.failed_items, row.cancelled_items) == (
+        JobStatus.COMPLETED, 3, 2, 1, 0,
+    )
+    assert (result["completed"], result["successful"], result["failed"], result["remaining"]) == (3, 2, 1, 0)
+
+
+async def _requests_at_least(standin: StandinControl, count: int) -> bool:
+    return (await standin.stats())["requests"] >= count
+
+
+async def test_retry_takes_over_a_job_whose_workflow_was_terminated(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(latency_ms=1500)
+    job = await launch(sessions, stack_client, stack_settings, ["David Chen", "Maria Gonzalez"], 2, 2)
+    await eventually(lambda: _requests_at_least(standin, 2), "two Claude calls are under way")
+    await stack_client.get_workflow_handle(job.workflow_id).terminate("operator: wrong button")
+    stranded = await batches.job_status(sessions, str(job.job_id), stack_client)
+    assert stranded["status"] == JobStatus.PROCESSING
+
+    await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
+    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), 120)
+
+    final = await batches.job_status(sessions, str(job.job_id), stack_client)
+    assert (final["status"], final["completed"], final["successful"], final["remaining"]) == (JobStatus.COMPLETED, 4, 4, 0)
+    assert (await standin.stats())["requests"] == 4, "the items in flight during the terminate ran once"
+    async with sessions() as session:
+        conversations = await session.scalar(
+            select(func.count()).select_from(Conversation).where(Conversation.batch_job_id == job.job_id)
+        )
+    assert conversations == 4

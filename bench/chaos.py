@@ -1,0 +1,478 @@
+"""The chaos suite: a batch runs through real worker processes while a scenario breaks the stack
+under it (workers SIGKILLed, Temporal restarted, PostgreSQL or S3 down, API faults, an operator
+terminating or resetting an item), then the invariants are checked against PostgreSQL, S3 and the
+Claude stand-in's request log:
+
+- the job is final and its workflow closed; every item row is final;
+- the job's counters equal its rows (each item counted once);
+- one conversation row per successful item, each linked, none orphaned; its S3 objects (raw reply,
+  final conversation, enrichment record once enriched) exist and no other object was written;
+- Claude answers per successful item <= 1.05: requests the stand-in answered in full with a
+  reply (injected faults and calls cut off by a killed worker excluded);
+- no item failed, except what an operator's action may fail (the terminated item).
+
+    .venv/bin/python -m bench.chaos                      # every full scenario (make chaos)
+    .venv/bin/python -m bench.chaos --scenario s3_down_60s --scenario api_faults
+    .venv/bin/python -m bench.chaos --quick              # the short ones of `make test`
+
+It starts a stack of its own and writes each scenario's figures to bench/results/chaos.json
+(merged by scenario name), and prints the README table. Exit code 1 when an invariant failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as upsert
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from bench.results_file import RESULTS, save_result
+from brightrun.db import create_engine, create_sessionmaker
+from brightrun.storage import enriched_conversation_key
+from brightrun.temporal_client import connect
+from devtools import devstack, sample_catalog
+from devtools.outages import Outages, WorkerPool
+from devtools.standin_control import StandinControl
+from models.enums import ItemStatus, JobStatus, Tier
+from models.tables import BatchItem, BatchJob, Conversation, Persona
+from service import batches
+from tests.helpers import reset_to_first_workflow_task
+from models.workflow_ids import item_workflow_id
+
+# The workers' and the starter's settings: fast Claude retries, and enough attempts that 30%
+# faults never exhaust an item by chance (0.3^10).
+SETTINGS = {
+    "claude_calls_per_minute": 6000.0,
+    "claude_retry_base_s": 0.2,
+    "claude_retry_cap_s": 1.0,
+    "claude_max_attempts": 10,
+}
+CALL = {"latency_ms": 1000, "first_token_ms": 500}  # a 1.5 s call
+CALLS_PER_SUCCESS_MAX = 1.05
+ARCS = [name for name, _arc_type, _description in sample_catalog.EMOTIONAL_ARCS]
+TOPICS = [name for name, _description in sample_catalog.TRAINING_TOPICS]
+FINAL_ITEM_STATUSES = [status.value for status in ItemStatus if status.is_final]
+# 30% faults in all, the mid-stream ones included.
+API_FAULTS = {"429": 0.10, "529": 0.08, "500": 0.06, "midstream_overloaded": 0.03, "midstream_drop": 0.03}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    what: str  # one line, for the README table
+    act: Callable[[Run], Awaitable[None]]
+    items: int = 304
+    concurrency: int = 8
+    workers: int = 4
+    faults: dict[str, float] = field(default_factory=dict)
+    failed_allowed: int = 0  # items an operator's action may fail
+    outage_s: float = 0.0  # how long the scenario keeps a part down, for its deadline
+    recovery_s: float = 300.0  # how long the engine may take to recover, for its deadline
+
+    @property
+    def deadline_s(self) -> float:
+        """Three times the undisturbed run, plus the outage, plus the recovery."""
+        return 3 * self.items * 1.5 / self.concurrency + self.outage_s + self.recovery_s
+
+
+class Run:
+    """One scenario's batch, and what its act needs to break things under it."""
+
+    def __init__(self, runner: ChaosRunner, scenario: Scenario, job: batches.LaunchedJob, user: str) -> None:
+        self.runner = runner
+        self.scenario = scenario
+        self.job = job
+        self.user = user
+        self.started = time.monotonic()
+        self.timeline: list[str] = []
+        self.touched_items: set[uuid.UUID] = set()  # items whose workflows an act terminated or reset
+
+    def note(self, what: str) -> None:
+        self.timeline.append(f"{time.monotonic() - self.started:6.1f} s  {what}")
+
+    async def finished_items(self) -> int | None:
+        """Items with a final row; None while PostgreSQL does not answer."""
+        try:
+            async with self.runner.sessions() as session:
+                return await session.scalar(
+                    select(func.count())
+                    .select_from(BatchItem)
+                    .where(BatchItem.batch_job_id == self.job.job_id, BatchItem.status.in_(FINAL_ITEM_STATUSES))
+                )
+        except Exception:
+            return None
+
+    async def until_done(self, share: float) -> None:
+        """Waits until `share` of the items are final."""
+        wanted = math.ceil(share * self.job.total_items)
+        while ((await self.finished_items()) or 0) < wanted:
+            await asyncio.sleep(0.2)
+        self.note(f"{wanted} of {self.job.total_items} items final")
+
+    async def item_ids(self, status: ItemStatus) -> list[uuid.UUID]:
+        async with self.runner.sessions() as session:
+            rows = await session.scalars(
+                select(BatchItem.id).where(BatchItem.batch_job_id == self.job.job_id, BatchItem.status == status.value)
+            )
+            return list(rows)
+
+    async def outage(self, part: str, seconds: float) -> None:
+        self.runner.outages.stop(part)
+        self.note(f"{part} stopped")
+        await asyncio.sleep(seconds)  # the outage itself, not a wait for a condition
+        await asyncio.to_thread(self.runner.outages.restart, part)
+        self.note(f"{part} back")
+
+
+# --- what the scenarios do ------------------------------------------------------------------
+
+
+def kill_all_workers(rounds: int, churn: bool) -> Callable[[Run], Awaitable[None]]:
+    async def act(run: Run) -> None:
+        pool, workers = run.runner.pool, run.scenario.workers
+        for round_number in range(rounds):
+            await run.until_done((round_number + 1) / (rounds + 2))
+            killed = pool.kill()
+            run.note(f"SIGKILL all {len(killed)} workers")
+            await asyncio.to_thread(pool.start, workers)
+            run.note(f"{workers} workers started")
+            if churn:
+                await run.until_done((round_number + 1.5) / (rounds + 2))
+                killed, started = await asyncio.to_thread(pool.churn, 0.25)
+                run.note(f"churned {len(killed)} of {workers} workers")
+
+    return act
+
+
+async def restart_temporal(run: Run) -> None:
+    await run.until_done(0.3)
+    await run.outage("temporal", 0)
+
+
+def part_down(part: str, seconds: float, at_share: float = 0.2) -> Callable[[Run], Awaitable[None]]:
+    async def act(run: Run) -> None:
+        await run.until_done(at_share)
+        await run.outage(part, seconds)
+
+    return act
+
+
+async def nothing(run: Run) -> None:
+    run.note("faults injected by the stand-in throughout")
+
+
+async def terminate_an_item(run: Run) -> None:
+    """An operator terminates a running item workflow (web UI or CLI)."""
+    await run.until_done(0.2)
+    while True:
+        for item_id in await run.item_ids(ItemStatus.PROCESSING):
+            with contextlib.suppress(RPCError):  # it finished meanwhile: take another
+                await run.runner.client.get_workflow_handle(item_workflow_id(item_id)).terminate("chaos: terminated")
+                run.touched_items.add(item_id)
+                run.note(f"item workflow {item_workflow_id(item_id)} terminated")
+                return
+        await asyncio.sleep(0.1)
+
+
+async def reset_a_completed_item(run: Run) -> None:
+    """An operator resets a completed item workflow to its first workflow task."""
+    await run.until_done(0.3)
+    item_id = (await run.item_ids(ItemStatus.COMPLETED))[0]
+    await reset_to_first_workflow_task(run.runner.client, item_workflow_id(item_id))
+    run.touched_items.add(item_id)
+    run.note(f"completed item workflow {item_workflow_id(item_id)} reset")
+
+
+FULL = [
+    Scenario("worker_kills", "all 4 workers SIGKILLed 3 times, a quarter churned after each", kill_all_workers(3, churn=True)),
+    Scenario("temporal_restart", "Temporal dev server stopped and restarted at 30%", restart_temporal),
+    Scenario("postgres_down_60s", "PostgreSQL down 60 s from 20%", part_down("postgres", 60), outage_s=60),
+    Scenario("postgres_down_10min", "PostgreSQL down 10 minutes from 20%", part_down("postgres", 600), outage_s=600),
+    Scenario("s3_down_60s", "S3 down 60 s from 20%", part_down("seaweed", 60), outage_s=60),
+    Scenario("s3_down_10min", "S3 down 10 minutes from 20%", part_down("seaweed", 600), outage_s=600),
+    Scenario("api_faults", "30% API faults: 429, 529, 500, mid-stream overload and drop", nothing, faults=API_FAULTS),
+    Scenario("item_terminated", "one running item workflow terminated", terminate_an_item, failed_allowed=1),
+    Scenario("completed_item_reset", "one completed item workflow reset to its start", reset_a_completed_item),
+]
+# The short ones run in `make test`: 32 items, outages of 20 s, one kill of every worker.
+SHORT = {"items": 32, "concurrency": 4, "workers": 2, "recovery_s": 60.0}
+QUICK = [
+    Scenario("quick_worker_kill", "both workers SIGKILLed once at 33%", kill_all_workers(1, churn=False), **SHORT),
+    Scenario("quick_temporal_restart", "Temporal restarted at 30%", restart_temporal, **SHORT),
+    Scenario("quick_postgres_down", "PostgreSQL down 20 s from 20%", part_down("postgres", 20), **SHORT, outage_s=20),
+    Scenario("quick_s3_down", "S3 down 20 s from 20%", part_down("seaweed", 20), **SHORT, outage_s=20),
+    Scenario("quick_api_faults", "30% API faults, mid-stream ones included", nothing, **SHORT, faults=API_FAULTS),
+    Scenario("quick_item_terminated", "one running item workflow terminated", terminate_an_item, **SHORT, failed_allowed=1),
+    Scenario("quick_item_reset", "one completed item workflow reset", reset_a_completed_item, **SHORT),
+]  # fmt: skip
+SCENARIOS = {scenario.name: scenario for scenario in (*FULL, *QUICK)}
+
+
+# --- the runner -----------------------------------------------------------------------------
+
+
+class ChaosRunner:
+    """Runs scenarios one after the other on the stack started under `root`, with a pool of
+    worker processes of its own (fresh task queues)."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.settings = devstack.standin_settings(env, **SETTINGS)
+        worker_env = {
+            "TASK_QUEUE": self.settings.task_queue,
+            "CLAUDE_TASK_QUEUE": self.settings.claude_task_queue,
+            **{name.upper(): str(value) for name, value in SETTINGS.items()},
+        }
+        self.outages = Outages(root, env)
+        self.pool = WorkerPool(root, {**env, **worker_env})
+        self.standin = StandinControl(env["ANTHROPIC_BASE_URL"])
+        self.engine = create_engine(self.settings)
+        self.sessions = create_sessionmaker(self.engine)
+        self.s3 = devstack.s3_client(self.settings)
+        self.client: Client
+
+    async def __aenter__(self) -> ChaosRunner:
+        self.client = await connect(self.settings)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await asyncio.to_thread(self.pool.stop)
+        await self.engine.dispose()
+
+    async def run(self, scenario: Scenario) -> dict[str, Any]:
+        """Runs the scenario's batch and act, waits for the end (or the deadline), checks."""
+        missing = scenario.workers - len(self.pool.running())
+        if missing > 0:
+            await asyncio.to_thread(self.pool.start, missing)
+        await self.standin.reset()
+        await self.standin.configure(**CALL, faults=scenario.faults)
+        personas = await self._personas(math.ceil(scenario.items / (len(ARCS) * len(TOPICS))))
+        user = f"chaos-{uuid.uuid4().hex[:8]}"
+        request = batches.LaunchRequest(
+            personas=personas, arcs=ARCS, topics=TOPICS, tier=Tier.TEMPLATE,
+            concurrency=scenario.concurrency, name=f"chaos {scenario.name}", user=user,
+        )  # fmt: skip
+        job = await batches.launch(self.sessions, self.client, self.settings, request)
+        run = Run(self, scenario, job, user)
+        run.note(f"job {job.job_id} launched: {job.total_items} items")
+        act = asyncio.create_task(scenario.act(run))
+        ended = await self._wait_for_end(run, act)
+        await self.standin.configure(faults={})
+        return await check(run, ended)
+
+    async def _personas(self, count: int) -> list[str]:
+        """`count` personas for the batch's product, created once (the sample catalog has four)."""
+        names = [f"Chaos Persona {number:03d}" for number in range(1, count + 1)]
+        async with self.sessions.begin() as session:
+            rows = [{"name": name, "description": "A synthetic client for the chaos suite."} for name in names]
+            await session.execute(upsert(Persona).values(rows).on_conflict_do_nothing(index_elements=["name"]))
+        return names
+
+    async def _wait_for_end(self, run: Run, act: asyncio.Task[None]) -> bool:
+        """True once the act is over, the job's row and workflow are final and every workflow the
+        act touched has closed; False at the deadline (the act is cancelled then)."""
+        deadline = run.started + run.scenario.deadline_s
+        while time.monotonic() < deadline:
+            if act.done() and await self._ended(run):
+                act.result()  # an act that failed fails the run
+                run.note("job final")
+                return True
+            await asyncio.sleep(1)
+        act.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await act
+        run.note(f"deadline of {run.scenario.deadline_s:.0f} s passed")
+        return False
+
+    async def _ended(self, run: Run) -> bool:
+        try:
+            async with self.sessions() as session:
+                status = await session.scalar(select(BatchJob.status).where(BatchJob.id == run.job.job_id))
+            if not JobStatus(status).is_final:
+                return False
+            workflow_ids = [run.job.workflow_id, *(item_workflow_id(item) for item in run.touched_items)]
+            for workflow_id in workflow_ids:
+                described = await self.client.get_workflow_handle(workflow_id).describe()
+                if described.status == WorkflowExecutionStatus.RUNNING:
+                    return False
+        except Exception:  # a part is down: not ended yet
+            return False
+        return True
+
+
+# --- the invariants -------------------------------------------------------------------------
+
+
+async def check(run: Run, ended: bool) -> dict[str, Any]:
+    runner, job_id = run.runner, run.job.job_id
+    async with runner.sessions() as session:
+        job = await session.get(BatchJob, job_id)
+        items = (await session.execute(select(BatchItem.id, BatchItem.status, BatchItem.conversation_id).where(BatchItem.batch_job_id == job_id))).all()
+        conversations = (await session.execute(
+            select(
+                Conversation.id, Conversation.conversation_id, Conversation.created_by, Conversation.enriched_at,
+                Conversation.raw_storage_path, Conversation.final_storage_path,
+            ).where(Conversation.batch_job_id == job_id)
+        )).all()  # fmt: skip
+    workflow = await runner.client.get_workflow_handle(run.job.workflow_id).describe()
+
+    by_status = Counter(status for _id, status, _conversation in items)
+    linked = {conversation for _id, _status, conversation in items if conversation is not None}
+    completed_unlinked = sum(1 for _id, status, conversation in items if status == ItemStatus.COMPLETED and conversation is None)
+    orphan_rows = [row for row in conversations if row.id not in linked]
+    expected_objects = {key for row in conversations if row.id in linked for key in _object_keys_of(row)}
+    objects = _object_keys(runner, f"raw/{run.user}/")
+    stray_objects = sorted(objects - expected_objects)
+    missing_objects = sorted(expected_objects - objects)
+
+    item_ids = {str(item_id) for item_id, _status, _conversation in items}
+    requests = [entry for entry in (await runner.standin.stats())["log"] if entry["item"] in item_ids]
+    answers = sum(1 for entry in requests if entry["outcome"] == "ok" and entry["answered"])
+    cut_calls = sum(1 for entry in requests if entry["outcome"] == "ok" and not entry["answered"])
+    successful = by_status[ItemStatus.COMPLETED]
+    calls_per_success = round(answers / successful, 3) if successful else None
+    counters = {
+        "completed": job.completed_items, "successful": job.successful_items,
+        "failed": job.failed_items, "cancelled": job.cancelled_items,
+    }  # fmt: skip
+    rows = {
+        "completed": by_status[ItemStatus.COMPLETED] + by_status[ItemStatus.FAILED],
+        "successful": successful,
+        "failed": by_status[ItemStatus.FAILED],
+        "cancelled": by_status[ItemStatus.CANCELLED],
+    }
+    invariants = {
+        "job_final": ended and JobStatus(job.status).is_final and workflow.status == WorkflowExecutionStatus.COMPLETED,
+        "every_item_final": all(ItemStatus(status).is_final for _id, status, _c in items) and len(items) == job.total_items,
+        "counters_equal_rows": counters == rows,
+        "one_conversation_per_success": completed_unlinked == 0 and not orphan_rows and len(conversations) == successful,
+        "s3_objects_exact": not stray_objects and not missing_objects,
+        "claude_calls_per_success": calls_per_success is not None and calls_per_success <= CALLS_PER_SUCCESS_MAX,
+        "no_item_failed": by_status[ItemStatus.FAILED] <= run.scenario.failed_allowed,
+    }
+    return {
+        "scenario": run.scenario.name,
+        "what": run.scenario.what,
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "passed": all(invariants.values()),
+        "invariants": invariants,
+        "items": job.total_items,
+        "concurrency": run.scenario.concurrency,
+        "workers": run.scenario.workers,
+        "faults": run.scenario.faults,
+        "wall_time_s": round(time.monotonic() - run.started, 1),
+        "job_status": job.status,
+        "workflow_status": workflow.status.name if workflow.status else None,
+        "items_by_status": dict(by_status),
+        "job_counters": counters,
+        "conversations": len(conversations),
+        "orphan_conversation_rows": len(orphan_rows),
+        "completed_items_without_conversation": completed_unlinked,
+        "s3_objects": len(objects),
+        "s3_stray_objects": stray_objects[:10],
+        "s3_missing_objects": missing_objects[:10],
+        "claude_requests": len(requests),
+        "claude_answers": answers,
+        "claude_calls_cut_by_kills": cut_calls,
+        "claude_faults": Counter(entry["outcome"] for entry in requests if entry["outcome"] != "ok"),
+        "claude_calls_per_success": calls_per_success,
+        "failed_item_errors": await _failed_errors(run),
+        "timeline": run.timeline,
+    }
+
+
+def _object_keys_of(conversation: Any) -> list[str]:  # noqa: ANN401 (a result row)
+    """The raw reply, the final conversation and, once enriched, its enrichment record."""
+    keys = [conversation.raw_storage_path, conversation.final_storage_path]
+    if conversation.enriched_at is not None:
+        keys.append(enriched_conversation_key(conversation.created_by, conversation.conversation_id))
+    return keys
+
+
+def _object_keys(runner: ChaosRunner, prefix: str) -> set[str]:
+    keys: set[str] = set()
+    pages = runner.s3.get_paginator("list_objects_v2").paginate(Bucket=runner.settings.conversation_bucket, Prefix=prefix)
+    for page in pages:
+        keys.update(entry["Key"] for entry in page.get("Contents", []))
+    return keys
+
+
+async def _failed_errors(run: Run) -> list[str]:
+    async with run.runner.sessions() as session:
+        errors = await session.scalars(
+            select(BatchItem.error_message).where(BatchItem.batch_job_id == run.job.job_id, BatchItem.status == ItemStatus.FAILED.value)
+        )
+        return sorted(Counter(error or "" for error in errors).elements())[:10]
+
+
+# --- command line ---------------------------------------------------------------------------
+
+CHAOS_RESULTS = RESULTS / "chaos.json"
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    """The README's table: one row per scenario, the failed invariants named."""
+    lines = [
+        "| scenario | items | result | calls/success | cut by kills | faults | failed | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in SCENARIOS:
+        if name not in results:
+            continue
+        result = results[name]
+        failed = [invariant for invariant, held in result["invariants"].items() if not held]
+        verdict = "all invariants hold" if not failed else "FAILS " + ", ".join(failed)
+        lines.append(
+            f"| {name}: {result['what']} | {result['items']} | {verdict} | {result['claude_calls_per_success']} "
+            f"| {result['claude_calls_cut_by_kills']} | {sum(result['claude_faults'].values())} "
+            f"| {result['items_by_status'].get('failed', 0)} | {result['wall_time_s']:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
+async def run_scenarios(names: list[str]) -> dict[str, dict[str, Any]]:
+    root = Path(tempfile.mkdtemp(prefix="chaos-stack-"))
+    env = devstack.start(devstack.isolated_config(root))
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        async with ChaosRunner(root, env) as runner:
+            for name in names:
+                print(f"chaos: {name}: {SCENARIOS[name].what}", flush=True)
+                results[name] = await runner.run(SCENARIOS[name])
+                print(json.dumps(results[name], indent=2, default=str), flush=True)
+    finally:
+        devstack.stop(root)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="repeatable; default: every full one")
+    parser.add_argument("--quick", action="store_true", help="the short scenarios of make test")
+    args = parser.parse_args()
+    names = args.scenario or [scenario.name for scenario in (QUICK if args.quick else FULL)]
+    results = asyncio.run(run_scenarios(names))
+    recorded = json.loads(CHAOS_RESULTS.read_text())["scenarios"] if CHAOS_RESULTS.exists() else {}
+    recorded.update(json.loads(json.dumps(results, default=str)))
+    save_result("chaos", {"scenarios": recorded})
+    print(markdown_table(recorded))
+    sys.exit(0 if all(result["passed"] for result in results.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
