@@ -298,8 +298,8 @@ class DatabaseDownFor(FakeActivities):
     """The job's start, its item listing, its status write and every item's report fail as
     PostgreSQL being unavailable until each has waited OUTAGE (time the test server skips)."""
 
-    def __init__(self, batch: FakeBatch) -> None:
-        super().__init__(batch)
+    def __init__(self, batch: FakeBatch, client: Client) -> None:
+        super().__init__(batch, client)
         self.failed_attempts = 0
 
     def _during_the_outage(self) -> None:
@@ -331,7 +331,7 @@ class DatabaseDownFor(FakeActivities):
 
 async def test_a_fifteen_minute_outage_delays_every_data_step_and_fails_nothing(ts_client: Client, task_queue: str) -> None:
     batch = FakeBatch.of(3)
-    fakes = DatabaseDownFor(batch)
+    fakes = DatabaseDownFor(batch, ts_client)
 
     async with Worker(ts_client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow], activities=fakes.all()):
         progress = await asyncio.wait_for(
