@@ -188,7 +188,7 @@ class BatchJobWorkflow:
             await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
         except asyncio.TimeoutError:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
-            reason = f"cancelled: its workflow did not report within {ITEM_CANCEL_GRACE} of the cancel"
+            reason = f"its workflow did not report within {ITEM_CANCEL_GRACE.total_seconds():.0f} s of the cancel"
             await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._state.in_flight, reason))
 
     async def _enrich(self) -> None:
