@@ -41,7 +41,7 @@ from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, temporal_address
 from workflows.export import export_workflow_id
-from models.enums import ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
+from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -131,6 +131,10 @@ def launch(
     on_error: Annotated[ErrorPolicy, typer.Option("--on-error", help="continue, or stop at the first failed item.")] = ErrorPolicy.CONTINUE,
     name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
     user: Annotated[str | None, typer.Option("--user", help="User id the files are stored under.")] = None,
+    mode: Annotated[
+        DeliveryMode,
+        typer.Option("--mode", help="online: one Messages call per item; batch: Anthropic Message Batches, half the price."),
+    ] = DeliveryMode.ONLINE,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a batch job (personas x arcs x topics) and start its workflow."""
@@ -146,6 +150,7 @@ def launch(
             on_error=on_error,
             name=name,
             user=user or ctx.settings.default_user_id,
+            mode=mode,
         )
         return await batches.launch(ctx.sessions, ctx.client, ctx.settings, request)
 

@@ -19,14 +19,26 @@ from temporalio.service import RPCError
 
 from activities.data_errors import classify
 from activities.errors import DATABASE_UNAVAILABLE
-from brightrun.claude_client import claude_call_plan
+from brightrun.claude_client import claude_call_plan, message_batch_plan
+from brightrun.pricing import BATCH_PRICE_FACTOR
 from brightrun.settings import Settings
 from models import search_attributes
-from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
-from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, PromptTemplate, TrainingTopic
+from models.tables import (
+    BatchItem,
+    BatchJob,
+    BatchJobEvent,
+    Conversation,
+    EmotionalArc,
+    MessageBatch,
+    Persona,
+    PromptTemplate,
+    TrainingTopic,
+)
 from service.outages import Outage, job_outages
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
 from workflows.config import ITEM_CANCEL_GRACE
 
 
@@ -49,6 +61,7 @@ class LaunchRequest:
     on_error: ErrorPolicy = ErrorPolicy.CONTINUE
     name: str | None = None
     user: str = "local-user"
+    mode: DeliveryMode = DeliveryMode.ONLINE
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,7 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
                 shared_parameters={"template_id": str(template_id)},
                 concurrent_processing=request.concurrency,
                 error_handling=request.on_error.value,
+                mode=request.mode.value,
                 created_by=user,
             )
         )
@@ -170,6 +184,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
         BatchJobInput(
             job_id=job_id,
             claude=claude_call_plan(settings),
+            message_batches=message_batch_plan(settings),
             page_size=settings.item_page_size,
             history_event_limit=settings.history_event_limit,
             unreported_check_s=settings.unreported_check_s,
@@ -234,6 +249,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
     live = await _live_progress(client, job.id)
     waiting_on = await job_outages(client, job.id) if live else []
     remaining = job.total_items - job.completed_items - job.cancelled_items
+    open_batches = await _open_message_batches(sessions, job) if job.mode == DeliveryMode.BATCH else []
     async with sessions() as session:
         enriched = await session.scalar(
             select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
@@ -246,6 +262,9 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "tier": job.tier,
         "on_error": job.error_handling,
         "concurrency": job.concurrent_processing,
+        "mode": job.mode,
+        "open_batches": len(open_batches) if job.mode == DeliveryMode.BATCH else None,
+        "open_batch_requests": sum(open_batches) if job.mode == DeliveryMode.BATCH else None,
         "total": job.total_items,
         "completed": job.completed_items,
         "successful": job.successful_items,
@@ -263,6 +282,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "cache_hit_rate": _cache_hit_rate(job),
         "cost_usd": round(job.cost_usd, 8),
         "projected_cost_usd": _projected_cost(job),
+        "saving_usd": _batch_saving(job),
         "error_message": job.error_message,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "completed_at": job.completed_at.isoformat() if job.completed_at else None,
@@ -306,6 +326,24 @@ async def _status_without_database(
     }
 
 
+async def _open_message_batches(sessions: async_sessionmaker, job: BatchJob) -> list[int]:
+    """The request counts of the job's Message Batches that have not ended."""
+    async with sessions() as session:
+        counts = await session.scalars(
+            select(MessageBatch.request_count).where(
+                MessageBatch.batch_job_id == job.id, MessageBatch.status != MessageBatchState.ENDED.value
+            )
+        )
+        return list(counts)
+
+
+def _batch_saving(job: BatchJob) -> float | None:
+    """What the same tokens would have cost more online (batch tokens cost half)."""
+    if job.mode != DeliveryMode.BATCH:
+        return None
+    return round(job.cost_usd / BATCH_PRICE_FACTOR - job.cost_usd, 8)
+
+
 def _cache_hit_rate(job: BatchJob) -> float | None:
     """Share of all prompt tokens that were read from the prompt cache."""
     prompt_tokens = job.input_tokens + job.cache_write_tokens + job.cache_read_tokens
@@ -346,6 +384,7 @@ class JobListing(BaseModel):
     status: JobStatus
     user: str
     tier: Tier
+    mode: DeliveryMode
     total: int
     completed: int
     successful: int
@@ -375,6 +414,7 @@ async def list_jobs(
             status=JobStatus(job.status),
             user=job.created_by,
             tier=Tier(job.tier),
+            mode=DeliveryMode(job.mode),
             total=job.total_items,
             completed=job.completed_items,
             successful=job.successful_items,

@@ -17,7 +17,8 @@ from models.messages import BatchJobInput, BatchProgressState, ItemFinished, Job
 from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
 from workflows.config import ITEM_FINISHED_SIGNAL
 
 

@@ -47,7 +47,8 @@ from tests.gate import TcpGate
 from tests.helpers import eventually
 from worker import build_claude_worker, build_main_worker, build_workers
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import item_workflow_id, job_workflow_id
 
 TWO_ITEMS = {
     "personas": ["David Chen", "Maria Gonzalez"],
@@ -257,7 +258,7 @@ async def gated_storage_worker(
     )
     gated_storage = Storage(settings.model_copy(update={"s3_endpoint_url": endpoint}))
     async with (
-        build_main_worker(stack_client, settings, sessions, gated_storage),
+        build_main_worker(stack_client, settings, sessions, gated_storage, create_claude_client(settings)),
         build_claude_worker(stack_client, settings, storage, create_claude_client(settings)),
     ):
         yield gate, settings

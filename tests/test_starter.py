@@ -24,7 +24,8 @@ from service import batches
 from tests.conftest import REPO
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import item_workflow_id, job_workflow_id
 
 
 @pytest.fixture(scope="module")
