@@ -41,7 +41,7 @@ from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, temporal_address
 from workflows.export import export_workflow_id
-from models.enums import ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
+from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -68,7 +68,8 @@ async def _context(with_temporal: bool) -> AsyncIterator[Context]:
 
 def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False) -> T:
     """Run one command. Every failure ends in one clear line and a non-zero exit: 2 for bad
-    input, 3 when a service cannot be reached or refuses, 1 for anything else."""
+    input, 3 when a service cannot be reached or refuses, 4 when pause, resume or cancel was sent
+    but the job did not show it in time, 1 for anything else."""
 
     async def main() -> T:
         async with _context(with_temporal) as ctx:
@@ -78,6 +79,8 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
         return asyncio.run(main())
     except batches.BatchInputError as exc:
         _fail(2, str(exc))
+    except batches.ControlNotConfirmed as exc:
+        _fail(4, str(exc))
     except (SQLAlchemyError, asyncpg.PostgresError) as exc:
         _fail(3, f"PostgreSQL at {_database_address()}: {_first_line(getattr(exc, 'orig', None) or exc)}. {_STACK_HINT}")
     except RPCError as exc:
@@ -128,6 +131,10 @@ def launch(
     on_error: Annotated[ErrorPolicy, typer.Option("--on-error", help="continue, or stop at the first failed item.")] = ErrorPolicy.CONTINUE,
     name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
     user: Annotated[str | None, typer.Option("--user", help="User id the files are stored under.")] = None,
+    mode: Annotated[
+        DeliveryMode,
+        typer.Option("--mode", help="online: one Messages call per item; batch: Anthropic Message Batches, half the price."),
+    ] = DeliveryMode.ONLINE,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a batch job (personas x arcs x topics) and start its workflow."""
@@ -143,6 +150,7 @@ def launch(
             on_error=on_error,
             name=name,
             user=user or ctx.settings.default_user_id,
+            mode=mode,
         )
         return await batches.launch(ctx.sessions, ctx.client, ctx.settings, request)
 
@@ -186,26 +194,41 @@ def _print_status(result: dict[str, Any], as_json: bool) -> None:
         console.print(_status_table(result))
 
 
-def _control(action: str, job: str, as_json: bool) -> None:
-    _print_status(_run(lambda ctx: batches.control_job(ctx.sessions, ctx.client, job, action), with_temporal=True), as_json)
+def _control(action: str, job: str, as_json: bool, wait: float | None) -> None:
+    _print_status(
+        _run(lambda ctx: batches.control_job(ctx.sessions, ctx.client, job, action, wait), with_temporal=True), as_json
+    )
+
+
+Wait = Annotated[
+    float | None,
+    typer.Option("--wait", help="Seconds to wait for the job to show it (default: 60; cancel: the halt's grace period + 30)."),
+]
 
 
 @app.command()
-def pause(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def pause(
+    job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False, wait: Wait = None
+) -> None:
     """Start no new items; items in flight finish. Waits until the job shows paused."""
-    _control("pause", job, as_json)
+    _control("pause", job, as_json, wait)
 
 
 @app.command()
-def resume(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def resume(
+    job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False, wait: Wait = None
+) -> None:
     """Resume a paused job. Waits until it shows processing."""
-    _control("resume", job, as_json)
+    _control("resume", job, as_json, wait)
 
 
 @app.command()
-def cancel(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Cancel in-flight items, mark unstarted ones cancelled, end the job cancelled."""
-    _control("cancel", job, as_json)
+def cancel(
+    job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False, wait: Wait = None
+) -> None:
+    """Cancel in-flight items, mark unstarted ones cancelled, end the job cancelled. Waits until it
+    has; if it has not by then, says which items have not reported yet and exits 4."""
+    _control("cancel", job, as_json, wait)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from activities.enrichment import EnrichmentActivities
 from activities.export import ExportActivities
 from activities.item_workflows import WorkflowActivities
 from activities.jobs import JobActivities
+from activities.message_batches import MessageBatchActivities
 from activities.templates import TemplateActivities
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
@@ -28,6 +29,7 @@ from brightrun.temporal_client import connect, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 from workflows.export import ExportWorkflow
+from workflows.message_batches import MessageBatchesWorkflow
 
 log = get_logger("worker")
 
@@ -35,21 +37,36 @@ log = get_logger("worker")
 def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
-    return [build_main_worker(client, settings, sessions, storage), build_claude_worker(client, settings, storage, claude)]
+    return [
+        build_main_worker(client, settings, sessions, storage, claude),
+        build_claude_worker(client, settings, storage, claude),
+    ]
 
 
-def build_main_worker(client: Client, settings: Settings, sessions, storage: Storage) -> Worker:  # noqa: ANN001
-    """The workflows and every data step (database and storage)."""
+def load_prices(settings: Settings) -> PriceTable:
+    """Refuses to start when CLAUDE_MODEL has no price: better than calls nobody can account for."""
+    prices = PriceTable.load(settings.model_prices_file)
+    try:
+        prices.price_of(settings.claude_model)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return prices
+
+
+def build_main_worker(client: Client, settings: Settings, sessions, storage: Storage, claude) -> Worker:  # noqa: ANN001
+    """The workflows, every data step (database and storage) and the Message Batches endpoints
+    (they are not rate limited like online calls)."""
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions)
     conversations = ConversationActivities(storage, settings.quality_min_score)
     item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     exports = ExportActivities(sessions, storage, settings.export_page_size)
+    message_batches = MessageBatchActivities(sessions, storage, claude, settings, load_prices(settings), client)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow],
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow, MessageBatchesWorkflow],
         activities=[
             jobs.start_job,
             jobs.list_queued_items,
@@ -69,6 +86,11 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
             exports.write_export_page,
             exports.finish_export,
             exports.fail_export,
+            message_batches.stage_request,
+            message_batches.submit_batch,
+            message_batches.poll_batch,
+            message_batches.collect_results,
+            message_batches.cancel_batches,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
@@ -76,13 +98,7 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
 
 
 def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
-    """Refuses to start when CLAUDE_MODEL has no price: better than calls nobody can account for."""
-    prices = PriceTable.load(settings.model_prices_file)
-    try:
-        prices.price_of(settings.claude_model)
-    except KeyError as exc:
-        raise ValueError(exc.args[0]) from None
-    generation = ClaudeActivities(claude, storage, settings, prices)
+    generation = ClaudeActivities(claude, storage, settings, load_prices(settings))
     return Worker(
         client,
         task_queue=settings.claude_task_queue,

@@ -4,7 +4,6 @@ fresh request, and the raw response is in storage before the activity returns it
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import time
@@ -21,13 +20,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.claude_requests import priced_usage, raw_response_document, request_messages
 from activities.data_errors import classify as classify_storage_error
 from activities.errors import CLAUDE_RATE_LIMIT_WAIT
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import Storage, raw_response_key
-from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply, TokenUsage
+from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -63,10 +63,6 @@ _SPEND_LIMIT_MARKERS = ("spend", "usage limit", "credit balance")
 STORAGE_RETRY_FIRST_S = 1.0
 STORAGE_RETRY_CAP_S = 15.0
 STORAGE_TRY_S = 10.0
-REPAIR_INSTRUCTION = (
-    "Your reply could not be used: {problem}. Reply again with only the corrected JSON object, "
-    "in exactly the shape the instructions give, and nothing else."
-)
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float) -> timedelta:
@@ -321,22 +317,11 @@ class ClaudeActivities:
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
-    async def _messages(self, request: GenerateInput, progress: CallProgress) -> list[dict[str, str]]:
-        """The user prompt; for a repair, also the rejected reply and what was wrong with it."""
-        messages = [{"role": "user", "content": request.prompt.user}]
-        if request.repair:
-            key = request.repair.rejected_raw_key
-            rejected = json.loads(
-                await self._through_outage(
-                    request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key)
-                )
-            )
-            rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
-            messages += [
-                {"role": "assistant", "content": rejected_text},
-                {"role": "user", "content": REPAIR_INSTRUCTION.format(problem=request.repair.problem)},
-            ]
-        return messages
+    async def _read_rejected(self, request: GenerateInput, progress: CallProgress, key: str) -> bytes:
+        """A repair's rejected reply, read through a storage outage like the upload."""
+        return await self._through_outage(
+            request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key)
+        )
 
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
@@ -375,7 +360,7 @@ class ClaudeActivities:
         """One fresh streamed request; its answer becomes the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
-        messages = await self._messages(request, progress)
+        messages = await request_messages(request, lambda key: self._read_rejected(request, progress, key))
         spent_before, announced_at = progress.usage, None
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
@@ -393,7 +378,10 @@ class ClaudeActivities:
                 ) as stream:
                     async for event in stream:
                         if event.type == "message_start":
-                            progress.usage = spent_before + self._usage(event.message.model, event.message.usage)
+                            announced = event.message
+                            progress.usage = spent_before + priced_usage(
+                                self._prices, self._settings, announced.model, announced.usage
+                            )
                             announced_at = time.monotonic()
                             activity.heartbeat(progress)
                     message, headers = await stream.get_final_message(), stream.response.headers
@@ -404,7 +392,7 @@ class ClaudeActivities:
             if announced_at is not None:
                 await asyncio.sleep(max(0.0, announced_at + _HEARTBEAT_SENT_S - time.monotonic()))
             raise failure from None
-        usage = self._usage(message.model, message.usage)
+        usage = priced_usage(self._prices, self._settings, message.model, message.usage)
         progress.usage = spent_before + usage
         rate_limit = _rate_limit_headers(headers)
         raw_key = raw_response_key(request.user_id, request.conversation_id, repair=request.repair is not None)
@@ -418,16 +406,9 @@ class ClaudeActivities:
                 attempt=activity.info().attempt,
                 rate_limit=rate_limit,
             ),
-            document={
-                "request_id": headers.get("request-id"),
-                "generated_by": "offline-standin" if self._settings.uses_standin else "anthropic",
-                "template_id": str(request.prompt.template_id),
-                "template_version": request.prompt.template_version,
-                "max_tokens": self._settings.claude_max_tokens(request.tier),
-                "repair_of": request.repair.rejected_raw_key if request.repair else None,
-                "rate_limit": rate_limit,
-                "message": message.model_dump(mode="json"),
-            },
+            document=raw_response_document(
+                self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), rate_limit=rate_limit
+            ),
         )
 
     def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> ApplicationError:
@@ -477,23 +458,6 @@ class ClaudeActivities:
                 _call_log(request).warning("storage unavailable: retrying", error=failure.message, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STORAGE_RETRY_CAP_S)
-
-    def _usage(self, model: str, announced: anthropic.types.Usage) -> TokenUsage:
-        tokens = TokenUsage(
-            input_tokens=announced.input_tokens,
-            output_tokens=announced.output_tokens,
-            cache_creation_input_tokens=announced.cache_creation_input_tokens or 0,
-            cache_read_input_tokens=announced.cache_read_input_tokens or 0,
-        )
-        # The answer names the model that ran (a dated snapshot of an alias, say). The call is
-        # paid for already, so a model missing from the price table costs at the configured
-        # model's price (checked when the worker starts) instead of failing the item.
-        try:
-            price = self._prices.price_of(model)
-        except KeyError:
-            log.warning("no price for the model that answered; using the configured model's", model=model)
-            price = self._prices.price_of(self._settings.claude_model)
-        return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens)})
 
 
 def _call_log(request: GenerateInput) -> structlog.stdlib.BoundLogger:

@@ -15,7 +15,7 @@ from temporalio import activity
 from activities.data_errors import classify_data_errors
 from activities.errors import CATALOG_ROW_MISSING, ITEM_ALREADY_LINKED, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
 from brightrun.storage import Storage, job_log_key
-from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     NIL_UUID,
     CancelQueuedItems,
@@ -195,6 +195,7 @@ class JobActivities:
                 total_items=job.total_items,
                 concurrency=job.concurrent_processing,
                 error_policy=ErrorPolicy(job.error_handling),
+                mode=DeliveryMode(job.mode),
                 user_id=job.created_by,
                 counters=_counters_of(job),
                 usage=TokenUsage(

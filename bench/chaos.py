@@ -53,7 +53,7 @@ from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation, Persona
 from service import batches
 from tests.helpers import reset_to_first_workflow_task
-from workflows.batch_job import item_workflow_id
+from models.workflow_ids import item_workflow_id
 
 # The workers' and the starter's settings: fast Claude retries, and enough attempts that 30%
 # faults never exhaust an item by chance (0.3^10).

@@ -31,7 +31,8 @@ from models.enums import ItemStatus
 from models.messages import BatchJobInput
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
 
 TEMPORAL_HISTORY_EVENT_LIMIT = 51_200
 

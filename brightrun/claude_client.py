@@ -5,7 +5,7 @@ from anthropic import AsyncAnthropic
 
 from brightrun.settings import Settings
 from models.enums import Tier
-from models.messages import ClaudeCallPlan
+from models.messages import ClaudeCallPlan, MessageBatchPlan
 
 
 def create_claude_client(settings: Settings) -> AsyncAnthropic:
@@ -24,4 +24,16 @@ def claude_call_plan(settings: Settings) -> ClaudeCallPlan:
         attempt_timeout_s={tier: settings.claude_attempt_timeout_s(tier) for tier in Tier},
         heartbeat_timeout_s=settings.claude_heartbeat_timeout_s,
         max_attempts=settings.claude_max_attempts,
+    )
+
+
+def message_batch_plan(settings: Settings) -> MessageBatchPlan:
+    """The settings' Message Batches sizes and polling, for the workflows."""
+    return MessageBatchPlan(
+        max_requests=settings.message_batch_max_requests,
+        max_bytes=settings.message_batch_max_bytes,
+        gather_s=settings.message_batch_gather_s,
+        poll_initial_s=settings.message_batch_poll_initial_s,
+        poll_max_s=settings.message_batch_poll_max_s,
+        in_flight_items=settings.message_batch_in_flight_items,
     )

@@ -12,6 +12,10 @@ from models.messages import TokenUsage
 
 DEFAULT_PRICES_FILE = Path(__file__).with_name("model_prices.json")
 _PER_MILLION = 1_000_000
+# Message Batches bill every token at half the online price; the discount stacks with caching.
+BATCH_PRICE_FACTOR = 0.5
+# A 1-hour cache write costs twice the input rate (a 5-minute one 1.25 times).
+ONE_HOUR_CACHE_WRITE_FACTOR = 2.0
 # A dated snapshot of a listed model: `claude-sonnet-4-5-20250929` is priced as `claude-sonnet-4-5`.
 _SNAPSHOT_SUFFIX = re.compile(r"-\d{8}$")
 
@@ -35,17 +39,21 @@ class LongPromptRates(Rates):
 class ModelPrice(Rates):
     long_prompt: LongPromptRates | None = None
 
-    def cost_usd(self, usage: TokenUsage) -> float:
+    def cost_usd(self, usage: TokenUsage, batch: bool = False) -> float:
+        """Online, cache writes are 5-minute ones; in a Message Batch they are 1-hour ones (what
+        batches ask for, since a batch may run longer than 5 minutes) and every token costs half."""
         prompt = usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
         rates: Rates = self
         if self.long_prompt and prompt > self.long_prompt.above_prompt_tokens:
             rates = self.long_prompt
-        return (
+        cache_write = rates.input * ONE_HOUR_CACHE_WRITE_FACTOR if batch else rates.cache_write
+        cost = (
             usage.input_tokens * rates.input
             + usage.output_tokens * rates.output
-            + usage.cache_creation_input_tokens * rates.cache_write
+            + usage.cache_creation_input_tokens * cache_write
             + usage.cache_read_input_tokens * rates.cache_read
         ) / _PER_MILLION
+        return cost * BATCH_PRICE_FACTOR if batch else cost
 
 
 class PriceTable:

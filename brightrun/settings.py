@@ -82,12 +82,23 @@ class Settings(BaseSettings):
     claude_retry_base_s: float = Field(default=2.0, gt=0)
     claude_retry_cap_s: float = Field(default=60.0, gt=0)
 
+    # Message Batches mode (launch --mode batch): batch size and bytes below the API's limits
+    # (100,000 requests, 256 MB), how long a batch gathers requests, how often open ones are polled.
+    message_batch_max_requests: int = Field(default=10_000, ge=1, le=100_000)
+    message_batch_max_bytes: int = Field(default=100_000_000, ge=1_000, le=256_000_000)
+    message_batch_gather_s: float = Field(default=5.0, ge=0)
+    message_batch_poll_initial_s: float = Field(default=10.0, gt=0)
+    message_batch_poll_max_s: float = Field(default=300.0, gt=0)
+    message_batch_in_flight_items: int = Field(default=10_000, ge=1)
+
     # Batch defaults
     default_user_id: str = "local-user"
     default_concurrency: int = Field(default=3, ge=1, le=100)
     item_page_size: int = Field(default=100, ge=1, le=1000)
     # The batch workflow continues as new once its history passes this many events.
     history_event_limit: int = Field(default=2000, ge=50)
+    # How often a job checks its in-flight items for a workflow that ended without reporting.
+    unreported_check_s: float = Field(default=60.0, gt=0)
 
     # Enrichment, when a job's items are done: conversations per activity call, and the estimated
     # Jaccard similarity (word 5-grams) from which a conversation is a near-duplicate of an earlier one.

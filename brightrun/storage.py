@@ -30,6 +30,11 @@ def final_conversation_key(user_id: str, conversation_id: object) -> str:
     return f"{_conversation_folder(user_id)}/{conversation_id}.json"
 
 
+def batch_request_key(user_id: str, conversation_id: object, sequence: int) -> str:
+    """The params of an item's request number `sequence` for a Message Batch."""
+    return f"requests/{user_id}/{conversation_id}_{sequence}.json"
+
+
 def enriched_conversation_key(user_id: str, conversation_id: object) -> str:
     """The enrichment record (counts, quality parts, provenance, duplicate check), beside the final file."""
     return f"{_conversation_folder(user_id)}/{conversation_id}_enriched.json"

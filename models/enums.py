@@ -41,6 +41,32 @@ class ErrorPolicy(StrEnum):
     STOP = "stop"
 
 
+class DeliveryMode(StrEnum):
+    """How a job's Claude calls go out: one online Messages call per item, or Anthropic's Message
+    Batches (half the price, results within 24 hours)."""
+
+    ONLINE = "online"
+    BATCH = "batch"
+
+
+class MessageBatchState(StrEnum):
+    """`message_batches.status`: ours before the API knows the batch, then Anthropic's own."""
+
+    SUBMITTING = "submitting"
+    IN_PROGRESS = "in_progress"
+    CANCELING = "canceling"
+    ENDED = "ended"
+
+
+class BatchResultType(StrEnum):
+    """The result of one request of a Message Batch, as the API reports it."""
+
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
 class ProcessingStatus(StrEnum):
     """`conversations.processing_status`: where a generated conversation is in its life."""
 

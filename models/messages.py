@@ -12,7 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from models.enums import ErrorPolicy, ExportFormat, ExportStatus, ItemStatus, JobStatus, ReviewStatus, Tier
+from models.enums import (
+    BatchResultType,
+    DeliveryMode,
+    ErrorPolicy,
+    ExportFormat,
+    ExportStatus,
+    ItemStatus,
+    JobStatus,
+    MessageBatchState,
+    ReviewStatus,
+    Tier,
+)
 
 NIL_UUID = uuid.UUID(int=0)
 
@@ -46,6 +57,7 @@ class JobPlan(BaseModel):
     total_items: int
     concurrency: int
     error_policy: ErrorPolicy
+    mode: DeliveryMode = DeliveryMode.ONLINE
     user_id: str
     counters: JobCounters
     usage: TokenUsage
@@ -90,9 +102,25 @@ class ClaudeCallPlan(BaseModel):
     max_attempts: int = 6
 
 
+class MessageBatchPlan(BaseModel):
+    """How a batch-mode job packs and polls its Message Batches, from the starter's settings
+    (workflow code reads no environment); the defaults suit workflow tests."""
+
+    max_requests: int = 10_000  # per batch; the API takes up to 100,000
+    max_bytes: int = 100_000_000  # per batch; the API takes up to 256 MB
+    # A batch goes out once it is full, or this long after its first request was ready.
+    gather_s: float = 5.0
+    # Polls of an open batch start at this interval and double up to the maximum.
+    poll_initial_s: float = 10.0
+    poll_max_s: float = 300.0
+    # Items of a batch-mode job in flight at once (waiting in a batch costs no worker slot).
+    in_flight_items: int = 10_000
+
+
 class BatchJobInput(BaseModel):
     job_id: uuid.UUID
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
+    message_batches: MessageBatchPlan = Field(default_factory=MessageBatchPlan)
     # Tuning knobs, in the input so tests can force continue-as-new on small batches.
     page_size: int = 100
     history_event_limit: int = 2000
@@ -138,6 +166,7 @@ class JobProgress(BaseModel):
     failed: int
     cancelled: int
     in_flight: int
+    in_flight_items: list[uuid.UUID] = Field(default_factory=list)
     remaining: int
     started_at: datetime | None
     elapsed_s: float
@@ -198,6 +227,7 @@ class BatchItemInput(BaseModel):
     # Where to report the outcome: the job workflow's id, which survives continue-as-new.
     parent_workflow_id: str
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
+    mode: DeliveryMode = DeliveryMode.ONLINE
 
 
 class ItemWork(BaseModel):
@@ -324,6 +354,95 @@ class FinishItemInput(BaseModel):
     outcome: ItemFinished
     # The anthropic-ratelimit-* headers of the item's last answered call, for its usage record.
     rate_limit: dict[str, str] = Field(default_factory=dict)
+
+
+# --- Message Batches mode -----------------------------------------------------------------
+
+# The signal that brings an item its Message Batch result (sent by the results activity).
+BATCH_RESULT_SIGNAL = "batch_result"
+
+
+class StageBatchRequest(BaseModel):
+    """One request of an item for a Message Batch; `sequence` counts the item's requests, so a
+    resubmission or a repair gets a custom_id of its own."""
+
+    generate: GenerateInput
+    sequence: int
+
+
+class BatchResult(BaseModel):
+    """An item's Message Batch result, as the item workflow acts on it."""
+
+    custom_id: str
+    result_type: BatchResultType
+    generated: GeneratedRaw | None = None  # succeeded: the reply is in storage
+    error_type: str | None = None  # errored: the API's error type, e.g. invalid_request_error
+    error_message: str | None = None
+
+
+class OpenMessageBatch(BaseModel):
+    id: uuid.UUID
+    anthropic_batch_id: str
+    request_count: int
+    polls: int = 0
+    next_poll_at: datetime
+
+
+class MessageBatchesState(BaseModel):
+    """What one run of the Message Batches workflow hands to the next across continue-as-new."""
+
+    waiting: int = 0  # requests signalled ready since the last submission (a hint; the rows decide)
+    first_waiting_at: datetime | None = None
+    open_batches: list[OpenMessageBatch] = Field(default_factory=list)
+    paused: bool = False
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+    closing: bool = False  # the job sends no more requests
+    submitted_batches: int = 0
+    submitted_requests: int = 0
+    runs: int = 1
+
+
+class MessageBatchesInput(BaseModel):
+    job_id: uuid.UUID
+    plan: MessageBatchPlan = Field(default_factory=MessageBatchPlan)
+    history_event_limit: int = 2000
+    state: MessageBatchesState | None = None
+
+
+class SubmitBatchInput(BaseModel):
+    job_id: uuid.UUID
+    message_batch_id: uuid.UUID  # fixed by the workflow before the first attempt
+    max_requests: int
+    max_bytes: int
+
+
+class SubmittedBatch(BaseModel):
+    anthropic_batch_id: str | None  # None: no request was waiting
+    request_count: int = 0
+
+
+class MessageBatchRef(BaseModel):
+    job_id: uuid.UUID
+    message_batch_id: uuid.UUID
+    anthropic_batch_id: str
+
+
+class PolledBatch(BaseModel):
+    status: MessageBatchState
+    request_counts: dict[str, int] = Field(default_factory=dict)
+
+
+class MessageBatchesProgress(BaseModel):
+    """Answer of the Message Batches workflow's `progress` query."""
+
+    job_id: uuid.UUID
+    waiting: int
+    open_batches: list[OpenMessageBatch]
+    submitted_batches: int
+    submitted_requests: int
+    paused: bool
+    cancel_requested: bool
 
 
 # --- enrichment ---------------------------------------------------------------------------

@@ -25,11 +25,14 @@ from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.enums import (
+    BatchResultType,
+    DeliveryMode,
     ErrorPolicy,
     ExportFormat,
     ExportStatus,
     ItemStatus,
     JobStatus,
+    MessageBatchState,
     ProcessingStatus,
     ReviewStatus,
     Tier,
@@ -120,6 +123,7 @@ class BatchJob(Base):
         _check_in("status", JobStatus, "status"),
         _check_in("tier", Tier, "tier"),
         _check_in("error_handling", ErrorPolicy, "error_handling"),
+        _check_in("mode", DeliveryMode, "mode"),
         CheckConstraint("concurrent_processing BETWEEN 1 AND 100", name="concurrent_processing"),
     )
     id: Mapped[uuid.UUID] = _id()
@@ -136,6 +140,7 @@ class BatchJob(Base):
     shared_parameters: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     concurrent_processing: Mapped[int] = mapped_column(server_default="3")
     error_handling: Mapped[str] = mapped_column(String(20), server_default=ErrorPolicy.CONTINUE.value)
+    mode: Mapped[str] = mapped_column(String(10), server_default=DeliveryMode.ONLINE.value)
     created_by: Mapped[str] = mapped_column(String(200))
     error_message: Mapped[str | None] = mapped_column(Text)
     input_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -262,3 +267,46 @@ class BatchJobEvent(Base):
     batch_item_id: Mapped[uuid.UUID | None] = mapped_column()
     line: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())
+
+
+class MessageBatch(Base):
+    """One Anthropic Message Batch of a job. The row (and its id) exists before the API is asked,
+    and the API's id is written as soon as it answers: a restart polls it instead of submitting
+    again."""
+
+    __tablename__ = "message_batches"
+    __table_args__ = (_check_in("status", MessageBatchState, "status"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    anthropic_batch_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    status: Mapped[str] = mapped_column(String(20), server_default=MessageBatchState.SUBMITTING.value)
+    request_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The API's request_counts once the batch ended (succeeded, errored, canceled, expired).
+    request_counts: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    results_collected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class MessageBatchRequest(Base):
+    """One request staged for a Message Batch: its params are in storage (request_key), the
+    reply goes where an online call's would (raw_key). `custom_id` names the item and its try."""
+
+    __tablename__ = "message_batch_requests"
+    __table_args__ = (
+        _check_in("result_type", BatchResultType, "result_type"),
+        Index("ix_message_batch_requests_waiting", "batch_job_id", "message_batch_id", "created_at"),
+    )
+    custom_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"))
+    batch_item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_items.id", ondelete="CASCADE"))
+    message_batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("message_batches.id", ondelete="SET NULL"))
+    request_key: Mapped[str] = mapped_column(Text)
+    raw_key: Mapped[str] = mapped_column(Text)
+    request_bytes: Mapped[int] = mapped_column(Integer)
+    # What the raw reply file records beside the message (template, max_tokens, repair_of).
+    details: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    result_type: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = _created_at()

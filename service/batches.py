@@ -19,14 +19,27 @@ from temporalio.service import RPCError
 
 from activities.data_errors import classify
 from activities.errors import DATABASE_UNAVAILABLE
-from brightrun.claude_client import claude_call_plan
+from brightrun.claude_client import claude_call_plan, message_batch_plan
+from brightrun.pricing import BATCH_PRICE_FACTOR
 from brightrun.settings import Settings
 from models import search_attributes
-from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
-from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, PromptTemplate, TrainingTopic
+from models.tables import (
+    BatchItem,
+    BatchJob,
+    BatchJobEvent,
+    Conversation,
+    EmotionalArc,
+    MessageBatch,
+    Persona,
+    PromptTemplate,
+    TrainingTopic,
+)
 from service.outages import Outage, job_outages
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
+from workflows.config import ITEM_CANCEL_GRACE
 
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
@@ -48,6 +61,7 @@ class LaunchRequest:
     on_error: ErrorPolicy = ErrorPolicy.CONTINUE
     name: str | None = None
     user: str = "local-user"
+    mode: DeliveryMode = DeliveryMode.ONLINE
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,7 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
                 shared_parameters={"template_id": str(template_id)},
                 concurrent_processing=request.concurrency,
                 error_handling=request.on_error.value,
+                mode=request.mode.value,
                 created_by=user,
             )
         )
@@ -169,8 +184,10 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
         BatchJobInput(
             job_id=job_id,
             claude=claude_call_plan(settings),
+            message_batches=message_batch_plan(settings),
             page_size=settings.item_page_size,
             history_event_limit=settings.history_event_limit,
+            unreported_check_s=settings.unreported_check_s,
         ),
         id=workflow_id,
         task_queue=settings.task_queue,
@@ -232,6 +249,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
     live = await _live_progress(client, job.id)
     waiting_on = await job_outages(client, job.id) if live else []
     remaining = job.total_items - job.completed_items - job.cancelled_items
+    open_batches = await _open_message_batches(sessions, job) if job.mode == DeliveryMode.BATCH else []
     async with sessions() as session:
         enriched = await session.scalar(
             select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
@@ -244,6 +262,9 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "tier": job.tier,
         "on_error": job.error_handling,
         "concurrency": job.concurrent_processing,
+        "mode": job.mode,
+        "open_batches": len(open_batches) if job.mode == DeliveryMode.BATCH else None,
+        "open_batch_requests": sum(open_batches) if job.mode == DeliveryMode.BATCH else None,
         "total": job.total_items,
         "completed": job.completed_items,
         "successful": job.successful_items,
@@ -261,6 +282,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         "cache_hit_rate": _cache_hit_rate(job),
         "cost_usd": round(job.cost_usd, 8),
         "projected_cost_usd": _projected_cost(job),
+        "saving_usd": _batch_saving(job),
         "error_message": job.error_message,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "completed_at": job.completed_at.isoformat() if job.completed_at else None,
@@ -304,6 +326,24 @@ async def _status_without_database(
     }
 
 
+async def _open_message_batches(sessions: async_sessionmaker, job: BatchJob) -> list[int]:
+    """The request counts of the job's Message Batches that have not ended."""
+    async with sessions() as session:
+        counts = await session.scalars(
+            select(MessageBatch.request_count).where(
+                MessageBatch.batch_job_id == job.id, MessageBatch.status != MessageBatchState.ENDED.value
+            )
+        )
+        return list(counts)
+
+
+def _batch_saving(job: BatchJob) -> float | None:
+    """What the same tokens would have cost more online (batch tokens cost half)."""
+    if job.mode != DeliveryMode.BATCH:
+        return None
+    return round(job.cost_usd / BATCH_PRICE_FACTOR - job.cost_usd, 8)
+
+
 def _cache_hit_rate(job: BatchJob) -> float | None:
     """Share of all prompt tokens that were read from the prompt cache."""
     prompt_tokens = job.input_tokens + job.cache_write_tokens + job.cache_read_tokens
@@ -344,6 +384,7 @@ class JobListing(BaseModel):
     status: JobStatus
     user: str
     tier: Tier
+    mode: DeliveryMode
     total: int
     completed: int
     successful: int
@@ -373,6 +414,7 @@ async def list_jobs(
             status=JobStatus(job.status),
             user=job.created_by,
             tier=Tier(job.tier),
+            mode=DeliveryMode(job.mode),
             total=job.total_items,
             completed=job.completed_items,
             successful=job.successful_items,
@@ -393,10 +435,22 @@ _CONTROL = {
 }
 
 
+# How long a control command waits for the job to show it: `cancel` as long as a halting job
+# waits for its cancelled items to report, and a margin.
+CONTROL_WAIT_S = {"pause": 60.0, "resume": 60.0, "cancel": (ITEM_CANCEL_GRACE + timedelta(seconds=30)).total_seconds()}
+
+
+class ControlNotConfirmed(Exception):
+    """A control command was sent, but the job did not show its effect in time; the message says
+    what the job still waits for."""
+
+
 async def control_job(
-    sessions: async_sessionmaker, client: Client, job_ref: str, action: str, wait_s: float = 60.0
+    sessions: async_sessionmaker, client: Client, job_ref: str, action: str, wait_s: float | None = None
 ) -> dict[str, Any]:
-    """Send pause, resume or cancel, then wait (bounded) until the job shows the new state."""
+    """Send pause, resume or cancel, then wait (bounded) until the job shows the new state;
+    ControlNotConfirmed when it does not within `wait_s` (default CONTROL_WAIT_S)."""
+    wait_s = CONTROL_WAIT_S[action] if wait_s is None else wait_s
     allowed, expected = _CONTROL[action]
     job = await _load_job(sessions, job_ref)
     live = await _live_progress(client, job.id)
@@ -409,10 +463,33 @@ async def control_job(
     deadline = asyncio.get_running_loop().time() + wait_s
     while not await _shows(sessions, client, job.id, expected):
         if asyncio.get_running_loop().time() > deadline:
-            status = await job_status(sessions, job_ref, client)
-            return {**status, "note": f"{action} sent; the job did not show it within {wait_s:.0f} s"}
+            raise ControlNotConfirmed(await _still_waiting(sessions, client, job.id, action, wait_s))
         await asyncio.sleep(0.25)
     return await job_status(sessions, job_ref, client)
+
+
+async def _still_waiting(
+    sessions: async_sessionmaker, client: Client, job_id: uuid.UUID, action: str, wait_s: float
+) -> str:
+    """One line: the state the job is still in, and which items have not reported yet."""
+    job = await _load_job(sessions, str(job_id))
+    live = await _live_progress(client, job_id)
+    said = f"{action} sent, but after {wait_s:.0f} s job {job_id} is still {live.status.value if live else job.status}"
+    if live is None:
+        return f"{said}; its workflow does not answer (is a worker running? `make status`)"
+    if not live.in_flight_items:
+        return f"{said}; no item is in flight (its last steps are still running)"
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(BatchItem.id, BatchItem.position, BatchItem.status)
+                .where(BatchItem.id.in_(live.in_flight_items))
+                .order_by(BatchItem.position)
+            )
+        ).all()
+    shown = ", ".join(f"item {position} ({item_id}, {status})" for item_id, position, status in rows[:10])
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    return f"{said}; {len(rows)} item(s) have not reported yet: {shown}{more}"
 
 
 async def _shows(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID, expected: set[JobStatus]) -> bool:

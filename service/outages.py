@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.errors import OUTAGE_PARTS
-from workflows.batch_job import job_workflow_id
+from models.workflow_ids import job_workflow_id
 
 # In-flight items are at most the job's concurrency (100 at most): one describe each, at once.
 MAX_DESCRIBED_ITEMS = 100

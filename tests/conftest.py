@@ -116,9 +116,15 @@ def stack_settings(stack: dict[str, str]) -> Settings:
         claude_retry_cap_s=1.0,
         # 30% injected faults must not exhaust an item's attempts by chance (0.3^10 per item).
         claude_max_attempts=10,
+        # Message Batches end in seconds at the stand-in: gather and poll at that pace.
+        message_batch_gather_s=0.3,
+        message_batch_poll_initial_s=0.3,
+        message_batch_poll_max_s=1.0,
         # Tests stop and restart workers as a crash would; tests/test_worker_shutdown.py runs
         # worker.py with the graceful default.
         worker_shutdown_grace_s=0,
+        # An item workflow that ends unreported (terminated, say) is found within seconds.
+        unreported_check_s=5,
     )
 
 

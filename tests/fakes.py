@@ -102,6 +102,7 @@ class FakeBatch:
     status_changes: list[JobStatus] = field(default_factory=list)
     log_writes: int = 0
     begin_calls: int = 0
+    start_calls: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     generate_calls: int = 0
@@ -160,6 +161,7 @@ class FakeActivities:
 
     @activity.defn(name="start_job")
     async def start_job(self, job_id: uuid.UUID) -> JobPlan:
+        self.batch.start_calls += 1
         await _passed(self.batch.start_gate)
         if not self.batch.catalog_intact:
             raise permanent("the job cannot run: persona 1234 was deleted from the catalog", "CatalogRowMissing")

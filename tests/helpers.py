@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from service import batches
 from brightrun.settings import Settings
 from models.messages import CallProgress
-from workflows.batch_job import item_workflow_id
+from models.workflow_ids import item_workflow_id
 
 
 async def eventually(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:

@@ -9,7 +9,8 @@ from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, JobProgress
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
 
 
 async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> JobProgress:  # noqa: ANN003

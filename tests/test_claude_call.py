@@ -24,13 +24,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.claude import (
-    REPAIR_INSTRUCTION,
     ClaudeActivities,
     RateLimitGate,
     RateLimitWaitTooLong,
     backoff_delay,
     classify_failure,
 )
+from activities.claude_requests import REPAIR_INSTRUCTION
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from devtools.standin import start_standin

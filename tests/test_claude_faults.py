@@ -22,7 +22,7 @@ from models.tables import BatchItem, BatchJob, Conversation
 from tests.helpers import launch_and_wait
 from devtools.standin_control import StandinControl
 from worker import build_claude_worker
-from workflows.batch_job import item_workflow_id
+from models.workflow_ids import item_workflow_id
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 

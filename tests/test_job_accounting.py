@@ -1,7 +1,7 @@
 """Exactly-once accounting of a job's items on the time-skipping server: an item workflow that
 exists already, one that is terminated (watched by this run, or carried over continue-as-new),
 job steps that fail for good, cancellations from the API during the start and the halt, a
-cancel racing an item's start, and a pause sent before the job started."""
+cancel racing an item's start, a pause sent before the job started, and one plan per job."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from tests.fakes import FakeBatch
 from tests.helpers import eventually
 from tests.test_job_lifecycle import gated, progress, start, status_is, worker_for
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import item_workflow_id, job_workflow_id
 
 # Longer than any wait below, far shorter than a hang.
 RESULT_TIMEOUT_S = 60
@@ -194,3 +195,13 @@ async def test_a_pause_sent_while_the_job_is_queued_is_applied_when_it_starts(ts
 
     assert (result.status, result.successful) == (JobStatus.COMPLETED, 3)
     assert batch.status_changes == [JobStatus.PAUSED, JobStatus.PROCESSING, JobStatus.COMPLETED]
+
+
+async def test_the_job_is_planned_once_however_many_runs_it_takes(ts_client: Client, task_queue: str) -> None:
+    # start_job checks the catalog against every queued item: once per job, not once per run.
+    batch = FakeBatch.of(20, concurrency=4, claude_delay_s=0.2)
+    async with worker_for(ts_client, task_queue, batch):
+        result = await result_of(await start(ts_client, task_queue, batch, page_size=5, history_event_limit=60))
+
+    assert result.runs >= 3 and (result.status, result.successful) == (JobStatus.COMPLETED, 20)
+    assert batch.start_calls == 1

@@ -17,7 +17,8 @@ from models.messages import BatchJobInput, BatchProgressState, ItemFinished, Job
 from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import job_workflow_id
 from workflows.config import ITEM_FINISHED_SIGNAL
 
 
@@ -149,12 +150,14 @@ async def test_a_retry_run_runs_only_the_requeued_items_and_keeps_the_counters(t
     batch = FakeBatch.of(5)
     for item in batch.items[:3]:
         item.status = ItemStatus.COMPLETED
+    batch.enriched = {item.item_id for item in batch.items[:3]}  # by the first run
     batch.job_status = JobStatus.QUEUED  # what `starter.py retry` leaves: two failed items queued again
 
     async with worker_for(ts_client, task_queue, batch):
         result = await (await start(ts_client, task_queue, batch)).result()
 
     assert batch.generate_calls == 2
+    assert batch.enriched == {item.item_id for item in batch.items}, "the retry enriches what it re-ran"
     assert (result.status, result.successful, result.completed, result.remaining) == (JobStatus.COMPLETED, 5, 5, 0)
 
 

@@ -35,6 +35,7 @@ from models.messages import (
     FinishItemInput,
     ItemPage,
     ItemPageRequest,
+    JobCounters,
     JobPlan,
     JobStatusChange,
 )
@@ -46,7 +47,8 @@ from tests.gate import TcpGate
 from tests.helpers import eventually
 from worker import build_claude_worker, build_main_worker, build_workers
 from workflows.batch_item import BatchItemWorkflow
-from workflows.batch_job import BatchJobWorkflow, item_workflow_id, job_workflow_id
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import item_workflow_id, job_workflow_id
 
 TWO_ITEMS = {
     "personas": ["David Chen", "Maria Gonzalez"],
@@ -256,7 +258,7 @@ async def gated_storage_worker(
     )
     gated_storage = Storage(settings.model_copy(update={"s3_endpoint_url": endpoint}))
     async with (
-        build_main_worker(stack_client, settings, sessions, gated_storage),
+        build_main_worker(stack_client, settings, sessions, gated_storage, create_claude_client(settings)),
         build_claude_worker(stack_client, settings, storage, create_claude_client(settings)),
     ):
         yield gate, settings
@@ -297,8 +299,8 @@ class DatabaseDownFor(FakeActivities):
     """The job's start, its item listing, its status write and every item's report fail as
     PostgreSQL being unavailable until each has waited OUTAGE (time the test server skips)."""
 
-    def __init__(self, batch: FakeBatch) -> None:
-        super().__init__(batch)
+    def __init__(self, batch: FakeBatch, client: Client) -> None:
+        super().__init__(batch, client)
         self.failed_attempts = 0
 
     def _during_the_outage(self) -> None:
@@ -318,9 +320,9 @@ class DatabaseDownFor(FakeActivities):
         return await super().list_queued_items(request)
 
     @activity.defn(name="set_job_status")
-    async def set_job_status(self, change: JobStatusChange) -> None:
+    async def set_job_status(self, change: JobStatusChange) -> JobCounters:
         self._during_the_outage()
-        await super().set_job_status(change)
+        return await super().set_job_status(change)
 
     @activity.defn(name="finish_item")
     async def finish_item(self, request: FinishItemInput) -> ItemStatus:
@@ -330,7 +332,7 @@ class DatabaseDownFor(FakeActivities):
 
 async def test_a_fifteen_minute_outage_delays_every_data_step_and_fails_nothing(ts_client: Client, task_queue: str) -> None:
     batch = FakeBatch.of(3)
-    fakes = DatabaseDownFor(batch)
+    fakes = DatabaseDownFor(batch, ts_client)
 
     async with Worker(ts_client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow], activities=fakes.all()):
         progress = await asyncio.wait_for(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,12 +13,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, make_url, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from brightrun.settings import Settings
 from devtools.devstack import free_port
+from models.enums import ItemStatus, JobStatus, Tier
+from models.messages import BatchItemInput, JobProgress
 from models.tables import BatchItem, BatchJob
+from service import batches
 from tests.conftest import REPO
+from tests.helpers import eventually
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow
+from models.workflow_ids import item_workflow_id, job_workflow_id
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +185,48 @@ def test_an_unreachable_service_gets_one_line_and_exit_3(
     assert result.returncode == 3, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.usefixtures("pipeline_worker")
+async def test_a_cancel_not_done_in_time_names_the_items_still_to_report_and_exits_4(
+    cli_env: dict[str, str], sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings
+) -> None:
+    job_id, _ = await batches.create_job(
+        sessions,
+        batches.LaunchRequest(
+            personas=["David Chen", "Maria Gonzalez"], arcs=["Couple Conflict -> Alignment"],
+            topics=["Essential Estate Planning"], tier=Tier.TEMPLATE,
+        ),
+    )
+    async with sessions() as session:
+        stuck = await session.scalar(select(BatchItem).where(BatchItem.batch_job_id == job_id, BatchItem.position == 0))
+    # The item's workflow exists already, on a queue no worker polls: it cannot take the cancel.
+    stuck_item = await stack_client.start_workflow(
+        BatchItemWorkflow.run,
+        BatchItemInput(job_id=job_id, item_id=stuck.id, user_id="local-user", parent_workflow_id=job_workflow_id(job_id)),
+        id=item_workflow_id(stuck.id),
+        task_queue=f"nobody-polls-{uuid.uuid4()}",
+    )
+    await batches.start_job_workflow(stack_client, stack_settings, job_id)
+    job = stack_client.get_workflow_handle(job_workflow_id(job_id), result_type=JobProgress)
+    await eventually(lambda: _in_flight(job, stuck.id), "the job waits for the stuck item")
+
+    cancel = await asyncio.to_thread(starter, cli_env, "cancel", str(job_id), "--wait", "2")
+
+    assert cancel.returncode == 4 and cancel.stdout == ""
+    assert cancel.stderr.startswith(f"error: cancel sent, but after 2 s job {job_id} is still processing; ")
+    assert f"1 item(s) have not reported yet: item 0 ({stuck.id}, queued)" in cancel.stderr
+    # The operator ends the stuck item: the job accounts it and ends cancelled, its counters the rows'.
+    await stuck_item.terminate("operator")
+    result = await asyncio.wait_for(job.result(), 60)
+    async with sessions() as session:
+        row = await session.get(BatchJob, job_id)
+        statuses = (await session.scalars(select(BatchItem.status).where(BatchItem.batch_job_id == job_id))).all()
+    assert row.status == result.status == JobStatus.CANCELLED
+    assert (row.failed_items, row.cancelled_items, row.completed_items + row.cancelled_items) == (
+        statuses.count(ItemStatus.FAILED), statuses.count(ItemStatus.CANCELLED), 2,
+    )
+
+
+async def _in_flight(job: WorkflowHandle, item_id: uuid.UUID) -> bool:
+    return item_id in (await job.query(BatchJobWorkflow.progress)).in_flight_items

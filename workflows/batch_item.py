@@ -13,10 +13,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.conversations import ConversationActivities
     from activities.errors import INVALID_OUTPUT
     from activities.jobs import JobActivities
+    from activities.message_batches import MessageBatchActivities
     from activities.templates import TemplateActivities
-    from models.enums import ItemStatus, Tier
+    from models.enums import BatchResultType, DeliveryMode, ItemStatus, Tier
     from models.messages import (
+        BATCH_RESULT_SIGNAL,
         BatchItemInput,
+        BatchResult,
         CallProgress,
         FinishItemInput,
         GeneratedRaw,
@@ -28,11 +31,14 @@ with workflow.unsafe.imports_passed_through():
         ResolvedPrompt,
         ResolvePromptInput,
         SelectTemplateInput,
+        StageBatchRequest,
         StoreConversationInput,
         StoredConversation,
         TokenUsage,
     )
+    from models.workflow_ids import message_batches_workflow_id
     from workflows.config import DATA_STEP, ITEM_FINISHED_SIGNAL, claude_step
+    from workflows.message_batches import MessageBatchesWorkflow
 
 
 def failure_message(error: ActivityError) -> str:
@@ -62,8 +68,17 @@ def repair_problem(error: ApplicationError) -> str:
     return str(error.details[0]) if error.details else error.message
 
 
+class BatchRequestFailed(Exception):
+    """A Message Batch request that no later batch can fix; the message goes on the item row."""
+
+
 @workflow.defn(name="BatchItemWorkflow")
 class BatchItemWorkflow:
+    def __init__(self) -> None:
+        # Message Batch results by custom_id; a result signal may come twice.
+        self._batch_results: dict[str, BatchResult] = {}
+        self._batch_requests = 0
+
     @workflow.run
     async def run(self, request: BatchItemInput) -> ItemFinished:
         self._started = workflow.now()
@@ -80,6 +95,8 @@ class BatchItemWorkflow:
             else:
                 await self._report_cancelled(request)
                 raise
+        except BatchRequestFailed as error:
+            outcome = self._outcome(request, ItemStatus.FAILED, error_message=str(error))
         except asyncio.CancelledError:
             await self._report_cancelled(request)
             raise
@@ -144,26 +161,62 @@ class BatchItemWorkflow:
         prompt: ResolvedPrompt,
         repair: RepairRequest | None = None,
     ) -> GeneratedRaw:
-        try:
-            generated = await workflow.execute_activity_method(
-                ClaudeActivities.generate_conversation,
-                GenerateInput(
-                    job_id=request.job_id,
-                    item_id=request.item_id,
-                    conversation_id=conversation_id,
-                    user_id=request.user_id,
-                    tier=tier,
-                    prompt=prompt,
-                    repair=repair,
-                ),
-                **claude_step(request.claude, tier),
-            )
-        except ActivityError as error:
-            self._usage += spent_on_failed_call(error)
-            raise
+        generate = GenerateInput(
+            job_id=request.job_id,
+            item_id=request.item_id,
+            conversation_id=conversation_id,
+            user_id=request.user_id,
+            tier=tier,
+            prompt=prompt,
+            repair=repair,
+        )
+        if request.mode == DeliveryMode.BATCH:
+            generated = await self._generate_in_batch(request, generate)
+        else:
+            try:
+                generated = await workflow.execute_activity_method(
+                    ClaudeActivities.generate_conversation, generate, **claude_step(request.claude, tier)
+                )
+            except ActivityError as error:
+                self._usage += spent_on_failed_call(error)
+                raise
+            self._rate_limit = generated.rate_limit
         self._usage += generated.usage  # every attempt's, failed ones included
-        self._rate_limit = generated.rate_limit
         return generated
+
+    async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput) -> GeneratedRaw:
+        """Through the job's Message Batches: stage the request, announce it, wait for its result
+        (no worker slot is held meanwhile). An errored request other than a bad one, and an
+        expired or canceled one, goes into a later batch, up to the attempt cap."""
+        last_problem = ""
+        for _ in range(request.claude.max_attempts):
+            self._batch_requests += 1
+            custom_id = await workflow.execute_activity_method(
+                MessageBatchActivities.stage_request,
+                StageBatchRequest(generate=generate, sequence=self._batch_requests),
+                **DATA_STEP,
+            )
+            await workflow.get_external_workflow_handle(message_batches_workflow_id(request.job_id)).signal(
+                MessageBatchesWorkflow.request_ready
+            )
+            await workflow.wait_condition(lambda: custom_id in self._batch_results)
+            result = self._batch_results[custom_id]
+            if result.result_type == BatchResultType.SUCCEEDED and result.generated:
+                return result.generated
+            if result.result_type == BatchResultType.ERRORED:
+                last_problem = f"{result.error_message} ({result.error_type})"
+                if result.error_type == "invalid_request_error":
+                    raise BatchRequestFailed(f"Claude API refused the request in a Message Batch: {last_problem}")
+            else:
+                last_problem = f"the request {result.result_type.value}"
+            workflow.logger.warning("batch request %s: %s; it goes into a later batch", custom_id, last_problem)
+        raise BatchRequestFailed(
+            f"gave up after {request.claude.max_attempts} Message Batch requests; last: {last_problem}"
+        )
+
+    @workflow.signal(name=BATCH_RESULT_SIGNAL)
+    def batch_result(self, result: BatchResult) -> None:
+        self._batch_results.setdefault(result.custom_id, result)
 
     async def _store(
         self, request: BatchItemInput, conversation_id: uuid.UUID, prompt: ResolvedPrompt, generated: GeneratedRaw

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import workflow
@@ -28,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.item_workflows import WorkflowActivities
     from activities.jobs import JobActivities
     from models import search_attributes
-    from models.enums import ErrorPolicy, ItemStatus, JobStatus
+    from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus
     from models.messages import (
         BatchItemInput,
         BatchJobInput,
@@ -40,19 +41,15 @@ with workflow.unsafe.imports_passed_through():
         ItemRef,
         JobProgress,
         JobStatusChange,
+        MessageBatchesInput,
+        MessageBatchesState,
         UnreportedItems,
         WorkflowIds,
     )
+    from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
+    from workflows.message_batches import MessageBatchesWorkflow
     from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL
-
-
-def job_workflow_id(job_id: object) -> str:
-    return f"batch-job-{job_id}"
-
-
-def item_workflow_id(item_id: object) -> str:
-    return f"batch-item-{item_id}"
 
 
 @workflow.defn(name="BatchJobWorkflow")
@@ -64,6 +61,7 @@ class BatchJobWorkflow:
         self._job_id = request.job_id
         self._state = request.state or BatchProgressState()
         self._plan = self._state.plan  # None until the job's first run (or a retry's) reads it
+        self._message_batch_plan = request.message_batches
         self._status = JobStatus.QUEUED
         if self._plan:
             self._status = JobStatus.PAUSED if self._state.paused else JobStatus.PROCESSING
@@ -101,6 +99,8 @@ class BatchJobWorkflow:
             await self._start(request.job_id)
         else:
             self._show_status(self._status)
+        if self._plan and self._plan.mode == DeliveryMode.BATCH and not self._halting:
+            await self._start_message_batches(request)
         if not self._halting:
             await self._run_items(request)
 
@@ -168,6 +168,7 @@ class BatchJobWorkflow:
         status (the row, its counters recounted from the item rows, and the log)."""
         if self._halting:
             await self._halt()
+        await self._tell_message_batches(MessageBatchesWorkflow.close)
         await self._enrich()
         status, reason = self._final_status()
         async with self._lock:  # after any pause or resume still being recorded
@@ -177,6 +178,7 @@ class BatchJobWorkflow:
 
     async def _halt(self) -> None:
         """Cancel or stop: nothing new starts, in-flight items are cancelled, unstarted ones marked."""
+        await self._tell_message_batches(MessageBatchesWorkflow.cancel)
         await asyncio.gather(*(self._cancel_item(item_id) for item_id in self._state.in_flight))
         never_started = await self._job_step(
             JobActivities.cancel_queued_items, CancelQueuedItems(job_id=self._job_id, in_flight=list(self._state.in_flight))
@@ -186,7 +188,7 @@ class BatchJobWorkflow:
             await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
         except asyncio.TimeoutError:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
-            reason = f"cancelled: its workflow did not report within {ITEM_CANCEL_GRACE} of the cancel"
+            reason = f"its workflow did not report within {ITEM_CANCEL_GRACE.total_seconds():.0f} s of the cancel"
             await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._state.in_flight, reason))
 
     async def _enrich(self) -> None:
@@ -285,6 +287,7 @@ class BatchJobWorkflow:
             self._state.paused = True
             if self._status == JobStatus.PROCESSING:
                 await self._change_status(JobStatus.PAUSED)
+            await self._tell_message_batches(MessageBatchesWorkflow.pause)
 
     @workflow.signal
     async def resume(self) -> None:
@@ -295,6 +298,7 @@ class BatchJobWorkflow:
             self._state.paused = False
             if self._status == JobStatus.PAUSED:
                 await self._change_status(JobStatus.PROCESSING)
+            await self._tell_message_batches(MessageBatchesWorkflow.resume)
 
     @workflow.signal
     def cancel(self) -> None:
@@ -320,6 +324,7 @@ class BatchJobWorkflow:
             failed=counters.failed,
             cancelled=counters.cancelled,
             in_flight=len(self._state.in_flight),
+            in_flight_items=list(self._state.in_flight),
             remaining=remaining,
             started_at=started,
             elapsed_s=round(elapsed, 1),
@@ -347,6 +352,9 @@ class BatchJobWorkflow:
 
     @property
     def _free_slots(self) -> int:
+        # In batch mode an item in flight waits in a Message Batch and holds no worker slot.
+        if self._plan.mode == DeliveryMode.BATCH:
+            return self._message_batch_plan.in_flight_items - len(self._state.in_flight)
         return self._plan.concurrency - len(self._state.in_flight)
 
     def _final_status(self) -> tuple[JobStatus, str | None]:
@@ -420,6 +428,7 @@ class BatchJobWorkflow:
                     user_id=self._plan.user_id,
                     parent_workflow_id=workflow.info().workflow_id,
                     claude=request.claude,
+                    mode=self._plan.mode,
                 ),
                 id=item_workflow_id(item.item_id),
                 # Items outlive each run of this workflow: continue-as-new must not end them.
@@ -435,6 +444,31 @@ class BatchJobWorkflow:
         watch = asyncio.create_task(self._await_item(item.item_id, handle))
         self._item_watches.add(watch)
         watch.add_done_callback(self._item_watches.discard)
+
+    async def _start_message_batches(self, request: BatchJobInput) -> None:
+        """The job's Message Batches workflow, unless it runs already (a continued run, say)."""
+        try:
+            await workflow.start_child_workflow(
+                MessageBatchesWorkflow.run,
+                MessageBatchesInput(
+                    job_id=self._job_id,
+                    plan=request.message_batches,
+                    history_event_limit=request.history_event_limit,
+                    state=MessageBatchesState(paused=self._state.paused),
+                ),
+                id=message_batches_workflow_id(self._job_id),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+
+    async def _tell_message_batches(self, signal: Callable[[MessageBatchesWorkflow], None]) -> None:
+        if not self._plan or self._plan.mode != DeliveryMode.BATCH:
+            return
+        try:
+            await workflow.get_external_workflow_handle(message_batches_workflow_id(self._job_id)).signal(signal)
+        except ApplicationError as error:
+            workflow.logger.info("the Message Batches workflow did not take the signal: %s", error)
 
     async def _cancel_item(self, item_id: uuid.UUID) -> None:
         try:

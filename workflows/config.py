@@ -72,3 +72,17 @@ def claude_step(plan: ClaudeCallPlan, tier: Tier) -> dict:
 
 # How long a halting job waits for its cancelled items to report before recording them itself.
 ITEM_CANCEL_GRACE = timedelta(minutes=2)
+
+
+# Message Batches endpoints: an API outage delays the batch, never fails it.
+MESSAGE_BATCH_STEP = {
+    "start_to_close_timeout": timedelta(minutes=10),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1)),
+}
+# Results stream in chunks, each announced to its items and heartbeated; a lost worker's attempt
+# resumes after the last chunk.
+MESSAGE_BATCH_RESULTS_STEP = {
+    **MESSAGE_BATCH_STEP,
+    "start_to_close_timeout": timedelta(hours=1),
+    "heartbeat_timeout": timedelta(minutes=2),
+}

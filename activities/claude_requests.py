@@ -1,0 +1,72 @@
+"""What an online Claude call and a Message Batch request share: the request's messages, the
+usage priced, and the raw reply file kept in storage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from brightrun.logs import get_logger
+from brightrun.pricing import PriceTable
+from brightrun.settings import Settings
+from models.messages import GenerateInput, TokenUsage
+
+log = get_logger(__name__)
+
+REPAIR_INSTRUCTION = (
+    "Your reply could not be used: {problem}. Reply again with only the corrected JSON object, "
+    "in exactly the shape the instructions give, and nothing else."
+)
+
+
+async def request_messages(
+    request: GenerateInput, read_rejected: Callable[[str], Awaitable[bytes]]
+) -> list[dict[str, str]]:
+    """The user prompt; for a repair, also the rejected reply (read from storage by its key) and
+    what was wrong with it."""
+    messages = [{"role": "user", "content": request.prompt.user}]
+    if request.repair:
+        rejected = json.loads(await read_rejected(request.repair.rejected_raw_key))
+        rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
+        messages += [
+            {"role": "assistant", "content": rejected_text},
+            {"role": "user", "content": REPAIR_INSTRUCTION.format(problem=request.repair.problem)},
+        ]
+    return messages
+
+
+def priced_usage(prices: PriceTable, settings: Settings, model: str, usage: Any, batch: bool = False) -> TokenUsage:
+    """The SDK's usage of an answer, with its cost. The answer names the model that ran (a dated
+    snapshot of an alias, say). The call is paid for already, so a model missing from the price
+    table costs at the configured model's price (checked when the worker starts) instead of
+    failing the item."""
+    tokens = TokenUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+    )
+    try:
+        price = prices.price_of(model)
+    except KeyError:
+        log.warning("no price for the model that answered; using the configured model's", model=model)
+        price = prices.price_of(settings.claude_model)
+    return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens, batch=batch)})
+
+
+def raw_response_document(
+    settings: Settings, request: GenerateInput, message: dict[str, Any], request_id: str | None, **delivery: Any
+) -> dict[str, Any]:
+    """The raw reply file: the model's whole answer and where it came from. `delivery` adds how
+    it came (rate-limit headers online; the Message Batch and custom_id in batch mode)."""
+    return {
+        "request_id": request_id,
+        "generated_by": "offline-standin" if settings.uses_standin else "anthropic",
+        "template_id": str(request.prompt.template_id),
+        "template_version": request.prompt.template_version,
+        "max_tokens": settings.claude_max_tokens(request.tier),
+        "repair_of": request.repair.rejected_raw_key if request.repair else None,
+        **delivery,
+        "message": message,
+    }

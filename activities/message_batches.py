@@ -1,0 +1,430 @@
+"""Anthropic Message Batches: staging an item's request, submitting a batch exactly once, polling
+it, and bringing each result to its item. Prompts and replies stay in storage; workflow payloads
+carry ids, keys and counts only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anthropic
+from anthropic import AsyncAnthropic
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.claude import classify_failure
+from activities.claude_requests import priced_usage, raw_response_document, request_messages
+from brightrun.logs import get_logger
+from brightrun.pricing import PriceTable
+from brightrun.settings import Settings
+from brightrun.storage import Storage, batch_request_key, raw_response_key
+from models.enums import BatchResultType, MessageBatchState
+from models.messages import (
+    BATCH_RESULT_SIGNAL,
+    BatchResult,
+    GeneratedRaw,
+    MessageBatchRef,
+    PolledBatch,
+    StageBatchRequest,
+    SubmitBatchInput,
+    SubmittedBatch,
+)
+from models.tables import MessageBatch, MessageBatchRequest
+from models.workflow_ids import item_workflow_id
+
+log = get_logger(__name__)
+
+# API errors of the batch endpoints retry until the API is back: an outage delays, never fails.
+_UNLIMITED_ATTEMPTS = 2**31
+# The cache prefix every request of a job shares; batches ask for the 1-hour cache because a
+# batch may take longer than the 5-minute one lives.
+BATCH_CACHE_CONTROL = {"type": "ephemeral", "ttl": "1h"}
+# Results are written and announced in chunks: one database round trip and a bounded burst of
+# signals per chunk, and a heartbeat that lets a retried attempt resume after the last chunk.
+RESULTS_CHUNK = 200
+SIGNALS_AT_ONCE = 32
+# A retried submission looks for a batch its earlier attempt created this long before the row's
+# submitted_at (clock skew between us and the API).
+ADOPTION_SKEW = timedelta(seconds=30)
+
+
+def batch_custom_id(item_id: uuid.UUID, sequence: int) -> str:
+    """Unique across every job (item ids are), and within the API's ^[a-zA-Z0-9_-]{1,64}$."""
+    return f"{item_id.hex}-{sequence}"
+
+
+class MessageBatchActivities:
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        storage: Storage,
+        claude: AsyncAnthropic,
+        settings: Settings,
+        prices: PriceTable,
+        temporal: Client,
+    ) -> None:
+        self._sessions = sessions
+        self._storage = storage
+        self._claude = claude
+        self._settings = settings
+        self._prices = prices
+        self._temporal = temporal
+
+    def _failure(self, exc: anthropic.APIError) -> Exception:
+        """Classified like an online call's error, without an attempt cap."""
+        if isinstance(exc, anthropic.APIStatusError | anthropic.APIConnectionError):
+            return classify_failure(exc, activity.info().attempt, _UNLIMITED_ATTEMPTS, self._settings)
+        return exc
+
+    # --- an item's request ----------------------------------------------------------------
+
+    @activity.defn(name="stage_batch_request")
+    async def stage_request(self, request: StageBatchRequest) -> str:
+        """Writes the request's params to storage and queues it for the job's next batch; returns
+        its custom_id. Idempotent: the key and the row derive from the item and the sequence."""
+        generate = request.generate
+        custom_id = batch_custom_id(generate.item_id, request.sequence)
+        params = {
+            "model": self._settings.claude_model,
+            "max_tokens": self._settings.claude_max_tokens(generate.tier),
+            "system": [{"type": "text", "text": generate.prompt.system, "cache_control": BATCH_CACHE_CONTROL}],
+            "messages": await request_messages(
+                generate, lambda key: self._storage.get_bytes(self._storage.conversation_bucket, key)
+            ),
+        }
+        body = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
+        request_key = batch_request_key(generate.user_id, generate.conversation_id, request.sequence)
+        await self._storage.put_bytes(self._storage.conversation_bucket, request_key, body, "application/json")
+        details = raw_response_document(self._settings, generate, message={}, request_id=None)
+        details.pop("message")
+        async with self._sessions.begin() as session:
+            await session.execute(
+                upsert(MessageBatchRequest)
+                .values(
+                    custom_id=custom_id,
+                    batch_job_id=generate.job_id,
+                    batch_item_id=generate.item_id,
+                    request_key=request_key,
+                    raw_key=raw_response_key(generate.user_id, generate.conversation_id, repair=generate.repair is not None),
+                    request_bytes=len(body),
+                    details=details,
+                )
+                .on_conflict_do_nothing(index_elements=["custom_id"])
+            )
+        return custom_id
+
+    # --- a batch ---------------------------------------------------------------------------
+
+    @activity.defn(name="submit_message_batch")
+    async def submit_batch(self, request: SubmitBatchInput) -> SubmittedBatch:
+        """Claims the job's waiting requests for the batch the workflow named, then creates it at
+        the API once: a retry finds the id recorded, or adopts the batch its earlier attempt
+        created before it could record the id."""
+        claimed, recorded, retried = await self._claim(request)
+        if recorded:
+            return SubmittedBatch(anthropic_batch_id=recorded, request_count=len(claimed))
+        if not claimed:
+            return SubmittedBatch(anthropic_batch_id=None)
+        if retried:
+            adopted = await self._created_earlier(request.message_batch_id, len(claimed))
+            if adopted:
+                log.warning("adopting the batch an earlier attempt created", anthropic_batch_id=adopted)
+                await self._record_created(request.message_batch_id, adopted)
+                return SubmittedBatch(anthropic_batch_id=adopted, request_count=len(claimed))
+        requests = await self._read_requests(key for _, key in claimed)
+        try:
+            batch = await self._claude.messages.batches.create(requests=requests)
+        except anthropic.APIError as exc:
+            failure = self._failure(exc)
+            if getattr(failure, "non_retryable", False):
+                # The API refuses the batch itself (not one request): its items fail with the reason.
+                await self._fail_requests(request.message_batch_id, [custom_id for custom_id, _ in claimed], failure)
+                return SubmittedBatch(anthropic_batch_id=None)
+            raise failure from None
+        await self._record_created(request.message_batch_id, batch.id)
+        log.info("message batch created", job_id=str(request.job_id), anthropic_batch_id=batch.id, requests=len(claimed))
+        return SubmittedBatch(anthropic_batch_id=batch.id, request_count=len(claimed))
+
+    async def _claim(self, request: SubmitBatchInput) -> tuple[list[tuple[str, str]], str | None, bool]:
+        """(custom_id, request_key) of the batch's requests, the API's id if already recorded, and
+        whether an earlier attempt got this far."""
+        async with self._sessions.begin() as session:
+            inserted = await session.execute(
+                upsert(MessageBatch)
+                .values(
+                    id=request.message_batch_id,
+                    batch_job_id=request.job_id,
+                    status=MessageBatchState.SUBMITTING.value,
+                    submitted_at=datetime.now(UTC),
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            retried = inserted.rowcount == 0
+            batch = await session.get(MessageBatch, request.message_batch_id, with_for_update=True)
+            if not retried:
+                waiting = (
+                    await session.execute(
+                        select(MessageBatchRequest.custom_id, MessageBatchRequest.request_bytes)
+                        .where(
+                            MessageBatchRequest.batch_job_id == request.job_id,
+                            MessageBatchRequest.message_batch_id.is_(None),
+                            MessageBatchRequest.result_type.is_(None),
+                        )
+                        .order_by(MessageBatchRequest.created_at)
+                        .limit(request.max_requests)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+                chosen, total_bytes = [], 0
+                for custom_id, size in waiting:
+                    if chosen and total_bytes + size > request.max_bytes:
+                        break
+                    chosen.append(custom_id)
+                    total_bytes += size
+                if not chosen:
+                    await session.execute(delete(MessageBatch).where(MessageBatch.id == request.message_batch_id))
+                    return [], None, False
+                await session.execute(
+                    update(MessageBatchRequest)
+                    .where(MessageBatchRequest.custom_id.in_(chosen))
+                    .values(message_batch_id=request.message_batch_id)
+                )
+                batch.request_count = len(chosen)
+            claimed = (
+                await session.execute(
+                    select(MessageBatchRequest.custom_id, MessageBatchRequest.request_key)
+                    .where(MessageBatchRequest.message_batch_id == request.message_batch_id)
+                    .order_by(MessageBatchRequest.created_at)
+                )
+            ).all()
+            return [tuple(row) for row in claimed], batch.anthropic_batch_id, retried
+
+    async def _read_requests(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        limit = asyncio.Semaphore(SIGNALS_AT_ONCE)
+
+        async def read(key: str) -> dict[str, Any]:
+            async with limit:
+                return json.loads(await self._storage.get_bytes(self._storage.conversation_bucket, key))
+
+        activity.heartbeat("reading the staged requests")
+        return list(await asyncio.gather(*(read(key) for key in keys)))
+
+    async def _created_earlier(self, message_batch_id: uuid.UUID, request_count: int) -> str | None:
+        """A batch the API created for an earlier attempt: as many requests, created after the
+        attempt started, not recorded for any batch of ours."""
+        async with self._sessions() as session:
+            batch = await session.get(MessageBatch, message_batch_id)
+            since = batch.submitted_at - ADOPTION_SKEW
+            recorded = set(
+                (await session.execute(select(MessageBatch.anthropic_batch_id).where(MessageBatch.created_at >= since)))
+                .scalars()
+                .all()
+            )
+        try:
+            async for candidate in self._claude.messages.batches.list(limit=100):
+                if candidate.created_at < since:
+                    return None
+                counts = candidate.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                if candidate.id not in recorded and total == request_count:
+                    return candidate.id
+        except anthropic.APIError as exc:
+            raise self._failure(exc) from None
+        return None
+
+    async def _record_created(self, message_batch_id: uuid.UUID, anthropic_batch_id: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(MessageBatch)
+                .where(MessageBatch.id == message_batch_id)
+                .values(anthropic_batch_id=anthropic_batch_id, status=MessageBatchState.IN_PROGRESS.value)
+            )
+
+    async def _fail_requests(self, message_batch_id: uuid.UUID, custom_ids: list[str], failure: Exception) -> None:
+        message = getattr(failure, "message", str(failure))
+        log.error("the API refused a message batch", error=message, requests=len(custom_ids))
+        async with self._sessions.begin() as session:
+            rows = (
+                await session.execute(
+                    select(MessageBatchRequest.custom_id, MessageBatchRequest.batch_item_id).where(
+                        MessageBatchRequest.custom_id.in_(custom_ids)
+                    )
+                )
+            ).all()
+            await session.execute(
+                update(MessageBatchRequest)
+                .where(MessageBatchRequest.custom_id.in_(custom_ids))
+                .values(result_type=BatchResultType.ERRORED.value)
+            )
+            await session.execute(
+                update(MessageBatch)
+                .where(MessageBatch.id == message_batch_id)
+                .values(status=MessageBatchState.ENDED.value, ended_at=datetime.now(UTC))
+            )
+        await self._announce(
+            [
+                (
+                    item_id,
+                    BatchResult(
+                        custom_id=custom_id,
+                        result_type=BatchResultType.ERRORED,
+                        error_type="invalid_request_error",
+                        error_message=message,
+                    ),
+                )
+                for custom_id, item_id in rows
+            ]
+        )
+
+    @activity.defn(name="poll_message_batch")
+    async def poll_batch(self, ref: MessageBatchRef) -> PolledBatch:
+        try:
+            batch = await self._claude.messages.batches.retrieve(ref.anthropic_batch_id)
+        except anthropic.APIError as exc:
+            raise self._failure(exc) from None
+        counts = batch.request_counts.model_dump()
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(MessageBatch)
+                .where(MessageBatch.id == ref.message_batch_id)
+                .values(status=batch.processing_status, request_counts=counts, ended_at=batch.ended_at)
+            )
+        return PolledBatch(status=MessageBatchState(batch.processing_status), request_counts=counts)
+
+    @activity.defn(name="collect_message_batch_results")
+    async def collect_results(self, ref: MessageBatchRef) -> int:
+        """Streams an ended batch's results: each reply goes to storage where an online call's
+        would, each result to its item workflow. Resumes after the last chunk a failed attempt
+        announced; announcing twice is harmless (an item takes the first result of a request)."""
+        async with self._sessions() as session:
+            requests = {
+                row.custom_id: row
+                for row in (
+                    await session.execute(
+                        select(MessageBatchRequest).where(MessageBatchRequest.message_batch_id == ref.message_batch_id)
+                    )
+                ).scalars()
+            }
+        details = activity.info().heartbeat_details
+        done = int(details[0]) if details else 0
+        chunk: list[tuple[MessageBatchRequest, BatchResult]] = []
+        seen = 0
+        async for line in self._results(ref.anthropic_batch_id):
+            seen += 1
+            staged = requests.get(line.custom_id)
+            if seen <= done:
+                continue
+            if staged is None:
+                log.warning("a result for a request this batch did not have", custom_id=line.custom_id)
+                continue
+            chunk.append((staged, await self._result(ref, staged, line)))
+            if len(chunk) >= RESULTS_CHUNK:
+                await self._deliver(chunk)
+                chunk = []
+                activity.heartbeat(seen)
+        await self._deliver(chunk)
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(MessageBatch)
+                .where(MessageBatch.id == ref.message_batch_id)
+                .values(results_collected_at=datetime.now(UTC))
+            )
+        log.info("message batch results collected", job_id=str(ref.job_id), anthropic_batch_id=ref.anthropic_batch_id, results=seen)
+        return seen
+
+    async def _results(self, anthropic_batch_id: str) -> AsyncIterator[Any]:
+        try:
+            async for line in await self._claude.messages.batches.results(anthropic_batch_id):
+                yield line
+        except anthropic.APIError as exc:
+            raise self._failure(exc) from None
+
+    async def _result(self, ref: MessageBatchRef, staged: MessageBatchRequest, line: Any) -> BatchResult:
+        result = line.result
+        kind = BatchResultType(result.type)
+        if kind == BatchResultType.ERRORED:
+            error = result.error.error
+            return BatchResult(custom_id=staged.custom_id, result_type=kind, error_type=error.type, error_message=error.message)
+        if kind != BatchResultType.SUCCEEDED:
+            return BatchResult(custom_id=staged.custom_id, result_type=kind)
+        message = result.message
+        usage = priced_usage(self._prices, self._settings, message.model, message.usage, batch=True)
+        document = {
+            **staged.details,
+            "message_batch_id": ref.anthropic_batch_id,
+            "custom_id": staged.custom_id,
+            "message": message.model_dump(mode="json"),
+        }
+        await self._storage.put_json(self._storage.conversation_bucket, staged.raw_key, document)
+        sequence = int(staged.custom_id.rsplit("-", 1)[1])
+        generated = GeneratedRaw(
+            raw_key=staged.raw_key,
+            model=message.model,
+            stop_reason=message.stop_reason,
+            usage=usage,
+            latency_ms=0,
+            attempt=sequence,
+        )
+        return BatchResult(custom_id=staged.custom_id, result_type=kind, generated=generated)
+
+    async def _deliver(self, chunk: list[tuple[MessageBatchRequest, BatchResult]]) -> None:
+        if not chunk:
+            return
+        async with self._sessions.begin() as session:
+            for kind in BatchResultType:
+                ids = [staged.custom_id for staged, result in chunk if result.result_type == kind]
+                if ids:
+                    await session.execute(
+                        update(MessageBatchRequest)
+                        .where(MessageBatchRequest.custom_id.in_(ids))
+                        .values(result_type=kind.value)
+                    )
+        await self._announce([(staged.batch_item_id, result) for staged, result in chunk])
+
+    async def _announce(self, results: list[tuple[uuid.UUID, BatchResult]]) -> None:
+        limit = asyncio.Semaphore(SIGNALS_AT_ONCE)
+
+        async def signal(item_id: uuid.UUID, result: BatchResult) -> None:
+            async with limit:
+                try:
+                    await self._temporal.get_workflow_handle(item_workflow_id(item_id)).signal(BATCH_RESULT_SIGNAL, result)
+                except RPCError as exc:
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    # The item ended meanwhile (its job was cancelled): nothing waits for this result.
+                    log.info("item no longer waits for its batch result", item_id=str(item_id))
+
+        await asyncio.gather(*(signal(item_id, result) for item_id, result in results))
+
+    @activity.defn(name="cancel_message_batches")
+    async def cancel_batches(self, job_id: uuid.UUID) -> int:
+        """Asks the API to cancel the job's open batches; they end soon after, and what had
+        finished by then keeps its result."""
+        async with self._sessions() as session:
+            open_ids = (
+                await session.execute(
+                    select(MessageBatch.id, MessageBatch.anthropic_batch_id).where(
+                        MessageBatch.batch_job_id == job_id,
+                        MessageBatch.anthropic_batch_id.is_not(None),
+                        MessageBatch.status == MessageBatchState.IN_PROGRESS.value,
+                    )
+                )
+            ).all()
+        for message_batch_id, anthropic_batch_id in open_ids:
+            try:
+                batch = await self._claude.messages.batches.cancel(anthropic_batch_id)
+            except anthropic.APIError as exc:
+                raise self._failure(exc) from None
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(MessageBatch).where(MessageBatch.id == message_batch_id).values(status=batch.processing_status)
+                )
+        return len(open_ids)

@@ -1,0 +1,191 @@
+"""The Message Batches of one batch-mode job: gathers the requests its items stage, submits them
+as Anthropic Message Batches, polls the open ones on durable timers (no worker slot is held while
+a batch runs) and has their results brought to the items. Pause stops new batches; cancel cancels
+the open ones. Items do everything else themselves, as online."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.message_batches import MessageBatchActivities
+    from models.enums import MessageBatchState
+    from models.messages import (
+        MessageBatchesInput,
+        MessageBatchesProgress,
+        MessageBatchesState,
+        MessageBatchRef,
+        OpenMessageBatch,
+        SubmitBatchInput,
+    )
+    from workflows.config import MESSAGE_BATCH_RESULTS_STEP, MESSAGE_BATCH_STEP
+
+
+@workflow.defn(name="MessageBatchesWorkflow")
+class MessageBatchesWorkflow:
+    @workflow.init
+    def __init__(self, request: MessageBatchesInput) -> None:
+        # Signals of the first activation arrive before `run` starts: the state must be in place.
+        self._job_id = request.job_id
+        self._plan = request.plan
+        self._state = request.state or MessageBatchesState()
+        # Set by every signal: the wait starts over with the new deadlines.
+        self._signalled = False
+
+    @workflow.run
+    async def run(self, request: MessageBatchesInput) -> MessageBatchesProgress:
+        while not self._finished:
+            await self._wait_for_work()
+            if self._state.cancel_requested and not self._state.cancel_sent:
+                await workflow.execute_activity_method(
+                    MessageBatchActivities.cancel_batches, self._job_id, **MESSAGE_BATCH_STEP
+                )
+                self._state.cancel_sent = True
+            if self._submission_due:
+                await self._submit()
+            for batch in [b for b in self._state.open_batches if b.next_poll_at <= workflow.now()]:
+                await self._poll(batch)
+            if self._history_is_long(request):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
+                )
+        return self.progress()
+
+    # --- signals and queries ------------------------------------------------------------
+
+    @workflow.signal
+    def request_ready(self) -> None:
+        """An item staged a request (its row says which)."""
+        if not self._state.waiting:
+            self._state.first_waiting_at = workflow.now()
+        self._state.waiting += 1
+        self._signalled = True
+
+    @workflow.signal
+    def pause(self) -> None:
+        """No new batch goes out; open ones finish and their results are kept."""
+        self._state.paused = True
+        self._signalled = True
+
+    @workflow.signal
+    def resume(self) -> None:
+        self._state.paused = False
+        self._signalled = True
+
+    @workflow.signal
+    def cancel(self) -> None:
+        """The job is cancelled: its open batches are cancelled, nothing new goes out."""
+        self._state.cancel_requested = True
+        self._signalled = True
+
+    @workflow.signal
+    def close(self) -> None:
+        """The job's items are done: end once the open batches have brought their results."""
+        self._state.closing = True
+        self._signalled = True
+
+    @workflow.query
+    def progress(self) -> MessageBatchesProgress:
+        return MessageBatchesProgress(
+            job_id=self._job_id,
+            waiting=self._state.waiting,
+            open_batches=self._state.open_batches,
+            submitted_batches=self._state.submitted_batches,
+            submitted_requests=self._state.submitted_requests,
+            paused=self._state.paused,
+            cancel_requested=self._state.cancel_requested,
+        )
+
+    # --- decisions ----------------------------------------------------------------------
+
+    @property
+    def _finished(self) -> bool:
+        if self._state.open_batches:
+            return False
+        return self._state.cancel_requested or (self._state.closing and not self._state.waiting)
+
+    @property
+    def _submission_due(self) -> bool:
+        state = self._state
+        if state.paused or state.cancel_requested or not state.waiting:
+            return False
+        gathered_until = state.first_waiting_at + timedelta(seconds=self._plan.gather_s)
+        return state.waiting >= self._plan.max_requests or state.closing or workflow.now() >= gathered_until
+
+    def _next_deadline(self) -> timedelta | None:
+        """Until the next poll or the end of the gathering, whichever comes first."""
+        deadlines = [batch.next_poll_at for batch in self._state.open_batches]
+        if self._state.waiting and not self._state.paused and not self._state.cancel_requested:
+            deadlines.append(self._state.first_waiting_at + timedelta(seconds=self._plan.gather_s))
+        return max(timedelta(0), min(deadlines) - workflow.now()) if deadlines else None
+
+    def _has_work(self) -> bool:
+        now = workflow.now()
+        return (
+            self._finished
+            or self._submission_due
+            or (self._state.cancel_requested and not self._state.cancel_sent)
+            or any(batch.next_poll_at <= now for batch in self._state.open_batches)
+        )
+
+    def _history_is_long(self, request: MessageBatchesInput) -> bool:
+        info = workflow.info()
+        return info.get_current_history_length() >= request.history_event_limit or info.is_continue_as_new_suggested()
+
+    # --- effects ------------------------------------------------------------------------
+
+    async def _wait_for_work(self) -> None:
+        """Until something is due, or a signal changed what is (then the caller asks again)."""
+        self._signalled = False
+        if self._has_work():
+            return
+        try:
+            await workflow.wait_condition(lambda: self._signalled or self._has_work(), timeout=self._next_deadline())
+        except asyncio.TimeoutError:
+            pass  # a poll or a submission is due
+
+    async def _submit(self) -> None:
+        message_batch_id = workflow.uuid4()  # fixed before the first attempt: a retry finds its batch
+        submitted = await workflow.execute_activity_method(
+            MessageBatchActivities.submit_batch,
+            SubmitBatchInput(
+                job_id=self._job_id,
+                message_batch_id=message_batch_id,
+                max_requests=self._plan.max_requests,
+                max_bytes=self._plan.max_bytes,
+            ),
+            **MESSAGE_BATCH_STEP,
+        )
+        state = self._state
+        if submitted.anthropic_batch_id is None:
+            state.waiting = 0  # every staged request is in a batch already
+        else:
+            state.open_batches.append(
+                OpenMessageBatch(
+                    id=message_batch_id,
+                    anthropic_batch_id=submitted.anthropic_batch_id,
+                    request_count=submitted.request_count,
+                    next_poll_at=workflow.now() + timedelta(seconds=self._plan.poll_initial_s),
+                )
+            )
+            state.submitted_batches += 1
+            state.submitted_requests += submitted.request_count
+            state.waiting = max(0, state.waiting - submitted.request_count)
+        state.first_waiting_at = workflow.now() if state.waiting else None
+
+    async def _poll(self, batch: OpenMessageBatch) -> None:
+        ref = MessageBatchRef(job_id=self._job_id, message_batch_id=batch.id, anthropic_batch_id=batch.anthropic_batch_id)
+        polled = await workflow.execute_activity_method(MessageBatchActivities.poll_batch, ref, **MESSAGE_BATCH_STEP)
+        batch.polls += 1
+        if polled.status != MessageBatchState.ENDED:
+            interval = min(self._plan.poll_max_s, self._plan.poll_initial_s * 2**batch.polls)
+            batch.next_poll_at = workflow.now() + timedelta(seconds=interval)
+            return
+        await workflow.execute_activity_method(
+            MessageBatchActivities.collect_results, ref, **MESSAGE_BATCH_RESULTS_STEP
+        )
+        self._state.open_batches.remove(batch)
