@@ -176,8 +176,15 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
     return job_id, len(combinations)
 
 
-async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UUID) -> str:
-    """Start a run of the job's workflow: for a new job, or to retry one."""
+def job_summary(job: BatchJob) -> str:
+    """The job's line in the web UI's workflow list (its static summary)."""
+    return f"{job.name} · {job.total_items} items · {job.tier} · {job.mode}"
+
+
+async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) -> str:
+    """Start a run of the job's workflow: for a new job, or to retry one (the default id reuse
+    policy lets a new run take the id of an ended one)."""
+    job_id = job.id
     workflow_id = job_workflow_id(job_id)
     await client.start_workflow(
         BatchJobWorkflow.run,
@@ -191,6 +198,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
         ),
         id=workflow_id,
         task_queue=settings.task_queue,
+        static_summary=job_summary(job),
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search_attributes.BATCH_JOB_ID, str(job_id)),
@@ -205,7 +213,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
 async def launch(sessions: async_sessionmaker, client: Client, settings: Settings, request: LaunchRequest) -> LaunchedJob:
     job_id, total = await create_job(sessions, request)
     try:
-        workflow_id = await start_job_workflow(client, settings, job_id)
+        workflow_id = await start_job_workflow(client, settings, await _load_job(sessions, str(job_id)))
     except Exception:
         # Nothing half-created: a job without its workflow would sit queued forever.
         async with sessions.begin() as session:
@@ -515,7 +523,7 @@ async def retry_job(sessions: async_sessionmaker, client: Client, settings: Sett
         # over, with the items still processing, and re-runs the failed ones.
         await _requeue_failed_items(sessions, job.id)
     # (a queued job whose workflow is gone only needs its workflow)
-    await start_job_workflow(client, settings, job.id)
+    await start_job_workflow(client, settings, job)
     return await job_status(sessions, job_ref, client)
 
 
