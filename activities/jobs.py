@@ -202,6 +202,7 @@ class JobActivities:
                 concurrency=job.concurrent_processing,
                 error_policy=ErrorPolicy(job.error_handling),
                 mode=DeliveryMode(job.mode),
+                priority=job.priority,
                 user_id=job.created_by,
                 counters=_counters_of(job),
                 usage=TokenUsage(
@@ -293,6 +294,7 @@ class JobActivities:
                 emotional_arc_id=parameters["emotional_arc_id"],
                 training_topic_id=parameters["training_topic_id"],
                 template_id=None if template_id in (None, str(NIL_UUID)) else template_id,
+                sample=parameters.get("sample", 1),
                 recorded=await _recorded_outcome(session, item) if ItemStatus(item.status).is_final else None,
             )
 

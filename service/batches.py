@@ -44,6 +44,10 @@ from workflows.config import ITEM_CANCEL_GRACE
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
 USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length
+# Samples per combination, and items per job: twice the largest job ever run (10,000 items);
+# more is likelier a typo in --samples than a plan, and can be split into several jobs.
+MAX_SAMPLES = 1_000
+MAX_JOB_ITEMS = 20_000
 
 
 class BatchInputError(ValueError):
@@ -62,6 +66,9 @@ class LaunchRequest:
     name: str | None = None
     user: str = "local-user"
     mode: DeliveryMode = DeliveryMode.ONLINE
+    samples: int = 1
+    # 1 (first) to 5 (last) among backlogged jobs; None = the middle (Temporal's default, 3).
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,10 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
     """Validate every id and name, then create the job and all its items in one transaction."""
     if not 1 <= request.concurrency <= 100:
         raise BatchInputError(f"--concurrency must be between 1 and 100, got {request.concurrency}")
+    if not 1 <= request.samples <= MAX_SAMPLES:
+        raise BatchInputError(f"--samples must be between 1 and {MAX_SAMPLES}, got {request.samples}")
+    if request.priority is not None and not 1 <= request.priority <= 5:
+        raise BatchInputError(f"--priority must be between 1 (first) and 5 (last), got {request.priority}")
     if request.name is not None and not 1 <= len(request.name.strip()) <= JOB_NAME_MAX_LENGTH:
         raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(request.name)}")
     user = validate_user(request.user)
@@ -140,18 +151,25 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         topics = await _resolve(session, TrainingTopic, "topic", request.topics)
         template_id = await _resolve_template(session, request.template, request.tier)
         combinations = list(itertools.product(personas, arcs, topics))
+        total = len(combinations) * request.samples
+        if total > MAX_JOB_ITEMS:
+            raise BatchInputError(
+                f"{len(combinations)} combinations x {request.samples} samples = {total} items, "
+                f"more than the {MAX_JOB_ITEMS} a job may have: launch fewer samples or split the job"
+            )
         job_id = uuid.uuid4()
         await session.execute(
             insert(BatchJob).values(
                 id=job_id,
-                name=request.name or f"{request.tier.value} batch of {len(combinations)}",
+                name=request.name or f"{request.tier.value} batch of {total}",
                 status=JobStatus.QUEUED.value,
-                total_items=len(combinations),
+                total_items=total,
                 tier=request.tier.value,
                 shared_parameters={"template_id": str(template_id)},
                 concurrent_processing=request.concurrency,
                 error_handling=request.on_error.value,
                 mode=request.mode.value,
+                priority=request.priority or 0,
                 created_by=user,
             )
         )
@@ -168,12 +186,15 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
                         "emotional_arc_id": str(arc.id),
                         "training_topic_id": str(topic.id),
                         "template_id": str(template_id),
+                        "sample": sample,
                     },
                 }
-                for position, (persona, arc, topic) in enumerate(combinations)
+                for position, ((persona, arc, topic), sample) in enumerate(
+                    itertools.product(combinations, range(1, request.samples + 1))
+                )
             ],
         )
-    return job_id, len(combinations)
+    return job_id, total
 
 
 def job_summary(job: BatchJob) -> str:

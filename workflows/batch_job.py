@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
     from workflows.message_batches import MessageBatchesWorkflow
-    from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL
+    from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL, item_priority
 
 
 @workflow.defn(name="BatchJobWorkflow")
@@ -435,6 +435,7 @@ class BatchJobWorkflow:
                 ),
                 id=item_workflow_id(item.item_id),
                 static_summary=item.summary or None,
+                priority=item_priority(request.job_id, self._plan.priority),
                 # Items outlive each run of this workflow: continue-as-new must not end them.
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 # An item that ended well is never started again; a failed one can be retried.
