@@ -271,6 +271,9 @@ def _temporal_argv(config: StackConfig, root: Path) -> list[str]:
         "--db-filename", str(root / "temporal.db"),
         "--namespace", NAMESPACE,
         "--log-level", "warn",
+        # Task queue fairness: items of a small job are not queued behind a big job's backlog.
+        "--dynamic-config-value", "matching.enableFairness=true",
+        "--dynamic-config-value", "matching.useNewMatcher=true",
     ]  # fmt: skip
     for key in search_attributes.ALL:
         argv += ["--search-attribute", f"{key.name}={_search_attribute_type(key.indexed_value_type)}"]

@@ -36,6 +36,7 @@ _LEVEL_BY_FIXTURE = (
     ("outage_stack", pytest.mark.chaos),
     ("stack", pytest.mark.integration),
     ("time_skipping_env", pytest.mark.workflow),
+    ("own_ts_client", pytest.mark.workflow),
 )
 
 
@@ -56,14 +57,31 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+@contextlib.asynccontextmanager
+async def _time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
     )
     await register_search_attributes(env.client)
-    yield env
-    await env.shutdown()
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    async with _time_skipping_server() as env:
+        yield env
+
+
+@pytest.fixture
+async def own_ts_client() -> AsyncIterator[Client]:
+    """A time-skipping server of the test's own, for a test that skips hours: workflows other
+    tests left open on the shared one (continued-as-new jobs, abandoned activities) stop it from
+    skipping time."""
+    async with _time_skipping_server() as env:
+        yield env.client
 
 
 @pytest.fixture

@@ -330,13 +330,13 @@ class DatabaseDownFor(FakeActivities):
         return await super().finish_item(request)
 
 
-async def test_a_fifteen_minute_outage_delays_every_data_step_and_fails_nothing(ts_client: Client, task_queue: str) -> None:
+async def test_a_fifteen_minute_outage_delays_every_data_step_and_fails_nothing(own_ts_client: Client, task_queue: str) -> None:
     batch = FakeBatch.of(3)
-    fakes = DatabaseDownFor(batch, ts_client)
+    fakes = DatabaseDownFor(batch, own_ts_client)
 
-    async with Worker(ts_client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow], activities=fakes.all()):
+    async with Worker(own_ts_client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow], activities=fakes.all()):
         progress = await asyncio.wait_for(
-            ts_client.execute_workflow(
+            own_ts_client.execute_workflow(
                 BatchJobWorkflow.run,
                 BatchJobInput(job_id=batch.job_id, claude=ClaudeCallPlan()),
                 id=job_workflow_id(batch.job_id),
