@@ -140,6 +140,7 @@ class ItemPageRequest(BaseModel):
 class ItemRef(BaseModel):
     item_id: uuid.UUID
     position: int
+    summary: str = ""  # "persona · arc · topic": the item workflow's summary in the web UI
 
 
 class ItemPage(BaseModel):

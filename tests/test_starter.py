@@ -227,7 +227,8 @@ async def test_a_cancel_not_done_in_time_names_the_items_still_to_report_and_exi
         id=item_workflow_id(stuck.id),
         task_queue=f"nobody-polls-{uuid.uuid4()}",
     )
-    await batches.start_job_workflow(stack_client, stack_settings, job_id)
+    async with sessions() as session:
+        await batches.start_job_workflow(stack_client, stack_settings, await session.get(BatchJob, job_id))
     job = stack_client.get_workflow_handle(job_workflow_id(job_id), result_type=JobProgress)
     await eventually(lambda: _in_flight(job, stuck.id), "the job waits for the stuck item")
 

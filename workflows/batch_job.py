@@ -4,7 +4,9 @@ before Temporal's history limits, so a batch of any size fits.
 
 Every item is accounted exactly once: by its own report (a signal), or, when its workflow ended
 without one (terminated, failed before reporting), from its row. The job's own steps never fail
-this workflow: a step that cannot succeed is logged, and the job ends with a reason instead."""
+this workflow: a step that cannot succeed is logged, and the job ends with a reason instead.
+A job that ends `failed` still completes its execution (its result is the JobProgress every
+caller reads); the web UI shows it failed by its BatchStatus search attribute and its details."""
 
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ class BatchJobWorkflow:
         self._item_watches: set[asyncio.Task] = set()
         self._check_unreported = bool(self._state.in_flight)  # a continued run checks at once
         self._ended = False
+        self._enriched: int | None = None  # conversations enriched so far, once the job enriches
 
     # --- the run ------------------------------------------------------------------------
 
@@ -201,7 +204,8 @@ class BatchJobWorkflow:
             if page is None:
                 return
             enriched, more = enriched + page.enriched, page.more
-            workflow.set_current_details(f"enriched {enriched} conversations")
+            self._enriched = enriched
+            self._show_details()
 
     # --- items that end without a report ------------------------------------------------
 
@@ -275,6 +279,7 @@ class BatchJobWorkflow:
             counters.failed += 1
             self._state.first_failure = self._state.first_failure or f"item {outcome.item_id}: {outcome.error_message}"
         self._report_percent()
+        self._show_details()
 
     @workflow.signal
     async def pause(self) -> None:
@@ -431,6 +436,7 @@ class BatchJobWorkflow:
                     mode=self._plan.mode,
                 ),
                 id=item_workflow_id(item.item_id),
+                static_summary=item.summary or None,
                 priority=item_priority(request.job_id, self._plan.priority),
                 # Items outlive each run of this workflow: continue-as-new must not end them.
                 parent_close_policy=ParentClosePolicy.ABANDON,
@@ -488,6 +494,7 @@ class BatchJobWorkflow:
             # The job ends with the counts its rows hold, whatever reports were lost or repeated.
             self._state.counters = counters
             self._report_percent()
+            self._show_details()
         if status == JobStatus.PAUSED or status.is_final:
             await self._job_step(JobActivities.write_job_log, self._job_id)
 
@@ -495,6 +502,18 @@ class BatchJobWorkflow:
         self._status = status
         workflow.upsert_search_attributes([search_attributes.BATCH_STATUS.value_set(status.value)])
         self._report_percent()
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The job's live line in the web UI (not a history event: cheap to set on every change)."""
+        progress = self.progress()
+        eta = f"{progress.eta_seconds:.0f} s" if progress.eta_seconds is not None else "unknown"
+        workflow.set_current_details(
+            f"**{progress.status.value}**: {progress.completed + progress.cancelled} of {progress.total} done, "
+            f"{progress.successful} succeeded, {progress.failed} failed, {progress.cancelled} cancelled, "
+            f"{progress.in_flight} in flight; cost ${progress.usage.cost_usd:.4f}; ETA {eta}"
+            + (f"; enriched {self._enriched} conversations" if self._enriched is not None else "")
+        )
 
     def _report_percent(self) -> None:
         counters = self._state.counters
