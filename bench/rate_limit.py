@@ -38,7 +38,8 @@ ARCS = ["Couple Conflict -> Alignment", "Anxiety -> Confidence", "Confusion -> C
 TOPICS = ["Essential Estate Planning", "Retirement Income Planning", "Paying Down Debt", "College Savings Plans"]
 
 
-async def run_phase(settings: Settings, standin: StandinControl, standin_config: dict) -> dict:
+async def run_phase(settings: Settings, standin: StandinControl, standin_config: dict, samples: int | None = None) -> dict:
+    """One job of the 64 catalog combinations; or, given samples, that many of one combination."""
     await standin.reset()
     await standin.configure(**standin_config)
     engine = create_engine(settings)
@@ -48,7 +49,10 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
     async with AsyncExitStack() as running:
         for worker in build_workers(client, settings, sessions, storage, create_claude_client(settings)):
             await running.enter_async_context(worker)
-        request = batches.LaunchRequest(personas=PERSONAS, arcs=ARCS, topics=TOPICS, tier=Tier.TEMPLATE, concurrency=32)
+        catalog = {"personas": PERSONAS, "arcs": ARCS, "topics": TOPICS} if samples is None else {
+            "personas": PERSONAS[:1], "arcs": ARCS[:1], "topics": TOPICS[:1], "samples": samples
+        }
+        request = batches.LaunchRequest(**catalog, tier=Tier.TEMPLATE, concurrency=32)
         started = time.monotonic()
         job = await batches.launch(sessions, client, settings, request)
         await client.get_workflow_handle(job.workflow_id).result()
@@ -71,17 +75,22 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
     }
 
 
+def engine_settings(env: dict[str, str], calls_per_minute: float) -> Settings:
+    """The engine as benchmarked: on the stack's stand-in, fresh task queues, at this limit."""
+    return devstack.standin_settings(
+        env,
+        claude_calls_per_minute=calls_per_minute,
+        claude_max_concurrent_calls=32,
+        claude_max_attempts=20,
+        claude_retry_base_s=1.0,
+    )
+
+
 async def main(calls_per_minute: float, latency_ms: int, standin_rpm: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="brightrun-bench-"))
     try:
         env = devstack.start(devstack.isolated_config(root))
-        settings = devstack.standin_settings(
-            env,
-            claude_calls_per_minute=calls_per_minute,
-            claude_max_concurrent_calls=32,
-            claude_max_attempts=20,
-            claude_retry_base_s=1.0,
-        )
+        settings = engine_settings(env, calls_per_minute)
         standin = StandinControl(env["ANTHROPIC_BASE_URL"])
         unlimited = await run_phase(settings, standin, {"latency_ms": latency_ms})
         fresh = settings.model_copy(

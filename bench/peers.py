@@ -1,0 +1,141 @@
+"""Benchmark: this engine against a plain asyncio script (the anthropic SDK and a pacer) and
+bespokelabs curator, sending the same N requests to the same stand-in at the same calls/min,
+first with no account limit at the stand-in, then with one below ours (429 with retry-after).
+Curator runs from its own virtual environment, .peers-venv/, made here on first use (pinned;
+never a dependency of the product).
+
+    .venv/bin/python -m bench.peers [--requests 120] [--calls-per-minute 120] [--latency-ms 2000] [--standin-rpm 40]
+
+Writes bench/results/peers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anthropic
+
+from bench.rate_limit import engine_settings, run_phase
+from bench.results_file import save_result
+from brightrun.settings import Settings
+from devtools import devstack
+from devtools.standin_control import StandinControl
+
+REPO = Path(__file__).resolve().parent.parent
+CURATOR = "bespokelabs-curator==0.1.31"
+CURATOR_VENV = REPO / ".peers-venv"
+
+
+def curator_python() -> Path:
+    python = CURATOR_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(CURATOR_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", CURATOR], check=True)
+    return python
+
+
+async def curator_run(settings: Settings, requests: int, calls_per_minute: float) -> float:
+    runner = await asyncio.create_subprocess_exec(
+        str(curator_python()), str(REPO / "bench" / "curator_peer.py"),
+        settings.anthropic_base_url, str(requests), str(int(calls_per_minute)), settings.claude_model,
+        stdout=asyncio.subprocess.PIPE, cwd=tempfile.mkdtemp(prefix="curator-run-"),
+    )  # fmt: skip
+    out, _ = await runner.communicate()
+    if runner.returncode:
+        raise RuntimeError(f"curator exited with {runner.returncode}")
+    return float(out.decode().strip().splitlines()[-1])
+
+
+async def plain_script(settings: Settings, requests: int, calls_per_minute: float) -> float:
+    """What a person writes in 40 lines: one task per request, started on a fixed clock."""
+    client = anthropic.AsyncAnthropic(base_url=settings.anthropic_base_url, api_key="standin", max_retries=2)
+    interval = 60 / calls_per_minute
+    started = time.monotonic()
+
+    async def one(n: int) -> None:
+        await asyncio.sleep(n * interval)
+        try:
+            await client.messages.create(
+                model=settings.claude_model,
+                max_tokens=2048,
+                system="You write training conversations as JSON.",
+                messages=[{"role": "user", "content": f"Write conversation {n} as JSON."}],
+                extra_headers={"x-brightrun-item": f"plain-{n}"},
+            )
+        except anthropic.APIError:
+            pass  # counted by the stand-in's log
+
+    await asyncio.gather(*(one(n) for n in range(requests)))
+    await client.close()
+    return time.monotonic() - started
+
+
+def summary(stats: dict, wall_s: float, calls_per_minute: float) -> dict:
+    times = sorted(entry["at"] for entry in stats["log"])
+    ok = sorted(entry["at"] for entry in stats["log"] if entry["outcome"] == "ok")
+    rate = len(ok) / (wall_s / 60)
+    return {
+        "wall_time_s": round(wall_s, 1),
+        "requests": stats["requests"],
+        "successes": len(ok),
+        "by_outcome": stats["by_outcome"],
+        "requests_per_minute_over_run": round(rate, 1),
+        "share_of_limit": round(rate / calls_per_minute, 3),
+        "busiest_60s_window_requests": max(sum(1 for t in times if s <= t < s + 60) for s in times),
+        "rate_limit_429s": sum(n for outcome, n in stats["by_outcome"].items() if outcome.startswith("429")),
+    }
+
+
+async def measure(requests: int, calls_per_minute: float, latency_ms: int, standin_rpm: int) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="brightrun-peers-"))
+    results: dict = {}
+    try:
+        env = devstack.start(devstack.isolated_config(root))
+        standin = StandinControl(env["ANTHROPIC_BASE_URL"])
+        for phase, config in (
+            ("no_account_limit", {"latency_ms": latency_ms}),
+            ("account_limit", {"latency_ms": latency_ms, "rpm_limit": standin_rpm}),
+        ):
+            settings = engine_settings(env, calls_per_minute)  # fresh task queues for each phase
+            engine = await run_phase(settings, standin, config, samples=requests)
+            engine_summary = summary(await standin.stats(), engine["wall_time_s"], calls_per_minute)
+            await standin.reset()
+            await standin.configure(**config)
+            plain_wall = await plain_script(settings, requests, calls_per_minute)
+            plain_summary = summary(await standin.stats(), plain_wall, calls_per_minute)
+            await standin.reset()
+            await standin.configure(**config)
+            curator_wall = await curator_run(settings, requests, calls_per_minute)
+            results[phase] = {
+                "standin": config,
+                "engine": engine_summary,
+                "plain_asyncio_script": plain_summary,
+                CURATOR: summary(await standin.stats(), curator_wall, calls_per_minute),
+            }
+    finally:
+        devstack.stop(root)
+    return {
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "requests": requests,
+        "calls_per_minute_setting": calls_per_minute,
+        "standin_latency_ms": latency_ms,
+        "standin_account_rpm": standin_rpm,
+        **results,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=120)
+    parser.add_argument("--calls-per-minute", type=float, default=120)
+    parser.add_argument("--latency-ms", type=int, default=2000)
+    parser.add_argument("--standin-rpm", type=int, default=40)
+    args = parser.parse_args()
+    save_result("peers", asyncio.run(measure(args.requests, args.calls_per_minute, args.latency_ms, args.standin_rpm)))
