@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 LOCK_VENV := .venv-lock
 
-.PHONY: help venv up down status demo test chaos bench lock clean
+.PHONY: help venv up down status demo test chromium chaos bench lock clean
 
 help:
 	@echo "make venv     create $(VENV)/ with the pinned dependencies (automatic for the targets below)"
@@ -14,7 +14,7 @@ help:
 	@echo "make down     stop everything 'make up' started"
 	@echo "make status   show what runs"
 	@echo "make demo     run a real batch end to end on the local stack"
-	@echo "make test     run the whole test suite"
+	@echo "make test     run the whole test suite (installs Debian's chromium for the web UI test when missing)"
 	@echo "make chaos    run the chaos suite's long scenarios (about an hour); writes bench/results/chaos.json"
 	@echo "make bench    run the 10,000-item benchmark"
 	@echo "make lock     re-resolve pyproject.toml and rewrite constraints.txt"
@@ -41,8 +41,13 @@ status:
 demo: venv
 	$(PYTHON) -m devtools.demo
 
-test: venv
+test: venv chromium
 	$(PYTHON) -m pytest
+
+# The web UI test drives Debian's chromium (a package registry CI reaches; Playwright never
+# downloads a browser). Installed once, when missing.
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 chaos: venv
 	$(PYTHON) -m bench.chaos

@@ -135,9 +135,13 @@ def launch(
         DeliveryMode,
         typer.Option("--mode", help="online: one Messages call per item; batch: Anthropic Message Batches, half the price."),
     ] = DeliveryMode.ONLINE,
+    samples: Annotated[int, typer.Option("--samples", help="Conversations per combination, each its own item (1-1000).")] = 1,
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="1 (first) to 5 (last) when jobs wait for workers; default 3.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Create a batch job (personas x arcs x topics) and start its workflow."""
+    """Create a batch job (personas x arcs x topics, x samples) and start its workflow."""
 
     async def action(ctx: Context) -> batches.LaunchedJob:
         request = batches.LaunchRequest(
@@ -151,6 +155,8 @@ def launch(
             name=name,
             user=user or ctx.settings.default_user_id,
             mode=mode,
+            samples=samples,
+            priority=priority,
         )
         return await batches.launch(ctx.sessions, ctx.client, ctx.settings, request)
 

@@ -72,6 +72,12 @@ def _log(session: AsyncSession, job_id: uuid.UUID, line: str, item_id: uuid.UUID
     return session.execute(insert(BatchJobEvent).values(batch_job_id=job_id, batch_item_id=item_id, line=line))
 
 
+async def _names(session: AsyncSession, table: type[Persona] | type[EmotionalArc], ids: set[str]) -> dict[str, str]:
+    """Catalog names by id (as the item parameters hold them, strings)."""
+    rows = await session.execute(select(table.id, table.name).where(table.id.in_([uuid.UUID(i) for i in ids])))
+    return {str(row_id): name for row_id, name in rows}
+
+
 def _item_line(position: int, item_id: uuid.UUID, what: str) -> str:
     return f"item {position} ({item_id}) {what}"
 
@@ -196,6 +202,7 @@ class JobActivities:
                 concurrency=job.concurrent_processing,
                 error_policy=ErrorPolicy(job.error_handling),
                 mode=DeliveryMode(job.mode),
+                priority=job.priority,
                 user_id=job.created_by,
                 counters=_counters_of(job),
                 usage=TokenUsage(
@@ -236,17 +243,36 @@ class JobActivities:
     @classify_data_errors
     async def list_queued_items(self, request: ItemPageRequest) -> ItemPage:
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(BatchItem.id, BatchItem.position)
-                .where(
-                    BatchItem.batch_job_id == request.job_id,
-                    BatchItem.position >= request.from_position,
-                    BatchItem.status == ItemStatus.QUEUED.value,
+            rows = (
+                await session.execute(
+                    select(BatchItem.id, BatchItem.position, BatchItem.topic, BatchItem.parameters)
+                    .where(
+                        BatchItem.batch_job_id == request.job_id,
+                        BatchItem.position >= request.from_position,
+                        BatchItem.status == ItemStatus.QUEUED.value,
+                    )
+                    .order_by(BatchItem.position)
+                    .limit(request.limit)
                 )
-                .order_by(BatchItem.position)
-                .limit(request.limit)
+            ).all()
+            persona_names = await _names(session, Persona, {row.parameters["persona_id"] for row in rows})
+            arc_names = await _names(session, EmotionalArc, {row.parameters["emotional_arc_id"] for row in rows})
+            return ItemPage(
+                items=[
+                    ItemRef(
+                        item_id=row.id,
+                        position=row.position,
+                        summary=" · ".join(
+                            (
+                                persona_names.get(row.parameters["persona_id"], "?"),
+                                arc_names.get(row.parameters["emotional_arc_id"], "?"),
+                                row.topic or "?",
+                            )
+                        ),
+                    )
+                    for row in rows
+                ]
             )
-            return ItemPage(items=[ItemRef(item_id=item_id, position=position) for item_id, position in rows])
 
     @activity.defn(name="begin_item")
     @classify_data_errors
@@ -268,6 +294,7 @@ class JobActivities:
                 emotional_arc_id=parameters["emotional_arc_id"],
                 training_topic_id=parameters["training_topic_id"],
                 template_id=None if template_id in (None, str(NIL_UUID)) else template_id,
+                sample=parameters.get("sample", 1),
                 recorded=await _recorded_outcome(session, item) if ItemStatus(item.status).is_final else None,
             )
 

@@ -14,6 +14,17 @@ from models.messages import NIL_UUID, ResolvedPrompt, ResolvePromptInput, Select
 from models.tables import EmotionalArc, Persona, PromptTemplate, TrainingTopic
 
 
+def sample_variation(sample: int) -> str:
+    """A line that makes each further sample of a combination a different prompt, so its
+    conversation differs too; the first sample keeps the template's text as it is."""
+    if sample <= 1:
+        return ""
+    return (
+        f"\n\nThis is sample {sample} of this combination: write a conversation that differs "
+        "from the other samples in its opening, the situation's details and the turns it takes."
+    )
+
+
 def placeholders_of(text: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
 
@@ -101,7 +112,7 @@ class TemplateActivities:
             template_id=template.id,
             template_version=template.version,
             system=template.system_text,
-            user=template.template_text.format_map(values),
+            user=template.template_text.format_map(values) + sample_variation(request.sample),
             persona_name=persona.name,
             topic_name=topic.name,
         )

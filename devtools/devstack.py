@@ -167,7 +167,8 @@ def start(config: StackConfig) -> dict[str, str]:
     servers = {name: _launch(root, name, argv(config, root), _server_env()) for name, argv in SERVER_ARGV.items()}
     standin_argv = [sys.executable, "-m", "devtools.standin", "--host", LOOPBACK, "--port", str(config.standin_port)]
     standin = _launch(root, "standin", standin_argv, _server_env()) if with_standin else None
-    database_url = _ensure_database(config.database_url) if config.database_url else _start_embedded_postgres(root)
+    external_database = config.database_url and not _is_own_embedded_database(root, config.database_url)
+    database_url = _ensure_database(config.database_url) if external_database else _start_embedded_postgres(root)
 
     env = {
         "TEMPORAL_ADDRESS": f"{LOOPBACK}:{config.temporal_port}",
@@ -271,6 +272,9 @@ def _temporal_argv(config: StackConfig, root: Path) -> list[str]:
         "--db-filename", str(root / "temporal.db"),
         "--namespace", NAMESPACE,
         "--log-level", "warn",
+        # Task queue fairness: items of a small job are not queued behind a big job's backlog.
+        "--dynamic-config-value", "matching.enableFairness=true",
+        "--dynamic-config-value", "matching.useNewMatcher=true",
     ]  # fmt: skip
     for key in search_attributes.ALL:
         argv += ["--search-attribute", f"{key.name}={_search_attribute_type(key.indexed_value_type)}"]
@@ -509,6 +513,16 @@ def _start_embedded_postgres(root: Path) -> str:
     return url
 
 
+def _is_own_embedded_database(root: Path, url: str) -> bool:
+    """Whether `url` is this stack's own embedded PostgreSQL, as its env file names it: a shell
+    that sourced the env file passes it back in DATABASE_URL, and `up` must restart that server
+    when it is down instead of taking it for an external one."""
+    if not (root / "pgdata" / "PG_VERSION").exists():
+        return False
+    recorded = _read_env_file(root / "env").get("DATABASE_URL")
+    return recorded is not None and Settings(database_url=url).database_url == recorded
+
+
 def _link_log(link: Path, target: Path) -> None:
     """PostgreSQL writes its log inside pgdata; a link keeps every log in one folder."""
     if not link.is_symlink():
@@ -543,6 +557,13 @@ def _write_env_file(path: Path, env: Mapping[str, str]) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(lines)
     temporary.replace(path)
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    pairs = (line.partition("=") for line in path.read_text().splitlines() if "=" in line)
+    return {key: " ".join(shlex.split(value)) for key, _, value in pairs}
 
 
 # --- stop and status --------------------------------------------------------------------

@@ -58,6 +58,8 @@ class JobPlan(BaseModel):
     concurrency: int
     error_policy: ErrorPolicy
     mode: DeliveryMode = DeliveryMode.ONLINE
+    # batch_jobs.priority: 1 (first) to 5 (last); 0 = Temporal's default, the middle.
+    priority: int = 0
     user_id: str
     counters: JobCounters
     usage: TokenUsage
@@ -138,6 +140,7 @@ class ItemPageRequest(BaseModel):
 class ItemRef(BaseModel):
     item_id: uuid.UUID
     position: int
+    summary: str = ""  # "persona · arc · topic": the item workflow's summary in the web UI
 
 
 class ItemPage(BaseModel):
@@ -239,6 +242,8 @@ class ItemWork(BaseModel):
     emotional_arc_id: uuid.UUID
     training_topic_id: uuid.UUID
     template_id: uuid.UUID | None = None
+    # Which of the combination's samples this item is (1-based; `launch --samples K`).
+    sample: int = 1
     # The outcome the row already holds when it is final (a reset or a second start of an ended
     # item): the item is reported as it is and never generated again.
     recorded: ItemFinished | None = None
@@ -261,6 +266,7 @@ class ResolvePromptInput(BaseModel):
     emotional_arc_id: uuid.UUID
     training_topic_id: uuid.UUID
     tier: Tier
+    sample: int = 1
 
 
 class ResolvedPrompt(BaseModel):

@@ -44,6 +44,10 @@ from workflows.config import ITEM_CANCEL_GRACE
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
 USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length
+# Samples per combination, and items per job: twice the largest job ever run (10,000 items);
+# more is likelier a typo in --samples than a plan, and can be split into several jobs.
+MAX_SAMPLES = 1_000
+MAX_JOB_ITEMS = 20_000
 
 
 class BatchInputError(ValueError):
@@ -62,6 +66,9 @@ class LaunchRequest:
     name: str | None = None
     user: str = "local-user"
     mode: DeliveryMode = DeliveryMode.ONLINE
+    samples: int = 1
+    # 1 (first) to 5 (last) among backlogged jobs; None = the middle (Temporal's default, 3).
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,10 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
     """Validate every id and name, then create the job and all its items in one transaction."""
     if not 1 <= request.concurrency <= 100:
         raise BatchInputError(f"--concurrency must be between 1 and 100, got {request.concurrency}")
+    if not 1 <= request.samples <= MAX_SAMPLES:
+        raise BatchInputError(f"--samples must be between 1 and {MAX_SAMPLES}, got {request.samples}")
+    if request.priority is not None and not 1 <= request.priority <= 5:
+        raise BatchInputError(f"--priority must be between 1 (first) and 5 (last), got {request.priority}")
     if request.name is not None and not 1 <= len(request.name.strip()) <= JOB_NAME_MAX_LENGTH:
         raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(request.name)}")
     user = validate_user(request.user)
@@ -140,18 +151,25 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         topics = await _resolve(session, TrainingTopic, "topic", request.topics)
         template_id = await _resolve_template(session, request.template, request.tier)
         combinations = list(itertools.product(personas, arcs, topics))
+        total = len(combinations) * request.samples
+        if total > MAX_JOB_ITEMS:
+            raise BatchInputError(
+                f"{len(combinations)} combinations x {request.samples} samples = {total} items, "
+                f"more than the {MAX_JOB_ITEMS} a job may have: launch fewer samples or split the job"
+            )
         job_id = uuid.uuid4()
         await session.execute(
             insert(BatchJob).values(
                 id=job_id,
-                name=request.name or f"{request.tier.value} batch of {len(combinations)}",
+                name=request.name or f"{request.tier.value} batch of {total}",
                 status=JobStatus.QUEUED.value,
-                total_items=len(combinations),
+                total_items=total,
                 tier=request.tier.value,
                 shared_parameters={"template_id": str(template_id)},
                 concurrent_processing=request.concurrency,
                 error_handling=request.on_error.value,
                 mode=request.mode.value,
+                priority=request.priority or 0,
                 created_by=user,
             )
         )
@@ -168,16 +186,26 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
                         "emotional_arc_id": str(arc.id),
                         "training_topic_id": str(topic.id),
                         "template_id": str(template_id),
+                        "sample": sample,
                     },
                 }
-                for position, (persona, arc, topic) in enumerate(combinations)
+                for position, ((persona, arc, topic), sample) in enumerate(
+                    itertools.product(combinations, range(1, request.samples + 1))
+                )
             ],
         )
-    return job_id, len(combinations)
+    return job_id, total
 
 
-async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UUID) -> str:
-    """Start a run of the job's workflow: for a new job, or to retry one."""
+def job_summary(job: BatchJob) -> str:
+    """The job's line in the web UI's workflow list (its static summary)."""
+    return f"{job.name} · {job.total_items} items · {job.tier} · {job.mode}"
+
+
+async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) -> str:
+    """Start a run of the job's workflow: for a new job, or to retry one (the default id reuse
+    policy lets a new run take the id of an ended one)."""
+    job_id = job.id
     workflow_id = job_workflow_id(job_id)
     await client.start_workflow(
         BatchJobWorkflow.run,
@@ -191,6 +219,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
         ),
         id=workflow_id,
         task_queue=settings.task_queue,
+        static_summary=job_summary(job),
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search_attributes.BATCH_JOB_ID, str(job_id)),
@@ -205,7 +234,7 @@ async def start_job_workflow(client: Client, settings: Settings, job_id: uuid.UU
 async def launch(sessions: async_sessionmaker, client: Client, settings: Settings, request: LaunchRequest) -> LaunchedJob:
     job_id, total = await create_job(sessions, request)
     try:
-        workflow_id = await start_job_workflow(client, settings, job_id)
+        workflow_id = await start_job_workflow(client, settings, await _load_job(sessions, str(job_id)))
     except Exception:
         # Nothing half-created: a job without its workflow would sit queued forever.
         async with sessions.begin() as session:
@@ -515,7 +544,7 @@ async def retry_job(sessions: async_sessionmaker, client: Client, settings: Sett
         # over, with the items still processing, and re-runs the failed ones.
         await _requeue_failed_items(sessions, job.id)
     # (a queued job whose workflow is gone only needs its workflow)
-    await start_job_workflow(client, settings, job.id)
+    await start_job_workflow(client, settings, job)
     return await job_status(sessions, job_ref, client)
 
 

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 _LEVEL_BY_FIXTURE = (
     ("outage_stack", pytest.mark.chaos),
     ("stack", pytest.mark.integration),
+    ("own_stack", pytest.mark.integration),
     ("time_skipping_env", pytest.mark.workflow),
     ("own_ts_client", pytest.mark.workflow),
 )

@@ -96,3 +96,36 @@ async def test_the_real_error_message_reaches_the_item_row(
     assert (row.failed_items, row.successful_items) == (1, 0)
     assert "all 1 items failed" in row.error_message
     assert (await standin.stats())["requests"] == 1, "a 400 is never retried"
+
+
+async def test_samples_make_distinct_conversations_of_one_combination(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, storage: Storage
+) -> None:
+    job = await launch_and_wait(
+        sessions,
+        stack_client,
+        stack_settings,
+        personas=["David Chen", "Maria Gonzalez"],
+        arcs=["Couple Conflict -> Alignment"],
+        topics=["Essential Estate Planning"],
+        tier=Tier.TEMPLATE,
+        samples=3,
+        user="alice",
+    )
+
+    async with sessions() as session:
+        row = await session.get(BatchJob, job.job_id)
+        items = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == job.job_id))).all()
+        conversations = (await session.scalars(select(Conversation).where(Conversation.batch_job_id == job.job_id))).all()
+    assert (row.total_items, row.successful_items) == (6, 6)
+    assert sorted(i.position for i in items) == list(range(6))
+    assert all(i.status == ItemStatus.COMPLETED for i in items)
+    assert len({i.conversation_id for i in items}) == 6 and len(conversations) == 6
+    assert len({c.final_storage_path for c in conversations}) == 6
+    finals = [await storage.get_bytes(storage.conversation_bucket, c.final_storage_path) for c in conversations]
+    turns_by_persona: dict[str, set[str]] = {}
+    for final in finals:
+        document = ConversationDocument.model_validate(json.loads(final))
+        turns_by_persona.setdefault(document.metadata.persona, set()).add(json.dumps([t.model_dump() for t in document.turns]))
+    # Each combination's three samples are three different conversations.
+    assert {persona: len(turns) for persona, turns in turns_by_persona.items()} == {"David Chen": 3, "Maria Gonzalez": 3}

@@ -75,6 +75,13 @@ LAUNCH = ["launch", "--persona", "David Chen", "--arc", "Couple Conflict -> Alig
         ([*LAUNCH, "--concurrency", "0"], "--concurrency must be between 1 and 100, got 0"),
         ([*LAUNCH, "--name", "n" * 5000], "--name must be 1 to 200 characters, got 5000"),
         ([*LAUNCH, "--persona", "David Chen"], "persona 'David Chen' is given twice"),
+        ([*LAUNCH, "--priority", "6"], "--priority must be between 1 (first) and 5 (last), got 6"),
+        ([*LAUNCH, "--samples", "0"], "--samples must be between 1 and 1000, got 0"),
+        ([*LAUNCH, "--samples", "1001"], "--samples must be between 1 and 1000, got 1001"),
+        ([*LAUNCH, "--persona", "James Okafor", "--samples", "1000", "--arc", "Grief -> Acceptance",
+          "--topic", "Paying Down Debt", "--persona", "Maria Gonzalez", "--arc", "Anxiety -> Confidence",
+          "--topic", "Retirement Income Planning"],
+         "27 combinations x 1000 samples = 27000 items, more than the 20000 a job may have"),
         (["jobs", "--user", "a/b"], "user 'a/b' must be"),
         (["status", "0b7a8c44-0000-4000-8000-000000000000"], "job 0b7a8c44-0000-4000-8000-000000000000 not found"),
         (["status", "nope"], "job id 'nope' is not a valid UUID"),
@@ -108,6 +115,19 @@ async def test_launch_json_then_status_json(cli_env: dict[str, str], stack_clien
     assert {"status": "completed", "total": 2, "completed": 2, "successful": 2, "failed": 0, "cancelled": 0,
             "remaining": 0, "eta_seconds": 0.0}.items() <= status.items()
     assert status["input_tokens"] > 0 and status["output_tokens"] > 0 and "cost_usd" in status
+
+
+async def test_launch_samples_makes_k_items_per_combination(cli_env: dict[str, str], sessions: async_sessionmaker) -> None:
+    launched = starter(cli_env, *LAUNCH, "--persona", "James Okafor", "--samples", "3", "--json")
+    assert launched.returncode == 0, launched.stderr
+    job = json.loads(launched.stdout)
+
+    assert job["total_items"] == 6
+    async with sessions() as session:
+        items = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == uuid.UUID(job["job_id"])))).all()
+    assert sorted(i.position for i in items) == list(range(6))
+    samples = sorted((i.parameters["persona_id"], i.parameters["sample"]) for i in items)
+    assert [s for _, s in samples] == [1, 2, 3, 1, 2, 3]
 
 
 @pytest.mark.usefixtures("pipeline_worker")
@@ -207,7 +227,8 @@ async def test_a_cancel_not_done_in_time_names_the_items_still_to_report_and_exi
         id=item_workflow_id(stuck.id),
         task_queue=f"nobody-polls-{uuid.uuid4()}",
     )
-    await batches.start_job_workflow(stack_client, stack_settings, job_id)
+    async with sessions() as session:
+        await batches.start_job_workflow(stack_client, stack_settings, await session.get(BatchJob, job_id))
     job = stack_client.get_workflow_handle(job_workflow_id(job_id), result_type=JobProgress)
     await eventually(lambda: _in_flight(job, stuck.id), "the job waits for the stuck item")
 

@@ -117,3 +117,21 @@ async def test_an_unknown_placeholder_fails_for_good_and_names_it(
         )
     assert failure.value.non_retryable and failure.value.type == UNKNOWN_PLACEHOLDER
     assert "{monthly_budget}" in failure.value.message
+
+
+async def test_each_further_sample_gets_its_own_prompt(templates: TemplateActivities) -> None:
+    def request(sample: int) -> ResolvePromptInput:
+        return ResolvePromptInput(
+            template_id=catalog_id("template", "template - conflict_resolution"),
+            persona_id=catalog_id("persona", "David Chen"),
+            emotional_arc_id=COUPLE_CONFLICT,
+            training_topic_id=catalog_id("topic", "Essential Estate Planning"),
+            tier=Tier.TEMPLATE,
+            sample=sample,
+        )
+
+    prompts = [(await ActivityEnvironment().run(templates.resolve_template, request(n))).user for n in (1, 2, 3)]
+
+    assert len(set(prompts)) == 3
+    assert "sample" not in prompts[0], "the first sample keeps the template's text"
+    assert "This is sample 3 of this combination" in prompts[2]

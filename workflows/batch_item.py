@@ -122,6 +122,7 @@ class BatchItemWorkflow:
                 emotional_arc_id=work.emotional_arc_id,
                 training_topic_id=work.training_topic_id,
                 tier=work.tier,
+                sample=work.sample,
             ),
             **DATA_STEP,
         )
@@ -175,7 +176,9 @@ class BatchItemWorkflow:
         else:
             try:
                 generated = await workflow.execute_activity_method(
-                    ClaudeActivities.generate_conversation, generate, **claude_step(request.claude, tier)
+                    ClaudeActivities.generate_conversation,
+                    generate,
+                    **claude_step(request.claude, tier, workflow.info().priority),
                 )
             except ActivityError as error:
                 self._usage += spent_on_failed_call(error)

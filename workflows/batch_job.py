@@ -4,7 +4,9 @@ before Temporal's history limits, so a batch of any size fits.
 
 Every item is accounted exactly once: by its own report (a signal), or, when its workflow ended
 without one (terminated, failed before reporting), from its row. The job's own steps never fail
-this workflow: a step that cannot succeed is logged, and the job ends with a reason instead."""
+this workflow: a step that cannot succeed is logged, and the job ends with a reason instead.
+A job that ends `failed` still completes its execution (its result is the JobProgress every
+caller reads); the web UI shows it failed by its BatchStatus search attribute and its details."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
     from workflows.message_batches import MessageBatchesWorkflow
-    from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL
+    from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL, item_priority
 
 
 @workflow.defn(name="BatchJobWorkflow")
@@ -275,6 +277,7 @@ class BatchJobWorkflow:
             counters.failed += 1
             self._state.first_failure = self._state.first_failure or f"item {outcome.item_id}: {outcome.error_message}"
         self._report_percent()
+        self._show_details()
 
     @workflow.signal
     async def pause(self) -> None:
@@ -431,6 +434,8 @@ class BatchJobWorkflow:
                     mode=self._plan.mode,
                 ),
                 id=item_workflow_id(item.item_id),
+                static_summary=item.summary or None,
+                priority=item_priority(request.job_id, self._plan.priority),
                 # Items outlive each run of this workflow: continue-as-new must not end them.
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 # An item that ended well is never started again; a failed one can be retried.
@@ -487,6 +492,7 @@ class BatchJobWorkflow:
             # The job ends with the counts its rows hold, whatever reports were lost or repeated.
             self._state.counters = counters
             self._report_percent()
+            self._show_details()
         if status == JobStatus.PAUSED or status.is_final:
             await self._job_step(JobActivities.write_job_log, self._job_id)
 
@@ -494,6 +500,17 @@ class BatchJobWorkflow:
         self._status = status
         workflow.upsert_search_attributes([search_attributes.BATCH_STATUS.value_set(status.value)])
         self._report_percent()
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The job's live line in the web UI (not a history event: cheap to set on every change)."""
+        progress = self.progress()
+        eta = f"{progress.eta_seconds:.0f} s" if progress.eta_seconds is not None else "unknown"
+        workflow.set_current_details(
+            f"**{progress.status.value}**: {progress.completed + progress.cancelled} of {progress.total} done, "
+            f"{progress.successful} succeeded, {progress.failed} failed, {progress.cancelled} cancelled, "
+            f"{progress.in_flight} in flight; cost ${progress.usage.cost_usd:.4f}; ETA {eta}"
+        )
 
     def _report_percent(self) -> None:
         counters = self._state.counters

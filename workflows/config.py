@@ -2,7 +2,9 @@
 
 from datetime import timedelta
 
-from temporalio.common import RetryPolicy
+import uuid
+
+from temporalio.common import Priority, RetryPolicy
 
 from activities.errors import (
     CATALOG_ROW_MISSING,
@@ -52,13 +54,22 @@ DATA_STEP = {
 EXPORT_STEP = {**DATA_STEP, "start_to_close_timeout": timedelta(minutes=10)}
 
 
-def claude_step(plan: ClaudeCallPlan, tier: Tier) -> dict:
+def item_priority(job_id: uuid.UUID, priority: int) -> Priority:
+    """Task queue priority of a job's items and (inherited) their activities. Backlogs are served
+    by priority first, then fairly across fairness keys: one per job, so a small job launched
+    behind a big one gets its share at once instead of waiting for the big one's backlog."""
+    return Priority(priority_key=priority or None, fairness_key=str(job_id))
+
+
+def claude_step(plan: ClaudeCallPlan, tier: Tier, priority: Priority) -> dict:
     """Options of one Claude call. The activity classifies its own failures (retry-after, backoff
     with jitter, non-retryable 4xx, the last attempt's message); this policy's intervals apply to
     timeouts and lost workers, its attempt cap to all. The heartbeat notices a lost worker within
     seconds; start-to-close is sized from the tier's max_tokens."""
     return {
         "task_queue": plan.task_queue,
+        # Inherited from the item anyway; explicit so the call's scheduled event shows it.
+        "priority": priority,
         "start_to_close_timeout": timedelta(seconds=plan.attempt_timeout_s[tier]),
         "heartbeat_timeout": timedelta(seconds=plan.heartbeat_timeout_s),
         "retry_policy": RetryPolicy(
