@@ -170,9 +170,9 @@ def launch(
     console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
 
 
-def _status_table(status: dict[str, Any]) -> Table:
+def _status_table(status: batches.JobStatusView) -> Table:
     table = Table(show_header=False, box=None)
-    for key, value in status.items():
+    for key, value in status.as_json().items():
         if key == "waiting_on" and value:
             value = "\n".join(outage["summary"] for outage in value)
         if value is not None:
@@ -188,14 +188,14 @@ def status(
     """Show a job's state, counters, ETA and token usage, and any outage its items wait for."""
     result = _run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True)
     _print_status(result, as_json)
-    if result.get("database_unavailable"):
+    if result.database_unavailable:
         # The workflow's numbers were shown; the exit code still says a part is down.
-        _fail(3, f"PostgreSQL at {_database_address()}: {result['database_unavailable']}. Shown: the workflow's own numbers")
+        _fail(3, f"PostgreSQL at {_database_address()}: {result.database_unavailable}. Shown: the workflow's own numbers")
 
 
-def _print_status(result: dict[str, Any], as_json: bool) -> None:
+def _print_status(result: batches.JobStatusView, as_json: bool) -> None:
     if as_json:
-        _print_json(result)
+        _print_json(result.as_json())
     else:
         console.print(_status_table(result))
 
@@ -252,28 +252,28 @@ def watch(
 ) -> None:
     """A live progress bar until the job ends."""
 
-    async def action(ctx: Context) -> dict[str, Any]:
+    async def action(ctx: Context) -> batches.JobStatusView:
         current = await batches.job_status(ctx.sessions, job, ctx.client)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(current["status"], total=current["total"], detail="")
+            task = progress.add_task(current.status.value, total=current.total, detail="")
             while True:
-                eta = current["eta_seconds"]
+                eta = current.eta_seconds
                 progress.update(
                     task,
-                    description=current["status"],
-                    completed=current["completed"] + current["cancelled"],
-                    detail=f"ok {current['successful']}  failed {current['failed']}  cancelled {current['cancelled']}"
-                    f"  in flight {current['in_flight']}  ${current['cost_usd']:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
-                    + "".join(f"  waiting for {outage['part']}" for outage in current.get("waiting_on") or []),
+                    description=current.status.value,
+                    completed=current.completed + current.cancelled,
+                    detail=f"ok {current.successful}  failed {current.failed}  cancelled {current.cancelled}"
+                    f"  in flight {current.in_flight}  ${current.cost_usd:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
+                    + "".join(f"  waiting for {outage['part']}" for outage in current.waiting_on or []),
                 )
-                if JobStatus(current["status"]).is_final:
+                if current.status.is_final:
                     return current
                 await asyncio.sleep(interval)
                 current = await batches.job_status(ctx.sessions, job, ctx.client)
 
     final = _run(action, with_temporal=True)
-    console.print(f"job {final['job_id']} ended [bold]{final['status']}[/]" + (f": {final['error_message']}" if final["error_message"] else ""))
+    console.print(f"job {final.job_id} ended [bold]{final.status.value}[/]" + (f": {final.error_message}" if final.error_message else ""))
 
 
 @app.command()

@@ -61,8 +61,8 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
     busiest_minute = max(sum(1 for t in times if start <= t < start + 60) for start in times)
     return {
         "standin": standin_config,
-        "items": status["total"],
-        "successful": status["successful"],
+        "items": status.total,
+        "successful": status.successful,
         "requests": stats["requests"],
         "by_outcome": stats["by_outcome"],
         "wall_time_s": round(wall_s, 1),

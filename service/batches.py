@@ -7,9 +7,9 @@ import itertools
 import uuid
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PlainSerializer
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -48,6 +48,53 @@ USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length
 # more is likelier a typo in --samples than a plan, and can be split into several jobs.
 MAX_SAMPLES = 1_000
 MAX_JOB_ITEMS = 20_000
+
+
+# `status --json` has printed datetime.isoformat() since its first version; scripts parse it.
+IsoDatetime = Annotated[datetime | None, PlainSerializer(lambda value: value and value.isoformat(), when_used="json")]
+
+
+class JobStatusView(BaseModel):
+    """A job's state as `starter.py status` shows it: its row with the live numbers of its
+    workflow. While PostgreSQL is down only the workflow's fields are set (and
+    `database_unavailable`); `as_json` prints the fields that were set."""
+
+    job_id: uuid.UUID
+    workflow_id: str
+    name: str | None = None
+    status: JobStatus
+    tier: Tier | None = None
+    on_error: ErrorPolicy | None = None
+    concurrency: int | None = None
+    mode: DeliveryMode | None = None
+    open_batches: int | None = None
+    open_batch_requests: int | None = None
+    total: int
+    completed: int
+    successful: int
+    failed: int
+    cancelled: int
+    in_flight: int
+    remaining: int
+    enriched: int | None
+    elapsed_s: float | None
+    eta_seconds: float | None
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_hit_rate: float | None = None
+    cost_usd: float
+    projected_cost_usd: float | None = None
+    saving_usd: float | None = None
+    error_message: str | None = None
+    started_at: IsoDatetime
+    completed_at: IsoDatetime
+    waiting_on: list[dict[str, Any]] | None
+    database_unavailable: str | None = None  # the row could not be read: the numbers are the workflow's
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class BatchInputError(ValueError):
@@ -265,7 +312,7 @@ async def _live_progress(client: Client | None, job_id: uuid.UUID) -> JobProgres
         return None
 
 
-async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client | None = None) -> dict[str, Any]:
+async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client | None = None) -> JobStatusView:
     """The job's row, with the live numbers of its workflow (status, in flight, ETA, the parts
     its items wait for) when it runs. While PostgreSQL is down, the workflow's view alone."""
     try:
@@ -283,40 +330,40 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         enriched = await session.scalar(
             select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
         )
-    return {
-        "job_id": str(job.id),
-        "workflow_id": job_workflow_id(job.id),
-        "name": job.name,
-        "status": live.status.value if live else job.status,
-        "tier": job.tier,
-        "on_error": job.error_handling,
-        "concurrency": job.concurrent_processing,
-        "mode": job.mode,
-        "open_batches": len(open_batches) if job.mode == DeliveryMode.BATCH else None,
-        "open_batch_requests": sum(open_batches) if job.mode == DeliveryMode.BATCH else None,
-        "total": job.total_items,
-        "completed": job.completed_items,
-        "successful": job.successful_items,
-        "failed": job.failed_items,
-        "cancelled": job.cancelled_items,
-        "in_flight": live.in_flight if live else 0,
-        "remaining": remaining,
-        "enriched": enriched,
-        "elapsed_s": _elapsed_s(job),
-        "eta_seconds": _eta_seconds(job, remaining, live),
-        "input_tokens": job.input_tokens,
-        "output_tokens": job.output_tokens,
-        "cache_write_tokens": job.cache_write_tokens,
-        "cache_read_tokens": job.cache_read_tokens,
-        "cache_hit_rate": _cache_hit_rate(job),
-        "cost_usd": round(job.cost_usd, 8),
-        "projected_cost_usd": _projected_cost(job),
-        "saving_usd": _batch_saving(job),
-        "error_message": job.error_message,
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
-        "waiting_on": _waiting_on(waiting_on),
-    }
+    return JobStatusView(
+        job_id=job.id,
+        workflow_id=job_workflow_id(job.id),
+        name=job.name,
+        status=live.status if live else JobStatus(job.status),
+        tier=job.tier,
+        on_error=job.error_handling,
+        concurrency=job.concurrent_processing,
+        mode=job.mode,
+        open_batches=len(open_batches) if job.mode == DeliveryMode.BATCH else None,
+        open_batch_requests=sum(open_batches) if job.mode == DeliveryMode.BATCH else None,
+        total=job.total_items,
+        completed=job.completed_items,
+        successful=job.successful_items,
+        failed=job.failed_items,
+        cancelled=job.cancelled_items,
+        in_flight=live.in_flight if live else 0,
+        remaining=remaining,
+        enriched=enriched,
+        elapsed_s=_elapsed_s(job),
+        eta_seconds=_eta_seconds(job, remaining, live),
+        input_tokens=job.input_tokens,
+        output_tokens=job.output_tokens,
+        cache_write_tokens=job.cache_write_tokens,
+        cache_read_tokens=job.cache_read_tokens,
+        cache_hit_rate=_cache_hit_rate(job),
+        cost_usd=round(job.cost_usd, 8),
+        projected_cost_usd=_projected_cost(job),
+        saving_usd=_batch_saving(job),
+        error_message=job.error_message,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        waiting_on=_waiting_on(waiting_on),
+    )
 
 
 def _waiting_on(outages: list[Outage]) -> list[dict[str, Any]] | None:
@@ -325,34 +372,34 @@ def _waiting_on(outages: list[Outage]) -> list[dict[str, Any]] | None:
 
 async def _status_without_database(
     client: Client, job_id: uuid.UUID, database_error: str, exc: Exception
-) -> dict[str, Any]:
+) -> JobStatusView:
     """The running workflow's own numbers; without a running workflow there is nothing to show."""
     live = await _live_progress(client, job_id)
     if live is None:
         raise exc
-    return {
-        "job_id": str(job_id),
-        "workflow_id": job_workflow_id(job_id),
-        "status": live.status.value,
-        "total": live.total,
-        "completed": live.completed,
-        "successful": live.successful,
-        "failed": live.failed,
-        "cancelled": live.cancelled,
-        "in_flight": live.in_flight,
-        "remaining": live.remaining,
-        "enriched": None,
-        "elapsed_s": live.elapsed_s,
-        "eta_seconds": live.eta_seconds,
-        "input_tokens": live.usage.input_tokens,
-        "output_tokens": live.usage.output_tokens,
-        "cost_usd": round(live.usage.cost_usd, 8),
-        "started_at": live.started_at.isoformat() if live.started_at else None,
-        "completed_at": None,
-        "waiting_on": _waiting_on(await job_outages(client, job_id)),
+    return JobStatusView(
+        job_id=job_id,
+        workflow_id=job_workflow_id(job_id),
+        status=live.status,
+        total=live.total,
+        completed=live.completed,
+        successful=live.successful,
+        failed=live.failed,
+        cancelled=live.cancelled,
+        in_flight=live.in_flight,
+        remaining=live.remaining,
+        enriched=None,
+        elapsed_s=live.elapsed_s,
+        eta_seconds=live.eta_seconds,
+        input_tokens=live.usage.input_tokens,
+        output_tokens=live.usage.output_tokens,
+        cost_usd=round(live.usage.cost_usd, 8),
+        started_at=live.started_at,
+        completed_at=None,
+        waiting_on=_waiting_on(await job_outages(client, job_id)),
         # Says the row could not be read: the numbers above are the workflow's.
-        "database_unavailable": database_error,
-    }
+        database_unavailable=database_error,
+    )
 
 
 async def _open_message_batches(sessions: async_sessionmaker, job: BatchJob) -> list[int]:
@@ -457,10 +504,11 @@ async def list_jobs(
 
 
 # What each control command needs the job to be in, and the state that shows it took effect.
+# action -> (its signal, the states it may be sent in, the states that show it took effect)
 _CONTROL = {
-    "pause": ({JobStatus.QUEUED, JobStatus.PROCESSING}, {JobStatus.PAUSED}),
-    "resume": ({JobStatus.PAUSED}, {JobStatus.PROCESSING}),
-    "cancel": ({JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.PAUSED}, {JobStatus.CANCELLED}),
+    "pause": (BatchJobWorkflow.pause, {JobStatus.QUEUED, JobStatus.PROCESSING}, {JobStatus.PAUSED}),
+    "resume": (BatchJobWorkflow.resume, {JobStatus.PAUSED}, {JobStatus.PROCESSING}),
+    "cancel": (BatchJobWorkflow.cancel, {JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.PAUSED}, {JobStatus.CANCELLED}),
 }
 
 
@@ -476,11 +524,11 @@ class ControlNotConfirmed(Exception):
 
 async def control_job(
     sessions: async_sessionmaker, client: Client, job_ref: str, action: str, wait_s: float | None = None
-) -> dict[str, Any]:
+) -> JobStatusView:
     """Send pause, resume or cancel, then wait (bounded) until the job shows the new state;
     ControlNotConfirmed when it does not within `wait_s` (default CONTROL_WAIT_S)."""
     wait_s = CONTROL_WAIT_S[action] if wait_s is None else wait_s
-    allowed, expected = _CONTROL[action]
+    signal, allowed, expected = _CONTROL[action]
     job = await _load_job(sessions, job_ref)
     live = await _live_progress(client, job.id)
     current = live.status if live else JobStatus(job.status)
@@ -488,7 +536,7 @@ async def control_job(
         raise BatchInputError(f"job {job.id} is {current.value} but its workflow is not running; try `retry`")
     if current not in allowed:
         raise BatchInputError(f"cannot {action} job {job.id}: it is {current.value}")
-    await client.get_workflow_handle(job_workflow_id(job.id)).signal(action)
+    await client.get_workflow_handle(job_workflow_id(job.id)).signal(signal)
     deadline = asyncio.get_running_loop().time() + wait_s
     while not await _shows(sessions, client, job.id, expected):
         if asyncio.get_running_loop().time() > deadline:
@@ -528,7 +576,7 @@ async def _shows(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID
     return JobStatus(job.status) in expected and (live is None or live.status in expected)
 
 
-async def retry_job(sessions: async_sessionmaker, client: Client, settings: Settings, job_ref: str) -> dict[str, Any]:
+async def retry_job(sessions: async_sessionmaker, client: Client, settings: Settings, job_ref: str) -> JobStatusView:
     """Queue exactly the failed items of an ended job again, with their original parameters, and
     start a new run of the job's workflow. Items that succeeded are never regenerated. A job
     whose workflow ended without ending it (terminated from the web UI, say) is retried too."""

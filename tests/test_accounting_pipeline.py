@@ -103,7 +103,7 @@ async def test_a_reset_or_a_second_start_of_a_completed_item_calls_claude_no_mor
         assert outcome.status == ItemStatus.COMPLETED
         assert outcome.conversation_id == conversations[0].conversation_id
     status = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert (status["status"], status["completed"], status["successful"]) == (JobStatus.COMPLETED, 1, 1)
+    assert (status.status, status.completed, status.successful) == (JobStatus.COMPLETED, 1, 1)
 
 
 async def test_the_link_of_an_item_is_never_re_pointed(
@@ -179,13 +179,13 @@ async def test_retry_takes_over_a_job_whose_workflow_was_terminated(
     await eventually(lambda: _requests_at_least(standin, 2), "two Claude calls are under way")
     await stack_client.get_workflow_handle(job.workflow_id).terminate("operator: wrong button")
     stranded = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert stranded["status"] == JobStatus.PROCESSING
+    assert stranded.status == JobStatus.PROCESSING
 
     await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
     await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), 120)
 
     final = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert (final["status"], final["completed"], final["successful"], final["remaining"]) == (JobStatus.COMPLETED, 4, 4, 0)
+    assert (final.status, final.completed, final.successful, final.remaining) == (JobStatus.COMPLETED, 4, 4, 0)
     assert (await standin.stats())["requests"] == 4, "the items in flight during the terminate ran once"
     async with sessions() as session:
         conversations = await session.scalar(

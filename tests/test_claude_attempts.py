@@ -42,11 +42,11 @@ async def job_and_item(sessions: async_sessionmaker, client: Client, job_id: uui
 
 
 def assert_job_counts(status: dict, usage: dict) -> None:
-    assert (status["input_tokens"], status["output_tokens"]) == (usage["input_tokens"], usage["output_tokens"])
-    assert (status["cache_write_tokens"], status["cache_read_tokens"]) == (
+    assert (status.input_tokens, status.output_tokens) == (usage["input_tokens"], usage["output_tokens"])
+    assert (status.cache_write_tokens, status.cache_read_tokens) == (
         usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]
     )
-    assert status["cost_usd"] == pytest.approx(usage["cost_usd"], abs=1e-8)
+    assert status.cost_usd == pytest.approx(usage["cost_usd"], abs=1e-8)
 
 
 async def raw_reply(storage: Storage, key: str) -> dict:
@@ -96,7 +96,7 @@ async def test_a_failed_item_counts_the_tokens_of_every_attempt(
     assert usage["cache_creation_input_tokens"] > 0 and usage["cache_read_input_tokens"] == 2 * usage["cache_creation_input_tokens"]
     assert usage["cost_usd"] > 0
     assert_job_counts(status, usage)
-    assert status["failed"] == 1
+    assert status.failed == 1
 
 
 async def paid_reply_in_heartbeat(client: Client, item_id: uuid.UUID) -> bool:

@@ -141,7 +141,7 @@ async def test_a_real_batch_is_enriched_before_it_ends_and_status_counts_it(
 
     status = await batches.job_status(sessions, str(job.job_id), stack_client)
     rows = await rows_of(sessions, job.job_id)
-    assert status["status"] == JobStatus.COMPLETED and status["successful"] == status["enriched"] == len(rows) == 4
+    assert status.status == JobStatus.COMPLETED and status.successful == status.enriched == len(rows) == 4
     for row in rows.values():
         assert row.enriched_at is not None and row.provenance["tier"] == "template"
         assert row.user_turns + row.assistant_turns == row.turn_count
@@ -151,4 +151,5 @@ async def test_a_real_batch_is_enriched_before_it_ends_and_status_counts_it(
     metadata = await stack_client.get_workflow_handle(job.workflow_id).query(
         "__temporal_workflow_metadata", result_type=WorkflowMetadata
     )
-    assert metadata.current_details == "enriched 4 conversations"
+    assert metadata.current_details.startswith("**completed**: 4 of 4 done, 4 succeeded")
+    assert metadata.current_details.endswith("; enriched 4 conversations")

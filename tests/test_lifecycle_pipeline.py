@@ -59,12 +59,12 @@ async def test_pause_sends_no_claude_request_until_resume(
     with pytest.raises(batches.BatchInputError, match="cannot resume job .*: it is processing"):
         await batches.control_job(sessions, stack_client, str(job.job_id), "resume")
     paused = await batches.control_job(sessions, stack_client, str(job.job_id), "pause")
-    assert paused["status"] == JobStatus.PAUSED
+    assert paused.status == JobStatus.PAUSED
     with pytest.raises(batches.BatchInputError, match="cannot pause job .*: it is paused"):
         await batches.control_job(sessions, stack_client, str(job.job_id), "pause")
     await eventually(lambda: _in_flight_is_zero(sessions, stack_client, job.job_id), "the in-flight items finished")
     resumed = await batches.control_job(sessions, stack_client, str(job.job_id), "resume")
-    assert resumed["status"] == JobStatus.PROCESSING
+    assert resumed.status == JobStatus.PROCESSING
     await stack_client.get_workflow_handle(job.workflow_id).result()
 
     events = await events_of(sessions, job.job_id)
@@ -76,7 +76,7 @@ async def test_pause_sends_no_claude_request_until_resume(
     ]
     assert started_while_paused == [] and requests_while_paused == []
     final = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert (final["status"], final["successful"], final["total"]) == ("completed", 6, 6)
+    assert (final.status, final.successful, final.total) == ("completed", 6, 6)
 
 
 async def _requests_at_least(standin: StandinControl, count: int) -> bool:
@@ -84,7 +84,7 @@ async def _requests_at_least(standin: StandinControl, count: int) -> bool:
 
 
 async def _in_flight_is_zero(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> bool:
-    return (await batches.job_status(sessions, str(job_id), client))["in_flight"] == 0
+    return (await batches.job_status(sessions, str(job_id), client)).in_flight == 0
 
 
 async def test_cancel_marks_every_unstarted_item_and_the_search_attribute(
@@ -98,11 +98,11 @@ async def test_cancel_marks_every_unstarted_item_and_the_search_attribute(
 
     cancelled = await batches.control_job(sessions, stack_client, str(job.job_id), "cancel")
 
-    assert cancelled["status"] == JobStatus.CANCELLED
+    assert cancelled.status == JobStatus.CANCELLED
     statuses = await item_statuses(sessions, job.job_id)
     assert set(statuses) <= {ItemStatus.COMPLETED, ItemStatus.CANCELLED}
     assert statuses.count(ItemStatus.CANCELLED) >= 6, "every item that had not started is cancelled"
-    assert cancelled["completed"] + cancelled["cancelled"] == cancelled["total"] == 8
+    assert cancelled.completed + cancelled.cancelled == cancelled.total == 8
     query = f'BatchJobId = "{job.job_id}" AND BatchStatus = "cancelled"'
     await eventually(lambda: _listed(stack_client, query), "the list API finds the job by BatchStatus")
 
@@ -121,14 +121,14 @@ async def test_retry_reruns_exactly_the_failed_items_and_the_log_tells_the_story
     await standin.configure(script=["400"])
     job = await launch_and_wait(sessions, stack_client, stack_settings, **vars(batch_of(["James Okafor"], 1)))
     first = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert (first["status"], first["successful"], first["failed"]) == ("completed", 1, 1)
+    assert (first.status, first.successful, first.failed) == ("completed", 1, 1)
 
     retried = await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
-    assert retried["status"] in (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED)
+    assert retried.status in (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED)
     await stack_client.get_workflow_handle(job.workflow_id).result()
 
     final = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert (final["status"], final["successful"], final["failed"], final["completed"]) == ("completed", 2, 0, 2)
+    assert (final.status, final.successful, final.failed, final.completed) == ("completed", 2, 0, 2)
     assert (await standin.stats())["requests"] == 3, "the item that succeeded was not generated again"
     async with sessions() as session:
         conversations = await session.scalar(
@@ -155,4 +155,4 @@ async def test_control_commands_refuse_what_the_state_does_not_allow(
         with pytest.raises(batches.BatchInputError, match=f"cannot {action} job .*: it is completed"):
             await batches.control_job(sessions, stack_client, str(job.job_id), action)
     status = await batches.job_status(sessions, str(job.job_id), stack_client)
-    assert status["status"] == "completed"
+    assert status.status == "completed"

@@ -66,8 +66,8 @@ async def test_a_batch_mode_job_completes_with_every_item_linked_at_half_the_pri
     assert all(b.status == MessageBatchState.ENDED and b.results_collected_at for b in message_batches)
 
     status = await batches.job_status(sessions, str(job.id), stack_client)
-    assert status["mode"] == "batch" and status["open_batches"] == 0
-    assert status["cost_usd"] > 0 and status["saving_usd"] == pytest.approx(status["cost_usd"])
+    assert status.mode == "batch" and status.open_batches == 0
+    assert status.cost_usd > 0 and status.saving_usd == pytest.approx(status.cost_usd)
 
 
 async def test_errored_expired_and_malformed_results_end_as_their_kind_says(

@@ -154,7 +154,7 @@ async def two_items_in_flight(
 async def both_items_waiting(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> dict:
     """The one `waiting_on` entry of `status`, once it counts both items."""
     async def waiting_on() -> list[dict] | None:
-        return (await batches.job_status(sessions, str(job_id), client))["waiting_on"]
+        return (await batches.job_status(sessions, str(job_id), client)).waiting_on
 
     async def both_wait() -> bool:
         outages = await waiting_on()
@@ -241,7 +241,7 @@ async def test_a_database_outage_delays_the_items_and_status_says_so(
     items = await items_of(sessions, job.job_id)
     assert row.status == JobStatus.COMPLETED and (row.completed_items, row.successful_items, row.failed_items) == (2, 2, 0)
     assert sorted(i.conversation_id for i in items) == sorted(linked) and all(i.status == ItemStatus.COMPLETED for i in items)
-    assert (await batches.job_status(sessions, str(job.job_id), stack_client))["waiting_on"] is None
+    assert (await batches.job_status(sessions, str(job.job_id), stack_client)).waiting_on is None
     assert (await standin.stats())["requests"] == 2, "the outage bought no second Claude call"
 
 

@@ -46,7 +46,7 @@ async def test_the_web_ui_shows_a_jobs_summary_and_details_and_finds_a_failed_jo
     await standin.configure(script=["400"])  # the only item's Claude call is refused: the job fails
     failed_name = f"ui-failed-{uuid.uuid4().hex[:8]}"
     failed = await launch_and_wait(sessions, stack_client, stack_settings, **vars(_one_item_job(failed_name)))
-    assert (await batches.job_status(sessions, str(failed.job_id), stack_client))["status"] == "failed"
+    assert (await batches.job_status(sessions, str(failed.job_id), stack_client)).status == "failed"
     done_name = f"ui-done-{uuid.uuid4().hex[:8]}"
     done = await launch_and_wait(sessions, stack_client, stack_settings, **vars(_one_item_job(done_name)))
 

@@ -79,6 +79,7 @@ class BatchJobWorkflow:
         # the check must not take them for ended.
         self._starting: set[uuid.UUID] = set()
         self._ended = False
+        self._enriched: int | None = None  # conversations enriched so far, once the job enriches
 
     # --- the run ------------------------------------------------------------------------
 
@@ -206,7 +207,8 @@ class BatchJobWorkflow:
             if page is None:
                 return
             enriched, more = enriched + page.enriched, page.more
-            workflow.set_current_details(f"enriched {enriched} conversations")
+            self._enriched = enriched
+            self._show_details()
 
     # --- items that end without a report ------------------------------------------------
 
@@ -516,6 +518,7 @@ class BatchJobWorkflow:
             f"**{progress.status.value}**: {progress.completed + progress.cancelled} of {progress.total} done, "
             f"{progress.successful} succeeded, {progress.failed} failed, {progress.cancelled} cancelled, "
             f"{progress.in_flight} in flight; cost ${progress.usage.cost_usd:.4f}; ETA {eta}"
+            + (f"; enriched {self._enriched} conversations" if self._enriched is not None else "")
         )
 
     def _report_percent(self) -> None:
