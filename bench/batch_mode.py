@@ -75,13 +75,13 @@ async def run_mode(settings: Settings, standin: StandinControl, mode: DeliveryMo
     events = await events_by_job(client, owner)
     stats = await standin.stats()
     return {
-        "items": status["total"],
-        "successful": status["successful"],
+        "items": status.total,
+        "successful": status.successful,
         "wall_time_s": round(wall_s, 1),
-        "cost_usd": status["cost_usd"],
-        "cost_per_conversation_usd": round(status["cost_usd"] / status["successful"], 8) if status["successful"] else None,
-        "cache_hit_rate": status["cache_hit_rate"],
-        "events_per_item": round(sum(events.values()) / status["total"], 1),
+        "cost_usd": status.cost_usd,
+        "cost_per_conversation_usd": round(status.cost_usd / status.successful, 8) if status.successful else None,
+        "cache_hit_rate": status.cache_hit_rate,
+        "events_per_item": round(sum(events.values()) / status.total, 1),
         "events": dict(events),
         "online_requests": stats["requests"],
         "batches": stats["batches"],
