@@ -283,10 +283,10 @@ def _progress_of_earlier_attempts() -> CallProgress:
 
 
 @asynccontextmanager
-async def heartbeating(progress: CallProgress) -> AsyncIterator[None]:
+async def heartbeating(progress: object) -> AsyncIterator[None]:
     """Heartbeat while the call runs, also when no byte arrives: a lost worker is noticed within
     the heartbeat timeout, and a cancellation reaches the call promptly. Each beat carries the
-    call's progress, which the next attempt reads."""
+    progress as it is then (the call's, or a batch's), which the next attempt reads."""
     timeout = activity.info().heartbeat_timeout
     every_s = min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 3) if timeout else HEARTBEAT_EVERY_S
 

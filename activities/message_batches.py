@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.claude import classify_failure
+from activities.claude import classify_failure, heartbeating
 from activities.claude_requests import priced_usage, raw_response_document, request_messages
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
@@ -128,6 +128,10 @@ class MessageBatchActivities:
         """Claims the job's waiting requests for the batch the workflow named, then creates it at
         the API once: a retry finds the id recorded, or adopts the batch its earlier attempt
         created before it could record the id."""
+        async with heartbeating(str(request.message_batch_id)):
+            return await self._submit(request)
+
+    async def _submit(self, request: SubmitBatchInput) -> SubmittedBatch:
         claimed, recorded, retried = await self._claim(request)
         if recorded:
             return SubmittedBatch(anthropic_batch_id=recorded, request_count=len(claimed))
@@ -214,7 +218,6 @@ class MessageBatchActivities:
             async with limit:
                 return json.loads(await self._storage.get_bytes(self._storage.conversation_bucket, key))
 
-        activity.heartbeat("reading the staged requests")
         return list(await asyncio.gather(*(read(key) for key in keys)))
 
     async def _created_earlier(self, message_batch_id: uuid.UUID, request_count: int) -> str | None:
@@ -287,7 +290,8 @@ class MessageBatchActivities:
     @activity.defn(name="poll_message_batch")
     async def poll_batch(self, ref: MessageBatchRef) -> PolledBatch:
         try:
-            batch = await self._claude.messages.batches.retrieve(ref.anthropic_batch_id)
+            async with heartbeating(ref.anthropic_batch_id):
+                batch = await self._claude.messages.batches.retrieve(ref.anthropic_batch_id)
         except anthropic.APIError as exc:
             raise self._failure(exc) from None
         counts = batch.request_counts.model_dump()
@@ -314,23 +318,25 @@ class MessageBatchActivities:
                 ).scalars()
             }
         details = activity.info().heartbeat_details
-        done = int(details[0]) if details else 0
+        # Lines read, and lines whose results were announced (what a retried attempt skips).
+        progress = {"announced": int(details[0]["announced"]) if details else 0}
         chunk: list[tuple[MessageBatchRequest, BatchResult]] = []
         seen = 0
-        async for line in self._results(ref.anthropic_batch_id):
-            seen += 1
-            staged = requests.get(line.custom_id)
-            if seen <= done:
-                continue
-            if staged is None:
-                log.warning("a result for a request this batch did not have", custom_id=line.custom_id)
-                continue
-            chunk.append((staged, await self._result(ref, staged, line)))
-            if len(chunk) >= RESULTS_CHUNK:
-                await self._deliver(chunk)
-                chunk = []
-                activity.heartbeat(seen)
-        await self._deliver(chunk)
+        async with heartbeating(progress):
+            async for line in self._results(ref.anthropic_batch_id):
+                seen += 1
+                staged = requests.get(line.custom_id)
+                if seen <= progress["announced"]:
+                    continue
+                if staged is None:
+                    log.warning("a result for a request this batch did not have", custom_id=line.custom_id)
+                    continue
+                chunk.append((staged, await self._result(ref, staged, line)))
+                if len(chunk) >= RESULTS_CHUNK:
+                    await self._deliver(chunk)
+                    chunk = []
+                    progress["announced"] = seen
+            await self._deliver(chunk)
         async with self._sessions.begin() as session:
             await session.execute(
                 update(MessageBatch)
@@ -420,7 +426,8 @@ class MessageBatchActivities:
             ).all()
         for message_batch_id, anthropic_batch_id in open_ids:
             try:
-                batch = await self._claude.messages.batches.cancel(anthropic_batch_id)
+                async with heartbeating(anthropic_batch_id):
+                    batch = await self._claude.messages.batches.cancel(anthropic_batch_id)
             except anthropic.APIError as exc:
                 raise self._failure(exc) from None
             async with self._sessions.begin() as session:

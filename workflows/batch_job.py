@@ -75,6 +75,9 @@ class BatchJobWorkflow:
         # always announced to its parent).
         self._item_watches: set[asyncio.Task] = set()
         self._check_unreported = bool(self._state.in_flight)  # a continued run checks at once
+        # Items whose child start is not confirmed yet: Temporal does not know their workflow, so
+        # the check must not take them for ended.
+        self._starting: set[uuid.UUID] = set()
         self._ended = False
         self._enriched: int | None = None  # conversations enriched so far, once the job enriches
 
@@ -232,7 +235,7 @@ class BatchJobWorkflow:
             if self._ended:
                 return
             self._check_unreported = False
-            in_flight = list(self._state.in_flight)
+            in_flight = [item_id for item_id in self._state.in_flight if item_id not in self._starting]
             if not in_flight:
                 continue
             states = await self._job_step(
@@ -424,6 +427,7 @@ class BatchJobWorkflow:
         # Counted as in flight before the start is confirmed: a fast item may report before that.
         self._state.in_flight.append(item.item_id)
         self._state.next_position = max(self._state.next_position, item.position + 1)
+        self._starting.add(item.item_id)
         try:
             handle = await workflow.start_child_workflow(
                 BatchItemWorkflow.run,
@@ -448,6 +452,8 @@ class BatchJobWorkflow:
             workflow.logger.warning("item %s: its workflow exists already; accounted from it", item.item_id)
             self._check_unreported = True
             return
+        finally:
+            self._starting.discard(item.item_id)
         watch = asyncio.create_task(self._await_item(item.item_id, handle))
         self._item_watches.add(watch)
         watch.add_done_callback(self._item_watches.discard)

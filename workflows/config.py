@@ -85,15 +85,12 @@ def claude_step(plan: ClaudeCallPlan, tier: Tier, priority: Priority) -> dict:
 ITEM_CANCEL_GRACE = timedelta(minutes=2)
 
 
-# Message Batches endpoints: an API outage delays the batch, never fails it.
+# Message Batches endpoints: an API outage delays the batch, never fails it. They heartbeat, so
+# a lost worker's attempt is retried within the heartbeat timeout (a submission then finds or
+# adopts the batch it created; a results stream resumes after the last chunk it announced).
 MESSAGE_BATCH_STEP = {
     "start_to_close_timeout": timedelta(minutes=10),
+    "heartbeat_timeout": timedelta(seconds=20),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1)),
 }
-# Results stream in chunks, each announced to its items and heartbeated; a lost worker's attempt
-# resumes after the last chunk.
-MESSAGE_BATCH_RESULTS_STEP = {
-    **MESSAGE_BATCH_STEP,
-    "start_to_close_timeout": timedelta(hours=1),
-    "heartbeat_timeout": timedelta(minutes=2),
-}
+MESSAGE_BATCH_RESULTS_STEP = {**MESSAGE_BATCH_STEP, "start_to_close_timeout": timedelta(hours=1)}
