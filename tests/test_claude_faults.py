@@ -225,7 +225,7 @@ async def test_fifty_items_under_thirty_percent_faults_complete_with_true_totals
         for earlier, later in zip(attempts, attempts[1:]):
             if earlier["outcome"] == "429":
                 assert later["at"] - earlier["at"] >= 1.0, "a request came before its retry-after"
-    status = await batches.job_status(sessions, str(job.job_id), stack_client)
+    status = (await batches.job_status(sessions, str(job.job_id), stack_client)).as_json()
     contract = ("status", "total", "completed", "successful", "failed", "cancelled", "remaining", "eta_seconds",
                 "input_tokens", "output_tokens", "cost_usd")
     assert set(contract) <= status.keys()
