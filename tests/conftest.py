@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anthropic
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -25,6 +26,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from models import search_attributes
+from devtools.standin import start_standin
 from devtools.standin_control import StandinControl
 from worker import build_workers
 
@@ -93,6 +95,27 @@ def task_queue() -> str:
 @pytest.fixture
 def ts_client(time_skipping_env: WorkflowEnvironment) -> Client:
     return time_skipping_env.client
+
+
+# --- a stand-in of a test's own, driven by the real SDK ----------------------------------
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    runner, port = await start_standin(port=0)
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def claude(base_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture
+def control(base_url: str) -> StandinControl:
+    return StandinControl(base_url)
 
 
 # --- the real local stack, shared by every pipeline test of the session -------------------

@@ -9,7 +9,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,7 +16,6 @@ import anthropic
 import httpx2
 import pytest
 
-from devtools.standin import start_standin
 from models.conversation import ConversationDocument
 from devtools.standin_control import StandinControl
 from tests.helpers import eventually
@@ -28,24 +26,6 @@ PROMPT = (
     "Emotional arc: Couple Conflict -> Alignment\nTraining topic: Essential Estate Planning\nTier: template"
 )
 SYSTEM = [{"type": "text", "text": "You write training conversations. " * 20, "cache_control": {"type": "ephemeral"}}]
-
-
-@pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    runner, port = await start_standin(port=0)
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def claude(base_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-def control(base_url: str) -> StandinControl:
-    return StandinControl(base_url)
 
 
 def request(**overrides: Any) -> dict[str, Any]:

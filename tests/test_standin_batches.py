@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
 import pytest
 
-from devtools.standin import start_standin
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from tests.helpers import eventually
@@ -24,24 +22,6 @@ def prompt(n: int) -> str:
 def batch_request(n: int, **params: Any) -> dict[str, Any]:
     body = {"model": MODEL, "max_tokens": 2000, "system": SYSTEM, "messages": [{"role": "user", "content": prompt(n)}]}
     return {"custom_id": f"item-{n}", "params": body | params}
-
-
-@pytest.fixture
-async def standin_url() -> AsyncIterator[str]:
-    runner, port = await start_standin(port=0)
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def claude(standin_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(api_key="test", base_url=standin_url, max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-def control(standin_url: str) -> StandinControl:
-    return StandinControl(standin_url)
 
 
 async def ended(claude: anthropic.AsyncAnthropic, batch_id: str) -> anthropic.types.messages.MessageBatch:
