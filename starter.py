@@ -34,14 +34,16 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from service import batches, export as exports, review as reviews
-from service.catalog import list_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, temporal_address
-from workflows.export import export_workflow_id
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
+from service import batches
+from service import export as exports
+from service import review as reviews
+from service.catalog import list_catalog
+from workflows.export import export_workflow_id
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -457,7 +459,7 @@ def export_dataset(
     """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest), as a
     Temporal workflow export-{id}; the same selection and seed give the same bytes."""
 
-    async def action(ctx: Context):  # noqa: ANN202
+    async def action(ctx: Context):
         request = exports.ExportRequest(
             owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
             min_quality=min_quality, format=export_format, split=split, seed=seed,

@@ -243,7 +243,7 @@ class RateLimitGate:
             raise RateLimitWaitTooLong(self.pause_s(), "its turn among the held calls") from None
 
 
-class RateLimitWaitTooLong(Exception):  # noqa: N818 - a condition, not a programming error
+class RateLimitWaitTooLong(Exception):
     """The rate-limit gate would hold a call past the time its attempt allows."""
 
     def __init__(self, wait_s: float, waiting_for: str) -> None:

@@ -20,7 +20,6 @@ import json
 import math
 import shutil
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -161,8 +160,7 @@ class LocalTarget:
         final = self._path(path)
         partial = final.with_name(final.name + ".partial")
         with open(partial, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
+            out.writelines(chunks)
         partial.replace(final)
 
     def remove_parts(self) -> None:

@@ -51,9 +51,9 @@ from devtools.outages import Outages, WorkerPool
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation, Persona
+from models.workflow_ids import item_workflow_id
 from service import batches
 from tests.helpers import reset_to_first_workflow_task
-from models.workflow_ids import item_workflow_id
 
 # The workers' and the starter's settings: fast Claude retries, and enough attempts that 30%
 # faults never exhaust an item by chance (0.3^10).
@@ -396,7 +396,7 @@ async def check(run: Run, ended: bool) -> dict[str, Any]:
     }
 
 
-def _object_keys_of(conversation: Any) -> list[str]:  # noqa: ANN401 (a result row)
+def _object_keys_of(conversation: Any) -> list[str]:
     """The raw reply, the final conversation and, once enriched, its enrichment record."""
     keys = [conversation.raw_storage_path, conversation.final_storage_path]
     if conversation.enriched_at is not None:

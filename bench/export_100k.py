@@ -79,7 +79,7 @@ class PeakMemory:
         self._thread.join()
 
 
-async def arrange(sessions, storage: Storage, user: str, count: int) -> uuid.UUID:  # noqa: ANN001
+async def arrange(sessions, storage: Storage, user: str, count: int) -> uuid.UUID:
     prefix = f"raw/{user}/doc-"
     for n in range(DISTINCT_DOCUMENTS):
         document = {"quality": {"turns": 1.0}, "title": "t", "metadata": {}, "turns": dialogue(f"doc{n}", turns=8)}

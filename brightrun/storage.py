@@ -68,7 +68,7 @@ class Storage:
         )
 
     @property
-    def client(self):  # noqa: ANN201 - boto3's client has no importable type
+    def client(self):
         """The blocking boto3 client, for streaming work that already runs in a worker thread."""
         return self._client
 

@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
-from brightrun.temporal_client import connect_options
 from brightrun.storage import Storage, job_log_key
+from brightrun.temporal_client import connect_options
 from models.tables import BatchItem, BatchJob, Conversation
 
 REPO = Path(__file__).resolve().parent.parent

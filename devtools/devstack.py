@@ -52,8 +52,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from devtools.binaries import venv_binary
 from brightrun.settings import Settings
+from devtools.binaries import venv_binary
 from models import search_attributes
 
 log = logging.getLogger(__name__)
@@ -450,7 +450,7 @@ async def _worker_polls(address: str, task_queue: str, since: datetime) -> bool:
     return any(poller.last_access_time.ToDatetime(UTC) >= fresh_after for poller in response.pollers)
 
 
-def s3_client(settings: Settings) -> Any:  # noqa: ANN401 (boto3 clients are untyped)
+def s3_client(settings: Settings) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,

@@ -566,7 +566,7 @@ async def health(_request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def mark_answered(request: web.Request, handler: Any) -> web.StreamResponse:  # noqa: ANN401
+async def mark_answered(request: web.Request, handler: Any) -> web.StreamResponse:
     """A call cut off by its client (a worker killed mid-call) raises here and stays unanswered:
     the chaos suite counts the answers a worker received, not the requests that reached us."""
     response = await handler(request)

@@ -98,7 +98,7 @@ class ClaudeCallPlan(BaseModel):
     # The rate-limited queue the Claude workers poll; None = the item workflow's own queue.
     task_queue: str | None = None
     # Start-to-close of one attempt per tier, sized from the tier's max_tokens.
-    attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: {tier: 600.0 for tier in Tier})
+    attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: dict.fromkeys(Tier, 600.0))
     heartbeat_timeout_s: float = 20.0
     # Attempts per call before the item fails with the last error.
     max_attempts: int = 6

@@ -6,11 +6,10 @@ import asyncio
 import itertools
 import uuid
 from dataclasses import dataclass
-
-from pydantic import BaseModel, PlainSerializer
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from pydantic import BaseModel, PlainSerializer
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
@@ -36,11 +35,10 @@ from models.tables import (
     PromptTemplate,
     TrainingTopic,
 )
+from models.workflow_ids import job_workflow_id
 from service.outages import Outage, job_outages
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import job_workflow_id
 from workflows.config import ITEM_CANCEL_GRACE
-
 
 JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
 USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length

@@ -10,24 +10,24 @@ from pathlib import Path
 
 import anthropic
 import pytest
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from devtools import devstack
-from devtools.binaries import venv_binary
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
-from models import search_attributes
+from devtools import devstack
+from devtools.binaries import venv_binary
 from devtools.standin import start_standin
 from devtools.standin_control import StandinControl
+from models import search_attributes
 from worker import build_workers
 
 REPO = Path(__file__).resolve().parent.parent

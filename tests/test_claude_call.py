@@ -33,13 +33,13 @@ from activities.claude import (
 from activities.claude_requests import REPAIR_INSTRUCTION
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
-from devtools.standin import start_standin
 from brightrun.storage import raw_response_key
+from devtools.standin import start_standin
+from devtools.standin_control import StandinControl
 from models.enums import Tier
 from models.messages import CallProgress, GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
 from tests.fakes import MemoryStorage
 from tests.helpers import eventually
-from devtools.standin_control import StandinControl
 
 PROMPT_USER = (
     "Write one conversation.\nPersona: David Chen\nEmotional arc: Anxiety -> Confidence\n"

@@ -11,18 +11,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from service import batches
 from brightrun.claude_client import create_claude_client
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import Storage, raw_response_key
+from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import TokenUsage
 from models.tables import BatchItem, BatchJob, Conversation
-from tests.helpers import launch_and_wait
-from devtools.standin_control import StandinControl
-from worker import build_claude_worker
 from models.workflow_ids import item_workflow_id
+from service import batches
+from tests.helpers import launch_and_wait
+from worker import build_claude_worker
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 

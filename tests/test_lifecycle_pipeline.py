@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from service import batches
 from brightrun.settings import Settings
 from brightrun.storage import Storage, job_log_key
+from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJobEvent, Conversation
-from devtools.standin_control import StandinControl
+from service import batches
 from tests.helpers import eventually, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.message_batches import MessageBatchActivities

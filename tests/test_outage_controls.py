@@ -18,6 +18,7 @@ from devtools import devstack
 from devtools.outages import Outages, WorkerPool
 from tests.helpers import eventually
 
+
 @pytest.fixture(scope="module")
 def outages(outage_stack: tuple[Path, dict[str, str]]) -> Outages:
     return Outages(*outage_stack)

@@ -124,7 +124,7 @@ async def test_the_cli_lists_shows_approves_and_refuses_in_one_line(
             failed_checks=[{"check": "quality.persona", "reason": "the persona's first name never appears"}]
         ))
 
-    def run(*args: str):  # noqa: ANN202
+    def run(*args: str):
         return asyncio.to_thread(starter, cli_env, "review", *args)
 
     listed = await run("list", "--job", str(job), "--user", user, "--json")

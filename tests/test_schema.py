@@ -14,8 +14,8 @@ from sqlalchemy import insert, make_url, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from devtools.load_catalog import catalog_id
 from brightrun.settings import Settings
+from devtools.load_catalog import catalog_id
 from models.enums import ErrorPolicy, ExportFormat, ExportStatus, ItemStatus, JobStatus, ReviewStatus
 from models.tables import BatchItem, BatchJob, Conversation, Export
 from tests.conftest import REPO

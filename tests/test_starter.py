@@ -20,12 +20,12 @@ from devtools.devstack import free_port
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import BatchItemInput, JobProgress
 from models.tables import BatchItem, BatchJob
+from models.workflow_ids import item_workflow_id, job_workflow_id
 from service import batches
 from tests.conftest import REPO
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import item_workflow_id, job_workflow_id
 
 
 @pytest.fixture(scope="module")

@@ -236,7 +236,7 @@ class BatchItemWorkflow:
             **DATA_STEP,
         )
 
-    def _outcome(self, request: BatchItemInput, status: ItemStatus, **details) -> ItemFinished:  # noqa: ANN003
+    def _outcome(self, request: BatchItemInput, status: ItemStatus, **details) -> ItemFinished:
         duration = (workflow.now() - self._started).total_seconds()
         return ItemFinished(item_id=request.item_id, status=status, usage=self._usage, duration_s=duration, **details)
 

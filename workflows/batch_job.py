@@ -48,10 +48,10 @@ with workflow.unsafe.imports_passed_through():
         UnreportedItems,
         WorkflowIds,
     )
-    from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
+    from models.workflow_ids import item_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
-    from workflows.message_batches import MessageBatchesWorkflow
     from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL, item_priority
+    from workflows.message_batches import MessageBatchesWorkflow
 
 
 @workflow.defn(name="BatchJobWorkflow")
@@ -192,7 +192,7 @@ class BatchJobWorkflow:
         self._state.counters.cancelled += never_started or 0
         try:
             await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
             reason = f"its workflow did not report within {ITEM_CANCEL_GRACE.total_seconds():.0f} s of the cancel"
             await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._state.in_flight, reason))
@@ -230,7 +230,7 @@ class BatchJobWorkflow:
                     await workflow.wait_condition(
                         lambda: self._ended or self._check_unreported, timeout=request.unreported_check_s
                     )
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if self._ended:
                 return
@@ -392,7 +392,7 @@ class BatchJobWorkflow:
 
     # --- effects ------------------------------------------------------------------------
 
-    async def _activity(self, method: Any, arg: Any) -> Any:  # noqa: ANN401
+    async def _activity(self, method: Any, arg: Any) -> Any:
         """One data step. A cancellation of this workflow comes out as asyncio.CancelledError
         (the activity's cancellation would look like its failure otherwise)."""
         try:
@@ -402,7 +402,7 @@ class BatchJobWorkflow:
                 raise asyncio.CancelledError() from error
             raise
 
-    async def _job_step(self, method: Any, arg: Any) -> Any:  # noqa: ANN401
+    async def _job_step(self, method: Any, arg: Any) -> Any:
         """A step of the job's own bookkeeping: it retries through outages (DATA_STEP); when it
         fails for good it is logged and the job goes on (None), because a failed job workflow
         would leave the job's row open with nothing left to close it."""

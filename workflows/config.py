@@ -1,8 +1,7 @@
 """Timeouts, retry policies and message names of the workflows, in one place."""
 
-from datetime import timedelta
-
 import uuid
+from datetime import timedelta
 
 from temporalio.common import Priority, RetryPolicy
 

@@ -5,7 +5,6 @@ the open ones. Items do everything else themselves, as online."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -145,7 +144,7 @@ class MessageBatchesWorkflow:
             return
         try:
             await workflow.wait_condition(lambda: self._signalled or self._has_work(), timeout=self._next_deadline())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # a poll or a submission is due
 
     async def _submit(self) -> None:
