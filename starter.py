@@ -96,7 +96,7 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
     except (ConnectionError, OSError, TimeoutError) as exc:
         # asyncpg refuses with OSError, the Temporal client with RuntimeError("Failed client connect").
         _fail(3, f"cannot reach a service ({exc.__class__.__name__}: {_first_line(exc)}). {_STACK_HINT}")
-    except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, never a traceback
+    except Exception as exc:  # the last resort of a command line: one line, never a traceback
         _fail(1, f"{exc.__class__.__name__}: {_first_line(exc)}")
 
 

@@ -472,10 +472,10 @@ def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], 
         "",
         "# Bright Run training conversations",
         "",
-        f"{total} synthetic conversations generated with Claude for fine-tuning a financial-wellness assistant, "
+        (f"{total} synthetic conversations generated with Claude for fine-tuning a financial-wellness assistant, "
         f"in the `{selection.format.value}` format: each line of `data/{{split}}.jsonl` has `{turns_key}` "
         "(the system prompt first, then user and assistant turns alternating, ending with the assistant) "
-        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, quality score).",
+        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, quality score)."),
         "",
         "## Splits",
         "",

@@ -21,7 +21,7 @@ class WorkflowActivities:
     async def ended_workflows(self, request: WorkflowIds) -> EndedWorkflows:
         states = await asyncio.gather(*(self._state_of(workflow_id) for workflow_id in request.workflow_ids))
         return EndedWorkflows(
-            ended={workflow_id: state for workflow_id, state in zip(request.workflow_ids, states) if state is not None}
+            ended={workflow_id: state for workflow_id, state in zip(request.workflow_ids, states, strict=True) if state is not None}
         )
 
     async def _state_of(self, workflow_id: str) -> str | None:

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as upsert
@@ -154,7 +154,7 @@ def kill_all_workers(rounds: int, churn: bool) -> Callable[[Run], Awaitable[None
             run.note(f"{workers} workers started")
             if churn:
                 await run.until_done((round_number + 1.5) / (rounds + 2))
-                killed, started = await asyncio.to_thread(pool.churn, 0.25)
+                killed, _ = await asyncio.to_thread(pool.churn, 0.25)
                 run.note(f"churned {len(killed)} of {workers} workers")
 
     return act
@@ -246,7 +246,7 @@ class ChaosRunner:
         self.s3 = devstack.s3_client(self.settings)
         self.client: Client
 
-    async def __aenter__(self) -> ChaosRunner:
+    async def __aenter__(self) -> Self:
         self.client = await connect(self.settings)
         return self
 

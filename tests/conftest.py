@@ -170,6 +170,14 @@ def stack_settings(stack: dict[str, str]) -> Settings:
     )
 
 
+@pytest.fixture(scope="module")
+def cli_env(stack: dict[str, str], stack_settings: Settings) -> dict[str, str]:
+    """The environment of a `starter.py` run against the test stack (the stand-in, not Claude)."""
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    queues = {"TASK_QUEUE": stack_settings.task_queue, "CLAUDE_TASK_QUEUE": stack_settings.claude_task_queue}
+    return {**env, **stack, **queues, "LOG_FORMAT": "console"}
+
+
 @pytest.fixture(scope="session")
 async def sessions(stack_settings: Settings) -> AsyncIterator[async_sessionmaker]:
     engine = create_engine(stack_settings)

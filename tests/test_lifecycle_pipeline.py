@@ -56,11 +56,11 @@ async def test_pause_sends_no_claude_request_until_resume(
     job = await batches.launch(sessions, stack_client, stack_settings, batch_of(["David Chen", "Maria Gonzalez", "Priya Patel"], 2))
     await eventually(lambda: _requests_at_least(standin, 2), "two Claude calls are under way")
 
-    with pytest.raises(batches.BatchInputError, match="cannot resume job .*: it is processing"):
+    with pytest.raises(batches.BatchInputError, match=r"cannot resume job .*: it is processing"):
         await batches.control_job(sessions, stack_client, str(job.job_id), "resume")
     paused = await batches.control_job(sessions, stack_client, str(job.job_id), "pause")
     assert paused.status == JobStatus.PAUSED
-    with pytest.raises(batches.BatchInputError, match="cannot pause job .*: it is paused"):
+    with pytest.raises(batches.BatchInputError, match=r"cannot pause job .*: it is paused"):
         await batches.control_job(sessions, stack_client, str(job.job_id), "pause")
     await eventually(lambda: _in_flight_is_zero(sessions, stack_client, job.job_id), "the in-flight items finished")
     resumed = await batches.control_job(sessions, stack_client, str(job.job_id), "resume")

@@ -204,7 +204,7 @@ def cli_status(settings: Settings, job_id: uuid.UUID) -> subprocess.CompletedPro
         LOG_FORMAT="console",
     )
     return subprocess.run(
-        [sys.executable, "starter.py", "status", str(job_id)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "starter.py", "status", str(job_id)], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
 
 

@@ -202,8 +202,7 @@ class BatchItemWorkflow:
             await workflow.get_external_workflow_handle(message_batches_workflow_id(request.job_id)).signal(
                 MessageBatchesWorkflow.request_ready
             )
-            await workflow.wait_condition(lambda: custom_id in self._batch_results)
-            result = self._batch_results[custom_id]
+            result = await self._batch_result(custom_id)
             if result.result_type == BatchResultType.SUCCEEDED and result.generated:
                 return result.generated
             if result.result_type == BatchResultType.ERRORED:
@@ -216,6 +215,11 @@ class BatchItemWorkflow:
         raise BatchRequestFailed(
             f"gave up after {request.claude.max_attempts} Message Batch requests; last: {last_problem}"
         )
+
+
+    async def _batch_result(self, custom_id: str) -> BatchResult:
+        await workflow.wait_condition(lambda: custom_id in self._batch_results)
+        return self._batch_results[custom_id]
 
     @workflow.signal(name=BATCH_RESULT_SIGNAL)
     def batch_result(self, result: BatchResult) -> None:

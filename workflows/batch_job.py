@@ -11,6 +11,7 @@ caller reads); the web UI shows it failed by its BatchStatus search attribute an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -213,10 +214,9 @@ class BatchJobWorkflow:
     # --- items that end without a report ------------------------------------------------
 
     async def _await_item(self, item_id: uuid.UUID, handle: ChildWorkflowHandle) -> None:
-        try:
+        # A failed item fails its workflow after its report; any other end is checked below.
+        with contextlib.suppress(ChildWorkflowError):
             await handle
-        except ChildWorkflowError:
-            pass  # a failed item fails its workflow after its report; any other end is checked below
         # An item reports before its workflow ends, so one still in flight ended without a
         # report (terminated, or failed before it), or was reset (a new run of it reports later).
         if item_id in self._state.in_flight:
@@ -226,12 +226,10 @@ class BatchJobWorkflow:
         while True:
             await workflow.wait_condition(lambda: self._ended or self._check_unreported or bool(self._state.in_flight))
             if not self._check_unreported:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         lambda: self._ended or self._check_unreported, timeout=request.unreported_check_s
                     )
-                except TimeoutError:
-                    pass
             if self._ended:
                 return
             self._check_unreported = False
@@ -460,7 +458,7 @@ class BatchJobWorkflow:
 
     async def _start_message_batches(self, request: BatchJobInput) -> None:
         """The job's Message Batches workflow, unless it runs already (a continued run, say)."""
-        try:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 MessageBatchesWorkflow.run,
                 MessageBatchesInput(
@@ -472,8 +470,6 @@ class BatchJobWorkflow:
                 id=message_batches_workflow_id(self._job_id),
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
-        except WorkflowAlreadyStartedError:
-            pass
 
     async def _tell_message_batches(self, signal: Callable[[MessageBatchesWorkflow], None]) -> None:
         if not self._plan or self._plan.mode != DeliveryMode.BATCH:

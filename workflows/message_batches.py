@@ -5,6 +5,7 @@ the open ones. Items do everything else themselves, as online."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -142,10 +143,8 @@ class MessageBatchesWorkflow:
         self._signalled = False
         if self._has_work():
             return
-        try:
+        with contextlib.suppress(TimeoutError):  # a poll or a submission is due
             await workflow.wait_condition(lambda: self._signalled or self._has_work(), timeout=self._next_deadline())
-        except TimeoutError:
-            pass  # a poll or a submission is due
 
     async def _submit(self) -> None:
         message_batch_id = workflow.uuid4()  # fixed before the first attempt: a retry finds its batch
