@@ -464,7 +464,8 @@ async def drop_midway(request: web.Request, body: bytes, headers: dict[str, str]
 def _hang_up(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     """Closes the connection under a response that is not finished: the client reads a body that
     ends early (an incomplete chunked read for a stream)."""
-    request.transport.close()
+    if request.transport is not None:
+        request.transport.close()
     return response
 
 

@@ -102,6 +102,9 @@ class ClaudeCallPlan(BaseModel):
     heartbeat_timeout_s: float = 20.0
     # Attempts per call before the item fails with the last error.
     max_attempts: int = 6
+    # The backoff of the retry policy (timeouts, lost workers), as the activity's own backoff.
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 60.0
 
 
 class MessageBatchPlan(BaseModel):

@@ -46,7 +46,7 @@ def failure_message(error: ActivityError) -> str:
     cause = error.cause
     if isinstance(cause, ApplicationError):
         return cause.message
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, TimeoutError) and cause.type is not None:
         return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
     return f"{error.activity_type} failed: {cause or error}"
 
@@ -240,9 +240,22 @@ class BatchItemWorkflow:
             **DATA_STEP,
         )
 
-    def _outcome(self, request: BatchItemInput, status: ItemStatus, **details) -> ItemFinished:
+    def _outcome(
+        self,
+        request: BatchItemInput,
+        status: ItemStatus,
+        error_message: str | None = None,
+        conversation_id: uuid.UUID | None = None,
+    ) -> ItemFinished:
         duration = (workflow.now() - self._started).total_seconds()
-        return ItemFinished(item_id=request.item_id, status=status, usage=self._usage, duration_s=duration, **details)
+        return ItemFinished(
+            item_id=request.item_id,
+            status=status,
+            error_message=error_message,
+            conversation_id=conversation_id,
+            usage=self._usage,
+            duration_s=duration,
+        )
 
     async def _report_cancelled(self, request: BatchItemInput) -> None:
         """Cancelled by the job (cancel, or the stop policy): the Claude call is abandoned, and the

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ItemFinished,
         ItemPageRequest,
         ItemRef,
+        JobPlan,
         JobProgress,
         JobStatusChange,
         MessageBatchesInput,
@@ -359,9 +360,16 @@ class BatchJobWorkflow:
     @property
     def _free_slots(self) -> int:
         # In batch mode an item in flight waits in a Message Batch and holds no worker slot.
-        if self._plan.mode == DeliveryMode.BATCH:
+        if self._read_plan.mode == DeliveryMode.BATCH:
             return self._message_batch_plan.in_flight_items - len(self._state.in_flight)
-        return self._plan.concurrency - len(self._state.in_flight)
+        return self._read_plan.concurrency - len(self._state.in_flight)
+
+    @property
+    def _read_plan(self) -> JobPlan:
+        """The job's plan, for what happens only once it has been read (items start, say)."""
+        if self._plan is None:
+            raise RuntimeError(f"job {self._job_id}: its plan is used before it was read")
+        return self._plan
 
     def _final_status(self) -> tuple[JobStatus, str | None]:
         counters = self._state.counters
@@ -432,14 +440,14 @@ class BatchJobWorkflow:
                 BatchItemInput(
                     job_id=request.job_id,
                     item_id=item.item_id,
-                    user_id=self._plan.user_id,
+                    user_id=self._read_plan.user_id,
                     parent_workflow_id=workflow.info().workflow_id,
                     claude=request.claude,
-                    mode=self._plan.mode,
+                    mode=self._read_plan.mode,
                 ),
                 id=item_workflow_id(item.item_id),
                 static_summary=item.summary or None,
-                priority=item_priority(request.job_id, self._plan.priority),
+                priority=item_priority(request.job_id, self._read_plan.priority),
                 # Items outlive each run of this workflow: continue-as-new must not end them.
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 # An item that ended well is never started again; a failed one can be retried.
