@@ -74,6 +74,7 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
             jobs.link_conversation,
             jobs.finish_item,
             jobs.record_unreported_items,
+            item_workflows.start_item_workflows,
             item_workflows.ended_workflows,
             jobs.cancel_queued_items,
             jobs.set_job_status,
