@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 LOCK_VENV := .venv-lock
 
-.PHONY: help venv up down status demo test chromium chaos bench lock clean
+.PHONY: help venv up down status demo lint test chromium chaos bench lock clean
 
 help:
 	@echo "make venv     create $(VENV)/ with the pinned dependencies (automatic for the targets below)"
@@ -14,7 +14,8 @@ help:
 	@echo "make down     stop everything 'make up' started"
 	@echo "make status   show what runs"
 	@echo "make demo     run a real batch end to end on the local stack"
-	@echo "make test     run the whole test suite (installs Debian's chromium for the web UI test when missing)"
+	@echo "make lint     ruff check and mypy (configured in pyproject.toml)"
+	@echo "make test     lint, then the whole test suite (installs Debian's chromium for the web UI test when missing)"
 	@echo "make chaos    run the chaos suite's long scenarios (about an hour); writes bench/results/chaos.json"
 	@echo "make bench    run the 10,000-item benchmark"
 	@echo "make lock     re-resolve pyproject.toml and rewrite constraints.txt"
@@ -41,7 +42,11 @@ status:
 demo: venv
 	$(PYTHON) -m devtools.demo
 
-test: venv chromium
+lint: venv
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
+test: venv chromium lint
 	$(PYTHON) -m pytest
 
 # The web UI test drives Debian's chromium (a package registry CI reaches; Playwright never
@@ -65,5 +70,5 @@ lock:
 	rm -rf $(LOCK_VENV) build
 
 clean: down
-	rm -rf .devstack .pytest_cache build *.egg-info
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -34,14 +34,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from service import batches, export as exports, review as reviews
-from service.catalog import list_catalog
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, temporal_address
-from workflows.export import export_workflow_id
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
+from models.messages import ExportResult
+from service import batches
+from service import export as exports
+from service import review as reviews
+from service.catalog import list_catalog
+from workflows.export import export_workflow_id
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -53,6 +56,13 @@ class Context:
     settings: Settings
     sessions: async_sessionmaker
     client: Client | None
+
+    @property
+    def temporal(self) -> Client:
+        """The Temporal client, for a command run with_temporal."""
+        if self.client is None:
+            raise ValueError("this command was run without a Temporal client")
+        return self.client
 
 
 @asynccontextmanager
@@ -94,7 +104,7 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
     except (ConnectionError, OSError, TimeoutError) as exc:
         # asyncpg refuses with OSError, the Temporal client with RuntimeError("Failed client connect").
         _fail(3, f"cannot reach a service ({exc.__class__.__name__}: {_first_line(exc)}). {_STACK_HINT}")
-    except Exception as exc:  # noqa: BLE001 - the last resort of a command line: one line, never a traceback
+    except Exception as exc:  # the last resort of a command line: one line, never a traceback
         _fail(1, f"{exc.__class__.__name__}: {_first_line(exc)}")
 
 
@@ -158,7 +168,7 @@ def launch(
             samples=samples,
             priority=priority,
         )
-        return await batches.launch(ctx.sessions, ctx.client, ctx.settings, request)
+        return await batches.launch(ctx.sessions, ctx.temporal, ctx.settings, request)
 
     job = _run(action, with_temporal=True)
     settings = get_settings()
@@ -202,7 +212,7 @@ def _print_status(result: batches.JobStatusView, as_json: bool) -> None:
 
 def _control(action: str, job: str, as_json: bool, wait: float | None) -> None:
     _print_status(
-        _run(lambda ctx: batches.control_job(ctx.sessions, ctx.client, job, action, wait), with_temporal=True), as_json
+        _run(lambda ctx: batches.control_job(ctx.sessions, ctx.temporal, job, action, wait), with_temporal=True), as_json
     )
 
 
@@ -241,7 +251,7 @@ def cancel(
 def retry(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Re-run exactly the failed items of an ended job, with their original parameters."""
     _print_status(
-        _run(lambda ctx: batches.retry_job(ctx.sessions, ctx.client, ctx.settings, job), with_temporal=True), as_json
+        _run(lambda ctx: batches.retry_job(ctx.sessions, ctx.temporal, ctx.settings, job), with_temporal=True), as_json
     )
 
 
@@ -457,12 +467,12 @@ def export_dataset(
     """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest), as a
     Temporal workflow export-{id}; the same selection and seed give the same bytes."""
 
-    async def action(ctx: Context):  # noqa: ANN202
+    async def action(ctx: Context) -> ExportResult:
         request = exports.ExportRequest(
             owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
             min_quality=min_quality, format=export_format, split=split, seed=seed,
         )
-        return await exports.export(ctx.sessions, ctx.client, ctx.settings, request)
+        return await exports.export(ctx.sessions, ctx.temporal, ctx.settings, request)
 
     result = _run(action, with_temporal=True)
     files = exports.full_paths(result)

@@ -8,6 +8,8 @@ import contextlib
 import signal
 from datetime import timedelta
 
+from anthropic import AsyncAnthropic
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -34,7 +36,9 @@ from workflows.message_batches import MessageBatchesWorkflow
 log = get_logger("worker")
 
 
-def build_workers(client: Client, settings: Settings, sessions, storage: Storage, claude) -> list[Worker]:  # noqa: ANN001
+def build_workers(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], storage: Storage, claude: AsyncAnthropic
+) -> list[Worker]:
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
     with a calls-per-minute limit that the Temporal server enforces across every worker."""
     return [
@@ -53,7 +57,9 @@ def load_prices(settings: Settings) -> PriceTable:
     return prices
 
 
-def build_main_worker(client: Client, settings: Settings, sessions, storage: Storage, claude) -> Worker:  # noqa: ANN001
+def build_main_worker(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], storage: Storage, claude: AsyncAnthropic
+) -> Worker:
     """The workflows, every data step (database and storage) and the Message Batches endpoints
     (they are not rate limited like online calls)."""
     jobs = JobActivities(sessions, storage)
@@ -98,7 +104,7 @@ def build_main_worker(client: Client, settings: Settings, sessions, storage: Sto
     )
 
 
-def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude) -> Worker:  # noqa: ANN001
+def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude: AsyncAnthropic) -> Worker:
     generation = ClaudeActivities(claude, storage, settings, load_prices(settings))
     return Worker(
         client,

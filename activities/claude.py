@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anthropic
 import httpx2
@@ -21,7 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.claude_requests import priced_usage, raw_response_document, request_messages
-from activities.data_errors import classify as classify_storage_error
+from activities.data_errors import classify_storage_error
 from activities.errors import CLAUDE_RATE_LIMIT_WAIT
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
@@ -84,7 +84,7 @@ def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
     return any(marker in said for marker in _SPEND_LIMIT_MARKERS)
 
 
-def _error_body(exc: anthropic.APIStatusError) -> dict:
+def _error_body(exc: anthropic.APIStatusError) -> dict[str, Any]:
     error = exc.body.get("error") if isinstance(exc.body, dict) else None
     return error if isinstance(error, dict) else {}
 
@@ -101,7 +101,7 @@ def _status_of(exc: anthropic.APIStatusError) -> int:
     """The HTTP status, or for an error inside a stream that had answered 200, its type's."""
     if exc.status_code >= 400:
         return exc.status_code
-    return _STATUS_OF_ERROR_TYPE.get(_error_body(exc).get("type"), 500)
+    return _STATUS_OF_ERROR_TYPE.get(_error_body(exc).get("type", ""), 500)
 
 
 def _transport_problem(exc: Exception) -> str:
@@ -243,7 +243,7 @@ class RateLimitGate:
             raise RateLimitWaitTooLong(self.pause_s(), "its turn among the held calls") from None
 
 
-class RateLimitWaitTooLong(Exception):  # noqa: N818 - a condition, not a programming error
+class RateLimitWaitTooLong(Exception):
     """The rate-limit gate would hold a call past the time its attempt allows."""
 
     def __init__(self, wait_s: float, waiting_for: str) -> None:
@@ -328,17 +328,17 @@ class ClaudeActivities:
         progress = _progress_of_earlier_attempts()
         async with heartbeating(progress):
             if progress.reply is None:
-                await self._call(request, progress)
+                reply = await self._call(request, progress)
                 activity.heartbeat(progress)  # the paid reply, at once: a lost worker must not lose it
             else:
-                _call_log(request).info("storing the reply an earlier attempt paid for", raw_key=progress.reply.generated.raw_key)
-            reply = progress.reply
+                reply = progress.reply
+                _call_log(request).info("storing the reply an earlier attempt paid for", raw_key=reply.generated.raw_key)
             await self._through_outage(
                 request,
                 progress,
                 lambda: self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document),
             )
-        call = progress.reply.generated
+        call = reply.generated
         usage = call.usage
         _call_log(request).info(
             "claude call succeeded",
@@ -356,8 +356,8 @@ class ClaudeActivities:
         # The usage of every attempt of this call, failed ones included: all of it was paid for.
         return call.model_copy(update={"usage": progress.usage, "attempt": activity.info().attempt})
 
-    async def _call(self, request: GenerateInput, progress: CallProgress) -> None:
-        """One fresh streamed request; its answer becomes the progress's paid reply. Its tokens
+    async def _call(self, request: GenerateInput, progress: CallProgress) -> PaidReply:
+        """One fresh streamed request; its answer becomes (and is) the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
         messages = await request_messages(request, lambda key: self._read_rejected(request, progress, key))
@@ -410,6 +410,7 @@ class ClaudeActivities:
                 self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), rate_limit=rate_limit
             ),
         )
+        return progress.reply
 
     def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> ApplicationError:
         """The failure of this attempt, logged, with the usage of every attempt so far as its detail."""

@@ -7,6 +7,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from anthropic.types import MessageParam
+
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
@@ -22,10 +24,10 @@ REPAIR_INSTRUCTION = (
 
 async def request_messages(
     request: GenerateInput, read_rejected: Callable[[str], Awaitable[bytes]]
-) -> list[dict[str, str]]:
+) -> list[MessageParam]:
     """The user prompt; for a repair, also the rejected reply (read from storage by its key) and
     what was wrong with it."""
-    messages = [{"role": "user", "content": request.prompt.user}]
+    messages: list[MessageParam] = [{"role": "user", "content": request.prompt.user}]
     if request.repair:
         rejected = json.loads(await read_rejected(request.repair.rejected_raw_key))
         rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")

@@ -65,14 +65,20 @@ def classify_data_errors(step: Callable[P, Awaitable[R]]) -> Callable[P, Awaitab
 def classify(exc: BaseException) -> ApplicationError | None:
     """The failure Temporal should act on, or None when the error is neither the database's nor
     the storage's (Temporal then retries it as it is)."""
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        return classify_storage_error(exc)
+    return _database_error(exc)
+
+
+def classify_storage_error(exc: ClientError | BotoCoreError) -> ApplicationError:
+    """A storage failure: an outage (retried) or a refusal (never)."""
     if isinstance(exc, ClientError):
         return _storage_client_error(exc)
     if isinstance(exc, (HTTPClientError, BotoConnectionError)):
         return outage(STORAGE_UNAVAILABLE, f"{_first_line(exc)}{_object_of(exc)}")
-    if isinstance(exc, BotoCoreError):  # bad parameters, no credentials: a retry changes nothing
-        said = f"{_first_line(exc)}{_object_of(exc)}"
-        return ApplicationError(f"storage refused the request: {said}", type=STORAGE_ERROR, non_retryable=True)
-    return _database_error(exc)
+    # bad parameters, no credentials: a retry changes nothing
+    said = f"{_first_line(exc)}{_object_of(exc)}"
+    return ApplicationError(f"storage refused the request: {said}", type=STORAGE_ERROR, non_retryable=True)
 
 
 def outage(error_type: str, reason: str) -> ApplicationError:

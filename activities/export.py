@@ -20,7 +20,6 @@ import json
 import math
 import shutil
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -161,8 +160,7 @@ class LocalTarget:
         final = self._path(path)
         partial = final.with_name(final.name + ".partial")
         with open(partial, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
+            out.writelines(chunks)
         partial.replace(final)
 
     def remove_parts(self) -> None:
@@ -474,10 +472,10 @@ def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], 
         "",
         "# Bright Run training conversations",
         "",
-        f"{total} synthetic conversations generated with Claude for fine-tuning a financial-wellness assistant, "
+        (f"{total} synthetic conversations generated with Claude for fine-tuning a financial-wellness assistant, "
         f"in the `{selection.format.value}` format: each line of `data/{{split}}.jsonl` has `{turns_key}` "
         "(the system prompt first, then user and assistant turns alternating, ending with the assistant) "
-        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, quality score).",
+        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, quality score)."),
         "",
         "## Splits",
         "",

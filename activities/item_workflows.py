@@ -30,9 +30,9 @@ class WorkflowActivities:
         """Starts every item's workflow; a retried attempt finds those it started already existing."""
         priority = Priority(priority_key=request.priority_key, fairness_key=request.fairness_key)
         started = await asyncio.gather(
-            *(self._start(request.task_queue, priority, item, summary) for item, summary in zip(request.items, request.summaries))
+            *(self._start(request.task_queue, priority, item, summary) for item, summary in zip(request.items, request.summaries, strict=True))
         )
-        return StartedItemWorkflows(existing=[item.item_id for item, new in zip(request.items, started) if not new])
+        return StartedItemWorkflows(existing=[item.item_id for item, new in zip(request.items, started, strict=True) if not new])
 
     async def _start(self, task_queue: str, priority: Priority, item: BatchItemInput, summary: str) -> bool:
         try:
@@ -58,7 +58,7 @@ class WorkflowActivities:
     async def ended_workflows(self, request: WorkflowIds) -> EndedWorkflows:
         states = await asyncio.gather(*(self._state_of(workflow_id) for workflow_id in request.workflow_ids))
         return EndedWorkflows(
-            ended={workflow_id: state for workflow_id, state in zip(request.workflow_ids, states) if state is not None}
+            ended={workflow_id: state for workflow_id, state in zip(request.workflow_ids, states, strict=True) if state is not None}
         )
 
     async def _state_of(self, workflow_id: str) -> str | None:

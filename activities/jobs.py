@@ -68,11 +68,11 @@ _CATALOG_REFERENCES = (
 )
 
 
-def _log(session: AsyncSession, job_id: uuid.UUID, line: str, item_id: uuid.UUID | None = None):  # noqa: ANN202
-    return session.execute(insert(BatchJobEvent).values(batch_job_id=job_id, batch_item_id=item_id, line=line))
+async def _log(session: AsyncSession, job_id: uuid.UUID, line: str, item_id: uuid.UUID | None = None) -> None:
+    await session.execute(insert(BatchJobEvent).values(batch_job_id=job_id, batch_item_id=item_id, line=line))
 
 
-async def _names(session: AsyncSession, table: type[Persona] | type[EmotionalArc], ids: set[str]) -> dict[str, str]:
+async def _names(session: AsyncSession, table: type[Persona | EmotionalArc], ids: set[str]) -> dict[str, str]:
     """Catalog names by id (as the item parameters hold them, strings)."""
     rows = await session.execute(select(table.id, table.name).where(table.id.in_([uuid.UUID(i) for i in ids])))
     return {str(row_id): name for row_id, name in rows}
@@ -148,7 +148,7 @@ async def _record_outcome(session: AsyncSession, request: FinishItemInput) -> It
         .returning(BatchItem.position)
     )
     if position is None:
-        return ItemStatus(await session.scalar(select(BatchItem.status).where(BatchItem.id == outcome.item_id)))
+        return ItemStatus((await session.scalars(select(BatchItem.status).where(BatchItem.id == outcome.item_id))).one())
     counters = {name: getattr(BatchJob, name) + 1 for name in _COUNTERS[outcome.status]}
     await session.execute(
         update(BatchJob)

@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 from anthropic import AsyncAnthropic
+from anthropic.types.messages.batch_create_params import Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -187,7 +188,8 @@ class MessageBatchActivities:
                         .with_for_update(skip_locked=True)
                     )
                 ).all()
-                chosen, total_bytes = [], 0
+                chosen: list[str] = []
+                total_bytes = 0
                 for custom_id, size in waiting:
                     if chosen and total_bytes + size > request.max_bytes:
                         break
@@ -211,10 +213,10 @@ class MessageBatchActivities:
             ).all()
             return [tuple(row) for row in claimed], batch.anthropic_batch_id, retried
 
-    async def _read_requests(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+    async def _read_requests(self, keys: Iterable[str]) -> list[Request]:
         limit = asyncio.Semaphore(SIGNALS_AT_ONCE)
 
-        async def read(key: str) -> dict[str, Any]:
+        async def read(key: str) -> Request:
             async with limit:
                 return json.loads(await self._storage.get_bytes(self._storage.conversation_bucket, key))
 

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as upsert
@@ -51,9 +51,9 @@ from devtools.outages import Outages, WorkerPool
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation, Persona
+from models.workflow_ids import item_workflow_id
 from service import batches
 from tests.helpers import reset_to_first_workflow_task
-from models.workflow_ids import item_workflow_id
 
 # The workers' and the starter's settings: fast Claude retries, and enough attempts that 30%
 # faults never exhaust an item by chance (0.3^10).
@@ -154,7 +154,7 @@ def kill_all_workers(rounds: int, churn: bool) -> Callable[[Run], Awaitable[None
             run.note(f"{workers} workers started")
             if churn:
                 await run.until_done((round_number + 1.5) / (rounds + 2))
-                killed, started = await asyncio.to_thread(pool.churn, 0.25)
+                killed, _ = await asyncio.to_thread(pool.churn, 0.25)
                 run.note(f"churned {len(killed)} of {workers} workers")
 
     return act
@@ -246,7 +246,7 @@ class ChaosRunner:
         self.s3 = devstack.s3_client(self.settings)
         self.client: Client
 
-    async def __aenter__(self) -> ChaosRunner:
+    async def __aenter__(self) -> Self:
         self.client = await connect(self.settings)
         return self
 
@@ -396,7 +396,7 @@ async def check(run: Run, ended: bool) -> dict[str, Any]:
     }
 
 
-def _object_keys_of(conversation: Any) -> list[str]:  # noqa: ANN401 (a result row)
+def _object_keys_of(conversation: Any) -> list[str]:
     """The raw reply, the final conversation and, once enriched, its enrichment record."""
     keys = [conversation.raw_storage_path, conversation.final_storage_path]
     if conversation.enriched_at is not None:

@@ -23,7 +23,7 @@ os.environ.setdefault(
     str(Path(importlib.util.find_spec("litellm").origin).parent / "litellm_core_utils" / "tokenizers"),
 )
 
-from bespokelabs import curator  # noqa: E402
+from bespokelabs import curator
 
 
 class Conversations(curator.LLM):

@@ -22,6 +22,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 import psutil
 from sqlalchemy import insert, text
@@ -69,7 +70,7 @@ class PeakMemory:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, self._process.memory_info().rss)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self.peak = self._process.memory_info().rss
         self._thread.start()
         return self
@@ -79,7 +80,7 @@ class PeakMemory:
         self._thread.join()
 
 
-async def arrange(sessions, storage: Storage, user: str, count: int) -> uuid.UUID:  # noqa: ANN001
+async def arrange(sessions, storage: Storage, user: str, count: int) -> uuid.UUID:
     prefix = f"raw/{user}/doc-"
     for n in range(DISTINCT_DOCUMENTS):
         document = {"quality": {"turns": 1.0}, "title": "t", "metadata": {}, "turns": dialogue(f"doc{n}", turns=8)}

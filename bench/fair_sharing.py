@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+import uuid
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,14 +24,15 @@ from bench.rate_limit import ARCS, PERSONAS, TOPICS, engine_settings
 from bench.results_file import save_result
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
+from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from devtools import devstack
 from devtools.standin_control import StandinControl
 from models.enums import Tier
 from service import batches
-from workflows.batch_job import BatchJobWorkflow
 from worker import build_workers
+from workflows.batch_job import BatchJobWorkflow
 
 BIG_JOBS, BIG_JOB_ITEMS, BIG_JOB_CONCURRENCY = 3, 100, 100
 
@@ -94,7 +96,7 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
     }
 
 
-async def _status(settings, job_id):  # noqa: ANN001, ANN202
+async def _status(settings: Settings, job_id: uuid.UUID) -> batches.JobStatusView:
     engine = create_engine(settings)
     try:
         return await batches.job_status(create_sessionmaker(engine), str(job_id), await connect(settings))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,7 @@ async def plain_script(settings: Settings, requests: int, calls_per_minute: floa
 
     async def one(n: int) -> None:
         await asyncio.sleep(n * interval)
-        try:
+        with contextlib.suppress(anthropic.APIError):  # counted by the stand-in's log
             await client.messages.create(
                 model=settings.claude_model,
                 max_tokens=2048,
@@ -73,8 +74,6 @@ async def plain_script(settings: Settings, requests: int, calls_per_minute: floa
                 messages=[{"role": "user", "content": f"Write conversation {n} as JSON."}],
                 extra_headers={"x-brightrun-item": f"plain-{n}"},
             )
-        except anthropic.APIError:
-            pass  # counted by the stand-in's log
 
     await asyncio.gather(*(one(n) for n in range(requests)))
     await client.close()

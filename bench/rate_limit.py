@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 import uuid
@@ -22,15 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.results_file import save_result
-from devtools import devstack
-from service import batches
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
-from models.enums import Tier
+from devtools import devstack
 from devtools.standin_control import StandinControl
+from models.enums import Tier
+from service import batches
 from worker import build_workers
 
 PERSONAS = ["David Chen", "Maria Gonzalez", "Priya Patel", "James Okafor"]

@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -29,10 +27,10 @@ from devtools.binaries import venv_binary
 from models import search_attributes
 from models.enums import ItemStatus
 from models.messages import BatchJobInput
+from models.workflow_ids import job_workflow_id
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import job_workflow_id
 
 TEMPORAL_HISTORY_EVENT_LIMIT = 51_200
 

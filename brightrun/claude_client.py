@@ -17,13 +17,15 @@ def create_claude_client(settings: Settings) -> AsyncAnthropic:
 
 
 def claude_call_plan(settings: Settings) -> ClaudeCallPlan:
-    """The settings' Claude queue, attempt timeouts per tier, heartbeat timeout and attempt cap,
-    for the workflows (which read no environment)."""
+    """The settings' Claude queue, attempt timeouts per tier, heartbeat timeout, attempt cap and
+    backoff, for the workflows (which read no environment)."""
     return ClaudeCallPlan(
         task_queue=settings.claude_task_queue,
         attempt_timeout_s={tier: settings.claude_attempt_timeout_s(tier) for tier in Tier},
         heartbeat_timeout_s=settings.claude_heartbeat_timeout_s,
         max_attempts=settings.claude_max_attempts,
+        retry_base_s=settings.claude_retry_base_s,
+        retry_cap_s=settings.claude_retry_cap_s,
     )
 
 

@@ -14,7 +14,6 @@ from temporalio import activity
 
 from brightrun.settings import Settings
 
-
 _ID_PREFIXES = {"batch-job-": "job_id", "batch-item-": "item_id"}
 
 

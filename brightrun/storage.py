@@ -68,8 +68,8 @@ class Storage:
         )
 
     @property
-    def client(self):  # noqa: ANN201 - boto3's client has no importable type
-        """The blocking boto3 client, for streaming work that already runs in a worker thread."""
+    def client(self) -> Any:
+        """The blocking boto3 client (untyped), for streaming work that already runs in a worker thread."""
         return self._client
 
     async def put_json(self, bucket: str, key: str, document: Any) -> None:

@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
-from brightrun.temporal_client import connect_options
 from brightrun.storage import Storage, job_log_key
+from brightrun.temporal_client import connect_options
 from models.tables import BatchItem, BatchJob, Conversation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ DEMO_BATCH = [
 
 def _step(argv: list[str], env: dict[str, str], capture: bool = False) -> str:
     console.print(f"[dim]$ {shlex.join(['python', *argv[1:]])}[/]")
-    result = subprocess.run(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE if capture else None)
+    result = subprocess.run(argv, check=False, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE if capture else None)
     if result.returncode != 0:
         sys.exit(f"demo stopped: `{shlex.join(argv[1:])}` exited with {result.returncode}")
     return result.stdout or ""

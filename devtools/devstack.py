@@ -47,13 +47,15 @@ import psutil
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from sqlalchemy.engine import make_url
-from temporalio.api.enums.v1 import IndexedValueType, TaskQueueKind, TaskQueueType
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
 
-from devtools.binaries import venv_binary
 from brightrun.settings import Settings
+from brightrun.temporal_client import temporal_address
+from devtools.binaries import venv_binary
 from models import search_attributes
 
 log = logging.getLogger(__name__)
@@ -167,8 +169,10 @@ def start(config: StackConfig) -> dict[str, str]:
     servers = {name: _launch(root, name, argv(config, root), _server_env()) for name, argv in SERVER_ARGV.items()}
     standin_argv = [sys.executable, "-m", "devtools.standin", "--host", LOOPBACK, "--port", str(config.standin_port)]
     standin = _launch(root, "standin", standin_argv, _server_env()) if with_standin else None
-    external_database = config.database_url and not _is_own_embedded_database(root, config.database_url)
-    database_url = _ensure_database(config.database_url) if external_database else _start_embedded_postgres(root)
+    if config.database_url and not _is_own_embedded_database(root, config.database_url):
+        database_url = _ensure_database(config.database_url)
+    else:
+        database_url = _start_embedded_postgres(root)
 
     env = {
         "TEMPORAL_ADDRESS": f"{LOOPBACK}:{config.temporal_port}",
@@ -206,12 +210,13 @@ def _server_env() -> dict[str, str]:
 
 
 def _settings_of(env: Mapping[str, str]) -> Settings:
-    return Settings(**{key.lower(): value for key, value in env.items() if key.lower() in Settings.model_fields})
+    values: dict[str, Any] = {key.lower(): value for key, value in env.items() if key.lower() in Settings.model_fields}
+    return Settings(**values)
 
 
 def _server_ready_probe(name: str, settings: Settings) -> Callable[[], object]:
     if name == "temporal":
-        return lambda: _run(_temporal_answers(settings.temporal_address))
+        return lambda: _run(_temporal_answers(temporal_address(settings)))
     return lambda: _ensure_buckets(settings) and _s3_round_trip(settings)
 
 
@@ -221,7 +226,10 @@ def start_worker(root: Path, env: Mapping[str, str], name: str = "worker") -> in
     worker = _launch(root.resolve(), name, [sys.executable, "worker.py"], env)
     settings = _settings_of(env)
     since = datetime.fromtimestamp(worker.created_at, UTC)
-    probe = lambda: _run(_worker_polls(settings.temporal_address, settings.task_queue, since))  # noqa: E731
+
+    def probe() -> bool:
+        return _run(_worker_polls(temporal_address(settings), settings.task_queue, since))
+
     _wait_ready(worker, probe, READY_TIMEOUT_S["worker"])
     return worker.pid
 
@@ -286,10 +294,9 @@ def _temporal_argv(config: StackConfig, root: Path) -> list[str]:
     return argv
 
 
-def _search_attribute_type(value_type: int) -> str:
-    """INDEXED_VALUE_TYPE_KEYWORD_LIST -> KeywordList, the spelling the CLI takes."""
-    suffix = IndexedValueType.Name(value_type).removeprefix("INDEXED_VALUE_TYPE_")
-    return "".join(word.capitalize() for word in suffix.split("_"))
+def _search_attribute_type(value_type: SearchAttributeIndexedValueType) -> str:
+    """KEYWORD_LIST -> KeywordList, the spelling the CLI takes."""
+    return "".join(word.capitalize() for word in value_type.name.split("_"))
 
 
 def _seaweed_argv(config: StackConfig, root: Path) -> list[str]:
@@ -413,6 +420,7 @@ def _run_step(root: Path, name: str, argv: list[str], env: Mapping[str, str]) ->
     with log_path.open("ab") as log_file:
         result = subprocess.run(
             argv,
+            check=False,
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -455,7 +463,7 @@ async def _worker_polls(address: str, task_queue: str, since: datetime) -> bool:
     return any(poller.last_access_time.ToDatetime(UTC) >= fresh_after for poller in response.pollers)
 
 
-def s3_client(settings: Settings) -> Any:  # noqa: ANN401 (boto3 clients are untyped)
+def s3_client(settings: Settings) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
@@ -511,7 +519,10 @@ def _start_embedded_postgres(root: Path) -> str:
     # Not get_server(): it caches one handle per process, which would outlive a stop().
     # cleanup_mode=None: the server keeps running after this process exits, until stop().
     server = PostgresServer(pgdata, cleanup_mode=None)
-    _record_pid(root, "postgres", server.get_pid())
+    pid = server.get_pid()
+    if pid is None:
+        raise RuntimeError(f"embedded PostgreSQL in {pgdata} started but reports no pid")
+    _record_pid(root, "postgres", pid)
     _link_log(root / "logs" / "postgres.log", pgdata / "log")
     url = _ensure_database(server.get_uri(EMBEDDED_DATABASE))
     log.info("postgres ready after %.1f s", time.monotonic() - started)
@@ -680,7 +691,7 @@ PORT_OVERRIDES = {
 
 
 def _cli_config() -> StackConfig:
-    ports = {name: int(os.environ[var]) for name, var in PORT_OVERRIDES.items() if os.environ.get(var)}
+    ports: dict[str, Any] = {name: int(os.environ[var]) for name, var in PORT_OVERRIDES.items() if os.environ.get(var)}
     return StackConfig(root=DEFAULT_ROOT, database_url=os.environ.get("DATABASE_URL") or None, **ports)
 
 

@@ -4,14 +4,14 @@ Loaded by `python -m devtools.load_catalog`, so the demo and the tests run on re
 """
 
 PERSONAS = [
-    ("David Chen", "A 42-year-old software engineering manager and father of two, careful with money, "
-     "who avoids hard conversations about the future until a deadline forces them."),
-    ("Maria Gonzalez", "A 35-year-old nurse and single parent who works night shifts and worries about "
-     "providing for her daughter if something happens to her."),
-    ("Priya Patel", "A 29-year-old freelance designer with irregular income who wants to get organised "
-     "but feels behind her peers."),
-    ("James Okafor", "A 61-year-old small-business owner thinking about retirement and handing the shop "
-     "over to his son."),
+    ("David Chen", ("A 42-year-old software engineering manager and father of two, careful with money, "
+     "who avoids hard conversations about the future until a deadline forces them.")),
+    ("Maria Gonzalez", ("A 35-year-old nurse and single parent who works night shifts and worries about "
+     "providing for her daughter if something happens to her.")),
+    ("Priya Patel", ("A 29-year-old freelance designer with irregular income who wants to get organised "
+     "but feels behind her peers.")),
+    ("James Okafor", ("A 61-year-old small-business owner thinking about retirement and handing the shop "
+     "over to his son.")),
 ]
 
 # (name, arc_type, description)
@@ -27,14 +27,14 @@ EMOTIONAL_ARCS = [
 ]
 
 TRAINING_TOPICS = [
-    ("Essential Estate Planning", "Wills, beneficiaries, guardianship for children, powers of attorney and "
-     "why an estate plan matters before it is needed."),
-    ("Retirement Income Planning", "Turning savings into a steady income: withdrawal rates, pensions, "
-     "social security timing and sequence risk."),
-    ("Paying Down Debt", "Prioritising high-interest debt, the avalanche and snowball methods, and "
-     "building an emergency fund alongside."),
-    ("College Savings Plans", "529 plans, tax advantages, how much to save and balancing college with "
-     "retirement goals."),
+    ("Essential Estate Planning", ("Wills, beneficiaries, guardianship for children, powers of attorney and "
+     "why an estate plan matters before it is needed.")),
+    ("Retirement Income Planning", ("Turning savings into a steady income: withdrawal rates, pensions, "
+     "social security timing and sequence risk.")),
+    ("Paying Down Debt", ("Prioritising high-interest debt, the avalanche and snowball methods, and "
+     "building an emergency fund alongside.")),
+    ("College Savings Plans", ("529 plans, tax advantages, how much to save and balancing college with "
+     "retirement goals.")),
 ]
 
 SYSTEM_TEXT = """You write training conversations for fine-tuning a financial-wellness assistant.

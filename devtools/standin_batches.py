@@ -148,8 +148,10 @@ def batch_object(batch: MessageBatch, base_url: str) -> dict[str, Any]:
     counts = batch.counts if ended else {"processing": len(batch.requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
     if ended:
         status = "ended"
+    elif batch.cancel_initiated_at is not None:
+        status = "canceling"
     else:
-        status = "canceling" if batch.cancel_initiated_at is not None else "in_progress"
+        status = "in_progress"
     ended_at = min(batch.ends_at, batch.cancel_initiated_at or batch.ends_at) if ended else None
     return {
         "id": batch.id,

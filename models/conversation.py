@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -32,7 +33,7 @@ class ConversationDocument(BaseModel):
     def _alternating_from_user(self) -> ConversationDocument:
         if self.turns[0].role != "user":
             raise ValueError("the first turn must be the user's")
-        for index, (previous, current) in enumerate(zip(self.turns, self.turns[1:]), start=1):
+        for index, (previous, current) in enumerate(itertools.pairwise(self.turns), start=1):
             if previous.role == current.role:
                 raise ValueError(f"turn {index} repeats role {current.role!r}: turns must alternate")
         return self

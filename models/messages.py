@@ -100,10 +100,13 @@ class ClaudeCallPlan(BaseModel):
     # The rate-limited queue the Claude workers poll; None = the item workflow's own queue.
     task_queue: str | None = None
     # Start-to-close of one attempt per tier, sized from the tier's max_tokens.
-    attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: {tier: 600.0 for tier in Tier})
+    attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: dict.fromkeys(Tier, 600.0))
     heartbeat_timeout_s: float = 20.0
     # Attempts per call before the item fails with the last error.
     max_attempts: int = 6
+    # The backoff of the retry policy (timeouts, lost workers), as the activity's own backoff.
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 60.0
 
 
 class MessageBatchPlan(BaseModel):

@@ -6,12 +6,11 @@ import asyncio
 import itertools
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, PlainSerializer
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
-
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, String, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -36,14 +35,21 @@ from models.tables import (
     PromptTemplate,
     TrainingTopic,
 )
+from models.workflow_ids import job_workflow_id
 from service.outages import Outage, job_outages
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import job_workflow_id
 from workflows.config import ITEM_CANCEL_GRACE
 
 
-JOB_NAME_MAX_LENGTH = BatchJob.__table__.c.name.type.length
-USER_ID_MAX_LENGTH = BatchJob.__table__.c.created_by.type.length
+def _max_length(column: ColumnElement[Any]) -> int:
+    """A VARCHAR column's length: the schema is the one place it is stated."""
+    if not isinstance(column.type, String) or column.type.length is None:
+        raise TypeError(f"{column} has no maximum length")
+    return column.type.length
+
+
+JOB_NAME_MAX_LENGTH = _max_length(BatchJob.__table__.c.name)
+USER_ID_MAX_LENGTH = _max_length(BatchJob.__table__.c.created_by)
 # Samples per combination, and items per job: twice the largest job ever run (10,000 items);
 # more is likelier a typo in --samples than a plan, and can be split into several jobs.
 MAX_SAMPLES = 1_000
@@ -139,11 +145,14 @@ def _as_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-async def _resolve(session: AsyncSession, table: type, kind: str, values: list[str]) -> list[Any]:
+CatalogRow = TypeVar("CatalogRow", Persona, EmotionalArc, TrainingTopic)
+
+
+async def _resolve(session: AsyncSession, table: type[CatalogRow], kind: str, values: list[str]) -> list[CatalogRow]:
     """Each value is an id or a name; all must exist and be active."""
     if not values:
         raise BatchInputError(f"no {kind} given: pass at least one --{kind.split()[-1]}")
-    rows: dict[uuid.UUID, Any] = {}
+    rows: dict[uuid.UUID, CatalogRow] = {}
     for value in values:
         as_id = _as_uuid(value)
         row = await session.scalar(
@@ -323,7 +332,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
             raise
         return await _status_without_database(client, parse_uuid(job_ref, "job id"), failure.message, exc)
     live = await _live_progress(client, job.id)
-    waiting_on = await job_outages(client, job.id) if live else []
+    waiting_on = await job_outages(client, job.id) if live and client else []
     remaining = job.total_items - job.completed_items - job.cancelled_items
     open_batches = await _open_message_batches(sessions, job) if job.mode == DeliveryMode.BATCH else []
     async with sessions() as session:
@@ -447,9 +456,10 @@ def _eta_seconds(job: BatchJob, remaining: int, live: JobProgress | None) -> flo
         return 0.0
     if live is not None:
         return live.eta_seconds
-    if not job.started_at or job.completed_items == 0 or job.status == JobStatus.PAUSED:
+    elapsed = _elapsed_s(job)
+    if elapsed is None or job.completed_items == 0 or job.status == JobStatus.PAUSED:
         return None
-    return round(remaining * _elapsed_s(job) / job.completed_items, 1)
+    return round(remaining * elapsed / job.completed_items, 1)
 
 
 class JobListing(BaseModel):

@@ -20,6 +20,7 @@ from service.batches import BatchInputError
 from service.review import Owner, owned_job
 from workflows.export import ExportWorkflow, export_workflow_id
 
+
 class ExportFailedError(RuntimeError):
     """The export workflow ended failed; the message is its reason."""
 

@@ -14,7 +14,19 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Text, and_, case, func, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    ColumnExpressionArgument,
+    Text,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from brightrun.storage import Storage, enriched_conversation_key
@@ -143,7 +155,7 @@ async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Sel
         conditions.append(Conversation.review_status == selection.status.value)
     if selection.min_quality is not None:
         conditions.append(Conversation.quality_score >= selection.min_quality)
-    flagged = []
+    flagged: list[ColumnExpressionArgument[bool]] = []
     if selection.near_duplicates:
         flagged.append(Conversation.near_duplicate)
     if selection.below_quality is not None:
@@ -273,7 +285,7 @@ def _reason(action: ReviewStatus, reason: str | None, selection: Selection) -> C
     """The given reason (optional for an approval); a bulk rejection without one says which rule it met."""
     if reason or action == ReviewStatus.APPROVED:
         return literal(reason, type_=Text)
-    rules = []
+    rules: list[tuple[ColumnExpressionArgument[bool], ColumnExpressionArgument[Any]]] = []
     if selection.near_duplicates:
         rules.append((Conversation.near_duplicate, func.concat("near-duplicate of conversation ", Conversation.near_duplicate_of)))
     if selection.below_quality is not None:

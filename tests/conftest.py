@@ -10,24 +10,24 @@ from pathlib import Path
 
 import anthropic
 import pytest
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from devtools import devstack
-from devtools.binaries import venv_binary
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
-from models import search_attributes
+from devtools import devstack
+from devtools.binaries import venv_binary
 from devtools.standin import start_standin
 from devtools.standin_control import StandinControl
+from models import search_attributes
 from worker import build_workers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,6 +168,14 @@ def stack_settings(stack: dict[str, str]) -> Settings:
         # An item workflow that ends unreported (terminated, say) is found within seconds.
         unreported_check_s=5,
     )
+
+
+@pytest.fixture(scope="module")
+def cli_env(stack: dict[str, str], stack_settings: Settings) -> dict[str, str]:
+    """The environment of a `starter.py` run against the test stack (the stand-in, not Claude)."""
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    queues = {"TASK_QUEUE": stack_settings.task_queue, "CLAUDE_TASK_QUEUE": stack_settings.claude_task_queue}
+    return {**env, **stack, **queues, "LOG_FORMAT": "console"}
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     CancelQueuedItems,
     EnrichedPage,
+    EnrichPageInput,
     ExportCursor,
     ExportFailure,
     ExportFinishInput,
@@ -25,7 +26,6 @@ from models.messages import (
     ExportPageInput,
     ExportPlan,
     ExportResult,
-    EnrichPageInput,
     FinishItemInput,
     GeneratedRaw,
     GenerateInput,
@@ -118,7 +118,7 @@ class FakeBatch:
     items_done_at_enrichment: list[int] = field(default_factory=list)
 
     @classmethod
-    def of(cls, size: int, **knobs) -> FakeBatch:  # noqa: ANN003
+    def of(cls, size: int, **knobs) -> FakeBatch:
         return cls(uuid.uuid4(), [FakeItem(uuid.uuid4(), position) for position in range(size)], **knobs)
 
     def plan(self) -> JobPlan:

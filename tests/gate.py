@@ -13,7 +13,7 @@ from devtools.devstack import LOOPBACK, free_port
 
 
 class TcpGate:
-    def __init__(self, connect_upstream) -> None:  # noqa: ANN001 - () -> awaitable (reader, writer)
+    def __init__(self, connect_upstream) -> None:
         self._connect_upstream = connect_upstream
         self.port = free_port()
         self._server: asyncio.Server | None = None

@@ -13,10 +13,10 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from service import batches
 from brightrun.settings import Settings
 from models.messages import CallProgress
 from models.workflow_ids import item_workflow_id
+from service import batches
 
 
 async def eventually(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
@@ -35,7 +35,7 @@ async def _holds(condition: Callable[[], object]) -> bool:
 
 async def launch_and_wait(
     sessions: async_sessionmaker, client: Client, settings: Settings, **request
-) -> batches.LaunchedJob:  # noqa: ANN003
+) -> batches.LaunchedJob:
     job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**request))
     await client.get_workflow_handle(job.workflow_id).result()
     return job

@@ -16,13 +16,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from models.messages import BatchJobInput, ExportInput, ExportSelection
 from devtools.binaries import venv_binary
+from models.messages import BatchJobInput, ExportInput, ExportSelection
+from models.workflow_ids import item_workflow_id, job_workflow_id
 from tests.conftest import register_search_attributes
 from tests.fakes import FakeActivities, FakeBatch, FakeExportActivities
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import item_workflow_id, job_workflow_id
 from workflows.export import ExportWorkflow, export_workflow_id
 
 HISTORIES = Path(__file__).parent / "histories"

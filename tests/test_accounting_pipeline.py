@@ -29,10 +29,10 @@ from models.messages import (
     TokenUsage,
 )
 from models.tables import BatchItem, BatchJob, Conversation
+from models.workflow_ids import item_workflow_id
 from service import batches
 from tests.helpers import eventually, launch_and_wait, reset_to_first_workflow_task
 from workflows.batch_item import BatchItemWorkflow
-from models.workflow_ids import item_workflow_id
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 

@@ -7,13 +7,13 @@ from temporalio.worker import Worker
 
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, JobProgress
+from models.workflow_ids import job_workflow_id
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import job_workflow_id
 
 
-async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> JobProgress:  # noqa: ANN003
+async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> JobProgress:
     async with Worker(
         client,
         task_queue=task_queue,

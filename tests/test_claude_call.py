@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import time
 import uuid
@@ -33,13 +34,13 @@ from activities.claude import (
 from activities.claude_requests import REPAIR_INSTRUCTION
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
-from devtools.standin import start_standin
 from brightrun.storage import raw_response_key
+from devtools.standin import start_standin
+from devtools.standin_control import StandinControl
 from models.enums import Tier
 from models.messages import CallProgress, GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
 from tests.fakes import MemoryStorage
 from tests.helpers import eventually
-from devtools.standin_control import StandinControl
 
 PROMPT_USER = (
     "Write one conversation.\nPersona: David Chen\nEmotional arc: Anxiety -> Confidence\n"
@@ -159,7 +160,7 @@ async def test_heartbeats_go_on_while_no_byte_arrives(rig: Rig) -> None:
     assert time.monotonic() - started >= 1.5
     beats = [started, *rig.heartbeats]
     assert len(rig.heartbeats) >= 5
-    assert max(later - earlier for earlier, later in zip(beats, beats[1:])) < 0.6, "a heartbeat timeout would have fired"
+    assert max(later - earlier for earlier, later in itertools.pairwise(beats)) < 0.6, "a heartbeat timeout would have fired"
 
 
 async def test_a_cancellation_ends_a_silent_call_at_once(rig: Rig) -> None:

@@ -3,6 +3,7 @@ Temporal's retries, over a real socket to the stand-in, through the whole pipeli
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 
@@ -11,18 +12,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from service import batches
 from brightrun.claude_client import create_claude_client
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import Storage, raw_response_key
+from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import TokenUsage
 from models.tables import BatchItem, BatchJob, Conversation
-from tests.helpers import launch_and_wait
-from devtools.standin_control import StandinControl
-from worker import build_claude_worker
 from models.workflow_ids import item_workflow_id
+from service import batches
+from tests.helpers import launch_and_wait
+from worker import build_claude_worker
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -55,13 +56,13 @@ async def test_a_transient_fault_is_retried_until_the_call_succeeds(
 ) -> None:
     await standin.configure(script=[fault, fault, "ok"], retry_after_s=1)
 
-    job, item = await one_item(sessions, stack_client, stack_settings)
+    _, item = await one_item(sessions, stack_client, stack_settings)
 
     assert item.status == ItemStatus.COMPLETED and item.conversation_id is not None
     attempts = requests_by_item(await standin.stats())[str(item.id)]
     assert [a["outcome"] for a in attempts] == [fault, fault, "ok"]
     if fault == "429":
-        gaps = [later["at"] - earlier["at"] for earlier, later in zip(attempts, attempts[1:])]
+        gaps = [later["at"] - earlier["at"] for earlier, later in itertools.pairwise(attempts)]
         assert min(gaps) >= 1.0, f"a retry came before its retry-after: {gaps}"
     async with sessions() as session:
         conversation = await session.get(Conversation, item.conversation_id)
@@ -84,7 +85,7 @@ async def test_a_bad_request_is_tried_once_and_fails_the_item_with_the_apis_mess
 ) -> None:
     await standin.configure(script=["400", "ok"])
 
-    job, item = await one_item(sessions, stack_client, stack_settings)
+    _, item = await one_item(sessions, stack_client, stack_settings)
 
     assert item.status == ItemStatus.FAILED and item.conversation_id is None
     assert item.error_message == "Claude API 400: messages: prompt is too long for this model (invalid_request_error)"
@@ -97,7 +98,7 @@ async def test_the_call_runs_on_the_claude_queue_and_heartbeats_through_a_silenc
     impatient = stack_settings.model_copy(update={"claude_heartbeat_timeout_s": 2.0})
     await standin.configure(first_token_ms=5000)
 
-    job, item = await one_item(sessions, stack_client, impatient)
+    _, item = await one_item(sessions, stack_client, impatient)
 
     assert item.status == ItemStatus.COMPLETED, item.error_message
     assert (await standin.stats())["requests"] == 1, "the silent call was never timed out and retried"
@@ -122,7 +123,7 @@ async def test_the_attempt_cap_fails_the_item_with_the_last_error(
     cap = stack_settings.claude_max_attempts
     await standin.configure(script=["529"] * (cap + 2))
 
-    job, item = await one_item(sessions, stack_client, stack_settings)
+    _, item = await one_item(sessions, stack_client, stack_settings)
 
     assert item.status == ItemStatus.FAILED
     assert item.error_message.startswith(f"gave up after {cap} attempts; last error: Claude API 529")
@@ -166,7 +167,7 @@ async def test_unusable_output_fails_the_item_for_good_and_keeps_the_raw_reply(
 ) -> None:
     await standin.configure(script=script)
 
-    job, item = await one_item(sessions, stack_client, stack_settings)
+    _, item = await one_item(sessions, stack_client, stack_settings)
 
     assert item.status == ItemStatus.FAILED and item.error_message.startswith(error_start)
     kept_at = item.error_message.rsplit("raw response kept at ", 1)[1]
@@ -222,7 +223,7 @@ async def test_fifty_items_under_thirty_percent_faults_complete_with_true_totals
         assert outcomes[-1] == "ok" and "ok" not in outcomes[:-1], outcomes
         assert len(outcomes) <= stack_settings.claude_max_attempts
     for attempts in by_item.values():
-        for earlier, later in zip(attempts, attempts[1:]):
+        for earlier, later in itertools.pairwise(attempts):
             if earlier["outcome"] == "429":
                 assert later["at"] - earlier["at"] >= 1.0, "a request came before its retry-after"
     status = (await batches.job_status(sessions, str(job.job_id), stack_client)).as_json()

@@ -31,7 +31,7 @@ async def run_sql(sessions: async_sessionmaker, *statements: str) -> None:
             await session.execute(text(statement))
 
 
-async def raised_by(step) -> ApplicationError:  # noqa: ANN001
+async def raised_by(step) -> ApplicationError:
     with pytest.raises(ApplicationError) as raised:
         await step
     return raised.value
@@ -96,7 +96,7 @@ async def test_a_programming_error_is_permanent(sessions: async_sessionmaker) ->
     ],
 )
 async def test_a_server_that_is_not_there_is_an_outage_that_is_retried(
-    stack_settings: Settings, tmp_path, server: str, words: str  # noqa: ANN001
+    stack_settings: Settings, tmp_path, server: str, words: str
 ) -> None:
     url = closed_port_url() if server == "a closed port" else f"postgresql+asyncpg://brightrun@/brightrun?host={tmp_path}"
     engine = create_engine(stack_settings.model_copy(update={"database_url": url}))
@@ -166,7 +166,7 @@ def test_s3_refusals_are_permanent(code: str) -> None:
     assert error.message == f"storage refused the request: {code}: {code} said"
 
 
-async def test_an_error_of_neither_part_is_left_to_temporal(tmp_path) -> None:  # noqa: ANN001
+async def test_an_error_of_neither_part_is_left_to_temporal(tmp_path) -> None:
     assert classify(KeyError("persona_id")) is None
 
     @classify_data_errors

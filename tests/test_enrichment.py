@@ -25,6 +25,7 @@ from service import batches
 from tests.conversations import ARC, PERSONA, TOPIC, dialogue, new_conversation, new_job
 from tests.helpers import launch_and_wait
 
+
 async def rows_of(sessions: async_sessionmaker, job_id: uuid.UUID) -> dict[uuid.UUID, Conversation]:
     async with sessions() as session:
         rows = (await session.scalars(select(Conversation).where(Conversation.batch_job_id == job_id))).all()

@@ -30,7 +30,7 @@ from service.export import ExportFailedError, ExportRequest, export, parse_split
 from service.review import Owner
 from tests.conversations import dialogue, new_conversation, new_job
 from tests.fakes import FakeExportActivities
-from tests.test_starter import cli_env, starter  # noqa: F401 - cli_env is a fixture
+from tests.test_starter import starter
 from workflows.export import ExportWorkflow, export_workflow_id
 
 PAGE_SIZE = 3
@@ -176,7 +176,7 @@ async def test_sharegpt_to_s3_and_the_selection_filters(
     export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage,
     approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
 ) -> None:
-    user, job, _ = approved_set
+    user, _, _ = approved_set
     prefix = f"exports/{uuid.uuid4().hex[:8]}"
     request = ExportRequest(owner=Owner.of(user), out=f"s3://{storage.conversation_bucket}/{prefix}",
                             format=ExportFormat.SHAREGPT, min_quality=0.8, seed=1)
@@ -234,7 +234,7 @@ async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(
 
 @pytest.mark.usefixtures("pipeline_worker")
 async def test_the_cli_exports_and_prints_the_contract_json(
-    cli_env: dict[str, str], tmp_path: Path, approved_set: tuple[str, uuid.UUID, list[uuid.UUID]]  # noqa: F811
+    cli_env: dict[str, str], tmp_path: Path, approved_set: tuple[str, uuid.UUID, list[uuid.UUID]]
 ) -> None:
     user, job, _ = approved_set
     out = tmp_path / "cli"

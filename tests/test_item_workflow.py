@@ -11,10 +11,10 @@ from temporalio.worker import Worker
 
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, GenerateInput
+from models.workflow_ids import job_workflow_id
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import job_workflow_id
 
 PROBLEM = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
 

@@ -13,12 +13,12 @@ from temporalio.exceptions import CancelledError
 
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchItemInput, JobProgress
+from models.workflow_ids import item_workflow_id, job_workflow_id
 from tests.fakes import FakeBatch
 from tests.helpers import eventually
 from tests.test_job_lifecycle import gated, progress, start, status_is, worker_for
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import item_workflow_id, job_workflow_id
 
 # Longer than any wait below, far shorter than a hang.
 RESULT_TIMEOUT_S = 60

@@ -14,16 +14,16 @@ from temporalio.worker import Worker
 
 from models.enums import ErrorPolicy, ItemStatus, JobStatus
 from models.messages import BatchJobInput, BatchProgressState, ItemFinished, JobProgress
+from models.workflow_ids import job_workflow_id
 from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from models.workflow_ids import job_workflow_id
 from workflows.config import ITEM_FINISHED_SIGNAL
 
 
 @asynccontextmanager
-async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **options) -> AsyncIterator[None]:  # noqa: ANN003
+async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **options) -> AsyncIterator[None]:
     async with Worker(
         client,
         task_queue=task_queue,
@@ -34,7 +34,7 @@ async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **option
         yield
 
 
-async def start(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> WorkflowHandle:  # noqa: ANN003
+async def start(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> WorkflowHandle:
     return await client.start_workflow(
         BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id, **knobs), id=job_workflow_id(batch.job_id), task_queue=task_queue
     )
@@ -48,7 +48,7 @@ async def status_is(handle: WorkflowHandle, status: JobStatus) -> bool:
     return (await progress(handle)).status == status
 
 
-def gated(size: int, **knobs) -> FakeBatch:  # noqa: ANN003
+def gated(size: int, **knobs) -> FakeBatch:
     return FakeBatch.of(size, claude_gate=asyncio.Event(), **knobs)
 
 

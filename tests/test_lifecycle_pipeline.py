@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from service import batches
 from brightrun.settings import Settings
 from brightrun.storage import Storage, job_log_key
+from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJobEvent, Conversation
-from devtools.standin_control import StandinControl
+from service import batches
 from tests.helpers import eventually, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
@@ -56,11 +56,11 @@ async def test_pause_sends_no_claude_request_until_resume(
     job = await batches.launch(sessions, stack_client, stack_settings, batch_of(["David Chen", "Maria Gonzalez", "Priya Patel"], 2))
     await eventually(lambda: _requests_at_least(standin, 2), "two Claude calls are under way")
 
-    with pytest.raises(batches.BatchInputError, match="cannot resume job .*: it is processing"):
+    with pytest.raises(batches.BatchInputError, match=r"cannot resume job .*: it is processing"):
         await batches.control_job(sessions, stack_client, str(job.job_id), "resume")
     paused = await batches.control_job(sessions, stack_client, str(job.job_id), "pause")
     assert paused.status == JobStatus.PAUSED
-    with pytest.raises(batches.BatchInputError, match="cannot pause job .*: it is paused"):
+    with pytest.raises(batches.BatchInputError, match=r"cannot pause job .*: it is paused"):
         await batches.control_job(sessions, stack_client, str(job.job_id), "pause")
     await eventually(lambda: _in_flight_is_zero(sessions, stack_client, job.job_id), "the in-flight items finished")
     resumed = await batches.control_job(sessions, stack_client, str(job.job_id), "resume")

@@ -142,7 +142,7 @@ async def test_pause_sends_no_new_batch_while_the_open_one_finishes(
         return sum(item.status == ItemStatus.COMPLETED for item in items) == 2
 
     await eventually(first_two_done, "the open batch's items completed while paused")
-    job, items, _ = await rows_of(sessions, launched.job_id)
+    job, _, _ = await rows_of(sessions, launched.job_id)
     assert job.status == JobStatus.PAUSED
     assert (await standin.stats())["batches"] == 1, "no new batch while paused"
 

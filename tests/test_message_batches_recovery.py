@@ -4,6 +4,7 @@ batch it created."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.message_batches import MessageBatchActivities
@@ -131,9 +131,11 @@ async def test_a_retried_submission_adopts_the_batch_its_earlier_attempt_created
             )
     storage = Storage(recovery_settings)
     for item_id in item_ids:
-        body = (
-            '{"custom_id": "%s-1", "params": {"model": "claude-sonnet-4-6", "max_tokens": 100, '
-            '"messages": [{"role": "user", "content": "Persona: Someone"}]}}' % item_id.hex
+        body = json.dumps(
+            {
+                "custom_id": f"{item_id.hex}-1",
+                "params": {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "Persona: Someone"}]},
+            }
         )
         await storage.put_bytes(storage.conversation_bucket, f"requests/test/{item_id}_1.json", body.encode(), "application/json")
 

@@ -18,6 +18,7 @@ from devtools import devstack
 from devtools.outages import Outages, WorkerPool
 from tests.helpers import eventually
 
+
 @pytest.fixture(scope="module")
 def outages(outage_stack: tuple[Path, dict[str, str]]) -> Outages:
     return Outages(*outage_stack)
@@ -61,7 +62,7 @@ async def test_s3_is_down_then_back_on_the_same_endpoint_with_its_objects(outage
 
     with outages.down("seaweed"):
         assert not outages.is_up("seaweed")
-        with pytest.raises(Exception, match="Could not connect|Connection refused|EndpointConnectionError"):
+        with pytest.raises(Exception, match=r"Could not connect|Connection refused|EndpointConnectionError"):
             await storage.get_bytes(storage.log_bucket, key)
 
     assert outages.is_up("seaweed")

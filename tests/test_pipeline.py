@@ -12,11 +12,11 @@ from temporalio.client import Client
 
 from brightrun.settings import Settings
 from brightrun.storage import Storage, final_conversation_key, raw_response_key
+from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation
 from tests.helpers import launch_and_wait
-from devtools.standin_control import StandinControl
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 

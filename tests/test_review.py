@@ -18,7 +18,7 @@ from models.tables import Conversation
 from service.batches import BatchInputError
 from service.review import Owner, Selection, list_conversations, review, show_conversation
 from tests.conversations import dialogue, new_conversation, new_job
-from tests.test_starter import cli_env, starter  # noqa: F401 - cli_env is a fixture
+from tests.test_starter import starter
 
 APPROVED, REJECTED, PENDING = ReviewStatus.APPROVED, ReviewStatus.REJECTED, ReviewStatus.PENDING_REVIEW
 
@@ -114,7 +114,7 @@ async def test_a_user_acts_on_their_own_conversations_unless_admin(sessions: asy
 
 
 async def test_the_cli_lists_shows_approves_and_refuses_in_one_line(
-    cli_env: dict[str, str], sessions: async_sessionmaker, storage: Storage  # noqa: F811
+    cli_env: dict[str, str], sessions: async_sessionmaker, storage: Storage
 ) -> None:
     user = a_user("walt")
     job = await new_job(sessions, user)
@@ -124,7 +124,7 @@ async def test_the_cli_lists_shows_approves_and_refuses_in_one_line(
             failed_checks=[{"check": "quality.persona", "reason": "the persona's first name never appears"}]
         ))
 
-    def run(*args: str):  # noqa: ANN202
+    def run(*args: str):
         return asyncio.to_thread(starter, cli_env, "review", *args)
 
     listed = await run("list", "--job", str(job), "--user", user, "--json")

@@ -16,8 +16,8 @@ import anthropic
 import httpx2
 import pytest
 
-from models.conversation import ConversationDocument
 from devtools.standin_control import StandinControl
+from models.conversation import ConversationDocument
 from tests.helpers import eventually
 
 MODEL = "claude-sonnet-4-6"

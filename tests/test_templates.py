@@ -27,7 +27,7 @@ def templates(sessions: async_sessionmaker) -> TemplateActivities:
     return TemplateActivities(sessions)
 
 
-async def select(templates: TemplateActivities, template_id: uuid.UUID | None, arc: uuid.UUID, tier: Tier):  # noqa: ANN201
+async def select(templates: TemplateActivities, template_id: uuid.UUID | None, arc: uuid.UUID, tier: Tier):
     request = SelectTemplateInput(template_id=template_id, emotional_arc_id=arc, tier=tier)
     return await ActivityEnvironment().run(templates.select_template, request)
 

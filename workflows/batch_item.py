@@ -46,7 +46,7 @@ def failure_message(error: ActivityError) -> str:
     cause = error.cause
     if isinstance(cause, ApplicationError):
         return cause.message
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, TimeoutError) and cause.type is not None:
         return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
     return f"{error.activity_type} failed: {cause or error}"
 
@@ -202,8 +202,7 @@ class BatchItemWorkflow:
             await workflow.get_external_workflow_handle(message_batches_workflow_id(request.job_id)).signal(
                 MessageBatchesWorkflow.request_ready
             )
-            await workflow.wait_condition(lambda: custom_id in self._batch_results)
-            result = self._batch_results[custom_id]
+            result = await self._batch_result(custom_id)
             if result.result_type == BatchResultType.SUCCEEDED and result.generated:
                 return result.generated
             if result.result_type == BatchResultType.ERRORED:
@@ -216,6 +215,11 @@ class BatchItemWorkflow:
         raise BatchRequestFailed(
             f"gave up after {request.claude.max_attempts} Message Batch requests; last: {last_problem}"
         )
+
+
+    async def _batch_result(self, custom_id: str) -> BatchResult:
+        await workflow.wait_condition(lambda: custom_id in self._batch_results)
+        return self._batch_results[custom_id]
 
     @workflow.signal(name=BATCH_RESULT_SIGNAL)
     def batch_result(self, result: BatchResult) -> None:
@@ -236,9 +240,22 @@ class BatchItemWorkflow:
             **DATA_STEP,
         )
 
-    def _outcome(self, request: BatchItemInput, status: ItemStatus, **details) -> ItemFinished:  # noqa: ANN003
+    def _outcome(
+        self,
+        request: BatchItemInput,
+        status: ItemStatus,
+        error_message: str | None = None,
+        conversation_id: uuid.UUID | None = None,
+    ) -> ItemFinished:
         duration = (workflow.now() - self._started).total_seconds()
-        return ItemFinished(item_id=request.item_id, status=status, usage=self._usage, duration_s=duration, **details)
+        return ItemFinished(
+            item_id=request.item_id,
+            status=status,
+            error_message=error_message,
+            conversation_id=conversation_id,
+            usage=self._usage,
+            duration_s=duration,
+        )
 
     async def _report_cancelled(self, request: BatchItemInput) -> None:
         """Cancelled by the job (cancel, or the stop policy): the Claude call is abandoned, and the

@@ -11,6 +11,7 @@ caller reads); the web UI shows it failed by its BatchStatus search attribute an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ItemPageRequest,
         ItemRef,
         ItemWorkflowStarts,
+        JobPlan,
         JobProgress,
         JobStatusChange,
         MessageBatchesInput,
@@ -49,9 +51,8 @@ with workflow.unsafe.imports_passed_through():
         UnreportedItems,
         WorkflowIds,
     )
-    from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
+    from models.workflow_ids import item_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
-    from workflows.message_batches import MessageBatchesWorkflow
     from workflows.config import (
         DATA_STEP,
         ITEM_CANCEL_GRACE,
@@ -59,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         ITEMS_STARTED_BY_ACTIVITY,
         item_priority,
     )
+    from workflows.message_batches import MessageBatchesWorkflow
 
 
 @workflow.defn(name="BatchJobWorkflow")
@@ -89,6 +91,8 @@ class BatchJobWorkflow:
         self._enrichment_shown = bool(self._state.enriched)  # the details count enriched conversations
         self._enriching = False  # an enrichment page is under way
         self._items_done = False
+        self._start_at_least = 1  # free slots worth a round of item starts
+        self._enrich_due_at = 0  # successes at which the next enrichment page is due
 
     # --- the run ------------------------------------------------------------------------
 
@@ -161,13 +165,13 @@ class BatchJobWorkflow:
             if not pending:
                 break
             # Slots are refilled a few at a time, so a start costs the job's history a few events.
-            least = min(len(pending), self._refill_at) if by_activity else 1
+            self._start_at_least = min(len(pending), self._refill_at) if by_activity else 1
             await workflow.wait_condition(
-                lambda: self._halting or self._can_start(least) or self._history_is_long(request)
+                lambda: self._halting or self._can_start or self._history_is_long(request)
             )
             if self._halting:
                 break
-            if self._can_start(least):
+            if self._can_start:
                 starting, pending = pending[: self._free_slots], pending[self._free_slots :]
                 if by_activity:
                     await self._start_items(request, starting)
@@ -217,7 +221,7 @@ class BatchJobWorkflow:
         self._state.counters.cancelled += never_started or 0
         try:
             await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
             reason = f"its workflow did not report within {ITEM_CANCEL_GRACE.total_seconds():.0f} s of the cancel"
             await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._state.in_flight, reason))
@@ -232,14 +236,13 @@ class BatchJobWorkflow:
     async def _enrich_while_items_run(self, every: int) -> None:
         """A page each `every` new conversations while items still run (their calls wait for
         the rate limit meanwhile), so the job's end enriches only the last few."""
-        requested_at = self._state.counters.successful
         while True:
+            self._enrich_due_at = self._state.counters.successful + every
             await workflow.wait_condition(
-                lambda: self._items_done or self._state.counters.successful >= requested_at + every
+                lambda: self._items_done or self._state.counters.successful >= self._enrich_due_at
             )
             if self._items_done:
                 return
-            requested_at = self._state.counters.successful
             self._enriching = True
             try:
                 await self._enrich_page()
@@ -259,10 +262,9 @@ class BatchJobWorkflow:
     # --- items that end without a report ------------------------------------------------
 
     async def _await_item(self, item_id: uuid.UUID, handle: ChildWorkflowHandle) -> None:
-        try:
+        # A failed item fails its workflow after its report; any other end is checked below.
+        with contextlib.suppress(ChildWorkflowError):
             await handle
-        except ChildWorkflowError:
-            pass  # a failed item fails its workflow after its report; any other end is checked below
         # An item reports before its workflow ends, so one still in flight ended without a
         # report (terminated, or failed before it), or was reset (a new run of it reports later).
         if item_id in self._state.in_flight:
@@ -272,12 +274,10 @@ class BatchJobWorkflow:
         while True:
             await workflow.wait_condition(lambda: self._ended or self._check_unreported or bool(self._state.in_flight))
             if not self._check_unreported:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         lambda: self._ended or self._check_unreported, timeout=request.unreported_check_s
                     )
-                except asyncio.TimeoutError:
-                    pass
             if self._ended:
                 return
             self._check_unreported = False
@@ -400,8 +400,9 @@ class BatchJobWorkflow:
     def _halting(self) -> bool:
         return self._state.cancel_requested or self._state.job_error is not None or self._stop_reason is not None
 
-    def _can_start(self, least: int) -> bool:
-        return not self._state.paused and self._free_slots >= max(1, least)
+    @property
+    def _can_start(self) -> bool:
+        return not self._state.paused and self._free_slots >= max(1, self._start_at_least)
 
     @property
     def _refill_at(self) -> int:
@@ -416,9 +417,16 @@ class BatchJobWorkflow:
     @property
     def _concurrency(self) -> int:
         # In batch mode an item in flight waits in a Message Batch and holds no worker slot.
-        if self._plan.mode == DeliveryMode.BATCH:
+        if self._read_plan.mode == DeliveryMode.BATCH:
             return self._message_batch_plan.in_flight_items
-        return self._plan.concurrency
+        return self._read_plan.concurrency
+
+    @property
+    def _read_plan(self) -> JobPlan:
+        """The job's plan, for what happens only once it has been read (items start, say)."""
+        if self._plan is None:
+            raise RuntimeError(f"job {self._job_id}: its plan is used before it was read")
+        return self._plan
 
     def _final_status(self) -> tuple[JobStatus, str | None]:
         counters = self._state.counters
@@ -447,7 +455,7 @@ class BatchJobWorkflow:
 
     # --- effects ------------------------------------------------------------------------
 
-    async def _activity(self, method: Any, arg: Any) -> Any:  # noqa: ANN401
+    async def _activity(self, method: Any, arg: Any) -> Any:
         """One data step. A cancellation of this workflow comes out as asyncio.CancelledError
         (the activity's cancellation would look like its failure otherwise)."""
         try:
@@ -457,7 +465,7 @@ class BatchJobWorkflow:
                 raise asyncio.CancelledError() from error
             raise
 
-    async def _job_step(self, method: Any, arg: Any) -> Any:  # noqa: ANN401
+    async def _job_step(self, method: Any, arg: Any) -> Any:
         """A step of the job's own bookkeeping: it retries through outages (DATA_STEP); when it
         fails for good it is logged and the job goes on (None), because a failed job workflow
         would leave the job's row open with nothing left to close it."""
@@ -486,7 +494,7 @@ class BatchJobWorkflow:
         self._state.in_flight.extend(item_ids)
         self._state.next_position = max(self._state.next_position, *(item.position + 1 for item in items))
         self._starting.update(item_ids)
-        priority = item_priority(request.job_id, self._plan.priority)
+        priority = item_priority(request.job_id, self._read_plan.priority)
         started = await self._job_step(
             WorkflowActivities.start_item_workflows,
             ItemWorkflowStarts(
@@ -509,10 +517,10 @@ class BatchJobWorkflow:
         return BatchItemInput(
             job_id=request.job_id,
             item_id=item.item_id,
-            user_id=self._plan.user_id,
+            user_id=self._read_plan.user_id,
             parent_workflow_id=workflow.info().workflow_id,
             claude=request.claude,
-            mode=self._plan.mode,
+            mode=self._read_plan.mode,
         )
 
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:
@@ -527,7 +535,7 @@ class BatchJobWorkflow:
                 self._item_input(request, item),
                 id=item_workflow_id(item.item_id),
                 static_summary=item.summary or None,
-                priority=item_priority(request.job_id, self._plan.priority),
+                priority=item_priority(request.job_id, self._read_plan.priority),
                 # Items outlive each run of this workflow: continue-as-new must not end them.
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 # An item that ended well is never started again; a failed one can be retried.
@@ -546,7 +554,7 @@ class BatchJobWorkflow:
 
     async def _start_message_batches(self, request: BatchJobInput) -> None:
         """The job's Message Batches workflow, unless it runs already (a continued run, say)."""
-        try:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 MessageBatchesWorkflow.run,
                 MessageBatchesInput(
@@ -558,8 +566,6 @@ class BatchJobWorkflow:
                 id=message_batches_workflow_id(self._job_id),
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
-        except WorkflowAlreadyStartedError:
-            pass
 
     async def _tell_message_batches(self, signal: Callable[[MessageBatchesWorkflow], None]) -> None:
         if not self._plan or self._plan.mode != DeliveryMode.BATCH:

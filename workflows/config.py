@@ -1,10 +1,10 @@
 """Timeouts, retry policies and message names of the workflows, in one place."""
 
+import uuid
 from datetime import timedelta
 
-import uuid
-
 from temporalio.common import Priority, RetryPolicy
+from temporalio.workflow import ActivityConfig
 
 from activities.errors import (
     CATALOG_ROW_MISSING,
@@ -41,18 +41,18 @@ _PERMANENT_TYPES = [
 # Database and storage steps: short, and retried without an attempt cap, so an outage of any
 # length delays them and never fails them; a retry comes at most 30 s after the part is back.
 # Refusals no retry can fix are non-retryable (activities/data_errors.py classifies them).
-DATA_STEP = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(
+DATA_STEP = ActivityConfig(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(seconds=30),
         maximum_attempts=0,
         non_retryable_error_types=_PERMANENT_TYPES,
     ),
-}
+)
 
 # Export steps read and write a page of conversations (or join them all): longer than a data step.
-EXPORT_STEP = {**DATA_STEP, "start_to_close_timeout": timedelta(minutes=10)}
+EXPORT_STEP: ActivityConfig = {**DATA_STEP, "start_to_close_timeout": timedelta(minutes=10)}
 
 
 def item_priority(job_id: uuid.UUID, priority: int) -> Priority:
@@ -62,24 +62,24 @@ def item_priority(job_id: uuid.UUID, priority: int) -> Priority:
     return Priority(priority_key=priority or None, fairness_key=str(job_id))
 
 
-def claude_step(plan: ClaudeCallPlan, tier: Tier, priority: Priority) -> dict:
+def claude_step(plan: ClaudeCallPlan, tier: Tier, priority: Priority) -> ActivityConfig:
     """Options of one Claude call. The activity classifies its own failures (retry-after, backoff
-    with jitter, non-retryable 4xx, the last attempt's message); this policy's intervals apply to
-    timeouts and lost workers, its attempt cap to all. The heartbeat notices a lost worker within
-    seconds; start-to-close is sized from the tier's max_tokens."""
-    return {
-        "task_queue": plan.task_queue,
+    with jitter, non-retryable 4xx, the last attempt's message); this policy's intervals (the
+    same backoff settings) apply to timeouts and lost workers, its attempt cap to all. The
+    heartbeat notices a lost worker within seconds; start-to-close is sized from the tier's max_tokens."""
+    return ActivityConfig(
+        task_queue=plan.task_queue,
         # Inherited from the item anyway; explicit so the call's scheduled event shows it.
-        "priority": priority,
-        "start_to_close_timeout": timedelta(seconds=plan.attempt_timeout_s[tier]),
-        "heartbeat_timeout": timedelta(seconds=plan.heartbeat_timeout_s),
-        "retry_policy": RetryPolicy(
-            initial_interval=timedelta(seconds=2),
-            maximum_interval=timedelta(seconds=60),
+        priority=priority,
+        start_to_close_timeout=timedelta(seconds=plan.attempt_timeout_s[tier]),
+        heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(seconds=plan.retry_base_s),
+            maximum_interval=timedelta(seconds=plan.retry_cap_s),
             maximum_attempts=plan.max_attempts,
             non_retryable_error_types=_PERMANENT_TYPES,
         ),
-    }
+    )
 
 
 # How long a halting job waits for its cancelled items to report before recording them itself.
@@ -89,9 +89,9 @@ ITEM_CANCEL_GRACE = timedelta(minutes=2)
 # Message Batches endpoints: an API outage delays the batch, never fails it. They heartbeat, so
 # a lost worker's attempt is retried within the heartbeat timeout (a submission then finds or
 # adopts the batch it created; a results stream resumes after the last chunk it announced).
-MESSAGE_BATCH_STEP = {
-    "start_to_close_timeout": timedelta(minutes=10),
-    "heartbeat_timeout": timedelta(seconds=20),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1)),
-}
-MESSAGE_BATCH_RESULTS_STEP = {**MESSAGE_BATCH_STEP, "start_to_close_timeout": timedelta(hours=1)}
+MESSAGE_BATCH_STEP = ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=10),
+    heartbeat_timeout=timedelta(seconds=20),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1)),
+)
+MESSAGE_BATCH_RESULTS_STEP: ActivityConfig = {**MESSAGE_BATCH_STEP, "start_to_close_timeout": timedelta(hours=1)}

@@ -5,8 +5,8 @@ the open ones. Items do everything else themselves, as online."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
+import contextlib
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -111,16 +111,24 @@ class MessageBatchesWorkflow:
     @property
     def _submission_due(self) -> bool:
         state = self._state
-        if state.paused or state.cancel_requested or not state.waiting:
+        gathered_until = self._gathered_until()
+        if state.paused or state.cancel_requested or gathered_until is None:
             return False
-        gathered_until = state.first_waiting_at + timedelta(seconds=self._plan.gather_s)
         return state.waiting >= self._plan.max_requests or state.closing or workflow.now() >= gathered_until
+
+    def _gathered_until(self) -> datetime | None:
+        """When the requests waiting for a batch have gathered long enough; None while none waits."""
+        first = self._state.first_waiting_at
+        if not self._state.waiting or first is None:
+            return None
+        return first + timedelta(seconds=self._plan.gather_s)
 
     def _next_deadline(self) -> timedelta | None:
         """Until the next poll or the end of the gathering, whichever comes first."""
         deadlines = [batch.next_poll_at for batch in self._state.open_batches]
-        if self._state.waiting and not self._state.paused and not self._state.cancel_requested:
-            deadlines.append(self._state.first_waiting_at + timedelta(seconds=self._plan.gather_s))
+        gathered_until = self._gathered_until()
+        if gathered_until is not None and not self._state.paused and not self._state.cancel_requested:
+            deadlines.append(gathered_until)
         return max(timedelta(0), min(deadlines) - workflow.now()) if deadlines else None
 
     def _has_work(self) -> bool:
@@ -143,10 +151,8 @@ class MessageBatchesWorkflow:
         self._signalled = False
         if self._has_work():
             return
-        try:
+        with contextlib.suppress(TimeoutError):  # a poll or a submission is due
             await workflow.wait_condition(lambda: self._signalled or self._has_work(), timeout=self._next_deadline())
-        except asyncio.TimeoutError:
-            pass  # a poll or a submission is due
 
     async def _submit(self) -> None:
         message_batch_id = workflow.uuid4()  # fixed before the first attempt: a retry finds its batch

@@ -1,7 +1,7 @@
 """Initial schema: catalog, batch jobs and items, conversations.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22 09:07:30.086872
 """
 
