@@ -80,6 +80,7 @@ def build_main_worker(
             jobs.link_conversation,
             jobs.finish_item,
             jobs.record_unreported_items,
+            item_workflows.start_item_workflows,
             item_workflows.ended_workflows,
             jobs.cancel_queued_items,
             jobs.set_job_status,

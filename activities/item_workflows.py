@@ -1,4 +1,6 @@
-"""What Temporal knows of item workflows. A job asks which of its in-flight items ended without
+"""Item workflows as Temporal knows them. A job starts its items' workflows here, many at once
+(a child start passes through the job's own history one at a time, which capped the items a
+job could start at about two a second), and asks which of its in-flight items ended without
 reporting (terminated from the web UI, timed out, failed before their report), so that each is
 accounted once from its row instead of being waited for forever."""
 
@@ -8,14 +10,49 @@ import asyncio
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.messages import EndedWorkflows, WorkflowIds
+from models import search_attributes
+from models.messages import BatchItemInput, EndedWorkflows, ItemWorkflowStarts, StartedItemWorkflows, WorkflowIds
+from models.workflow_ids import item_workflow_id
+
+ITEM_WORKFLOW_TYPE = "BatchItemWorkflow"
 
 
 class WorkflowActivities:
     def __init__(self, client: Client) -> None:
         self._client = client
+
+    @activity.defn(name="start_item_workflows")
+    async def start_item_workflows(self, request: ItemWorkflowStarts) -> StartedItemWorkflows:
+        """Starts every item's workflow; a retried attempt finds those it started already existing."""
+        priority = Priority(priority_key=request.priority_key, fairness_key=request.fairness_key)
+        started = await asyncio.gather(
+            *(self._start(request.task_queue, priority, item, summary) for item, summary in zip(request.items, request.summaries, strict=True))
+        )
+        return StartedItemWorkflows(existing=[item.item_id for item, new in zip(request.items, started, strict=True) if not new])
+
+    async def _start(self, task_queue: str, priority: Priority, item: BatchItemInput, summary: str) -> bool:
+        try:
+            await self._client.start_workflow(
+                ITEM_WORKFLOW_TYPE,
+                item,
+                id=item_workflow_id(item.item_id),
+                task_queue=task_queue,
+                static_summary=summary or None,
+                priority=priority,
+                # The job's items, found by the job's id (the web UI's filter, the outage status).
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(search_attributes.BATCH_JOB_ID, str(item.job_id))]
+                ),
+                # An item that ended well is never started again; a failed one can be retried.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
 
     @activity.defn(name="ended_workflows")
     async def ended_workflows(self, request: WorkflowIds) -> EndedWorkflows:

@@ -4,7 +4,11 @@ first with no account limit at the stand-in, then with one below ours (429 with 
 Curator runs from its own virtual environment, .peers-venv/, made here on first use (pinned;
 never a dependency of the product).
 
-    .venv/bin/python -m bench.peers [--requests 120] [--calls-per-minute 120] [--latency-ms 2000] [--standin-rpm 40]
+    .venv/bin/python -m bench.peers [--requests 240] [--account-limit-requests 60] [--calls-per-minute 120] \
+        [--latency-ms 2000] [--standin-rpm 40]
+
+240 requests at 120/min make a two-minute run; under the 40/min account limit, 60 requests
+already take each system over a minute and a half.
 
 Writes bench/results/peers.json.
 """
@@ -92,27 +96,34 @@ def summary(stats: dict, wall_s: float, calls_per_minute: float) -> dict:
     }
 
 
-async def measure(requests: int, calls_per_minute: float, latency_ms: int, standin_rpm: int) -> dict:
+async def measure(
+    requests: int, account_limit_requests: int, calls_per_minute: float, latency_ms: int, standin_rpm: int
+) -> dict:
     root = Path(tempfile.mkdtemp(prefix="brightrun-peers-"))
     results: dict = {}
     try:
         env = devstack.start(devstack.isolated_config(root))
         standin = StandinControl(env["ANTHROPIC_BASE_URL"])
-        for phase, config in (
-            ("no_account_limit", {"latency_ms": latency_ms}),
-            ("account_limit", {"latency_ms": latency_ms, "rpm_limit": standin_rpm}),
+        for phase, config, n in (
+            ("no_account_limit", {"latency_ms": latency_ms}, requests),
+            ("account_limit", {"latency_ms": latency_ms, "rpm_limit": standin_rpm}, account_limit_requests),
         ):
             settings = engine_settings(env, calls_per_minute)  # fresh task queues for each phase
-            engine = await run_phase(settings, standin, config, samples=requests)
-            engine_summary = summary(await standin.stats(), engine["wall_time_s"], calls_per_minute)
+            engine = await run_phase(settings, standin, config, samples=n)
+            engine_summary = {
+                **summary(await standin.stats(), engine["wall_time_s"], calls_per_minute),
+                "first_call_after_launch_s": engine["first_call_after_launch_s"],
+                "end_after_last_call_s": engine["end_after_last_call_s"],
+            }
             await standin.reset()
             await standin.configure(**config)
-            plain_wall = await plain_script(settings, requests, calls_per_minute)
+            plain_wall = await plain_script(settings, n, calls_per_minute)
             plain_summary = summary(await standin.stats(), plain_wall, calls_per_minute)
             await standin.reset()
             await standin.configure(**config)
-            curator_wall = await curator_run(settings, requests, calls_per_minute)
+            curator_wall = await curator_run(settings, n, calls_per_minute)
             results[phase] = {
+                "requests": n,
                 "standin": config,
                 "engine": engine_summary,
                 "plain_asyncio_script": plain_summary,
@@ -122,7 +133,6 @@ async def measure(requests: int, calls_per_minute: float, latency_ms: int, stand
         devstack.stop(root)
     return {
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "requests": requests,
         "calls_per_minute_setting": calls_per_minute,
         "standin_latency_ms": latency_ms,
         "standin_account_rpm": standin_rpm,
@@ -132,9 +142,12 @@ async def measure(requests: int, calls_per_minute: float, latency_ms: int, stand
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=120)
+    parser.add_argument("--requests", type=int, default=240)
+    parser.add_argument("--account-limit-requests", type=int, default=60)
     parser.add_argument("--calls-per-minute", type=float, default=120)
     parser.add_argument("--latency-ms", type=int, default=2000)
     parser.add_argument("--standin-rpm", type=int, default=40)
     args = parser.parse_args()
-    save_result("peers", asyncio.run(measure(args.requests, args.calls_per_minute, args.latency_ms, args.standin_rpm)))
+    save_result("peers", asyncio.run(
+        measure(args.requests, args.account_limit_requests, args.calls_per_minute, args.latency_ms, args.standin_rpm)
+    ))

@@ -52,7 +52,7 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
             "personas": PERSONAS[:1], "arcs": ARCS[:1], "topics": TOPICS[:1], "samples": samples
         }
         request = batches.LaunchRequest(**catalog, tier=Tier.TEMPLATE, concurrency=32)
-        started = time.monotonic()
+        started, launched_at = time.monotonic(), time.time()
         job = await batches.launch(sessions, client, settings, request)
         await client.get_workflow_handle(job.workflow_id).result()
         wall_s = time.monotonic() - started
@@ -69,6 +69,9 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
         "requests": stats["requests"],
         "by_outcome": stats["by_outcome"],
         "wall_time_s": round(wall_s, 1),
+        # The fixed costs: launch to the first call, the last call to the job's end.
+        "first_call_after_launch_s": round(times[0] - launched_at, 2),
+        "end_after_last_call_s": round(launched_at + wall_s - times[-1], 2),
         "achieved_calls_per_minute": round((len(times) - 1) / span_min, 1) if span_min else None,
         "busiest_60s_window_requests": busiest_minute,
     }

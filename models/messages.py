@@ -89,6 +89,8 @@ class BatchProgressState(BaseModel):
     items_timed: int = 0
     started_at: datetime | None = None
     runs: int = 1
+    # Conversations the job's enrichment pages enriched so far (also while its items ran).
+    enriched: int = 0
 
 
 class ClaudeCallPlan(BaseModel):
@@ -131,6 +133,8 @@ class BatchJobInput(BaseModel):
     history_event_limit: int = 2000
     # How often in-flight items are checked for a workflow that ended without reporting.
     unreported_check_s: float = 60.0
+    # New conversations worth an enrichment page while the job's items still run.
+    enrich_every: int = 100
     state: BatchProgressState | None = None
 
 
@@ -234,6 +238,22 @@ class BatchItemInput(BaseModel):
     parent_workflow_id: str
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
     mode: DeliveryMode = DeliveryMode.ONLINE
+
+
+class ItemWorkflowStarts(BaseModel):
+    """Item workflows a job starts at once, on its task queue, with its priority and fairness key."""
+
+    task_queue: str
+    priority_key: int | None
+    fairness_key: str
+    items: list[BatchItemInput]
+    summaries: list[str]  # each item's summary in the web UI ("" for none), in the items' order
+
+
+class StartedItemWorkflows(BaseModel):
+    """The items whose workflow existed already (it runs, or ended): not started again."""
+
+    existing: list[uuid.UUID]
 
 
 class ItemWork(BaseModel):

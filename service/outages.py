@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.errors import OUTAGE_PARTS
+from activities.item_workflows import ITEM_WORKFLOW_TYPE
 from models.workflow_ids import job_workflow_id
 
 # In-flight items are at most the job's concurrency (100 at most): one describe each, at once.
@@ -50,11 +51,13 @@ async def job_outages(client: Client, job_id: object) -> list[Outage]:
     """The parts the job's running workflow and its items wait for; empty when none (or when the
     workflow does not run)."""
     workflow_id = job_workflow_id(job_id)
+    # Items the job started by activity carry its id; those of runs before that are its children.
+    items_of_job = f'(BatchJobId = "{job_id}" AND WorkflowType = "{ITEM_WORKFLOW_TYPE}") OR ParentWorkflowId = "{workflow_id}"'
     try:
         running_items = [
             execution.id
             async for execution in client.list_workflows(
-                f'ParentWorkflowId = "{workflow_id}" AND ExecutionStatus = "Running"', limit=MAX_DESCRIBED_ITEMS
+                f'({items_of_job}) AND ExecutionStatus = "Running"', limit=MAX_DESCRIBED_ITEMS
             )
         ]
     except RPCError:  # a server whose visibility cannot filter by parent: the job's own steps only

@@ -114,6 +114,8 @@ class FakeBatch:
     enriched: set[uuid.UUID] = field(default_factory=set)
     enrich_page_size: int = 2
     enriched_when_final: int | None = None
+    # Items with a final status at each enrichment page.
+    items_done_at_enrichment: list[int] = field(default_factory=list)
 
     @classmethod
     def of(cls, size: int, **knobs) -> FakeBatch:
@@ -268,6 +270,7 @@ class FakeActivities:
 
     @activity.defn(name="enrich_conversations")
     async def enrich_conversations(self, request: EnrichPageInput) -> EnrichedPage:
+        self.batch.items_done_at_enrichment.append(sum(i.status.is_final for i in self.batch.items))
         todo = [i.item_id for i in self.batch.items if i.status == ItemStatus.COMPLETED and i.item_id not in self.batch.enriched]
         page = todo[: self.batch.enrich_page_size]
         self.batch.enriched.update(page)
@@ -299,6 +302,7 @@ class FakeActivities:
 
     def all(self) -> list:
         return [
+            WorkflowActivities(self.client).start_item_workflows,
             WorkflowActivities(self.client).ended_workflows,
             self.record_unreported_items,
             self.start_job,

@@ -88,3 +88,13 @@ async def test_what_succeeded_is_enriched_in_pages_before_the_job_is_final(ts_cl
     succeeded = {i.item_id for i in batch.items if i.status == ItemStatus.COMPLETED}
     assert batch.enriched == succeeded and len(succeeded) == 6
     assert batch.enriched_when_final == 6, "the final status is written only after enrichment"
+
+
+async def test_conversations_are_enriched_while_the_items_still_run(ts_client: Client, task_queue: str) -> None:
+    batch = FakeBatch.of(12, concurrency=2, enrich_page_size=2)
+
+    progress = await run_batch(ts_client, task_queue, batch, enrich_every=3)
+
+    assert progress.status == JobStatus.COMPLETED
+    assert batch.enriched == {i.item_id for i in batch.items} and batch.enriched_when_final == 12
+    assert any(done < 12 for done in batch.items_done_at_enrichment), batch.items_done_at_enrichment

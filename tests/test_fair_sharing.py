@@ -107,8 +107,8 @@ async def test_a_small_job_is_not_queued_behind_a_big_jobs_backlog(
     called: dict[str, float] = {}
     for entry in (await standin.stats())["log"]:
         called.setdefault(entry["item"], entry["at"])  # its first call
-    # First come, first served: no call overtakes one scheduled before it. Shared fairly, each of
-    # the small job's calls overtakes the big job's calls waiting when it was scheduled.
+    # Shared fairly, each of the small job's calls overtakes big-job calls that were waiting when
+    # it was scheduled.
     overtaken = [
         sum(scheduled[b] < scheduled[s] and called[b] > called[s] for b in big_items) for s in small_items
     ]

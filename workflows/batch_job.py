@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ItemFinished,
         ItemPageRequest,
         ItemRef,
+        ItemWorkflowStarts,
         JobPlan,
         JobProgress,
         JobStatusChange,
@@ -52,7 +53,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.workflow_ids import item_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
-    from workflows.config import DATA_STEP, ITEM_CANCEL_GRACE, ITEM_FINISHED_SIGNAL, item_priority
+    from workflows.config import (
+        DATA_STEP,
+        ITEM_CANCEL_GRACE,
+        ITEM_FINISHED_SIGNAL,
+        ITEMS_STARTED_BY_ACTIVITY,
+        item_priority,
+    )
     from workflows.message_batches import MessageBatchesWorkflow
 
 
@@ -81,7 +88,11 @@ class BatchJobWorkflow:
         # the check must not take them for ended.
         self._starting: set[uuid.UUID] = set()
         self._ended = False
-        self._enriched: int | None = None  # conversations enriched so far, once the job enriches
+        self._enrichment_shown = bool(self._state.enriched)  # the details count enriched conversations
+        self._enriching = False  # an enrichment page is under way
+        self._items_done = False
+        self._start_at_least = 1  # free slots worth a round of item starts
+        self._enrich_due_at = 0  # successes at which the next enrichment page is due
 
     # --- the run ------------------------------------------------------------------------
 
@@ -134,6 +145,18 @@ class BatchJobWorkflow:
                 self._show_status(JobStatus.PROCESSING)
 
     async def _run_items(self, request: BatchJobInput) -> None:
+        # Runs recorded before items were started by an activity replay with child workflows
+        # (and enriched only once their items were done).
+        by_activity = workflow.patched(ITEMS_STARTED_BY_ACTIVITY)
+        enriching = asyncio.create_task(self._enrich_while_items_run(request.enrich_every)) if by_activity else None
+        try:
+            await self._run_item_pages(request, by_activity)
+        finally:
+            self._items_done = True
+        if enriching:
+            await enriching
+
+    async def _run_item_pages(self, request: BatchJobInput, by_activity: bool) -> None:
         pending: list[ItemRef] = []
         exhausted = False
         while not self._halting:
@@ -141,19 +164,23 @@ class BatchJobWorkflow:
                 pending, exhausted = await self._next_page(request)
             if not pending:
                 break
+            # Slots are refilled a few at a time, so a start costs the job's history a few events.
+            self._start_at_least = min(len(pending), self._refill_at) if by_activity else 1
             await workflow.wait_condition(
-                lambda: self._halting or self._can_start_items or self._history_is_long(request)
+                lambda: self._halting or self._can_start or self._history_is_long(request)
             )
             if self._halting:
                 break
-            if self._can_start_items:
-                # Fill every free slot at once: the starts go out in one workflow task, not one by one.
+            if self._can_start:
                 starting, pending = pending[: self._free_slots], pending[self._free_slots :]
-                await asyncio.gather(*(self._start_item(request, item) for item in starting))
+                if by_activity:
+                    await self._start_items(request, starting)
+                else:
+                    await asyncio.gather(*(self._start_item(request, item) for item in starting))
             if self._history_is_long(request):
                 # Also while paused: reports of in-flight items keep adding events.
                 # The in-flight items report to this workflow id, which the next run keeps.
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._enriching)
                 workflow.continue_as_new(
                     request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
                 )
@@ -203,14 +230,34 @@ class BatchJobWorkflow:
         """Enrich what succeeded, a page per activity (the history grows by one step per page),
         before the job may be final. Pages already done by an earlier run or attempt are skipped.
         A page that fails for good ends the enrichment (logged); the job still ends."""
-        enriched, more = 0, True
-        while more:
-            page = await self._job_step(EnrichmentActivities.enrich_conversations, EnrichPageInput(job_id=self._job_id))
-            if page is None:
+        while await self._enrich_page():
+            pass
+
+    async def _enrich_while_items_run(self, every: int) -> None:
+        """A page each `every` new conversations while items still run (their calls wait for
+        the rate limit meanwhile), so the job's end enriches only the last few."""
+        while True:
+            self._enrich_due_at = self._state.counters.successful + every
+            await workflow.wait_condition(
+                lambda: self._items_done or self._state.counters.successful >= self._enrich_due_at
+            )
+            if self._items_done:
                 return
-            enriched, more = enriched + page.enriched, page.more
-            self._enriched = enriched
-            self._show_details()
+            self._enriching = True
+            try:
+                await self._enrich_page()
+            finally:
+                self._enriching = False
+
+    async def _enrich_page(self) -> bool:
+        """One page; whether the job has more to enrich (a page that fails for good ends it)."""
+        page = await self._job_step(EnrichmentActivities.enrich_conversations, EnrichPageInput(job_id=self._job_id))
+        if page is None:
+            return False
+        self._state.enriched += page.enriched
+        self._enrichment_shown = True
+        self._show_details()
+        return page.more
 
     # --- items that end without a report ------------------------------------------------
 
@@ -354,15 +401,25 @@ class BatchJobWorkflow:
         return self._state.cancel_requested or self._state.job_error is not None or self._stop_reason is not None
 
     @property
-    def _can_start_items(self) -> bool:
-        return not self._state.paused and self._free_slots > 0
+    def _can_start(self) -> bool:
+        return not self._state.paused and self._free_slots >= max(1, self._start_at_least)
+
+    @property
+    def _refill_at(self) -> int:
+        """Free slots worth a round of starts: a quarter of the concurrency, items in flight
+        keeping the Claude queue busy meanwhile."""
+        return max(1, self._concurrency // 4)
 
     @property
     def _free_slots(self) -> int:
+        return self._concurrency - len(self._state.in_flight)
+
+    @property
+    def _concurrency(self) -> int:
         # In batch mode an item in flight waits in a Message Batch and holds no worker slot.
         if self._read_plan.mode == DeliveryMode.BATCH:
-            return self._message_batch_plan.in_flight_items - len(self._state.in_flight)
-        return self._read_plan.concurrency - len(self._state.in_flight)
+            return self._message_batch_plan.in_flight_items
+        return self._read_plan.concurrency
 
     @property
     def _read_plan(self) -> JobPlan:
@@ -429,7 +486,45 @@ class BatchJobWorkflow:
             return [], True
         return page.items, len(page.items) < request.page_size
 
+    async def _start_items(self, request: BatchJobInput, items: list[ItemRef]) -> None:
+        """Start the items' workflows in one step. They report to this workflow's id; an item
+        that ends without a report is found by the check of in-flight items."""
+        item_ids = [item.item_id for item in items]
+        # Counted as in flight before the start is confirmed: a fast item may report before that.
+        self._state.in_flight.extend(item_ids)
+        self._state.next_position = max(self._state.next_position, *(item.position + 1 for item in items))
+        self._starting.update(item_ids)
+        priority = item_priority(request.job_id, self._read_plan.priority)
+        started = await self._job_step(
+            WorkflowActivities.start_item_workflows,
+            ItemWorkflowStarts(
+                task_queue=workflow.info().task_queue,
+                priority_key=priority.priority_key,
+                fairness_key=priority.fairness_key or "",
+                items=[self._item_input(request, item) for item in items],
+                summaries=[item.summary for item in items],
+            ),
+        )
+        self._starting.difference_update(item_ids)
+        if started is None or started.existing:
+            # Existing workflows run already (they report here) or have ended (their rows tell the
+            # outcome); if the starts failed for good, the check finds the items not found.
+            workflow.logger.warning("job %s: %s of %s item workflows existed already or did not start",
+                                    self._job_id, len(started.existing) if started else len(items), len(items))
+            self._check_unreported = True
+
+    def _item_input(self, request: BatchJobInput, item: ItemRef) -> BatchItemInput:
+        return BatchItemInput(
+            job_id=request.job_id,
+            item_id=item.item_id,
+            user_id=self._read_plan.user_id,
+            parent_workflow_id=workflow.info().workflow_id,
+            claude=request.claude,
+            mode=self._read_plan.mode,
+        )
+
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:
+        """One item as a child workflow: how runs recorded before ITEMS_STARTED_BY_ACTIVITY replay."""
         # Counted as in flight before the start is confirmed: a fast item may report before that.
         self._state.in_flight.append(item.item_id)
         self._state.next_position = max(self._state.next_position, item.position + 1)
@@ -437,14 +532,7 @@ class BatchJobWorkflow:
         try:
             handle = await workflow.start_child_workflow(
                 BatchItemWorkflow.run,
-                BatchItemInput(
-                    job_id=request.job_id,
-                    item_id=item.item_id,
-                    user_id=self._read_plan.user_id,
-                    parent_workflow_id=workflow.info().workflow_id,
-                    claude=request.claude,
-                    mode=self._read_plan.mode,
-                ),
+                self._item_input(request, item),
                 id=item_workflow_id(item.item_id),
                 static_summary=item.summary or None,
                 priority=item_priority(request.job_id, self._read_plan.priority),
@@ -522,7 +610,7 @@ class BatchJobWorkflow:
             f"**{progress.status.value}**: {progress.completed + progress.cancelled} of {progress.total} done, "
             f"{progress.successful} succeeded, {progress.failed} failed, {progress.cancelled} cancelled, "
             f"{progress.in_flight} in flight; cost ${progress.usage.cost_usd:.4f}; ETA {eta}"
-            + (f"; enriched {self._enriched} conversations" if self._enriched is not None else "")
+            + (f"; enriched {self._state.enriched} conversations" if self._enrichment_shown else "")
         )
 
     def _report_percent(self) -> None:

@@ -22,6 +22,8 @@ from models.enums import Tier
 from models.messages import ClaudeCallPlan
 
 ITEM_FINISHED_SIGNAL = "item_finished"
+# Patch id: a job starts its items' workflows through an activity, not as child workflows.
+ITEMS_STARTED_BY_ACTIVITY = "items-started-by-activity"
 
 _PERMANENT_TYPES = [
     JOB_NOT_FOUND,
@@ -48,7 +50,6 @@ DATA_STEP = ActivityConfig(
         non_retryable_error_types=_PERMANENT_TYPES,
     ),
 )
-
 
 # Export steps read and write a page of conversations (or join them all): longer than a data step.
 EXPORT_STEP: ActivityConfig = {**DATA_STEP, "start_to_close_timeout": timedelta(minutes=10)}
