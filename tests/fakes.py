@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
@@ -118,7 +119,7 @@ class FakeBatch:
     items_done_at_enrichment: list[int] = field(default_factory=list)
 
     @classmethod
-    def of(cls, size: int, **knobs) -> FakeBatch:
+    def of(cls, size: int, **knobs: Any) -> FakeBatch:
         return cls(uuid.uuid4(), [FakeItem(uuid.uuid4(), position) for position in range(size)], **knobs)
 
     def plan(self) -> JobPlan:
