@@ -46,8 +46,8 @@ ITEM_SAMPLE = 200
 async def runs_of(client: Client, workflow_id: str) -> list[WorkflowHistory]:
     """Every run of a workflow, first to last: back from the last run to the first, then each."""
     latest = await client.get_workflow_handle(workflow_id).fetch_history()
-    first_run_id = latest.events[0].workflow_execution_started_event_attributes.first_execution_run_id
-    histories, run_id = [], first_run_id
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = latest.events[0].workflow_execution_started_event_attributes.first_execution_run_id
     while run_id:
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         histories.append(history)
