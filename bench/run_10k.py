@@ -61,7 +61,7 @@ async def run(items: int, concurrency: int, history_event_limit: int) -> dict:
         env.client,
         task_queue=task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
-        activities=FakeActivities(batch).all(),
+        activities=FakeActivities(batch, env.client).all(),
         max_concurrent_workflow_tasks=200,
         max_concurrent_activities=400,
     ):
