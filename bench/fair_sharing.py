@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 
 from bench.rate_limit import ARCS, PERSONAS, TOPICS, engine_settings
 from bench.results_file import save_result
@@ -98,7 +98,13 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
             in_flight, calls_before = 0, 0
             while in_flight < BIG_JOBS * BIG_JOB_ITEMS or calls_before < CALLS_BEFORE_LAUNCH:
                 await asyncio.sleep(0.5)
-                progress = [await client.get_workflow_handle(j.workflow_id).query(BatchJobWorkflow.progress) for j in big]
+                try:
+                    progress = [await client.get_workflow_handle(j.workflow_id).query(BatchJobWorkflow.progress) for j in big]
+                except WorkflowQueryFailedError as error:
+                    # Seen once under heavy load: a query replayed on an uncached job failed
+                    # (TMPRL1100) while the job's own workflow tasks went on; ask again.
+                    print(f"progress query failed, asking again: {error}")
+                    continue
                 in_flight = sum(p.in_flight for p in progress)
                 calls_before = (await standin.stats())["requests"]
             launched_at = time.time()
