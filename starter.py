@@ -37,7 +37,7 @@ from temporalio.service import RPCError
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
-from brightrun.temporal_client import connect, connect_options, temporal_address
+from brightrun.temporal_client import connect, connect_options, run_and_exit, temporal_address
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
 from models.messages import ExportResult
 from service import batches
@@ -490,4 +490,4 @@ def export_dataset(
 
 
 if __name__ == "__main__":
-    app()
+    run_and_exit(app)

@@ -27,7 +27,7 @@ from brightrun.logs import configure_logging, get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings, get_settings
 from brightrun.storage import Storage
-from brightrun.temporal_client import connect, temporal_address
+from brightrun.temporal_client import connect, run_and_exit, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 from workflows.export import ExportWorkflow
@@ -149,4 +149,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_and_exit(lambda: asyncio.run(main()))

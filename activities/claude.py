@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.claude_requests import priced_usage, raw_response_document, request_messages
 from activities.data_errors import classify_storage_error
-from activities.errors import CLAUDE_RATE_LIMIT_WAIT
+from activities.errors import CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
@@ -117,7 +117,7 @@ def classify_failure(
     never. The last allowed attempt fails for good, saying so. `details` travel with it."""
     if isinstance(exc, anthropic.APIStatusError):
         status = _status_of(exc)
-        error_type = f"claude_{status}"
+        error_type = claude_http_error(status)
         if status == exc.status_code:
             message = f"Claude API {status}: {_api_error(exc)}"
         else:
@@ -135,7 +135,7 @@ def classify_failure(
         )
     elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):  # timeouts included
         # The SDK raises the transport's own error when the connection breaks inside a stream.
-        error_type = "claude_connection"
+        error_type = CLAUDE_CONNECTION
         message = f"Claude API connection failed: {_transport_problem(exc)}"
         delay = backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
     else:

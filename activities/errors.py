@@ -1,17 +1,21 @@
-"""Failure types an activity raises on purpose. The type is for programs, the message for people."""
+"""Every failure type the engine raises on purpose, in one casing (snake_case, as Anthropic's own
+error types are spelled). The type is for programs (retry policies, workflows, `status`), the
+message for people."""
 
 from temporalio.exceptions import ApplicationError
 
-JOB_NOT_FOUND = "JobNotFound"
-ITEM_NOT_FOUND = "ItemNotFound"
-CATALOG_ROW_MISSING = "CatalogRowMissing"
-TEMPLATE_NOT_FOUND = "TemplateNotFound"
-UNKNOWN_PLACEHOLDER = "UnknownPlaceholder"
+# Rows a step needs that are not there (anymore).
+JOB_NOT_FOUND = "job_not_found"
+ITEM_NOT_FOUND = "item_not_found"
+CATALOG_ROW_MISSING = "catalog_row_missing"
+TEMPLATE_NOT_FOUND = "template_not_found"
+UNKNOWN_PLACEHOLDER = "unknown_placeholder"
+EXPORT_FILE_MISSING = "export_file_missing"
+ITEM_ALREADY_LINKED = "item_already_linked"
+# Claude's reply cannot become a conversation.
 INVALID_OUTPUT = "invalid_output"
 TRUNCATED_OUTPUT = "truncated_output"
 LOW_QUALITY = "low_quality"
-EXPORT_FILE_MISSING = "ExportFileMissing"
-ITEM_ALREADY_LINKED = "ItemAlreadyLinked"
 # Database and storage failures, classified in activities/data_errors.py. An outage is retried
 # until the part is back; a refusal (constraint, bad value, missing bucket, access denied) never is.
 DATABASE_UNAVAILABLE = "database_unavailable"
@@ -20,8 +24,20 @@ DATABASE_ERROR = "database_error"
 STORAGE_ERROR = "storage_error"
 # The part each outage type waits for, as a person names it.
 OUTAGE_PARTS = {DATABASE_UNAVAILABLE: "PostgreSQL", STORAGE_UNAVAILABLE: "S3 storage"}
-# A Claude call that would wait for the rate limit past its attempt's deadline: retried after it.
+# Claude calls (activities/claude.py): the connection broke; a call that would wait for the rate
+# limit past its attempt's deadline (retried after it); an HTTP error, see claude_http_error.
+CLAUDE_CONNECTION = "claude_connection"
 CLAUDE_RATE_LIMIT_WAIT = "claude_rate_limit_wait"
+# A request of a Message Batch the API refused, in the API's own spelling: never retried.
+ANTHROPIC_INVALID_REQUEST = "invalid_request_error"
+# The failure of a workflow: an item that failed, an export that failed.
+ITEM_FAILED = "item_failed"
+EXPORT_FAILED = "export_failed"
+
+
+def claude_http_error(status: int) -> str:
+    """The type of a Claude API error by its HTTP status: claude_400, claude_429, claude_529..."""
+    return f"claude_{status}"
 
 
 def permanent(message: str, error_type: str, *details: object) -> ApplicationError:

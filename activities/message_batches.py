@@ -23,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.claude import classify_failure, heartbeating
 from activities.claude_requests import priced_usage, raw_response_document, request_messages
+from activities.errors import ANTHROPIC_INVALID_REQUEST
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
@@ -281,7 +282,7 @@ class MessageBatchActivities:
                     BatchResult(
                         custom_id=custom_id,
                         result_type=BatchResultType.ERRORED,
-                        error_type="invalid_request_error",
+                        error_type=ANTHROPIC_INVALID_REQUEST,
                         error_message=message,
                     ),
                 )

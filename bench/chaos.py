@@ -211,7 +211,7 @@ FULL = [
     Scenario("completed_item_reset", "one completed item workflow reset to its start", reset_a_completed_item),
 ]
 # The short ones run in `make test`: 32 items, outages of 20 s, one kill of every worker.
-SHORT = {"items": 32, "concurrency": 4, "workers": 2, "recovery_s": 60.0}
+SHORT: dict[str, Any] = {"items": 32, "concurrency": 4, "workers": 2, "recovery_s": 60.0}
 QUICK = [
     Scenario("quick_worker_kill", "both workers SIGKILLed once at 33%", kill_all_workers(1, churn=False), **SHORT),
     Scenario("quick_temporal_restart", "Temporal restarted at 30%", restart_temporal, **SHORT),
@@ -270,7 +270,7 @@ class ChaosRunner:
         job = await batches.launch(self.sessions, self.client, self.settings, request)
         run = Run(self, scenario, job, user)
         run.note(f"job {job.job_id} launched: {job.total_items} items")
-        act = asyncio.create_task(scenario.act(run))
+        act = asyncio.ensure_future(scenario.act(run))
         ended = await self._wait_for_end(run, act)
         await self.standin.configure(faults={})
         return await check(run, ended)
@@ -283,7 +283,7 @@ class ChaosRunner:
             await session.execute(upsert(Persona).values(rows).on_conflict_do_nothing(index_elements=["name"]))
         return names
 
-    async def _wait_for_end(self, run: Run, act: asyncio.Task[None]) -> bool:
+    async def _wait_for_end(self, run: Run, act: asyncio.Future[None]) -> bool:
         """True once the act is over, the job's row and workflow are final and every workflow the
         act touched has closed; False at the deadline (the act is cancelled then)."""
         deadline = run.started + run.scenario.deadline_s

@@ -26,6 +26,7 @@ from typing import Self
 
 import psutil
 from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.worker import Worker
 
 from activities.export import ExportActivities
@@ -80,17 +81,19 @@ class PeakMemory:
         self._thread.join()
 
 
-async def arrange(sessions, storage: Storage, user: str, count: int) -> uuid.UUID:
+async def arrange(sessions: async_sessionmaker[AsyncSession], storage: Storage, user: str, count: int) -> uuid.UUID:
     prefix = f"raw/{user}/doc-"
     for n in range(DISTINCT_DOCUMENTS):
         document = {"quality": {"turns": 1.0}, "title": "t", "metadata": {}, "turns": dialogue(f"doc{n}", turns=8)}
         await storage.put_json(storage.conversation_bucket, f"{prefix}{n}.json", document)
     async with sessions.begin() as session:
-        job_id = await session.scalar(
-            insert(BatchJob)
-            .values(name="export bench", status=JobStatus.COMPLETED.value, tier="template", created_by=user, total_items=count)
-            .returning(BatchJob.id)
-        )
+        job_id = (
+            await session.scalars(
+                insert(BatchJob)
+                .values(name="export bench", status=JobStatus.COMPLETED.value, tier="template", created_by=user, total_items=count)
+                .returning(BatchJob.id)
+            )
+        ).one()
         await session.execute(
             _INSERT_ROWS,
             {

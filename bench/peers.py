@@ -48,6 +48,8 @@ def curator_python() -> Path:
 
 
 async def curator_run(settings: Settings, requests: int, calls_per_minute: float) -> float:
+    if settings.anthropic_base_url is None:
+        raise ValueError("the peers run against the stand-in, and ANTHROPIC_BASE_URL is unset")
     runner = await asyncio.create_subprocess_exec(
         str(curator_python()), str(REPO / "bench" / "curator_peer.py"),
         settings.anthropic_base_url, str(requests), str(int(calls_per_minute)), settings.claude_model,

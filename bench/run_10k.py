@@ -35,9 +35,10 @@ from workflows.batch_job import BatchJobWorkflow
 TEMPORAL_HISTORY_EVENT_LIMIT = 51_200
 
 
-async def history_lengths_of_every_run(client: Client, workflow_id: str, first_run_id: str) -> list[int]:
+async def history_lengths_of_every_run(client: Client, workflow_id: str, first_run_id: str | None) -> list[int]:
     """Follow the continue-as-new chain from the first run, counting each run's events exactly."""
-    lengths, run_id = [], first_run_id
+    lengths: list[int] = []
+    run_id = first_run_id
     while run_id:
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         lengths.append(len(history.events))

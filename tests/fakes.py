@@ -7,11 +7,12 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
 
-from activities.errors import INVALID_OUTPUT, permanent
+from activities.errors import CATALOG_ROW_MISSING, DATABASE_ERROR, INVALID_OUTPUT, claude_http_error, permanent
 from activities.item_workflows import WorkflowActivities
 from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
@@ -118,7 +119,7 @@ class FakeBatch:
     items_done_at_enrichment: list[int] = field(default_factory=list)
 
     @classmethod
-    def of(cls, size: int, **knobs) -> FakeBatch:
+    def of(cls, size: int, **knobs: Any) -> FakeBatch:
         return cls(uuid.uuid4(), [FakeItem(uuid.uuid4(), position) for position in range(size)], **knobs)
 
     def plan(self) -> JobPlan:
@@ -166,7 +167,7 @@ class FakeActivities:
         self.batch.start_calls += 1
         await _passed(self.batch.start_gate)
         if not self.batch.catalog_intact:
-            raise permanent("the job cannot run: persona 1234 was deleted from the catalog", "CatalogRowMissing")
+            raise permanent("the job cannot run: persona 1234 was deleted from the catalog", CATALOG_ROW_MISSING)
         if self.batch.job_status == JobStatus.QUEUED:
             self.batch.job_status = JobStatus.PROCESSING
         return self.batch.plan()
@@ -222,7 +223,7 @@ class FakeActivities:
         position = self.batch.item(request.item_id).position
         self.batch.conversation_positions[request.conversation_id] = position
         if position in self.batch.failing_positions:
-            raise permanent(self.batch.failing_positions[position], "claude_400")
+            raise permanent(self.batch.failing_positions[position], claude_http_error(400))
         return GeneratedRaw(
             raw_key=f"raw/{request.user_id}/{request.conversation_id}_raw{'_repair' if request.repair else ''}.json",
             model="fake",
@@ -286,7 +287,7 @@ class FakeActivities:
     @activity.defn(name="set_job_status")
     async def set_job_status(self, change: JobStatusChange) -> JobCounters:
         if self.batch.failing_status_writes:
-            raise permanent("the job's row cannot be written", "StatusWriteRefused")
+            raise permanent("the job's row cannot be written", DATABASE_ERROR)
         if not self.batch.job_status.is_final:
             self.batch.job_status = change.status
             self.batch.job_error = change.error_message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
@@ -34,7 +35,7 @@ async def _holds(condition: Callable[[], object]) -> bool:
 
 
 async def launch_and_wait(
-    sessions: async_sessionmaker, client: Client, settings: Settings, **request
+    sessions: async_sessionmaker, client: Client, settings: Settings, **request: Any
 ) -> batches.LaunchedJob:
     job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**request))
     await client.get_workflow_handle(job.workflow_id).result()

@@ -11,7 +11,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
     from activities.conversations import ConversationActivities
-    from activities.errors import INVALID_OUTPUT
+    from activities.errors import ANTHROPIC_INVALID_REQUEST, INVALID_OUTPUT, ITEM_FAILED
     from activities.jobs import JobActivities
     from activities.message_batches import MessageBatchActivities
     from activities.templates import TemplateActivities
@@ -104,7 +104,7 @@ class BatchItemWorkflow:
         await self._report(request, outcome)
         if outcome.status == ItemStatus.FAILED:
             # Fail the item's workflow too, so the web UI lists it among the failed.
-            raise ApplicationError(outcome.error_message or "item failed", type="ItemFailed", non_retryable=True)
+            raise ApplicationError(outcome.error_message or "item failed", type=ITEM_FAILED, non_retryable=True)
         return outcome
 
     async def _produce(self, request: BatchItemInput, work: ItemWork) -> ItemFinished:
@@ -207,7 +207,7 @@ class BatchItemWorkflow:
                 return result.generated
             if result.result_type == BatchResultType.ERRORED:
                 last_problem = f"{result.error_message} ({result.error_type})"
-                if result.error_type == "invalid_request_error":
+                if result.error_type == ANTHROPIC_INVALID_REQUEST:
                     raise BatchRequestFailed(f"Claude API refused the request in a Message Batch: {last_problem}")
             else:
                 last_problem = f"the request {result.result_type.value}"

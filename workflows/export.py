@@ -8,6 +8,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.errors import EXPORT_FAILED
     from activities.export import ExportActivities
     from models.enums import ExportStatus
     from models.messages import (
@@ -20,8 +21,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.batch_item import failure_message
     from workflows.config import DATA_STEP, EXPORT_STEP
-
-EXPORT_FAILED = "ExportFailed"
 
 
 def export_workflow_id(export_id: object) -> str:
