@@ -20,6 +20,11 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowQueryFailedError
+
 from bench.rate_limit import ARCS, PERSONAS, TOPICS, engine_settings
 from bench.results_file import save_result
 from brightrun.claude_client import create_claude_client
@@ -30,11 +35,38 @@ from brightrun.temporal_client import connect
 from devtools import devstack
 from devtools.standin_control import StandinControl
 from models.enums import Tier
+from models.tables import BatchItem
+from models.workflow_ids import item_workflow_id
 from service import batches
 from worker import build_workers
 from workflows.batch_job import BatchJobWorkflow
 
 BIG_JOBS, BIG_JOB_ITEMS, BIG_JOB_CONCURRENCY = 3, 100, 100
+CALLS_BEFORE_LAUNCH = 20
+
+
+async def _small_job_calls(
+    client: Client, sessions: async_sessionmaker, job_id: uuid.UUID, log: list[dict], launched_at: float
+) -> list[dict[str, float]]:
+    async with sessions() as session:
+        item_ids = list(await session.scalars(select(BatchItem.id).where(BatchItem.batch_job_id == job_id)))
+    called = {entry["item"]: entry["at"] for entry in reversed(log)}  # each item's first call
+    timings = []
+    for item_id in item_ids:
+        history = await client.get_workflow_handle(item_workflow_id(item_id)).fetch_history()
+        started = history.events[0].event_time.ToDatetime(tzinfo=UTC).timestamp()
+        scheduled = next(
+            e.event_time.ToDatetime(tzinfo=UTC).timestamp()
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == "generate_conversation"
+        )
+        timings.append({
+            "started": round(started - launched_at, 1),
+            "claude_scheduled": round(scheduled - launched_at, 1),
+            "called": round(called[str(item_id)] - launched_at, 1),
+        })  # fmt: skip
+    return sorted(timings, key=lambda t: t["called"])
 
 
 def _job(samples: int, concurrency: int, name: str) -> batches.LaunchRequest:
@@ -62,18 +94,26 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
                 await batches.launch(sessions, client, settings, _job(BIG_JOB_ITEMS, BIG_JOB_CONCURRENCY, f"big-{n}"))
                 for n in range(BIG_JOBS)
             ]
-            in_flight = 0
-            while in_flight < BIG_JOBS * BIG_JOB_ITEMS:
+            # Behind a backlog: all 300 in flight, and their calls going out at the limit.
+            in_flight, calls_before = 0, 0
+            while in_flight < BIG_JOBS * BIG_JOB_ITEMS or calls_before < CALLS_BEFORE_LAUNCH:
                 await asyncio.sleep(0.5)
-                progress = [await client.get_workflow_handle(j.workflow_id).query(BatchJobWorkflow.progress) for j in big]
+                try:
+                    progress = [await client.get_workflow_handle(j.workflow_id).query(BatchJobWorkflow.progress) for j in big]
+                except WorkflowQueryFailedError as error:
+                    # Seen once under heavy load: a query replayed on an uncached job failed
+                    # (TMPRL1100) while the job's own workflow tasks went on; ask again.
+                    print(f"progress query failed, asking again: {error}")
+                    continue
                 in_flight = sum(p.in_flight for p in progress)
-            calls_before = (await standin.stats())["requests"]
+                calls_before = (await standin.stats())["requests"]
             launched_at = time.time()
             small = await batches.launch(sessions, client, settings, _job(small_items, small_items, "small"))
             await client.get_workflow_handle(small.workflow_id).result()
             small_s = time.time() - launched_at
             stats = await standin.stats()
             calls_meanwhile = stats["requests"] - calls_before
+            small_calls = await _small_job_calls(client, sessions, small.job_id, stats["log"], launched_at)
             big_waiting = BIG_JOBS * BIG_JOB_ITEMS - calls_before
             for job in big:
                 await client.get_workflow_handle(job.workflow_id).result()
@@ -92,6 +132,9 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
         "small_job_successful": small_status.successful,
         "small_job_seconds_from_launch_to_end": round(small_s, 1),
         "calls_made_meanwhile": calls_meanwhile,
+        # Per small item, seconds after its job's launch: its workflow's start, its Claude call
+        # scheduled, the call made (the stand-in's log).
+        "small_job_items_s": small_calls,
         "first_come_first_served_would_wait_s": round(big_waiting * 60 / calls_per_minute, 1),
     }
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anthropic
+import psutil
 
 from bench.rate_limit import engine_settings, run_phase
 from bench.results_file import save_result
@@ -82,6 +83,12 @@ async def plain_script(settings: Settings, requests: int, calls_per_minute: floa
     return time.monotonic() - started
 
 
+def temporal_server_cpu_s(root: Path) -> float:
+    """CPU seconds the stack's Temporal server has used so far."""
+    cpu = psutil.Process(devstack.running_parts(root, ["temporal"])["temporal"]).cpu_times()
+    return cpu.user + cpu.system
+
+
 def summary(stats: dict, wall_s: float, calls_per_minute: float) -> dict:
     times = sorted(entry["at"] for entry in stats["log"])
     ok = sorted(entry["at"] for entry in stats["log"] if entry["outcome"] == "ok")
@@ -111,11 +118,14 @@ async def measure(
             ("account_limit", {"latency_ms": latency_ms, "rpm_limit": standin_rpm}, account_limit_requests),
         ):
             settings = engine_settings(env, calls_per_minute)  # fresh task queues for each phase
+            server_cpu_before = temporal_server_cpu_s(root)
             engine = await run_phase(settings, standin, config, samples=n)
             engine_summary = {
                 **summary(await standin.stats(), engine["wall_time_s"], calls_per_minute),
                 "first_call_after_launch_s": engine["first_call_after_launch_s"],
                 "end_after_last_call_s": engine["end_after_last_call_s"],
+                "worker_cpu_s_per_item": engine["worker_cpu_s_per_item"],
+                "temporal_server_cpu_s_per_item": round((temporal_server_cpu_s(root) - server_cpu_before) / n, 3),
             }
             await standin.reset()
             await standin.configure(**config)

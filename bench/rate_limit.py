@@ -52,10 +52,11 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
             "personas": PERSONAS[:1], "arcs": ARCS[:1], "topics": TOPICS[:1], "samples": samples
         }
         request = batches.LaunchRequest(**catalog, tier=Tier.TEMPLATE, concurrency=32)
-        started, launched_at = time.monotonic(), time.time()
+        started, launched_at, cpu_before = time.monotonic(), time.time(), time.process_time()
         job = await batches.launch(sessions, client, settings, request)
         await client.get_workflow_handle(job.workflow_id).result()
         wall_s = time.monotonic() - started
+        worker_cpu_s = time.process_time() - cpu_before
     status = await batches.job_status(sessions, str(job.job_id), client)
     await engine.dispose()
     stats = await standin.stats()
@@ -72,6 +73,8 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
         # The fixed costs: launch to the first call, the last call to the job's end.
         "first_call_after_launch_s": round(times[0] - launched_at, 2),
         "end_after_last_call_s": round(launched_at + wall_s - times[-1], 2),
+        # The workers' CPU (they run in this process): what the engine costs besides the server's.
+        "worker_cpu_s_per_item": round(worker_cpu_s / status.total, 3),
         "achieved_calls_per_minute": round((len(times) - 1) / span_min, 1) if span_min else None,
         "busiest_60s_window_requests": busiest_minute,
     }

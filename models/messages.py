@@ -472,6 +472,7 @@ class MessageBatchesProgress(BaseModel):
     submitted_requests: int
     paused: bool
     cancel_requested: bool
+    runs: int = 1  # this run and those it continued from
 
 
 # --- enrichment ---------------------------------------------------------------------------

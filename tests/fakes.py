@@ -7,15 +7,20 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import CATALOG_ROW_MISSING, DATABASE_ERROR, INVALID_OUTPUT, claude_http_error, permanent
 from activities.item_workflows import WorkflowActivities
-from models.enums import ErrorPolicy, ItemStatus, JobStatus, Tier
+from activities.message_batches import batch_custom_id
+from models.enums import BatchResultType, DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import (
+    BATCH_RESULT_SIGNAL,
+    BatchResult,
     CancelQueuedItems,
     EnrichedPage,
     EnrichPageInput,
@@ -40,16 +45,22 @@ from models.messages import (
     JobStatusChange,
     LinkConversationInput,
     LinkedConversation,
+    MessageBatchRef,
+    PolledBatch,
     RecordedItems,
     ResolvedPrompt,
     ResolvePromptInput,
     SelectedTemplate,
     SelectTemplateInput,
+    StageBatchRequest,
     StoreConversationInput,
     StoredConversation,
+    SubmitBatchInput,
+    SubmittedBatch,
     TokenUsage,
     UnreportedItems,
 )
+from models.workflow_ids import item_workflow_id
 
 
 class MemoryStorage:
@@ -65,6 +76,22 @@ class MemoryStorage:
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         return json.dumps(self.objects[key]).encode()
+
+
+# In every prompt the fake template step resolves: a history that carries it carries a prompt.
+PROMPT_TEXT = "fake-resolved-prompt"
+
+
+def fake_reply(request: GenerateInput, attempt: int) -> GeneratedRaw:
+    """What the Claude step returns for a request: a reference to its reply, and its usage."""
+    return GeneratedRaw(
+        raw_key=f"raw/{request.user_id}/{request.conversation_id}_raw{'_repair' if request.repair else ''}.json",
+        model="fake",
+        stop_reason="end_turn",
+        usage=TokenUsage(input_tokens=100, output_tokens=50),
+        latency_ms=1,
+        attempt=attempt,
+    )
 
 
 @dataclass
@@ -84,6 +111,7 @@ class FakeBatch:
     items: list[FakeItem]
     concurrency: int = 3
     error_policy: ErrorPolicy = ErrorPolicy.CONTINUE
+    mode: DeliveryMode = DeliveryMode.ONLINE
     # item position -> error message raised by the Claude step
     failing_positions: dict[int, str] = field(default_factory=dict)
     # item position -> how many of its replies the store step rejects as invalid output
@@ -130,6 +158,7 @@ class FakeBatch:
             total_items=len(self.items),
             concurrency=self.concurrency,
             error_policy=self.error_policy,
+            mode=self.mode,
             user_id="test-user",
             counters=self.counters(),
             usage=TokenUsage(),
@@ -209,7 +238,12 @@ class FakeActivities:
     @activity.defn(name="resolve_template")
     async def resolve_template(self, request: ResolvePromptInput) -> ResolvedPrompt:
         return ResolvedPrompt(
-            template_id=request.template_id, template_version=1, system="s", user="u", persona_name="p", topic_name="t"
+            template_id=request.template_id,
+            template_version=1,
+            system=f"{PROMPT_TEXT}: the system prompt",
+            user=f"{PROMPT_TEXT}: write a conversation of persona {request.persona_id}",
+            persona_name="p",
+            topic_name="t",
         )
 
     @activity.defn(name="generate_conversation")
@@ -224,14 +258,7 @@ class FakeActivities:
         self.batch.conversation_positions[request.conversation_id] = position
         if position in self.batch.failing_positions:
             raise permanent(self.batch.failing_positions[position], claude_http_error(400))
-        return GeneratedRaw(
-            raw_key=f"raw/{request.user_id}/{request.conversation_id}_raw{'_repair' if request.repair else ''}.json",
-            model="fake",
-            stop_reason="end_turn",
-            usage=TokenUsage(input_tokens=100, output_tokens=50),
-            latency_ms=1,
-            attempt=activity.info().attempt,
-        )
+        return fake_reply(request, activity.info().attempt)
 
     @activity.defn(name="store_conversation")
     async def store_conversation(self, request: StoreConversationInput) -> StoredConversation:
@@ -320,6 +347,154 @@ class FakeActivities:
             self.set_job_status,
             self.write_job_log,
         ]
+
+
+@dataclass(frozen=True)
+class ScriptedResult:
+    """The result the fake Message Batches API gives one request."""
+
+    type: BatchResultType
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+SUCCEEDED = ScriptedResult(BatchResultType.SUCCEEDED)
+EXPIRED = ScriptedResult(BatchResultType.EXPIRED)
+
+
+def errored(error_type: str, message: str = "the API could not process the request") -> ScriptedResult:
+    return ScriptedResult(BatchResultType.ERRORED, error_type, message)
+
+
+@dataclass
+class FakeMessageBatch:
+    """One Message Batch at the fake API."""
+
+    id: uuid.UUID
+    anthropic_batch_id: str
+    custom_ids: list[str]
+    status: MessageBatchState = MessageBatchState.IN_PROGRESS
+    cancelled: bool = False
+    # When each poll was scheduled (the server's clock: skipped time included).
+    polled_at: list[datetime] = field(default_factory=list)
+    collections: int = 0
+
+
+@dataclass
+class FakeMessageBatchApi:
+    """The Message Batches API and the job's staged requests, in memory, plus the knobs a test turns."""
+
+    # item position -> the results of its requests in order (any further request succeeds)
+    results: dict[int, list[ScriptedResult]] = field(default_factory=dict)
+    # Polls a batch answers `in_progress` before it ends.
+    polls_to_end: int = 1
+    # While set and not open, every batch stays in progress (a cancelled one still ends).
+    end_gate: asyncio.Event | None = None
+    # custom_id -> the staged request, in staging order; those not in a batch yet are waiting.
+    staged: dict[str, StageBatchRequest] = field(default_factory=dict)
+    batches: list[FakeMessageBatch] = field(default_factory=list)
+    cancel_calls: int = 0
+
+    def batch_of(self, custom_id: str) -> int:
+        """The position of the batch that carried the request."""
+        return next(n for n, batch in enumerate(self.batches) if custom_id in batch.custom_ids)
+
+    def requests_of(self, item_id: uuid.UUID) -> list[str]:
+        return [custom_id for custom_id, staged in self.staged.items() if staged.generate.item_id == item_id]
+
+    @property
+    def waiting(self) -> list[str]:
+        sent = {custom_id for batch in self.batches for custom_id in batch.custom_ids}
+        return [custom_id for custom_id in self.staged if custom_id not in sent]
+
+
+class FakeMessageBatchActivities:
+    """The Message Batches steps against FakeMessageBatchApi; results reach the item workflows by
+    the real signal, through `client`. Staging records the request like a Claude call (so the
+    store step of FakeActivities knows whose reply it checks)."""
+
+    def __init__(self, batch: FakeBatch, api: FakeMessageBatchApi, client: Client) -> None:
+        self.batch = batch
+        self.api = api
+        self.client = client
+
+    @activity.defn(name="stage_batch_request")
+    async def stage_request(self, request: StageBatchRequest) -> str:
+        generate = request.generate
+        custom_id = batch_custom_id(generate.item_id, request.sequence)
+        if custom_id not in self.api.staged:
+            self.api.staged[custom_id] = request
+            self.batch.generate_requests.append(generate)
+            self.batch.conversation_positions[generate.conversation_id] = self.batch.item(generate.item_id).position
+        return custom_id
+
+    @activity.defn(name="submit_message_batch")
+    async def submit_batch(self, request: SubmitBatchInput) -> SubmittedBatch:
+        known = next((b for b in self.api.batches if b.id == request.message_batch_id), None)
+        if known is None:
+            claimed = self.api.waiting[: request.max_requests]
+            if not claimed:
+                return SubmittedBatch(anthropic_batch_id=None)
+            known = FakeMessageBatch(request.message_batch_id, f"msgbatch_{len(self.api.batches) + 1:04d}", claimed)
+            self.api.batches.append(known)
+        return SubmittedBatch(anthropic_batch_id=known.anthropic_batch_id, request_count=len(known.custom_ids))
+
+    @activity.defn(name="poll_message_batch")
+    async def poll_batch(self, ref: MessageBatchRef) -> PolledBatch:
+        batch = self._batch(ref)
+        batch.polled_at.append(activity.info().current_attempt_scheduled_time)
+        gate_open = self.api.end_gate is None or self.api.end_gate.is_set()
+        if batch.status == MessageBatchState.CANCELING or (gate_open and len(batch.polled_at) >= self.api.polls_to_end):
+            batch.status = MessageBatchState.ENDED
+        return PolledBatch(status=batch.status)
+
+    @activity.defn(name="collect_message_batch_results")
+    async def collect_results(self, ref: MessageBatchRef) -> int:
+        batch = self._batch(ref)
+        batch.collections += 1
+        for custom_id in batch.custom_ids:
+            await self._announce(self.api.staged[custom_id], self._result(custom_id, cancelled=batch.cancelled))
+        return len(batch.custom_ids)
+
+    @activity.defn(name="cancel_message_batches")
+    async def cancel_batches(self, job_id: uuid.UUID) -> int:
+        self.api.cancel_calls += 1
+        open_batches = [b for b in self.api.batches if b.status == MessageBatchState.IN_PROGRESS]
+        for batch in open_batches:
+            batch.status, batch.cancelled = MessageBatchState.CANCELING, True
+        return len(open_batches)
+
+    def _batch(self, ref: MessageBatchRef) -> FakeMessageBatch:
+        return next(b for b in self.api.batches if b.anthropic_batch_id == ref.anthropic_batch_id)
+
+    def _result(self, custom_id: str, cancelled: bool) -> BatchResult:
+        staged = self.api.staged[custom_id]
+        if cancelled:
+            return BatchResult(custom_id=custom_id, result_type=BatchResultType.CANCELED)
+        script = self.api.results.get(self.batch.item(staged.generate.item_id).position, [])
+        scripted = script[staged.sequence - 1] if staged.sequence <= len(script) else SUCCEEDED
+        if scripted.type == BatchResultType.SUCCEEDED:
+            generated = fake_reply(staged.generate, staged.sequence)
+            return BatchResult(custom_id=custom_id, result_type=scripted.type, generated=generated)
+        return BatchResult(
+            custom_id=custom_id,
+            result_type=scripted.type,
+            error_type=scripted.error_type,
+            error_message=scripted.error_message,
+        )
+
+    async def _announce(self, staged: StageBatchRequest, result: BatchResult) -> None:
+        try:
+            await self.client.get_workflow_handle(item_workflow_id(staged.generate.item_id)).signal(
+                BATCH_RESULT_SIGNAL, result
+            )
+        except RPCError as exc:
+            # NOT_FOUND: the item ended meanwhile (cancelled), nothing waits for its result.
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+    def all(self) -> list:
+        return [self.stage_request, self.submit_batch, self.poll_batch, self.collect_results, self.cancel_batches]
 
 
 class FakeExportActivities:

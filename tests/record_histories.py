@@ -1,6 +1,6 @@
 """Record the workflow histories the replay test replays.
 
-    .venv/bin/python -m tests.record_histories
+    .venv/bin/python -m tests.record_histories [online] [batch_mode] [export]   (all by default)
 
 Run it only when a workflow change is meant to change histories (and then version the change
 for workflows already running); the replay test exists to catch every other change.
@@ -9,52 +9,46 @@ for workflows already running); the replay test exists to catch every other chan
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from pathlib import Path
 
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from devtools.binaries import venv_binary
-from models.messages import BatchJobInput, ExportInput, ExportSelection
-from models.workflow_ids import item_workflow_id, job_workflow_id
+from models.enums import DeliveryMode
+from models.messages import BatchJobInput, ExportInput, ExportSelection, MessageBatchPlan
+from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
 from tests.conftest import register_search_attributes
-from tests.fakes import FakeActivities, FakeBatch, FakeExportActivities
+from tests.fakes import (
+    EXPIRED,
+    FakeActivities,
+    FakeBatch,
+    FakeExportActivities,
+    FakeMessageBatchActivities,
+    FakeMessageBatchApi,
+)
+from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 from workflows.export import ExportWorkflow, export_workflow_id
+from workflows.message_batches import MessageBatchesWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def record() -> None:
+async def record(parts: list[str]) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
     )
     await register_search_attributes(env.client)
-    batch = FakeBatch.of(
-        4, concurrency=2, failing_positions={3: "Claude API 400: prompt is too long"}, unusable_replies={1: 1}
-    )
     task_queue = f"record-{uuid.uuid4()}"
-    async with Worker(env.client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow],
-                      activities=FakeActivities(batch, env.client).all()):
-        await env.client.execute_workflow(
-            BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id), id=job_workflow_id(batch.job_id), task_queue=task_queue
-        )
-    targets = {
-        "batch_job.json": job_workflow_id(batch.job_id),
-        "batch_item_completed.json": item_workflow_id(batch.items[0].item_id),
-        "batch_item_repaired.json": item_workflow_id(batch.items[1].item_id),
-        "batch_item_failed.json": item_workflow_id(batch.items[3].item_id),
-    }
-    export_id = uuid.uuid4()
-    export_input = ExportInput(export_id=export_id, selection=ExportSelection(user="test-user", system_prompt="s"),
-                               location="/tmp/export")
-    async with Worker(env.client, task_queue=task_queue, workflows=[ExportWorkflow],
-                      activities=FakeExportActivities(total=5, page_size=2).all()):
-        await env.client.execute_workflow(ExportWorkflow.run, export_input, id=export_workflow_id(export_id), task_queue=task_queue)
-    targets["export.json"] = export_workflow_id(export_id)
+    targets: dict[str, str] = {}
+    for part in parts:
+        targets.update(await RECORDERS[part](env.client, task_queue))
     for filename, workflow_id in targets.items():
         history = await env.client.get_workflow_handle(workflow_id).fetch_history()
         (HISTORIES / filename).write_text(history.to_json())
@@ -62,5 +56,64 @@ async def record() -> None:
     await env.shutdown()
 
 
+async def record_online(client: Client, task_queue: str) -> dict[str, str]:
+    batch = FakeBatch.of(
+        4, concurrency=2, failing_positions={3: "Claude API 400: prompt is too long"}, unusable_replies={1: 1}
+    )
+    async with Worker(client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow],
+                      activities=FakeActivities(batch, client).all()):
+        await client.execute_workflow(
+            BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id), id=job_workflow_id(batch.job_id), task_queue=task_queue
+        )
+    return {
+        "batch_job.json": job_workflow_id(batch.job_id),
+        "batch_item_completed.json": item_workflow_id(batch.items[0].item_id),
+        "batch_item_repaired.json": item_workflow_id(batch.items[1].item_id),
+        "batch_item_failed.json": item_workflow_id(batch.items[3].item_id),
+    }
+
+
+async def record_batch_mode(client: Client, task_queue: str) -> dict[str, str]:
+    """A Message Batches job: one reply unusable (its repair goes into the next batch), one
+    request expired (sent again); timers long enough to fire only when the server skips time."""
+    batch = FakeBatch.of(3, mode=DeliveryMode.BATCH, unusable_replies={1: 1})
+    api = FakeMessageBatchApi(results={2: [EXPIRED]}, polls_to_end=2)
+    plan = MessageBatchPlan(max_requests=3, gather_s=30, poll_initial_s=60, poll_max_s=120)
+    async with Worker(client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow, MessageBatchesWorkflow],
+                      activities=FakeActivities(batch, client).all() + FakeMessageBatchActivities(batch, api, client).all()):
+        await client.execute_workflow(
+            BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id, message_batches=plan),
+            id=job_workflow_id(batch.job_id), task_queue=task_queue,
+        )
+        batches = client.get_workflow_handle(message_batches_workflow_id(batch.job_id))
+        # It ends on the job's close signal, once it has taken it.
+        await eventually(
+            lambda: _status_is_not(batches, WorkflowExecutionStatus.RUNNING), "the Message Batches workflow ends"
+        )
+    return {
+        "batch_mode_job.json": job_workflow_id(batch.job_id),
+        "message_batches.json": message_batches_workflow_id(batch.job_id),
+        "batch_mode_item_repaired.json": item_workflow_id(batch.items[1].item_id),
+        "batch_mode_item_resent.json": item_workflow_id(batch.items[2].item_id),
+    }
+
+
+async def record_export(client: Client, task_queue: str) -> dict[str, str]:
+    export_id = uuid.uuid4()
+    export_input = ExportInput(export_id=export_id, selection=ExportSelection(user="test-user", system_prompt="s"),
+                               location="/tmp/export")
+    async with Worker(client, task_queue=task_queue, workflows=[ExportWorkflow],
+                      activities=FakeExportActivities(total=5, page_size=2).all()):
+        await client.execute_workflow(ExportWorkflow.run, export_input, id=export_workflow_id(export_id), task_queue=task_queue)
+    return {"export.json": export_workflow_id(export_id)}
+
+
+async def _status_is_not(handle: WorkflowHandle, status: WorkflowExecutionStatus) -> bool:
+    return (await handle.describe()).status != status
+
+
+RECORDERS = {"online": record_online, "batch_mode": record_batch_mode, "export": record_export}
+
+
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(sys.argv[1:] or list(RECORDERS)))

@@ -15,14 +15,33 @@ from temporalio.worker import Replayer
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 from workflows.export import ExportWorkflow
+from workflows.message_batches import MessageBatchesWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
-@pytest.mark.parametrize("filename", ["batch_job.json", "batch_item_completed.json", "batch_item_repaired.json", "batch_item_failed.json", "export.json"])
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "batch_job.json",
+        "batch_item_completed.json",
+        "batch_item_repaired.json",
+        "batch_item_failed.json",
+        "export.json",
+        # A Message Batches job: the job, its Message Batches workflow, an item whose repair went
+        # into the next batch and one whose expired request was sent again.
+        "batch_mode_job.json",
+        "message_batches.json",
+        "batch_mode_item_repaired.json",
+        "batch_mode_item_resent.json",
+    ],
+)
 async def test_saved_history_replays_without_nondeterminism(filename: str) -> None:
     history = WorkflowHistory.from_json(filename.removesuffix(".json"), (HISTORIES / filename).read_text())
-    replayer = Replayer(workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow, MessageBatchesWorkflow],
+        data_converter=pydantic_data_converter,
+    )
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 

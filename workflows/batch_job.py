@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         ITEM_CANCEL_GRACE,
         ITEM_FINISHED_SIGNAL,
         ITEMS_STARTED_BY_ACTIVITY,
+        history_is_long,
         item_priority,
     )
     from workflows.message_batches import MessageBatchesWorkflow
@@ -179,12 +180,20 @@ class BatchJobWorkflow:
                     await asyncio.gather(*(self._start_item(request, item) for item in starting))
             if self._history_is_long(request):
                 # Also while paused: reports of in-flight items keep adding events.
-                # The in-flight items report to this workflow id, which the next run keeps.
-                await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._enriching)
-                workflow.continue_as_new(
-                    request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
-                )
-        await workflow.wait_condition(lambda: self._halting or not self._state.in_flight)
+                await self._continue_as_new(request)
+        # Every item has started; in batch mode up to all of them are still to report.
+        await workflow.wait_condition(
+            lambda: self._halting or not self._state.in_flight or self._history_is_long(request)
+        )
+        if not self._halting and self._state.in_flight:
+            await self._continue_as_new(request)
+
+    async def _continue_as_new(self, request: BatchJobInput) -> None:
+        """The in-flight items report to this workflow id, which the next run keeps."""
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._enriching)
+        workflow.continue_as_new(
+            request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
+        )
 
     async def _end(self) -> JobProgress:
         """_finish, shielded: a cancellation from the web UI during the halt or the last writes
@@ -450,8 +459,7 @@ class BatchJobWorkflow:
         return round(remaining * mean_item_s / self._plan.concurrency, 1)
 
     def _history_is_long(self, request: BatchJobInput) -> bool:
-        info = workflow.info()
-        return info.get_current_history_length() >= request.history_event_limit or info.is_continue_as_new_suggested()
+        return history_is_long(request.history_event_limit)
 
     # --- effects ------------------------------------------------------------------------
 

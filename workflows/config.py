@@ -3,6 +3,7 @@
 import uuid
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
 from temporalio.workflow import ActivityConfig
 
@@ -95,3 +96,11 @@ MESSAGE_BATCH_STEP = ActivityConfig(
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1)),
 )
 MESSAGE_BATCH_RESULTS_STEP: ActivityConfig = {**MESSAGE_BATCH_STEP, "start_to_close_timeout": timedelta(hours=1)}
+
+
+def history_is_long(history_event_limit: int) -> bool:
+    """Time for a workflow to continue as new: a fifth of the limit is left for what still
+    arrives before the new run takes over (reports and requests signalled meanwhile, the
+    events of the step that is running), so no run passes the limit."""
+    info = workflow.info()
+    return info.get_current_history_length() >= history_event_limit * 4 // 5 or info.is_continue_as_new_suggested()

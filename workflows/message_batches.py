@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
         OpenMessageBatch,
         SubmitBatchInput,
     )
-    from workflows.config import MESSAGE_BATCH_RESULTS_STEP, MESSAGE_BATCH_STEP
+    from workflows.config import MESSAGE_BATCH_RESULTS_STEP, MESSAGE_BATCH_STEP, history_is_long
 
 
 @workflow.defn(name="MessageBatchesWorkflow")
@@ -32,13 +32,11 @@ class MessageBatchesWorkflow:
         self._job_id = request.job_id
         self._plan = request.plan
         self._state = request.state or MessageBatchesState()
-        # Set by every signal: the wait starts over with the new deadlines.
-        self._signalled = False
 
     @workflow.run
     async def run(self, request: MessageBatchesInput) -> MessageBatchesProgress:
         while not self._finished:
-            await self._wait_for_work()
+            await self._wait_for_work(request)
             if self._state.cancel_requested and not self._state.cancel_sent:
                 await workflow.execute_activity_method(
                     MessageBatchActivities.cancel_batches, self._job_id, **MESSAGE_BATCH_STEP
@@ -63,30 +61,25 @@ class MessageBatchesWorkflow:
         if not self._state.waiting:
             self._state.first_waiting_at = workflow.now()
         self._state.waiting += 1
-        self._signalled = True
 
     @workflow.signal
     def pause(self) -> None:
         """No new batch goes out; open ones finish and their results are kept."""
         self._state.paused = True
-        self._signalled = True
 
     @workflow.signal
     def resume(self) -> None:
         self._state.paused = False
-        self._signalled = True
 
     @workflow.signal
     def cancel(self) -> None:
         """The job is cancelled: its open batches are cancelled, nothing new goes out."""
         self._state.cancel_requested = True
-        self._signalled = True
 
     @workflow.signal
     def close(self) -> None:
         """The job's items are done: end once the open batches have brought their results."""
         self._state.closing = True
-        self._signalled = True
 
     @workflow.query
     def progress(self) -> MessageBatchesProgress:
@@ -98,6 +91,7 @@ class MessageBatchesWorkflow:
             submitted_requests=self._state.submitted_requests,
             paused=self._state.paused,
             cancel_requested=self._state.cancel_requested,
+            runs=self._state.runs,
         )
 
     # --- decisions ----------------------------------------------------------------------
@@ -123,13 +117,13 @@ class MessageBatchesWorkflow:
             return None
         return first + timedelta(seconds=self._plan.gather_s)
 
-    def _next_deadline(self) -> timedelta | None:
-        """Until the next poll or the end of the gathering, whichever comes first."""
+    def _next_deadline(self) -> datetime | None:
+        """The next poll or the end of the gathering, whichever comes first."""
         deadlines = [batch.next_poll_at for batch in self._state.open_batches]
         gathered_until = self._gathered_until()
         if gathered_until is not None and not self._state.paused and not self._state.cancel_requested:
             deadlines.append(gathered_until)
-        return max(timedelta(0), min(deadlines) - workflow.now()) if deadlines else None
+        return min(deadlines) if deadlines else None
 
     def _has_work(self) -> bool:
         now = workflow.now()
@@ -141,18 +135,23 @@ class MessageBatchesWorkflow:
         )
 
     def _history_is_long(self, request: MessageBatchesInput) -> bool:
-        info = workflow.info()
-        return info.get_current_history_length() >= request.history_event_limit or info.is_continue_as_new_suggested()
+        return history_is_long(request.history_event_limit)
 
     # --- effects ------------------------------------------------------------------------
 
-    async def _wait_for_work(self) -> None:
-        """Until something is due, or a signal changed what is (then the caller asks again)."""
-        self._signalled = False
-        if self._has_work():
+    async def _wait_for_work(self, request: MessageBatchesInput) -> None:
+        """Until something is due, the next deadline moves (then the caller asks again), or the
+        history is long. A signal that changes neither (one more request for the gathering
+        batch) wakes nothing: its event is the only one it adds, no timer is cancelled and
+        started again per request."""
+        if self._has_work() or self._history_is_long(request):
             return
+        deadline = self._next_deadline()
         with contextlib.suppress(TimeoutError):  # a poll or a submission is due
-            await workflow.wait_condition(lambda: self._signalled or self._has_work(), timeout=self._next_deadline())
+            await workflow.wait_condition(
+                lambda: self._has_work() or self._next_deadline() != deadline or self._history_is_long(request),
+                timeout=max(timedelta(0), deadline - workflow.now()) if deadline else None,
+            )
 
     async def _submit(self) -> None:
         message_batch_id = workflow.uuid4()  # fixed before the first attempt: a retry finds its batch

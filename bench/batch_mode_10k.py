@@ -1,0 +1,152 @@
+"""Benchmark: a 10,000-item Message Batches job through the real job, Message Batches and item
+workflows on the real Temporal dev server, with in-memory activities and a fake Message Batches
+API, to measure what the workflows' histories cost: the largest run of the job workflow, of the
+Message Batches workflow and of the items (each must stay <= 2,000 events), and whether any
+payload carries a prompt (every history of the job's and Message Batches workflow's runs and of
+a sample of items is searched for the prompt text the fake template step resolves).
+
+Some replies are unusable (their repair goes into a later batch) and some requests expire (they
+are sent again), so every path a request can take adds its events.
+
+    .venv/bin/python -m bench.batch_mode_10k [--items 10000]
+
+Writes bench/results/batch_mode_10k.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from bench.results_file import save_result
+from devtools.binaries import venv_binary
+from models import search_attributes
+from models.enums import DeliveryMode, ItemStatus
+from models.messages import BatchJobInput, MessageBatchPlan
+from models.workflow_ids import job_workflow_id, message_batches_workflow_id
+from tests.fakes import EXPIRED, PROMPT_TEXT, FakeActivities, FakeBatch, FakeMessageBatchActivities, FakeMessageBatchApi
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow
+from workflows.message_batches import MessageBatchesWorkflow
+
+HISTORY_EVENT_BOUND = 2_000
+ITEM_SAMPLE = 200
+
+
+async def runs_of(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """Every run of a workflow, first to last: back from the last run to the first, then each."""
+    latest = await client.get_workflow_handle(workflow_id).fetch_history()
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = latest.events[0].workflow_execution_started_event_attributes.first_execution_run_id
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        continued = last.HasField("workflow_execution_continued_as_new_event_attributes")
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id if continued else None
+    return histories
+
+
+def carries_prompt(history: WorkflowHistory) -> bool:
+    return any(PROMPT_TEXT.encode() in event.SerializeToString() for event in history.events)
+
+
+async def run(items: int, history_event_limit: int) -> dict:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=venv_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attributes.ALL,
+    )
+    picks = random.Random(7)
+    positions = list(range(items))
+    unusable = picks.sample(positions, items // 50)  # 2%: a repair each
+    expiring = picks.sample(positions, items // 100)  # 1%: sent twice
+    batch = FakeBatch.of(items, mode=DeliveryMode.BATCH, unusable_replies=dict.fromkeys(unusable, 1))
+    api = FakeMessageBatchApi(results={position: [EXPIRED] for position in expiring}, polls_to_end=2)
+    plan = MessageBatchPlan(gather_s=5, poll_initial_s=10, poll_max_s=60)
+    task_queue = f"bench-{uuid.uuid4()}"
+    client = env.client
+    started = time.monotonic()
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, MessageBatchesWorkflow],
+        activities=FakeActivities(batch, client).all() + FakeMessageBatchActivities(batch, api, client).all(),
+        max_concurrent_workflow_tasks=200,
+        max_concurrent_activities=400,
+    ):
+        handle = await client.start_workflow(
+            BatchJobWorkflow.run,
+            BatchJobInput(job_id=batch.job_id, message_batches=plan, history_event_limit=history_event_limit),
+            id=job_workflow_id(batch.job_id),
+            task_queue=task_queue,
+        )
+        progress = await handle.result()
+        batches_handle = client.get_workflow_handle_for(MessageBatchesWorkflow.run, message_batches_workflow_id(batch.job_id))
+        await batches_handle.result()
+    wall_s = time.monotonic() - started
+    job_runs = await runs_of(client, job_workflow_id(batch.job_id))
+    batches_runs = await runs_of(client, message_batches_workflow_id(batch.job_id))
+    item_histories = [
+        await client.get_workflow_handle(execution.id).fetch_history()
+        async for execution in client.list_workflows("WorkflowType = 'BatchItemWorkflow'", limit=ITEM_SAMPLE)
+    ]
+    await env.shutdown()
+    job_lengths = [len(h.events) for h in job_runs]
+    batches_lengths = [len(h.events) for h in batches_runs]
+    item_lengths = [len(h.events) for h in item_histories]
+    with_prompt = {
+        "job_runs": sum(map(carries_prompt, job_runs)),
+        "message_batches_runs": sum(map(carries_prompt, batches_runs)),
+        "items_of_sample": sum(map(carries_prompt, item_histories)),
+    }
+    largest = max(job_lengths + batches_lengths + item_lengths)
+    return {
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "items": items,
+        "history_event_limit_setting": history_event_limit,
+        "message_batch_plan": plan.model_dump(),
+        "unusable_replies": len(unusable),
+        "expired_requests": len(expiring),
+        "job_status": progress.status.value,
+        "successful": progress.successful,
+        "every_item_completed_once": all(i.finish_calls == 1 and i.status == ItemStatus.COMPLETED for i in batch.items),
+        "message_batches": len(api.batches),
+        "batch_requests": len(api.staged),
+        "job_workflow_runs": len(job_lengths),
+        "job_history_events_per_run": job_lengths,
+        "largest_job_run_events": max(job_lengths),
+        "message_batches_workflow_runs": len(batches_lengths),
+        "message_batches_history_events_per_run": batches_lengths,
+        "largest_message_batches_run_events": max(batches_lengths),
+        "item_histories_sampled": len(item_lengths),
+        "largest_item_history_events_of_sample": max(item_lengths),
+        "every_run_within_2000_events": largest <= HISTORY_EVENT_BOUND,
+        "histories_carrying_prompt_text": with_prompt,
+        "wall_time_s": round(wall_s, 1),
+        "items_per_second": round(items / wall_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--history-event-limit", type=int, default=BatchJobInput.model_fields["history_event_limit"].default)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.items, args.history_event_limit))
+    save_result("batch_mode_10k", result)
+
+
+if __name__ == "__main__":
+    main()

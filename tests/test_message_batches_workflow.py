@@ -1,0 +1,225 @@
+"""Batch mode's workflows on the time-skipping server, with in-memory activities and a fake
+Message Batches API: how the Message Batches workflow polls, what each kind of result does to
+its item, pause and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from models.enums import DeliveryMode, ItemStatus, JobStatus
+from models.messages import BatchJobInput, ClaudeCallPlan, JobProgress, MessageBatchesProgress, MessageBatchPlan
+from models.workflow_ids import job_workflow_id, message_batches_workflow_id
+from tests.fakes import EXPIRED, FakeActivities, FakeBatch, FakeMessageBatchActivities, FakeMessageBatchApi, errored
+from tests.helpers import eventually
+from workflows.batch_item import BatchItemWorkflow
+from workflows.batch_job import BatchJobWorkflow
+from workflows.message_batches import MessageBatchesWorkflow
+
+# Long enough that timers fire only when the server skips time (while a test awaits a result, or
+# sleeps on the environment): the time-skipping server fails every later workflow task of a
+# workflow whose timer fires in real time during a task ("invalid history builder state for action").
+PLAN = MessageBatchPlan(gather_s=30, poll_initial_s=60, poll_max_s=120)
+PROBLEM = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
+
+
+def batch_mode(size: int, **knobs) -> FakeBatch:
+    return FakeBatch.of(size, mode=DeliveryMode.BATCH, **knobs)
+
+
+@asynccontextmanager
+async def worker_for(client: Client, task_queue: str, batch: FakeBatch, api: FakeMessageBatchApi) -> AsyncIterator[None]:
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, MessageBatchesWorkflow],
+        activities=FakeActivities(batch, client).all() + FakeMessageBatchActivities(batch, api, client).all(),
+    ):
+        yield
+
+
+async def start(client: Client, task_queue: str, batch: FakeBatch, plan: MessageBatchPlan = PLAN, **knobs) -> WorkflowHandle:
+    return await client.start_workflow(
+        BatchJobWorkflow.run,
+        BatchJobInput(job_id=batch.job_id, message_batches=plan, **knobs),
+        id=job_workflow_id(batch.job_id),
+        task_queue=task_queue,
+    )
+
+
+async def run_job(client: Client, task_queue: str, batch: FakeBatch, api: FakeMessageBatchApi, **knobs) -> JobProgress:
+    async with worker_for(client, task_queue, batch, api):
+        return await (await start(client, task_queue, batch, **knobs)).result()
+
+
+def message_batches_of(client: Client, batch: FakeBatch) -> WorkflowHandle:
+    return client.get_workflow_handle_for(MessageBatchesWorkflow.run, message_batches_workflow_id(batch.job_id))
+
+
+async def message_batches_result(client: Client, batch: FakeBatch) -> MessageBatchesProgress:
+    """What the job's Message Batches workflow ends with (awaited on a handle the test did not
+    start, its result would not skip time)."""
+    handle = message_batches_of(client, batch)
+    await eventually(lambda: _closed(handle), "the Message Batches workflow ends")
+    return await handle.result()
+
+
+async def batches_progress(client: Client, batch: FakeBatch) -> MessageBatchesProgress:
+    return await message_batches_of(client, batch).query(MessageBatchesWorkflow.progress)
+
+
+async def test_an_open_batch_is_polled_on_durable_timers_backing_off_to_the_configured_interval(
+    own_ts_client: Client, task_queue: str
+) -> None:
+    batch = batch_mode(1)
+    api = FakeMessageBatchApi(polls_to_end=6)
+    plan = MessageBatchPlan(gather_s=30, poll_initial_s=10, poll_max_s=60)
+
+    progress = await run_job(own_ts_client, task_queue, batch, api, plan=plan)
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 1
+    (sent,) = api.batches
+    polls = sent.polled_at
+    gaps = [round((later - earlier).total_seconds()) for earlier, later in itertools.pairwise(polls)]
+    assert gaps == [20, 40, 60, 60, 60], "each wait doubles from the first 10 s, up to the 60 s configured"
+    history = await message_batches_of(own_ts_client, batch).fetch_history()
+    kinds = [event.event_type for event in history.events]
+    assert kinds.count(EventType.EVENT_TYPE_TIMER_FIRED) >= len(polls), "the waits are durable timers"
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled == ["submit_message_batch"] + ["poll_message_batch"] * 6 + ["collect_message_batch_results"], (
+        "no activity is held open while the batch runs"
+    )
+
+
+async def test_errored_and_expired_requests_go_into_later_batches_until_one_succeeds(
+    ts_client: Client, task_queue: str
+) -> None:
+    batch = batch_mode(2)
+    api = FakeMessageBatchApi(results={0: [errored("overloaded_error", "Overloaded"), EXPIRED]})
+
+    progress = await run_job(ts_client, task_queue, batch, api)
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 2
+    first = api.requests_of(batch.items[0].item_id)
+    assert [api.batch_of(custom_id) for custom_id in first] == [0, 1, 2], "each resend goes into the next batch"
+    assert [api.batch_of(custom_id) for custom_id in api.requests_of(batch.items[1].item_id)] == [0]
+    assert [i.finish_calls for i in batch.items] == [1, 1]
+
+
+async def test_a_request_that_keeps_expiring_fails_its_item_at_the_attempt_cap(ts_client: Client, task_queue: str) -> None:
+    batch = batch_mode(2)
+    api = FakeMessageBatchApi(results={0: [EXPIRED] * 3})
+
+    progress = await run_job(ts_client, task_queue, batch, api, claude=ClaudeCallPlan(max_attempts=3))
+
+    assert (progress.status, progress.successful, progress.failed) == (JobStatus.COMPLETED, 1, 1)
+    failed = batch.items[0]
+    assert failed.status == ItemStatus.FAILED
+    assert failed.error_message == "gave up after 3 Message Batch requests; last: the request expired"
+    assert len(api.requests_of(failed.item_id)) == 3, "no request beyond the cap"
+
+
+async def test_an_invalid_request_fails_its_item_with_the_apis_message_and_is_never_resent(
+    ts_client: Client, task_queue: str
+) -> None:
+    message = "max_tokens: 999999 > 64000, which is the maximum allowed number of output tokens"
+    batch = batch_mode(2)
+    api = FakeMessageBatchApi(results={1: [errored("invalid_request_error", message)]})
+
+    progress = await run_job(ts_client, task_queue, batch, api)
+
+    assert (progress.successful, progress.failed) == (1, 1)
+    failed = batch.items[1]
+    assert failed.status == ItemStatus.FAILED
+    assert failed.error_message == f"Claude API refused the request in a Message Batch: {message} (invalid_request_error)"
+    assert len(api.requests_of(failed.item_id)) == 1
+    assert len(api.batches) == 1
+
+
+async def test_the_repair_of_an_unusable_reply_goes_into_the_next_batch(ts_client: Client, task_queue: str) -> None:
+    batch = batch_mode(3, unusable_replies={0: 1})
+    api = FakeMessageBatchApi()
+
+    progress = await run_job(ts_client, task_queue, batch, api)
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 3
+    first, repair = (api.staged[c] for c in api.requests_of(batch.items[0].item_id))
+    assert first.generate.repair is None
+    assert repair.generate.repair is not None and repair.generate.repair.problem == PROBLEM
+    assert repair.generate.repair.rejected_raw_key == f"raw/test-user/{first.generate.conversation_id}_raw.json"
+    assert [len(b.custom_ids) for b in api.batches] == [3, 1], "the repair alone, in the batch after"
+
+
+async def test_pause_sends_no_new_batch_while_the_open_one_finishes_and_its_results_are_kept(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    ts_client = time_skipping_env.client
+    batch = batch_mode(3, unusable_replies={0: 1})
+    api = FakeMessageBatchApi(end_gate=asyncio.Event())
+    async with worker_for(ts_client, task_queue, batch, api):
+        # A full batch (max_requests) goes out without waiting for the gathering to end.
+        handle = await start(ts_client, task_queue, batch, PLAN.model_copy(update={"max_requests": 3}))
+        await eventually(lambda: len(api.batches) == 1 and len(api.batches[0].custom_ids) == 3, "a batch is open")
+
+        await handle.signal(BatchJobWorkflow.pause)
+        await eventually(lambda: _paused(ts_client, batch), "the Message Batches workflow is paused")
+        api.end_gate.set()
+        await time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
+        await eventually(lambda: _waiting(ts_client, batch, 1), "the repair waits for a batch")
+
+        assert [i.status for i in batch.items] == [ItemStatus.PROCESSING, ItemStatus.COMPLETED, ItemStatus.COMPLETED], (
+            "the results of the batch that was open are kept"
+        )
+        assert len(api.batches) == 1 and len(api.waiting) == 1, "no new batch while paused"
+
+        await handle.signal(BatchJobWorkflow.resume)
+        progress = await handle.result()
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 3
+    assert [len(b.custom_ids) for b in api.batches] == [3, 1]
+    assert api.cancel_calls == 0
+
+
+async def test_cancel_cancels_the_open_batch_and_its_items_end_cancelled(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    ts_client = time_skipping_env.client
+    batch = batch_mode(3)
+    api = FakeMessageBatchApi(end_gate=asyncio.Event())
+    async with worker_for(ts_client, task_queue, batch, api):
+        handle = await start(ts_client, task_queue, batch, PLAN.model_copy(update={"max_requests": 3}))
+        await eventually(lambda: len(api.batches) == 1 and len(api.batches[0].custom_ids) == 3, "a batch is open")
+
+        await handle.signal(BatchJobWorkflow.cancel)
+        progress = await handle.result()
+        await time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
+        batches = await message_batches_result(ts_client, batch)
+
+    assert (progress.status, progress.cancelled, progress.completed) == (JobStatus.CANCELLED, 3, 0)
+    assert [i.status for i in batch.items] == [ItemStatus.CANCELLED] * 3
+    assert api.cancel_calls == 1 and api.batches[0].cancelled
+    assert batches.open_batches == [] and batches.cancel_requested
+    assert batches.submitted_batches == 1, "nothing new went out after the cancel"
+
+
+async def _paused(client: Client, batch: FakeBatch) -> bool:
+    return (await batches_progress(client, batch)).paused
+
+
+async def _waiting(client: Client, batch: FakeBatch, count: int) -> bool:
+    return (await batches_progress(client, batch)).waiting == count
+
+
+async def _closed(handle: WorkflowHandle) -> bool:
+    return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
