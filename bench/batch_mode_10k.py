@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.results_file import save_result
+from brightrun.settings import Settings
 from devtools.binaries import venv_binary
 from models import search_attributes
 from models.enums import DeliveryMode, ItemStatus
@@ -71,7 +72,12 @@ async def run(items: int, history_event_limit: int) -> dict:
     positions = list(range(items))
     unusable = picks.sample(positions, items // 50)  # 2%: a repair each
     expiring = picks.sample(positions, items // 100)  # 1%: sent twice
-    batch = FakeBatch.of(items, mode=DeliveryMode.BATCH, unusable_replies=dict.fromkeys(unusable, 1))
+    # Enrichment pages as large as the worker's (the fakes' default of 2 makes the job's end a
+    # page per two conversations, thousands of events that a real job does not have).
+    page_size = Settings.model_fields["enrichment_page_size"].default
+    batch = FakeBatch.of(
+        items, mode=DeliveryMode.BATCH, unusable_replies=dict.fromkeys(unusable, 1), enrich_page_size=page_size
+    )
     api = FakeMessageBatchApi(results={position: [EXPIRED] for position in expiring}, polls_to_end=2)
     plan = MessageBatchPlan(gather_s=5, poll_initial_s=10, poll_max_s=60)
     task_queue = f"bench-{uuid.uuid4()}"
