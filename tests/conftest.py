@@ -209,6 +209,7 @@ async def pipeline_worker(
 
 @pytest.fixture
 async def standin(stack_settings: Settings) -> AsyncIterator[StandinControl]:
+    assert stack_settings.anthropic_base_url is not None
     control = StandinControl(stack_settings.anthropic_base_url)
     await control.reset()
     yield control

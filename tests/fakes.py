@@ -69,7 +69,7 @@ class MemoryStorage:
     conversation_bucket = "conversation-files"
 
     def __init__(self) -> None:
-        self.objects: dict[str, object] = {}
+        self.objects: dict[str, Any] = {}
 
     async def put_json(self, bucket: str, key: str, document: object) -> None:
         self.objects[key] = json.loads(json.dumps(document))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from sqlalchemy import make_url
@@ -13,7 +14,7 @@ from devtools.devstack import LOOPBACK, free_port
 
 
 class TcpGate:
-    def __init__(self, connect_upstream) -> None:
+    def __init__(self, connect_upstream: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]) -> None:
         self._connect_upstream = connect_upstream
         self.port = free_port()
         self._server: asyncio.Server | None = None

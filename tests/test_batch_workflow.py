@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -13,7 +15,7 @@ from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 
 
-async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> JobProgress:
+async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs: Any) -> JobProgress:
     async with Worker(
         client,
         task_queue=task_queue,
@@ -76,6 +78,7 @@ async def test_a_job_whose_every_item_fails_ends_failed_with_the_reason(ts_clien
 
     assert progress.status == JobStatus.FAILED
     assert batch.job_status == JobStatus.FAILED
+    assert batch.job_error is not None
     assert "all 3 items failed" in batch.job_error
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -24,24 +25,24 @@ from worker import build_claude_worker
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
-ONE_ITEM = {
+ONE_ITEM: dict[str, Any] = {
     "personas": ["David Chen"], "arcs": ["Anxiety -> Confidence"], "topics": ["Paying Down Debt"], "tier": Tier.TEMPLATE
 }
 
 
-async def run_one_item(sessions: async_sessionmaker, client: Client, settings: Settings) -> tuple[dict, BatchItem]:
+async def run_one_item(sessions: async_sessionmaker, client: Client, settings: Settings) -> tuple[batches.JobStatusView, BatchItem]:
     job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**ONE_ITEM))
     await client.get_workflow_handle(job.workflow_id).result()
     return await job_and_item(sessions, client, job.job_id)
 
 
-async def job_and_item(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> tuple[dict, BatchItem]:
+async def job_and_item(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> tuple[batches.JobStatusView, BatchItem]:
     async with sessions() as session:
-        item = await session.scalar(select(BatchItem).where(BatchItem.batch_job_id == job_id))
+        item = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == job_id))).one()
     return await batches.job_status(sessions, str(job_id), client), item
 
 
-def assert_job_counts(status: dict, usage: dict) -> None:
+def assert_job_counts(status: batches.JobStatusView, usage: dict) -> None:
     assert (status.input_tokens, status.output_tokens) == (usage["input_tokens"], usage["output_tokens"])
     assert (status.cache_write_tokens, status.cache_read_tokens) == (
         usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]

@@ -190,6 +190,7 @@ async def test_a_429_says_when_to_retry_and_holds_back_the_next_call_until_the_b
 
     failure = raised.value
     assert (failure.type, failure.non_retryable) == ("claude_429", False)
+    assert failure.next_retry_delay is not None
     assert failure.next_retry_delay >= timedelta(seconds=2)
     first, second = (await rig.standin.stats())["log"]
     assert second["at"] - first["at"] >= 2.0
@@ -211,6 +212,7 @@ async def test_a_rate_limit_wait_longer_than_the_attempt_has_left_is_a_retry_aft
     assert time.monotonic() - started < 1, "the attempt did not sit in the gate"
     failure = raised.value
     assert (failure.type, failure.non_retryable) == ("claude_rate_limit_wait", False)
+    assert failure.next_retry_delay is not None
     assert failure.next_retry_delay >= timedelta(seconds=rig.settings.claude_rate_limit_max_wait_s - 1)
     assert failure.message.startswith("rate limit budget low: waiting for the budget's reset would outlast this attempt")
     assert (await rig.standin.stats())["requests"] == 1
@@ -264,6 +266,7 @@ async def test_an_overload_inside_the_stream_is_retried_like_a_529(rig: Rig) -> 
 
     assert (raised.value.type, raised.value.non_retryable) == ("claude_529", False)
     assert raised.value.message == "Claude API error mid-stream (after HTTP 200): Overloaded (overloaded_error)"
+    assert raised.value.next_retry_delay is not None
     assert raised.value.next_retry_delay > timedelta(0)
     assert rig.storage.objects == {}
 
@@ -313,7 +316,8 @@ async def test_a_paid_reply_is_stored_through_a_storage_outage_within_the_attemp
 
     assert storage.refused == 2 and (await rig.standin.stats())["requests"] == 1
     assert rig.storage.objects[generated.raw_key]["message"]["usage"]["output_tokens"] == generated.usage.output_tokens
-    assert CallProgress.model_validate(rig.progress[-1]).reply.generated.raw_key == generated.raw_key
+    kept = CallProgress.model_validate(rig.progress[-1]).reply
+    assert kept is not None and kept.generated.raw_key == generated.raw_key
 
 
 async def test_the_next_attempt_stores_the_reply_an_attempt_paid_for_without_calling_again(rig: Rig) -> None:
@@ -337,6 +341,7 @@ async def test_the_next_attempt_stores_the_reply_an_attempt_paid_for_without_cal
     assert failure.details[0].part == "S3 storage", "starter.py status says what the item waits for"
     assert failure.details[-1] == paid.usage and paid.usage.cost_usd > 0
     assert (await rig.standin.stats())["requests"] == 1, "the second attempt did not call Claude"
+    assert paid.reply is not None
     assert generated.raw_key == paid.reply.generated.raw_key == raw_response_key("test-user", request.conversation_id)
     assert rig.storage.objects[generated.raw_key] == paid.reply.document
     assert (generated.usage, generated.attempt) == (paid.usage, 2)
@@ -453,6 +458,7 @@ def test_a_429_for_an_exhausted_spend_limit_is_not_retried() -> None:
 def test_a_rate_limited_429_retries_no_earlier_than_retry_after() -> None:
     failure = classify_failure(status_error(429, headers={"retry-after": "17"}), attempt=1, max_attempts=6, settings=SETTINGS)
 
+    assert failure.next_retry_delay is not None
     assert not failure.non_retryable and failure.next_retry_delay >= timedelta(seconds=17)
 
 
@@ -463,6 +469,7 @@ def test_overload_and_server_errors_back_off_exponentially_with_jitter(status: i
 
     ceiling = min(60, 2 * 2 ** (attempt - 1))
     assert not failure.non_retryable
+    assert failure.next_retry_delay is not None
     assert timedelta(seconds=ceiling / 2) <= failure.next_retry_delay <= timedelta(seconds=ceiling)
 
 
@@ -473,6 +480,7 @@ def test_a_rate_limit_wait_past_the_deadline_retries_after_the_wait_unless_no_at
     last = classify_failure(wait, attempt=6, max_attempts=6, settings=SETTINGS)
 
     assert (retried.type, retried.non_retryable) == ("claude_rate_limit_wait", False)
+    assert retried.next_retry_delay is not None
     assert retried.next_retry_delay >= timedelta(seconds=40)
     assert last.non_retryable and last.message.startswith("gave up after 6 attempts; last error: rate limit budget low")
 

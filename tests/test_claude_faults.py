@@ -126,6 +126,7 @@ async def test_the_attempt_cap_fails_the_item_with_the_last_error(
     _, item = await one_item(sessions, stack_client, stack_settings)
 
     assert item.status == ItemStatus.FAILED
+    assert item.error_message is not None
     assert item.error_message.startswith(f"gave up after {cap} attempts; last error: Claude API 529")
     assert (await standin.stats())["requests"] == cap
 
@@ -169,6 +170,7 @@ async def test_unusable_output_fails_the_item_for_good_and_keeps_the_raw_reply(
 
     _, item = await one_item(sessions, stack_client, stack_settings)
 
+    assert item.error_message is not None
     assert item.status == ItemStatus.FAILED and item.error_message.startswith(error_start)
     kept_at = item.error_message.rsplit("raw response kept at ", 1)[1]
     assert await storage.get_bytes_or_none(storage.conversation_bucket, kept_at) is not None

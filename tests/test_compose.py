@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from sqlalchemy import make_url
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.common import SearchAttributeIndexedValueType
 
 from brightrun.settings import Settings
 from models import search_attributes
@@ -30,7 +30,7 @@ WORKER_NEEDS = (
     "ANTHROPIC_API_KEY",
 )
 # How the temporal CLI spells each type: an oracle independent of the code under test.
-CLI_TYPE_NAMES = {"INDEXED_VALUE_TYPE_KEYWORD": "Keyword", "INDEXED_VALUE_TYPE_INT": "Int"}
+CLI_TYPE_NAMES = {SearchAttributeIndexedValueType.KEYWORD: "Keyword", SearchAttributeIndexedValueType.INT: "Int"}
 # What an operator exports before `docker compose up` (README); none of it has a default.
 CREDENTIALS = {
     "POSTGRES_PASSWORD": "pg-7f3a9c",
@@ -155,7 +155,7 @@ def test_registered_search_attributes_match_the_code(services: dict[str, dict[st
             words = shlex.split(line)
             registered[words[words.index("--name") + 1]] = words[words.index("--type") + 1]
     expected = {
-        key.name: CLI_TYPE_NAMES[IndexedValueType.Name(key.indexed_value_type)] for key in search_attributes.ALL
+        key.name: CLI_TYPE_NAMES[key.indexed_value_type] for key in search_attributes.ALL
     }
     assert registered == expected
     assert depends_on(services["worker"]).get("temporal-search-attributes") == "service_completed_successfully"

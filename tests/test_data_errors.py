@@ -4,6 +4,8 @@ SeaweedFS refuse or go missing, and the classifier says "retry until it is back"
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -31,7 +33,7 @@ async def run_sql(sessions: async_sessionmaker, *statements: str) -> None:
             await session.execute(text(statement))
 
 
-async def raised_by(step) -> ApplicationError:
+async def raised_by(step: Awaitable[object]) -> ApplicationError:
     with pytest.raises(ApplicationError) as raised:
         await step
     return raised.value
@@ -96,7 +98,7 @@ async def test_a_programming_error_is_permanent(sessions: async_sessionmaker) ->
     ],
 )
 async def test_a_server_that_is_not_there_is_an_outage_that_is_retried(
-    stack_settings: Settings, tmp_path, server: str, words: str
+    stack_settings: Settings, tmp_path: Path, server: str, words: str
 ) -> None:
     url = closed_port_url() if server == "a closed port" else f"postgresql+asyncpg://brightrun@/brightrun?host={tmp_path}"
     engine = create_engine(stack_settings.model_copy(update={"database_url": url}))
@@ -121,6 +123,7 @@ async def test_too_many_connections_and_cannot_connect_now_are_outages() -> None
     for exc in (asyncpg.TooManyConnectionsError("sorry, too many clients already"),
                 asyncpg.CannotConnectNowError("the database system is starting up")):
         error = classify(exc)
+        assert error is not None
         assert (error.type, error.non_retryable) == (DATABASE_UNAVAILABLE, False)
         assert error.message.startswith(f"PostgreSQL unavailable: {exc.args[0]}")
 
@@ -154,6 +157,7 @@ def s3_error(code: str, status: int) -> ClientError:
 def test_s3_overload_and_5xx_are_outages(code: str, status: int) -> None:
     error = classify(s3_error(code, status))
 
+    assert error is not None
     assert (error.type, error.non_retryable) == (STORAGE_UNAVAILABLE, False)
     assert error.message.startswith(f"S3 storage unavailable: {code}: {code} said")
 
@@ -162,11 +166,12 @@ def test_s3_overload_and_5xx_are_outages(code: str, status: int) -> None:
 def test_s3_refusals_are_permanent(code: str) -> None:
     error = classify(s3_error(code, 403))
 
+    assert error is not None
     assert (error.type, error.non_retryable) == (STORAGE_ERROR, True)
     assert error.message == f"storage refused the request: {code}: {code} said"
 
 
-async def test_an_error_of_neither_part_is_left_to_temporal(tmp_path) -> None:
+async def test_an_error_of_neither_part_is_left_to_temporal(tmp_path: Path) -> None:
     assert classify(KeyError("persona_id")) is None
 
     @classify_data_errors
@@ -180,6 +185,8 @@ async def test_an_error_of_neither_part_is_left_to_temporal(tmp_path) -> None:
 def test_data_steps_never_run_out_of_attempts_and_retry_soon_after_a_part_is_back() -> None:
     policy = DATA_STEP["retry_policy"]
 
+    assert policy is not None
     assert policy.maximum_attempts == 0
+    assert policy.maximum_interval is not None and policy.non_retryable_error_types is not None
     assert policy.maximum_interval.total_seconds() <= 60
     assert {DATABASE_ERROR, STORAGE_ERROR} <= set(policy.non_retryable_error_types)

@@ -73,6 +73,7 @@ async def test_enrichment_fills_the_row_and_the_file_and_flags_near_duplicates_o
     rows = await rows_of(sessions, job_id)
     first = rows[original]
     assert (first.user_turns, first.assistant_turns) == (4, 4)
+    assert first.user_tokens is not None and first.assistant_tokens is not None and first.provenance is not None
     assert first.user_tokens > 0 and first.assistant_tokens > 0
     assert first.quality_parts == {"turns": 1.0, "persona": 0.0}
     assert first.provenance["persona"]["name"] == PERSONA and first.provenance["model"] == "claude-test"
@@ -144,6 +145,7 @@ async def test_a_real_batch_is_enriched_before_it_ends_and_status_counts_it(
     rows = await rows_of(sessions, job.job_id)
     assert status.status == JobStatus.COMPLETED and status.successful == status.enriched == len(rows) == 4
     for row in rows.values():
+        assert row.provenance is not None and row.user_turns is not None and row.assistant_turns is not None
         assert row.enriched_at is not None and row.provenance["tier"] == "template"
         assert row.user_turns + row.assistant_turns == row.turn_count
         enriched = json.loads(await storage.get_bytes(storage.conversation_bucket, enriched_conversation_key(user, row.conversation_id)))

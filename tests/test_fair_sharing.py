@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from service import batches
 from tests.helpers import eventually, launch_and_wait
 from worker import build_workers
 
-ONE_COMBINATION = {
+ONE_COMBINATION: dict[str, Any] = {
     "personas": ["David Chen"],
     "arcs": ["Couple Conflict -> Alignment"],
     "topics": ["Essential Estate Planning"],

@@ -83,6 +83,7 @@ async def test_a_second_unusable_reply_fails_the_item_for_good(ts_client: Client
 
     failed = batch.items[0]
     assert failed.status == ItemStatus.FAILED
+    assert failed.error_message is not None
     assert failed.error_message.startswith(PROBLEM + "; raw response kept at raw/test-user/")
     assert failed.error_message.endswith("_raw_repair.json")
     assert len(calls_of(batch, 0)) == 2

@@ -73,6 +73,7 @@ async def test_a_terminated_item_workflow_is_accounted_failed_from_its_row(ts_cl
         handle = await start(ts_client, task_queue, batch, unreported_check_s=1)
         await eventually(lambda: batch.generate_calls == 3, "three Claude calls are under way")
         await ts_client.get_workflow_handle(item_workflow_id(terminated.item_id)).terminate("operator")
+        assert batch.claude_gate is not None
         batch.claude_gate.set()
         result = await result_of(handle)
 
@@ -93,11 +94,13 @@ async def test_an_item_terminated_after_continue_as_new_is_accounted_by_the_next
         await eventually(lambda: batch.generate_calls == 3, "three Claude calls are under way")
         await eventually(lambda: _continued_as_new(handle), "a later run carries the three items")
         await ts_client.get_workflow_handle(item_workflow_id(terminated.item_id)).terminate("operator")
+        assert batch.claude_gate is not None
         batch.claude_gate.set()
         result = await result_of(handle)
 
     assert result.runs >= 2
     assert (result.status, result.successful, result.failed) == (JobStatus.COMPLETED, 5, 1)
+    assert terminated.error_message is not None
     assert terminated.status == ItemStatus.FAILED and "terminated" in terminated.error_message
     assert_counters_equal_rows(result, batch)
 
@@ -114,6 +117,7 @@ async def test_job_steps_that_fail_for_good_never_fail_the_job_workflow(ts_clien
         await handle.signal(BatchJobWorkflow.pause)  # its status write fails inside the handler
         await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
         await handle.signal(BatchJobWorkflow.resume)
+        assert batch.claude_gate is not None
         batch.claude_gate.set()
         result = await result_of(handle)
 
@@ -135,6 +139,7 @@ async def test_a_cancellation_during_start_job_ends_the_job_cancelled(ts_client:
         assert (final.status, final.cancelled) == (JobStatus.CANCELLED, 3)
         assert batch.job_status == JobStatus.CANCELLED and batch.job_error == "cancelled by request"
         assert batch.count(ItemStatus.CANCELLED) == 3 and batch.log_writes == 1
+        assert batch.start_gate is not None
         batch.start_gate.set()
 
     assert batch.generate_calls == 0
@@ -157,9 +162,11 @@ async def test_a_cancellation_during_the_halt_still_ends_the_job_cancelled_with_
         await eventually(lambda: batch.count(ItemStatus.CANCELLED) == 2, "the halt marked the unstarted items")
 
         await handle.cancel()
+        assert batch.finish_gate is not None
         batch.finish_gate.set()
         with pytest.raises(WorkflowFailureError) as failure:
             await result_of(handle)
+        assert batch.claude_gate is not None
         batch.claude_gate.set()
 
     assert isinstance(failure.value.cause, CancelledError)
@@ -175,6 +182,7 @@ async def test_a_cancel_racing_an_items_start_counts_the_item_once(ts_client: Cl
         await eventually(lambda: batch.begin_calls == 2, "two items are starting")
         await handle.signal(BatchJobWorkflow.cancel)
         result = await result_of(handle)
+        assert batch.begin_gate is not None
         batch.begin_gate.set()
 
     assert (result.status, result.cancelled, result.remaining, result.in_flight) == (JobStatus.CANCELLED, 6, 0, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -23,7 +24,7 @@ from workflows.config import ITEM_FINISHED_SIGNAL
 
 
 @asynccontextmanager
-async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **options) -> AsyncIterator[None]:
+async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **options: Any) -> AsyncIterator[None]:
     async with Worker(
         client,
         task_queue=task_queue,
@@ -34,7 +35,7 @@ async def worker_for(client: Client, task_queue: str, batch: FakeBatch, **option
         yield
 
 
-async def start(client: Client, task_queue: str, batch: FakeBatch, **knobs) -> WorkflowHandle:
+async def start(client: Client, task_queue: str, batch: FakeBatch, **knobs: Any) -> WorkflowHandle:
     return await client.start_workflow(
         BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id, **knobs), id=job_workflow_id(batch.job_id), task_queue=task_queue
     )
@@ -48,7 +49,7 @@ async def status_is(handle: WorkflowHandle, status: JobStatus) -> bool:
     return (await progress(handle)).status == status
 
 
-def gated(size: int, **knobs) -> FakeBatch:
+def gated(size: int, **knobs: Any) -> FakeBatch:
     return FakeBatch.of(size, claude_gate=asyncio.Event(), **knobs)
 
 
@@ -60,6 +61,7 @@ async def test_pause_lets_in_flight_items_finish_and_starts_nothing_until_resume
 
         await handle.signal(BatchJobWorkflow.pause)
         await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
+        assert batch.claude_gate is not None
         batch.claude_gate.set()
         await eventually(lambda: _completed_at_least(handle, 2), "the in-flight items finish")
         paused = await progress(handle)
@@ -78,6 +80,7 @@ async def test_pause_lets_in_flight_items_finish_and_starts_nothing_until_resume
 
 async def test_cancel_while_paused_marks_every_unstarted_item_cancelled(ts_client: Client, task_queue: str) -> None:
     batch = gated(6, concurrency=2)
+    assert batch.claude_gate is not None
     batch.claude_gate.set()
     async with worker_for(ts_client, task_queue, batch):
         handle = await start(ts_client, task_queue, batch)
@@ -116,6 +119,7 @@ async def test_cancel_ends_in_flight_items_promptly_and_the_job_cancelled(
             assert isinstance(failure.value.cause, CancelledError)
             result = await progress(handle)
         # The Claude calls are still blocked: the items did not wait for them.
+        assert batch.claude_gate is not None
         assert not batch.claude_gate.is_set()
         batch.claude_gate.set()
 
@@ -131,6 +135,7 @@ async def test_the_stop_policy_fails_the_job_at_the_first_failed_item(ts_client:
         result = await (await start(ts_client, task_queue, batch)).result()
 
     assert result.status == JobStatus.FAILED and batch.job_status == JobStatus.FAILED
+    assert batch.job_error is not None
     assert "Claude API 400: bad" in batch.job_error
     assert [i.status for i in batch.items] == [ItemStatus.COMPLETED, ItemStatus.FAILED] + [ItemStatus.CANCELLED] * 3
     assert (result.successful, result.failed, result.cancelled) == (1, 1, 3)
@@ -142,6 +147,7 @@ async def test_a_job_that_cannot_run_fails_with_the_reason(ts_client: Client, ta
         result = await (await start(ts_client, task_queue, batch)).result()
 
     assert result.status == JobStatus.FAILED
+    assert batch.job_error is not None
     assert "was deleted from the catalog" in batch.job_error
     assert batch.count(ItemStatus.CANCELLED) == 3 and batch.generate_calls == 0
 
@@ -171,6 +177,7 @@ async def test_pause_survives_continue_as_new_and_a_worker_restart(ts_client: Cl
         await eventually(lambda: batch.generate_calls == 4, "four items are in flight")
         await handle.signal(BatchJobWorkflow.pause)
         await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
+        assert batch.claude_gate is not None
         batch.claude_gate.set()
         # The four reports push the history past the limit: the job continues as new while paused.
         await eventually(lambda: _continued_as_new(handle), "a second run started")
@@ -200,6 +207,7 @@ async def test_the_progress_query_reports_counts_eta_and_usage(ts_client: Client
         assert (before.total, before.in_flight, before.completed, before.remaining) == (6, 2, 0, 6)
         assert before.eta_seconds is None, "no ETA before an item has been measured"
 
+        assert batch.claude_gate is not None
         batch.claude_gate.set()
         await eventually(lambda: _completed_at_least(handle, 2), "two items completed")
         during = await progress(handle)

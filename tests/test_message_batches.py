@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import anthropic
 import pytest
@@ -84,6 +85,7 @@ async def test_errored_expired_and_malformed_results_end_as_their_kind_says(
     job, items, _conversations = await rows_of(sessions, launched.job_id)
     assert (job.successful_items, job.failed_items) == (3, 1)
     failed = [item for item in items if item.status == ItemStatus.FAILED]
+    assert failed[0].error_message is not None
     assert failed[0].error_message.startswith("Claude API refused the request in a Message Batch")
     assert "invalid_request_error" in failed[0].error_message
     stats = await standin.stats()
@@ -156,7 +158,7 @@ async def test_pause_sends_no_new_batch_while_the_open_one_finishes(
 async def test_the_same_job_in_both_modes_yields_the_same_conversations(
     sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, storage: Storage
 ) -> None:
-    documents = {}
+    documents: dict[DeliveryMode, list[Any]] = {}
     for mode in DeliveryMode:
         launched = await launch_and_wait(
             sessions, stack_client, stack_settings, personas=PERSONAS, arcs=ARCS, topics=TOPICS,
@@ -167,6 +169,7 @@ async def test_the_same_job_in_both_modes_yields_the_same_conversations(
         by_id = {c.id: c for c in conversations}
         documents[mode] = []
         for item in items:
+            assert item.conversation_id is not None
             conversation = by_id[item.conversation_id]
             final = json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.final_storage_path))
             documents[mode].append((item.position, conversation.turn_count, conversation.title, final["turns"]))

@@ -67,6 +67,7 @@ async def recovery_sessions(recovery_settings: Settings) -> AsyncIterator[async_
 
 @pytest.fixture
 async def recovery_standin(recovery_settings: Settings) -> AsyncIterator[StandinControl]:
+    assert recovery_settings.anthropic_base_url is not None
     control = StandinControl(recovery_settings.anthropic_base_url)
     await control.reset()
     yield control

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -30,7 +31,7 @@ PLAN = MessageBatchPlan(gather_s=30, poll_initial_s=60, poll_max_s=120)
 PROBLEM = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
 
 
-def batch_mode(size: int, **knobs) -> FakeBatch:
+def batch_mode(size: int, **knobs: Any) -> FakeBatch:
     return FakeBatch.of(size, mode=DeliveryMode.BATCH, **knobs)
 
 
@@ -45,7 +46,7 @@ async def worker_for(client: Client, task_queue: str, batch: FakeBatch, api: Fak
         yield
 
 
-async def start(client: Client, task_queue: str, batch: FakeBatch, plan: MessageBatchPlan = PLAN, **knobs) -> WorkflowHandle:
+async def start(client: Client, task_queue: str, batch: FakeBatch, plan: MessageBatchPlan = PLAN, **knobs: Any) -> WorkflowHandle:
     return await client.start_workflow(
         BatchJobWorkflow.run,
         BatchJobInput(job_id=batch.job_id, message_batches=plan, **knobs),
@@ -54,7 +55,7 @@ async def start(client: Client, task_queue: str, batch: FakeBatch, plan: Message
     )
 
 
-async def run_job(client: Client, task_queue: str, batch: FakeBatch, api: FakeMessageBatchApi, **knobs) -> JobProgress:
+async def run_job(client: Client, task_queue: str, batch: FakeBatch, api: FakeMessageBatchApi, **knobs: Any) -> JobProgress:
     async with worker_for(client, task_queue, batch, api):
         return await (await start(client, task_queue, batch, **knobs)).result()
 
@@ -174,6 +175,7 @@ async def test_pause_sends_no_new_batch_while_the_open_one_finishes_and_its_resu
 
         await handle.signal(BatchJobWorkflow.pause)
         await eventually(lambda: _paused(ts_client, batch), "the Message Batches workflow is paused")
+        assert api.end_gate is not None
         api.end_gate.set()
         await time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
         await eventually(lambda: _waiting(ts_client, batch, 1), "the repair waits for a batch")

@@ -12,13 +12,14 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
 from activities.data_errors import outage
@@ -50,7 +51,7 @@ from worker import build_claude_worker, build_main_worker, build_workers
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 
-TWO_ITEMS = {
+TWO_ITEMS: dict[str, Any] = {
     "personas": ["David Chen", "Maria Gonzalez"],
     "arcs": ["Couple Conflict -> Alignment"],
     "topics": ["Essential Estate Planning"],
@@ -114,6 +115,7 @@ async def test_a_foreign_key_violation_fails_the_item_at_once_with_the_constrain
     assert row.status == JobStatus.FAILED and (row.failed_items, row.successful_items) == (2, 0)
     for item in items:
         assert item.status == ItemStatus.FAILED and item.conversation_id is None
+        assert item.error_message is not None
         assert item.error_message.startswith(
             'database refused the write: insert or update on table "batch_items" violates foreign key constraint '
             '"fk_batch_items_conversation_id_conversations" (Key (conversation_id)=('
@@ -129,7 +131,7 @@ async def test_a_foreign_key_violation_fails_the_item_at_once_with_the_constrain
         assert link_attempts == [1]
 
 
-def _scheduled_type(history, event_id: int) -> str:
+def _scheduled_type(history: WorkflowHistory, event_id: int) -> str:
     event = next(e for e in history.events if e.event_id == event_id)
     return event.activity_task_scheduled_event_attributes.activity_type.name
 
@@ -158,10 +160,12 @@ async def both_items_waiting(sessions: async_sessionmaker, client: Client, job_i
 
     async def both_wait() -> bool:
         outages = await waiting_on()
-        return bool(outages) and outages[0]["items"] == 2
+        return bool(outages and outages[0]["items"] == 2)
 
     await eventually(both_wait, "status shows both items waiting", timeout_s=60)
-    [outage] = await waiting_on()
+    outages = await waiting_on()
+    assert outages is not None
+    [outage] = outages
     return outage
 
 
@@ -196,6 +200,7 @@ async def gated_worker(
 
 def cli_status(settings: Settings, job_id: uuid.UUID) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    assert settings.temporal_address and settings.s3_endpoint_url and settings.anthropic_base_url
     env.update(
         DATABASE_URL=settings.database_url,
         TEMPORAL_ADDRESS=settings.temporal_address,
@@ -240,7 +245,7 @@ async def test_a_database_outage_delays_the_items_and_status_says_so(
         linked = (await session.scalars(select(Conversation.id).where(Conversation.batch_job_id == job.job_id))).all()
     items = await items_of(sessions, job.job_id)
     assert row.status == JobStatus.COMPLETED and (row.completed_items, row.successful_items, row.failed_items) == (2, 2, 0)
-    assert sorted(i.conversation_id for i in items) == sorted(linked) and all(i.status == ItemStatus.COMPLETED for i in items)
+    assert sorted((i.conversation_id for i in items), key=str) == sorted(linked, key=str) and all(i.status == ItemStatus.COMPLETED for i in items)
     assert (await batches.job_status(sessions, str(job.job_id), stack_client)).waiting_on is None
     assert (await standin.stats())["requests"] == 2, "the outage bought no second Claude call"
 
@@ -251,6 +256,7 @@ async def gated_storage_worker(
 ) -> AsyncIterator[tuple[TcpGate, Settings]]:
     """The real workers, whose data steps reach S3 through a gate the test opens and closes (the
     Claude call's own upload does not: what an S3 outage does to a paid call is not this test's)."""
+    assert stack_settings.s3_endpoint_url is not None
     gate, endpoint = TcpGate.for_http(stack_settings.s3_endpoint_url)
     await gate.open()
     settings = stack_settings.model_copy(

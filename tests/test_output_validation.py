@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -14,7 +15,7 @@ from activities.errors import INVALID_OUTPUT, LOW_QUALITY, TRUNCATED_OUTPUT
 from models.messages import StoreConversationInput, StoredConversation
 from tests.fakes import MemoryStorage
 
-GOOD = {
+GOOD: dict[str, Any] = {
     "title": "David plans his estate",
     "metadata": {"persona": "David Chen", "emotional_arc": "Anxiety -> Confidence",
                  "training_topic": "Essential Estate Planning", "tier": "template"},
@@ -86,7 +87,8 @@ async def store(storage: MemoryStorage, quality_min_score: float, persona: str =
     request = StoreConversationInput(
         conversation_id=uuid.UUID(int=1), user_id="test-user", raw_key=RAW_KEY, persona=persona, training_topic=topic
     )
-    return await ActivityEnvironment().run(ConversationActivities(storage, quality_min_score).store_conversation, request)
+    activities = ConversationActivities(storage, quality_min_score)  # type: ignore[arg-type]
+    return await ActivityEnvironment().run(activities.store_conversation, request)
 
 
 async def test_a_good_reply_is_stored_with_its_quality_scores() -> None:

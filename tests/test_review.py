@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import uuid
+from collections.abc import Awaitable
 
 import pytest
 from sqlalchemy import select, update
@@ -48,6 +50,7 @@ async def test_approve_and_reject_record_who_when_and_why(sessions: async_sessio
     assert (approved.changed, again.changed, again.unchanged, rejected.changed) == (1, 0, 1, 1)
     assert (first.review_status, first.reviewed_by, first.review_reason) == (APPROVED, user, None)
     assert (second.review_status, second.reviewed_by, second.review_reason) == (REJECTED, user, "off-topic advice")
+    assert first.reviewed_at is not None and second.reviewed_at is not None
     assert second.reviewed_at >= first.reviewed_at
 
 
@@ -124,7 +127,7 @@ async def test_the_cli_lists_shows_approves_and_refuses_in_one_line(
             failed_checks=[{"check": "quality.persona", "reason": "the persona's first name never appears"}]
         ))
 
-    def run(*args: str):
+    def run(*args: str) -> Awaitable[subprocess.CompletedProcess]:
         return asyncio.to_thread(starter, cli_env, "review", *args)
 
     listed = await run("list", "--job", str(job), "--user", user, "--json")

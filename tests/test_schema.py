@@ -32,25 +32,29 @@ async def rollback_session(sessions: async_sessionmaker) -> AsyncIterator[AsyncS
 
 
 async def _new_job(session: AsyncSession, status: str = JobStatus.QUEUED.value) -> uuid.UUID:
-    return await session.scalar(
-        insert(BatchJob)
-        .values(name="schema test", status=status, tier="template", created_by="test", total_items=1)
-        .returning(BatchJob.id)
-    )
+    return (
+        await session.scalars(
+            insert(BatchJob)
+            .values(name="schema test", status=status, tier="template", created_by="test", total_items=1)
+            .returning(BatchJob.id)
+        )
+    ).one()
 
 
 async def _new_item(session: AsyncSession, job_id: uuid.UUID, status: str = ItemStatus.QUEUED.value) -> uuid.UUID:
-    return await session.scalar(
-        insert(BatchItem)
-        .values(batch_job_id=job_id, position=0, topic="t", tier="template", parameters={}, status=status)
-        .returning(BatchItem.id)
-    )
+    return (
+        await session.scalars(
+            insert(BatchItem)
+            .values(batch_job_id=job_id, position=0, topic="t", tier="template", parameters={}, status=status)
+            .returning(BatchItem.id)
+        )
+    ).one()
 
 
 async def _new_conversation(
     session: AsyncSession, job_id: uuid.UUID, business_key: uuid.UUID | None = None, **values: object
 ) -> uuid.UUID:
-    return await session.scalar(
+    inserted = await session.scalars(
         insert(Conversation)
         .values(
             conversation_id=business_key or uuid.uuid4(),
@@ -69,6 +73,7 @@ async def _new_conversation(
         )
         .returning(Conversation.id)
     )
+    return inserted.one()
 
 
 @pytest.mark.parametrize("status", [s.value for s in JobStatus])
@@ -105,6 +110,7 @@ async def test_every_error_policy_is_accepted(rollback_session: AsyncSession, po
 async def test_a_new_conversation_waits_for_review(rollback_session: AsyncSession) -> None:
     conversation = await _new_conversation(rollback_session, await _new_job(rollback_session))
     row = await rollback_session.get(Conversation, conversation)
+    assert row is not None
     assert (row.review_status, row.near_duplicate, row.failed_checks, row.enriched_at) == (
         ReviewStatus.PENDING_REVIEW.value, False, [], None
     )

@@ -15,6 +15,7 @@ import aiohttp
 import anthropic
 import httpx2
 import pytest
+from anthropic.types import TextBlock, TextDelta
 
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
@@ -36,8 +37,14 @@ async def create(claude: anthropic.AsyncAnthropic, **overrides: Any) -> anthropi
     return await claude.messages.create(**request(**overrides))
 
 
+def text_of(message: anthropic.types.Message) -> str:
+    block = message.content[0]
+    assert isinstance(block, TextBlock), block
+    return block.text
+
+
 def document_of(message: anthropic.types.Message) -> ConversationDocument:
-    return ConversationDocument.model_validate_json(message.content[0].text)
+    return ConversationDocument.model_validate_json(text_of(message))
 
 
 def name_free_turns(document: ConversationDocument) -> tuple[str, ...]:
@@ -133,12 +140,13 @@ async def test_streaming_sends_the_real_event_sequence_and_a_valid_document(
         headers = stream.response.headers
 
     names = [event.type for event in events if event.type != "text"]  # "text" is the SDK's own helper event
-    deltas = [event.delta.text for event in events if event.type == "content_block_delta"]
+    deltas = [event.delta.text for event in events if event.type == "content_block_delta" and isinstance(event.delta, TextDelta)]
     assert names[:2] == ["message_start", "content_block_start"] and len(deltas) > 3
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
-    assert "".join(deltas) == message.content[0].text
+    assert "".join(deltas) == text_of(message)
     assert document_of(message).metadata.persona == "David Chen"
     assert message.stop_reason == "end_turn" and message.usage.output_tokens > 1
+    assert message.usage.cache_creation_input_tokens is not None
     assert message.usage.cache_creation_input_tokens > 0
     assert headers["request-id"].startswith("req_standin_")
     assert (await control.stats())["log"][0] | {"at": 0} == {
@@ -182,7 +190,7 @@ async def test_a_streamed_truncated_reply_stops_at_max_tokens(
 
     assert message.stop_reason == "max_tokens"
     with pytest.raises(json.JSONDecodeError):
-        json.loads(message.content[0].text)
+        json.loads(text_of(message))
 
 
 # --- prompt caching -------------------------------------------------------------------------
@@ -193,9 +201,11 @@ async def test_a_cached_system_prompt_is_written_once_then_read(claude: anthropi
     other_system = await create(claude, system=[{**SYSTEM[0], "text": "Other instructions. " * 30}])
     uncached = await create(claude, system=SYSTEM[0]["text"])
 
+    assert first.usage.cache_creation_input_tokens is not None
     assert first.usage.cache_creation_input_tokens > 0 and first.usage.cache_read_input_tokens == 0
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
     assert second.usage.cache_creation_input_tokens == 0
+    assert other_system.usage.cache_creation_input_tokens is not None
     assert other_system.usage.cache_creation_input_tokens > 0
     assert uncached.usage.cache_creation_input_tokens == uncached.usage.cache_read_input_tokens == 0
     assert uncached.usage.input_tokens > first.usage.input_tokens, "the uncached system counts as input"
@@ -222,6 +232,7 @@ async def test_each_error_fault_raises_the_sdk_error_with_anthropics_body(
         await create(claude)
 
     assert type(raised.value) is error_class and raised.value.status_code == int(fault)
+    assert isinstance(raised.value.body, dict)
     assert raised.value.body["error"]["type"] == error_type
     assert raised.value.response.headers["request-id"].startswith("req_standin_")
     assert (await control.stats())["by_outcome"] == {fault: 1}
@@ -247,10 +258,10 @@ async def test_malformed_and_truncated_replies(claude: anthropic.AsyncAnthropic,
 
     assert malformed.stop_reason == "end_turn"
     with pytest.raises(json.JSONDecodeError):
-        json.loads(malformed.content[0].text)
+        json.loads(text_of(malformed))
     assert truncated.stop_reason == "max_tokens"
     with pytest.raises(json.JSONDecodeError):
-        json.loads(truncated.content[0].text)
+        json.loads(text_of(truncated))
     document_of(ok)
     assert (await control.stats())["by_outcome"] == {"malformed": 1, "truncated": 1, "ok": 1}
 
@@ -264,7 +275,7 @@ async def test_a_midstream_overload_comes_as_an_sse_error_after_http_200_and_som
     with pytest.raises(anthropic.APIStatusError) as raised:
         async with claude.messages.stream(**request()) as stream:
             async for event in stream:
-                texts += [event.delta.text] if event.type == "content_block_delta" else []
+                texts += [event.delta.text] if event.type == "content_block_delta" and isinstance(event.delta, TextDelta) else []
 
     assert raised.value.status_code == 200 and stream.response.status_code == 200
     assert raised.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -284,7 +295,7 @@ async def test_a_midstream_drop_closes_the_connection_mid_answer(
     with pytest.raises(httpx2.RemoteProtocolError, match="incomplete chunked read"):
         async with claude.messages.stream(**request()) as stream:
             async for event in stream:
-                texts += [event.delta.text] if event.type == "content_block_delta" else []
+                texts += [event.delta.text] if event.type == "content_block_delta" and isinstance(event.delta, TextDelta) else []
     with pytest.raises(anthropic.APIConnectionError):
         await create(claude)
     document_of(await create(claude))  # the server itself is fine
@@ -429,9 +440,12 @@ async def test_the_command_line_server_announces_itself_and_stops_on_sigterm() -
         sys.executable, "-m", "devtools.standin", "--port", "0", stderr=asyncio.subprocess.PIPE
     )
     try:
+        assert process.stderr is not None
         announcement = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
         assert "OFFLINE" in announcement
-        url = re.search(r"http://[\d.]+:\d+", announcement).group(0)
+        found = re.search(r"http://[\d.]+:\d+", announcement)
+        assert found, announcement
+        url = found.group(0)
         async with aiohttp.ClientSession() as http, http.get(f"{url}/_standin/health") as response:
             assert response.status == 200
         process.send_signal(signal.SIGTERM)

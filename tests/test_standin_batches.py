@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import pytest
+from anthropic.types.messages.batch_create_params import Request
 
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
@@ -19,9 +20,10 @@ def prompt(n: int) -> str:
     return f"Write one conversation.\nPersona: Person {n} Example\nEmotional arc: Fear -> Confidence\nTraining topic: Topic {n}\nTier: template"
 
 
-def batch_request(n: int, **params: Any) -> dict[str, Any]:
+def batch_request(n: int, **params: Any) -> Request:
+    """A request as the API takes it; `params` may make it one the API refuses, on purpose."""
     body = {"model": MODEL, "max_tokens": 2000, "system": SYSTEM, "messages": [{"role": "user", "content": prompt(n)}]}
-    return {"custom_id": f"item-{n}", "params": body | params}
+    return cast(Request, {"custom_id": f"item-{n}", "params": body | params})
 
 
 async def ended(claude: anthropic.AsyncAnthropic, batch_id: str) -> anthropic.types.messages.MessageBatch:
@@ -122,7 +124,7 @@ async def test_list_pages_newest_first(claude: anthropic.AsyncAnthropic) -> None
     ],
 )
 async def test_a_bad_batch_is_refused_with_the_reason(
-    claude: anthropic.AsyncAnthropic, requests: list[dict[str, Any]], problem: str
+    claude: anthropic.AsyncAnthropic, requests: list[Request], problem: str
 ) -> None:
     with pytest.raises(anthropic.BadRequestError, match=problem):
         await claude.messages.batches.create(requests=requests)

@@ -15,7 +15,7 @@ from activities.errors import TEMPLATE_NOT_FOUND, UNKNOWN_PLACEHOLDER
 from activities.templates import TemplateActivities
 from devtools.load_catalog import catalog_id
 from models.enums import Tier
-from models.messages import NIL_UUID, ResolvePromptInput, SelectTemplateInput
+from models.messages import NIL_UUID, ResolvePromptInput, SelectedTemplate, SelectTemplateInput
 from models.tables import PromptTemplate
 
 COUPLE_CONFLICT = catalog_id("arc", "Couple Conflict -> Alignment")
@@ -27,7 +27,7 @@ def templates(sessions: async_sessionmaker) -> TemplateActivities:
     return TemplateActivities(sessions)
 
 
-async def select(templates: TemplateActivities, template_id: uuid.UUID | None, arc: uuid.UUID, tier: Tier):
+async def select(templates: TemplateActivities, template_id: uuid.UUID | None, arc: uuid.UUID, tier: Tier) -> SelectedTemplate:
     request = SelectTemplateInput(template_id=template_id, emotional_arc_id=arc, tier=tier)
     return await ActivityEnvironment().run(templates.select_template, request)
 
