@@ -283,11 +283,6 @@ def _temporal_argv(config: StackConfig, root: Path) -> list[str]:
         # Task queue fairness: items of a small job are not queued behind a big job's backlog.
         "--dynamic-config-value", "matching.enableFairness=true",
         "--dynamic-config-value", "matching.useNewMatcher=true",
-        # One partition per task queue: a queue's rate limit is split evenly among its partitions,
-        # so with the default four a partition whose backlog ran out left its share unused and
-        # the Claude calls fell to a quarter of the limit per drained partition.
-        "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-        "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
     ]  # fmt: skip
     for key in search_attributes.ALL:
         argv += ["--search-attribute", f"{key.name}={_search_attribute_type(key.indexed_value_type)}"]
