@@ -79,6 +79,13 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture
+async def own_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Like own_ts_client, for a test that also sleeps on the server's clock."""
+    async with _time_skipping_server() as env:
+        yield env
+
+
+@pytest.fixture
 async def own_ts_client() -> AsyncIterator[Client]:
     """A time-skipping server of the test's own, for a test that skips hours: workflows other
     tests left open on the shared one (continued-as-new jobs, abandoned activities) stop it from

@@ -104,8 +104,9 @@ async def test_an_open_batch_is_polled_on_durable_timers_backing_off_to_the_conf
 
 
 async def test_errored_and_expired_requests_go_into_later_batches_until_one_succeeds(
-    ts_client: Client, task_queue: str
+    own_ts_client: Client, task_queue: str
 ) -> None:
+    ts_client = own_ts_client
     batch = batch_mode(2)
     api = FakeMessageBatchApi(results={0: [errored("overloaded_error", "Overloaded"), EXPIRED]})
 
@@ -118,7 +119,8 @@ async def test_errored_and_expired_requests_go_into_later_batches_until_one_succ
     assert [i.finish_calls for i in batch.items] == [1, 1]
 
 
-async def test_a_request_that_keeps_expiring_fails_its_item_at_the_attempt_cap(ts_client: Client, task_queue: str) -> None:
+async def test_a_request_that_keeps_expiring_fails_its_item_at_the_attempt_cap(own_ts_client: Client, task_queue: str) -> None:
+    ts_client = own_ts_client
     batch = batch_mode(2)
     api = FakeMessageBatchApi(results={0: [EXPIRED] * 3})
 
@@ -132,8 +134,9 @@ async def test_a_request_that_keeps_expiring_fails_its_item_at_the_attempt_cap(t
 
 
 async def test_an_invalid_request_fails_its_item_with_the_apis_message_and_is_never_resent(
-    ts_client: Client, task_queue: str
+    own_ts_client: Client, task_queue: str
 ) -> None:
+    ts_client = own_ts_client
     message = "max_tokens: 999999 > 64000, which is the maximum allowed number of output tokens"
     batch = batch_mode(2)
     api = FakeMessageBatchApi(results={1: [errored("invalid_request_error", message)]})
@@ -148,7 +151,8 @@ async def test_an_invalid_request_fails_its_item_with_the_apis_message_and_is_ne
     assert len(api.batches) == 1
 
 
-async def test_the_repair_of_an_unusable_reply_goes_into_the_next_batch(ts_client: Client, task_queue: str) -> None:
+async def test_the_repair_of_an_unusable_reply_goes_into_the_next_batch(own_ts_client: Client, task_queue: str) -> None:
+    ts_client = own_ts_client
     batch = batch_mode(3, unusable_replies={0: 1})
     api = FakeMessageBatchApi()
 
@@ -163,9 +167,9 @@ async def test_the_repair_of_an_unusable_reply_goes_into_the_next_batch(ts_clien
 
 
 async def test_pause_sends_no_new_batch_while_the_open_one_finishes_and_its_results_are_kept(
-    time_skipping_env: WorkflowEnvironment, task_queue: str
+    own_time_skipping_env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    ts_client = time_skipping_env.client
+    ts_client = own_time_skipping_env.client
     batch = batch_mode(3, unusable_replies={0: 1})
     api = FakeMessageBatchApi(end_gate=asyncio.Event())
     async with worker_for(ts_client, task_queue, batch, api):
@@ -177,7 +181,7 @@ async def test_pause_sends_no_new_batch_while_the_open_one_finishes_and_its_resu
         await eventually(lambda: _paused(ts_client, batch), "the Message Batches workflow is paused")
         assert api.end_gate is not None
         api.end_gate.set()
-        await time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
+        await own_time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
         await eventually(lambda: _waiting(ts_client, batch, 1), "the repair waits for a batch")
 
         assert [i.status for i in batch.items] == [ItemStatus.PROCESSING, ItemStatus.COMPLETED, ItemStatus.COMPLETED], (
@@ -194,9 +198,9 @@ async def test_pause_sends_no_new_batch_while_the_open_one_finishes_and_its_resu
 
 
 async def test_cancel_cancels_the_open_batch_and_its_items_end_cancelled(
-    time_skipping_env: WorkflowEnvironment, task_queue: str
+    own_time_skipping_env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    ts_client = time_skipping_env.client
+    ts_client = own_time_skipping_env.client
     batch = batch_mode(3)
     api = FakeMessageBatchApi(end_gate=asyncio.Event())
     async with worker_for(ts_client, task_queue, batch, api):
@@ -205,7 +209,7 @@ async def test_cancel_cancels_the_open_batch_and_its_items_end_cancelled(
 
         await handle.signal(BatchJobWorkflow.cancel)
         progress = await handle.result()
-        await time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
+        await own_time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
         batches = await message_batches_result(ts_client, batch)
 
     assert (progress.status, progress.cancelled, progress.completed) == (JobStatus.CANCELLED, 3, 0)
