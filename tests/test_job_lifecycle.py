@@ -167,7 +167,9 @@ async def test_a_retry_run_runs_only_the_requeued_items_and_keeps_the_counters(t
     assert (result.status, result.successful, result.completed, result.remaining) == (JobStatus.COMPLETED, 5, 5, 0)
 
 
-async def test_pause_survives_continue_as_new_and_a_worker_restart(ts_client: Client, task_queue: str) -> None:
+async def test_pause_survives_continue_as_new_and_a_worker_restart(own_ts_client: Client, task_queue: str) -> None:
+    # A server of its own: the shared one, after other tests, once timed out its calls (RPC "Timeout expired").
+    ts_client = own_ts_client
     batch = gated(12, concurrency=4)
     # Without a workflow cache no task is sticky to a worker: each one replays the history, as a
     # freshly restarted worker does.
