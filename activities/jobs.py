@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities.data_errors import classify_data_errors
 from activities.errors import CATALOG_ROW_MISSING, ITEM_ALREADY_LINKED, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
-from brightrun.storage import Storage, job_log_key
+from brightrun.storage import Storage, conversation_prefixes, job_log_key
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
     NIL_UUID,
@@ -35,6 +35,7 @@ from models.messages import (
     UnreportedItems,
 )
 from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, TrainingTopic
+from models.workflow_ids import item_conversation_id
 
 FINAL_ITEM_STATUSES = [s.value for s in ItemStatus if s.is_final]
 FINAL_JOB_STATUSES = [s.value for s in JobStatus if s.is_final]
@@ -366,16 +367,38 @@ class JobActivities:
     async def record_unreported_items(self, request: UnreportedItems) -> RecordedItems:
         """Record items that will never report, each unless its row is final already; returns
         the outcome every row ends with, for the job to count."""
-        recorded = []
+        recorded, abandoned = [], []
         async with self._sessions.begin() as session:
             for item_id, reason in request.reasons.items():
-                outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
-                finish = FinishItemInput(job_id=request.job_id, finished_at=request.finished_at, outcome=outcome)
-                await _record_outcome(session, finish)
-                item = await session.get(BatchItem, item_id, populate_existing=True)
-                if item is not None:
-                    recorded.append(await _recorded_outcome(session, item))
+                # Locked, so the item's own report cannot end the row between the read and the write.
+                item = await session.get(BatchItem, item_id, with_for_update=True)
+                if item is None:
+                    continue
+                if not ItemStatus(item.status).is_final:
+                    outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
+                    finish = FinishItemInput(job_id=request.job_id, finished_at=request.finished_at, outcome=outcome)
+                    await _record_outcome(session, finish)
+                    await session.refresh(item)
+                    if item.conversation_id is None:
+                        abandoned.append(item_id)
+                recorded.append(await _recorded_outcome(session, item))
+            user_id = await session.scalar(select(BatchJob.created_by).where(BatchJob.id == request.job_id))
+        # What an ended run stored before it could link it (its reply, its conversation) has no
+        # row to point at it; a retry of the item writes under the same keys again.
+        if abandoned and user_id is not None:
+            await self._delete_conversation_objects(user_id, abandoned)
         return RecordedItems(items=recorded)
+
+    async def _delete_conversation_objects(self, user_id: str, item_ids: list[uuid.UUID]) -> None:
+        bucket = self._storage.conversation_bucket
+        keys = [
+            key
+            for item_id in item_ids
+            for prefix in conversation_prefixes(user_id, item_conversation_id(item_id))
+            for key in await self._storage.list_keys(bucket, prefix)
+        ]
+        if keys:
+            await self._storage.delete_keys(bucket, keys)
 
     @activity.defn(name="cancel_queued_items")
     @classify_data_errors

@@ -40,6 +40,12 @@ def enriched_conversation_key(user_id: str, conversation_id: object) -> str:
     return f"{_conversation_folder(user_id)}/{conversation_id}_enriched.json"
 
 
+def conversation_prefixes(user_id: str, conversation_id: object) -> list[str]:
+    """Where the objects of one conversation live: its raw replies, final and enrichment files,
+    and the requests it sent in Message Batches."""
+    return [f"{_conversation_folder(user_id)}/{conversation_id}", f"requests/{user_id}/{conversation_id}_"]
+
+
 def job_log_key(job_id: object) -> str:
     return f"{job_id}/log.txt"
 
@@ -79,6 +85,22 @@ class Storage:
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         with _naming(bucket, key):
             await asyncio.to_thread(self._client.put_object, Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    async def delete_keys(self, bucket: str, keys: list[str]) -> None:
+        """Delete these objects; one that does not exist is no error."""
+        for start in range(0, len(keys), 1000):  # S3 takes at most 1,000 keys per request
+            chunk = keys[start : start + 1000]
+            with _naming(bucket, chunk[0]):
+                response = await asyncio.to_thread(
+                    self._client.delete_objects,
+                    Bucket=bucket,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
+            if response.get("Errors"):
+                error = response["Errors"][0]
+                raise OSError(
+                    f"S3 did not delete s3://{bucket}/{error['Key']}: {error.get('Code')} {error.get('Message')}"
+                )
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         with _naming(bucket, key):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -16,7 +17,13 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import ITEM_ALREADY_LINKED
 from activities.jobs import JobActivities
 from brightrun.settings import Settings
-from brightrun.storage import Storage
+from brightrun.storage import (
+    Storage,
+    batch_request_key,
+    enriched_conversation_key,
+    final_conversation_key,
+    raw_response_key,
+)
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import (
@@ -27,9 +34,10 @@ from models.messages import (
     LinkConversationInput,
     StoredConversation,
     TokenUsage,
+    UnreportedItems,
 )
 from models.tables import BatchItem, BatchJob, Conversation
-from models.workflow_ids import item_workflow_id
+from models.workflow_ids import item_conversation_id, item_workflow_id
 from service import batches
 from tests.helpers import eventually, launch_and_wait, reset_to_first_workflow_task
 from workflows.batch_item import BatchItemWorkflow
@@ -37,18 +45,29 @@ from workflows.batch_item import BatchItemWorkflow
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
 
-async def launch(
-    sessions: async_sessionmaker, client: Client, settings: Settings, personas: list[str], arcs: int, concurrency: int
-) -> batches.LaunchedJob:
-    """Start a job of the personas x the first `arcs` arcs, without waiting for it."""
-    request = batches.LaunchRequest(
+def job_request(personas: list[str], arcs: int, concurrency: int, user: str = "local-user") -> batches.LaunchRequest:
+    """A job of the personas x the first `arcs` arcs."""
+    return batches.LaunchRequest(
         personas=personas,
         arcs=["Couple Conflict -> Alignment", "Anxiety -> Confidence"][:arcs],
         topics=["Essential Estate Planning"],
         tier=Tier.TEMPLATE,
         concurrency=concurrency,
+        user=user,
     )
-    return await batches.launch(sessions, client, settings, request)
+
+
+async def launch(
+    sessions: async_sessionmaker,
+    client: Client,
+    settings: Settings,
+    personas: list[str],
+    arcs: int,
+    concurrency: int,
+    user: str = "local-user",
+) -> batches.LaunchedJob:
+    """Start a job of the personas x the first `arcs` arcs, without waiting for it."""
+    return await batches.launch(sessions, client, settings, job_request(personas, arcs, concurrency, user))
 
 
 async def one_item_job(
@@ -141,10 +160,16 @@ async def test_the_link_of_an_item_is_never_re_pointed(
 
 
 async def test_an_item_workflow_terminated_mid_call_is_accounted_and_the_job_ends(
-    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+    sessions: async_sessionmaker,
+    stack_client: Client,
+    stack_settings: Settings,
+    storage: Storage,
+    standin: StandinControl,
 ) -> None:
     await standin.configure(latency_ms=3000)
-    job = await launch(sessions, stack_client, stack_settings, ["David Chen", "Maria Gonzalez", "Priya Patel"], 1, 3)
+    user = f"terminated-{uuid.uuid4().hex[:8]}"
+    personas = ["David Chen", "Maria Gonzalez", "Priya Patel"]
+    job = await launch(sessions, stack_client, stack_settings, personas, 1, 3, user)
     await eventually(lambda: _requests_at_least(standin, 3), "three Claude calls are under way")
     async with sessions() as session:
         terminated = await session.scalar(
@@ -165,6 +190,71 @@ async def test_an_item_workflow_terminated_mid_call_is_accounted_and_the_job_end
         JobStatus.COMPLETED, 3, 2, 1, 0,
     )
     assert (result["completed"], result["successful"], result["failed"], result["remaining"]) == (3, 2, 1, 0)
+
+    # The operator retries it: the item writes its conversation under the keys of its first run,
+    # so storage holds exactly the three linked conversations.
+    await standin.configure(latency_ms=0)
+    await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
+    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), 120)
+    async with sessions() as session:
+        retried = await session.get(BatchItem, terminated.id)
+        conversations = (
+            await session.scalars(select(Conversation).where(Conversation.batch_job_id == job.job_id))
+        ).all()
+    linked = {c.id: c for c in conversations}
+    assert retried.status == ItemStatus.COMPLETED
+    assert linked[retried.conversation_id].conversation_id == item_conversation_id(terminated.id)
+    expected = {key for c in conversations for key in (c.raw_storage_path, c.final_storage_path)}
+    expected |= {enriched_conversation_key(user, c.conversation_id) for c in conversations if c.enriched_at is not None}
+    assert len(conversations) == 3
+    assert set(await storage.list_keys(storage.conversation_bucket, f"raw/{user}/")) == expected
+
+
+async def test_recording_an_unreported_item_removes_what_its_run_stored_and_keeps_the_rest(
+    sessions: async_sessionmaker, storage: Storage
+) -> None:
+    user = f"unreported-{uuid.uuid4().hex[:8]}"
+    job_id, _total = await batches.create_job(sessions, job_request(["David Chen"], 2, 2, user))
+    async with sessions.begin() as session:
+        abandoned, reported = (
+            await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == job_id).order_by(BatchItem.position))
+        ).all()
+        abandoned.status = ItemStatus.PROCESSING.value
+        # Its own report came first: a rejected reply stays for people to read.
+        reported.status, reported.error_message = ItemStatus.FAILED.value, "invalid output, see its raw reply"
+    bucket = storage.conversation_bucket
+    keys = {
+        item.id: [
+            raw_response_key(user, item_conversation_id(item.id)),
+            final_conversation_key(user, item_conversation_id(item.id)),
+            batch_request_key(user, item_conversation_id(item.id), 1),
+        ]
+        for item in (abandoned, reported)
+    }
+    for key in [*keys[abandoned.id], *keys[reported.id]]:
+        await storage.put_json(bucket, key, {"stored by": "a run of the item"})
+
+    recorded = await JobActivities(sessions, storage).record_unreported_items(
+        UnreportedItems(
+            job_id=job_id,
+            finished_at=datetime.now(UTC),
+            status=ItemStatus.FAILED,
+            reasons={item.id: "its workflow ended (terminated) before it reported an outcome" for item in (abandoned, reported)},
+        )
+    )
+
+    outcomes = {outcome.item_id: (outcome.status, outcome.error_message) for outcome in recorded.items}
+    assert outcomes == {
+        abandoned.id: (ItemStatus.FAILED, "its workflow ended (terminated) before it reported an outcome"),
+        reported.id: (ItemStatus.FAILED, "invalid output, see its raw reply"),
+    }
+    for key in keys[abandoned.id]:
+        assert await storage.get_bytes_or_none(bucket, key) is None, key
+    for key in keys[reported.id]:
+        assert await storage.get_bytes_or_none(bucket, key) is not None, key
+    async with sessions() as session:
+        job = await session.get(BatchJob, job_id)
+    assert (job.completed_items, job.failed_items) == (1, 1), "the one it recorded is counted, once"
 
 
 async def _requests_at_least(standin: StandinControl, count: int) -> bool:

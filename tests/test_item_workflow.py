@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, GenerateInput
-from models.workflow_ids import job_workflow_id
+from models.workflow_ids import item_conversation_id, job_workflow_id
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
@@ -72,7 +72,7 @@ async def test_an_unusable_reply_gets_one_repair_that_quotes_the_problem(ts_clie
     assert first.repair is None and repair.repair is not None
     assert repair.repair.problem == PROBLEM, "the model is told what was wrong, not where the raw file is"
     assert repair.repair.rejected_raw_key == f"raw/test-user/{first.conversation_id}_raw.json"
-    assert repair.conversation_id == first.conversation_id
+    assert repair.conversation_id == first.conversation_id == item_conversation_id(batch.items[0].item_id)
     assert len(calls_of(batch, 1)) == 1
 
 

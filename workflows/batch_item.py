@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         StoredConversation,
         TokenUsage,
     )
-    from models.workflow_ids import message_batches_workflow_id
+    from models.workflow_ids import item_conversation_id, message_batches_workflow_id
     from workflows.config import DATA_STEP, ITEM_FINISHED_SIGNAL, claude_step
     from workflows.message_batches import MessageBatchesWorkflow
 
@@ -126,8 +126,12 @@ class BatchItemWorkflow:
             ),
             **DATA_STEP,
         )
-        # Fixed before the first attempt, so storage keys and the row survive any retry.
-        conversation_id = workflow.uuid4()
+        # The same for every run of the item (a retry, a reset, a second start), so storage keys
+        # and the row are written once; runs recorded before drew a random one.
+        if workflow.patched("conversation-id-from-item"):
+            conversation_id = item_conversation_id(request.item_id)
+        else:
+            conversation_id = workflow.uuid4()
         generations = [await self._generate(request, conversation_id, work.tier, prompt)]
         try:
             stored = await self._store(request, conversation_id, prompt, generations[-1])
