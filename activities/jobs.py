@@ -34,7 +34,16 @@ from models.messages import (
     TokenUsage,
     UnreportedItems,
 )
-from models.tables import BatchItem, BatchJob, BatchJobEvent, Conversation, EmotionalArc, Persona, TrainingTopic
+from models.tables import (
+    BatchItem,
+    BatchJob,
+    BatchJobEvent,
+    Conversation,
+    EmotionalArc,
+    MessageBatchRequest,
+    Persona,
+    TrainingTopic,
+)
 from models.workflow_ids import item_conversation_id
 
 FINAL_ITEM_STATUSES = [s.value for s in ItemStatus if s.is_final]
@@ -297,6 +306,9 @@ class JobActivities:
                 template_id=None if template_id in (None, str(NIL_UUID)) else template_id,
                 sample=parameters.get("sample", 1),
                 recorded=await _recorded_outcome(session, item) if ItemStatus(item.status).is_final else None,
+                batch_requests_staged=await session.scalar(
+                    select(func.count()).where(MessageBatchRequest.batch_item_id == item.id)
+                ),
             )
 
     @activity.defn(name="link_conversation")

@@ -270,6 +270,9 @@ class ItemWork(BaseModel):
     # The outcome the row already holds when it is final (a reset or a second start of an ended
     # item): the item is reported as it is and never generated again.
     recorded: ItemFinished | None = None
+    # Message Batch requests earlier runs of the item staged (a retried item): this run numbers
+    # its own after them, so none reuses a custom_id that has its result already.
+    batch_requests_staged: int = 0
 
 
 class SelectTemplateInput(BaseModel):

@@ -298,6 +298,7 @@ class MessageBatchRequest(Base):
     __table_args__ = (
         _check_in("result_type", BatchResultType, "result_type"),
         Index("ix_message_batch_requests_waiting", "batch_job_id", "message_batch_id", "created_at"),
+        Index("ix_message_batch_requests_batch_item_id", "batch_item_id"),
     )
     custom_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"))

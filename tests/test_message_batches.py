@@ -3,6 +3,7 @@ stand-in's Message Batches API through the real SDK, with the real worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -18,7 +19,7 @@ from brightrun.storage import Storage
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from models.enums import DeliveryMode, ItemStatus, JobStatus, MessageBatchState, Tier
-from models.tables import BatchItem, BatchJob, Conversation, MessageBatch
+from models.tables import BatchItem, BatchJob, Conversation, MessageBatch, MessageBatchRequest
 from service import batches
 from tests.helpers import eventually, launch_and_wait
 
@@ -91,6 +92,31 @@ async def test_errored_expired_and_malformed_results_end_as_their_kind_says(
     stats = await standin.stats()
     # 4 first requests, the expired one again, the malformed one's repair.
     assert stats["batch_requests"] == 6 and stats["batches"] >= 2 and stats["requests"] == 0
+
+
+async def test_retry_sends_a_failed_item_in_a_new_request_of_its_own(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(script=["400"])
+    launched = await launch_and_wait(
+        sessions, stack_client, stack_settings, personas=PERSONAS[:1], arcs=ARCS[:1], topics=TOPICS,
+        tier=Tier.TEMPLATE, mode=DeliveryMode.BATCH,
+    )  # fmt: skip
+    _job, (failed,), _conversations = await rows_of(sessions, launched.job_id)
+    assert failed.status == ItemStatus.FAILED
+
+    await batches.retry_job(sessions, stack_client, stack_settings, str(launched.job_id))
+    await asyncio.wait_for(stack_client.get_workflow_handle(launched.workflow_id).result(), 120)
+
+    job, (item,), conversations = await rows_of(sessions, launched.job_id)
+    assert (job.status, job.successful_items, job.failed_items) == (JobStatus.COMPLETED, 1, 0)
+    assert item.status == ItemStatus.COMPLETED and item.conversation_id == conversations[0].id
+    async with sessions() as session:
+        custom_ids = (
+            await session.scalars(select(MessageBatchRequest.custom_id).where(MessageBatchRequest.batch_item_id == item.id))
+        ).all()
+    assert len(set(custom_ids)) == 2, "the retry's request is a new one, not the refused one again"
+    assert (await standin.stats())["batch_requests"] == 2
 
 
 async def test_cancel_cancels_the_open_batch_and_ends_every_item_cancelled(

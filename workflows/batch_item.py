@@ -86,6 +86,7 @@ class BatchItemWorkflow:
         self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
         try:
             work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
+            self._batch_requests = work.batch_requests_staged
             # A final row (a reset, or a second start of an ended item) is reported as it is: no
             # second Claude call, no second conversation.
             outcome = work.recorded or await self._produce(request, work)
