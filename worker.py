@@ -63,7 +63,7 @@ def build_main_worker(
     """The workflows, every data step (database and storage) and the Message Batches endpoints
     (they are not rate limited like online calls)."""
     jobs = JobActivities(sessions, storage)
-    templates = TemplateActivities(sessions)
+    templates = TemplateActivities(sessions, storage)
     conversations = ConversationActivities(storage, settings.quality_min_score)
     item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.claude_requests import priced_usage, raw_response_document, request_messages
+from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.data_errors import classify_storage_error
 from activities.errors import CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
 from brightrun.logs import get_logger
@@ -317,8 +317,8 @@ class ClaudeActivities:
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
-    async def _read_rejected(self, request: GenerateInput, progress: CallProgress, key: str) -> bytes:
-        """A repair's rejected reply, read through a storage outage like the upload."""
+    async def _read_stored(self, request: GenerateInput, progress: CallProgress, key: str) -> bytes:
+        """The prompt or a repair's rejected reply, read through a storage outage like the upload."""
         return await self._through_outage(
             request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key)
         )
@@ -360,7 +360,7 @@ class ClaudeActivities:
         """One fresh streamed request; its answer becomes (and is) the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
-        messages = await request_messages(request, lambda key: self._read_rejected(request, progress, key))
+        text = await request_text(request, lambda key: self._read_stored(request, progress, key))
         spent_before, announced_at = progress.usage, None
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
@@ -371,8 +371,8 @@ class ClaudeActivities:
                     model=self._settings.claude_model,
                     max_tokens=self._settings.claude_max_tokens(request.tier),
                     # The static instructions are the cacheable prefix every item of a batch shares.
-                    system=[{"type": "text", "text": request.prompt.system, "cache_control": {"type": "ephemeral"}}],
-                    messages=messages,
+                    system=[{"type": "text", "text": text.system, "cache_control": {"type": "ephemeral"}}],
+                    messages=text.messages,
                     extra_headers={"x-brightrun-item": str(request.item_id)},
                     timeout=anthropic.Timeout(self._settings.claude_timeout_s(request.tier), connect=CONNECT_TIMEOUT_S),
                 ) as stream:

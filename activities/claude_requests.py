@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from anthropic.types import MessageParam
@@ -22,20 +23,30 @@ REPAIR_INSTRUCTION = (
 )
 
 
-async def request_messages(
-    request: GenerateInput, read_rejected: Callable[[str], Awaitable[bytes]]
-) -> list[MessageParam]:
-    """The user prompt; for a repair, also the rejected reply (read from storage by its key) and
-    what was wrong with it."""
-    messages: list[MessageParam] = [{"role": "user", "content": request.prompt.user}]
+@dataclass(frozen=True)
+class RequestText:
+    system: str
+    messages: list[MessageParam]
+
+
+async def request_text(request: GenerateInput, read_stored: Callable[[str], Awaitable[bytes]]) -> RequestText:
+    """The system prompt and the messages: the prompt's text, read from storage by its key; for a
+    repair, also the rejected reply (read the same way) and what was wrong with it."""
+    prompt = request.prompt
+    if prompt.text_key is not None:
+        stored = json.loads(await read_stored(prompt.text_key))
+        system, user = stored["system"], stored["user"]
+    else:  # a run recorded before prompts went to storage
+        system, user = prompt.system, prompt.user
+    messages: list[MessageParam] = [{"role": "user", "content": user}]
     if request.repair:
-        rejected = json.loads(await read_rejected(request.repair.rejected_raw_key))
+        rejected = json.loads(await read_stored(request.repair.rejected_raw_key))
         rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
         messages += [
             {"role": "assistant", "content": rejected_text},
             {"role": "user", "content": REPAIR_INSTRUCTION.format(problem=request.repair.problem)},
         ]
-    return messages
+    return RequestText(system=system, messages=messages)
 
 
 def priced_usage(prices: PriceTable, settings: Settings, model: str, usage: Any, batch: bool = False) -> TokenUsage:

@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.claude import classify_failure, heartbeating
-from activities.claude_requests import priced_usage, raw_response_document, request_messages
+from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.errors import ANTHROPIC_INVALID_REQUEST
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
@@ -94,13 +94,12 @@ class MessageBatchActivities:
         its custom_id. Idempotent: the key and the row derive from the item and the sequence."""
         generate = request.generate
         custom_id = batch_custom_id(generate.item_id, request.sequence)
+        text = await request_text(generate, lambda key: self._storage.get_bytes(self._storage.conversation_bucket, key))
         params = {
             "model": self._settings.claude_model,
             "max_tokens": self._settings.claude_max_tokens(generate.tier),
-            "system": [{"type": "text", "text": generate.prompt.system, "cache_control": BATCH_CACHE_CONTROL}],
-            "messages": await request_messages(
-                generate, lambda key: self._storage.get_bytes(self._storage.conversation_bucket, key)
-            ),
+            "system": [{"type": "text", "text": text.system, "cache_control": BATCH_CACHE_CONTROL}],
+            "messages": text.messages,
         }
         body = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
         request_key = batch_request_key(generate.user_id, generate.conversation_id, request.sequence)

@@ -10,6 +10,7 @@ from temporalio import activity
 
 from activities.data_errors import classify_data_errors
 from activities.errors import CATALOG_ROW_MISSING, TEMPLATE_NOT_FOUND, UNKNOWN_PLACEHOLDER, permanent
+from brightrun.storage import Storage, prompt_key
 from models.messages import NIL_UUID, ResolvedPrompt, ResolvePromptInput, SelectedTemplate, SelectTemplateInput
 from models.tables import EmotionalArc, Persona, PromptTemplate, TrainingTopic
 
@@ -44,8 +45,9 @@ def placeholder_values(persona: Persona, arc: EmotionalArc, topic: TrainingTopic
 
 
 class TemplateActivities:
-    def __init__(self, sessions: async_sessionmaker) -> None:
+    def __init__(self, sessions: async_sessionmaker, storage: Storage) -> None:
         self._sessions = sessions
+        self._storage = storage
 
     @activity.defn(name="select_template")
     @classify_data_errors
@@ -108,12 +110,21 @@ class TemplateActivities:
                 f"{', '.join(sorted('{' + u + '}' for u in unknown))}; known: {', '.join(sorted(values))}",
                 UNKNOWN_PLACEHOLDER,
             )
-        return ResolvedPrompt(
+        resolved = ResolvedPrompt(
             template_id=template.id,
             template_version=template.version,
-            system=template.system_text,
-            user=template.template_text.format_map(values) + sample_variation(request.sample),
             persona_name=persona.name,
             topic_name=topic.name,
         )
+        text = {
+            "system": template.system_text,
+            "user": template.template_text.format_map(values) + sample_variation(request.sample),
+        }
+        if request.user_id is None or request.conversation_id is None:  # scheduled by a run recorded before
+            return resolved.model_copy(update=text)
+        # In storage, not in the item's history: a prompt may be many kilobytes, and each item's
+        # history would carry it twice (this result and the call's input).
+        key = prompt_key(request.user_id, request.conversation_id)
+        await self._storage.put_json(self._storage.conversation_bucket, key, text)
+        return resolved.model_copy(update={"text_key": key})
 

@@ -40,9 +40,14 @@ def enriched_conversation_key(user_id: str, conversation_id: object) -> str:
     return f"{_conversation_folder(user_id)}/{conversation_id}_enriched.json"
 
 
+def prompt_key(user_id: str, conversation_id: object) -> str:
+    """The resolved prompt (system and user text) an item's calls send."""
+    return f"requests/{user_id}/{conversation_id}_prompt.json"
+
+
 def conversation_prefixes(user_id: str, conversation_id: object) -> list[str]:
     """Where the objects of one conversation live: its raw replies, final and enrichment files,
-    and the requests it sent in Message Batches."""
+    its prompt and the requests it sent in Message Batches."""
     return [f"{_conversation_folder(user_id)}/{conversation_id}", f"requests/{user_id}/{conversation_id}_"]
 
 

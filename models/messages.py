@@ -293,16 +293,24 @@ class ResolvePromptInput(BaseModel):
     training_topic_id: uuid.UUID
     tier: Tier
     sample: int = 1
+    # Whose conversation the prompt is for: its text is stored beside it. None in an attempt
+    # scheduled before prompts went to storage, which returns the text inline.
+    user_id: str | None = None
+    conversation_id: uuid.UUID | None = None
 
 
 class ResolvedPrompt(BaseModel):
+    """The prompt of an item's calls. Its text is in storage at `text_key`, so no history carries
+    a prompt; runs recorded before that carry it inline in `system` and `user`."""
+
     template_id: uuid.UUID
     template_version: int
-    system: str
-    user: str
     # What the quality check looks for in the conversation.
     persona_name: str
     topic_name: str
+    text_key: str | None = None
+    system: str = ""
+    user: str = ""
 
 
 class RepairRequest(BaseModel):

@@ -78,10 +78,6 @@ class MemoryStorage:
         return json.dumps(self.objects[key]).encode()
 
 
-# In every prompt the fake template step resolves: a history that carries it carries a prompt.
-PROMPT_TEXT = "fake-resolved-prompt"
-
-
 def fake_reply(request: GenerateInput, attempt: int) -> GeneratedRaw:
     """What the Claude step returns for a request: a reference to its reply, and its usage."""
     return GeneratedRaw(
@@ -237,11 +233,11 @@ class FakeActivities:
 
     @activity.defn(name="resolve_template")
     async def resolve_template(self, request: ResolvePromptInput) -> ResolvedPrompt:
+        # Where the real step stores the text; the fake Claude step never reads it.
         return ResolvedPrompt(
             template_id=request.template_id,
             template_version=1,
-            system=f"{PROMPT_TEXT}: the system prompt",
-            user=f"{PROMPT_TEXT}: write a conversation of persona {request.persona_id}",
+            text_key=f"requests/{request.user_id}/{request.conversation_id}_prompt.json",
             persona_name="p",
             topic_name="t",
         )

@@ -43,6 +43,16 @@ async def _holds(condition: Callable[[], object]) -> bool:
         return False
 
 
+async def histories_quoting(client: Client, item_ids: list[uuid.UUID], text: str) -> list[str]:
+    """The item workflows whose history holds this text anywhere (an input, a result, a signal)."""
+    quoting = []
+    for item_id in item_ids:
+        history = await client.get_workflow_handle(item_workflow_id(item_id)).fetch_history()
+        if any(text.encode() in event.SerializeToString() for event in history.events):
+            quoting.append(item_workflow_id(item_id))
+    return quoting
+
+
 async def launch_and_wait(
     sessions: async_sessionmaker, client: Client, settings: Settings, **request: Any
 ) -> batches.LaunchedJob:

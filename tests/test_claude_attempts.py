@@ -105,6 +105,15 @@ async def paid_reply_in_heartbeat(client: Client, item_id: uuid.UUID) -> bool:
     return progress is not None and progress.reply is not None
 
 
+class S3GoneAfterThePromptRead:
+    """A worker's S3 that answered the read of the prompt and is gone when the reply is uploaded."""
+
+    def __init__(self, live: Storage, dead: Storage) -> None:
+        self.conversation_bucket = live.conversation_bucket
+        self.get_bytes = live.get_bytes
+        self.put_json = dead.put_json
+
+
 async def test_an_s3_outage_never_buys_a_second_call(
     sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, storage: Storage
 ) -> None:
@@ -114,8 +123,9 @@ async def test_an_s3_outage_never_buys_a_second_call(
         update={"claude_task_queue": f"claude-{uuid.uuid4()}", "claude_heartbeat_timeout_s": 2.0}
     )
     dead_s3 = Storage(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}))
+    s3_gone = S3GoneAfterThePromptRead(storage, dead_s3)
     claude = create_claude_client(settings)
-    async with build_claude_worker(stack_client, settings, dead_s3, claude):
+    async with build_claude_worker(stack_client, settings, s3_gone, claude):  # type: ignore[arg-type]
         job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**ONE_ITEM))
         async with sessions() as session:
             item_id = await session.scalar(select(BatchItem.id).where(BatchItem.batch_job_id == job.job_id))

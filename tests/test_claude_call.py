@@ -47,6 +47,7 @@ PROMPT_USER = (
     "Training topic: Paying Down Debt\nTier: scenario"
 )
 SYSTEM = "You write training conversations for fine-tuning. Return only one JSON object. " * 20
+PROMPT_KEY = "requests/test-user/a-conversation_prompt.json"  # where the template step stored it
 
 
 @dataclasses.dataclass
@@ -85,6 +86,7 @@ async def rig() -> AsyncIterator[Rig]:
     http = httpx2.AsyncClient(event_hooks={"request": [keep_body]})
     async with anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0, http_client=http) as client:
         storage = MemoryStorage()
+        await storage.put_json(storage.conversation_bucket, PROMPT_KEY, {"system": SYSTEM, "user": PROMPT_USER})
         env = ActivityEnvironment()
         heartbeats: list[float] = []
         progress: list[dict[str, Any]] = []
@@ -112,7 +114,7 @@ def generate_input(repair: RepairRequest | None = None) -> GenerateInput:
         user_id="test-user",
         tier=Tier.SCENARIO,
         prompt=ResolvedPrompt(
-            template_id=uuid.uuid4(), template_version=1, system=SYSTEM, user=PROMPT_USER,
+            template_id=uuid.uuid4(), template_version=1, text_key=PROMPT_KEY,
             persona_name="David Chen", topic_name="Paying Down Debt",
         ),
         repair=repair,
@@ -133,6 +135,8 @@ async def test_a_call_stores_the_raw_answer_and_returns_a_reference_usage_and_co
     assert raw["max_tokens"] == rig.settings.claude_max_tokens(Tier.SCENARIO) == rig.sent[0]["max_tokens"]
     assert rig.sent[0]["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert rig.sent[0]["stream"] is True
+    # The prompt's text is read where the template step stored it.
+    assert rig.sent[0]["system"][0]["text"] == SYSTEM and rig.sent[0]["messages"][0]["content"] == PROMPT_USER
     usage = generated.usage
     assert usage.output_tokens > 0 and usage.cache_creation_input_tokens > 0
     assert usage.cost_usd == pytest.approx(PriceTable.load().price_of(generated.model).cost_usd(usage)) and usage.cost_usd > 0
@@ -174,7 +178,7 @@ async def test_a_cancellation_ends_a_silent_call_at_once(rig: Rig) -> None:
         await call
 
     assert time.monotonic() - started < 2
-    assert rig.storage.objects == {}, "nothing is stored for a cancelled call"
+    assert rig.storage.objects.keys() == {PROMPT_KEY}, "nothing is stored for a cancelled call"
 
 
 async def _requests_at_least(standin: StandinControl, count: int) -> bool:
@@ -268,7 +272,7 @@ async def test_an_overload_inside_the_stream_is_retried_like_a_529(rig: Rig) -> 
     assert raised.value.message == "Claude API error mid-stream (after HTTP 200): Overloaded (overloaded_error)"
     assert raised.value.next_retry_delay is not None
     assert raised.value.next_retry_delay > timedelta(0)
-    assert rig.storage.objects == {}
+    assert rig.storage.objects.keys() == {PROMPT_KEY}, "no reply is stored"
 
 
 async def test_a_connection_dropped_inside_the_stream_is_retried(rig: Rig) -> None:
@@ -287,8 +291,8 @@ async def test_a_connection_dropped_inside_the_stream_is_retried(rig: Rig) -> No
 class StorageDown:
     """The rig's storage, unreachable until `back()`: puts fail as boto3 fails without S3."""
 
-    def __init__(self, storage: MemoryStorage, failures: int | None = None) -> None:
-        self._storage, self.failures, self.refused = storage, failures, 0
+    def __init__(self, storage: MemoryStorage, failures: int | None = None, reads_fail: bool = True) -> None:
+        self._storage, self.failures, self.refused, self.reads_fail = storage, failures, 0, reads_fail
         self.conversation_bucket = storage.conversation_bucket
 
     def back(self) -> None:
@@ -301,7 +305,7 @@ class StorageDown:
         await self._storage.put_json(bucket, key, document)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        if self.failures is None or self.refused < self.failures:
+        if self.reads_fail and (self.failures is None or self.refused < self.failures):
             self.refused += 1
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
         return await self._storage.get_bytes(bucket, key)
@@ -321,7 +325,7 @@ async def test_a_paid_reply_is_stored_through_a_storage_outage_within_the_attemp
 
 
 async def test_the_next_attempt_stores_the_reply_an_attempt_paid_for_without_calling_again(rig: Rig) -> None:
-    storage = StorageDown(rig.storage)
+    storage = StorageDown(rig.storage, reads_fail=False)  # down once the prompt was read
     rig.activities._storage = storage  # type: ignore[assignment]
     # Too little time left for a second upload: the attempt ends, keeping the reply.
     rig.env.info = dataclasses.replace(rig.env.info, start_to_close_timeout=timedelta(seconds=5))

@@ -21,7 +21,7 @@ from models.conversation import ConversationDocument
 from models.enums import DeliveryMode, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.tables import BatchItem, BatchJob, Conversation, MessageBatch, MessageBatchRequest
 from service import batches
-from tests.helpers import eventually, launch_and_wait
+from tests.helpers import eventually, histories_quoting, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -69,6 +69,9 @@ async def test_a_batch_mode_job_completes_with_every_item_linked_at_half_the_pri
 
     status = await batches.job_status(sessions, str(job.id), stack_client)
     assert status.mode == "batch" and status.open_batches == 0
+    # The prompts live in storage: no item's history carries one, staged or resolved.
+    for prompt_text in ("Persona: David Chen", "You write training conversations"):
+        assert await histories_quoting(stack_client, [item.id for item in items], prompt_text) == []
     assert status.cost_usd > 0 and status.saving_usd == pytest.approx(status.cost_usd)
 
 

@@ -16,7 +16,7 @@ from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation
-from tests.helpers import launch_and_wait
+from tests.helpers import histories_quoting, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -68,6 +68,10 @@ async def test_a_batch_runs_end_to_end_and_links_every_item(
         assert len(final.turns) == conversation.turn_count
     stats = await standin.stats()
     assert stats["requests"] == 8
+    # The prompts live in storage: no item's history carries one (the persona's name is in
+    # every resolved prompt, the template's instructions in every system prompt).
+    for prompt_text in ("Persona: David Chen", "You write training conversations"):
+        assert await histories_quoting(stack_client, [item.id for item in items], prompt_text) == []
 
 
 async def test_the_real_error_message_reaches_the_item_row(

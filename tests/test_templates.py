@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.errors import TEMPLATE_NOT_FOUND, UNKNOWN_PLACEHOLDER
 from activities.templates import TemplateActivities
+from brightrun.storage import Storage
 from devtools.load_catalog import catalog_id
 from models.enums import Tier
 from models.messages import NIL_UUID, ResolvePromptInput, SelectedTemplate, SelectTemplateInput
@@ -23,8 +25,17 @@ GRIEF = catalog_id("arc", "Grief -> Acceptance")
 
 
 @pytest.fixture
-def templates(sessions: async_sessionmaker) -> TemplateActivities:
-    return TemplateActivities(sessions)
+def templates(sessions: async_sessionmaker, storage: Storage) -> TemplateActivities:
+    return TemplateActivities(sessions, storage)
+
+
+async def resolved_text(templates: TemplateActivities, storage: Storage, request: ResolvePromptInput) -> dict[str, str]:
+    """The system and user text an item's prompt resolves to, read where the step stored it."""
+    conversation = request.model_copy(update={"user_id": "templates-test", "conversation_id": uuid.uuid4()})
+    prompt = await ActivityEnvironment().run(templates.resolve_template, conversation)
+    assert prompt.text_key is not None and prompt.system == prompt.user == "", "the text is not in the result"
+    text: dict[str, str] = json.loads(await storage.get_bytes(storage.conversation_bucket, prompt.text_key))
+    return text
 
 
 async def select(templates: TemplateActivities, template_id: uuid.UUID | None, arc: uuid.UUID, tier: Tier) -> SelectedTemplate:
@@ -70,9 +81,10 @@ async def test_no_match_fails_for_good_naming_the_arc_type_and_tier(templates: T
     assert "'conflict_resolution'" in failure.value.message and "'edge_case'" in failure.value.message
 
 
-async def test_resolution_fills_every_placeholder(templates: TemplateActivities) -> None:
-    prompt = await ActivityEnvironment().run(
-        templates.resolve_template,
+async def test_resolution_fills_every_placeholder(templates: TemplateActivities, storage: Storage) -> None:
+    prompt = await resolved_text(
+        templates,
+        storage,
         ResolvePromptInput(
             template_id=catalog_id("template", "template - conflict_resolution"),
             persona_id=catalog_id("persona", "David Chen"),
@@ -81,11 +93,11 @@ async def test_resolution_fills_every_placeholder(templates: TemplateActivities)
             tier=Tier.TEMPLATE,
         ),
     )
-    assert "Persona: David Chen" in prompt.user
-    assert "Emotional arc: Couple Conflict -> Alignment" in prompt.user
-    assert "Training topic: Essential Estate Planning" in prompt.user
-    assert "{" not in prompt.user and "}" not in prompt.user
-    assert prompt.system.startswith("You write training conversations")
+    assert "Persona: David Chen" in prompt["user"]
+    assert "Emotional arc: Couple Conflict -> Alignment" in prompt["user"]
+    assert "Training topic: Essential Estate Planning" in prompt["user"]
+    assert "{" not in prompt["user"] and "}" not in prompt["user"]
+    assert prompt["system"].startswith("You write training conversations")
 
 
 @pytest.fixture
@@ -119,7 +131,7 @@ async def test_an_unknown_placeholder_fails_for_good_and_names_it(
     assert "{monthly_budget}" in failure.value.message
 
 
-async def test_each_further_sample_gets_its_own_prompt(templates: TemplateActivities) -> None:
+async def test_each_further_sample_gets_its_own_prompt(templates: TemplateActivities, storage: Storage) -> None:
     def request(sample: int) -> ResolvePromptInput:
         return ResolvePromptInput(
             template_id=catalog_id("template", "template - conflict_resolution"),
@@ -130,7 +142,7 @@ async def test_each_further_sample_gets_its_own_prompt(templates: TemplateActivi
             sample=sample,
         )
 
-    prompts = [(await ActivityEnvironment().run(templates.resolve_template, request(n))).user for n in (1, 2, 3)]
+    prompts = [(await resolved_text(templates, storage, request(n)))["user"] for n in (1, 2, 3)]
 
     assert len(set(prompts)) == 3
     assert "sample" not in prompts[0], "the first sample keeps the template's text"

@@ -110,6 +110,12 @@ class BatchItemWorkflow:
 
     async def _produce(self, request: BatchItemInput, work: ItemWork) -> ItemFinished:
         """Generate, validate, store and link the item's conversation."""
+        # The same for every run of the item (a retry, a reset, a second start), so storage keys
+        # and the row are written once; runs recorded before drew a random one.
+        if workflow.patched("conversation-id-from-item"):
+            conversation_id = item_conversation_id(request.item_id)
+        else:
+            conversation_id = workflow.uuid4()
         selected = await workflow.execute_activity_method(
             TemplateActivities.select_template,
             SelectTemplateInput(template_id=work.template_id, emotional_arc_id=work.emotional_arc_id, tier=work.tier),
@@ -124,15 +130,11 @@ class BatchItemWorkflow:
                 training_topic_id=work.training_topic_id,
                 tier=work.tier,
                 sample=work.sample,
+                user_id=request.user_id,
+                conversation_id=conversation_id,
             ),
             **DATA_STEP,
         )
-        # The same for every run of the item (a retry, a reset, a second start), so storage keys
-        # and the row are written once; runs recorded before drew a random one.
-        if workflow.patched("conversation-id-from-item"):
-            conversation_id = item_conversation_id(request.item_id)
-        else:
-            conversation_id = workflow.uuid4()
         generations = [await self._generate(request, conversation_id, work.tier, prompt)]
         try:
             stored = await self._store(request, conversation_id, prompt, generations[-1])
