@@ -379,26 +379,30 @@ class JobActivities:
     async def record_unreported_items(self, request: UnreportedItems) -> RecordedItems:
         """Record items that will never report, each unless its row is final already; returns
         the outcome every row ends with, for the job to count."""
-        recorded, abandoned = [], []
+        # What a run stored before it could link it (its reply, its conversation) has no row to
+        # point at it: removed before the rows end, so a retried attempt still finds them open.
+        async with self._sessions() as session:
+            user_id = await session.scalar(select(BatchJob.created_by).where(BatchJob.id == request.job_id))
+            abandoned = (
+                await session.scalars(
+                    select(BatchItem.id).where(
+                        BatchItem.id.in_(request.reasons),
+                        BatchItem.status.not_in(FINAL_ITEM_STATUSES),
+                        BatchItem.conversation_id.is_(None),
+                    )
+                )
+            ).all()
+        if abandoned and user_id is not None:
+            await self._delete_conversation_objects(user_id, list(abandoned))
+        recorded = []
         async with self._sessions.begin() as session:
             for item_id, reason in request.reasons.items():
-                # Locked, so the item's own report cannot end the row between the read and the write.
-                item = await session.get(BatchItem, item_id, with_for_update=True)
-                if item is None:
-                    continue
-                if not ItemStatus(item.status).is_final:
-                    outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
-                    finish = FinishItemInput(job_id=request.job_id, finished_at=request.finished_at, outcome=outcome)
-                    await _record_outcome(session, finish)
-                    await session.refresh(item)
-                    if item.conversation_id is None:
-                        abandoned.append(item_id)
-                recorded.append(await _recorded_outcome(session, item))
-            user_id = await session.scalar(select(BatchJob.created_by).where(BatchJob.id == request.job_id))
-        # What an ended run stored before it could link it (its reply, its conversation) has no
-        # row to point at it; a retry of the item writes under the same keys again.
-        if abandoned and user_id is not None:
-            await self._delete_conversation_objects(user_id, abandoned)
+                outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
+                finish = FinishItemInput(job_id=request.job_id, finished_at=request.finished_at, outcome=outcome)
+                await _record_outcome(session, finish)
+                item = await session.get(BatchItem, item_id, populate_existing=True)
+                if item is not None:
+                    recorded.append(await _recorded_outcome(session, item))
         return RecordedItems(items=recorded)
 
     async def _delete_conversation_objects(self, user_id: str, item_ids: list[uuid.UUID]) -> None:
