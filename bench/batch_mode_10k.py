@@ -21,8 +21,10 @@ import platform
 import random
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -56,6 +58,13 @@ async def runs_of(client: Client, workflow_id: str) -> list[WorkflowHistory]:
         continued = last.HasField("workflow_execution_continued_as_new_event_attributes")
         run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id if continued else None
     return histories
+
+
+def tail_of(history: WorkflowHistory, history_event_limit: int) -> dict[str, int]:
+    """What a run recorded after it reached the length at which it decides to continue as new:
+    the events its margin has to hold."""
+    past = history.events[history_event_limit * 4 // 5 :]
+    return dict(Counter(EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower() for event in past))
 
 
 async def run(items: int, history_event_limit: int) -> dict:
@@ -119,14 +128,23 @@ async def run(items: int, history_event_limit: int) -> dict:
         "job_status": progress.status.value,
         "successful": progress.successful,
         "every_item_completed_once": all(i.finish_calls == 1 and i.status == ItemStatus.COMPLETED for i in batch.items),
+        "items_not_completed_once": [
+            {"position": i.position, "status": i.status.value, "finish_calls": i.finish_calls, "error": i.error_message}
+            for i in batch.items
+            if i.finish_calls != 1 or i.status != ItemStatus.COMPLETED
+        ],
         "message_batches": len(api.batches),
         "batch_requests": len(api.staged),
         "job_workflow_runs": len(job_lengths),
         "job_history_events_per_run": job_lengths,
         "largest_job_run_events": max(job_lengths),
+        "largest_job_run_events_past_four_fifths": tail_of(max(job_runs, key=lambda h: len(h.events)), history_event_limit),
         "message_batches_workflow_runs": len(batches_lengths),
         "message_batches_history_events_per_run": batches_lengths,
         "largest_message_batches_run_events": max(batches_lengths),
+        "largest_message_batches_run_events_past_four_fifths": tail_of(
+            max(batches_runs, key=lambda h: len(h.events)), history_event_limit
+        ),
         "item_histories_sampled": len(item_lengths),
         "largest_item_history_events_of_sample": max(item_lengths),
         "every_run_within_2000_events": largest <= HISTORY_EVENT_BOUND,

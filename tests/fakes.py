@@ -138,6 +138,7 @@ class FakeBatch:
     # Items whose conversation was enriched, and how many were when the job's final status was written.
     enriched: set[uuid.UUID] = field(default_factory=set)
     enrich_page_size: int = 2
+    enrich_delay_s: float = 0.0  # how long a page takes
     enriched_when_final: int | None = None
     # Items with a final status at each enrichment page.
     items_done_at_enrichment: list[int] = field(default_factory=list)
@@ -295,6 +296,7 @@ class FakeActivities:
     @activity.defn(name="enrich_conversations")
     async def enrich_conversations(self, request: EnrichPageInput) -> EnrichedPage:
         self.batch.items_done_at_enrichment.append(sum(i.status.is_final for i in self.batch.items))
+        await asyncio.sleep(self.batch.enrich_delay_s)
         todo = [i.item_id for i in self.batch.items if i.status == ItemStatus.COMPLETED and i.item_id not in self.batch.enriched]
         page = todo[: self.batch.enrich_page_size]
         self.batch.enriched.update(page)

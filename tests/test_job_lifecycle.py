@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
@@ -20,7 +21,7 @@ from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from workflows.config import ITEM_FINISHED_SIGNAL
+from workflows.config import CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT, ITEM_FINISHED_SIGNAL
 
 
 @asynccontextmanager
@@ -194,6 +195,24 @@ async def test_pause_survives_continue_as_new_and_a_worker_restart(own_ts_client
         result = await handle.result()
 
     assert result.status == JobStatus.COMPLETED and result.successful == 12 and result.runs >= 2
+
+
+async def test_a_run_continues_as_new_without_waiting_for_an_enrichment_page(ts_client: Client, task_queue: str) -> None:
+    # A page per success, each taking a while, and reports that keep coming: a run that waited
+    # for the page under way would record them past its margin.
+    batch = FakeBatch.of(24, concurrency=8, enrich_delay_s=0.5)
+    async with worker_for(ts_client, task_queue, batch):
+        handle = await start(ts_client, task_queue, batch, history_event_limit=120, enrich_every=1)
+        result = await handle.result()
+
+    first_run = await ts_client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id).fetch_history()
+    events = first_run.events
+    decided = next(i for i, e in enumerate(events) if CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT.encode() in e.SerializeToString())
+    after = [EventType.Name(e.event_type) for e in events[decided:]]
+    assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in after and "EVENT_TYPE_ACTIVITY_TASK_COMPLETED" not in after
+    assert after[-1] == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    assert (result.status, result.successful) == (JobStatus.COMPLETED, 24) and result.runs >= 2
+    assert batch.enriched == {item.item_id for item in batch.items}, "the next runs enrich the rest"
 
 
 async def _continued_as_new(handle: WorkflowHandle) -> bool:

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from models.workflow_ids import item_workflow_id, message_batches_workflow_id
     from workflows.batch_item import BatchItemWorkflow, failure_message
     from workflows.config import (
+        CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT,
         DATA_STEP,
         ITEM_CANCEL_GRACE,
         ITEM_FINISHED_SIGNAL,
@@ -92,6 +93,7 @@ class BatchJobWorkflow:
         self._enrichment_shown = bool(self._state.enriched)  # the details count enriched conversations
         self._enriching = False  # an enrichment page is under way
         self._items_done = False
+        self._continuing = False  # this run hands over to the next: no new enrichment page
         self._start_at_least = 1  # free slots worth a round of item starts
         self._enrich_due_at = 0  # successes at which the next enrichment page is due
 
@@ -190,7 +192,14 @@ class BatchJobWorkflow:
 
     async def _continue_as_new(self, request: BatchJobInput) -> None:
         """The in-flight items report to this workflow id, which the next run keeps."""
-        await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._enriching)
+        if workflow.patched(CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT):
+            # Reports keep arriving while a run waits, past its margin. An enrichment page under
+            # way is not waited for: it enriches its rows all the same (its count in the web UI's
+            # line is dropped), and the next run's pages go on.
+            self._continuing = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        else:
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._enriching)
         workflow.continue_as_new(
             request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
         )
@@ -248,9 +257,11 @@ class BatchJobWorkflow:
         while True:
             self._enrich_due_at = self._state.counters.successful + every
             await workflow.wait_condition(
-                lambda: self._items_done or self._state.counters.successful >= self._enrich_due_at
+                lambda: self._items_done
+                or self._continuing
+                or self._state.counters.successful >= self._enrich_due_at
             )
-            if self._items_done:
+            if self._items_done or self._continuing:
                 return
             self._enriching = True
             try:

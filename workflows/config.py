@@ -25,6 +25,8 @@ from models.messages import ClaudeCallPlan
 ITEM_FINISHED_SIGNAL = "item_finished"
 # Patch id: a job starts its items' workflows through an activity, not as child workflows.
 ITEMS_STARTED_BY_ACTIVITY = "items-started-by-activity"
+# Patch id: a job continues as new without waiting for an enrichment page under way.
+CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT = "continue-without-waiting-for-enrichment"
 
 _PERMANENT_TYPES = [
     JOB_NOT_FOUND,
