@@ -3,7 +3,9 @@
     .venv/bin/python -m tests.record_histories [online] [batch_mode] [export]   (all by default)
 
 Run it only when a workflow change is meant to change histories (and then version the change
-for workflows already running); the replay test exists to catch every other change.
+for workflows already running); the replay test exists to catch every other change. First move
+the histories it replaces into a folder named for the change and add that folder to EARLIER in
+tests/test_replay.py: they still replay, as runs under way at the change must.
 """
 
 from __future__ import annotations
