@@ -37,8 +37,9 @@ async def _holds(condition: Callable[[], object]) -> bool:
         return bool(await result)
     except RPCError as error:
         # A query waits for the workflow task in flight; one held by a worker that stopped is
-        # handed on only when it times out (10 s), after the query's own deadline: not yet.
-        if error.status != RPCStatusCode.DEADLINE_EXCEEDED:
+        # handed on only when it times out (10 s), after the query's own deadline (the server's,
+        # or the client's "Timeout expired"): not yet.
+        if error.status != RPCStatusCode.DEADLINE_EXCEEDED and error.message != "Timeout expired":
             raise
         return False
 
