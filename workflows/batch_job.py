@@ -73,6 +73,10 @@ class BatchJobWorkflow:
         # delivers signals (item reports, pause, cancel) before `run` starts.
         self._job_id = request.job_id
         self._state = request.state or BatchProgressState()
+        # In flight, as an ordered set: reports look items up one by one, and a batch-mode job
+        # has all its items in flight (a list made each report O(n), a burst of them O(n^2)).
+        # The state's list is written back when the run hands over.
+        self._in_flight = dict.fromkeys(self._state.in_flight)
         self._plan = self._state.plan  # None until the job's first run (or a retry's) reads it
         self._message_batch_plan = request.message_batches
         self._status = JobStatus.QUEUED
@@ -85,7 +89,7 @@ class BatchJobWorkflow:
         # earlier run, or started elsewhere, have no handle here; a terminated child is not
         # always announced to its parent).
         self._item_watches: set[asyncio.Task] = set()
-        self._check_unreported = bool(self._state.in_flight)  # a continued run checks at once
+        self._check_unreported = bool(self._in_flight)  # a continued run checks at once
         # Items whose child start is not confirmed yet: Temporal does not know their workflow, so
         # the check must not take them for ended.
         self._starting: set[uuid.UUID] = set()
@@ -134,7 +138,7 @@ class BatchJobWorkflow:
             self._state.job_error = failure_message(error)
             return
         # Items an earlier run left processing report here, or are accounted from their rows.
-        self._state.in_flight.extend(i for i in plan.unfinished_items if i not in self._state.in_flight)
+        self._in_flight.update(dict.fromkeys(plan.unfinished_items))
         self._check_unreported = self._check_unreported or bool(plan.unfinished_items)
         self._plan = self._state.plan = plan.model_copy(update={"unfinished_items": []})
         self._state.total_items = plan.total_items
@@ -185,9 +189,9 @@ class BatchJobWorkflow:
                 await self._continue_as_new(request)
         # Every item has started; in batch mode up to all of them are still to report.
         await workflow.wait_condition(
-            lambda: self._halting or not self._state.in_flight or self._history_is_long(request)
+            lambda: self._halting or not self._in_flight or self._history_is_long(request)
         )
-        if not self._halting and self._state.in_flight:
+        if not self._halting and self._in_flight:
             await self._continue_as_new(request)
 
     async def _continue_as_new(self, request: BatchJobInput) -> None:
@@ -201,7 +205,9 @@ class BatchJobWorkflow:
         else:
             await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._enriching)
         workflow.continue_as_new(
-            request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
+            request.model_copy(
+                update={"state": self._state.model_copy(update={"runs": self._state.runs + 1, "in_flight": list(self._in_flight)})}
+            )
         )
 
     async def _end(self) -> JobProgress:
@@ -232,17 +238,17 @@ class BatchJobWorkflow:
     async def _halt(self) -> None:
         """Cancel or stop: nothing new starts, in-flight items are cancelled, unstarted ones marked."""
         await self._tell_message_batches(MessageBatchesWorkflow.cancel)
-        await asyncio.gather(*(self._cancel_item(item_id) for item_id in self._state.in_flight))
+        await asyncio.gather(*(self._cancel_item(item_id) for item_id in self._in_flight))
         never_started = await self._job_step(
-            JobActivities.cancel_queued_items, CancelQueuedItems(job_id=self._job_id, in_flight=list(self._state.in_flight))
+            JobActivities.cancel_queued_items, CancelQueuedItems(job_id=self._job_id, in_flight=list(self._in_flight))
         )
         self._state.counters.cancelled += never_started or 0
         try:
-            await workflow.wait_condition(lambda: not self._state.in_flight, timeout=ITEM_CANCEL_GRACE)
+            await workflow.wait_condition(lambda: not self._in_flight, timeout=ITEM_CANCEL_GRACE)
         except TimeoutError:
             # An item that cannot report (its worker is gone) is recorded as cancelled here.
             reason = f"its workflow did not report within {ITEM_CANCEL_GRACE.total_seconds():.0f} s of the cancel"
-            await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._state.in_flight, reason))
+            await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._in_flight, reason))
 
     async def _enrich(self) -> None:
         """Enrich what succeeded, a page per activity (the history grows by one step per page),
@@ -287,12 +293,12 @@ class BatchJobWorkflow:
             await handle
         # An item reports before its workflow ends, so one still in flight ended without a
         # report (terminated, or failed before it), or was reset (a new run of it reports later).
-        if item_id in self._state.in_flight:
+        if item_id in self._in_flight:
             self._check_unreported = True
 
     async def _account_unreported_items(self, request: BatchJobInput) -> None:
         while True:
-            await workflow.wait_condition(lambda: self._ended or self._check_unreported or bool(self._state.in_flight))
+            await workflow.wait_condition(lambda: self._ended or self._check_unreported or bool(self._in_flight))
             if not self._check_unreported:
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
@@ -301,7 +307,7 @@ class BatchJobWorkflow:
             if self._ended:
                 return
             self._check_unreported = False
-            in_flight = [item_id for item_id in self._state.in_flight if item_id not in self._starting]
+            in_flight = [item_id for item_id in self._in_flight if item_id not in self._starting]
             if not in_flight:
                 continue
             states = await self._job_step(
@@ -331,9 +337,9 @@ class BatchJobWorkflow:
     @workflow.signal(name=ITEM_FINISHED_SIGNAL)
     def item_finished(self, outcome: ItemFinished) -> None:
         # Items report at least once; only the first report of an in-flight item counts.
-        if outcome.item_id not in self._state.in_flight:
+        if outcome.item_id not in self._in_flight:
             return
-        self._state.in_flight.remove(outcome.item_id)
+        del self._in_flight[outcome.item_id]
         self._state.usage += outcome.usage
         counters = self._state.counters
         if outcome.status == ItemStatus.CANCELLED:
@@ -384,6 +390,9 @@ class BatchJobWorkflow:
 
     @workflow.query
     def progress(self) -> JobProgress:
+        return self._progress(in_flight_items=list(self._in_flight))
+
+    def _progress(self, in_flight_items: list[uuid.UUID]) -> JobProgress:
         counters = self._state.counters
         total = self._state.total_items
         remaining = total - counters.completed - counters.cancelled
@@ -397,8 +406,8 @@ class BatchJobWorkflow:
             successful=counters.successful,
             failed=counters.failed,
             cancelled=counters.cancelled,
-            in_flight=len(self._state.in_flight),
-            in_flight_items=list(self._state.in_flight),
+            in_flight=len(self._in_flight),
+            in_flight_items=in_flight_items,
             remaining=remaining,
             started_at=started,
             elapsed_s=round(elapsed, 1),
@@ -432,7 +441,7 @@ class BatchJobWorkflow:
 
     @property
     def _free_slots(self) -> int:
-        return self._concurrency - len(self._state.in_flight)
+        return self._concurrency - len(self._in_flight)
 
     @property
     def _concurrency(self) -> int:
@@ -510,7 +519,7 @@ class BatchJobWorkflow:
         that ends without a report is found by the check of in-flight items."""
         item_ids = [item.item_id for item in items]
         # Counted as in flight before the start is confirmed: a fast item may report before that.
-        self._state.in_flight.extend(item_ids)
+        self._in_flight.update(dict.fromkeys(item_ids))
         self._state.next_position = max(self._state.next_position, *(item.position + 1 for item in items))
         self._starting.update(item_ids)
         priority = item_priority(request.job_id, self._read_plan.priority)
@@ -545,7 +554,7 @@ class BatchJobWorkflow:
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:
         """One item as a child workflow: how runs recorded before ITEMS_STARTED_BY_ACTIVITY replay."""
         # Counted as in flight before the start is confirmed: a fast item may report before that.
-        self._state.in_flight.append(item.item_id)
+        self._in_flight[item.item_id] = None
         self._state.next_position = max(self._state.next_position, item.position + 1)
         self._starting.add(item.item_id)
         try:
@@ -623,7 +632,7 @@ class BatchJobWorkflow:
 
     def _show_details(self) -> None:
         """The job's live line in the web UI (not a history event: cheap to set on every change)."""
-        progress = self.progress()
+        progress = self._progress(in_flight_items=[])  # set on every report: no copy of the in-flight ids
         eta = f"{progress.eta_seconds:.0f} s" if progress.eta_seconds is not None else "unknown"
         workflow.set_current_details(
             f"**{progress.status.value}**: {progress.completed + progress.cancelled} of {progress.total} done, "
