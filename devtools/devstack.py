@@ -113,20 +113,29 @@ class _Process:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: each socket is held until all are chosen (one at a time, the kernel
+    may hand out a port twice, and two parts of the stack then fight over it)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def isolated_config(root: Path, database_url: str | None = None) -> StackConfig:
     """A stack beside any other (free ports), with the stand-in and without a worker: for tests
     and benchmarks, which run their own workers."""
+    temporal_port, temporal_ui_port, s3_port, standin_port = free_ports(4)
     return StackConfig(
         root=root,
-        temporal_port=free_port(),
-        temporal_ui_port=free_port(),
-        s3_port=free_port(),
-        standin_port=free_port(),
+        temporal_port=temporal_port,
+        temporal_ui_port=temporal_ui_port,
+        s3_port=s3_port,
+        standin_port=standin_port,
         database_url=database_url,
         start_worker=False,
         start_standin=True,
@@ -294,6 +303,13 @@ def _search_attribute_type(value_type: SearchAttributeIndexedValueType) -> str:
     return "".join(word.capitalize() for word in value_type.name.split("_"))
 
 
+def _ports_besides(config: StackConfig) -> list[int]:
+    """Free ports for SeaweedFS's own parts, none of them one the stack's config names."""
+    named = {config.temporal_port, config.temporal_ui_port, config.s3_port, config.standin_port}
+    ports = free_ports(len(SEAWEED_INTERNAL_PORT_FLAGS) + len(named))
+    return [port for port in ports if port not in named][: len(SEAWEED_INTERNAL_PORT_FLAGS)]
+
+
 def _seaweed_argv(config: StackConfig, root: Path) -> list[str]:
     (root / "seaweed").mkdir(exist_ok=True)
     return [
@@ -301,7 +317,7 @@ def _seaweed_argv(config: StackConfig, root: Path) -> list[str]:
         f"-dir={root / 'seaweed'}",
         f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
         "-s3", f"-s3.port={config.s3_port}",
-        *(f"-{flag}={free_port()}" for flag in SEAWEED_INTERNAL_PORT_FLAGS),
+        *(f"-{flag}={port}" for flag, port in zip(SEAWEED_INTERNAL_PORT_FLAGS, _ports_besides(config), strict=True)),
         "-s3.port.iceberg=0", "-s3.port.lance=0",  # catalogs we don't use, on fixed ports
         "-master.telemetry=false",  # no internet here
         "-volume.preStopSeconds=0",
