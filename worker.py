@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
+from activities.claude_pacing import CallPacer
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
 from activities.export import ExportActivities
@@ -40,10 +41,10 @@ def build_workers(
     client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], storage: Storage, claude: AsyncAnthropic
 ) -> list[Worker]:
     """The workflows and data steps on the main task queue; the Claude calls on their own queue,
-    with a calls-per-minute limit that the Temporal server enforces across every worker."""
+    with a calls-per-minute limit shared by every worker of that queue."""
     return [
         build_main_worker(client, settings, sessions, storage, claude),
-        build_claude_worker(client, settings, storage, claude),
+        build_claude_worker(client, settings, sessions, storage, claude),
     ]
 
 
@@ -104,14 +105,19 @@ def build_main_worker(
     )
 
 
-def build_claude_worker(client: Client, settings: Settings, storage: Storage, claude: AsyncAnthropic) -> Worker:
-    generation = ClaudeActivities(claude, storage, settings, load_prices(settings))
+def build_claude_worker(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], storage: Storage, claude: AsyncAnthropic
+) -> Worker:
+    """The Claude calls, paced at the queue's calls per minute by a turn every worker of the
+    queue takes from the database (activities/claude_pacing.py), not by Temporal's task queue
+    rate limit, which the queue's partitions split into shares that go unused."""
+    pacer = CallPacer(sessions, settings.claude_task_queue, settings.claude_calls_per_minute)
+    generation = ClaudeActivities(claude, storage, pacer, settings, load_prices(settings))
     return Worker(
         client,
         task_queue=settings.claude_task_queue,
         activities=[generation.generate_conversation],
         max_concurrent_activities=settings.claude_max_concurrent_calls,
-        max_task_queue_activities_per_second=settings.claude_calls_per_minute / 60,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )

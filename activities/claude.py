@@ -16,12 +16,12 @@ import anthropic
 import httpx2
 import structlog
 from anthropic import AsyncAnthropic
-from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.claude_pacing import CallPacer, TurnTooFar
 from activities.claude_requests import priced_usage, raw_response_document, request_text
-from activities.data_errors import classify_storage_error
+from activities.data_errors import classify as classify_data_error
 from activities.errors import CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
@@ -58,11 +58,12 @@ _HEARTBEAT_SENT_S = 2 * HEARTBEAT_THROTTLE.total_seconds()
 CONNECT_TIMEOUT_S = 10.0
 # 429s that no wait fixes: the account's spend limit or credit, not its rate limit.
 _SPEND_LIMIT_MARKERS = ("spend", "usage limit", "credit balance")
-# A paid reply's upload is retried through a storage outage with this backoff, while the attempt
-# has room for one more try; then the next attempt stores it from the heartbeat details.
-STORAGE_RETRY_FIRST_S = 1.0
-STORAGE_RETRY_CAP_S = 15.0
-STORAGE_TRY_S = 10.0
+# A paid reply's upload (and the prompt's read, and the turn at the calls-per-minute limit) is
+# retried through an outage with this backoff, while the attempt has room for one more try; then
+# the next attempt stores the reply from the heartbeat details.
+OUTAGE_RETRY_FIRST_S = 1.0
+OUTAGE_RETRY_CAP_S = 15.0
+OUTAGE_TRY_S = 10.0
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float) -> timedelta:
@@ -310,9 +311,12 @@ def _max_attempts(settings: Settings) -> int:
 
 
 class ClaudeActivities:
-    def __init__(self, client: AsyncAnthropic, storage: Storage, settings: Settings, prices: PriceTable) -> None:
+    def __init__(
+        self, client: AsyncAnthropic, storage: Storage, pacer: CallPacer, settings: Settings, prices: PriceTable
+    ) -> None:
         self._client = client
         self._storage = storage
+        self._pacer = pacer
         self._settings = settings
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
@@ -365,6 +369,7 @@ class ClaudeActivities:
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
         try:
+            await self._wait_for_turn(request, progress, start_by)
             async with self._gate.admitted(start_by):
                 started = time.monotonic()
                 async with self._client.messages.stream(
@@ -412,6 +417,16 @@ class ClaudeActivities:
         )
         return progress.reply
 
+    async def _wait_for_turn(self, request: GenerateInput, progress: CallProgress, start_by: float) -> None:
+        """Until the queue's next turn at the calls-per-minute limit (the heartbeat goes on)."""
+        try:
+            starts_in = await self._through_outage(
+                request, progress, lambda: self._pacer.take_turn(max_wait_s=start_by - time.time())
+            )
+        except TurnTooFar as exc:
+            raise RateLimitWaitTooLong(exc.wait_s, "its turn at the calls-per-minute limit") from None
+        await asyncio.sleep(starts_in)
+
     def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> ApplicationError:
         """The failure of this attempt, logged, with the usage of every attempt so far as its detail."""
         attempt, rate_limit = activity.info().attempt, {}
@@ -433,21 +448,23 @@ class ClaudeActivities:
     async def _through_outage(
         self, request: GenerateInput, progress: CallProgress, operation: Callable[[], Awaitable[T]]
     ) -> T:
-        """A storage operation, retried through a storage outage while the attempt has room for
-        one more try; then the attempt ends as the outage (retryable) and the paid reply, if there
-        is one, waits in the heartbeat details for the next attempt to store instead of paying
-        for a new call. A storage refusal fails at once."""
-        delay = STORAGE_RETRY_FIRST_S
+        """A storage or database operation, retried through an outage while the attempt has room
+        for one more try; then the attempt ends as the outage (retryable) and the paid reply, if
+        there is one, waits in the heartbeat details for the next attempt to store instead of
+        paying for a new call. A refusal fails at once."""
+        delay = OUTAGE_RETRY_FIRST_S
         while True:
             try:
                 return await operation()
-            except (BotoCoreError, ClientError) as exc:
-                failure = classify_storage_error(exc)
+            except Exception as exc:
+                failure = classify_data_error(exc)
+                if failure is None:
+                    raise
                 if failure.non_retryable:
                     raise ApplicationError(
                         failure.message, *failure.details, progress.usage, type=failure.type, non_retryable=True
                     ) from None
-                if attempt_seconds_left() < delay + STORAGE_TRY_S:
+                if attempt_seconds_left() < delay + OUTAGE_TRY_S:
                     kept = "; the paid reply is kept for the next attempt" if progress.reply else ""
                     raise ApplicationError(
                         f"{failure.message}{kept}",
@@ -456,9 +473,9 @@ class ClaudeActivities:
                         type=failure.type,
                         next_retry_delay=timedelta(seconds=delay),
                     ) from None
-                _call_log(request).warning("storage unavailable: retrying", error=failure.message, retry_in_s=delay)
+                _call_log(request).warning("retrying through an outage", error=failure.message, retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, STORAGE_RETRY_CAP_S)
+                delay = min(delay * 2, OUTAGE_RETRY_CAP_S)
 
 
 def _call_log(request: GenerateInput) -> structlog.stdlib.BoundLogger:

@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     # A call heartbeats every few seconds, even while no byte arrives: a lost worker or a
     # cancellation is noticed within this timeout.
     claude_heartbeat_timeout_s: float = Field(default=20.0, ge=1)
-    # Claude calls run on their own task queue: a calls-per-minute limit for all workers together
-    # (enforced by the Temporal server) and a cap on calls in flight per worker.
+    # Claude calls run on their own task queue: a calls-per-minute limit for all workers of the
+    # queue together (evenly spaced turns from the database) and a cap on calls per worker, in
+    # flight or waiting for their turn.
     claude_task_queue: str = "brightrun-claude"
     claude_calls_per_minute: float = Field(default=50.0, gt=0)
     claude_max_concurrent_calls: int = Field(default=8, ge=1)

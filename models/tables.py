@@ -311,3 +311,12 @@ class MessageBatchRequest(Base):
     details: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     result_type: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = _created_at()
+
+
+class ClaudeCallPacing(Base):
+    """When the next Claude call of a task queue may start: every worker of the queue takes its
+    turn from this row, so the queue's calls go out evenly at its calls per minute."""
+
+    __tablename__ = "claude_call_pacing"
+    task_queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    next_call_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

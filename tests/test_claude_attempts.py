@@ -125,12 +125,12 @@ async def test_an_s3_outage_never_buys_a_second_call(
     dead_s3 = Storage(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}))
     s3_gone = S3GoneAfterThePromptRead(storage, dead_s3)
     claude = create_claude_client(settings)
-    async with build_claude_worker(stack_client, settings, s3_gone, claude):  # type: ignore[arg-type]
+    async with build_claude_worker(stack_client, settings, sessions, s3_gone, claude):  # type: ignore[arg-type]
         job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**ONE_ITEM))
         async with sessions() as session:
             item_id = await session.scalar(select(BatchItem.id).where(BatchItem.batch_job_id == job.job_id))
         await eventually(lambda: paid_reply_in_heartbeat(stack_client, item_id), "the paid reply is in the heartbeat")
-    async with build_claude_worker(stack_client, settings, storage, claude):
+    async with build_claude_worker(stack_client, settings, sessions, storage, claude):
         await stack_client.get_workflow_handle(job.workflow_id).result()
 
     status, item = await job_and_item(sessions, stack_client, job.job_id)

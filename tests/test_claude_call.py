@@ -101,9 +101,16 @@ async def rig() -> AsyncIterator[Rig]:
             started_time=datetime.now(UTC),
             start_to_close_timeout=timedelta(seconds=settings.claude_attempt_timeout_s(Tier.SCENARIO)),
         )
-        activities = ClaudeActivities(client, storage, settings, PriceTable.load())  # type: ignore[arg-type]
+        activities = ClaudeActivities(client, storage, TurnAtOnce(), settings, PriceTable.load())  # type: ignore[arg-type]
         yield Rig(activities, storage, StandinControl(base_url), settings, sent, env, heartbeats, progress)
     await runner.cleanup()
+
+
+class TurnAtOnce:
+    """Every call's turn is now: these tests are about the call (pacing: tests/test_claude_faults.py)."""
+
+    async def take_turn(self, max_wait_s: float) -> float:
+        return 0.0
 
 
 def generate_input(repair: RepairRequest | None = None) -> GenerateInput:

@@ -3,6 +3,7 @@ Temporal's retries, over a real socket to the stand-in, through the whole pipeli
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections import defaultdict
@@ -16,6 +17,7 @@ from brightrun.claude_client import create_claude_client
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import Storage, raw_response_key
+from brightrun.temporal_client import connect
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import TokenUsage
@@ -29,6 +31,10 @@ pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
 ALL_PERSONAS = ["David Chen", "Maria Gonzalez", "Priya Patel", "James Okafor"]
 ALL_ARCS = ["Couple Conflict -> Alignment", "Anxiety -> Confidence", "Confusion -> Clarity", "Grief -> Acceptance"]
+# How much later than its turn a call may reach the stand-in (its clock reads arrival): on a loaded
+# machine the worker's event loop wakes late (measured up to 0.25 s with the suite and a benchmark
+# on the 2 cores; gaps otherwise 0.92-1.09 s at one turn a second). A burst has gaps of ~0.
+ARRIVAL_JITTER_S = 0.5
 ALL_TOPICS = ["Essential Estate Planning", "Retirement Income Planning", "Paying Down Debt", "College Savings Plans"]
 
 
@@ -177,14 +183,21 @@ async def test_unusable_output_fails_the_item_for_good_and_keeps_the_raw_reply(
     assert (await standin.stats())["requests"] == requests
 
 
-async def test_the_calls_per_minute_limit_holds_across_the_run(
-    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl, storage: Storage
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_calls_go_out_a_turn_apart_at_the_calls_per_minute_limit_whichever_worker_makes_them(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl,
+    storage: Storage, workers: int,
 ) -> None:
     calls_per_minute = 60
     limited = stack_settings.model_copy(
         update={"claude_task_queue": f"limited-{uuid.uuid4()}", "claude_calls_per_minute": calls_per_minute}
     )
-    async with build_claude_worker(stack_client, limited, storage, create_claude_client(limited)):
+    async with contextlib.AsyncExitStack() as running:
+        for n in range(workers):
+            # A client of its own per worker, as in a process of its own (one client polls a queue once).
+            client = stack_client if n == 0 else await connect(limited)
+            claude = create_claude_client(limited)
+            await running.enter_async_context(build_claude_worker(client, limited, sessions, storage, claude))
         await launch_and_wait(
             sessions, stack_client, limited, personas=ALL_PERSONAS[:2], arcs=ALL_ARCS[:2],
             topics=ALL_TOPICS[:2], tier=Tier.TEMPLATE, concurrency=8,
@@ -192,10 +205,11 @@ async def test_the_calls_per_minute_limit_holds_across_the_run(
 
     times = sorted(entry["at"] for entry in (await standin.stats())["log"])
     assert len(times) == 8
-    per_second = calls_per_minute / 60
-    # A token bucket may let the first call through at once; after it, never faster than the limit.
-    assert times[-1] - times[0] >= (len(times) - 2) / per_second
-    assert all(sum(1 for t in times if start <= t < start + 60) <= calls_per_minute for start in times)
+    # Each call starts a turn (60/limit s) after the one before, also the first ones: no burst, so
+    # no 60 s window holds more than the limit. The stand-in's clock reads arrival, a little after the start.
+    turn_s = 60 / calls_per_minute
+    assert min(b - a for a, b in itertools.pairwise(times)) >= turn_s - ARRIVAL_JITTER_S
+    assert all(t - times[0] >= k * turn_s - ARRIVAL_JITTER_S for k, t in enumerate(times))
 
 
 async def test_fifty_items_under_thirty_percent_faults_complete_with_true_totals(

@@ -265,7 +265,7 @@ async def gated_storage_worker(
     gated_storage = Storage(settings.model_copy(update={"s3_endpoint_url": endpoint}))
     async with (
         build_main_worker(stack_client, settings, sessions, gated_storage, create_claude_client(settings)),
-        build_claude_worker(stack_client, settings, storage, create_claude_client(settings)),
+        build_claude_worker(stack_client, settings, sessions, storage, create_claude_client(settings)),
     ):
         yield gate, settings
     await gate.close()
