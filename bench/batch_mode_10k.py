@@ -25,12 +25,13 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.results_file import save_result
+from bench.run_10k import runs_of, wait_for_result
 from brightrun.settings import Settings
 from devtools.binaries import venv_binary
 from models import search_attributes
@@ -44,20 +45,6 @@ from workflows.message_batches import MessageBatchesWorkflow
 
 HISTORY_EVENT_BOUND = 2_000
 ITEM_SAMPLE = 200
-
-
-async def runs_of(client: Client, workflow_id: str) -> list[WorkflowHistory]:
-    """Every run of a workflow, first to last: back from the last run to the first, then each."""
-    latest = await client.get_workflow_handle(workflow_id).fetch_history()
-    histories: list[WorkflowHistory] = []
-    run_id: str | None = latest.events[0].workflow_execution_started_event_attributes.first_execution_run_id
-    while run_id:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        histories.append(history)
-        last = history.events[-1]
-        continued = last.HasField("workflow_execution_continued_as_new_event_attributes")
-        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id if continued else None
-    return histories
 
 
 def tail_of(history: WorkflowHistory, history_event_limit: int) -> dict[str, int]:
@@ -102,9 +89,9 @@ async def run(items: int, history_event_limit: int) -> dict:
             id=job_workflow_id(batch.job_id),
             task_queue=task_queue,
         )
-        progress = await handle.result()
+        progress = await wait_for_result(handle)
         batches_handle = client.get_workflow_handle_for(MessageBatchesWorkflow.run, message_batches_workflow_id(batch.job_id))
-        await batches_handle.result()
+        await wait_for_result(batches_handle)
     wall_s = time.monotonic() - started
     job_runs = await runs_of(client, job_workflow_id(batch.job_id))
     batches_runs = await runs_of(client, message_batches_workflow_id(batch.job_id))
