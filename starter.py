@@ -97,10 +97,13 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
         _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
     except (BotoCoreError, ClientError) as exc:
         _fail(3, f"S3 storage: {_first_line(exc)}. {_STACK_HINT}")
+    except exports.ExportFailedError as exc:
+        _fail(1, _first_line(exc))  # the workflow's reason names the export already
     except RuntimeError as exc:
-        if "Failed client connect" not in str(exc):
-            raise
-        _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
+        # A re-raise here would skip the handlers below: every other RuntimeError ends here too.
+        if "Failed client connect" in str(exc):
+            _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
+        _fail(1, f"{exc.__class__.__name__}: {_first_line(exc)}")
     except (ConnectionError, OSError, TimeoutError) as exc:
         # asyncpg refuses with OSError, the Temporal client with RuntimeError("Failed client connect").
         _fail(3, f"cannot reach a service ({exc.__class__.__name__}: {_first_line(exc)}). {_STACK_HINT}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
 from activities.export import parse_s3_location, selection_conditions
@@ -114,8 +115,10 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
             task_queue=settings.task_queue,
         )
     except WorkflowFailureError as exc:
-        # The workflow recorded the failure on the row; the person gets its reason in one line.
-        raise ExportFailedError(str(exc.cause)) from None
+        # The workflow recorded the failure on the row; the person gets its reason in one line
+        # (its message: str() would put the error type in front).
+        cause = exc.cause
+        raise ExportFailedError(cause.message if isinstance(cause, FailureError) else str(cause)) from None
     except RPCError:
         async with sessions.begin() as session:
             await session.execute(
