@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import ClientError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
@@ -14,6 +15,7 @@ from temporalio.service import RPCError
 
 from activities.export import parse_s3_location, selection_conditions
 from brightrun.settings import Settings
+from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
 from models.messages import ExportInput, ExportResult, ExportSelection, SplitShare
 from models.tables import Conversation, Export
@@ -96,6 +98,8 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
         if not matching:
             status = request.review_status.value if request.review_status else "any"
             raise BatchInputError(f"nothing to export: no conversation of yours is {status} with this selection")
+    await _check_buckets(Storage(settings), location)
+    async with sessions.begin() as session:
         export_id = await session.scalar(
             insert(Export)
             .values(
@@ -126,6 +130,21 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
                     status=ExportStatus.FAILED.value, error_message="the export workflow could not start"
                 )
             )
+        raise
+
+
+async def _check_buckets(storage: Storage, location: str) -> None:
+    """The export's steps retry S3 without a cap, so an export started while S3 is down would wait
+    without a word: the bucket it reads and the one it writes must answer first."""
+    await storage.check_bucket(storage.conversation_bucket)
+    destination = parse_s3_location(location)
+    if destination is None:
+        return
+    try:
+        await storage.check_bucket(destination[0])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+            raise BatchInputError(f"--out {location}: S3 has no bucket {destination[0]!r}") from None
         raise
 
 

@@ -173,6 +173,14 @@ def test_environment_variables_win_over_the_env_file(
     assert "Connect call failed" in result.stderr
 
 
+@pytest.fixture
+async def approved(sessions: async_sessionmaker, storage: Storage) -> tuple[str, uuid.UUID]:
+    """A user with one approved conversation: what `review show` and `export` need to reach S3."""
+    user = f"ada-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    return user, await new_conversation(sessions, storage, job, user, dialogue("ada"), review_status=ReviewStatus.APPROVED.value)
+
+
 @pytest.mark.parametrize(
     ("broken", "args", "message"),
     [
@@ -180,11 +188,14 @@ def test_environment_variables_win_over_the_env_file(
         ({"DATABASE_URL": "{missing_database}"}, ["catalog"], 'database "no_such_database" does not exist'),
         ({"TEMPORAL_ADDRESS": "127.0.0.1:{port}"}, ["status", "0b7a8c44-0000-4000-8000-000000000000"], "Failed client connect"),
         ({"BRIGHTRUN_STACK_ENV_FILE": "/nonexistent/env", "DATABASE_URL": None}, ["jobs"], "Is the stack up"),
+        ({"S3_ENDPOINT_URL": "http://127.0.0.1:{port}"}, ["review", "show", "{conversation}", "--user", "{user}"], "S3 storage"),
+        ({"S3_ENDPOINT_URL": "http://127.0.0.1:{port}"}, ["export", "--user", "{user}", "--out", "{out}"], "S3 storage"),
     ],
-    ids=["database-down", "database-missing", "temporal-down", "no-env-file"],
+    ids=["database-down", "database-missing", "temporal-down", "no-env-file", "s3-down-review-show", "s3-down-export"],
 )
 def test_an_unreachable_service_gets_one_line_and_exit_3(
-    cli_env: dict[str, str], stack: dict[str, str], broken: dict[str, str | None], args: list[str], message: str
+    cli_env: dict[str, str], stack: dict[str, str], approved: tuple[str, uuid.UUID], tmp_path: Path,
+    broken: dict[str, str | None], args: list[str], message: str,
 ) -> None:
     missing_database = make_url(stack["DATABASE_URL"]).set(database="no_such_database").render_as_string(False)
     env = dict(cli_env)
@@ -193,8 +204,9 @@ def test_an_unreachable_service_gets_one_line_and_exit_3(
             env.pop(key, None)
         else:
             env[key] = value.format(port=free_port(), missing_database=missing_database)
+    user, conversation = approved
 
-    result = starter(env, *args)
+    result = starter(env, *(arg.format(user=user, conversation=conversation, out=tmp_path / "out") for arg in args))
 
     assert result.returncode == 3, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
