@@ -35,7 +35,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from brightrun.db import create_engine, create_sessionmaker
-from brightrun.settings import Settings, get_settings
+from brightrun.settings import Settings, SettingsError, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, run_and_exit, temporal_address
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
@@ -78,7 +78,7 @@ async def _context(with_temporal: bool) -> AsyncIterator[Context]:
 
 def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False) -> T:
     """Run one command. Every failure ends in one clear line and a non-zero exit: 2 for bad
-    input, 3 when a service cannot be reached or refuses, 4 when pause, resume or cancel was sent
+    input or settings, 3 when a service cannot be reached or refuses, 4 when pause, resume or cancel was sent
     but the job did not show it in time, 1 for anything else."""
 
     async def main() -> T:
@@ -87,7 +87,7 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
 
     try:
         return asyncio.run(main())
-    except batches.BatchInputError as exc:
+    except (batches.BatchInputError, SettingsError) as exc:
         _fail(2, str(exc))
     except batches.ControlNotConfirmed as exc:
         _fail(4, str(exc))
@@ -492,5 +492,31 @@ def export_dataset(
                       highlight=False)
 
 
+def main() -> NoReturn:
+    """The command line, with typer's own errors in one line too: a usage error comes as a boxed
+    panel under the usage text."""
+    try:
+        result = app(standalone_mode=False)
+    except typer.TyperException as exc:
+        # No args: the help is printed already (typer's rich_utils matches the class by name too).
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            typer.echo(f"error: {_usage_message(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    # Without standalone mode typer returns a typer.Exit's code, or the command's None.
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    """`--tier: 'bogus' is not one of ...` rather than `Invalid value for '--tier': Value error, ...`."""
+    param = error.param if type(error) is typer.BadParameter else None  # not MissingParameter's wording
+    if param is not None:
+        name = param.opts[0] if param.opts else param.name
+        return f"{name}: {_first_line(error.message.removeprefix('Value error, '))}"
+    return _first_line(error.format_message())
+
+
 if __name__ == "__main__":
-    run_and_exit(app)
+    run_and_exit(main)

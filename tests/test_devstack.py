@@ -75,4 +75,4 @@ def test_any_failure_of_the_devstack_command_is_one_line() -> None:
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
-    assert result.stderr.startswith("error: ")
+    assert result.stderr.startswith("error: DATABASE_URL: must be a postgresql:// URL")
