@@ -57,7 +57,6 @@ with workflow.unsafe.imports_passed_through():
         CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT,
         DATA_STEP,
         ITEM_CANCEL_GRACE,
-        ITEM_FINISHED_SIGNAL,
         ITEMS_STARTED_BY_ACTIVITY,
         history_is_long,
         item_priority,
@@ -334,7 +333,8 @@ class BatchJobWorkflow:
 
     # --- signals and queries ------------------------------------------------------------
 
-    @workflow.signal(name=ITEM_FINISHED_SIGNAL)
+    # The name on the wire, whatever the method is called: running items and saved histories send it.
+    @workflow.signal(name="item_finished")
     def item_finished(self, outcome: ItemFinished) -> None:
         # Items report at least once; only the first report of an in-flight item counts.
         if outcome.item_id not in self._in_flight:
