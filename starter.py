@@ -186,8 +186,8 @@ def launch(
 def _status_table(status: batches.JobStatusView) -> Table:
     table = Table(show_header=False, box=None)
     for key, value in status.as_json().items():
-        if key == "waiting_on" and value:
-            value = "\n".join(outage["summary"] for outage in value)
+        if key == "waiting_on" and status.waiting_on:
+            value = "\n".join(outage.summary for outage in status.waiting_on)
         if value is not None:
             table.add_row(key, str(value))
     return table
@@ -278,7 +278,7 @@ def watch(
                     completed=current.completed + current.cancelled,
                     detail=f"ok {current.successful}  failed {current.failed}  cancelled {current.cancelled}"
                     f"  in flight {current.in_flight}  ${current.cost_usd:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
-                    + "".join(f"  waiting for {outage['part']}" for outage in current.waiting_on or []),
+                    + "".join(f"  waiting for {outage.part}" for outage in current.waiting_on or []),
                 )
                 if current.status.is_final:
                     return current
