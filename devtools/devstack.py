@@ -14,7 +14,7 @@ together with its start time, which protects against a recycled pid after a rebo
 Library use (the test suite): `start(StackConfig(root=...))` returns the environment the
 parts are reachable with; `stop(root)` stops whatever was started under `root`.
 `stop_part`, `restart_part` and `start_worker` stop and start single parts of a running stack
-(devtools/outages.py builds outages from them).
+(devtools/outage_controls.py builds outages from them).
 """
 
 from __future__ import annotations
