@@ -263,6 +263,7 @@ async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) 
     policy lets a new run take the id of an ended one)."""
     job_id = job.id
     workflow_id = job_workflow_id(job_id)
+    summary = job_summary(job)
     await client.start_workflow(
         BatchJobWorkflow.run,
         BatchJobInput(
@@ -272,10 +273,11 @@ async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) 
             page_size=settings.item_page_size,
             history_event_limit=settings.history_event_limit,
             unreported_check_s=settings.unreported_check_s,
+            summary=summary,
         ),
         id=workflow_id,
         task_queue=settings.task_queue,
-        static_summary=job_summary(job),
+        static_summary=summary,
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search_attributes.BATCH_JOB_ID, str(job_id)),
