@@ -35,7 +35,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from brightrun.db import create_engine, create_sessionmaker
-from brightrun.settings import Settings, get_settings
+from brightrun.settings import Settings, SettingsError, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, run_and_exit, temporal_address
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
@@ -78,7 +78,7 @@ async def _context(with_temporal: bool) -> AsyncIterator[Context]:
 
 def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False) -> T:
     """Run one command. Every failure ends in one clear line and a non-zero exit: 2 for bad
-    input, 3 when a service cannot be reached or refuses, 4 when pause, resume or cancel was sent
+    input or settings, 3 when a service cannot be reached or refuses, 4 when pause, resume or cancel was sent
     but the job did not show it in time, 1 for anything else."""
 
     async def main() -> T:
@@ -87,7 +87,7 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
 
     try:
         return asyncio.run(main())
-    except batches.BatchInputError as exc:
+    except (batches.BatchInputError, SettingsError) as exc:
         _fail(2, str(exc))
     except batches.ControlNotConfirmed as exc:
         _fail(4, str(exc))
@@ -97,10 +97,13 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
         _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
     except (BotoCoreError, ClientError) as exc:
         _fail(3, f"S3 storage: {_first_line(exc)}. {_STACK_HINT}")
+    except exports.ExportFailedError as exc:
+        _fail(1, _first_line(exc))  # the workflow's reason names the export already
     except RuntimeError as exc:
-        if "Failed client connect" not in str(exc):
-            raise
-        _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
+        # A re-raise here would skip the handlers below: every other RuntimeError ends here too.
+        if "Failed client connect" in str(exc):
+            _fail(3, f"Temporal at {temporal_address(get_settings())}: {_first_line(exc)}. {_STACK_HINT}")
+        _fail(1, f"{exc.__class__.__name__}: {_first_line(exc)}")
     except (ConnectionError, OSError, TimeoutError) as exc:
         # asyncpg refuses with OSError, the Temporal client with RuntimeError("Failed client connect").
         _fail(3, f"cannot reach a service ({exc.__class__.__name__}: {_first_line(exc)}). {_STACK_HINT}")
@@ -183,8 +186,8 @@ def launch(
 def _status_table(status: batches.JobStatusView) -> Table:
     table = Table(show_header=False, box=None)
     for key, value in status.as_json().items():
-        if key == "waiting_on" and value:
-            value = "\n".join(outage["summary"] for outage in value)
+        if key == "waiting_on" and status.waiting_on:
+            value = "\n".join(outage.summary for outage in status.waiting_on)
         if value is not None:
             table.add_row(key, str(value))
     return table
@@ -275,7 +278,7 @@ def watch(
                     completed=current.completed + current.cancelled,
                     detail=f"ok {current.successful}  failed {current.failed}  cancelled {current.cancelled}"
                     f"  in flight {current.in_flight}  ${current.cost_usd:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
-                    + "".join(f"  waiting for {outage['part']}" for outage in current.waiting_on or []),
+                    + "".join(f"  waiting for {outage.part}" for outage in current.waiting_on or []),
                 )
                 if current.status.is_final:
                     return current
@@ -489,5 +492,31 @@ def export_dataset(
                       highlight=False)
 
 
+def main() -> NoReturn:
+    """The command line, with typer's own errors in one line too: a usage error comes as a boxed
+    panel under the usage text."""
+    try:
+        result = app(standalone_mode=False)
+    except typer.TyperException as exc:
+        # No args: the help is printed already (typer's rich_utils matches the class by name too).
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            typer.echo(f"error: {_usage_message(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    # Without standalone mode typer returns a typer.Exit's code, or the command's None.
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    """`--tier: 'bogus' is not one of ...` rather than `Invalid value for '--tier': Value error, ...`."""
+    param = error.param if type(error) is typer.BadParameter else None  # not MissingParameter's wording
+    if param is not None:
+        name = param.opts[0] if param.opts else param.name
+        return f"{name}: {_first_line(error.message.removeprefix('Value error, '))}"
+    return _first_line(error.format_message())
+
+
 if __name__ == "__main__":
-    run_and_exit(app)
+    run_and_exit(main)

@@ -403,6 +403,7 @@ class MessageBatchActivities:
         async def signal(item_id: uuid.UUID, result: BatchResult) -> None:
             async with limit:
                 try:
+                    # By name: an activity must not import a workflow (imports never run upward).
                     await self._temporal.get_workflow_handle(item_workflow_id(item_id)).signal(BATCH_RESULT_SIGNAL, result)
                 except RPCError as exc:
                     if exc.status != RPCStatusCode.NOT_FOUND:

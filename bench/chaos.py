@@ -47,7 +47,7 @@ from brightrun.db import create_engine, create_sessionmaker
 from brightrun.storage import enriched_conversation_key
 from brightrun.temporal_client import connect
 from devtools import devstack, sample_catalog
-from devtools.outages import Outages, WorkerPool
+from devtools.outage_controls import Outages, WorkerPool
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation, Persona

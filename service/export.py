@@ -6,13 +6,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import ClientError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
 from activities.export import parse_s3_location, selection_conditions
 from brightrun.settings import Settings
+from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
 from models.messages import ExportInput, ExportResult, ExportSelection, SplitShare
 from models.tables import Conversation, Export
@@ -95,6 +98,8 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
         if not matching:
             status = request.review_status.value if request.review_status else "any"
             raise BatchInputError(f"nothing to export: no conversation of yours is {status} with this selection")
+    await _check_buckets(Storage(settings), location)
+    async with sessions.begin() as session:
         export_id = await session.scalar(
             insert(Export)
             .values(
@@ -114,8 +119,10 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
             task_queue=settings.task_queue,
         )
     except WorkflowFailureError as exc:
-        # The workflow recorded the failure on the row; the person gets its reason in one line.
-        raise ExportFailedError(str(exc.cause)) from None
+        # The workflow recorded the failure on the row; the person gets its reason in one line
+        # (its message: str() would put the error type in front).
+        cause = exc.cause
+        raise ExportFailedError(cause.message if isinstance(cause, FailureError) else str(cause)) from None
     except RPCError:
         async with sessions.begin() as session:
             await session.execute(
@@ -123,6 +130,21 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
                     status=ExportStatus.FAILED.value, error_message="the export workflow could not start"
                 )
             )
+        raise
+
+
+async def _check_buckets(storage: Storage, location: str) -> None:
+    """The export's steps retry S3 without a cap, so an export started while S3 is down would wait
+    without a word: the bucket it reads and the one it writes must answer first."""
+    await storage.check_bucket(storage.conversation_bucket)
+    destination = parse_s3_location(location)
+    if destination is None:
+        return
+    try:
+        await storage.check_bucket(destination[0])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+            raise BatchInputError(f"--out {location}: S3 has no bucket {destination[0]!r}") from None
         raise
 
 

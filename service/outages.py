@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -22,7 +22,7 @@ MAX_DESCRIBED_ITEMS = 100
 
 
 class Outage(BaseModel):
-    """One part a job waits for."""
+    """One part a job waits for (`status` shows it, and `status --json` prints its fields)."""
 
     part: str  # "PostgreSQL" or "S3 storage"
     error_type: str
@@ -31,7 +31,9 @@ class Outage(BaseModel):
     job_steps: list[str]  # the job workflow's own steps waiting for it
     last_error: str
 
-    def describe(self) -> str:
+    @computed_field  # type: ignore[prop-decorator]  # mypy does not know decorated properties
+    @property
+    def summary(self) -> str:
         """e.g. "waiting for PostgreSQL since 02:03 (3 items; job step set_job_status)"."""
         since = f" since {self.since.astimezone():%H:%M}" if self.since else ""
         waiting = [f"{self.items} item{'s' if self.items != 1 else ''}"] if self.items else []

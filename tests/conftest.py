@@ -39,6 +39,7 @@ _LEVEL_BY_FIXTURE = (
     ("stack", pytest.mark.integration),
     ("own_stack", pytest.mark.integration),
     ("time_skipping_env", pytest.mark.workflow),
+    ("own_time_skipping_env", pytest.mark.workflow),
     ("own_ts_client", pytest.mark.workflow),
 )
 

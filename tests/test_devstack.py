@@ -1,16 +1,21 @@
 """`make up` (devstack.start) restarts what is not running, also when the shell sourced the
-stack's env file, so DATABASE_URL names the stack's own embedded PostgreSQL."""
+stack's env file, so DATABASE_URL names the stack's own embedded PostgreSQL (even after `make
+down` deleted that file); any failure of the command is one line."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools import devstack
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -37,11 +42,37 @@ def test_up_from_a_shell_that_sourced_the_env_file_restarts_the_embedded_postgre
     assert "postgres" in devstack.running_parts(own_stack.root)
 
 
+def test_down_then_up_from_a_shell_that_sourced_the_old_env_file_starts_the_embedded_postgres_again(
+    own_stack: devstack.StackConfig,
+) -> None:
+    env = devstack.start(own_stack)
+    devstack.stop(own_stack.root)  # `make down`: every part stops and the env file is deleted
+    assert not (own_stack.root / "env").exists() and not devstack.answers("postgres", env)
+
+    # `make up` from the shell that still has the old DATABASE_URL.
+    again = devstack.start(dataclasses.replace(own_stack, database_url=env["DATABASE_URL"]))
+
+    assert again["DATABASE_URL"] == env["DATABASE_URL"]
+    assert devstack.answers("postgres", again)
+    assert "postgres" in devstack.running_parts(own_stack.root)
+
+
 def test_a_database_url_of_another_server_is_not_taken_for_the_stacks_own(tmp_path: Path) -> None:
     root = tmp_path / "stack"
     (root / "pgdata").mkdir(parents=True)
     (root / "pgdata" / "PG_VERSION").write_text("18\n")
-    (root / "env").write_text("DATABASE_URL='postgresql+asyncpg://postgres@/brightrun?host=/tmp/own'\n")
 
-    assert devstack._is_own_embedded_database(root, "postgresql+asyncpg://postgres@/brightrun?host=/tmp/own")
+    assert devstack._is_own_embedded_database(root, f"postgresql+asyncpg://postgres@/brightrun?host={root / 'pgdata'}")
+    assert not devstack._is_own_embedded_database(root, "postgresql+asyncpg://postgres@/brightrun?host=/tmp/other")
     assert not devstack._is_own_embedded_database(root, "postgresql://postgres@127.0.0.1:5432/brightrun")
+
+
+def test_any_failure_of_the_devstack_command_is_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.devstack", "buckets"], check=False, cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "DATABASE_URL": "mysql://x"}, timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("error: DATABASE_URL: must be a postgresql:// URL")

@@ -205,6 +205,7 @@ async def test_refusals_name_the_problem(
         (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a")), "nothing to export"),
         (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "full")), "already exists and is not an empty directory"),
         (ExportRequest(owner=Owner.of(user), out="s3:///x"), "names no bucket"),
+        (ExportRequest(owner=Owner.of(user), out="s3://no-such-bucket/x"), "S3 has no bucket 'no-such-bucket'"),
         (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "a"), split="train=0.5"), "add up to 0.5"),
     ]
     for request, message in cases:

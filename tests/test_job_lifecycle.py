@@ -21,7 +21,7 @@ from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from workflows.config import CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT, ITEM_FINISHED_SIGNAL
+from workflows.config import CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT
 
 
 @asynccontextmanager
@@ -258,7 +258,7 @@ async def test_a_report_delivered_with_the_first_task_of_a_continued_run_is_coun
     state = BatchProgressState(total_items=3, next_position=1, in_flight=[reported.item_id], plan=batch.plan())
     # No worker yet: the report waits in the run's first workflow task, before `run` starts.
     handle = await start(ts_client, task_queue, batch, state=state)
-    await handle.signal(ITEM_FINISHED_SIGNAL, ItemFinished(item_id=reported.item_id, status=ItemStatus.COMPLETED))
+    await handle.signal(BatchJobWorkflow.item_finished, ItemFinished(item_id=reported.item_id, status=ItemStatus.COMPLETED))
 
     async with worker_for(ts_client, task_queue, batch):
         result = await handle.result()

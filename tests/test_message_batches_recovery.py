@@ -21,7 +21,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from devtools import devstack
-from devtools.outages import WorkerPool
+from devtools.outage_controls import WorkerPool
 from devtools.standin_control import StandinControl
 from models.enums import DeliveryMode, ItemStatus, JobStatus, Tier
 from models.messages import SubmitBatchInput

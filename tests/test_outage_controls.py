@@ -1,4 +1,4 @@
-"""The outage controls of devtools/outages.py on a real stack: each part is really down (its
+"""The outage controls of devtools/outage_controls.py on a real stack: each part is really down (its
 clients are refused) and then really back, on the same address, with its data."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from brightrun.storage import Storage
 from devtools import devstack
-from devtools.outages import Outages, WorkerPool
+from devtools.outage_controls import Outages, WorkerPool
 from tests.helpers import eventually
 
 

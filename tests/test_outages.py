@@ -43,6 +43,7 @@ from models.messages import (
 from models.tables import BatchItem, BatchJob, Conversation
 from models.workflow_ids import item_workflow_id, job_workflow_id
 from service import batches
+from service.outages import Outage
 from tests.conftest import REPO
 from tests.fakes import FakeActivities, FakeBatch
 from tests.gate import TcpGate
@@ -153,14 +154,14 @@ async def two_items_in_flight(
     return job
 
 
-async def both_items_waiting(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> dict:
+async def both_items_waiting(sessions: async_sessionmaker, client: Client, job_id: uuid.UUID) -> Outage:
     """The one `waiting_on` entry of `status`, once it counts both items."""
-    async def waiting_on() -> list[dict] | None:
+    async def waiting_on() -> list[Outage] | None:
         return (await batches.job_status(sessions, str(job_id), client)).waiting_on
 
     async def both_wait() -> bool:
         outages = await waiting_on()
-        return bool(outages and outages[0]["items"] == 2)
+        return bool(outages and outages[0].items == 2)
 
     await eventually(both_wait, "status shows both items waiting", timeout_s=60)
     outages = await waiting_on()
@@ -225,11 +226,11 @@ async def test_a_database_outage_delays_the_items_and_status_says_so(
     outage_began = datetime.now(UTC)
     await gate.close()  # PostgreSQL is gone for the workers: the Claude calls end, linking cannot
     waiting_on = await both_items_waiting(sessions, stack_client, job.job_id)
-    assert waiting_on["part"] == "PostgreSQL" and waiting_on["error_type"] == DATABASE_UNAVAILABLE
-    assert waiting_on["last_error"].startswith("PostgreSQL unavailable: ")
-    since = datetime.fromisoformat(waiting_on["since"])
-    assert outage_began - timedelta(seconds=30) < since <= datetime.now(UTC)
-    assert waiting_on["summary"].startswith(f"waiting for PostgreSQL since {since.astimezone():%H:%M} (2 items): ")
+    assert waiting_on.part == "PostgreSQL" and waiting_on.error_type == DATABASE_UNAVAILABLE
+    assert waiting_on.last_error.startswith("PostgreSQL unavailable: ")
+    since = waiting_on.since
+    assert since is not None and outage_began - timedelta(seconds=30) < since <= datetime.now(UTC)
+    assert waiting_on.summary.startswith(f"waiting for PostgreSQL since {since.astimezone():%H:%M} (2 items): ")
 
     # Without the database, `status` shows the workflow's view, says what is down, and exits 3.
     shown = await asyncio.to_thread(cli_status, settings, job.job_id)
@@ -282,9 +283,9 @@ async def test_a_storage_outage_delays_the_items_and_status_says_so(
 
     await gate.close()  # S3 is gone for the data steps: the answers cannot be stored
     waiting_on = await both_items_waiting(sessions, stack_client, job.job_id)
-    assert (waiting_on["part"], waiting_on["error_type"]) == ("S3 storage", STORAGE_UNAVAILABLE)
-    assert waiting_on["last_error"].startswith("S3 storage unavailable: Could not connect to the endpoint URL")
-    assert waiting_on["summary"].startswith("waiting for S3 storage since ")
+    assert (waiting_on.part, waiting_on.error_type) == ("S3 storage", STORAGE_UNAVAILABLE)
+    assert waiting_on.last_error.startswith("S3 storage unavailable: Could not connect to the endpoint URL")
+    assert waiting_on.summary.startswith("waiting for S3 storage since ")
 
     await gate.open()
     await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=90)

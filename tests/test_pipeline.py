@@ -3,11 +3,14 @@ stand-in over HTTP with the real SDK, and the real worker."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
 from brightrun.settings import Settings
@@ -16,9 +19,15 @@ from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, Conversation
+from models.workflow_ids import item_workflow_id
 from tests.helpers import histories_quoting, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
+
+
+PERSONAS = ["David Chen", "Maria Gonzalez"]
+ARCS = ["Couple Conflict -> Alignment", "Grief -> Acceptance"]
+TOPICS = ["Essential Estate Planning", "Paying Down Debt"]
 
 
 async def test_a_batch_runs_end_to_end_and_links_every_item(
@@ -32,9 +41,9 @@ async def test_a_batch_runs_end_to_end_and_links_every_item(
         sessions,
         stack_client,
         stack_settings,
-        personas=["David Chen", "Maria Gonzalez"],
-        arcs=["Couple Conflict -> Alignment", "Grief -> Acceptance"],
-        topics=["Essential Estate Planning", "Paying Down Debt"],
+        personas=PERSONAS,
+        arcs=ARCS,
+        topics=TOPICS,
         tier=Tier.TEMPLATE,
         template="00000000-0000-0000-0000-000000000000",
         concurrency=3,
@@ -68,6 +77,12 @@ async def test_a_batch_runs_end_to_end_and_links_every_item(
         assert len(final.turns) == conversation.turn_count
     stats = await standin.stats()
     assert stats["requests"] == 8
+    # Each item's line in the web UI's workflow list: persona · arc · topic.
+    summaries = [
+        await (await stack_client.get_workflow_handle(item_workflow_id(item.id)).describe()).static_summary()
+        for item in items
+    ]
+    assert sorted(summaries, key=str) == sorted(" · ".join(combination) for combination in itertools.product(PERSONAS, ARCS, TOPICS))
     # The prompts live in storage: no item's history carries one (the persona's name is in
     # every resolved prompt, the template's instructions in every system prompt).
     for prompt_text in ("Persona: David Chen", "You write training conversations"):
@@ -133,3 +148,36 @@ async def test_samples_make_distinct_conversations_of_one_combination(
         turns_by_persona.setdefault(document.metadata.persona, set()).add(json.dumps([t.model_dump() for t in document.turns]))
     # Each combination's three samples are three different conversations.
     assert {persona: len(turns) for persona, turns in turns_by_persona.items()} == {"David Chen": 3, "Maria Gonzalez": 3}
+
+
+async def test_a_continued_run_of_a_job_carries_its_summary_in_its_details(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings
+) -> None:
+    # A history this short makes the job continue as new on the way.
+    settings = stack_settings.model_copy(update={"history_event_limit": 50})
+    job = await launch_and_wait(
+        sessions, stack_client, settings, personas=PERSONAS, arcs=ARCS, topics=TOPICS, tier=Tier.TEMPLATE,
+        concurrency=2, name="summary test",
+    )
+
+    summary = "summary test · 8 items · template · online"
+    first, *continued = [stack_client.get_workflow_handle(job.workflow_id, run_id=run_id)
+                         for run_id in await _runs(stack_client, job.workflow_id)]
+    assert continued, "the job continued as new"
+    assert await (await first.describe()).static_summary() == summary
+    for run in continued:
+        # The server gives a continued run no static summary (Temporal 1.32, SDK 1.35); its details carry it.
+        assert await (await run.describe()).static_summary() is None
+        details = (await run.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+        assert details.startswith(f"{summary}\n\n**")
+
+
+async def _runs(client: Client, workflow_id: str) -> list[str]:
+    """A workflow's run ids, first to last, each run's continue-as-new naming the next."""
+    run_ids = [(await client.get_workflow_handle(workflow_id).describe()).raw_description.workflow_execution_info.first_run_id]
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_ids[-1]).fetch_history()
+        last = history.events[-1]
+        if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            return run_ids
+        run_ids.append(last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id)

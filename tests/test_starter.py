@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -15,13 +16,15 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
 
 from brightrun.settings import Settings
+from brightrun.storage import Storage, final_conversation_key
 from devtools.devstack import free_port
-from models.enums import ItemStatus, JobStatus, Tier
+from models.enums import ItemStatus, JobStatus, ReviewStatus, Tier
 from models.messages import BatchItemInput, JobProgress
 from models.tables import BatchItem, BatchJob
 from models.workflow_ids import item_workflow_id, job_workflow_id
 from service import batches
 from tests.conftest import REPO
+from tests.conversations import dialogue, new_conversation, new_job
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
@@ -90,6 +93,25 @@ async def test_bad_input_gets_one_clear_line_a_nonzero_exit_and_creates_nothing(
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], "one line"
     assert message in result.stderr
     assert await _counts(sessions) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "line"),
+    [
+        ([*LAUNCH[:-1], "bogus"], {}, 2, "error: --tier: 'bogus' is not one of 'template', 'scenario', 'edge_case'."),
+        (["launch", "--persona", "David Chen"], {}, 2, "error: Missing option '--arc'."),
+        (["jobs", "--limit", "many"], {}, 2, "error: --limit: Input should be a valid integer, unable to parse string as an integer"),
+        (["catalog"], {"DATABASE_URL": "mysql://x"}, 2,
+         "error: DATABASE_URL: must be a postgresql:// URL (postgres:// and postgresql+asyncpg:// work too)"),
+    ],
+    ids=["bad-choice", "missing-option", "not-an-integer", "malformed-setting"],
+)
+def test_a_usage_or_settings_error_is_one_line_before_anything_is_reached(
+    args: list[str], env: dict[str, str], code: int, line: str
+) -> None:
+    result = starter({**os.environ, **env}, *args)
+
+    assert (result.returncode, result.stderr, result.stdout) == (code, line + "\n", "")
 
 
 @pytest.mark.usefixtures("pipeline_worker")
@@ -171,6 +193,14 @@ def test_environment_variables_win_over_the_env_file(
     assert "Connect call failed" in result.stderr
 
 
+@pytest.fixture
+async def approved(sessions: async_sessionmaker, storage: Storage) -> tuple[str, uuid.UUID]:
+    """A user with one approved conversation: what `review show` and `export` need to reach S3."""
+    user = f"ada-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    return user, await new_conversation(sessions, storage, job, user, dialogue("ada"), review_status=ReviewStatus.APPROVED.value)
+
+
 @pytest.mark.parametrize(
     ("broken", "args", "message"),
     [
@@ -178,11 +208,14 @@ def test_environment_variables_win_over_the_env_file(
         ({"DATABASE_URL": "{missing_database}"}, ["catalog"], 'database "no_such_database" does not exist'),
         ({"TEMPORAL_ADDRESS": "127.0.0.1:{port}"}, ["status", "0b7a8c44-0000-4000-8000-000000000000"], "Failed client connect"),
         ({"BRIGHTRUN_STACK_ENV_FILE": "/nonexistent/env", "DATABASE_URL": None}, ["jobs"], "Is the stack up"),
+        ({"S3_ENDPOINT_URL": "http://127.0.0.1:{port}"}, ["review", "show", "{conversation}", "--user", "{user}"], "S3 storage"),
+        ({"S3_ENDPOINT_URL": "http://127.0.0.1:{port}"}, ["export", "--user", "{user}", "--out", "{out}"], "S3 storage"),
     ],
-    ids=["database-down", "database-missing", "temporal-down", "no-env-file"],
+    ids=["database-down", "database-missing", "temporal-down", "no-env-file", "s3-down-review-show", "s3-down-export"],
 )
 def test_an_unreachable_service_gets_one_line_and_exit_3(
-    cli_env: dict[str, str], stack: dict[str, str], broken: dict[str, str | None], args: list[str], message: str
+    cli_env: dict[str, str], stack: dict[str, str], approved: tuple[str, uuid.UUID], tmp_path: Path,
+    broken: dict[str, str | None], args: list[str], message: str,
 ) -> None:
     missing_database = make_url(stack["DATABASE_URL"]).set(database="no_such_database").render_as_string(False)
     env = dict(cli_env)
@@ -191,12 +224,30 @@ def test_an_unreachable_service_gets_one_line_and_exit_3(
             env.pop(key, None)
         else:
             env[key] = value.format(port=free_port(), missing_database=missing_database)
+    user, conversation = approved
 
-    result = starter(env, *args)
+    result = starter(env, *(arg.format(user=user, conversation=conversation, out=tmp_path / "out") for arg in args))
 
     assert result.returncode == 3, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.usefixtures("pipeline_worker")
+async def test_a_failed_export_gets_one_line_and_exit_1(
+    cli_env: dict[str, str], sessions: async_sessionmaker, storage: Storage, tmp_path: Path
+) -> None:
+    user = f"ivan-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    lost = await new_conversation(sessions, storage, job, user, dialogue("lost"), review_status=ReviewStatus.APPROVED.value)
+    key = final_conversation_key(user, lost)
+    await asyncio.to_thread(storage.client.delete_object, Bucket=storage.conversation_bucket, Key=key)
+
+    result = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(tmp_path / "x"))
+
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], "one line, no traceback"
+    assert result.stderr.startswith("error: export ") and f"the final file {key} is missing" in result.stderr
 
 
 @pytest.mark.usefixtures("pipeline_worker")

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         TokenUsage,
     )
     from models.workflow_ids import item_conversation_id, message_batches_workflow_id
-    from workflows.config import DATA_STEP, ITEM_FINISHED_SIGNAL, claude_step
+    from workflows.config import DATA_STEP, claude_step
     from workflows.message_batches import MessageBatchesWorkflow
 
 
@@ -290,8 +290,13 @@ class BatchItemWorkflow:
         # The row keeps the first final status; the job must count the same one.
         outcome = outcome.model_copy(update={"status": recorded})
         workflow.logger.info("item %s", outcome.status.value, extra={"item_id": str(outcome.item_id)})
+        with workflow.unsafe.imports_passed_through():
+            # Here, not at the top: workflows.batch_job imports this module.
+            from workflows.batch_job import BatchJobWorkflow
         try:
-            await workflow.get_external_workflow_handle(request.parent_workflow_id).signal(ITEM_FINISHED_SIGNAL, outcome)
+            await workflow.get_external_workflow_handle(request.parent_workflow_id).signal(
+                BatchJobWorkflow.item_finished, outcome
+            )
         except ApplicationError as error:
             # The job's workflow has ended (this run is a reset or a late start of the item): the
             # row holds the outcome, and the job's counters come from the rows.

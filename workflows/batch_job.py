@@ -57,7 +57,6 @@ with workflow.unsafe.imports_passed_through():
         CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT,
         DATA_STEP,
         ITEM_CANCEL_GRACE,
-        ITEM_FINISHED_SIGNAL,
         ITEMS_STARTED_BY_ACTIVITY,
         history_is_long,
         item_priority,
@@ -72,6 +71,7 @@ class BatchJobWorkflow:
         # A continued run's state must be in place before anything else: the first activation
         # delivers signals (item reports, pause, cancel) before `run` starts.
         self._job_id = request.job_id
+        self._summary = request.summary
         self._state = request.state or BatchProgressState()
         # In flight, as an ordered set: reports look items up one by one, and a batch-mode job
         # has all its items in flight (a list made each report O(n), a burst of them O(n^2)).
@@ -334,7 +334,8 @@ class BatchJobWorkflow:
 
     # --- signals and queries ------------------------------------------------------------
 
-    @workflow.signal(name=ITEM_FINISHED_SIGNAL)
+    # The name on the wire, whatever the method is called: running items and saved histories send it.
+    @workflow.signal(name="item_finished")
     def item_finished(self, outcome: ItemFinished) -> None:
         # Items report at least once; only the first report of an in-flight item counts.
         if outcome.item_id not in self._in_flight:
@@ -634,8 +635,11 @@ class BatchJobWorkflow:
         """The job's live line in the web UI (not a history event: cheap to set on every change)."""
         progress = self._progress(in_flight_items=[])  # set on every report: no copy of the in-flight ids
         eta = f"{progress.eta_seconds:.0f} s" if progress.eta_seconds is not None else "unknown"
+        # A continued run has no static summary (see BatchJobInput.summary): its details begin with it.
+        carried = f"{self._summary}\n\n" if self._summary and self._state.runs > 1 else ""
         workflow.set_current_details(
-            f"**{progress.status.value}**: {progress.completed + progress.cancelled} of {progress.total} done, "
+            carried
+            + f"**{progress.status.value}**: {progress.completed + progress.cancelled} of {progress.total} done, "
             f"{progress.successful} succeeded, {progress.failed} failed, {progress.cancelled} cancelled, "
             f"{progress.in_flight} in flight; cost ${progress.usage.cost_usd:.4f}; ETA {eta}"
             + (f"; enriched {self._state.enriched} conversations" if self._enrichment_shown else "")

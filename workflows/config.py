@@ -22,7 +22,6 @@ from activities.errors import (
 from models.enums import Tier
 from models.messages import ClaudeCallPlan
 
-ITEM_FINISHED_SIGNAL = "item_finished"
 # Patch id: a job starts its items' workflows through an activity, not as child workflows.
 ITEMS_STARTED_BY_ACTIVITY = "items-started-by-activity"
 # Patch id: a job continues as new without waiting for an enrichment page under way.
