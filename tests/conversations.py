@@ -3,6 +3,7 @@ comes after generation (enrichment, review, export)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlalchemy import insert
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from brightrun.storage import Storage, final_conversation_key
 from devtools.load_catalog import catalog_id
-from models.enums import JobStatus
+from models.enums import JobStatus, ReviewStatus
 from models.tables import BatchJob, Conversation
 
 PERSONA, ARC, TOPIC, TEMPLATE = "David Chen", "Couple Conflict -> Alignment", "Essential Estate Planning", "template - general"
@@ -57,3 +58,14 @@ async def new_conversation(
             )
         )
     return conversation_id
+
+
+async def approved_conversation_without_its_final_file(sessions: async_sessionmaker, storage: Storage) -> tuple[str, str]:
+    """A new user's approved conversation whose final file is gone: its export must fail.
+    Returns the user and the missing file's key."""
+    user = f"ivan-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    lost = await new_conversation(sessions, storage, job, user, dialogue("lost"), review_status=ReviewStatus.APPROVED.value)
+    key = final_conversation_key(user, lost)
+    await asyncio.to_thread(storage.client.delete_object, Bucket=storage.conversation_bucket, Key=key)
+    return user, key

@@ -21,14 +21,14 @@ from temporalio.worker import Worker
 
 from activities.export import ExportActivities, parse_s3_location, split_at, split_sizes, training_messages
 from brightrun.settings import Settings
-from brightrun.storage import Storage, final_conversation_key
+from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
 from models.messages import ExportInput, ExportSelection, SplitShare
 from models.tables import Export
 from service.batches import BatchInputError
 from service.export import ExportFailedError, ExportRequest, export, parse_splits
 from service.review import Owner
-from tests.conversations import dialogue, new_conversation, new_job
+from tests.conversations import approved_conversation_without_its_final_file, dialogue, new_conversation, new_job
 from tests.fakes import FakeExportActivities
 from tests.test_starter import starter
 from workflows.export import ExportWorkflow, export_workflow_id
@@ -219,11 +219,7 @@ async def test_refusals_name_the_problem(
 async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(
     export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage, tmp_path: Path,
 ) -> None:
-    user = f"ivan-{uuid.uuid4().hex[:6]}"
-    job = await new_job(sessions, user)
-    lost = await new_conversation(sessions, storage, job, user, dialogue("lost"), review_status=ReviewStatus.APPROVED.value)
-    key = final_conversation_key(user, lost)
-    await asyncio.to_thread(storage.client.delete_object, Bucket=storage.conversation_bucket, Key=key)
+    user, key = await approved_conversation_without_its_final_file(sessions, storage)
 
     with pytest.raises(ExportFailedError, match=f"the final file {key} is missing"):
         await export(sessions, stack_client, export_settings, ExportRequest(owner=Owner.of(user), out=str(tmp_path / "x")))

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
 
 from brightrun.settings import Settings
-from brightrun.storage import Storage, final_conversation_key
+from brightrun.storage import Storage
 from devtools.devstack import free_port
 from models.enums import ItemStatus, JobStatus, ReviewStatus, Tier
 from models.messages import BatchItemInput, JobProgress
@@ -24,7 +24,7 @@ from models.tables import BatchItem, BatchJob
 from models.workflow_ids import item_workflow_id, job_workflow_id
 from service import batches
 from tests.conftest import REPO
-from tests.conversations import dialogue, new_conversation, new_job
+from tests.conversations import approved_conversation_without_its_final_file, dialogue, new_conversation, new_job
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
@@ -237,11 +237,7 @@ def test_an_unreachable_service_gets_one_line_and_exit_3(
 async def test_a_failed_export_gets_one_line_and_exit_1(
     cli_env: dict[str, str], sessions: async_sessionmaker, storage: Storage, tmp_path: Path
 ) -> None:
-    user = f"ivan-{uuid.uuid4().hex[:6]}"
-    job = await new_job(sessions, user)
-    lost = await new_conversation(sessions, storage, job, user, dialogue("lost"), review_status=ReviewStatus.APPROVED.value)
-    key = final_conversation_key(user, lost)
-    await asyncio.to_thread(storage.client.delete_object, Bucket=storage.conversation_bucket, Key=key)
+    user, key = await approved_conversation_without_its_final_file(sessions, storage)
 
     result = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(tmp_path / "x"))
 
