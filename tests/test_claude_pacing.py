@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.claude_pacing import CallPacer, TurnTooFar
+from activities.claude_pacing import WINDOW_MARGIN_S, CallPacer, TurnTooFar
 
 TURN_S = 2.0  # 30 calls per minute
 # The database's clock moves on between a turn's taking and the next (a few ms here).
@@ -36,3 +37,14 @@ async def test_a_turn_further_away_than_the_call_can_wait_is_not_taken(sessions:
     assert too_far.value.wait_s == pytest.approx(2 * TURN_S, abs=CLOCK_SLACK_S)
     # The refused call took nothing: the next call gets the turn it would have had.
     assert await pacer.take_turn(max_wait_s=60) == pytest.approx(2 * TURN_S, abs=CLOCK_SLACK_S)
+
+
+async def test_no_60_s_window_holds_more_calls_than_the_limit_though_arrivals_jitter(sessions: async_sessionmaker) -> None:
+    calls_per_minute = 60
+    pacer = CallPacer(sessions, f"pacing-{uuid.uuid4()}", calls_per_minute)
+
+    starts = [time.time() + await pacer.take_turn(max_wait_s=120) for _ in range(calls_per_minute + 1)]
+
+    # The call after a minute's worth starts the margin an arrival may be late or early more than
+    # 60 s after the first (each start read off this clock within a few ms of the database's).
+    assert starts[-1] - starts[0] == pytest.approx(60 + WINDOW_MARGIN_S, abs=0.03)
