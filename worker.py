@@ -101,6 +101,7 @@ def build_main_worker(
             message_batches.cancel_batches,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )
 

@@ -80,7 +80,7 @@ async def run(items: int, history_event_limit: int, in_flight_items: int) -> dic
         task_queue=task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow, MessageBatchesWorkflow],
         activities=FakeActivities(batch, client).all() + FakeMessageBatchActivities(batch, api, client).all(),
-        max_concurrent_workflow_tasks=200,
+        max_concurrent_workflow_tasks=Settings.model_fields["worker_max_concurrent_workflow_tasks"].default,
         max_concurrent_activities=400,
     ):
         handle = await client.start_workflow(

@@ -38,6 +38,7 @@ from temporalio.worker import Worker
 from bench.rate_limit import ARCS, PERSONAS, TOPICS
 from bench.results_file import save_result
 from brightrun.db import create_engine, create_sessionmaker
+from brightrun.settings import Settings
 from brightrun.temporal_client import connect
 from devtools import devstack
 from devtools.binaries import venv_binary
@@ -96,7 +97,7 @@ async def run(items: int, concurrency: int, history_event_limit: int) -> dict:
         task_queue=task_queue,
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
         activities=FakeActivities(batch, env.client).all(),
-        max_concurrent_workflow_tasks=200,
+        max_concurrent_workflow_tasks=Settings.model_fields["worker_max_concurrent_workflow_tasks"].default,
         max_concurrent_activities=400,
     ):
         handle = await env.client.start_workflow(
