@@ -20,6 +20,11 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
 from bench.results_file import save_result
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
@@ -52,6 +57,7 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
             "personas": PERSONAS[:1], "arcs": ARCS[:1], "topics": TOPICS[:1], "samples": samples
         }
         request = batches.LaunchRequest(**catalog, tier=Tier.TEMPLATE, concurrency=32)
+        await until_workers_poll(client, settings)
         started, launched_at, cpu_before = time.monotonic(), time.time(), time.process_time()
         job = await batches.launch(sessions, client, settings, request)
         await client.get_workflow_handle(job.workflow_id).result()
@@ -78,6 +84,23 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
         "achieved_calls_per_minute": round((len(times) - 1) / span_min, 1) if span_min else None,
         "busiest_60s_window_requests": busiest_minute,
     }
+
+
+async def until_workers_poll(client: Client, settings: Settings) -> None:
+    """A deployed worker polls long before a job is launched, as the peers' code is loaded before
+    their clocks start: the first call is timed from the launch, not from a worker's start-up."""
+    queues = [
+        (settings.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        (settings.task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+        (settings.claude_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+    ]
+    deadline = time.monotonic() + 30
+    for name, kind in queues:
+        request = DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind)
+        while not (await client.workflow_service.describe_task_queue(request)).pollers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no worker polls {name} after 30 s")
+            await asyncio.sleep(0.05)
 
 
 def engine_settings(env: dict[str, str], calls_per_minute: float) -> Settings:
