@@ -98,6 +98,8 @@ def build_main_worker(
             message_batches.submit_batch,
             message_batches.poll_batch,
             message_batches.collect_results,
+            message_batches.store_results,
+            message_batches.announce_results,
             message_batches.cancel_batches,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,

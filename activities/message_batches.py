@@ -14,7 +14,7 @@ from typing import Any
 import anthropic
 from anthropic import AsyncAnthropic
 from anthropic.types.messages.batch_create_params import Request
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
@@ -31,6 +31,7 @@ from brightrun.storage import Storage, batch_request_key, raw_response_key
 from models.enums import BatchResultType, MessageBatchState
 from models.messages import (
     BATCH_RESULT_SIGNAL,
+    AnnounceBatchResults,
     BatchResult,
     GeneratedRaw,
     MessageBatchRef,
@@ -49,8 +50,8 @@ _UNLIMITED_ATTEMPTS = 2**31
 # The cache prefix every request of a job shares; batches ask for the 1-hour cache because a
 # batch may take longer than the 5-minute one lives.
 BATCH_CACHE_CONTROL = {"type": "ephemeral", "ttl": "1h"}
-# Results are written and announced in chunks: one database round trip and a bounded burst of
-# signals per chunk, and a heartbeat that lets a retried attempt resume after the last chunk.
+# Results are stored in chunks (one database round trip each, and a heartbeat that lets a retried
+# attempt resume after the last chunk) and announced in bounded bursts of signals.
 RESULTS_CHUNK = 200
 SIGNALS_AT_ONCE = 32
 # A retried submission looks for a batch its earlier attempt created this long before the row's
@@ -305,11 +306,11 @@ class MessageBatchActivities:
             )
         return PolledBatch(status=MessageBatchState(batch.processing_status), request_counts=counts)
 
-    @activity.defn(name="collect_message_batch_results")
-    async def collect_results(self, ref: MessageBatchRef) -> int:
-        """Streams an ended batch's results: each reply goes to storage where an online call's
-        would, each result to its item workflow. Resumes after the last chunk a failed attempt
-        announced; announcing twice is harmless (an item takes the first result of a request)."""
+    @activity.defn(name="store_message_batch_results")
+    async def store_results(self, ref: MessageBatchRef) -> int:
+        """Streams an ended batch's results once: each reply goes to storage where an online
+        call's would, each result onto its request's row, for announce_results to hand out.
+        Resumes after the last chunk a failed attempt stored."""
         async with self._sessions() as session:
             requests = {
                 row.custom_id: row
@@ -320,33 +321,69 @@ class MessageBatchActivities:
                 ).scalars()
             }
         details = activity.info().heartbeat_details
-        # Lines read, and lines whose results were announced (what a retried attempt skips).
-        progress = {"announced": int(details[0]["announced"]) if details else 0}
-        chunk: list[tuple[MessageBatchRequest, BatchResult]] = []
+        progress = {"stored": int(details[0].get("stored", 0)) if details else 0}  # lines a retry skips
+        chunk: list[BatchResult] = []
         seen = 0
         async with heartbeating(progress):
             async for line in self._results(ref.anthropic_batch_id):
                 seen += 1
                 staged = requests.get(line.custom_id)
-                if seen <= progress["announced"]:
+                if seen <= progress["stored"]:
                     continue
                 if staged is None:
                     log.warning("a result for a request this batch did not have", custom_id=line.custom_id)
                     continue
-                chunk.append((staged, await self._result(ref, staged, line)))
+                chunk.append(await self._result(ref, staged, line))
                 if len(chunk) >= RESULTS_CHUNK:
-                    await self._deliver(chunk)
+                    await self._record(chunk)
                     chunk = []
-                    progress["announced"] = seen
-            await self._deliver(chunk)
+                    progress["stored"] = seen
+            await self._record(chunk)
         async with self._sessions.begin() as session:
             await session.execute(
                 update(MessageBatch)
                 .where(MessageBatch.id == ref.message_batch_id)
                 .values(results_collected_at=datetime.now(UTC))
             )
-        log.info("message batch results collected", job_id=str(ref.job_id), anthropic_batch_id=ref.anthropic_batch_id, results=seen)
+        log.info("message batch results stored", job_id=str(ref.job_id), anthropic_batch_id=ref.anthropic_batch_id, results=seen)
         return seen
+
+    @activity.defn(name="announce_message_batch_results")
+    async def announce_results(self, request: AnnounceBatchResults) -> int:
+        """Hands up to `limit` stored results of the batch to their items; returns how many are
+        left. Announcing twice is harmless (an item takes the first result of a request)."""
+        unannounced = (
+            MessageBatchRequest.message_batch_id == request.ref.message_batch_id,
+            MessageBatchRequest.result.is_not(None),
+            MessageBatchRequest.announced_at.is_(None),
+        )
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(MessageBatchRequest.custom_id, MessageBatchRequest.batch_item_id, MessageBatchRequest.result)
+                    .where(*unannounced)
+                    .order_by(MessageBatchRequest.custom_id)
+                    .limit(request.limit)
+                )
+            ).all()
+        async with heartbeating(request.ref.anthropic_batch_id):
+            await self._announce([(item_id, BatchResult.model_validate(result)) for _, item_id, result in rows])
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(MessageBatchRequest)
+                .where(MessageBatchRequest.custom_id.in_([custom_id for custom_id, _, _ in rows]))
+                .values(announced_at=datetime.now(UTC))
+            )
+            return await session.scalar(select(func.count()).where(*unannounced)) or 0
+
+    @activity.defn(name="collect_message_batch_results")
+    async def collect_results(self, ref: MessageBatchRef) -> int:
+        """Stores and announces all of a batch's results in one step: what runs started before
+        results were announced in steps still call."""
+        collected = await self.store_results(ref)
+        while await self.announce_results(AnnounceBatchResults(ref=ref, limit=RESULTS_CHUNK)):
+            pass
+        return collected
 
     async def _results(self, anthropic_batch_id: str) -> AsyncIterator[Any]:
         try:
@@ -383,19 +420,16 @@ class MessageBatchActivities:
         )
         return BatchResult(custom_id=staged.custom_id, result_type=kind, generated=generated)
 
-    async def _deliver(self, chunk: list[tuple[MessageBatchRequest, BatchResult]]) -> None:
-        if not chunk:
-            return
-        async with self._sessions.begin() as session:
-            for kind in BatchResultType:
-                ids = [staged.custom_id for staged, result in chunk if result.result_type == kind]
-                if ids:
-                    await session.execute(
-                        update(MessageBatchRequest)
-                        .where(MessageBatchRequest.custom_id.in_(ids))
-                        .values(result_type=kind.value)
-                    )
-        await self._announce([(staged.batch_item_id, result) for staged, result in chunk])
+    async def _record(self, results: list[BatchResult]) -> None:
+        if results:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(MessageBatchRequest),
+                    [
+                        {"custom_id": r.custom_id, "result_type": r.result_type.value, "result": r.model_dump(mode="json")}
+                        for r in results
+                    ],
+                )
 
     async def _announce(self, results: list[tuple[uuid.UUID, BatchResult]]) -> None:
         limit = asyncio.Semaphore(SIGNALS_AT_ONCE)

@@ -122,6 +122,10 @@ class MessageBatchPlan(BaseModel):
     poll_max_s: float = 300.0
     # Items of a batch-mode job in flight at once (waiting in a batch costs no worker slot).
     in_flight_items: int = 10_000
+    # An ended batch's results are announced to their items this many at a step: each result sets
+    # off about one signal back (a repair, or the next item's request), which the run's margin
+    # must hold until the workflow can continue as new between steps.
+    results_per_step: int = 200
 
 
 class BatchJobInput(BaseModel):
@@ -429,6 +433,7 @@ class OpenMessageBatch(BaseModel):
     request_count: int
     polls: int = 0
     next_poll_at: datetime
+    results_stored: bool = False  # ended, its results stored: what is left is announcing them
 
 
 class MessageBatchesState(BaseModel):
@@ -469,6 +474,11 @@ class MessageBatchRef(BaseModel):
     job_id: uuid.UUID
     message_batch_id: uuid.UUID
     anthropic_batch_id: str
+
+
+class AnnounceBatchResults(BaseModel):
+    ref: MessageBatchRef
+    limit: int
 
 
 class PolledBatch(BaseModel):

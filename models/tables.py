@@ -310,6 +310,10 @@ class MessageBatchRequest(Base):
     # What the raw reply file records beside the message (template, max_tokens, repair_of).
     details: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     result_type: Mapped[str | None] = mapped_column(String(20))
+    # The result as its item acts on it (a BatchResult), stored once the batch has ended, and when
+    # it was announced to the item: results go out a step at a time.
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    announced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
 
 

@@ -20,6 +20,7 @@ from activities.message_batches import batch_custom_id
 from models.enums import BatchResultType, DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import (
     BATCH_RESULT_SIGNAL,
+    AnnounceBatchResults,
     BatchResult,
     CancelQueuedItems,
     EnrichedPage,
@@ -375,7 +376,9 @@ class FakeMessageBatch:
     cancelled: bool = False
     # When each poll was scheduled (the server's clock: skipped time included).
     polled_at: list[datetime] = field(default_factory=list)
-    collections: int = 0
+    results: dict[str, BatchResult] = field(default_factory=dict)  # stored once the batch ended
+    announced: set[str] = field(default_factory=set)
+    announce_steps: int = 0
 
 
 @dataclass
@@ -446,13 +449,22 @@ class FakeMessageBatchActivities:
             batch.status = MessageBatchState.ENDED
         return PolledBatch(status=batch.status)
 
-    @activity.defn(name="collect_message_batch_results")
-    async def collect_results(self, ref: MessageBatchRef) -> int:
+    @activity.defn(name="store_message_batch_results")
+    async def store_results(self, ref: MessageBatchRef) -> int:
         batch = self._batch(ref)
-        batch.collections += 1
         for custom_id in batch.custom_ids:
-            await self._announce(self.api.staged[custom_id], self._result(custom_id, cancelled=batch.cancelled))
+            batch.results.setdefault(custom_id, self._result(custom_id, cancelled=batch.cancelled))
         return len(batch.custom_ids)
+
+    @activity.defn(name="announce_message_batch_results")
+    async def announce_results(self, request: AnnounceBatchResults) -> int:
+        batch = self._batch(request.ref)
+        unannounced = [custom_id for custom_id in batch.results if custom_id not in batch.announced]
+        batch.announce_steps += 1
+        for custom_id in unannounced[: request.limit]:
+            await self._announce(self.api.staged[custom_id], batch.results[custom_id])
+            batch.announced.add(custom_id)
+        return len(unannounced[request.limit :])
 
     @activity.defn(name="cancel_message_batches")
     async def cancel_batches(self, job_id: uuid.UUID) -> int:
@@ -492,7 +504,14 @@ class FakeMessageBatchActivities:
                 raise
 
     def all(self) -> list:
-        return [self.stage_request, self.submit_batch, self.poll_batch, self.collect_results, self.cancel_batches]
+        return [
+            self.stage_request,
+            self.submit_batch,
+            self.poll_batch,
+            self.store_results,
+            self.announce_results,
+            self.cancel_batches,
+        ]
 
 
 class FakeExportActivities:

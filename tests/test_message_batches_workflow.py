@@ -98,7 +98,10 @@ async def test_an_open_batch_is_polled_on_durable_timers_backing_off_to_the_conf
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
-    assert scheduled == ["submit_message_batch"] + ["poll_message_batch"] * 6 + ["collect_message_batch_results"], (
+    assert scheduled == ["submit_message_batch"] + ["poll_message_batch"] * 6 + [
+        "store_message_batch_results",
+        "announce_message_batch_results",
+    ], (
         "no activity is held open while the batch runs"
     )
 
@@ -229,3 +232,38 @@ async def _waiting(client: Client, batch: FakeBatch, count: int) -> bool:
 
 async def _closed(handle: WorkflowHandle) -> bool:
     return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+
+
+async def test_results_are_announced_in_steps_and_the_workflow_continues_as_new_between_them(
+    own_ts_client: Client, task_queue: str
+) -> None:
+    # Twelve in flight of 36: while a batch's results go out, finished items make room for new
+    # ones, whose requests are signalled back at once (the flood that took a 10,000-item job's
+    # Message Batches run to 2,004 events when all results went out in one step).
+    batch = batch_mode(36)
+    api = FakeMessageBatchApi()
+    plan = PLAN.model_copy(update={"in_flight_items": 12, "results_per_step": 2})
+    limit = 100
+
+    progress = await run_job(own_ts_client, task_queue, batch, api, plan=plan, history_event_limit=limit)
+    batches = await message_batches_result(own_ts_client, batch)
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 36
+    assert [i.finish_calls for i in batch.items] == [1] * 36, "each result announced to its item once"
+    assert all(len(b.announced) == len(b.custom_ids) for b in api.batches)
+    assert all(b.announce_steps >= len(b.custom_ids) / 2 for b in api.batches), "two results a step"
+    lengths = await run_lengths(own_ts_client, message_batches_workflow_id(batch.job_id))
+    assert batches.runs == len(lengths) >= 2, "the limit made the workflow continue as new"
+    assert max(lengths) <= limit, f"a run passed the limit: {lengths}"
+
+
+async def run_lengths(client: Client, workflow_id: str) -> list[int]:
+    """Events of each run of a workflow, following the chain back from the latest run."""
+    lengths: list[int] = []
+    run_id: str | None = None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        lengths.insert(0, len(history.events))
+        run_id = history.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+        if not run_id:
+            return lengths

@@ -90,7 +90,7 @@ ITEM_CANCEL_GRACE = timedelta(minutes=2)
 
 # Message Batches endpoints: an API outage delays the batch, never fails it. They heartbeat, so
 # a lost worker's attempt is retried within the heartbeat timeout (a submission then finds or
-# adopts the batch it created; a results stream resumes after the last chunk it announced).
+# adopts the batch it created; a results stream resumes after the last chunk it stored).
 MESSAGE_BATCH_STEP = ActivityConfig(
     start_to_close_timeout=timedelta(minutes=10),
     heartbeat_timeout=timedelta(seconds=20),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 
@@ -14,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.message_batches import MessageBatchActivities
     from models.enums import MessageBatchState
     from models.messages import (
+        AnnounceBatchResults,
         MessageBatchesInput,
         MessageBatchesProgress,
         MessageBatchesState,
@@ -22,6 +24,11 @@ with workflow.unsafe.imports_passed_through():
         SubmitBatchInput,
     )
     from workflows.config import MESSAGE_BATCH_RESULTS_STEP, MESSAGE_BATCH_STEP, history_is_long
+
+
+# Results are stored in one step, then announced in steps with room to continue as new between
+# them; runs started before announce them all in one step.
+RESULTS_ANNOUNCED_IN_STEPS = "results-announced-in-steps"
 
 
 @workflow.defn(name="MessageBatchesWorkflow")
@@ -37,6 +44,8 @@ class MessageBatchesWorkflow:
     async def run(self, request: MessageBatchesInput) -> MessageBatchesProgress:
         while not self._finished:
             await self._wait_for_work(request)
+            if self._continues_before_due_work(request):
+                await self._continue_as_new(request)
             if self._state.cancel_requested and not self._state.cancel_sent:
                 await workflow.execute_activity_method(
                     MessageBatchActivities.cancel_batches, self._job_id, **MESSAGE_BATCH_STEP
@@ -45,12 +54,11 @@ class MessageBatchesWorkflow:
             if self._submission_due:
                 await self._submit()
             for batch in [b for b in self._state.open_batches if b.next_poll_at <= workflow.now()]:
-                await self._poll(batch)
+                if self._continues_before_due_work(request):
+                    break
+                await self._poll(batch, request)
             if self._history_is_long(request):
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
-                )
+                await self._continue_as_new(request)
         return self.progress()
 
     # --- signals and queries ------------------------------------------------------------
@@ -137,6 +145,12 @@ class MessageBatchesWorkflow:
     def _history_is_long(self, request: MessageBatchesInput) -> bool:
         return history_is_long(request.history_event_limit)
 
+    def _continues_before_due_work(self, request: MessageBatchesInput) -> bool:
+        """Whether to continue as new before the next step rather than after all due steps: the
+        signals each step sets off (a result's repair, the next item's request) would otherwise
+        pile up past the run's margin (a 10,000-item job's run reached 2,004 events)."""
+        return self._history_is_long(request) and workflow.patched(RESULTS_ANNOUNCED_IN_STEPS)
+
     # --- effects ------------------------------------------------------------------------
 
     async def _wait_for_work(self, request: MessageBatchesInput) -> None:
@@ -182,15 +196,36 @@ class MessageBatchesWorkflow:
             state.waiting = max(0, state.waiting - submitted.request_count)
         state.first_waiting_at = workflow.now() if state.waiting else None
 
-    async def _poll(self, batch: OpenMessageBatch) -> None:
-        ref = MessageBatchRef(job_id=self._job_id, message_batch_id=batch.id, anthropic_batch_id=batch.anthropic_batch_id)
-        polled = await workflow.execute_activity_method(MessageBatchActivities.poll_batch, ref, **MESSAGE_BATCH_STEP)
-        batch.polls += 1
-        if polled.status != MessageBatchState.ENDED:
-            interval = min(self._plan.poll_max_s, self._plan.poll_initial_s * 2**batch.polls)
-            batch.next_poll_at = workflow.now() + timedelta(seconds=interval)
-            return
-        await workflow.execute_activity_method(
-            MessageBatchActivities.collect_results, ref, **MESSAGE_BATCH_RESULTS_STEP
+    async def _continue_as_new(self, request: MessageBatchesInput) -> NoReturn:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            request.model_copy(update={"state": self._state.model_copy(update={"runs": self._state.runs + 1})})
         )
-        self._state.open_batches.remove(batch)
+
+    async def _poll(self, batch: OpenMessageBatch, request: MessageBatchesInput) -> None:
+        """Polls the batch; once it has ended, stores its results and announces them a step at
+        a time. A run that grows long between steps leaves the rest to the next run (the batch
+        stays open with its results stored, due at once)."""
+        ref = MessageBatchRef(job_id=self._job_id, message_batch_id=batch.id, anthropic_batch_id=batch.anthropic_batch_id)
+        if not batch.results_stored:
+            polled = await workflow.execute_activity_method(MessageBatchActivities.poll_batch, ref, **MESSAGE_BATCH_STEP)
+            batch.polls += 1
+            if polled.status != MessageBatchState.ENDED:
+                interval = min(self._plan.poll_max_s, self._plan.poll_initial_s * 2**batch.polls)
+                batch.next_poll_at = workflow.now() + timedelta(seconds=interval)
+                return
+            if not workflow.patched(RESULTS_ANNOUNCED_IN_STEPS):  # a run started before: all in one step
+                await workflow.execute_activity_method(
+                    MessageBatchActivities.collect_results, ref, **MESSAGE_BATCH_RESULTS_STEP
+                )
+                self._state.open_batches.remove(batch)
+                return
+            if self._history_is_long(request):
+                return  # the next run polls again and finds it ended
+            await workflow.execute_activity_method(MessageBatchActivities.store_results, ref, **MESSAGE_BATCH_RESULTS_STEP)
+            batch.results_stored = True
+        step = AnnounceBatchResults(ref=ref, limit=self._plan.results_per_step)
+        while not self._history_is_long(request):
+            if not await workflow.execute_activity_method(MessageBatchActivities.announce_results, step, **MESSAGE_BATCH_STEP):
+                self._state.open_batches.remove(batch)
+                return
