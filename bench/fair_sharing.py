@@ -94,9 +94,10 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
                 await batches.launch(sessions, client, settings, _job(BIG_JOB_ITEMS, BIG_JOB_CONCURRENCY, f"big-{n}"))
                 for n in range(BIG_JOBS)
             ]
-            # Behind a backlog: all 300 in flight, and their calls going out at the limit.
-            in_flight, calls_before = 0, 0
-            while in_flight < BIG_JOBS * BIG_JOB_ITEMS or calls_before < CALLS_BEFORE_LAUNCH:
+            # Behind a backlog: all 300 started (the first may have finished: they start over
+            # several seconds), and their calls going out at the limit.
+            started, calls_before = 0, 0
+            while started < BIG_JOBS * BIG_JOB_ITEMS or calls_before < CALLS_BEFORE_LAUNCH:
                 await asyncio.sleep(0.5)
                 try:
                     progress = [await client.get_workflow_handle(j.workflow_id).query(BatchJobWorkflow.progress) for j in big]
@@ -105,7 +106,9 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
                     # (TMPRL1100) while the job's own workflow tasks went on; ask again.
                     print(f"progress query failed, asking again: {error}")
                     continue
-                in_flight = sum(p.in_flight for p in progress)
+                if any(p.status.is_final for p in progress):
+                    raise RuntimeError(f"a big job ended before the small one was launched: {progress}")
+                started = sum(p.in_flight + p.completed for p in progress)
                 calls_before = (await standin.stats())["requests"]
             launched_at = time.time()
             small = await batches.launch(sessions, client, settings, _job(small_items, small_items, "small"))
