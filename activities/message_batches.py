@@ -9,12 +9,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import anthropic
 from anthropic import AsyncAnthropic
 from anthropic.types.messages.batch_create_params import Request
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
@@ -31,6 +31,7 @@ from brightrun.storage import Storage, batch_request_key, raw_response_key
 from models.enums import BatchResultType, MessageBatchState
 from models.messages import (
     BATCH_RESULT_SIGNAL,
+    REQUESTS_WAITING_SIGNAL,
     AnnounceBatchResults,
     BatchResult,
     GeneratedRaw,
@@ -41,7 +42,7 @@ from models.messages import (
     SubmittedBatch,
 )
 from models.tables import MessageBatch, MessageBatchRequest
-from models.workflow_ids import item_workflow_id
+from models.workflow_ids import item_workflow_id, message_batches_workflow_id
 
 log = get_logger(__name__)
 
@@ -57,6 +58,26 @@ SIGNALS_AT_ONCE = 32
 # A retried submission looks for a batch its earlier attempt created this long before the row's
 # submitted_at (clock skew between us and the API).
 ADOPTION_SKEW = timedelta(seconds=30)
+
+
+# Staging and claiming a job's requests exclude each other (stagings do not): see _claim.
+_REQUESTS_STAGED = text("SELECT pg_advisory_xact_lock_shared(hashtext('batch-requests:' || :job))")
+_REQUESTS_CLAIMED = text("SELECT pg_advisory_xact_lock(hashtext('batch-requests:' || :job))")
+
+
+class _Claim(NamedTuple):
+    requests: list[tuple[str, str]]  # (custom_id, request_key)
+    anthropic_batch_id: str | None  # recorded by an earlier attempt
+    retried: bool  # an earlier attempt got this far
+    remaining: int  # the job's requests still waiting
+
+
+def _waiting_for_a_batch(job_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
+    return (
+        MessageBatchRequest.batch_job_id == job_id,
+        MessageBatchRequest.message_batch_id.is_(None),
+        MessageBatchRequest.result_type.is_(None),
+    )
 
 
 def batch_custom_id(item_id: uuid.UUID, sequence: int) -> str:
@@ -95,12 +116,12 @@ class MessageBatchActivities:
         its custom_id. Idempotent: the key and the row derive from the item and the sequence."""
         generate = request.generate
         custom_id = batch_custom_id(generate.item_id, request.sequence)
-        text = await request_text(generate, lambda key: self._storage.get_bytes(self._storage.conversation_bucket, key))
+        prompt = await request_text(generate, lambda key: self._storage.get_bytes(self._storage.conversation_bucket, key))
         params = {
             "model": self._settings.claude_model,
             "max_tokens": self._settings.claude_max_tokens(generate.tier),
-            "system": [{"type": "text", "text": text.system, "cache_control": BATCH_CACHE_CONTROL}],
-            "messages": text.messages,
+            "system": [{"type": "text", "text": prompt.system, "cache_control": BATCH_CACHE_CONTROL}],
+            "messages": prompt.messages,
         }
         body = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
         request_key = batch_request_key(generate.user_id, generate.conversation_id, request.sequence)
@@ -108,6 +129,7 @@ class MessageBatchActivities:
         details = raw_response_document(self._settings, generate, message={}, request_id=None)
         details.pop("message")
         async with self._sessions.begin() as session:
+            await session.execute(_REQUESTS_STAGED, {"job": str(generate.job_id)})
             await session.execute(
                 upsert(MessageBatchRequest)
                 .values(
@@ -121,6 +143,20 @@ class MessageBatchActivities:
                 )
                 .on_conflict_do_nothing(index_elements=["custom_id"])
             )
+            # Counted up to a full batch: past it the workflow has been told already.
+            waiting = await session.scalar(
+                select(func.count()).select_from(
+                    select(MessageBatchRequest.custom_id)
+                    .where(*_waiting_for_a_batch(generate.job_id))
+                    .limit((request.batch_size or 1) + 1)
+                    .subquery()
+                )
+            )
+        # The workflow hears of the first request of a gathering and of one that fills a batch:
+        # it knows of those between (its next batch claims them or counts them; see _claim). A
+        # retry tells again, since the attempt before may have failed before it could.
+        if waiting and (waiting in (1, request.batch_size) or activity.info().attempt > 1):
+            await self._signal(message_batches_workflow_id(generate.job_id), REQUESTS_WAITING_SIGNAL, waiting)
         return custom_id
 
     # --- a batch ---------------------------------------------------------------------------
@@ -134,17 +170,18 @@ class MessageBatchActivities:
             return await self._submit(request)
 
     async def _submit(self, request: SubmitBatchInput) -> SubmittedBatch:
-        claimed, recorded, retried = await self._claim(request)
-        if recorded:
-            return SubmittedBatch(anthropic_batch_id=recorded, request_count=len(claimed))
+        claim = await self._claim(request)
+        claimed, remaining = claim.requests, claim.remaining
+        if claim.anthropic_batch_id:
+            return SubmittedBatch(anthropic_batch_id=claim.anthropic_batch_id, request_count=len(claimed), remaining=remaining)
         if not claimed:
-            return SubmittedBatch(anthropic_batch_id=None)
-        if retried:
+            return SubmittedBatch(anthropic_batch_id=None, remaining=remaining)
+        if claim.retried:
             adopted = await self._created_earlier(request.message_batch_id, len(claimed))
             if adopted:
                 log.warning("adopting the batch an earlier attempt created", anthropic_batch_id=adopted)
                 await self._record_created(request.message_batch_id, adopted)
-                return SubmittedBatch(anthropic_batch_id=adopted, request_count=len(claimed))
+                return SubmittedBatch(anthropic_batch_id=adopted, request_count=len(claimed), remaining=remaining)
         requests = await self._read_requests(key for _, key in claimed)
         try:
             batch = await self._claude.messages.batches.create(requests=requests)
@@ -153,16 +190,18 @@ class MessageBatchActivities:
             if getattr(failure, "non_retryable", False):
                 # The API refuses the batch itself (not one request): its items fail with the reason.
                 await self._fail_requests(request.message_batch_id, [custom_id for custom_id, _ in claimed], failure)
-                return SubmittedBatch(anthropic_batch_id=None)
+                return SubmittedBatch(anthropic_batch_id=None, remaining=remaining)
             raise failure from None
         await self._record_created(request.message_batch_id, batch.id)
         log.info("message batch created", job_id=str(request.job_id), anthropic_batch_id=batch.id, requests=len(claimed))
-        return SubmittedBatch(anthropic_batch_id=batch.id, request_count=len(claimed))
+        return SubmittedBatch(anthropic_batch_id=batch.id, request_count=len(claimed), remaining=remaining)
 
-    async def _claim(self, request: SubmitBatchInput) -> tuple[list[tuple[str, str]], str | None, bool]:
-        """(custom_id, request_key) of the batch's requests, the API's id if already recorded, and
-        whether an earlier attempt got this far."""
+    async def _claim(self, request: SubmitBatchInput) -> _Claim:
+        """Claims the job's waiting requests for the batch, or finds those an earlier attempt
+        claimed. Staging waits while a claim runs, so every request is either claimed, counted
+        in `remaining`, or staged after it (and then tells the workflow itself)."""
         async with self._sessions.begin() as session:
+            await session.execute(_REQUESTS_CLAIMED, {"job": str(request.job_id)})
             inserted = await session.execute(
                 upsert(MessageBatch)
                 .values(
@@ -179,11 +218,7 @@ class MessageBatchActivities:
                 waiting = (
                     await session.execute(
                         select(MessageBatchRequest.custom_id, MessageBatchRequest.request_bytes)
-                        .where(
-                            MessageBatchRequest.batch_job_id == request.job_id,
-                            MessageBatchRequest.message_batch_id.is_(None),
-                            MessageBatchRequest.result_type.is_(None),
-                        )
+                        .where(*_waiting_for_a_batch(request.job_id))
                         .order_by(MessageBatchRequest.created_at)
                         .limit(request.max_requests)
                         .with_for_update(skip_locked=True)
@@ -196,15 +231,15 @@ class MessageBatchActivities:
                         break
                     chosen.append(custom_id)
                     total_bytes += size
-                if not chosen:
+                if chosen:
+                    await session.execute(
+                        update(MessageBatchRequest)
+                        .where(MessageBatchRequest.custom_id.in_(chosen))
+                        .values(message_batch_id=request.message_batch_id)
+                    )
+                    batch.request_count = len(chosen)
+                else:
                     await session.execute(delete(MessageBatch).where(MessageBatch.id == request.message_batch_id))
-                    return [], None, False
-                await session.execute(
-                    update(MessageBatchRequest)
-                    .where(MessageBatchRequest.custom_id.in_(chosen))
-                    .values(message_batch_id=request.message_batch_id)
-                )
-                batch.request_count = len(chosen)
             claimed = (
                 await session.execute(
                     select(MessageBatchRequest.custom_id, MessageBatchRequest.request_key)
@@ -212,7 +247,8 @@ class MessageBatchActivities:
                     .order_by(MessageBatchRequest.created_at)
                 )
             ).all()
-            return [tuple(row) for row in claimed], batch.anthropic_batch_id, retried
+            remaining = await session.scalar(select(func.count()).where(*_waiting_for_a_batch(request.job_id))) or 0
+            return _Claim([(custom_id, key) for custom_id, key in claimed], batch.anthropic_batch_id, retried, remaining)
 
     async def _read_requests(self, keys: Iterable[str]) -> list[Request]:
         limit = asyncio.Semaphore(SIGNALS_AT_ONCE)
@@ -350,22 +386,23 @@ class MessageBatchActivities:
 
     @activity.defn(name="announce_message_batch_results")
     async def announce_results(self, request: AnnounceBatchResults) -> int:
-        """Hands up to `limit` stored results of the batch to their items; returns how many are
-        left. Announcing twice is harmless (an item takes the first result of a request)."""
+        """Hands up to `limit` stored results of the batch to their items; returns 1 while any are
+        left, else 0. Announcing twice is harmless (an item takes the first result of a request)."""
         unannounced = (
             MessageBatchRequest.message_batch_id == request.ref.message_batch_id,
             MessageBatchRequest.result.is_not(None),
             MessageBatchRequest.announced_at.is_(None),
         )
         async with self._sessions() as session:
-            rows = (
+            found = (
                 await session.execute(
                     select(MessageBatchRequest.custom_id, MessageBatchRequest.batch_item_id, MessageBatchRequest.result)
                     .where(*unannounced)
                     .order_by(MessageBatchRequest.custom_id)
-                    .limit(request.limit)
+                    .limit(request.limit + 1)  # one more tells whether any is left
                 )
             ).all()
+        rows = found[: request.limit]
         async with heartbeating(request.ref.anthropic_batch_id):
             await self._announce([(item_id, BatchResult.model_validate(result)) for _, item_id, result in rows])
         async with self._sessions.begin() as session:
@@ -374,7 +411,7 @@ class MessageBatchActivities:
                 .where(MessageBatchRequest.custom_id.in_([custom_id for custom_id, _, _ in rows]))
                 .values(announced_at=datetime.now(UTC))
             )
-            return await session.scalar(select(func.count()).where(*unannounced)) or 0
+        return len(found) - len(rows)
 
     @activity.defn(name="collect_message_batch_results")
     async def collect_results(self, ref: MessageBatchRef) -> int:
@@ -436,16 +473,19 @@ class MessageBatchActivities:
 
         async def signal(item_id: uuid.UUID, result: BatchResult) -> None:
             async with limit:
-                try:
-                    # By name: an activity must not import a workflow (imports never run upward).
-                    await self._temporal.get_workflow_handle(item_workflow_id(item_id)).signal(BATCH_RESULT_SIGNAL, result)
-                except RPCError as exc:
-                    if exc.status != RPCStatusCode.NOT_FOUND:
-                        raise
-                    # The item ended meanwhile (its job was cancelled): nothing waits for this result.
-                    log.info("item no longer waits for its batch result", item_id=str(item_id))
+                await self._signal(item_workflow_id(item_id), BATCH_RESULT_SIGNAL, result)
 
         await asyncio.gather(*(signal(item_id, result) for item_id, result in results))
+
+    async def _signal(self, workflow_id: str, signal: str, arg: BatchResult | int) -> None:
+        """By name: an activity must not import a workflow (imports never run upward)."""
+        try:
+            await self._temporal.get_workflow_handle(workflow_id).signal(signal, arg)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # It ended meanwhile (its job was cancelled): nothing waits for this.
+            log.info("no workflow waits for the signal", workflow_id=workflow_id, signal=signal)
 
     @activity.defn(name="cancel_message_batches")
     async def cancel_batches(self, job_id: uuid.UUID) -> int:

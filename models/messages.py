@@ -245,6 +245,7 @@ class BatchItemInput(BaseModel):
     parent_workflow_id: str
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
     mode: DeliveryMode = DeliveryMode.ONLINE
+    batch_size: int | None = None  # batch mode: the requests a Message Batch takes
 
 
 class ItemWorkflowStarts(BaseModel):
@@ -407,6 +408,9 @@ class FinishItemInput(BaseModel):
 
 # The signal that brings an item its Message Batch result (sent by the results activity).
 BATCH_RESULT_SIGNAL = "batch_result"
+# The signal that tells the Message Batches workflow how many requests wait for a batch (sent by
+# the staging activity for the first request of a gathering and for one that fills a batch).
+REQUESTS_WAITING_SIGNAL = "requests_waiting"
 
 
 class StageBatchRequest(BaseModel):
@@ -415,6 +419,7 @@ class StageBatchRequest(BaseModel):
 
     generate: GenerateInput
     sequence: int
+    batch_size: int | None = None  # the requests a batch takes: a request that fills one says so
 
 
 class BatchResult(BaseModel):
@@ -439,7 +444,8 @@ class OpenMessageBatch(BaseModel):
 class MessageBatchesState(BaseModel):
     """What one run of the Message Batches workflow hands to the next across continue-as-new."""
 
-    waiting: int = 0  # requests signalled ready since the last submission (a hint; the rows decide)
+    # Requests known to wait for a batch: at least 1 while any does (the rows decide how many).
+    waiting: int = 0
     first_waiting_at: datetime | None = None
     open_batches: list[OpenMessageBatch] = Field(default_factory=list)
     paused: bool = False
@@ -468,6 +474,9 @@ class SubmitBatchInput(BaseModel):
 class SubmittedBatch(BaseModel):
     anthropic_batch_id: str | None  # None: no request was waiting
     request_count: int = 0
+    # Requests of the job still waiting once the batch took its own (None from attempts before
+    # it was counted).
+    remaining: int | None = None
 
 
 class MessageBatchRef(BaseModel):

@@ -299,6 +299,7 @@ class MessageBatchRequest(Base):
         _check_in("result_type", BatchResultType, "result_type"),
         Index("ix_message_batch_requests_waiting", "batch_job_id", "message_batch_id", "created_at"),
         Index("ix_message_batch_requests_batch_item_id", "batch_item_id"),
+        Index("ix_message_batch_requests_message_batch_id", "message_batch_id"),
     )
     custom_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"))

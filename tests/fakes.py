@@ -20,6 +20,7 @@ from activities.message_batches import batch_custom_id
 from models.enums import BatchResultType, DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import (
     BATCH_RESULT_SIGNAL,
+    REQUESTS_WAITING_SIGNAL,
     AnnounceBatchResults,
     BatchResult,
     CancelQueuedItems,
@@ -61,7 +62,7 @@ from models.messages import (
     TokenUsage,
     UnreportedItems,
 )
-from models.workflow_ids import item_workflow_id
+from models.workflow_ids import item_workflow_id, message_batches_workflow_id
 
 
 class MemoryStorage:
@@ -427,6 +428,10 @@ class FakeMessageBatchActivities:
             self.api.staged[custom_id] = request
             self.batch.generate_requests.append(generate)
             self.batch.conversation_positions[generate.conversation_id] = self.batch.item(generate.item_id).position
+        waiting = len(self.api.waiting)
+        if waiting in (1, request.batch_size) or activity.info().attempt > 1:  # as the real step
+            handle = self.client.get_workflow_handle(message_batches_workflow_id(generate.job_id))
+            await handle.signal(REQUESTS_WAITING_SIGNAL, waiting)
         return custom_id
 
     @activity.defn(name="submit_message_batch")
@@ -435,10 +440,14 @@ class FakeMessageBatchActivities:
         if known is None:
             claimed = self.api.waiting[: request.max_requests]
             if not claimed:
-                return SubmittedBatch(anthropic_batch_id=None)
+                return SubmittedBatch(anthropic_batch_id=None, remaining=0)
             known = FakeMessageBatch(request.message_batch_id, f"msgbatch_{len(self.api.batches) + 1:04d}", claimed)
             self.api.batches.append(known)
-        return SubmittedBatch(anthropic_batch_id=known.anthropic_batch_id, request_count=len(known.custom_ids))
+        return SubmittedBatch(
+            anthropic_batch_id=known.anthropic_batch_id,
+            request_count=len(known.custom_ids),
+            remaining=len(self.api.waiting),
+        )
 
     @activity.defn(name="poll_message_batch")
     async def poll_batch(self, ref: MessageBatchRef) -> PolledBatch:

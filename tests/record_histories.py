@@ -4,8 +4,8 @@
 
 Run it only when a workflow change is meant to change histories (and then version the change
 for workflows already running); the replay test exists to catch every other change. First move
-the histories it replaces into a folder named for the change and add that folder to EARLIER in
-tests/test_replay.py: they still replay, as runs under way at the change must.
+the histories it replaces into a folder of tests/histories named for the change: the replay test
+replays every saved history, as runs under way at the change must still replay.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from models.enums import DeliveryMode, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.tables import BatchItem, BatchJob, Conversation, MessageBatch, MessageBatchRequest
+from models.workflow_ids import message_batches_workflow_id
 from service import batches
 from tests.helpers import eventually, histories_quoting, launch_and_wait
 
@@ -203,3 +204,35 @@ async def test_the_same_job_in_both_modes_yields_the_same_conversations(
             final = json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.final_storage_path))
             documents[mode].append((item.position, conversation.turn_count, conversation.title, final["turns"]))
     assert documents[DeliveryMode.ONLINE] == documents[DeliveryMode.BATCH]
+
+
+async def test_requests_staged_while_batches_claim_them_all_go_out_once_and_the_workflow_hears_of_few(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    # 40 requests, 5 to a batch, gathered for 0.1 s: stagings keep racing the claims. The
+    # Message Batches workflow hears of the first request of a gathering and of each that fills
+    # a batch, never of the others, and none of them is left behind.
+    small_batches = stack_settings.model_copy(update={"message_batch_max_requests": 5, "message_batch_gather_s": 0.1})
+    launched = await launch_and_wait(
+        sessions, stack_client, small_batches, personas=PERSONAS, arcs=ARCS, topics=TOPICS, samples=10,
+        tier=Tier.TEMPLATE, mode=DeliveryMode.BATCH,
+    )  # fmt: skip
+
+    job, _items, conversations = await rows_of(sessions, launched.job_id)
+    assert (job.status, job.successful_items, len(conversations)) == (JobStatus.COMPLETED, 40, 40)
+    async with sessions() as session:
+        requests = (
+            await session.scalars(select(MessageBatchRequest).where(MessageBatchRequest.batch_job_id == job.id))
+        ).all()
+        sizes = (await session.scalars(select(MessageBatch.request_count).where(MessageBatch.batch_job_id == job.id))).all()
+    assert len(requests) == 40 and all(r.message_batch_id for r in requests)
+    assert sum(sizes) == 40 and max(sizes) <= 5
+    assert (await standin.stats())["batch_requests"] == 40, "no request went out twice"
+    history = await stack_client.get_workflow_handle(message_batches_workflow_id(job.id)).fetch_history()
+    told = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert "request_ready" not in told
+    assert 1 <= told.count("requests_waiting") < 40, told

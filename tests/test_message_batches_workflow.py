@@ -106,6 +106,28 @@ async def test_an_open_batch_is_polled_on_durable_timers_backing_off_to_the_conf
     )
 
 
+async def test_the_workflow_hears_of_the_first_request_of_a_gathering_and_of_a_full_batch_only(
+    own_ts_client: Client, task_queue: str
+) -> None:
+    # Seven requests, three to a batch: told of the first (a gathering starts) and of the third
+    # (a batch is full); the claim counts the rest, so the last request needs no signal either.
+    batch = batch_mode(7)
+    api = FakeMessageBatchApi()
+
+    progress = await run_job(own_ts_client, task_queue, batch, api, plan=PLAN.model_copy(update={"max_requests": 3}))
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 7
+    sizes = [len(b.custom_ids) for b in api.batches]
+    assert sum(sizes) == 7 and max(sizes) == 3
+    history = await message_batches_of(own_ts_client, batch).fetch_history()
+    told = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert told.count("requests_waiting") < 7 and "request_ready" not in told, told
+
+
 async def test_errored_and_expired_requests_go_into_later_batches_until_one_succeeds(
     own_ts_client: Client, task_queue: str
 ) -> None:

@@ -40,6 +40,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.config import DATA_STEP, claude_step
     from workflows.message_batches import MessageBatchesWorkflow
 
+# The staging activity tells the Message Batches workflow of the first request of a gathering
+# (a signal per request outgrew its history at 10,000 items); items started before signal each.
+STAGING_TELLS_THE_BATCHES = "staging-tells-the-batches"
 
 def failure_message(error: ActivityError) -> str:
     """The real reason an activity failed, as a person should read it on the item row."""
@@ -195,20 +198,21 @@ class BatchItemWorkflow:
         return generated
 
     async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput) -> GeneratedRaw:
-        """Through the job's Message Batches: stage the request, announce it, wait for its result
-        (no worker slot is held meanwhile). An errored request other than a bad one, and an
+        """Through the job's Message Batches: stage the request (staging tells the job's Message
+        Batches workflow), wait for its result (no worker slot is held meanwhile). An errored request other than a bad one, and an
         expired or canceled one, goes into a later batch, up to the attempt cap."""
         last_problem = ""
         for _ in range(request.claude.max_attempts):
             self._batch_requests += 1
             custom_id = await workflow.execute_activity_method(
                 MessageBatchActivities.stage_request,
-                StageBatchRequest(generate=generate, sequence=self._batch_requests),
+                StageBatchRequest(generate=generate, sequence=self._batch_requests, batch_size=request.batch_size),
                 **DATA_STEP,
             )
-            await workflow.get_external_workflow_handle(message_batches_workflow_id(request.job_id)).signal(
-                MessageBatchesWorkflow.request_ready
-            )
+            if not workflow.patched(STAGING_TELLS_THE_BATCHES):  # a run started before tells of each request
+                await workflow.get_external_workflow_handle(message_batches_workflow_id(request.job_id)).signal(
+                    MessageBatchesWorkflow.request_ready
+                )
             result = await self._batch_result(custom_id)
             if result.result_type == BatchResultType.SUCCEEDED and result.generated:
                 return result.generated

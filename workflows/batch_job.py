@@ -550,6 +550,7 @@ class BatchJobWorkflow:
             parent_workflow_id=workflow.info().workflow_id,
             claude=request.claude,
             mode=self._read_plan.mode,
+            batch_size=request.message_batches.max_requests if self._read_plan.mode == DeliveryMode.BATCH else None,
         )
 
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:

@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.message_batches import MessageBatchActivities
     from models.enums import MessageBatchState
     from models.messages import (
+        REQUESTS_WAITING_SIGNAL,
         AnnounceBatchResults,
         MessageBatchesInput,
         MessageBatchesProgress,
@@ -63,12 +64,18 @@ class MessageBatchesWorkflow:
 
     # --- signals and queries ------------------------------------------------------------
 
-    @workflow.signal
-    def request_ready(self) -> None:
-        """An item staged a request (its row says which)."""
+    @workflow.signal(name=REQUESTS_WAITING_SIGNAL)
+    def requests_waiting(self, count: int) -> None:
+        """`count` requests wait for a batch (their rows say which), as the staging activity
+        counted them: it tells of the first of a gathering and of one that fills a batch."""
         if not self._state.waiting:
             self._state.first_waiting_at = workflow.now()
-        self._state.waiting += 1
+        self._state.waiting = max(self._state.waiting, count)
+
+    @workflow.signal
+    def request_ready(self) -> None:
+        """An item started before the staging told of requests staged one (they signal each)."""
+        self.requests_waiting(self._state.waiting + 1)
 
     @workflow.signal
     def pause(self) -> None:
@@ -194,6 +201,8 @@ class MessageBatchesWorkflow:
             state.submitted_batches += 1
             state.submitted_requests += submitted.request_count
             state.waiting = max(0, state.waiting - submitted.request_count)
+        if submitted.remaining is not None:  # counted by the claim; staged after it, a request tells
+            state.waiting = submitted.remaining
         state.first_waiting_at = workflow.now() if state.waiting else None
 
     async def _continue_as_new(self, request: MessageBatchesInput) -> NoReturn:
