@@ -143,7 +143,7 @@ class MessageBatchActivities:
                 )
                 .on_conflict_do_nothing(index_elements=["custom_id"])
             )
-            # Counted up to a full batch: past it the workflow has been told already.
+            # Counted up to one past a full batch: the count only has to tell 1 and full apart.
             waiting = await session.scalar(
                 select(func.count()).select_from(
                     select(MessageBatchRequest.custom_id)
@@ -154,9 +154,12 @@ class MessageBatchActivities:
             )
         # The workflow hears of the first request of a gathering and of one that fills a batch:
         # it knows of those between (its next batch claims them or counts them; see _claim). A
-        # retry tells again, since the attempt before may have failed before it could.
+        # retry tells again, since the attempt before may have failed before it could. Stagings
+        # at once may both miss the full count: that batch goes out when the gathering ends.
         if waiting and (waiting in (1, request.batch_size) or activity.info().attempt > 1):
-            await self._signal(message_batches_workflow_id(generate.job_id), REQUESTS_WAITING_SIGNAL, waiting)
+            workflow_id = message_batches_workflow_id(generate.job_id)
+            if not await self._signal(workflow_id, REQUESTS_WAITING_SIGNAL, waiting):
+                log.warning("no Message Batches workflow runs for the job", job_id=str(generate.job_id))
         return custom_id
 
     # --- a batch ---------------------------------------------------------------------------
@@ -198,8 +201,8 @@ class MessageBatchActivities:
 
     async def _claim(self, request: SubmitBatchInput) -> _Claim:
         """Claims the job's waiting requests for the batch, or finds those an earlier attempt
-        claimed. Staging waits while a claim runs, so every request is either claimed, counted
-        in `remaining`, or staged after it (and then tells the workflow itself)."""
+        claimed. Staging waits while a claim runs, so every request is claimed, counted in
+        `remaining`, or staged after it (the workflow keeps what those tell it meanwhile)."""
         async with self._sessions.begin() as session:
             await session.execute(_REQUESTS_CLAIMED, {"job": str(request.job_id)})
             inserted = await session.execute(
@@ -473,24 +476,35 @@ class MessageBatchActivities:
 
         async def signal(item_id: uuid.UUID, result: BatchResult) -> None:
             async with limit:
-                await self._signal(item_workflow_id(item_id), BATCH_RESULT_SIGNAL, result)
+                if not await self._signal(item_workflow_id(item_id), BATCH_RESULT_SIGNAL, result):
+                    # It ended meanwhile (its job was cancelled): nothing waits for this result.
+                    log.info("item no longer waits for its batch result", item_id=str(item_id))
 
         await asyncio.gather(*(signal(item_id, result) for item_id, result in results))
 
-    async def _signal(self, workflow_id: str, signal: str, arg: BatchResult | int) -> None:
-        """By name: an activity must not import a workflow (imports never run upward)."""
+    async def _signal(self, workflow_id: str, signal: str, arg: BatchResult | int) -> bool:
+        """Whether the workflow took the signal (False: it has ended). By name: an activity
+        must not import a workflow (imports never run upward)."""
         try:
             await self._temporal.get_workflow_handle(workflow_id).signal(signal, arg)
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-            # It ended meanwhile (its job was cancelled): nothing waits for this.
-            log.info("no workflow waits for the signal", workflow_id=workflow_id, signal=signal)
+            return False
+        return True
 
     @activity.defn(name="cancel_message_batches")
     async def cancel_batches(self, job_id: uuid.UUID) -> int:
         """Asks the API to cancel the job's open batches; they end soon after, and what had
-        finished by then keeps its result."""
+        finished by then keeps its result. Requests still waiting for a batch end cancelled: no
+        later batch (of a retry of the job) sends them."""
+        async with self._sessions.begin() as session:
+            await session.execute(_REQUESTS_CLAIMED, {"job": str(job_id)})
+            await session.execute(
+                update(MessageBatchRequest)
+                .where(*_waiting_for_a_batch(job_id))
+                .values(result_type=BatchResultType.CANCELED.value)
+            )
         async with self._sessions() as session:
             open_ids = (
                 await session.execute(

@@ -444,7 +444,8 @@ class OpenMessageBatch(BaseModel):
 class MessageBatchesState(BaseModel):
     """What one run of the Message Batches workflow hands to the next across continue-as-new."""
 
-    # Requests known to wait for a batch: at least 1 while any does (the rows decide how many).
+    # Requests known to wait for a batch, as staging and claims counted them (the rows decide
+    # which): not 0 while any waits, since a staging that finds none before it tells.
     waiting: int = 0
     first_waiting_at: datetime | None = None
     open_batches: list[OpenMessageBatch] = Field(default_factory=list)

@@ -392,10 +392,15 @@ class FakeMessageBatchApi:
     polls_to_end: int = 1
     # While set and not open, every batch stays in progress (a cancelled one still ends).
     end_gate: asyncio.Event | None = None
+    # While set and not open, a submission waits after its claim (it reads, then creates the batch).
+    submit_gate: asyncio.Event | None = None
+    submissions_held: int = 0
     # custom_id -> the staged request, in staging order; those not in a batch yet are waiting.
     staged: dict[str, StageBatchRequest] = field(default_factory=dict)
     batches: list[FakeMessageBatch] = field(default_factory=list)
     cancel_calls: int = 0
+    # custom_ids that waited for a batch when their job was cancelled: no batch sends them.
+    cancelled_waiting: set[str] = field(default_factory=set)
 
     def batch_of(self, custom_id: str) -> int:
         """The position of the batch that carried the request."""
@@ -407,7 +412,7 @@ class FakeMessageBatchApi:
     @property
     def waiting(self) -> list[str]:
         sent = {custom_id for batch in self.batches for custom_id in batch.custom_ids}
-        return [custom_id for custom_id in self.staged if custom_id not in sent]
+        return [c for c in self.staged if c not in sent and c not in self.cancelled_waiting]
 
 
 class FakeMessageBatchActivities:
@@ -429,7 +434,7 @@ class FakeMessageBatchActivities:
             self.batch.generate_requests.append(generate)
             self.batch.conversation_positions[generate.conversation_id] = self.batch.item(generate.item_id).position
         waiting = len(self.api.waiting)
-        if waiting in (1, request.batch_size) or activity.info().attempt > 1:  # as the real step
+        if waiting and (waiting in (1, request.batch_size) or activity.info().attempt > 1):  # as the real step
             handle = self.client.get_workflow_handle(message_batches_workflow_id(generate.job_id))
             await handle.signal(REQUESTS_WAITING_SIGNAL, waiting)
         return custom_id
@@ -439,14 +444,19 @@ class FakeMessageBatchActivities:
         known = next((b for b in self.api.batches if b.id == request.message_batch_id), None)
         if known is None:
             claimed = self.api.waiting[: request.max_requests]
+            remaining = len(self.api.waiting) - len(claimed)
+            if self.api.submit_gate is not None and not self.api.submit_gate.is_set():
+                self.api.submissions_held += 1
+                await self.api.submit_gate.wait()
             if not claimed:
-                return SubmittedBatch(anthropic_batch_id=None, remaining=0)
+                return SubmittedBatch(anthropic_batch_id=None, remaining=remaining)
             known = FakeMessageBatch(request.message_batch_id, f"msgbatch_{len(self.api.batches) + 1:04d}", claimed)
             self.api.batches.append(known)
+            return SubmittedBatch(
+                anthropic_batch_id=known.anthropic_batch_id, request_count=len(claimed), remaining=remaining
+            )
         return SubmittedBatch(
-            anthropic_batch_id=known.anthropic_batch_id,
-            request_count=len(known.custom_ids),
-            remaining=len(self.api.waiting),
+            anthropic_batch_id=known.anthropic_batch_id, request_count=len(known.custom_ids), remaining=len(self.api.waiting)
         )
 
     @activity.defn(name="poll_message_batch")
@@ -478,6 +488,7 @@ class FakeMessageBatchActivities:
     @activity.defn(name="cancel_message_batches")
     async def cancel_batches(self, job_id: uuid.UUID) -> int:
         self.api.cancel_calls += 1
+        self.api.cancelled_waiting.update(self.api.waiting)
         open_batches = [b for b in self.api.batches if b.status == MessageBatchState.IN_PROGRESS]
         for batch in open_batches:
             batch.status, batch.cancelled = MessageBatchState.CANCELING, True

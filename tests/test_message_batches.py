@@ -153,6 +153,34 @@ async def test_cancel_cancels_the_open_batch_and_ends_every_item_cancelled(
         await eventually(cancelled_at_the_api, "the open batch is cancelled at the API")
 
 
+async def test_cancel_while_requests_gather_ends_them_cancelled_and_sends_none(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    gathering = stack_settings.model_copy(update={"message_batch_gather_s": 600})
+    launched = await batches.launch(
+        sessions, stack_client, gathering,
+        batches.LaunchRequest(personas=PERSONAS, arcs=ARCS, topics=TOPICS, tier=Tier.TEMPLATE, mode=DeliveryMode.BATCH),
+    )
+
+    async def requests_of_job() -> list[MessageBatchRequest]:
+        async with sessions() as session:
+            query = select(MessageBatchRequest).where(MessageBatchRequest.batch_job_id == launched.job_id)
+            return list((await session.scalars(query)).all())
+
+    async def all_staged() -> bool:
+        return len(await requests_of_job()) == 4
+
+    await eventually(all_staged, "all four requests wait for a batch")
+    await batches.control_job(sessions, stack_client, str(launched.job_id), "cancel")
+    await stack_client.get_workflow_handle(launched.workflow_id).result()
+
+    job, items, _ = await rows_of(sessions, launched.job_id)
+    assert job.status == JobStatus.CANCELLED and {item.status for item in items} == {ItemStatus.CANCELLED}
+    requests = await requests_of_job()
+    assert {(r.message_batch_id, r.result_type) for r in requests} == {(None, "canceled")}
+    assert (await standin.stats())["batches"] == 0
+
+
 async def test_pause_sends_no_new_batch_while_the_open_one_finishes(
     sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
 ) -> None:

@@ -128,6 +128,31 @@ async def test_the_workflow_hears_of_the_first_request_of_a_gathering_and_of_a_f
     assert told.count("requests_waiting") < 7 and "request_ready" not in told, told
 
 
+async def test_a_request_told_of_while_a_submission_runs_goes_into_a_later_batch(
+    own_time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    # A fresh run claims what waits once its first gathering ends: nothing yet. While that
+    # submission reads and creates its batch, the item stages and tells of it; the claim's count
+    # (0) must not wipe that out, or the request would wait for good.
+    ts_client = own_time_skipping_env.client
+    batch = batch_mode(1, begin_gate=asyncio.Event())
+    api = FakeMessageBatchApi(submit_gate=asyncio.Event())
+    async with worker_for(ts_client, task_queue, batch, api):
+        # The item's first step is held: an activity under way keeps the server from skipping
+        # time, so the gathering ends in real time.
+        handle = await start(ts_client, task_queue, batch, PLAN.model_copy(update={"gather_s": 1}))
+        await eventually(lambda: api.submissions_held == 1, "the first submission has claimed nothing and waits")
+
+        assert batch.begin_gate is not None and api.submit_gate is not None
+        batch.begin_gate.set()
+        await eventually(lambda: len(api.staged) == 1, "the item staged its request meanwhile")
+        api.submit_gate.set()
+        progress = await asyncio.wait_for(handle.result(), timeout=60)  # lost, it would wait for good
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 1
+    assert [b.custom_ids for b in api.batches] == [list(api.staged)]
+
+
 async def test_errored_and_expired_requests_go_into_later_batches_until_one_succeeds(
     own_ts_client: Client, task_queue: str
 ) -> None:

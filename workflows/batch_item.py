@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
 # (a signal per request outgrew its history at 10,000 items); items started before signal each.
 STAGING_TELLS_THE_BATCHES = "staging-tells-the-batches"
 
+
 def failure_message(error: ActivityError) -> str:
     """The real reason an activity failed, as a person should read it on the item row."""
     cause = error.cause
@@ -199,8 +200,9 @@ class BatchItemWorkflow:
 
     async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput) -> GeneratedRaw:
         """Through the job's Message Batches: stage the request (staging tells the job's Message
-        Batches workflow), wait for its result (no worker slot is held meanwhile). An errored request other than a bad one, and an
-        expired or canceled one, goes into a later batch, up to the attempt cap."""
+        Batches workflow), wait for its result (no worker slot is held meanwhile). An errored
+        request other than a bad one, and an expired or canceled one, goes into a later batch, up
+        to the attempt cap."""
         last_problem = ""
         for _ in range(request.claude.max_attempts):
             self._batch_requests += 1

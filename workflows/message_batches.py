@@ -30,6 +30,9 @@ with workflow.unsafe.imports_passed_through():
 # Results are stored in one step, then announced in steps with room to continue as new between
 # them; runs started before announce them all in one step.
 RESULTS_ANNOUNCED_IN_STEPS = "results-announced-in-steps"
+# A fresh run assumes a request waits until its first claim says how many do: requests left by
+# a run that ended early (terminated) would otherwise keep later stagings from counting 1.
+CLAIMS_FROM_THE_START = "claims-from-the-start"
 
 
 @workflow.defn(name="MessageBatchesWorkflow")
@@ -40,9 +43,17 @@ class MessageBatchesWorkflow:
         self._job_id = request.job_id
         self._plan = request.plan
         self._state = request.state or MessageBatchesState()
+        self._fresh = self._state.runs == 1  # not continued as new
+        # The most requests told of while a submission runs: its claim's count predates them.
+        self._told_while_submitting = 0
+        # A fresh run's `waiting` is assumed until a request tells or a claim counts.
+        self._waiting_assumed = False
 
     @workflow.run
     async def run(self, request: MessageBatchesInput) -> MessageBatchesProgress:
+        if self._fresh and workflow.patched(CLAIMS_FROM_THE_START) and not self._state.waiting:
+            self._state.waiting, self._state.first_waiting_at = 1, workflow.now()
+            self._waiting_assumed = True
         while not self._finished:
             await self._wait_for_work(request)
             if self._continues_before_due_work(request):
@@ -68,9 +79,11 @@ class MessageBatchesWorkflow:
     def requests_waiting(self, count: int) -> None:
         """`count` requests wait for a batch (their rows say which), as the staging activity
         counted them: it tells of the first of a gathering and of one that fills a batch."""
-        if not self._state.waiting:
-            self._state.first_waiting_at = workflow.now()
+        if not self._state.waiting or self._waiting_assumed:
+            self._state.first_waiting_at = workflow.now()  # a gathering starts with its first request
+            self._waiting_assumed = False
         self._state.waiting = max(self._state.waiting, count)
+        self._told_while_submitting = max(self._told_while_submitting, count)
 
     @workflow.signal
     def request_ready(self) -> None:
@@ -176,6 +189,8 @@ class MessageBatchesWorkflow:
 
     async def _submit(self) -> None:
         message_batch_id = workflow.uuid4()  # fixed before the first attempt: a retry finds its batch
+        self._told_while_submitting = 0
+        self._waiting_assumed = False
         submitted = await workflow.execute_activity_method(
             MessageBatchActivities.submit_batch,
             SubmitBatchInput(
@@ -200,9 +215,9 @@ class MessageBatchesWorkflow:
             )
             state.submitted_batches += 1
             state.submitted_requests += submitted.request_count
-            state.waiting = max(0, state.waiting - submitted.request_count)
-        if submitted.remaining is not None:  # counted by the claim; staged after it, a request tells
-            state.waiting = submitted.remaining
+            state.waiting = max(0, state.waiting - submitted.request_count)  # runs started before
+        if submitted.remaining is not None:  # what the claim left, and what was staged since
+            state.waiting = max(submitted.remaining, self._told_while_submitting)
         state.first_waiting_at = workflow.now() if state.waiting else None
 
     async def _continue_as_new(self, request: MessageBatchesInput) -> NoReturn:
