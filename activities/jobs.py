@@ -378,7 +378,8 @@ class JobActivities:
     @classify_data_errors
     async def record_unreported_items(self, request: UnreportedItems) -> RecordedItems:
         """Record items that will never report, each unless its row is final already; returns
-        the outcome every row ends with, for the job to count."""
+        the outcome every row ends with, for the job to count. An item whose conversation was
+        linked before its run ended lost only its report: it is recorded completed, with it."""
         # What a run stored before it could link it (its reply, its conversation) has no row to
         # point at it: removed before the rows end, so a retried attempt still finds them open.
         async with self._sessions() as session:
@@ -392,12 +393,26 @@ class JobActivities:
                     )
                 )
             ).all()
+            linked = set(
+                (
+                    await session.scalars(
+                        select(BatchItem.id).where(
+                            BatchItem.id.in_(request.reasons),
+                            BatchItem.status.not_in(FINAL_ITEM_STATUSES),
+                            BatchItem.conversation_id.is_not(None),
+                        )
+                    )
+                ).all()
+            )
         if abandoned and user_id is not None:
             await self._delete_conversation_objects(user_id, list(abandoned))
         recorded = []
         async with self._sessions.begin() as session:
             for item_id, reason in request.reasons.items():
-                outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
+                if item_id in linked:
+                    outcome = ItemFinished(item_id=item_id, status=ItemStatus.COMPLETED)
+                else:
+                    outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
                 finish = FinishItemInput(job_id=request.job_id, finished_at=request.finished_at, outcome=outcome)
                 await _record_outcome(session, finish)
                 item = await session.get(BatchItem, item_id, populate_existing=True)

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -255,6 +255,39 @@ async def test_recording_an_unreported_item_removes_what_its_run_stored_and_keep
     async with sessions() as session:
         job = await session.get(BatchJob, job_id)
     assert (job.completed_items, job.failed_items) == (1, 1), "the one it recorded is counted, once"
+
+
+async def test_an_unreported_item_whose_conversation_is_linked_is_recorded_completed_with_it(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, storage: Storage
+) -> None:
+    # Its run was terminated between linking the conversation and recording its end: only the
+    # report was lost, so the item ends completed, with the conversation, and nothing is removed.
+    launched = await batches.launch(sessions, stack_client, stack_settings, job_request(["David Chen"], 1, 1))
+    await stack_client.get_workflow_handle(launched.workflow_id).result()
+    async with sessions.begin() as session:
+        (item,) = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == launched.job_id))).all()
+        item.status = ItemStatus.PROCESSING.value
+        await session.execute(
+            update(BatchJob)
+            .where(BatchJob.id == launched.job_id)
+            .values(completed_items=0, successful_items=0)
+        )
+        conversation = await session.get(Conversation, item.conversation_id)
+    reason = "its workflow ended (terminated) before it reported an outcome"
+
+    recorded = await JobActivities(sessions, storage).record_unreported_items(
+        UnreportedItems(job_id=launched.job_id, finished_at=datetime.now(UTC), status=ItemStatus.FAILED, reasons={item.id: reason})
+    )
+
+    assert [(o.status, o.conversation_id, o.error_message) for o in recorded.items] == [
+        (ItemStatus.COMPLETED, conversation.conversation_id, None)
+    ]
+    async with sessions() as session:
+        job = await session.get(BatchJob, launched.job_id)
+        row = await session.get(BatchItem, item.id)
+    assert (row.status, row.conversation_id) == (ItemStatus.COMPLETED, conversation.id)
+    assert (job.completed_items, job.successful_items, job.failed_items) == (1, 1, 0)
+    assert await storage.get_bytes_or_none(storage.conversation_bucket, conversation.final_storage_path) is not None
 
 
 async def _requests_at_least(standin: StandinControl, count: int) -> bool:
