@@ -384,28 +384,17 @@ class JobActivities:
         # point at it: removed before the rows end, so a retried attempt still finds them open.
         async with self._sessions() as session:
             user_id = await session.scalar(select(BatchJob.created_by).where(BatchJob.id == request.job_id))
-            abandoned = (
-                await session.scalars(
-                    select(BatchItem.id).where(
-                        BatchItem.id.in_(request.reasons),
-                        BatchItem.status.not_in(FINAL_ITEM_STATUSES),
-                        BatchItem.conversation_id.is_(None),
+            open_items = (
+                await session.execute(
+                    select(BatchItem.id, BatchItem.conversation_id.is_not(None)).where(
+                        BatchItem.id.in_(request.reasons), BatchItem.status.not_in(FINAL_ITEM_STATUSES)
                     )
                 )
-            ).all()
-            linked = set(
-                (
-                    await session.scalars(
-                        select(BatchItem.id).where(
-                            BatchItem.id.in_(request.reasons),
-                            BatchItem.status.not_in(FINAL_ITEM_STATUSES),
-                            BatchItem.conversation_id.is_not(None),
-                        )
-                    )
-                ).all()
-            )
+            ).tuples().all()
+        abandoned = [item_id for item_id, is_linked in open_items if not is_linked]
+        linked = {item_id for item_id, is_linked in open_items if is_linked}
         if abandoned and user_id is not None:
-            await self._delete_conversation_objects(user_id, list(abandoned))
+            await self._delete_conversation_objects(user_id, abandoned)
         recorded = []
         async with self._sessions.begin() as session:
             for item_id, reason in request.reasons.items():
