@@ -19,6 +19,7 @@ from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
 from activities.export import ExportActivities
 from activities.item_workflows import WorkflowActivities
+from activities.items import ItemActivities
 from activities.jobs import JobActivities
 from activities.message_batches import MessageBatchActivities
 from activities.templates import TemplateActivities
@@ -66,6 +67,7 @@ def build_main_worker(
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions, storage)
     conversations = ConversationActivities(storage, settings.quality_min_score)
+    items = ItemActivities(jobs, templates, conversations)
     item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     exports = ExportActivities(sessions, storage, settings.export_page_size)
@@ -77,6 +79,10 @@ def build_main_worker(
         activities=[
             jobs.start_job,
             jobs.list_queued_items,
+            items.prepare_item,
+            items.complete_item,
+            # Each step alone: items started before the steps were merged, and finish_item for
+            # an item that fails or is cancelled.
             jobs.begin_item,
             jobs.link_conversation,
             jobs.finish_item,

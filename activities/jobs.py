@@ -390,7 +390,7 @@ class JobActivities:
                         BatchItem.id.in_(request.reasons), BatchItem.status.not_in(FINAL_ITEM_STATUSES)
                     )
                 )
-            ).tuples().all()
+            ).all()
         abandoned = [item_id for item_id, is_linked in open_items if not is_linked]
         linked = {item_id for item_id, is_linked in open_items if is_linked}
         if abandoned and user_id is not None:

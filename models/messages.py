@@ -404,6 +404,37 @@ class FinishItemInput(BaseModel):
     rate_limit: dict[str, str] = Field(default_factory=dict)
 
 
+class PrepareItemInput(BaseModel):
+    item_id: uuid.UUID
+    user_id: str
+    # Where the resolved prompt is stored: beside the item's conversation.
+    conversation_id: uuid.UUID
+
+
+class PreparedItem(BaseModel):
+    """An item begun, its template chosen and its prompt resolved (none of that for an item
+    whose row was final already: `work.recorded`)."""
+
+    work: ItemWork
+    prompt: ResolvedPrompt | None = None
+
+
+class CompleteItemInput(BaseModel):
+    """The item's last answer to validate and store, then the conversation to link and the
+    outcome to record."""
+
+    job_id: uuid.UUID
+    user_id: str
+    conversation_id: uuid.UUID
+    work: ItemWork
+    prompt: ResolvedPrompt
+    # Every call that went into the conversation: the first, and the repair if there was one.
+    generations: list[GeneratedRaw]
+    finished_at: datetime
+    outcome: ItemFinished
+    rate_limit: dict[str, str] = Field(default_factory=dict)
+
+
 # --- Message Batches mode -----------------------------------------------------------------
 
 # The signal that brings an item its Message Batch result (sent by the results activity).

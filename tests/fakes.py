@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import CATALOG_ROW_MISSING, DATABASE_ERROR, INVALID_OUTPUT, claude_http_error, permanent
 from activities.item_workflows import WorkflowActivities
+from activities.items import ItemActivities
 from activities.message_batches import batch_custom_id
 from models.enums import BatchResultType, DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import (
@@ -329,12 +330,16 @@ class FakeActivities:
         return self.batch.log_writes
 
     def all(self) -> list:
+        # The merged item steps run this fake's steps, as the real ones run the real steps.
+        items = ItemActivities(self, self, self)
         return [
             WorkflowActivities(self.client).start_item_workflows,
             WorkflowActivities(self.client).ended_workflows,
             self.record_unreported_items,
             self.start_job,
             self.list_queued_items,
+            items.prepare_item,
+            items.complete_item,
             self.begin_item,
             self.select_template,
             self.resolve_template,

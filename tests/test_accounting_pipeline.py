@@ -14,8 +14,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.conversations import ConversationActivities
 from activities.errors import ITEM_ALREADY_LINKED
+from activities.items import ItemActivities
 from activities.jobs import JobActivities
+from activities.templates import TemplateActivities
 from brightrun.settings import Settings
 from brightrun.storage import (
     Storage,
@@ -28,10 +31,13 @@ from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import (
     BatchItemInput,
+    CompleteItemInput,
     GeneratedRaw,
     ItemFinished,
     ItemWork,
     LinkConversationInput,
+    PrepareItemInput,
+    ResolvedPrompt,
     StoredConversation,
     TokenUsage,
     UnreportedItems,
@@ -123,6 +129,56 @@ async def test_a_reset_or_a_second_start_of_a_completed_item_calls_claude_no_mor
         assert outcome.conversation_id == conversations[0].conversation_id
     status = await batches.job_status(sessions, str(job.job_id), stack_client)
     assert (status.status, status.completed, status.successful) == (JobStatus.COMPLETED, 1, 1)
+
+
+async def test_the_merged_item_steps_run_again_whole_write_nothing_twice(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, storage: Storage
+) -> None:
+    """A retried prepare_item or complete_item repeats its steps from the first: each step's
+    write must find its own earlier write and change nothing."""
+    user = f"twice-{uuid.uuid4().hex[:8]}"
+    job, item = await one_item_job(sessions, stack_client, stack_settings, "Maria Gonzalez", user)
+    async with sessions() as session:
+        linked = await session.get(Conversation, item.conversation_id)
+        counted_before = (await session.get(BatchJob, job.job_id)).completed_items
+    items = ItemActivities(
+        JobActivities(sessions, storage),
+        TemplateActivities(sessions, storage),
+        ConversationActivities(storage, stack_settings.quality_min_score),
+    )
+    work = ItemWork(item_id=item.id, tier=Tier.TEMPLATE, **item.parameters)
+    outcome = ItemFinished(item_id=item.id, status=ItemStatus.COMPLETED, conversation_id=linked.conversation_id)
+    again = CompleteItemInput(
+        job_id=job.job_id,
+        user_id=user,
+        conversation_id=linked.conversation_id,
+        work=work,
+        prompt=ResolvedPrompt(template_id=linked.template_id, template_version=1, persona_name="Maria Gonzalez",
+                              topic_name="Essential Estate Planning"),
+        generations=[GeneratedRaw(raw_key=linked.raw_storage_path, model="m", stop_reason="end_turn", usage=TokenUsage(),
+                                  latency_ms=1, attempt=1)],
+        finished_at=datetime.now(UTC),
+        outcome=outcome,
+    )
+
+    status = await items.complete_item(again)
+    prepared = await items.prepare_item(
+        PrepareItemInput(item_id=item.id, user_id=user, conversation_id=linked.conversation_id)
+    )
+
+    assert status == ItemStatus.COMPLETED
+    # The ended item is reported as its row holds it: no template chosen, no prompt written.
+    assert prepared.prompt is None and prepared.work.recorded is not None
+    assert prepared.work.recorded.conversation_id == linked.conversation_id
+    async with sessions() as session:
+        row = await session.get(BatchItem, item.id)
+        job_row = await session.get(BatchJob, job.job_id)
+        conversations = await session.scalar(
+            select(func.count()).select_from(Conversation).where(Conversation.batch_job_id == job.job_id)
+        )
+    assert (row.status, row.conversation_id) == (ItemStatus.COMPLETED, linked.id)
+    assert job_row.completed_items == counted_before == 1 and conversations == 1
+    assert await storage.get_bytes_or_none(storage.conversation_bucket, linked.final_storage_path) is not None
 
 
 async def test_the_link_of_an_item_is_never_re_pointed(

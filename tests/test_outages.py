@@ -121,15 +121,15 @@ async def test_a_foreign_key_violation_fails_the_item_at_once_with_the_constrain
             'database refused the write: insert or update on table "batch_items" violates foreign key constraint '
             '"fk_batch_items_conversation_id_conversations" (Key (conversation_id)=('
         )
-        # One attempt of the link step, no retry.
+        # One attempt of the step that links, no retry.
         history = await stack_client.get_workflow_handle(item_workflow_id(item.id)).fetch_history()
-        link_attempts = [
+        complete_attempts = [
             e.activity_task_started_event_attributes.attempt
             for e in history.events
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and _scheduled_type(history, e.activity_task_started_event_attributes.scheduled_event_id) == "link_conversation"
+            and _scheduled_type(history, e.activity_task_started_event_attributes.scheduled_event_id) == "complete_item"
         ]
-        assert link_attempts == [1]
+        assert complete_attempts == [1]
 
 
 def _scheduled_type(history: WorkflowHistory, event_id: int) -> str:
@@ -143,14 +143,14 @@ def _scheduled_type(history: WorkflowHistory, event_id: int) -> str:
 async def two_items_in_flight(
     sessions: async_sessionmaker, client: Client, settings: Settings, standin: StandinControl
 ) -> batches.LaunchedJob:
-    """A job of two items, both begun and in their (1.5 s) Claude calls."""
+    """A job of two items, both in their (1.5 s) Claude calls: every step before the call is done."""
     await standin.configure(latency_ms=1500)
     job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**TWO_ITEMS, concurrency=2))
 
-    async def all_processing() -> bool:
-        return all(item.status == ItemStatus.PROCESSING for item in await items_of(sessions, job.job_id))
+    async def both_calls_arrived() -> bool:
+        return (await standin.stats())["requests"] == 2
 
-    await eventually(all_processing, "both items have begun", timeout_s=30)
+    await eventually(both_calls_arrived, "both items' Claude calls reached the stand-in", timeout_s=30)
     return job
 
 

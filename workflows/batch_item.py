@@ -12,6 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
     from activities.conversations import ConversationActivities
     from activities.errors import ANTHROPIC_INVALID_REQUEST, INVALID_OUTPUT, ITEM_FAILED
+    from activities.items import ItemActivities
     from activities.jobs import JobActivities
     from activities.message_batches import MessageBatchActivities
     from activities.templates import TemplateActivities
@@ -21,12 +22,14 @@ with workflow.unsafe.imports_passed_through():
         BatchItemInput,
         BatchResult,
         CallProgress,
+        CompleteItemInput,
         FinishItemInput,
         GeneratedRaw,
         GenerateInput,
         ItemFinished,
         ItemWork,
         LinkConversationInput,
+        PrepareItemInput,
         RepairRequest,
         ResolvedPrompt,
         ResolvePromptInput,
@@ -43,6 +46,9 @@ with workflow.unsafe.imports_passed_through():
 # The staging activity tells the Message Batches workflow of the first request of a gathering
 # (a signal per request outgrew its history at 10,000 items); items started before signal each.
 STAGING_TELLS_THE_BATCHES = "staging-tells-the-batches"
+# An item's data steps run as two activities, one before its call and one after (each activity
+# cost its history three events and a workflow task); items started before run seven.
+ITEM_STEPS_MERGED = "item-steps-merged"
 
 
 def failure_message(error: ActivityError) -> str:
@@ -88,12 +94,31 @@ class BatchItemWorkflow:
         self._started = workflow.now()
         self._usage = TokenUsage()  # of every Claude call, failed items included
         self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
+        self._recorded: ItemStatus | None = None  # the status complete_item recorded
         try:
-            work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
+            if workflow.patched(ITEM_STEPS_MERGED):
+                prepared = await workflow.execute_activity_method(
+                    ItemActivities.prepare_item,
+                    PrepareItemInput(
+                        item_id=request.item_id,
+                        user_id=request.user_id,
+                        conversation_id=item_conversation_id(request.item_id),
+                    ),
+                    **DATA_STEP,
+                )
+                work, prompt = prepared.work, prepared.prompt
+            else:
+                work = await workflow.execute_activity_method(JobActivities.begin_item, request.item_id, **DATA_STEP)
+                prompt = None
             self._batch_requests = work.batch_requests_staged
             # A final row (a reset, or a second start of an ended item) is reported as it is: no
             # second Claude call, no second conversation.
-            outcome = work.recorded or await self._produce(request, work)
+            if work.recorded:
+                outcome = work.recorded
+            elif prompt is not None:
+                outcome = await self._produce_and_record(request, work, prompt)
+            else:
+                outcome = await self._produce(request, work)
         except ActivityError as error:
             if not isinstance(error.cause, CancelledError):
                 outcome = self._outcome(request, ItemStatus.FAILED, error_message=failure_message(error))
@@ -112,8 +137,51 @@ class BatchItemWorkflow:
             raise ApplicationError(outcome.error_message or "item failed", type=ITEM_FAILED, non_retryable=True)
         return outcome
 
+    async def _produce_and_record(self, request: BatchItemInput, work: ItemWork, prompt: ResolvedPrompt) -> ItemFinished:
+        """Generate the item's conversation, then validate, store and link it and record the item
+        completed, in one step."""
+        conversation_id = item_conversation_id(request.item_id)
+        generations = [await self._generate(request, conversation_id, work.tier, prompt)]
+        try:
+            return await self._complete(request, conversation_id, work, prompt, generations)
+        except ActivityError as error:
+            if not (isinstance(error.cause, ApplicationError) and error.cause.type == INVALID_OUTPUT):
+                raise
+            # One repair: ask again, quoting what was wrong; a second failure fails the item.
+            repair = RepairRequest(rejected_raw_key=generations[0].raw_key, problem=repair_problem(error.cause))
+            generations.append(await self._generate(request, conversation_id, work.tier, prompt, repair))
+            return await self._complete(request, conversation_id, work, prompt, generations)
+
+    async def _complete(
+        self,
+        request: BatchItemInput,
+        conversation_id: uuid.UUID,
+        work: ItemWork,
+        prompt: ResolvedPrompt,
+        generations: list[GeneratedRaw],
+    ) -> ItemFinished:
+        outcome = self._outcome(request, ItemStatus.COMPLETED, conversation_id=conversation_id)
+        self._recorded = await workflow.execute_activity_method(
+            ItemActivities.complete_item,
+            CompleteItemInput(
+                job_id=request.job_id,
+                user_id=request.user_id,
+                conversation_id=conversation_id,
+                work=work,
+                template_id=prompt.template_id,
+                prompt=prompt,
+                generations=generations,
+                finished_at=workflow.now(),
+                outcome=outcome,
+                rate_limit=self._rate_limit,
+            ),
+            **DATA_STEP,
+        )
+        return outcome
+
     async def _produce(self, request: BatchItemInput, work: ItemWork) -> ItemFinished:
-        """Generate, validate, store and link the item's conversation."""
+        """Generate, validate, store and link the item's conversation, a step each (a run started
+        before the steps were merged)."""
         # The same for every run of the item (a retry, a reset, a second start), so storage keys
         # and the row are written once; runs recorded before drew a random one.
         if workflow.patched("conversation-id-from-item"):
@@ -286,7 +354,7 @@ class BatchItemWorkflow:
             raise
 
     async def _record_and_signal(self, request: BatchItemInput, outcome: ItemFinished) -> None:
-        recorded = await workflow.execute_activity_method(
+        recorded = self._recorded or await workflow.execute_activity_method(
             JobActivities.finish_item,
             FinishItemInput(
                 job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit

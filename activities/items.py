@@ -1,0 +1,106 @@
+"""An item's data steps in two activities: one before its Claude call (begin, choose the template,
+resolve the prompt) and one after it (validate and store the answer, link the conversation,
+record the outcome). Each activity costs the item's history three events and a workflow task,
+and the Temporal server its dispatch: seven steps as seven activities cost as much as the rest
+of the item. Each step keeps its own retry-safe write, so a retried activity repeats none of them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from typing import Protocol
+
+from temporalio import activity
+
+from models.enums import ItemStatus
+from models.messages import (
+    CompleteItemInput,
+    FinishItemInput,
+    ItemWork,
+    LinkConversationInput,
+    LinkedConversation,
+    PreparedItem,
+    PrepareItemInput,
+    ResolvedPrompt,
+    ResolvePromptInput,
+    SelectedTemplate,
+    SelectTemplateInput,
+    StoreConversationInput,
+    StoredConversation,
+)
+
+
+class ItemRowSteps(Protocol):
+    def begin_item(self, item_id: uuid.UUID) -> Awaitable[ItemWork]: ...
+    def link_conversation(self, request: LinkConversationInput) -> Awaitable[LinkedConversation]: ...
+    def finish_item(self, request: FinishItemInput) -> Awaitable[ItemStatus]: ...
+
+
+class PromptSteps(Protocol):
+    def select_template(self, request: SelectTemplateInput) -> Awaitable[SelectedTemplate]: ...
+    def resolve_template(self, request: ResolvePromptInput) -> Awaitable[ResolvedPrompt]: ...
+
+
+class AnswerSteps(Protocol):
+    def store_conversation(self, request: StoreConversationInput) -> Awaitable[StoredConversation]: ...
+
+
+class ItemActivities:
+    def __init__(self, rows: ItemRowSteps, prompts: PromptSteps, answers: AnswerSteps) -> None:
+        self._rows = rows
+        self._prompts = prompts
+        self._answers = answers
+
+    @activity.defn(name="prepare_item")
+    async def prepare_item(self, request: PrepareItemInput) -> PreparedItem:
+        work = await self._rows.begin_item(request.item_id)
+        if work.recorded:
+            return PreparedItem(work=work)
+        selected = await self._prompts.select_template(
+            SelectTemplateInput(template_id=work.template_id, emotional_arc_id=work.emotional_arc_id, tier=work.tier)
+        )
+        prompt = await self._prompts.resolve_template(
+            ResolvePromptInput(
+                template_id=selected.template_id,
+                persona_id=work.persona_id,
+                emotional_arc_id=work.emotional_arc_id,
+                training_topic_id=work.training_topic_id,
+                tier=work.tier,
+                sample=work.sample,
+                user_id=request.user_id,
+                conversation_id=request.conversation_id,
+            )
+        )
+        return PreparedItem(work=work, prompt=prompt)
+
+    @activity.defn(name="complete_item")
+    async def complete_item(self, request: CompleteItemInput) -> ItemStatus:
+        """Returns the status the item's row ends with. An answer that fails validation raises
+        before anything is written (the workflow may ask for a repair)."""
+        outcome = request.outcome
+        stored = await self._answers.store_conversation(
+            StoreConversationInput(
+                conversation_id=request.conversation_id,
+                user_id=request.user_id,
+                raw_key=request.generations[-1].raw_key,
+                persona=request.prompt.persona_name,
+                training_topic=request.prompt.topic_name,
+            )
+        )
+        await self._rows.link_conversation(
+            LinkConversationInput(
+                job_id=request.job_id,
+                item_id=outcome.item_id,
+                conversation_id=request.conversation_id,
+                user_id=request.user_id,
+                work=request.work,
+                template_id=request.prompt.template_id,
+                generations=request.generations,
+                stored=stored,
+            )
+        )
+        return await self._rows.finish_item(
+            FinishItemInput(
+                job_id=request.job_id, finished_at=request.finished_at, outcome=outcome, rate_limit=request.rate_limit
+            )
+        )
