@@ -67,7 +67,7 @@ def build_main_worker(
     jobs = JobActivities(sessions, storage)
     templates = TemplateActivities(sessions, storage)
     conversations = ConversationActivities(storage, settings.quality_min_score)
-    items = ItemActivities(jobs, templates, conversations)
+    items = ItemActivities(jobs, templates, conversations, client)
     item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     exports = ExportActivities(sessions, storage, settings.export_page_size)

@@ -1,6 +1,6 @@
 """An item's data steps in two activities: one before its Claude call (begin, choose the template,
 resolve the prompt) and one after it (validate and store the answer, link the conversation,
-record the outcome). Each activity costs the item's history three events and a workflow task,
+record the outcome and report it to the job). Each activity costs the item's history three events and a workflow task,
 and the Temporal server its dispatch: seven steps as seven activities cost as much as the rest
 of the item. Each step keeps its own retry-safe write, so a retried activity repeats none of them."""
 
@@ -11,9 +11,13 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from temporalio import activity
+from temporalio.client import Client
 
+from brightrun.logs import get_logger
+from brightrun.temporal_client import signal_if_running
 from models.enums import ItemStatus
 from models.messages import (
+    ITEM_FINISHED_SIGNAL,
     CompleteItemInput,
     FinishItemInput,
     ItemWork,
@@ -28,6 +32,8 @@ from models.messages import (
     StoreConversationInput,
     StoredConversation,
 )
+
+log = get_logger("items")
 
 
 class ItemRowSteps(Protocol):
@@ -46,10 +52,11 @@ class AnswerSteps(Protocol):
 
 
 class ItemActivities:
-    def __init__(self, rows: ItemRowSteps, prompts: PromptSteps, answers: AnswerSteps) -> None:
+    def __init__(self, rows: ItemRowSteps, prompts: PromptSteps, answers: AnswerSteps, temporal: Client) -> None:
         self._rows = rows
         self._prompts = prompts
         self._answers = answers
+        self._temporal = temporal
 
     @activity.defn(name="prepare_item")
     async def prepare_item(self, request: PrepareItemInput) -> PreparedItem:
@@ -75,8 +82,9 @@ class ItemActivities:
 
     @activity.defn(name="complete_item")
     async def complete_item(self, request: CompleteItemInput) -> ItemStatus:
-        """Returns the status the item's row ends with. An answer that fails validation raises
-        before anything is written (the workflow may ask for a repair)."""
+        """Records the item completed and reports it to its job; returns the status the row ends
+        with. An answer that fails validation raises before anything is written (the workflow
+        may ask for a repair)."""
         outcome = request.outcome
         stored = await self._answers.store_conversation(
             StoreConversationInput(
@@ -99,8 +107,15 @@ class ItemActivities:
                 stored=stored,
             )
         )
-        return await self._rows.finish_item(
+        recorded = await self._rows.finish_item(
             FinishItemInput(
                 job_id=request.job_id, finished_at=request.finished_at, outcome=outcome, rate_limit=request.rate_limit
             )
         )
+        # The job counts the status the row keeps (the first final one), and only its first
+        # report of an item: a retried step may tell it again.
+        reported = outcome.model_copy(update={"status": recorded})
+        if not await signal_if_running(self._temporal, request.report_to, ITEM_FINISHED_SIGNAL, reported):
+            # A reset or late run of the item: the job's counters come from the rows.
+            log.warning("the job's workflow has ended; the item's row holds its outcome", job_workflow=request.report_to)
+        return recorded

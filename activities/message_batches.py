@@ -19,7 +19,6 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.claude import classify_failure, heartbeating
 from activities.claude_requests import priced_usage, raw_response_document, request_text
@@ -28,6 +27,7 @@ from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import Storage, batch_request_key, raw_response_key
+from brightrun.temporal_client import signal_if_running
 from models.enums import BatchResultType, MessageBatchState
 from models.messages import (
     BATCH_RESULT_SIGNAL,
@@ -158,7 +158,7 @@ class MessageBatchActivities:
         # at once may both miss the full count: that batch goes out when the gathering ends.
         if waiting and (waiting in (1, request.batch_size) or activity.info().attempt > 1):
             workflow_id = message_batches_workflow_id(generate.job_id)
-            if not await self._signal(workflow_id, REQUESTS_WAITING_SIGNAL, waiting):
+            if not await signal_if_running(self._temporal, workflow_id, REQUESTS_WAITING_SIGNAL, waiting):
                 log.warning("no Message Batches workflow runs for the job", job_id=str(generate.job_id))
         return custom_id
 
@@ -476,22 +476,11 @@ class MessageBatchActivities:
 
         async def signal(item_id: uuid.UUID, result: BatchResult) -> None:
             async with limit:
-                if not await self._signal(item_workflow_id(item_id), BATCH_RESULT_SIGNAL, result):
+                if not await signal_if_running(self._temporal, item_workflow_id(item_id), BATCH_RESULT_SIGNAL, result):
                     # It ended meanwhile (its job was cancelled): nothing waits for this result.
                     log.info("item no longer waits for its batch result", item_id=str(item_id))
 
         await asyncio.gather(*(signal(item_id, result) for item_id, result in results))
-
-    async def _signal(self, workflow_id: str, signal: str, arg: BatchResult | int) -> bool:
-        """Whether the workflow took the signal (False: it has ended). By name: an activity
-        must not import a workflow (imports never run upward)."""
-        try:
-            await self._temporal.get_workflow_handle(workflow_id).signal(signal, arg)
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            return False
-        return True
 
     @activity.defn(name="cancel_message_batches")
     async def cancel_batches(self, job_id: uuid.UUID) -> int:

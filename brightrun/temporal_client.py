@@ -11,11 +11,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError, RPCStatusCode
 
 from brightrun.settings import Settings
 
@@ -61,3 +62,15 @@ def run_and_exit(main: Callable[[], object]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)
+
+
+async def signal_if_running(client: Client, workflow_id: str, signal: str, arg: Any) -> bool:
+    """Whether the workflow took the signal (False: it has ended). By name: an activity must not
+    import a workflow (imports never run upward)."""
+    try:
+        await client.get_workflow_handle(workflow_id).signal(signal, arg)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True

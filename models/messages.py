@@ -161,8 +161,13 @@ class ItemPage(BaseModel):
     items: list[ItemRef]
 
 
+# The signal that reports an item's outcome to its job's workflow (sent by complete_item, or by
+# the item's workflow for an item that failed or was cancelled).
+ITEM_FINISHED_SIGNAL = "item_finished"
+
+
 class ItemFinished(BaseModel):
-    """Signal from an item's workflow to its job's workflow."""
+    """Signal from an item to its job's workflow."""
 
     item_id: uuid.UUID
     status: ItemStatus
@@ -433,6 +438,8 @@ class CompleteItemInput(BaseModel):
     finished_at: datetime
     outcome: ItemFinished
     rate_limit: dict[str, str] = Field(default_factory=dict)
+    # The job's workflow, which the step tells of the recorded outcome (ITEM_FINISHED_SIGNAL).
+    report_to: str
 
 
 # --- Message Batches mode -----------------------------------------------------------------

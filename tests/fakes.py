@@ -331,7 +331,7 @@ class FakeActivities:
 
     def all(self) -> list:
         # The merged item steps run this fake's steps, as the real ones run the real steps.
-        items = ItemActivities(self, self, self)
+        items = ItemActivities(self, self, self, self.client)
         return [
             WorkflowActivities(self.client).start_item_workflows,
             WorkflowActivities(self.client).ended_workflows,

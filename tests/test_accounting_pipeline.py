@@ -145,6 +145,7 @@ async def test_the_merged_item_steps_run_again_whole_write_nothing_twice(
         JobActivities(sessions, storage),
         TemplateActivities(sessions, storage),
         ConversationActivities(storage, stack_settings.quality_min_score),
+        stack_client,
     )
     work = ItemWork(item_id=item.id, tier=Tier.TEMPLATE, **item.parameters)
     outcome = ItemFinished(item_id=item.id, status=ItemStatus.COMPLETED, conversation_id=linked.conversation_id)
@@ -159,6 +160,7 @@ async def test_the_merged_item_steps_run_again_whole_write_nothing_twice(
                                   latency_ms=1, attempt=1)],
         finished_at=datetime.now(UTC),
         outcome=outcome,
+        report_to=job.workflow_id,  # ended: the report finds no workflow to tell
     )
 
     status = await items.complete_item(again)

@@ -94,7 +94,7 @@ class BatchItemWorkflow:
         self._started = workflow.now()
         self._usage = TokenUsage()  # of every Claude call, failed items included
         self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
-        self._recorded: ItemStatus | None = None  # the status complete_item recorded
+        self._recorded: ItemStatus | None = None  # the status complete_item recorded and reported
         try:
             if workflow.patched(ITEM_STEPS_MERGED):
                 prepared = await workflow.execute_activity_method(
@@ -174,6 +174,7 @@ class BatchItemWorkflow:
                 finished_at=workflow.now(),
                 outcome=outcome,
                 rate_limit=self._rate_limit,
+                report_to=request.parent_workflow_id,
             ),
             **DATA_STEP,
         )
@@ -354,7 +355,10 @@ class BatchItemWorkflow:
             raise
 
     async def _record_and_signal(self, request: BatchItemInput, outcome: ItemFinished) -> None:
-        recorded = self._recorded or await workflow.execute_activity_method(
+        if self._recorded:  # complete_item recorded the outcome and told the job
+            workflow.logger.info("item %s", self._recorded.value, extra={"item_id": str(outcome.item_id)})
+            return
+        recorded = await workflow.execute_activity_method(
             JobActivities.finish_item,
             FinishItemInput(
                 job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from models import search_attributes
     from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus
     from models.messages import (
+        ITEM_FINISHED_SIGNAL,
         BatchItemInput,
         BatchJobInput,
         BatchProgressState,
@@ -334,8 +335,9 @@ class BatchJobWorkflow:
 
     # --- signals and queries ------------------------------------------------------------
 
-    # The name on the wire, whatever the method is called: running items and saved histories send it.
-    @workflow.signal(name="item_finished")
+    # The name on the wire, whatever the method is called: running items, saved histories and
+    # complete_item send it.
+    @workflow.signal(name=ITEM_FINISHED_SIGNAL)
     def item_finished(self, outcome: ItemFinished) -> None:
         # Items report at least once; only the first report of an in-flight item counts.
         if outcome.item_id not in self._in_flight:
