@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 
@@ -172,6 +173,35 @@ async def test_a_cancellation_during_the_halt_still_ends_the_job_cancelled_with_
     assert isinstance(failure.value.cause, CancelledError)
     assert batch.job_status == JobStatus.CANCELLED and batch.log_writes >= 1
     assert batch.count(ItemStatus.CANCELLED) == 4
+
+
+async def test_a_cancel_while_an_item_records_its_conversation_leaves_it_completed_and_counted_once(
+    ts_client: Client, task_queue: str
+) -> None:
+    # The item's last step stored and linked its conversation and waits to record the item.
+    batch = FakeBatch.of(1, finish_gate=asyncio.Event())
+    item = batch.items[0]
+    async with worker_for(ts_client, task_queue, batch):
+        handle = await start(ts_client, task_queue, batch)
+        await eventually(lambda: batch.generate_calls == 1, "the item's call was made")
+        item_handle = ts_client.get_workflow_handle(item_workflow_id(item.item_id))
+        await eventually(lambda: _activity_pending(item_handle, "complete_item"), "the item records its conversation")
+        await handle.signal(BatchJobWorkflow.cancel)
+        await eventually(lambda: _cancel_requested(item_handle), "the job cancelled the item")
+        assert batch.finish_gate is not None
+        batch.finish_gate.set()
+        result = await result_of(handle)
+
+    # The step ran to its end: the item is recorded once, completed, not cancelled beside its
+    # linked conversation.
+    assert item.status == ItemStatus.COMPLETED and item.finish_calls == 1
+    assert (result.successful, result.cancelled) == (1, 0)
+    assert_counters_equal_rows(result, batch)
+
+
+async def _cancel_requested(handle: WorkflowHandle) -> bool:
+    history = await handle.fetch_history()
+    return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED for e in history.events)
 
 
 async def test_a_cancel_racing_an_items_start_counts_the_item_once(ts_client: Client, task_queue: str) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -76,6 +79,9 @@ def repair_problem(error: ApplicationError) -> str:
     """What to tell the model about its rejected reply: the validation problem the activity put in
     the error's details (without the storage path its message adds for people)."""
     return str(error.details[0]) if error.details else error.message
+
+
+T = TypeVar("T")
 
 
 class BatchRequestFailed(Exception):
@@ -161,23 +167,25 @@ class BatchItemWorkflow:
         generations: list[GeneratedRaw],
     ) -> ItemFinished:
         outcome = self._outcome(request, ItemStatus.COMPLETED, conversation_id=conversation_id)
-        self._recorded = await workflow.execute_activity_method(
-            ItemActivities.complete_item,
-            CompleteItemInput(
-                job_id=request.job_id,
-                user_id=request.user_id,
-                conversation_id=conversation_id,
-                work=work,
-                template_id=prompt.template_id,
-                prompt=prompt,
-                generations=generations,
-                finished_at=workflow.now(),
-                outcome=outcome,
-                rate_limit=self._rate_limit,
-                report_to=request.parent_workflow_id,
-            ),
-            **DATA_STEP,
+        complete = CompleteItemInput(
+            job_id=request.job_id,
+            user_id=request.user_id,
+            conversation_id=conversation_id,
+            work=work,
+            prompt=prompt,
+            generations=generations,
+            finished_at=workflow.now(),
+            outcome=outcome,
+            rate_limit=self._rate_limit,
+            report_to=request.parent_workflow_id,
         )
+
+        async def record() -> None:
+            self._recorded = await workflow.execute_activity_method(ItemActivities.complete_item, complete, **DATA_STEP)
+
+        # Run to its end like the report: a cancel that came while the step ran would record the
+        # item cancelled beside the conversation the step still links.
+        await self._to_the_end(record())
         return outcome
 
     async def _produce(self, request: BatchItemInput, work: ItemWork) -> ItemFinished:
@@ -347,11 +355,19 @@ class BatchItemWorkflow:
     async def _report(self, request: BatchItemInput, outcome: ItemFinished) -> None:
         """Write the outcome to the item's row, then tell the job's workflow. Shielded: a cancel
         that arrives while an ended item reports must not lose the report."""
-        reporting = asyncio.create_task(self._record_and_signal(request, outcome))
+        await self._to_the_end(self._record_and_signal(request, outcome))
+
+    @staticmethod
+    async def _to_the_end(step: Awaitable[T]) -> T:
+        """The step's result, even when the item is cancelled while it runs: the step is not
+        cancelled, and the item's cancellation goes on once it has ended (a step that failed
+        meanwhile wrote nothing: the item is cancelled all the same)."""
+        running = asyncio.ensure_future(step)
         try:
-            await asyncio.shield(reporting)
+            return await asyncio.shield(running)
         except asyncio.CancelledError:
-            await reporting
+            with contextlib.suppress(ActivityError):
+                await running
             raise
 
     async def _record_and_signal(self, request: BatchItemInput, outcome: ItemFinished) -> None:
