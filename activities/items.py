@@ -63,20 +63,9 @@ class ItemActivities:
         work = await self._rows.begin_item(request.item_id)
         if work.recorded:
             return PreparedItem(work=work)
-        selected = await self._prompts.select_template(
-            SelectTemplateInput(template_id=work.template_id, emotional_arc_id=work.emotional_arc_id, tier=work.tier)
-        )
+        selected = await self._prompts.select_template(work.template_choice())
         prompt = await self._prompts.resolve_template(
-            ResolvePromptInput(
-                template_id=selected.template_id,
-                persona_id=work.persona_id,
-                emotional_arc_id=work.emotional_arc_id,
-                training_topic_id=work.training_topic_id,
-                tier=work.tier,
-                sample=work.sample,
-                user_id=request.user_id,
-                conversation_id=request.conversation_id,
-            )
+            work.prompt_request(selected.template_id, request.user_id, request.conversation_id)
         )
         return PreparedItem(work=work, prompt=prompt)
 

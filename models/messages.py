@@ -287,6 +287,22 @@ class ItemWork(BaseModel):
     # its own after them, so none reuses a custom_id that has its result already.
     batch_requests_staged: int = 0
 
+    def template_choice(self) -> SelectTemplateInput:
+        return SelectTemplateInput(template_id=self.template_id, emotional_arc_id=self.emotional_arc_id, tier=self.tier)
+
+    def prompt_request(self, template_id: uuid.UUID, user_id: str, conversation_id: uuid.UUID) -> ResolvePromptInput:
+        """The prompt of this item with the template chosen for it, stored beside its conversation."""
+        return ResolvePromptInput(
+            template_id=template_id,
+            persona_id=self.persona_id,
+            emotional_arc_id=self.emotional_arc_id,
+            training_topic_id=self.training_topic_id,
+            tier=self.tier,
+            sample=self.sample,
+            user_id=user_id,
+            conversation_id=conversation_id,
+        )
+
 
 class SelectTemplateInput(BaseModel):
     template_id: uuid.UUID | None

@@ -35,8 +35,6 @@ with workflow.unsafe.imports_passed_through():
         PrepareItemInput,
         RepairRequest,
         ResolvedPrompt,
-        ResolvePromptInput,
-        SelectTemplateInput,
         StageBatchRequest,
         StoreConversationInput,
         StoredConversation,
@@ -198,22 +196,11 @@ class BatchItemWorkflow:
         else:
             conversation_id = workflow.uuid4()
         selected = await workflow.execute_activity_method(
-            TemplateActivities.select_template,
-            SelectTemplateInput(template_id=work.template_id, emotional_arc_id=work.emotional_arc_id, tier=work.tier),
-            **DATA_STEP,
+            TemplateActivities.select_template, work.template_choice(), **DATA_STEP
         )
         prompt = await workflow.execute_activity_method(
             TemplateActivities.resolve_template,
-            ResolvePromptInput(
-                template_id=selected.template_id,
-                persona_id=work.persona_id,
-                emotional_arc_id=work.emotional_arc_id,
-                training_topic_id=work.training_topic_id,
-                tier=work.tier,
-                sample=work.sample,
-                user_id=request.user_id,
-                conversation_id=conversation_id,
-            ),
+            work.prompt_request(selected.template_id, request.user_id, conversation_id),
             **DATA_STEP,
         )
         generations = [await self._generate(request, conversation_id, work.tier, prompt)]
