@@ -1,8 +1,8 @@
 """An item's data steps in two activities: one before its Claude call (begin, choose the template,
 resolve the prompt) and one after it (validate and store the answer, link the conversation,
-record the outcome and report it to the job). Each activity costs the item's history three events and a workflow task,
-and the Temporal server its dispatch: seven steps as seven activities cost as much as the rest
-of the item. Each step keeps its own retry-safe write, so a retried activity repeats none of them."""
+record the outcome and report it to the job). Each activity costs the item's history three
+events and a workflow task, and the Temporal server its dispatch: seven steps as seven
+activities cost as much as the rest of the item. Each step keeps its own retry-safe write, so a retried activity repeats none of them."""
 
 from __future__ import annotations
 

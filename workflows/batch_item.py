@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -77,9 +76,6 @@ def repair_problem(error: ApplicationError) -> str:
     """What to tell the model about its rejected reply: the validation problem the activity put in
     the error's details (without the storage path its message adds for people)."""
     return str(error.details[0]) if error.details else error.message
-
-
-T = TypeVar("T")
 
 
 class BatchRequestFailed(Exception):
@@ -345,13 +341,13 @@ class BatchItemWorkflow:
         await self._to_the_end(self._record_and_signal(request, outcome))
 
     @staticmethod
-    async def _to_the_end(step: Awaitable[T]) -> T:
-        """The step's result, even when the item is cancelled while it runs: the step is not
-        cancelled, and the item's cancellation goes on once it has ended (a step that failed
-        meanwhile wrote nothing: the item is cancelled all the same)."""
+    async def _to_the_end(step: Awaitable[None]) -> None:
+        """Run a step that records the item to its end, even when the item is cancelled while it
+        runs: the step is not cancelled, and the item's cancellation goes on once it has ended
+        (a step that failed meanwhile wrote nothing: the item is cancelled all the same)."""
         running = asyncio.ensure_future(step)
         try:
-            return await asyncio.shield(running)
+            await asyncio.shield(running)
         except asyncio.CancelledError:
             with contextlib.suppress(ActivityError):
                 await running
