@@ -289,6 +289,7 @@ def _temporal_argv(config: StackConfig, root: Path) -> list[str]:
         "--db-filename", str(root / "temporal.db"),
         "--namespace", NAMESPACE,
         "--log-level", "warn",
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
         # Task queue fairness: items of a small job are not queued behind a big job's backlog.
         "--dynamic-config-value", "matching.enableFairness=true",
         "--dynamic-config-value", "matching.useNewMatcher=true",
