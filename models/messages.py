@@ -251,6 +251,11 @@ class BatchItemInput(BaseModel):
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
     mode: DeliveryMode = DeliveryMode.ONLINE
     batch_size: int | None = None  # batch mode: the requests a Message Batch takes
+    # The version of its workflow's steps the item runs (workflows/batch_item.py,
+    # ITEM_STEPS_VERSION), fixed by the job that starts it: in the input it costs the item's
+    # history nothing, where a patch marker costs two events. 0: an item started before it was
+    # given, whose patch markers tell.
+    steps_version: int = 0
 
 
 class ItemWorkflowStarts(BaseModel):

@@ -14,7 +14,15 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.errors import CATALOG_ROW_MISSING, DATABASE_ERROR, INVALID_OUTPUT, claude_http_error, permanent
+from activities.data_errors import outage
+from activities.errors import (
+    CATALOG_ROW_MISSING,
+    DATABASE_ERROR,
+    DATABASE_UNAVAILABLE,
+    INVALID_OUTPUT,
+    claude_http_error,
+    permanent,
+)
 from activities.item_workflows import WorkflowActivities
 from activities.items import ItemActivities
 from activities.message_batches import batch_custom_id
@@ -130,6 +138,8 @@ class FakeBatch:
     status_changes: list[JobStatus] = field(default_factory=list)
     log_writes: int = 0
     begin_calls: int = 0
+    finish_entered: int = 0  # finish_item calls, counted before they pass the finish gate
+    begin_outages: int = 0  # begin_item calls still to fail as if PostgreSQL were down
     start_calls: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -214,6 +224,9 @@ class FakeActivities:
     async def begin_item(self, item_id: uuid.UUID) -> ItemWork:
         self.batch.begin_calls += 1
         await _passed(self.batch.begin_gate)
+        if self.batch.begin_outages:
+            self.batch.begin_outages -= 1
+            raise outage(DATABASE_UNAVAILABLE, "connection refused")
         item = self.batch.item(item_id)
         recorded = None
         if item.status.is_final:
@@ -275,6 +288,7 @@ class FakeActivities:
 
     @activity.defn(name="finish_item")
     async def finish_item(self, request: FinishItemInput) -> ItemStatus:
+        self.batch.finish_entered += 1
         await _passed(self.batch.finish_gate)
         item = self.batch.item(request.outcome.item_id)
         item.finish_calls += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from brightrun.settings import Settings
@@ -94,3 +95,21 @@ async def claude_call_progress(client: Client, item_id: uuid.UUID) -> CallProgre
             details = await client.data_converter.decode(pending.heartbeat_details.payloads)
             return CallProgress.model_validate(details[0])
     return None
+
+
+def step_tries(history: WorkflowHistory, step: str) -> list[str]:
+    """How an item's step ran, in order: "local" for each local try (its marker), "attempt N" for
+    the step as an activity (the server writes its started event once, with the attempt that
+    ended it)."""
+    tries = []
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and marker.marker_name == "core_local_activity":
+            if json.loads(marker.details["data"].payloads[0].data)["activity_type"] == step:
+                tries.append("local")
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            scheduled = next(e for e in history.events if e.event_id == started.scheduled_event_id)
+            if scheduled.activity_task_scheduled_event_attributes.activity_type.name == step:
+                tries.append(f"attempt {started.attempt}")
+    return tries

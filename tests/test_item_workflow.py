@@ -11,8 +11,9 @@ from temporalio.worker import Worker
 
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, GenerateInput
-from models.workflow_ids import item_conversation_id, job_workflow_id
+from models.workflow_ids import item_conversation_id, item_workflow_id, job_workflow_id
 from tests.fakes import FakeActivities, FakeBatch
+from tests.helpers import step_tries
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 
@@ -88,3 +89,19 @@ async def test_a_second_unusable_reply_fails_the_item_for_good(ts_client: Client
     assert failed.error_message.endswith("_raw_repair.json")
     assert len(calls_of(batch, 0)) == 2
     assert batch.items[1].status == ItemStatus.COMPLETED
+
+
+async def test_a_data_step_whose_local_try_meets_an_outage_goes_on_as_an_activity(ts_client: Client, task_queue: str) -> None:
+    # The local try and the activity's first attempt find PostgreSQL down; the second attempt passes.
+    batch = FakeBatch.of(1, begin_outages=2)
+
+    await run(ts_client, task_queue, batch)
+
+    item = batch.items[0]
+    assert batch.job_status == JobStatus.COMPLETED and item.status == ItemStatus.COMPLETED
+    assert batch.begin_calls == 3
+    history = await ts_client.get_workflow_handle(item_workflow_id(item.item_id)).fetch_history()
+    # As an activity, its retries show in `status` and the web UI while the outage lasts.
+    assert step_tries(history, "prepare_item") == ["local", "attempt 2"]
+    assert step_tries(history, "complete_item") == ["local"]
+

@@ -168,15 +168,13 @@ async def test_a_retry_run_runs_only_the_requeued_items_and_keeps_the_counters(t
     assert (result.status, result.successful, result.completed, result.remaining) == (JobStatus.COMPLETED, 5, 5, 0)
 
 
-async def test_pause_survives_continue_as_new_and_a_worker_restart(own_ts_client: Client, task_queue: str) -> None:
-    # A server of its own: the shared one, after other tests, once timed out its calls (RPC "Timeout expired").
-    ts_client = own_ts_client
+async def test_pause_survives_continue_as_new_and_a_worker_restart(stack_client: Client, task_queue: str) -> None:
+    # The real dev server: a worker that stops hands its sticky tasks back to it, as in
+    # production (the time-skipping server kept them on the stopped worker's queue).
     batch = gated(12, concurrency=4)
-    # Without a workflow cache no task is sticky to a worker: each one replays the history, as a
-    # freshly restarted worker does.
-    async with worker_for(ts_client, task_queue, batch, max_cached_workflows=0):
+    async with worker_for(stack_client, task_queue, batch):
         # About 47 events once paused; the four reports add at least 8 (signals, a workflow task).
-        handle = await start(ts_client, task_queue, batch, history_event_limit=50)
+        handle = await start(stack_client, task_queue, batch, history_event_limit=50)
         await eventually(lambda: batch.generate_calls == 4, "four items are in flight")
         await handle.signal(BatchJobWorkflow.pause)
         await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
@@ -185,7 +183,7 @@ async def test_pause_survives_continue_as_new_and_a_worker_restart(own_ts_client
         # The four reports push the history past the limit: the job continues as new while paused.
         await eventually(lambda: _continued_as_new(handle), "a second run started")
 
-    async with worker_for(ts_client, task_queue, batch, max_cached_workflows=0):  # a new worker
+    async with worker_for(stack_client, task_queue, batch):  # a new worker: it replays the job's run
         # The fourth report may still be on its way when the first worker stops.
         await eventually(lambda: _nothing_in_flight(handle), "every in-flight item reported")
         after_restart = await progress(handle)

@@ -18,8 +18,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.data_errors import outage
@@ -47,7 +46,7 @@ from service.outages import Outage
 from tests.conftest import REPO
 from tests.fakes import FakeActivities, FakeBatch
 from tests.gate import TcpGate
-from tests.helpers import eventually
+from tests.helpers import eventually, step_tries
 from worker import build_claude_worker, build_main_worker, build_workers
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
@@ -121,20 +120,9 @@ async def test_a_foreign_key_violation_fails_the_item_at_once_with_the_constrain
             'database refused the write: insert or update on table "batch_items" violates foreign key constraint '
             '"fk_batch_items_conversation_id_conversations" (Key (conversation_id)=('
         )
-        # One attempt of the step that links, no retry.
+        # One try of the step that links (local, in the item's worker), no retry as an activity.
         history = await stack_client.get_workflow_handle(item_workflow_id(item.id)).fetch_history()
-        complete_attempts = [
-            e.activity_task_started_event_attributes.attempt
-            for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and _scheduled_type(history, e.activity_task_started_event_attributes.scheduled_event_id) == "complete_item"
-        ]
-        assert complete_attempts == [1]
-
-
-def _scheduled_type(history: WorkflowHistory, event_id: int) -> str:
-    event = next(e for e in history.events if e.event_id == event_id)
-    return event.activity_task_scheduled_event_attributes.activity_type.name
+        assert step_tries(history, "complete_item") == ["local"]
 
 
 # --- an outage delays the items, and status says what they wait for -------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         TokenUsage,
     )
     from models.workflow_ids import item_conversation_id, message_batches_workflow_id
-    from workflows.config import DATA_STEP, claude_step
+    from workflows.config import DATA_STEP, LOCAL_DATA_STEP, claude_step, retry_cannot_help
     from workflows.message_batches import MessageBatchesWorkflow
 
 # The staging activity tells the Message Batches workflow of the first request of a gathering
@@ -49,6 +50,11 @@ STAGING_TELLS_THE_BATCHES = "staging-tells-the-batches"
 # An item's data steps run as two activities, one before its call and one after (each activity
 # cost its history three events and a workflow task); items started before run seven.
 ITEM_STEPS_MERGED = "item-steps-merged"
+# The steps of items the job starts now, given in their input (BatchItemInput.steps_version):
+# 1: the data steps, and the record of an item that failed or was cancelled, try first as local
+# activities (workflows/config.py, LOCAL_DATA_STEP); staging tells the batches. Items started
+# before run the steps their patch markers tell.
+ITEM_STEPS_VERSION = 1
 
 
 def failure_message(error: ActivityError) -> str:
@@ -59,6 +65,24 @@ def failure_message(error: ActivityError) -> str:
     if isinstance(cause, TimeoutError) and cause.type is not None:
         return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
     return f"{error.activity_type} failed: {cause or error}"
+
+
+def local_step_failure(step: Callable[..., Awaitable[Any]], error: ActivityError | ApplicationError) -> ActivityError:
+    """A local activity's failure as an activity's: its own failure arrives bare (a timeout comes
+    wrapped), and the item's code reads one shape."""
+    if isinstance(error, ActivityError):
+        return error
+    wrapped = ActivityError(
+        "Local activity failed",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type=step.__name__,
+        activity_id="",
+        retry_state=None,
+    )
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def spent_on_failed_call(error: ActivityError) -> TokenUsage:
@@ -96,15 +120,15 @@ class BatchItemWorkflow:
         self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
         self._recorded: ItemStatus | None = None  # the status complete_item recorded and reported
         try:
-            if workflow.patched(ITEM_STEPS_MERGED):
-                prepared = await workflow.execute_activity_method(
+            self._local_steps = request.steps_version >= 1
+            if self._local_steps or workflow.patched(ITEM_STEPS_MERGED):
+                prepared = await self._data_step(
                     ItemActivities.prepare_item,
                     PrepareItemInput(
                         item_id=request.item_id,
                         user_id=request.user_id,
                         conversation_id=item_conversation_id(request.item_id),
                     ),
-                    **DATA_STEP,
                 )
                 work, prompt = prepared.work, prepared.prompt
             else:
@@ -175,7 +199,7 @@ class BatchItemWorkflow:
         )
 
         async def record() -> None:
-            self._recorded = await workflow.execute_activity_method(ItemActivities.complete_item, complete, **DATA_STEP)
+            self._recorded = await self._data_step(ItemActivities.complete_item, complete)
 
         # Run to its end like the report: a cancel that came while the step ran would record the
         # item cancelled beside the conversation the step still links.
@@ -271,7 +295,8 @@ class BatchItemWorkflow:
                 StageBatchRequest(generate=generate, sequence=self._batch_requests, batch_size=request.batch_size),
                 **DATA_STEP,
             )
-            if not workflow.patched(STAGING_TELLS_THE_BATCHES):  # a run started before tells of each request
+            # A run started before tells of each request.
+            if not (request.steps_version >= 1 or workflow.patched(STAGING_TELLS_THE_BATCHES)):
                 await workflow.get_external_workflow_handle(message_batches_workflow_id(request.job_id)).signal(
                     MessageBatchesWorkflow.request_ready
                 )
@@ -340,6 +365,20 @@ class BatchItemWorkflow:
         that arrives while an ended item reports must not lose the report."""
         await self._to_the_end(self._record_and_signal(request, outcome))
 
+    async def _data_step(self, step: Callable[..., Awaitable[Any]], arg: Any) -> Any:
+        """A database and storage step of the item: one local try first (items started before
+        ITEM_STEPS_VERSION 1 skip it), then, unless the try failed for good or was cancelled, as an
+        activity retried through any outage."""
+        if self._local_steps:
+            try:
+                return await workflow.execute_local_activity_method(step, arg, **LOCAL_DATA_STEP)
+            except (ActivityError, ApplicationError) as error:
+                failed = local_step_failure(step, error)
+            if isinstance(failed.cause, CancelledError) or retry_cannot_help(failed):
+                raise failed
+            workflow.logger.warning("%s goes on as an activity: %s", step.__name__, failure_message(failed))
+        return await workflow.execute_activity_method(step, arg, **DATA_STEP)
+
     @staticmethod
     async def _to_the_end(step: Awaitable[None]) -> None:
         """Run a step that records the item to its end, even when the item is cancelled while it
@@ -357,12 +396,11 @@ class BatchItemWorkflow:
         if self._recorded:  # complete_item recorded the outcome and told the job
             workflow.logger.info("item %s", self._recorded.value, extra={"item_id": str(outcome.item_id)})
             return
-        recorded = await workflow.execute_activity_method(
+        recorded = await self._data_step(
             JobActivities.finish_item,
             FinishItemInput(
                 job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit
             ),
-            **DATA_STEP,
         )
         # The row keeps the first final status; the job must count the same one.
         outcome = outcome.model_copy(update={"status": recorded})

@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowIds,
     )
     from models.workflow_ids import item_workflow_id, message_batches_workflow_id
-    from workflows.batch_item import BatchItemWorkflow, failure_message
+    from workflows.batch_item import ITEM_STEPS_VERSION, BatchItemWorkflow, failure_message
     from workflows.config import (
         CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT,
         DATA_STEP,
@@ -553,6 +553,7 @@ class BatchJobWorkflow:
             claude=request.claude,
             mode=self._read_plan.mode,
             batch_size=request.message_batches.max_requests if self._read_plan.mode == DeliveryMode.BATCH else None,
+            steps_version=ITEM_STEPS_VERSION,
         )
 
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:
