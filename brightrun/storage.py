@@ -113,9 +113,11 @@ class Storage:
             await asyncio.to_thread(self._client.head_bucket, Bucket=bucket)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
+        def read() -> bytes:
+            return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
         with _naming(bucket, key):
-            response = await asyncio.to_thread(self._client.get_object, Bucket=bucket, Key=key)
-            return await asyncio.to_thread(response["Body"].read)
+            return await asyncio.to_thread(read)  # one thread hop, not one for the call and one for the body
 
     async def list_keys(self, bucket: str, prefix: str) -> list[str]:
         """Every key under a prefix (all pages)."""
