@@ -91,6 +91,9 @@ class BatchProgressState(BaseModel):
     runs: int = 1
     # Conversations the job's enrichment pages enriched so far (also while its items ran).
     enriched: int = 0
+    # The job is in its last steps (halted or its items done, the Message Batches workflow told
+    # to close): a run continued during its final enrichment goes straight on with them.
+    finishing: bool = False
 
 
 class ClaudeCallPlan(BaseModel):

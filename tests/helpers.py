@@ -113,3 +113,15 @@ def step_tries(history: WorkflowHistory, step: str) -> list[str]:
             if scheduled.activity_task_scheduled_event_attributes.activity_type.name == step:
                 tries.append(f"attempt {started.attempt}")
     return tries
+
+
+async def run_lengths(client: Client, workflow_id: str) -> list[int]:
+    """Events of each run of a workflow, following the chain back from the latest run."""
+    lengths: list[int] = []
+    run_id: str | None = None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        lengths.insert(0, len(history.events))
+        run_id = history.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+        if not run_id:
+            return lengths

@@ -11,6 +11,7 @@ from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, JobProgress
 from models.workflow_ids import job_workflow_id
 from tests.fakes import FakeActivities, FakeBatch
+from tests.helpers import run_lengths
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 
@@ -91,6 +92,23 @@ async def test_what_succeeded_is_enriched_in_pages_before_the_job_is_final(ts_cl
     succeeded = {i.item_id for i in batch.items if i.status == ItemStatus.COMPLETED}
     assert batch.enriched == succeeded and len(succeeded) == 6
     assert batch.enriched_when_final == 6, "the final status is written only after enrichment"
+
+
+async def test_a_long_final_enrichment_continues_as_new_and_no_run_passes_the_limit(
+    ts_client: Client, task_queue: str
+) -> None:
+    # Enrichment far behind the items (none while they run, a conversation a page): all 40 pages
+    # are left to the job's end, some 240 events against a limit of 150.
+    batch = FakeBatch.of(40, concurrency=5, enrich_page_size=1)
+    limit = 150
+
+    progress = await run_batch(ts_client, task_queue, batch, enrich_every=1000, history_event_limit=limit)
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 40
+    assert batch.enriched == {i.item_id for i in batch.items} and batch.enriched_when_final == 40
+    lengths = await run_lengths(ts_client, job_workflow_id(batch.job_id))
+    assert max(lengths) <= limit, f"a run passed the limit: {lengths}"
+    assert batch.job_status == JobStatus.COMPLETED and [i.finish_calls for i in batch.items] == [1] * 40
 
 
 async def test_conversations_are_enriched_while_the_items_still_run(ts_client: Client, task_queue: str) -> None:

@@ -19,7 +19,7 @@ from models.enums import DeliveryMode, ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, JobProgress, MessageBatchesProgress, MessageBatchPlan
 from models.workflow_ids import job_workflow_id, message_batches_workflow_id
 from tests.fakes import EXPIRED, FakeActivities, FakeBatch, FakeMessageBatchActivities, FakeMessageBatchApi, errored
-from tests.helpers import eventually
+from tests.helpers import eventually, run_lengths
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 from workflows.message_batches import MessageBatchesWorkflow
@@ -302,15 +302,3 @@ async def test_results_are_announced_in_steps_and_the_workflow_continues_as_new_
     lengths = await run_lengths(own_ts_client, message_batches_workflow_id(batch.job_id))
     assert batches.runs == len(lengths) >= 2, "the limit made the workflow continue as new"
     assert max(lengths) <= limit, f"a run passed the limit: {lengths}"
-
-
-async def run_lengths(client: Client, workflow_id: str) -> list[int]:
-    """Events of each run of a workflow, following the chain back from the latest run."""
-    lengths: list[int] = []
-    run_id: str | None = None
-    while True:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        lengths.insert(0, len(history.events))
-        run_id = history.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
-        if not run_id:
-            return lengths

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from models.workflow_ids import item_workflow_id, message_batches_workflow_id
     from workflows.batch_item import ITEM_STEPS_VERSION, BatchItemWorkflow, failure_message
     from workflows.config import (
+        CONTINUE_DURING_FINAL_ENRICHMENT,
         CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT,
         DATA_STEP,
         ITEM_CANCEL_GRACE,
@@ -114,7 +115,7 @@ class BatchJobWorkflow:
                 raise
             # A cancellation from the web UI or the client API ends the job like the cancel signal.
             self._state.cancel_requested = True
-        progress = await self._end()
+        progress = await self._end(request)
         self._ended = True
         await accounting
         if workflow.cancellation_reason() is not None and progress.status == JobStatus.CANCELLED:
@@ -126,6 +127,8 @@ class BatchJobWorkflow:
             await self._start(request.job_id)
         else:
             self._show_status(self._status)
+        if self._state.finishing:
+            return
         if self._plan and self._plan.mode == DeliveryMode.BATCH and not self._halting:
             await self._start_message_batches(request)
         if not self._halting:
@@ -211,10 +214,10 @@ class BatchJobWorkflow:
             )
         )
 
-    async def _end(self) -> JobProgress:
+    async def _end(self, request: BatchJobInput) -> JobProgress:
         """_finish, shielded: a cancellation from the web UI during the halt or the last writes
         makes the job end cancelled, never half-written."""
-        finishing = asyncio.create_task(self._finish())
+        finishing = asyncio.create_task(self._finish(request))
         while True:
             try:
                 return await asyncio.shield(finishing)
@@ -223,13 +226,15 @@ class BatchJobWorkflow:
                     raise
                 self._state.cancel_requested = True
 
-    async def _finish(self) -> JobProgress:
+    async def _finish(self, request: BatchJobInput) -> JobProgress:
         """The job's last steps, in order: halt if it must, enrich what succeeded, then the final
         status (the row, its counters recounted from the item rows, and the log)."""
-        if self._halting:
-            await self._halt()
-        await self._tell_message_batches(MessageBatchesWorkflow.close)
-        await self._enrich()
+        if not self._state.finishing:
+            if self._halting:
+                await self._halt()
+            await self._tell_message_batches(MessageBatchesWorkflow.close)
+            self._state.finishing = True
+        await self._enrich(request)
         status, reason = self._final_status()
         async with self._lock:  # after any pause or resume still being recorded
             await self._change_status(status, reason)
@@ -251,12 +256,15 @@ class BatchJobWorkflow:
             reason = f"its workflow did not report within {ITEM_CANCEL_GRACE.total_seconds():.0f} s of the cancel"
             await self._record_unreported(ItemStatus.CANCELLED, dict.fromkeys(self._in_flight, reason))
 
-    async def _enrich(self) -> None:
+    async def _enrich(self, request: BatchJobInput) -> None:
         """Enrich what succeeded, a page per activity (the history grows by one step per page),
         before the job may be final. Pages already done by an earlier run or attempt are skipped.
-        A page that fails for good ends the enrichment (logged); the job still ends."""
+        A page that fails for good ends the enrichment (logged); the job still ends. Pages left
+        behind by the items (enrichment slower than the items) may be many: the job continues
+        as new between them, and the next run goes on with them."""
         while await self._enrich_page():
-            pass
+            if self._history_is_long(request) and workflow.patched(CONTINUE_DURING_FINAL_ENRICHMENT):
+                await self._continue_as_new(request)
 
     async def _enrich_while_items_run(self, every: int) -> None:
         """A page each `every` new conversations while items still run (their calls wait for

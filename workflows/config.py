@@ -27,6 +27,9 @@ from models.messages import ClaudeCallPlan
 ITEMS_STARTED_BY_ACTIVITY = "items-started-by-activity"
 # Patch id: a job continues as new without waiting for an enrichment page under way.
 CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT = "continue-without-waiting-for-enrichment"
+# Patch id: a job's last enrichment pages continue as new once its history is long (a lagging
+# enrichment left 1,000 pages to the end of a 2,048-item job and its last run at 7,638 events).
+CONTINUE_DURING_FINAL_ENRICHMENT = "continue-during-final-enrichment"
 
 _PERMANENT_TYPES = [
     JOB_NOT_FOUND,
