@@ -40,6 +40,9 @@ MINHASH_PERMUTATIONS = 128
 MINHASH_SEED = 1
 # Stored signatures must be read back with the scheme that made them (datasketch 2's default).
 MINHASH_SCHEME = "affine32"
+# The seed's permutations, drawn once: a MinHash draws them anew otherwise, and every page builds
+# one for each of the user's enriched conversations.
+_MINHASH_PERMUTATIONS = MinHash(num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
 SHINGLE_WORDS = 5
 CHARACTERS_PER_TOKEN = 4  # a rough, tokenizer-free estimate; documented as such
 
@@ -75,7 +78,9 @@ def signature(turns: list[dict[str, str]]) -> MinHash:
     """MinHash of the conversation's word 5-grams (case-folded), across turn boundaries."""
     words = _WORD.findall(" ".join(turn["content"] for turn in turns).lower())
     shingles = {" ".join(words[i : i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))}
-    minhash = MinHash(num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME)
+    minhash = MinHash(
+        num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME, permutations=_MINHASH_PERMUTATIONS
+    )
     minhash.update_batch([shingle.encode() for shingle in shingles])
     return minhash
 
@@ -86,7 +91,10 @@ def signature_bytes(minhash: MinHash) -> bytes:
 
 def signature_from_bytes(data: bytes) -> MinHash:
     return MinHash(
-        num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME, hashvalues=np.frombuffer(data, dtype="<u4")
+        seed=MINHASH_SEED,
+        scheme=MINHASH_SCHEME,
+        hashvalues=np.frombuffer(data, dtype="<u4"),
+        permutations=_MINHASH_PERMUTATIONS,
     )
 
 
