@@ -321,10 +321,10 @@ class ClaudeActivities:
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
-    async def _read_stored(self, request: GenerateInput, progress: CallProgress, key: str) -> bytes:
+    async def _read_stored(self, request: GenerateInput, progress: CallProgress, key: str, digest: str | None) -> bytes:
         """The prompt or a repair's rejected reply, read through a storage outage like the upload."""
         return await self._through_outage(
-            request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key)
+            request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key, digest)
         )
 
     @activity.defn(name="generate_conversation")
@@ -337,10 +337,12 @@ class ClaudeActivities:
             else:
                 reply = progress.reply
                 _call_log(request).info("storing the reply an earlier attempt paid for", raw_key=reply.generated.raw_key)
-            await self._through_outage(
+            raw_digest = await self._through_outage(
                 request,
                 progress,
-                lambda: self._storage.put_json(self._storage.conversation_bucket, reply.generated.raw_key, reply.document),
+                lambda: self._storage.put_json(
+                    self._storage.conversation_bucket, reply.generated.raw_key, reply.document, read_back_soon=True
+                ),
             )
         call = reply.generated
         usage = call.usage
@@ -358,13 +360,15 @@ class ClaudeActivities:
             rate_limit=call.rate_limit,
         )
         # The usage of every attempt of this call, failed ones included: all of it was paid for.
-        return call.model_copy(update={"usage": progress.usage, "attempt": activity.info().attempt})
+        return call.model_copy(
+            update={"usage": progress.usage, "attempt": activity.info().attempt, "raw_digest": raw_digest}
+        )
 
     async def _call(self, request: GenerateInput, progress: CallProgress) -> PaidReply:
         """One fresh streamed request; its answer becomes (and is) the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
-        text = await request_text(request, lambda key: self._read_stored(request, progress, key))
+        text = await request_text(request, lambda key, digest: self._read_stored(request, progress, key, digest))
         spent_before, announced_at = progress.usage, None
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S

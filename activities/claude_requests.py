@@ -29,18 +29,20 @@ class RequestText:
     messages: list[MessageParam]
 
 
-async def request_text(request: GenerateInput, read_stored: Callable[[str], Awaitable[bytes]]) -> RequestText:
-    """The system prompt and the messages: the prompt's text, read from storage by its key; for a
-    repair, also the rejected reply (read the same way) and what was wrong with it."""
+async def request_text(
+    request: GenerateInput, read_stored: Callable[[str, str | None], Awaitable[bytes]]
+) -> RequestText:
+    """The system prompt and the messages: the prompt's text, read from storage by its key (and
+    digest); for a repair, also the rejected reply (read the same way) and what was wrong with it."""
     prompt = request.prompt
     if prompt.text_key is not None:
-        stored = json.loads(await read_stored(prompt.text_key))
+        stored = json.loads(await read_stored(prompt.text_key, prompt.text_digest))
         system, user = stored["system"], stored["user"]
     else:  # a run recorded before prompts went to storage
         system, user = prompt.system, prompt.user
     messages: list[MessageParam] = [{"role": "user", "content": user}]
     if request.repair:
-        rejected = json.loads(await read_stored(request.repair.rejected_raw_key))
+        rejected = json.loads(await read_stored(request.repair.rejected_raw_key, None))
         rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
         messages += [
             {"role": "assistant", "content": rejected_text},

@@ -64,7 +64,9 @@ class ConversationActivities:
     @activity.defn(name="store_conversation")
     @classify_data_errors
     async def store_conversation(self, request: StoreConversationInput) -> StoredConversation:
-        raw = json.loads(await self._storage.get_bytes(self._storage.conversation_bucket, request.raw_key))
+        raw = json.loads(
+            await self._storage.get_bytes(self._storage.conversation_bucket, request.raw_key, request.raw_digest)
+        )
         message = raw["message"]
         if message.get("stop_reason") == "max_tokens":
             raise permanent(

@@ -80,6 +80,7 @@ class ItemActivities:
                 conversation_id=request.conversation_id,
                 user_id=request.user_id,
                 raw_key=request.generations[-1].raw_key,
+                raw_digest=request.generations[-1].raw_digest,
                 persona=request.prompt.persona_name,
                 training_topic=request.prompt.topic_name,
             )

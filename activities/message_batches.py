@@ -116,7 +116,9 @@ class MessageBatchActivities:
         its custom_id. Idempotent: the key and the row derive from the item and the sequence."""
         generate = request.generate
         custom_id = batch_custom_id(generate.item_id, request.sequence)
-        prompt = await request_text(generate, lambda key: self._storage.get_bytes(self._storage.conversation_bucket, key))
+        prompt = await request_text(
+            generate, lambda key, digest: self._storage.get_bytes(self._storage.conversation_bucket, key, digest)
+        )
         params = {
             "model": self._settings.claude_model,
             "max_tokens": self._settings.claude_max_tokens(generate.tier),

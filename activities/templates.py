@@ -125,6 +125,6 @@ class TemplateActivities:
         # In storage, not in the item's history: a prompt may be many kilobytes, and each item's
         # history would carry it twice (this result and the call's input).
         key = prompt_key(request.user_id, request.conversation_id)
-        await self._storage.put_json(self._storage.conversation_bucket, key, text)
-        return resolved.model_copy(update={"text_key": key})
+        digest = await self._storage.put_json(self._storage.conversation_bucket, key, text, read_back_soon=True)
+        return resolved.model_copy(update={"text_key": key, "text_digest": digest})
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,10 +67,51 @@ def _naming(bucket: str, key: str) -> Iterator[None]:
         raise
 
 
+def body_digest(body: bytes) -> str:
+    """What a reference to a stored object carries to say which version of it it means."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+class _ReadBackSoon:
+    """Objects this process wrote for a later step to read (an item's prompt, its raw reply): that
+    step usually runs in the same process moments later, and a read of its own write costs a
+    round trip and a few ms of boto3. A read takes the body out when its reference's digest says
+    it is the version written here; anything else reads S3. The oldest go first past the budget
+    (their reader ran elsewhere or never will)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._budget = budget_bytes
+        self._size = 0
+        self._bodies: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
+
+    def keep(self, bucket: str, key: str, digest: str, body: bytes) -> None:
+        self._drop((bucket, key))
+        self._bodies[(bucket, key)] = (digest, body)
+        self._size += len(body)
+        while self._size > self._budget:
+            self._drop(next(iter(self._bodies)))
+
+    def take(self, bucket: str, key: str, digest: str) -> bytes | None:
+        kept = self._bodies.get((bucket, key))
+        if kept is None or kept[0] != digest:
+            return None
+        self._drop((bucket, key))
+        return kept[1]
+
+    def _drop(self, where: tuple[str, str]) -> None:
+        kept = self._bodies.pop(where, None)
+        if kept is not None:
+            self._size -= len(kept[1])
+
+
 class Storage:
+    # Enough for the prompts and replies of a few thousand items between their write and read.
+    READ_BACK_BUDGET_BYTES = 32 * 2**20
+
     def __init__(self, settings: Settings) -> None:
         self.conversation_bucket = settings.conversation_bucket
         self.log_bucket = settings.log_bucket
+        self._read_back_soon = _ReadBackSoon(self.READ_BACK_BUDGET_BYTES)
         self._client = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,
@@ -83,13 +126,20 @@ class Storage:
         """The blocking boto3 client (untyped), for streaming work that already runs in a worker thread."""
         return self._client
 
-    async def put_json(self, bucket: str, key: str, document: Any) -> None:
+    async def put_json(self, bucket: str, key: str, document: Any, read_back_soon: bool = False) -> str:
+        """Stores the document; returns its digest, for a reference that reads it back."""
         body = json.dumps(document, ensure_ascii=False, indent=2).encode()
-        await self.put_bytes(bucket, key, body, "application/json")
+        return await self.put_bytes(bucket, key, body, "application/json", read_back_soon)
 
-    async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+    async def put_bytes(
+        self, bucket: str, key: str, body: bytes, content_type: str, read_back_soon: bool = False
+    ) -> str:
         with _naming(bucket, key):
             await asyncio.to_thread(self._client.put_object, Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        digest = body_digest(body)
+        if read_back_soon:
+            self._read_back_soon.keep(bucket, key, digest, body)
+        return digest
 
     async def delete_keys(self, bucket: str, keys: list[str]) -> None:
         """Delete these objects; one that does not exist is no error."""
@@ -112,7 +162,13 @@ class Storage:
         with _naming(bucket, ""):
             await asyncio.to_thread(self._client.head_bucket, Bucket=bucket)
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
+    async def get_bytes(self, bucket: str, key: str, digest: str | None = None) -> bytes:
+        """The object's body; given the digest its writer returned, a body this process wrote
+        with read_back_soon comes from memory."""
+        kept = self._read_back_soon.take(bucket, key, digest) if digest else None
+        if kept is not None:
+            return kept
+
         def read() -> bytes:
             return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
 

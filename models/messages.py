@@ -346,6 +346,9 @@ class ResolvedPrompt(BaseModel):
     persona_name: str
     topic_name: str
     text_key: str | None = None
+    # Which version of the text at text_key (brightrun.storage.body_digest): its writer's process
+    # may serve the read from memory.
+    text_digest: str | None = None
     system: str = ""
     user: str = ""
 
@@ -377,6 +380,8 @@ class GeneratedRaw(BaseModel):
     latency_ms: int
     attempt: int
     rate_limit: dict[str, str] = Field(default_factory=dict)
+    # Which version of the reply at raw_key, as ResolvedPrompt.text_digest.
+    raw_digest: str | None = None
 
 
 class PaidReply(BaseModel):
@@ -398,6 +403,7 @@ class StoreConversationInput(BaseModel):
     conversation_id: uuid.UUID
     user_id: str
     raw_key: str
+    raw_digest: str | None = None
     persona: str
     training_topic: str
 

@@ -82,10 +82,11 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.objects: dict[str, Any] = {}
 
-    async def put_json(self, bucket: str, key: str, document: object) -> None:
+    async def put_json(self, bucket: str, key: str, document: object, read_back_soon: bool = False) -> str:
         self.objects[key] = json.loads(json.dumps(document))
+        return ""
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
+    async def get_bytes(self, bucket: str, key: str, digest: str | None = None) -> bytes:
         return json.dumps(self.objects[key]).encode()
 
 

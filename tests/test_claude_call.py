@@ -305,13 +305,13 @@ class StorageDown:
     def back(self) -> None:
         self.failures = 0
 
-    async def put_json(self, bucket: str, key: str, document: object) -> None:
+    async def put_json(self, bucket: str, key: str, document: object, read_back_soon: bool = False) -> str:
         if self.failures is None or self.refused < self.failures:
             self.refused += 1
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
-        await self._storage.put_json(bucket, key, document)
+        return await self._storage.put_json(bucket, key, document)
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
+    async def get_bytes(self, bucket: str, key: str, digest: str | None = None) -> bytes:
         if self.reads_fail and (self.failures is None or self.refused < self.failures):
             self.refused += 1
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/conversation-files")
