@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
 
 from brightrun.settings import Settings
-from brightrun.storage import Storage, body_digest
+from brightrun.storage import Storage, body_digest, prompt_key, raw_response_key
+from models.enums import Tier
+from models.tables import Conversation
+from tests.helpers import launch_and_wait
 
 
 def _key() -> str:
@@ -43,3 +52,34 @@ async def test_bodies_not_read_back_are_dropped_oldest_first_past_the_budget(sta
 
     assert await storage.get_bytes(bucket, *written[0]) == b"from s3", "the oldest was dropped"
     assert await storage.get_bytes(bucket, *written[2]) == bytes([2]) * 40
+
+
+@pytest.mark.usefixtures("pipeline_worker")
+async def test_a_job_on_one_worker_reads_no_prompt_and_no_reply_back_from_s3(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, storage: Storage
+) -> None:
+    read_from_s3: list[str] = []
+
+    def count_read(params: dict[str, Any], **_: Any) -> None:
+        read_from_s3.append(params["Key"])
+
+    storage.client.meta.events.register("before-parameter-build.s3.GetObject", count_read)
+    try:
+        job = await launch_and_wait(
+            sessions, stack_client, stack_settings, personas=["David Chen", "Maria Gonzalez"],
+            arcs=["Couple Conflict -> Alignment"], topics=["Essential Estate Planning"], tier=Tier.TEMPLATE,
+            template="00000000-0000-0000-0000-000000000000", concurrency=2, user="read-back",
+        )  # fmt: skip
+    finally:
+        storage.client.meta.events.unregister("before-parameter-build.s3.GetObject", count_read)
+
+    async with sessions() as session:
+        conversations = (await session.scalars(select(Conversation).where(Conversation.batch_job_id == job.job_id))).all()
+    assert len(conversations) == 2
+    written_for_read_back = {
+        key
+        for c in conversations
+        for key in (prompt_key("read-back", c.conversation_id), raw_response_key("read-back", c.conversation_id))
+    }
+    assert read_from_s3, "the job's enrichment reads the final files from S3"
+    assert written_for_read_back.isdisjoint(read_from_s3), read_from_s3
