@@ -28,6 +28,10 @@ OUTAGE_PARTS = {DATABASE_UNAVAILABLE: "PostgreSQL", STORAGE_UNAVAILABLE: "S3 sto
 # limit past its attempt's deadline (retried after it); an HTTP error, see claude_http_error.
 CLAUDE_CONNECTION = "claude_connection"
 CLAUDE_RATE_LIMIT_WAIT = "claude_rate_limit_wait"
+# Anthropic refuses the account, not the request: authentication, permission, billing, a spend
+# limit. The operator's problem: the step waits (retried without an attempt cap, shown by `status`
+# like an outage) and goes on once the key or limit is fixed; no item fails for it.
+ANTHROPIC_REFUSED = "anthropic_refused"
 # A request of a Message Batch the API refused, in the API's own spelling: never retried.
 ANTHROPIC_INVALID_REQUEST = "invalid_request_error"
 # The failure of a workflow: an item that failed, an export that failed.
