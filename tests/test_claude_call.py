@@ -46,7 +46,8 @@ PROMPT_USER = (
     "Write one conversation.\nPersona: David Chen\nEmotional arc: Anxiety -> Confidence\n"
     "Training topic: Paying Down Debt\nTier: scenario"
 )
-SYSTEM = "You write training conversations for fine-tuning. Return only one JSON object. " * 20
+# 1,245 tokens at four characters a token: above claude-sonnet-4-6's minimum cacheable prefix (1,024).
+SYSTEM = "You write training conversations for fine-tuning. Return only one JSON object. " * 60
 PROMPT_KEY = "requests/test-user/a-conversation_prompt.json"  # where the template step stored it
 
 
