@@ -31,7 +31,7 @@ from activities.claude import (
     backoff_delay,
     classify_failure,
 )
-from activities.claude_requests import REPAIR_INSTRUCTION
+from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import raw_response_key
@@ -247,6 +247,28 @@ async def test_a_repair_sends_the_rejected_reply_and_the_problem_and_keeps_both_
     assert repaired.raw_key == first.raw_key.replace("_raw.json", "_raw_repair.json")
     assert rig.storage.objects[repaired.raw_key]["repair_of"] == first.raw_key
     assert first.raw_key in rig.storage.objects
+
+
+async def test_a_repair_of_a_reply_without_text_sends_no_empty_assistant_turn(rig: Rig) -> None:
+    first = await rig.generate(generate_input())
+    rig.storage.objects[first.raw_key]["message"]["content"] = [{"type": "thinking", "thinking": "Hm.", "signature": "s"}]
+    problem = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
+    request = generate_input(RepairRequest(rejected_raw_key=first.raw_key, problem=problem))
+
+    await rig.generate(request)
+
+    assert rig.sent[-1]["messages"] == [
+        {"role": "user", "content": f"{PROMPT_USER}\n\n{EMPTY_REPLY_NOTE}{REPAIR_INSTRUCTION.format(problem=problem)}"},
+    ]
+
+
+def test_a_thinking_model_gets_its_thinking_reserve_on_top_of_every_tiers_budget() -> None:
+    plain, thinking = Settings(claude_model="claude-sonnet-4-6"), Settings(claude_model="claude-opus-5-5-20261001")
+
+    for tier in Tier:
+        assert plain.claude_max_tokens(tier) == plain.claude_max_tokens_by_tier[tier]
+        assert thinking.claude_max_tokens(tier) == thinking.claude_max_tokens_by_tier[tier] + 16_000
+        assert thinking.claude_timeout_s(tier) > plain.claude_timeout_s(tier)
 
 
 async def test_the_last_allowed_attempt_fails_for_good_with_the_last_error(rig: Rig) -> None:

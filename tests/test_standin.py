@@ -15,7 +15,7 @@ import aiohttp
 import anthropic
 import httpx2
 import pytest
-from anthropic.types import TextBlock, TextDelta
+from anthropic.types import TextBlock, TextDelta, ThinkingBlock
 
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
@@ -307,6 +307,79 @@ async def test_a_cache_entry_belongs_to_one_model(claude: anthropic.AsyncAnthrop
     other_model = await create(claude, model="claude-opus-4-8")
 
     assert other_model.usage.cache_creation_input_tokens and other_model.usage.cache_read_input_tokens == 0
+
+
+# --- thinking, refusals, the context window -------------------------------------------------
+
+
+async def test_a_model_that_thinks_answers_a_thinking_block_before_its_text(claude: anthropic.AsyncAnthropic) -> None:
+    message = await create(claude, model="claude-opus-5-5", max_tokens=8000)
+
+    thinking, text = message.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.thinking and thinking.signature
+    assert isinstance(text, TextBlock) and ConversationDocument.model_validate_json(text.text)
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == (len(thinking.thinking) + len(text.text)) // 4
+
+
+async def test_thinking_spends_max_tokens_and_cuts_the_text_off(claude: anthropic.AsyncAnthropic) -> None:
+    message = await create(claude, model="claude-opus-5-5", max_tokens=3200)
+
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens <= 3200
+    assert [block.type for block in message.content] == ["thinking", "text"]
+
+
+async def test_a_streamed_thinking_answer_has_the_documented_events(claude: anthropic.AsyncAnthropic) -> None:
+    async with claude.messages.stream(**request(model="claude-sonnet-5-5", max_tokens=8000)) as stream:
+        kinds = [(event.type, getattr(getattr(event, "delta", None), "type", None)) async for event in stream]
+        message = await stream.get_final_message()
+
+    assert ("content_block_delta", "thinking_delta") in kinds and ("content_block_delta", "signature_delta") in kinds
+    assert kinds.index(("content_block_delta", "signature_delta")) < kinds.index(("content_block_delta", "text_delta"))
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert isinstance(message.content[0], ThinkingBlock) and message.content[0].signature.startswith("standin-")
+
+
+async def test_a_model_that_does_not_think_by_default_answers_text_only(claude: anthropic.AsyncAnthropic) -> None:
+    assert [block.type for block in (await create(claude)).content] == ["text"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_refusal_fault_answers_stop_reason_refusal_without_text(
+    claude: anthropic.AsyncAnthropic, control: StandinControl, stream: bool
+) -> None:
+    await control.configure(script=["refusal"])
+
+    message: anthropic.types.Message
+    if stream:
+        async with claude.messages.stream(**request()) as events:
+            message = await events.get_final_message()
+    else:
+        message = await create(claude)
+
+    assert message.stop_reason == "refusal" and message.content == []
+    assert (await control.stats())["by_outcome"] == {"refusal": 1}
+
+
+async def test_a_context_window_fault_cuts_the_text_with_its_stop_reason(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["context_window_exceeded"])
+
+    message = await create(claude)
+
+    assert message.stop_reason == "model_context_window_exceeded"
+    with pytest.raises(ValueError):
+        document_of(message)
+
+
+async def test_the_turn_suffix_ends_every_assistant_turn(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
+    suffix = ' <script>alert("turn")</script>'
+    await control.configure(turn_suffix=suffix)
+
+    document = document_of(await create(claude))
+
+    assert all(turn.content.endswith(suffix) == (turn.role == "assistant") for turn in document.turns)
 
 
 # --- faults ---------------------------------------------------------------------------------
