@@ -69,7 +69,9 @@ def priced_usage(prices: PriceTable, settings: Settings, model: str, usage: Any,
     except KeyError:
         log.warning("no price for the model that answered; using the configured model's", model=model)
         price = prices.price_of(settings.claude_model)
-    return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens, batch=batch)})
+    breakdown = getattr(usage, "cache_creation", None)
+    one_hour = breakdown.ephemeral_1h_input_tokens if breakdown is not None else None
+    return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens, batch=batch, one_hour_cache_writes=one_hour)})
 
 
 def raw_response_document(

@@ -701,6 +701,28 @@ def test_every_listed_model_has_a_complete_price_and_the_default_model_is_listed
     prices.price_of(Settings.model_fields["claude_model"].default)
 
 
+def test_each_price_row_has_the_documented_cache_multipliers() -> None:
+    raw = json.loads(DEFAULT_PRICES_FILE.read_text())
+    prices = PriceTable.load()
+
+    assert raw["_source"].startswith("https://platform.claude.com/") and raw["_checked"]
+    for model in (name for name in raw if not name.startswith("_")):
+        price = prices.price_of(model)
+        for rates in (price, price.long_prompt) if price.long_prompt else (price,):
+            assert rates.cache_write == pytest.approx(1.25 * rates.input), model
+            assert rates.cache_write_1h == pytest.approx(2 * rates.input), model
+    assert prices.price_of("claude-sonnet-5-5").cache_read == 0.2  # as the pricing page lists it
+
+
+def test_one_hour_cache_writes_cost_what_the_usage_breakdown_says() -> None:
+    price = PriceTable.load().price_of("claude-sonnet-4-6")  # $3.75 a 5-minute write, $6 a 1-hour one
+    usage = TokenUsage(cache_creation_input_tokens=4000)
+
+    assert price.cost_usd(usage, one_hour_cache_writes=1000) == pytest.approx((3000 * 3.75 + 1000 * 6) / 1e6)
+    assert price.cost_usd(usage, batch=True) == pytest.approx(4000 * 6 / 1e6 / 2)
+    assert price.cost_usd(usage, batch=True, one_hour_cache_writes=0) == pytest.approx(4000 * 3.75 / 1e6 / 2)
+
+
 def test_cost_adds_every_kind_of_token_at_its_rate() -> None:
     price = PriceTable.load().price_of("claude-sonnet-4-6")  # $3 in, $15 out, $3.75 cache write, $0.30 cache read
     usage = TokenUsage(input_tokens=1000, output_tokens=2000, cache_creation_input_tokens=4000, cache_read_input_tokens=10_000)
@@ -720,8 +742,9 @@ def test_a_dated_snapshot_costs_what_its_model_costs_and_an_unknown_model_is_ref
 
 def test_a_long_prompt_is_charged_at_the_long_prompt_rates() -> None:
     price = ModelPrice.model_validate(
-        {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1,
-         "long_prompt": {"above_prompt_tokens": 100, "input": 10, "output": 20, "cache_write": 12.5, "cache_read": 1}}
+        {"input": 1, "output": 2, "cache_write": 1.25, "cache_write_1h": 2, "cache_read": 0.1,
+         "long_prompt": {"above_prompt_tokens": 100, "input": 10, "output": 20, "cache_write": 12.5, "cache_write_1h": 20,
+                         "cache_read": 1}}
     )
 
     short = TokenUsage(input_tokens=50, cache_read_input_tokens=50, output_tokens=10)
