@@ -10,7 +10,8 @@ socket.
 
 Message Batches: devtools/standin_batches.py.
 
-Control: POST /_standin/config, POST /_standin/reset, GET /_standin/stats, GET /_standin/health.
+Also POST /v1/messages/count_tokens. Control: POST /_standin/config, POST /_standin/reset,
+GET /_standin/stats, GET /_standin/health.
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ class TokenBucket:
         self._at = 0.0
 
     def _refill(self, now: float) -> None:
-        self._level = min(self.limit, self._level + (now - self._at) * self.limit / RATE_WINDOW_S)
+        # A request that started before the last one seen (answers end out of order) refills nothing.
+        self._level = min(self.limit, self._level + max(0.0, now - self._at) * self.limit / RATE_WINDOW_S)
         self._at = max(self._at, now)
 
     def spend(self, now: float, tokens: int) -> None:

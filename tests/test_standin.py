@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from anthropic.types import TextBlock, TextDelta, ThinkingBlock
 
+from devtools.standin import TokenBucket
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from tests.helpers import eventually
@@ -137,6 +138,17 @@ async def test_token_buckets_show_what_the_answers_spent_and_when_they_are_full_
     # tokens-* is the more depleted of the two buckets (here the output bucket, the smaller).
     assert headers["anthropic-ratelimit-tokens-limit"] == str(output_limit)
     assert headers["anthropic-ratelimit-tokens-remaining"] == headers["anthropic-ratelimit-output-tokens-remaining"]
+
+
+def test_a_token_bucket_refills_at_its_rate_up_to_its_limit_and_never_back_in_time() -> None:
+    bucket = TokenBucket(per_minute=600)  # 10 tokens a second
+
+    bucket.spend(100.0, 600)
+    assert (bucket.remaining(100.0), bucket.full_at(100.0)) == (0, 160.0)
+    assert bucket.remaining(130.0) == 300
+    bucket.spend(120.0, 100)  # a request that started earlier is answered later: no refill backwards
+    assert bucket.remaining(130.0) == 200
+    assert bucket.remaining(1000.0) == 600
 
 
 async def test_count_tokens_answers_the_input_tokens_of_a_request_without_creating_a_message(
