@@ -23,7 +23,7 @@ class Thinking(StrEnum):
 
 
 # Output tokens added to every tier's max_tokens for a model that thinks, so that thinking does
-# not cut the conversation off (the stand-in thinks 1,500 and 3,000 tokens; real thinking varies).
+# not cut the conversation off (the stand-in thinks 4,000 and 8,000 tokens; real thinking varies).
 THINKING_RESERVE_TOKENS = {Thinking.NONE: 0, Thinking.ADAPTIVE: 8_000, Thinking.ALWAYS: 16_000}
 # An unlisted model: Sonnet's documented minimum, and no thinking assumed.
 DEFAULT_CACHE_MIN_TOKENS = 1024

@@ -74,8 +74,9 @@ INPUT_TOKENS_PER_MINUTE = 2_000_000
 OUTPUT_TOKENS_PER_MINUTE = 400_000
 # Prompt cache lifetimes by cache_control ttl; a hit starts the lifetime again.
 CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
-# Thinking tokens a thinking model spends before its text (they count against max_tokens).
-THINKING_TOKENS = {Thinking.ADAPTIVE: 1_500, Thinking.ALWAYS: 3_000}
+# Thinking tokens a thinking model spends before its text (they count against max_tokens): each
+# alone outgrows the smallest tier's output budget, as real thinking on a long conversation does.
+THINKING_TOKENS = {Thinking.ADAPTIVE: 4_000, Thinking.ALWAYS: 8_000}
 STREAM_CHUNK_CHARS = 120
 ERROR_LATENCY_SHARE = 0.25  # errors come back well before a generation would
 

@@ -32,13 +32,21 @@ from activities.claude import (
     classify_failure,
 )
 from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION
+from activities.conversations import ConversationActivities
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import raw_response_key
 from devtools.standin import start_standin
 from devtools.standin_control import StandinControl
 from models.enums import Tier
-from models.messages import CallProgress, GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
+from models.messages import (
+    CallProgress,
+    GenerateInput,
+    RepairRequest,
+    ResolvedPrompt,
+    StoreConversationInput,
+    TokenUsage,
+)
 from tests.fakes import MemoryStorage
 from tests.helpers import eventually
 
@@ -53,6 +61,7 @@ PROMPT_KEY = "requests/test-user/a-conversation_prompt.json"  # where the templa
 
 @dataclasses.dataclass
 class Rig:
+    client: anthropic.AsyncAnthropic
     activities: ClaudeActivities
     storage: MemoryStorage
     standin: StandinControl
@@ -103,7 +112,7 @@ async def rig() -> AsyncIterator[Rig]:
             start_to_close_timeout=timedelta(seconds=settings.claude_attempt_timeout_s(Tier.SCENARIO)),
         )
         activities = ClaudeActivities(client, storage, TurnAtOnce(), settings, PriceTable.load())  # type: ignore[arg-type]
-        yield Rig(activities, storage, StandinControl(base_url), settings, sent, env, heartbeats, progress)
+        yield Rig(client, activities, storage, StandinControl(base_url), settings, sent, env, heartbeats, progress)
     await runner.cleanup()
 
 
@@ -260,6 +269,26 @@ async def test_a_repair_of_a_reply_without_text_sends_no_empty_assistant_turn(ri
     assert rig.sent[-1]["messages"] == [
         {"role": "user", "content": f"{PROMPT_USER}\n\n{EMPTY_REPLY_NOTE}{REPAIR_INSTRUCTION.format(problem=problem)}"},
     ]
+
+
+async def test_a_model_that_always_thinks_writes_the_whole_conversation_within_its_budget(rig: Rig) -> None:
+    settings = rig.settings.model_copy(update={"claude_model": "claude-opus-5-5"})
+    activities = ClaudeActivities(rig.client, rig.storage, TurnAtOnce(), settings, PriceTable.load())  # type: ignore[arg-type]
+    request = generate_input().model_copy(update={"tier": Tier.TEMPLATE})
+
+    generated = await rig.env.run(activities.generate_conversation, request)
+
+    assert rig.sent[-1]["max_tokens"] == settings.claude_max_tokens_by_tier[Tier.TEMPLATE] + 16_000
+    message = rig.storage.objects[generated.raw_key]["message"]
+    assert generated.stop_reason == "end_turn" and [b["type"] for b in message["content"]] == ["thinking", "text"]
+    stored = await ActivityEnvironment().run(
+        ConversationActivities(rig.storage, quality_min_score=0.5).store_conversation,  # type: ignore[arg-type]
+        StoreConversationInput(
+            conversation_id=request.conversation_id, user_id=request.user_id, raw_key=generated.raw_key,
+            persona="David Chen", training_topic="Paying Down Debt",
+        ),
+    )
+    assert stored.turn_count >= 6
 
 
 def test_a_thinking_model_gets_its_thinking_reserve_on_top_of_every_tiers_budget() -> None:

@@ -325,7 +325,7 @@ async def test_a_cache_entry_belongs_to_one_model(claude: anthropic.AsyncAnthrop
 
 
 async def test_a_model_that_thinks_answers_a_thinking_block_before_its_text(claude: anthropic.AsyncAnthropic) -> None:
-    message = await create(claude, model="claude-opus-5-5", max_tokens=8000)
+    message = await create(claude, model="claude-opus-5-5", max_tokens=12_000)
 
     thinking, text = message.content
     assert isinstance(thinking, ThinkingBlock) and thinking.thinking and thinking.signature
@@ -335,10 +335,13 @@ async def test_a_model_that_thinks_answers_a_thinking_block_before_its_text(clau
 
 
 async def test_thinking_spends_max_tokens_and_cuts_the_text_off(claude: anthropic.AsyncAnthropic) -> None:
-    message = await create(claude, model="claude-opus-5-5", max_tokens=3200)
+    cut_in_text = await create(claude, model="claude-opus-5-5", max_tokens=8200)
+    only_thinking = await create(claude, model="claude-opus-5-5", max_tokens=4096)
 
-    assert message.stop_reason == "max_tokens" and message.usage.output_tokens <= 3200
-    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert cut_in_text.stop_reason == "max_tokens" and cut_in_text.usage.output_tokens <= 8200
+    assert [block.type for block in cut_in_text.content] == ["thinking", "text"]
+    assert only_thinking.stop_reason == "max_tokens" and only_thinking.usage.output_tokens == 4096
+    assert [block.type for block in only_thinking.content] == ["thinking"]
 
 
 async def test_a_streamed_thinking_answer_has_the_documented_events(claude: anthropic.AsyncAnthropic) -> None:
