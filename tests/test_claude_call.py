@@ -19,6 +19,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from anthropic.types import CacheCreation, Usage
 from botocore.exceptions import EndpointConnectionError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
@@ -31,7 +32,7 @@ from activities.claude import (
     backoff_delay,
     classify_failure,
 )
-from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION
+from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION, priced_usage
 from activities.conversations import ConversationActivities
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
@@ -750,6 +751,19 @@ def test_one_hour_cache_writes_cost_what_the_usage_breakdown_says() -> None:
     assert price.cost_usd(usage, one_hour_cache_writes=1000) == pytest.approx((3000 * 3.75 + 1000 * 6) / 1e6)
     assert price.cost_usd(usage, batch=True) == pytest.approx(4000 * 6 / 1e6 / 2)
     assert price.cost_usd(usage, batch=True, one_hour_cache_writes=0) == pytest.approx(4000 * 3.75 / 1e6 / 2)
+
+
+def test_a_calls_cost_prices_its_cache_writes_by_the_answers_ttl_breakdown() -> None:
+    usage = Usage(
+        input_tokens=0, output_tokens=0, cache_creation_input_tokens=4000, cache_read_input_tokens=0,
+        cache_creation=CacheCreation(ephemeral_5m_input_tokens=3000, ephemeral_1h_input_tokens=1000),
+    )
+
+    online = priced_usage(PriceTable.load(), Settings(), "claude-sonnet-4-6", usage)
+    batch = priced_usage(PriceTable.load(), Settings(), "claude-sonnet-4-6", usage, batch=True)
+
+    assert online.cost_usd == pytest.approx((3000 * 3.75 + 1000 * 6) / 1e6)
+    assert batch.cost_usd == pytest.approx(online.cost_usd / 2)
 
 
 def test_cost_adds_every_kind_of_token_at_its_rate() -> None:
