@@ -34,6 +34,7 @@ from activities.claude import (
 )
 from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION, priced_usage
 from activities.conversations import ConversationActivities
+from brightrun.model_traits import TRAITS_FILE
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import raw_response_key
@@ -729,6 +730,13 @@ def test_every_listed_model_has_a_complete_price_and_the_default_model_is_listed
         price = prices.price_of(model)
         assert price.output > price.input > price.cache_read and price.cache_write > price.input, model
     prices.price_of(Settings.model_fields["claude_model"].default)
+
+
+def test_every_priced_model_has_its_traits_beside_its_price() -> None:
+    priced = {name for name in json.loads(DEFAULT_PRICES_FILE.read_text()) if not name.startswith("_")}
+    described = {name for name in json.loads(TRAITS_FILE.read_text()) if not name.startswith("_")}
+
+    assert priced == described
 
 
 def test_each_price_row_has_the_documented_cache_multipliers() -> None:
