@@ -188,6 +188,8 @@ def _status_table(status: batches.JobStatusView) -> Table:
     for key, value in status.as_json().items():
         if key == "waiting_on" and status.waiting_on:
             value = "\n".join(outage.summary for outage in status.waiting_on)
+        if key == "templates_too_short_to_cache" and status.templates_too_short_to_cache:
+            value = "\n".join(template.summary for template in status.templates_too_short_to_cache)
         if value is not None:
             table.add_row(key, str(value))
     return table
@@ -199,7 +201,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a job's state, counters, ETA and token usage, and any outage its items wait for."""
-    result = _run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client), with_temporal=True)
+    result = _run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client, ctx.settings.claude_model), with_temporal=True)
     _print_status(result, as_json)
     if result.database_unavailable:
         # The workflow's numbers were shown; the exit code still says a part is down.

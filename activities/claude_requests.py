@@ -17,6 +17,7 @@ from models.messages import GenerateInput, TokenUsage
 
 log = get_logger(__name__)
 
+EMPTY_REPLY_NOTE = "Your previous reply to this had no text. "
 REPAIR_INSTRUCTION = (
     "Your reply could not be used: {problem}. Reply again with only the corrected JSON object, "
     "in exactly the shape the instructions give, and nothing else."
@@ -44,10 +45,11 @@ async def request_text(
     if request.repair:
         rejected = json.loads(await read_stored(request.repair.rejected_raw_key, None))
         rejected_text = "".join(b.get("text", "") for b in rejected["message"]["content"] if b.get("type") == "text")
-        messages += [
-            {"role": "assistant", "content": rejected_text},
-            {"role": "user", "content": REPAIR_INSTRUCTION.format(problem=request.repair.problem)},
-        ]
+        instruction = REPAIR_INSTRUCTION.format(problem=request.repair.problem)
+        if rejected_text.strip():
+            messages += [{"role": "assistant", "content": rejected_text}, {"role": "user", "content": instruction}]
+        else:  # the API refuses an empty assistant turn: the problem goes with the prompt instead
+            messages = [{"role": "user", "content": f"{user}\n\n{EMPTY_REPLY_NOTE}{instruction}"}]
     return RequestText(system=system, messages=messages)
 
 
@@ -67,7 +69,9 @@ def priced_usage(prices: PriceTable, settings: Settings, model: str, usage: Any,
     except KeyError:
         log.warning("no price for the model that answered; using the configured model's", model=model)
         price = prices.price_of(settings.claude_model)
-    return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens, batch=batch)})
+    breakdown = getattr(usage, "cache_creation", None)
+    one_hour = breakdown.ephemeral_1h_input_tokens if breakdown is not None else None
+    return tokens.model_copy(update={"cost_usd": price.cost_usd(tokens, batch=batch, one_hour_cache_writes=one_hour)})
 
 
 def raw_response_document(

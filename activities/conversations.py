@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.data_errors import classify_data_errors
-from activities.errors import INVALID_OUTPUT, LOW_QUALITY, TRUNCATED_OUTPUT, permanent
+from activities.errors import (
+    CLAUDE_CONTEXT_WINDOW_EXCEEDED,
+    CLAUDE_REFUSAL,
+    INVALID_OUTPUT,
+    LOW_QUALITY,
+    TRUNCATED_OUTPUT,
+    permanent,
+)
 from brightrun.storage import Storage, final_conversation_key
 from models.conversation import ConversationDocument
 from models.messages import StoreConversationInput, StoredConversation
@@ -17,6 +26,37 @@ from models.messages import StoreConversationInput, StoredConversation
 _FENCED_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 GOOD_TURN_COUNT = 8
 GOOD_WORDS_PER_TURN = (8, 150)
+
+
+def reply_text(message: dict[str, Any]) -> str:
+    """The text of a reply: its text blocks only (thinking blocks are the model's reasoning, not
+    the answer)."""
+    return "".join(block.get("text", "") for block in message["content"] if block.get("type") == "text")
+
+
+def stop_problem(message: dict[str, Any], raw_key: str) -> ApplicationError | None:
+    """The failure of a reply that ended for a reason other than finishing it, or None."""
+    stop_reason = message.get("stop_reason")
+    if stop_reason == "refusal":
+        return permanent(
+            "Claude declined to write this conversation (stop_reason refusal). Change the persona, topic or "
+            f"template text that asks for it, then retry the item; raw response kept at {raw_key}",
+            CLAUDE_REFUSAL,
+        )
+    if stop_reason == "model_context_window_exceeded":
+        return permanent(
+            "the prompt and the reply outgrew the model's context window (stop_reason "
+            "model_context_window_exceeded). Shorten the template or the catalog descriptions, or use a model "
+            f"with a larger context window; raw response kept at {raw_key}",
+            CLAUDE_CONTEXT_WINDOW_EXCEEDED,
+        )
+    if stop_reason == "max_tokens":
+        return permanent(
+            f"the reply was cut off at max_tokens ({message['usage']['output_tokens']} output tokens); "
+            f"raw response kept at {raw_key}",
+            TRUNCATED_OUTPUT,
+        )
+    return None
 
 
 def extract_json_text(text: str) -> str:
@@ -68,13 +108,10 @@ class ConversationActivities:
             await self._storage.get_bytes(self._storage.conversation_bucket, request.raw_key, request.raw_digest)
         )
         message = raw["message"]
-        if message.get("stop_reason") == "max_tokens":
-            raise permanent(
-                f"the reply was cut off at max_tokens ({message['usage']['output_tokens']} output tokens); "
-                f"raw response kept at {request.raw_key}",
-                TRUNCATED_OUTPUT,
-            )
-        text = "".join(block.get("text", "") for block in message["content"] if block.get("type") == "text")
+        stopped = stop_problem(message, request.raw_key)
+        if stopped is not None:
+            raise stopped
+        text = reply_text(message)
         try:
             document = parse_conversation(text)
         except ValueError as exc:

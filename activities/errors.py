@@ -16,6 +16,11 @@ ITEM_ALREADY_LINKED = "item_already_linked"
 INVALID_OUTPUT = "invalid_output"
 TRUNCATED_OUTPUT = "truncated_output"
 LOW_QUALITY = "low_quality"
+# Claude declined to write the conversation (stop_reason `refusal`), or prompt and reply outgrew
+# the model's context window (`model_context_window_exceeded`): asking again the same way would
+# end the same way, so neither gets a repair turn.
+CLAUDE_REFUSAL = "claude_refusal"
+CLAUDE_CONTEXT_WINDOW_EXCEEDED = "claude_context_window_exceeded"
 # Database and storage failures, classified in activities/data_errors.py. An outage is retried
 # until the part is back; a refusal (constraint, bad value, missing bucket, access denied) never is.
 DATABASE_UNAVAILABLE = "database_unavailable"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import string
+import uuid
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.data_errors import classify_data_errors
 from activities.errors import CATALOG_ROW_MISSING, TEMPLATE_NOT_FOUND, UNKNOWN_PLACEHOLDER, permanent
 from brightrun.storage import Storage, prompt_key
+from models.enums import Tier
 from models.messages import NIL_UUID, ResolvedPrompt, ResolvePromptInput, SelectedTemplate, SelectTemplateInput
 from models.tables import EmotionalArc, Persona, PromptTemplate, TrainingTopic
 
@@ -44,6 +46,20 @@ def placeholder_values(persona: Persona, arc: EmotionalArc, topic: TrainingTopic
     }
 
 
+async def auto_selected_template(session: AsyncSession, arc_type: str, tier: Tier) -> uuid.UUID | None:
+    """The template the nil UUID stands for: an active one of the tier written for the arc type,
+    else the tier's general one, else any active one of the tier; None when the tier has none."""
+    active_of_tier = (
+        select(PromptTemplate.id)
+        .where(PromptTemplate.tier == tier.value, PromptTemplate.is_active)
+        # A general template (no arc type) is the better fallback than another arc's one.
+        .order_by(PromptTemplate.arc_type.is_not(None), PromptTemplate.version.desc(), PromptTemplate.name)
+        .limit(1)
+    )
+    template_id = await session.scalar(active_of_tier.where(PromptTemplate.arc_type == arc_type))
+    return template_id if template_id is not None else await session.scalar(active_of_tier)
+
+
 class TemplateActivities:
     def __init__(self, sessions: async_sessionmaker, storage: Storage) -> None:
         self._sessions = sessions
@@ -62,17 +78,7 @@ class TemplateActivities:
             arc = await session.get(EmotionalArc, request.emotional_arc_id)
             if arc is None:
                 raise permanent(f"emotional arc {request.emotional_arc_id} no longer exists", CATALOG_ROW_MISSING)
-            active_of_tier = (
-                select(PromptTemplate.id)
-                .where(PromptTemplate.tier == request.tier.value, PromptTemplate.is_active)
-                # A general template (no arc type) is the better fallback than another arc's one.
-                .order_by(PromptTemplate.arc_type.is_not(None), PromptTemplate.version.desc(), PromptTemplate.name)
-                .limit(1)
-            )
-            # Prefer a template written for this arc type; else any active template of the tier.
-            template_id = await session.scalar(active_of_tier.where(PromptTemplate.arc_type == arc.arc_type))
-            if template_id is None:
-                template_id = await session.scalar(active_of_tier)
+            template_id = await auto_selected_template(session, arc.arc_type, request.tier)
             if template_id is None:
                 raise permanent(
                     f"no active prompt template for arc type {arc.arc_type!r} and tier {request.tier.value!r}, "

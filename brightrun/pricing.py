@@ -1,4 +1,5 @@
-"""Token prices per model, from a settings file, turning usage into dollars."""
+"""Token prices per model, from one data file with its source and date (model_prices.json),
+turning usage into dollars."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ DEFAULT_PRICES_FILE = Path(__file__).with_name("model_prices.json")
 _PER_MILLION = 1_000_000
 # Message Batches bill every token at half the online price; the discount stacks with caching.
 BATCH_PRICE_FACTOR = 0.5
-# A 1-hour cache write costs twice the input rate (a 5-minute one 1.25 times).
-ONE_HOUR_CACHE_WRITE_FACTOR = 2.0
 # A dated snapshot of a listed model: `claude-sonnet-4-5-20250929` is priced as `claude-sonnet-4-5`.
 _SNAPSHOT_SUFFIX = re.compile(r"-\d{8}$")
 
@@ -26,6 +25,7 @@ class Rates(BaseModel):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cache_write: float = Field(ge=0)  # 5-minute cache writes, what `cache_control: ephemeral` asks for
+    cache_write_1h: float = Field(ge=0)  # 1-hour cache writes (`ttl: 1h`, what a Message Batch asks for)
     cache_read: float = Field(ge=0)
 
 
@@ -39,18 +39,21 @@ class LongPromptRates(Rates):
 class ModelPrice(Rates):
     long_prompt: LongPromptRates | None = None
 
-    def cost_usd(self, usage: TokenUsage, batch: bool = False) -> float:
-        """Online, cache writes are 5-minute ones; in a Message Batch they are 1-hour ones (what
-        batches ask for, since a batch may run longer than 5 minutes) and every token costs half."""
+    def cost_usd(self, usage: TokenUsage, batch: bool = False, one_hour_cache_writes: int | None = None) -> float:
+        """`one_hour_cache_writes`: the 1-hour share of the cache writes, as the answer's
+        cache_creation breakdown says; without it, online writes are 5-minute ones and a Message
+        Batch's 1-hour ones (what batches ask for). In a batch every token costs half."""
         prompt = usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
         rates: Rates = self
         if self.long_prompt and prompt > self.long_prompt.above_prompt_tokens:
             rates = self.long_prompt
-        cache_write = rates.input * ONE_HOUR_CACHE_WRITE_FACTOR if batch else rates.cache_write
+        if one_hour_cache_writes is None:
+            one_hour_cache_writes = usage.cache_creation_input_tokens if batch else 0
         cost = (
             usage.input_tokens * rates.input
             + usage.output_tokens * rates.output
-            + usage.cache_creation_input_tokens * cache_write
+            + (usage.cache_creation_input_tokens - one_hour_cache_writes) * rates.cache_write
+            + one_hour_cache_writes * rates.cache_write_1h
             + usage.cache_read_input_tokens * rates.cache_read
         ) / _PER_MILLION
         return cost * BATCH_PRICE_FACTOR if batch else cost

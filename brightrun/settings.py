@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from brightrun.model_traits import traits_of
 from models.enums import Tier
 
 STANDIN_API_KEY = "standin-offline-key"
@@ -53,7 +54,8 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     claude_model: str = "claude-sonnet-4-6"
-    # Output budget per tier (Anthropic reserves output-token rate limit from max_tokens).
+    # Output budget per tier (Anthropic reserves output-token rate limit from max_tokens); a model
+    # that thinks gets its thinking reserve on top (brightrun/model_traits.py).
     claude_max_tokens_by_tier: dict[Tier, int] = Field(
         default={Tier.TEMPLATE: 4096, Tier.SCENARIO: 6144, Tier.EDGE_CASE: 6144}
     )
@@ -142,7 +144,8 @@ class Settings(BaseSettings):
         raise ValueError("must be a postgresql:// URL (postgres:// and postgresql+asyncpg:// work too)")
 
     def claude_max_tokens(self, tier: Tier) -> int:
-        return self.claude_max_tokens_by_tier[tier]
+        """The tier's output budget, plus room for the model's thinking, which spends the same budget."""
+        return self.claude_max_tokens_by_tier[tier] + traits_of(self.claude_model).max_tokens_reserve
 
     def claude_timeout_s(self, tier: Tier) -> float:
         """The SDK's timeout for one call of this tier."""

@@ -10,7 +10,8 @@ socket.
 
 Message Batches: devtools/standin_batches.py.
 
-Control: POST /_standin/config, POST /_standin/reset, GET /_standin/stats, GET /_standin/health.
+Also POST /v1/messages/count_tokens. Control: POST /_standin/config, POST /_standin/reset,
+GET /_standin/stats, GET /_standin/health.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
+from brightrun.model_traits import Thinking, estimated_tokens, traits_of
 from devtools import standin_batches
 from devtools.standin_batches import EXPIRED, MessageBatches, has_api_key
 
@@ -43,8 +45,12 @@ ERROR_FAULTS = {
     "500": (500, "api_error", "Internal server error"),
     "400": (400, "invalid_request_error", "messages: prompt is too long for this model"),
 }
-# Injected faults answered with 200 and a reply our validation must reject.
-REPLY_FAULTS = ("malformed", "truncated")
+# Injected faults answered with 200 and a reply our validation must reject: a broken document,
+# one cut at max_tokens, a refusal (stop_reason `refusal`, no text), and one cut at the model's
+# context window (stop_reason `model_context_window_exceeded`).
+REFUSAL = "refusal"
+CONTEXT_WINDOW_EXCEEDED = "context_window_exceeded"
+REPLY_FAULTS = ("malformed", "truncated", REFUSAL, CONTEXT_WINDOW_EXCEEDED)
 # Injected faults that break an answer after its HTTP 200, half way through the text: an SSE
 # `error` event (what the real API sends when it overloads mid-stream), or the connection closed.
 MIDSTREAM_OVERLOADED = "midstream_overloaded"
@@ -62,7 +68,15 @@ PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is
 
 RATE_WINDOW_S = 60.0
 REQUESTS_LIMIT_SHOWN = 4000  # the requests-limit header when no rpm_limit is configured
-TOKENS_LIMIT_SHOWN = 400_000
+# Token buckets per minute, a Tier 4 Sonnet account's: they refill continuously, and a reset
+# header says when the bucket is full again. Cache reads do not count against input tokens.
+INPUT_TOKENS_PER_MINUTE = 2_000_000
+OUTPUT_TOKENS_PER_MINUTE = 400_000
+# Prompt cache lifetimes by cache_control ttl; a hit starts the lifetime again.
+CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
+# Thinking tokens a thinking model spends before its text (they count against max_tokens): each
+# alone outgrows the smallest tier's output budget, as real thinking on a long conversation does.
+THINKING_TOKENS = {Thinking.ADAPTIVE: 4_000, Thinking.ALWAYS: 8_000}
 STREAM_CHUNK_CHARS = 120
 ERROR_LATENCY_SHARE = 0.25  # errors come back well before a generation would
 
@@ -82,6 +96,10 @@ class StandinConfig:
     script: list[str] = field(default_factory=list)
     # How long a Message Batch stays in_progress before its results are ready.
     batch_processing_s: float = 0.0
+    # Appended to every assistant turn of a generated conversation (tests of untrusted text).
+    turn_suffix: str = ""
+    # Moves the prompt cache's clock forward, so tests see a cache entry expire without waiting.
+    cache_clock_offset_s: float = 0.0
 
     def merge(self, changes: dict[str, Any]) -> None:
         check_config_changes(changes)
@@ -104,12 +122,13 @@ def check_config_changes(changes: Any) -> None:
     for key in ("latency_ms", "first_token_ms", "retry_after_s"):
         if key in changes and not (_is_int(changes[key]) and changes[key] >= 0):
             raise ValueError(f"{key} must be a non-negative integer")
-    if "batch_processing_s" in changes and not (
-        isinstance(changes["batch_processing_s"], int | float)
-        and not isinstance(changes["batch_processing_s"], bool)
-        and changes["batch_processing_s"] >= 0
-    ):
-        raise ValueError("batch_processing_s must be a non-negative number")
+    for key in ("batch_processing_s", "cache_clock_offset_s"):
+        if key in changes and not (
+            isinstance(changes[key], int | float) and not isinstance(changes[key], bool) and changes[key] >= 0
+        ):
+            raise ValueError(f"{key} must be a non-negative number")
+    if "turn_suffix" in changes and not isinstance(changes["turn_suffix"], str):
+        raise ValueError("turn_suffix must be a string")
     if changes.get("seed") is not None and not _is_int(changes["seed"]):
         raise ValueError("seed must be an integer or null")
     if changes.get("rpm_limit") is not None and not (_is_int(changes["rpm_limit"]) and changes["rpm_limit"] > 0):
@@ -167,6 +186,45 @@ class RequestWindow:
         return True
 
 
+class TokenBucket:
+    """A per-minute token budget that refills continuously, as Anthropic's rate limiter does."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.limit = per_minute
+        self._level = float(per_minute)
+        self._at = 0.0
+
+    def _refill(self, now: float) -> None:
+        # A request that started before the last one seen (answers end out of order) refills nothing.
+        self._level = min(self.limit, self._level + max(0.0, now - self._at) * self.limit / RATE_WINDOW_S)
+        self._at = max(self._at, now)
+
+    def spend(self, now: float, tokens: int) -> None:
+        self._refill(now)
+        self._level = max(0.0, self._level - tokens)
+
+    def remaining(self, now: float) -> int:
+        self._refill(now)
+        return int(self._level)
+
+    def full_at(self, now: float) -> float:
+        """When the bucket is full again: what its reset header says."""
+        return now + (self.limit - self.remaining(now)) * RATE_WINDOW_S / self.limit
+
+
+class PromptCache:
+    """Cached prompt prefixes by model and text, each until its lifetime ends; a hit refreshes it."""
+
+    def __init__(self) -> None:
+        self._expires_at: dict[str, float] = {}
+
+    def use(self, key: str, ttl: str, now: float) -> bool:
+        """True for a hit (the lifetime starts again), False for a write."""
+        hit = self._expires_at.get(key, -math.inf) > now
+        self._expires_at[key] = max(self._expires_at.get(key, -math.inf), now + CACHE_TTL_S[ttl])
+        return hit
+
+
 class Standin:
     """The config, counters and request log of one stand-in server."""
 
@@ -179,7 +237,10 @@ class Standin:
         self.outcomes: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
         self.window = RequestWindow()
-        self.cached_systems: set[str] = set()
+        self.prompt_cache = PromptCache()
+        self.input_tokens = TokenBucket(INPUT_TOKENS_PER_MINUTE)
+        self.output_tokens = TokenBucket(OUTPUT_TOKENS_PER_MINUTE)
+        self.token_counts = 0
         self.batches = MessageBatches()
 
     def configure(self, changes: dict[str, Any]) -> None:
@@ -207,6 +268,14 @@ class Standin:
 
     def requests_limit(self) -> int:
         return self.config.rpm_limit or REQUESTS_LIMIT_SHOWN
+
+    def cache_now(self) -> float:
+        return time.time() + self.config.cache_clock_offset_s
+
+    def spend_tokens(self, now: float, usage: dict[str, Any]) -> None:
+        """An answered request's tokens leave the buckets (cache reads are free of the input limit)."""
+        self.input_tokens.spend(now, usage["input_tokens"] + usage["cache_creation_input_tokens"])
+        self.output_tokens.spend(now, usage["output_tokens"])
 
     def answer(self, body: dict[str, Any], outcome: str) -> dict[str, Any]:
         return build_message(self, body, outcome)
@@ -241,7 +310,7 @@ def prompt_fields(prompt: str) -> dict[str, str]:
     return fields
 
 
-def build_conversation(prompt: str) -> dict[str, Any]:
+def build_conversation(prompt: str, turn_suffix: str = "") -> dict[str, Any]:
     """A ConversationDocument naming the persona and topic; the prompt's hash picks the lines and
     the length (6, 8 or 10 turns), so different items get different conversations."""
     fields = prompt_fields(prompt)
@@ -281,17 +350,13 @@ def build_conversation(prompt: str) -> dict[str, Any]:
     assistants = [*_pick_in_order(rng, advisor_lines, exchanges - 1), closing]
     turns = []
     for user_text, assistant_text in zip(users, assistants, strict=True):
-        turns += [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_text}]
+        turns += [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_text + turn_suffix}]
     return {"title": f"{persona}: {topic} ({fields['emotional_arc']})", "metadata": fields, "turns": turns}
 
 
 def _pick_in_order(rng: random.Random, lines: list[str], count: int) -> list[str]:
     """`count` of the lines, kept in their written order so the conversation still flows."""
     return [lines[i] for i in sorted(rng.sample(range(len(lines)), count))]
-
-
-def estimated_tokens(text: str) -> int:
-    return max(1, len(text) // 4)
 
 
 # --- the Messages API -----------------------------------------------------------------------
@@ -303,21 +368,26 @@ def _rfc3339(at: float) -> str:
 
 
 def response_headers(standin: Standin, now: float, exhausted_until: float | None = None) -> dict[str, str]:
-    """request-id and rate-limit headers; `exhausted_until` reports both budgets empty until then."""
+    """request-id and the rate-limit headers of each budget: requests (the trailing minute), input
+    and output tokens (buckets), and tokens (the more depleted of the two). `exhausted_until`
+    reports every budget empty until then."""
+    budgets: dict[str, tuple[int, int, float]] = {}  # budget -> limit, remaining, reset
     if exhausted_until is None:
         requests_remaining = max(0, standin.requests_limit() - standin.window.count(now))
-        requests_reset, tokens_remaining, tokens_reset = standin.window.next_slot_at(now), TOKENS_LIMIT_SHOWN, now
+        budgets["requests"] = (standin.requests_limit(), requests_remaining, standin.window.next_slot_at(now))
+        for name, bucket in (("input-tokens", standin.input_tokens), ("output-tokens", standin.output_tokens)):
+            budgets[name] = (bucket.limit, bucket.remaining(now), bucket.full_at(now))
     else:
-        requests_remaining, requests_reset, tokens_remaining, tokens_reset = 0, exhausted_until, 0, exhausted_until
-    return {
-        "request-id": f"req_standin_{uuid.uuid4().hex[:24]}",
-        "anthropic-ratelimit-requests-limit": str(standin.requests_limit()),
-        "anthropic-ratelimit-requests-remaining": str(requests_remaining),
-        "anthropic-ratelimit-requests-reset": _rfc3339(requests_reset),
-        "anthropic-ratelimit-tokens-limit": str(TOKENS_LIMIT_SHOWN),
-        "anthropic-ratelimit-tokens-remaining": str(tokens_remaining),
-        "anthropic-ratelimit-tokens-reset": _rfc3339(tokens_reset),
-    }
+        budgets["requests"] = (standin.requests_limit(), 0, exhausted_until)
+        for name, bucket in (("input-tokens", standin.input_tokens), ("output-tokens", standin.output_tokens)):
+            budgets[name] = (bucket.limit, 0, exhausted_until)
+    budgets["tokens"] = min(budgets["input-tokens"], budgets["output-tokens"], key=lambda b: b[1] / b[0])
+    headers = {"request-id": f"req_standin_{uuid.uuid4().hex[:24]}"}
+    for name, (limit, remaining, reset_at) in budgets.items():
+        headers[f"anthropic-ratelimit-{name}-limit"] = str(limit)
+        headers[f"anthropic-ratelimit-{name}-remaining"] = str(remaining)
+        headers[f"anthropic-ratelimit-{name}-reset"] = _rfc3339(reset_at)
+    return headers
 
 
 def error_response(status: int, error_type: str, message: str, headers: dict[str, str]) -> web.Response:
@@ -346,46 +416,103 @@ def prompt_of(body: dict[str, Any]) -> str:
     return "\n".join([text_of(body.get("system")), *user_texts])
 
 
-def usage_of(standin: Standin, body: dict[str, Any], output_text: str) -> dict[str, int]:
-    """Imitates prompt caching: a system prompt marked with cache_control is written to the
-    cache on its first request and read from it afterwards; input_tokens is the uncached rest."""
-    system = body.get("system")
-    system_text = text_of(system)
+def _cache_breakpoint(system: Any) -> tuple[str, str] | None:
+    """The system text up to and including its last block marked with cache_control, and that
+    mark's ttl; None when nothing is marked."""
+    if not isinstance(system, list):
+        return None
+    marked = [i for i, block in enumerate(system) if isinstance(block, dict) and isinstance(block.get("cache_control"), dict)]
+    if not marked:
+        return None
+    ttl = system[marked[-1]]["cache_control"].get("ttl", "5m")
+    return text_of(system[: marked[-1] + 1]), ttl if ttl in CACHE_TTL_S else "5m"
+
+
+def usage_of(standin: Standin, body: dict[str, Any], output_tokens: int) -> dict[str, Any]:
+    """Imitates prompt caching as documented: a system prefix marked with cache_control and at
+    least the model's minimum long is written to the cache (5-minute or 1-hour, as its ttl says)
+    and read from it until its lifetime ends, each read starting the lifetime again; a shorter
+    one is not cached, without an error. input_tokens is the uncached rest."""
+    system_text = text_of(body.get("system"))
     messages_tokens = estimated_tokens("\n".join(text_of(m.get("content")) for m in body["messages"]))
-    usage = {"input_tokens": messages_tokens, "output_tokens": estimated_tokens(output_text),
-             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    cacheable = isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system)
-    if not cacheable:
-        usage["input_tokens"] += estimated_tokens(system_text) if system_text else 0
+    usage: dict[str, Any] = {
+        "input_tokens": messages_tokens + estimated_tokens(system_text),
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+    }
+    breakpoint_ = _cache_breakpoint(body.get("system"))
+    if breakpoint_ is None:
         return usage
-    key = hashlib.sha256(system_text.encode()).hexdigest()
-    cache_use = "cache_read_input_tokens" if key in standin.cached_systems else "cache_creation_input_tokens"
-    usage[cache_use] = estimated_tokens(system_text)
-    standin.cached_systems.add(key)
+    prefix, ttl = breakpoint_
+    prefix_tokens = estimated_tokens(prefix)
+    if prefix_tokens < traits_of(body["model"]).cache_min_tokens:
+        return usage
+    key = hashlib.sha256(f"{body['model']}\n{prefix}".encode()).hexdigest()
+    usage["input_tokens"] -= prefix_tokens
+    if standin.prompt_cache.use(key, ttl, standin.cache_now()):
+        usage["cache_read_input_tokens"] = prefix_tokens
+    else:
+        usage["cache_creation_input_tokens"] = prefix_tokens
+        usage["cache_creation"][f"ephemeral_{ttl}_input_tokens"] = prefix_tokens
     return usage
 
 
-def reply_text(prompt: str, outcome: str) -> tuple[str, str]:
+def reply_text(prompt: str, outcome: str, turn_suffix: str = "") -> tuple[str, str]:
     """The assistant text and stop reason for an answered request, spoiled as the fault says."""
-    text = json.dumps(build_conversation(prompt), indent=2)
+    text = json.dumps(build_conversation(prompt, turn_suffix), indent=2)
     if outcome == "malformed":
         return "Here is the conversation you asked for:\n" + text[: len(text) // 2] + "\n... (and so on)", "end_turn"
     if outcome == "truncated":
         return text[: len(text) // 2], "max_tokens"
+    if outcome == REFUSAL:
+        return "", "refusal"
+    if outcome == CONTEXT_WINDOW_EXCEEDED:
+        return text[: len(text) // 2], "model_context_window_exceeded"
     return text, "end_turn"
 
 
+def thinking_block(prompt: str, tokens: int) -> dict[str, Any]:
+    """A thinking block of about `tokens` tokens, in the documented shape (the signature is opaque)."""
+    fields = prompt_fields(prompt)
+    thought = (
+        f"The client is {fields['persona']}; the arc is {fields['emotional_arc']} and the topic "
+        f"{fields['training_topic']}. I should let the feeling come first, then teach one step at a time. "
+    )
+    text = (thought * (tokens * 4 // len(thought) + 1))[: tokens * 4]
+    signature = hashlib.sha256(text.encode()).hexdigest()
+    return {"type": "thinking", "thinking": text, "signature": f"standin-{signature}"}
+
+
 def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[str, Any]:
-    text, stop_reason = reply_text(prompt_of(body), outcome)
+    """The answer: thinking first for a model that thinks by default, then the text; thinking
+    and text together stop at max_tokens, as the real API's output does."""
+    prompt = prompt_of(body)
+    text, stop_reason = reply_text(prompt, outcome, standin.config.turn_suffix)
+    content: list[dict[str, Any]] = []
+    budget = body["max_tokens"]
+    thinking = traits_of(body["model"]).thinking
+    if thinking in THINKING_TOKENS and outcome != REFUSAL:
+        block = thinking_block(prompt, min(THINKING_TOKENS[thinking], budget))
+        content.append(block)
+        budget -= estimated_tokens(block["thinking"])
+    if budget <= 0:
+        text, stop_reason = "", "max_tokens"
+    elif estimated_tokens(text) > budget:
+        text, stop_reason = text[: budget * 4], "max_tokens"
+    if text:
+        content.append({"type": "text", "text": text})
+    output_tokens = sum(estimated_tokens(b.get("thinking") or b.get("text", "")) for b in content) or 1
     return {
         "id": f"msg_standin_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": body["model"],
-        "content": [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": usage_of(standin, body, text),
+        "usage": usage_of(standin, body, output_tokens),
     }
 
 
@@ -442,6 +569,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return fault_response(standin, "529", now)
 
     message = build_message(standin, body, outcome)
+    standin.spend_tokens(now, message["usage"])
     headers = response_headers(standin, now)
     first_token_s = standin.config.first_token_ms / 1000
     if streaming:
@@ -450,6 +578,25 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if outcome == MIDSTREAM_DROP:
         return await drop_midway(request, json.dumps(message).encode(), {**headers, "content-type": "application/json"})
     return web.json_response(message, headers=headers)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """POST /v1/messages/count_tokens: the input tokens of a Messages request (system, messages),
+    without creating a message. It needs no max_tokens and counts against no token budget."""
+    standin = request.app[STANDIN]
+    now = time.time()
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        body = None
+    if not has_api_key(request):
+        return error_response(401, "authentication_error", "x-api-key header is required", response_headers(standin, now))
+    problem = request_problem({**body, "max_tokens": 1} if isinstance(body, dict) else body)
+    if problem:
+        return error_response(400, "invalid_request_error", problem, response_headers(standin, now))
+    standin.token_counts += 1
+    text = "\n".join([text_of(body.get("system")), *(text_of(m.get("content")) for m in body["messages"])])
+    return web.json_response({"input_tokens": estimated_tokens(text)}, headers=response_headers(standin, now))
 
 
 async def drop_midway(request: web.Request, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
@@ -469,17 +616,29 @@ def _hang_up(request: web.Request, response: web.StreamResponse) -> web.StreamRe
     return response
 
 
+def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """One content block as its start, deltas (a thinking block's signature last) and stop."""
+    if block["type"] == "thinking":
+        text, empty, delta = block["thinking"], {"type": "thinking", "thinking": "", "signature": ""}, "thinking"
+    else:
+        text, empty, delta = block["text"], {"type": "text", "text": ""}, "text"
+    chunks = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+    events = [("content_block_start", {"index": index, "content_block": empty})]
+    events += [("content_block_delta", {"index": index, "delta": {"type": f"{delta}_delta", delta: c}}) for c in chunks]
+    if block["type"] == "thinking":
+        events.append(("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}}))
+    return [*events, ("content_block_stop", {"index": index})]
+
+
 def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The server-sent events of a message, in the order and shape the real API sends them."""
-    text, usage = message["content"][0]["text"], message["usage"]
-    chunks = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+    usage = message["usage"]
     started = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    blocks = [event for index, block in enumerate(message["content"]) for event in _block_events(index, block)]
     return [
         ("message_start", {"message": started}),
         ("ping", {}),
-        ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-        *(("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": chunk}}) for chunk in chunks),
-        ("content_block_stop", {"index": 0}),
+        *blocks,
         ("message_delta", {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
                            "usage": {"output_tokens": usage["output_tokens"]}}),
         ("message_stop", {}),
@@ -505,10 +664,11 @@ async def stream_message(
     await response.prepare(request)
     events = stream_events(message)
     deltas = sum(1 for name, _ in events if name == "content_block_delta")
-    delta_pause, deltas_sent = latency_s / deltas, 0
+    delta_pause, deltas_sent, first_block = latency_s / max(1, deltas), 0, True
     for name, data in events:
-        if name == "content_block_start":
+        if name == "content_block_start" and first_block:
             await asyncio.sleep(first_token_s)
+            first_block = False
         if name == "content_block_delta":
             if outcome in MIDSTREAM_FAULTS and deltas_sent == deltas // 2:
                 return await _break_stream(request, response, outcome)
@@ -555,6 +715,7 @@ async def stats(request: web.Request) -> web.Response:
             "log": standin.log,
             "batches": standin.batches.created,
             "batch_requests": standin.batches.requests_received,
+            "token_counts": standin.token_counts,
         }
     )
 
@@ -580,6 +741,7 @@ def build_app() -> web.Application:
     app = web.Application(middlewares=[mark_answered])
     app[STANDIN] = Standin()
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     standin_batches.add_routes(app, STANDIN)
     app.router.add_post("/_standin/config", configure)
     app.router.add_post("/_standin/reset", reset)

@@ -20,7 +20,7 @@ from activities.data_errors import classify
 from activities.errors import DATABASE_UNAVAILABLE
 from brightrun.claude_client import claude_call_plan, message_batch_plan
 from brightrun.pricing import BATCH_PRICE_FACTOR
-from brightrun.settings import Settings
+from brightrun.settings import Settings, get_settings
 from models import search_attributes
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
@@ -37,6 +37,7 @@ from models.tables import (
 )
 from models.workflow_ids import job_workflow_id
 from service.outages import Outage, job_outages
+from service.prompt_cache import TemplateTooShortToCache, templates_too_short_to_cache
 from workflows.batch_job import BatchJobWorkflow
 from workflows.config import ITEM_CANCEL_GRACE
 
@@ -90,6 +91,8 @@ class JobStatusView(BaseModel):
     cache_write_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_hit_rate: float | None = None
+    # The job's templates whose instructions are too short for the model to cache (none: unset).
+    templates_too_short_to_cache: list[TemplateTooShortToCache] | None = None
     cost_usd: float
     projected_cost_usd: float | None = None
     saving_usd: float | None = None
@@ -323,9 +326,12 @@ async def _live_progress(client: Client | None, job_id: uuid.UUID) -> JobProgres
         return None
 
 
-async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client | None = None) -> JobStatusView:
+async def job_status(
+    sessions: async_sessionmaker, job_ref: str, client: Client | None = None, claude_model: str | None = None
+) -> JobStatusView:
     """The job's row, with the live numbers of its workflow (status, in flight, ETA, the parts
-    its items wait for) when it runs. While PostgreSQL is down, the workflow's view alone."""
+    its items wait for) when it runs. While PostgreSQL is down, the workflow's view alone.
+    `claude_model` (default: the settings') decides which templates are too short to cache."""
     try:
         job = await _load_job(sessions, job_ref)
     except Exception as exc:
@@ -341,6 +347,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         enriched = await session.scalar(
             select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
         )
+        too_short = await templates_too_short_to_cache(session, job, claude_model or get_settings().claude_model)
     return JobStatusView(
         job_id=job.id,
         workflow_id=job_workflow_id(job.id),
@@ -367,6 +374,7 @@ async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client 
         cache_write_tokens=job.cache_write_tokens,
         cache_read_tokens=job.cache_read_tokens,
         cache_hit_rate=_cache_hit_rate(job),
+        **({"templates_too_short_to_cache": too_short} if too_short else {}),
         cost_usd=round(job.cost_usd, 8),
         projected_cost_usd=_projected_cost(job),
         saving_usd=_batch_saving(job),

@@ -19,6 +19,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from anthropic.types import CacheCreation, Usage
 from botocore.exceptions import EndpointConnectionError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
@@ -31,14 +32,23 @@ from activities.claude import (
     backoff_delay,
     classify_failure,
 )
-from activities.claude_requests import REPAIR_INSTRUCTION
+from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION, priced_usage
+from activities.conversations import ConversationActivities
+from brightrun.model_traits import TRAITS_FILE
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import raw_response_key
 from devtools.standin import start_standin
 from devtools.standin_control import StandinControl
 from models.enums import Tier
-from models.messages import CallProgress, GenerateInput, RepairRequest, ResolvedPrompt, TokenUsage
+from models.messages import (
+    CallProgress,
+    GenerateInput,
+    RepairRequest,
+    ResolvedPrompt,
+    StoreConversationInput,
+    TokenUsage,
+)
 from tests.fakes import MemoryStorage
 from tests.helpers import eventually
 
@@ -46,12 +56,14 @@ PROMPT_USER = (
     "Write one conversation.\nPersona: David Chen\nEmotional arc: Anxiety -> Confidence\n"
     "Training topic: Paying Down Debt\nTier: scenario"
 )
-SYSTEM = "You write training conversations for fine-tuning. Return only one JSON object. " * 20
+# 1,245 tokens at four characters a token: above claude-sonnet-4-6's minimum cacheable prefix (1,024).
+SYSTEM = "You write training conversations for fine-tuning. Return only one JSON object. " * 60
 PROMPT_KEY = "requests/test-user/a-conversation_prompt.json"  # where the template step stored it
 
 
 @dataclasses.dataclass
 class Rig:
+    client: anthropic.AsyncAnthropic
     activities: ClaudeActivities
     storage: MemoryStorage
     standin: StandinControl
@@ -102,7 +114,7 @@ async def rig() -> AsyncIterator[Rig]:
             start_to_close_timeout=timedelta(seconds=settings.claude_attempt_timeout_s(Tier.SCENARIO)),
         )
         activities = ClaudeActivities(client, storage, TurnAtOnce(), settings, PriceTable.load())  # type: ignore[arg-type]
-        yield Rig(activities, storage, StandinControl(base_url), settings, sent, env, heartbeats, progress)
+        yield Rig(client, activities, storage, StandinControl(base_url), settings, sent, env, heartbeats, progress)
     await runner.cleanup()
 
 
@@ -246,6 +258,48 @@ async def test_a_repair_sends_the_rejected_reply_and_the_problem_and_keeps_both_
     assert repaired.raw_key == first.raw_key.replace("_raw.json", "_raw_repair.json")
     assert rig.storage.objects[repaired.raw_key]["repair_of"] == first.raw_key
     assert first.raw_key in rig.storage.objects
+
+
+async def test_a_repair_of_a_reply_without_text_sends_no_empty_assistant_turn(rig: Rig) -> None:
+    first = await rig.generate(generate_input())
+    rig.storage.objects[first.raw_key]["message"]["content"] = [{"type": "thinking", "thinking": "Hm.", "signature": "s"}]
+    problem = "the reply is not valid JSON: Expecting value: line 1 column 1 (char 0)"
+    request = generate_input(RepairRequest(rejected_raw_key=first.raw_key, problem=problem))
+
+    await rig.generate(request)
+
+    assert rig.sent[-1]["messages"] == [
+        {"role": "user", "content": f"{PROMPT_USER}\n\n{EMPTY_REPLY_NOTE}{REPAIR_INSTRUCTION.format(problem=problem)}"},
+    ]
+
+
+async def test_a_model_that_always_thinks_writes_the_whole_conversation_within_its_budget(rig: Rig) -> None:
+    settings = rig.settings.model_copy(update={"claude_model": "claude-opus-5-5"})
+    activities = ClaudeActivities(rig.client, rig.storage, TurnAtOnce(), settings, PriceTable.load())  # type: ignore[arg-type]
+    request = generate_input().model_copy(update={"tier": Tier.TEMPLATE})
+
+    generated = await rig.env.run(activities.generate_conversation, request)
+
+    assert rig.sent[-1]["max_tokens"] == settings.claude_max_tokens_by_tier[Tier.TEMPLATE] + 16_000
+    message = rig.storage.objects[generated.raw_key]["message"]
+    assert generated.stop_reason == "end_turn" and [b["type"] for b in message["content"]] == ["thinking", "text"]
+    stored = await ActivityEnvironment().run(
+        ConversationActivities(rig.storage, quality_min_score=0.5).store_conversation,  # type: ignore[arg-type]
+        StoreConversationInput(
+            conversation_id=request.conversation_id, user_id=request.user_id, raw_key=generated.raw_key,
+            persona="David Chen", training_topic="Paying Down Debt",
+        ),
+    )
+    assert stored.turn_count >= 6
+
+
+def test_a_thinking_model_gets_its_thinking_reserve_on_top_of_every_tiers_budget() -> None:
+    plain, thinking = Settings(claude_model="claude-sonnet-4-6"), Settings(claude_model="claude-opus-5-5-20261001")
+
+    for tier in Tier:
+        assert plain.claude_max_tokens(tier) == plain.claude_max_tokens_by_tier[tier]
+        assert thinking.claude_max_tokens(tier) == thinking.claude_max_tokens_by_tier[tier] + 16_000
+        assert thinking.claude_timeout_s(tier) > plain.claude_timeout_s(tier)
 
 
 async def test_the_last_allowed_attempt_fails_for_good_with_the_last_error(rig: Rig) -> None:
@@ -678,6 +732,48 @@ def test_every_listed_model_has_a_complete_price_and_the_default_model_is_listed
     prices.price_of(Settings.model_fields["claude_model"].default)
 
 
+def test_every_priced_model_has_its_traits_beside_its_price() -> None:
+    priced = {name for name in json.loads(DEFAULT_PRICES_FILE.read_text()) if not name.startswith("_")}
+    described = {name for name in json.loads(TRAITS_FILE.read_text()) if not name.startswith("_")}
+
+    assert priced == described
+
+
+def test_each_price_row_has_the_documented_cache_multipliers() -> None:
+    raw = json.loads(DEFAULT_PRICES_FILE.read_text())
+    prices = PriceTable.load()
+
+    assert raw["_source"].startswith("https://platform.claude.com/") and raw["_checked"]
+    for model in (name for name in raw if not name.startswith("_")):
+        price = prices.price_of(model)
+        for rates in (price, price.long_prompt) if price.long_prompt else (price,):
+            assert rates.cache_write == pytest.approx(1.25 * rates.input), model
+            assert rates.cache_write_1h == pytest.approx(2 * rates.input), model
+    assert prices.price_of("claude-sonnet-5-5").cache_read == 0.2  # as the pricing page lists it
+
+
+def test_one_hour_cache_writes_cost_what_the_usage_breakdown_says() -> None:
+    price = PriceTable.load().price_of("claude-sonnet-4-6")  # $3.75 a 5-minute write, $6 a 1-hour one
+    usage = TokenUsage(cache_creation_input_tokens=4000)
+
+    assert price.cost_usd(usage, one_hour_cache_writes=1000) == pytest.approx((3000 * 3.75 + 1000 * 6) / 1e6)
+    assert price.cost_usd(usage, batch=True) == pytest.approx(4000 * 6 / 1e6 / 2)
+    assert price.cost_usd(usage, batch=True, one_hour_cache_writes=0) == pytest.approx(4000 * 3.75 / 1e6 / 2)
+
+
+def test_a_calls_cost_prices_its_cache_writes_by_the_answers_ttl_breakdown() -> None:
+    usage = Usage(
+        input_tokens=0, output_tokens=0, cache_creation_input_tokens=4000, cache_read_input_tokens=0,
+        cache_creation=CacheCreation(ephemeral_5m_input_tokens=3000, ephemeral_1h_input_tokens=1000),
+    )
+
+    online = priced_usage(PriceTable.load(), Settings(), "claude-sonnet-4-6", usage)
+    batch = priced_usage(PriceTable.load(), Settings(), "claude-sonnet-4-6", usage, batch=True)
+
+    assert online.cost_usd == pytest.approx((3000 * 3.75 + 1000 * 6) / 1e6)
+    assert batch.cost_usd == pytest.approx(online.cost_usd / 2)
+
+
 def test_cost_adds_every_kind_of_token_at_its_rate() -> None:
     price = PriceTable.load().price_of("claude-sonnet-4-6")  # $3 in, $15 out, $3.75 cache write, $0.30 cache read
     usage = TokenUsage(input_tokens=1000, output_tokens=2000, cache_creation_input_tokens=4000, cache_read_input_tokens=10_000)
@@ -697,8 +793,9 @@ def test_a_dated_snapshot_costs_what_its_model_costs_and_an_unknown_model_is_ref
 
 def test_a_long_prompt_is_charged_at_the_long_prompt_rates() -> None:
     price = ModelPrice.model_validate(
-        {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1,
-         "long_prompt": {"above_prompt_tokens": 100, "input": 10, "output": 20, "cache_write": 12.5, "cache_read": 1}}
+        {"input": 1, "output": 2, "cache_write": 1.25, "cache_write_1h": 2, "cache_read": 0.1,
+         "long_prompt": {"above_prompt_tokens": 100, "input": 10, "output": 20, "cache_write": 12.5, "cache_write_1h": 20,
+                         "cache_read": 1}}
     )
 
     short = TokenUsage(input_tokens=50, cache_read_input_tokens=50, output_tokens=10)

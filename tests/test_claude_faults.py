@@ -160,6 +160,9 @@ async def test_malformed_output_gets_one_repair_that_succeeds(
     [
         (["malformed", "malformed"], "the reply is not valid JSON", 2),
         (["truncated"], "the reply was cut off at max_tokens", 1),
+        # Asked again, a refusal or an overflowing context ends the same way: no repair call.
+        (["refusal", "ok"], "Claude declined to write this conversation (stop_reason refusal)", 1),
+        (["context_window_exceeded", "ok"], "the prompt and the reply outgrew the model's context window", 1),
     ],
 )
 async def test_unusable_output_fails_the_item_for_good_and_keeps_the_raw_reply(

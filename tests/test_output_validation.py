@@ -11,7 +11,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.conversations import ConversationActivities, parse_conversation, quality_scores
-from activities.errors import INVALID_OUTPUT, LOW_QUALITY, TRUNCATED_OUTPUT
+from activities.errors import (
+    CLAUDE_CONTEXT_WINDOW_EXCEEDED,
+    CLAUDE_REFUSAL,
+    INVALID_OUTPUT,
+    LOW_QUALITY,
+    TRUNCATED_OUTPUT,
+)
 from models.messages import StoreConversationInput, StoredConversation
 from tests.fakes import MemoryStorage
 
@@ -123,6 +129,36 @@ async def test_an_invalid_reply_names_the_problem_for_the_repair_and_the_raw_key
     assert (failure.type, failure.non_retryable) == (INVALID_OUTPUT, True)
     assert failure.details[0].startswith("the reply is not valid JSON") and RAW_KEY not in failure.details[0]
     assert failure.message == f"{failure.details[0]}; raw response kept at {RAW_KEY}"
+
+
+async def test_a_refusal_fails_for_good_as_a_refusal_not_as_output_to_repair() -> None:
+    storage = stored_reply("", stop_reason="refusal")
+    storage.objects[RAW_KEY]["message"]["content"] = []
+
+    with pytest.raises(ApplicationError) as raised:
+        await store(storage, quality_min_score=0.5)
+
+    assert (raised.value.type, raised.value.non_retryable) == (CLAUDE_REFUSAL, True)
+    assert raised.value.message.startswith("Claude declined to write this conversation (stop_reason refusal)")
+    assert "Change the persona, topic or template" in raised.value.message and RAW_KEY in raised.value.message
+
+
+async def test_a_reply_cut_at_the_context_window_fails_for_good_saying_what_to_shorten() -> None:
+    with pytest.raises(ApplicationError) as raised:
+        await store(stored_reply(json.dumps(GOOD)[:200], stop_reason="model_context_window_exceeded"), quality_min_score=0.5)
+
+    assert (raised.value.type, raised.value.non_retryable) == (CLAUDE_CONTEXT_WINDOW_EXCEEDED, True)
+    assert "Shorten the template" in raised.value.message
+
+
+async def test_thinking_blocks_are_not_part_of_the_conversation() -> None:
+    storage = stored_reply(json.dumps(GOOD))
+    thinking = {"type": "thinking", "thinking": "The client is David {not json", "signature": "sig"}
+    storage.objects[RAW_KEY]["message"]["content"].insert(0, thinking)
+
+    stored = await store(storage, quality_min_score=0.5)
+
+    assert stored.title == GOOD["title"]
 
 
 async def test_a_reply_cut_off_at_max_tokens_is_truncated_not_success() -> None:

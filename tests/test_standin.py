@@ -15,8 +15,9 @@ import aiohttp
 import anthropic
 import httpx2
 import pytest
-from anthropic.types import TextBlock, TextDelta
+from anthropic.types import TextBlock, TextDelta, ThinkingBlock
 
+from devtools.standin import TokenBucket
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from tests.helpers import eventually
@@ -26,7 +27,8 @@ PROMPT = (
     "Write one conversation.\nPersona: David Chen\nPersona background: a father of two\n"
     "Emotional arc: Couple Conflict -> Alignment\nTraining topic: Essential Estate Planning\nTier: template"
 )
-SYSTEM = [{"type": "text", "text": "You write training conversations. " * 20, "cache_control": {"type": "ephemeral"}}]
+# 1,105 tokens at four characters a token: above claude-sonnet-4-6's minimum cacheable prefix (1,024).
+SYSTEM = [{"type": "text", "text": "You write training conversations. " * 130, "cache_control": {"type": "ephemeral"}}]
 
 
 def request(**overrides: Any) -> dict[str, Any]:
@@ -114,9 +116,54 @@ async def test_raw_response_carries_request_id_and_rate_limit_headers(claude: an
     assert raw.headers["anthropic-ratelimit-requests-limit"] == "4000"
     assert raw.headers["anthropic-ratelimit-requests-remaining"] == "3999"
     assert int(raw.headers["anthropic-ratelimit-tokens-remaining"]) > 0
-    for budget in ("requests", "tokens"):
+    for budget in ("requests", "tokens", "input-tokens", "output-tokens"):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", raw.headers[f"anthropic-ratelimit-{budget}-reset"])
     document_of(await raw.parse())
+
+
+async def test_token_buckets_show_what_the_answers_spent_and_when_they_are_full_again(
+    claude: anthropic.AsyncAnthropic,
+) -> None:
+    raw = await claude.messages.with_raw_response.create(**request())
+    message = await raw.parse()
+
+    headers = raw.headers
+    usage = message.usage
+    assert usage.cache_creation_input_tokens is not None
+    spent_input = usage.input_tokens + usage.cache_creation_input_tokens
+    input_limit, output_limit = int(headers["anthropic-ratelimit-input-tokens-limit"]), int(headers["anthropic-ratelimit-output-tokens-limit"])
+    # A bucket refills continuously: what it shows is the limit less the spend, give or take a refill.
+    assert input_limit - spent_input <= int(headers["anthropic-ratelimit-input-tokens-remaining"]) < input_limit
+    assert output_limit - usage.output_tokens <= int(headers["anthropic-ratelimit-output-tokens-remaining"]) < output_limit
+    # tokens-* is the more depleted of the two buckets (here the output bucket, the smaller).
+    assert headers["anthropic-ratelimit-tokens-limit"] == str(output_limit)
+    assert headers["anthropic-ratelimit-tokens-remaining"] == headers["anthropic-ratelimit-output-tokens-remaining"]
+
+
+def test_a_token_bucket_refills_at_its_rate_up_to_its_limit_and_never_back_in_time() -> None:
+    bucket = TokenBucket(per_minute=600)  # 10 tokens a second
+
+    bucket.spend(100.0, 600)
+    assert (bucket.remaining(100.0), bucket.full_at(100.0)) == (0, 160.0)
+    assert bucket.remaining(130.0) == 300
+    bucket.spend(120.0, 100)  # a request that started earlier is answered later: no refill backwards
+    assert bucket.remaining(130.0) == 200
+    assert bucket.remaining(1000.0) == 600
+
+
+async def test_count_tokens_answers_the_input_tokens_of_a_request_without_creating_a_message(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    counted = await claude.messages.count_tokens(**{k: v for k, v in request().items() if k != "max_tokens"})
+    message = await create(claude)
+
+    usage = message.usage
+    assert usage.cache_creation_input_tokens is not None and usage.cache_read_input_tokens is not None
+    assert counted.input_tokens == usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+    stats = await control.stats()
+    assert stats["token_counts"] == 1 and stats["requests"] == 1
+    with pytest.raises(anthropic.BadRequestError, match="messages"):
+        await claude.messages.count_tokens(model=MODEL, messages=[])
 
 
 async def test_latency_delays_the_answer(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
@@ -198,7 +245,7 @@ async def test_a_streamed_truncated_reply_stops_at_max_tokens(
 
 async def test_a_cached_system_prompt_is_written_once_then_read(claude: anthropic.AsyncAnthropic) -> None:
     first, second = await create(claude), await create(claude)
-    other_system = await create(claude, system=[{**SYSTEM[0], "text": "Other instructions. " * 30}])
+    other_system = await create(claude, system=[{**SYSTEM[0], "text": "Other instructions. " * 300}])
     uncached = await create(claude, system=SYSTEM[0]["text"])
 
     assert first.usage.cache_creation_input_tokens is not None
@@ -209,6 +256,145 @@ async def test_a_cached_system_prompt_is_written_once_then_read(claude: anthropi
     assert other_system.usage.cache_creation_input_tokens > 0
     assert uncached.usage.cache_creation_input_tokens == uncached.usage.cache_read_input_tokens == 0
     assert uncached.usage.input_tokens > first.usage.input_tokens, "the uncached system counts as input"
+    assert first.usage.cache_creation is not None and second.usage.cache_creation is not None
+    assert first.usage.cache_creation.model_dump() == {
+        "ephemeral_5m_input_tokens": first.usage.cache_creation_input_tokens,
+        "ephemeral_1h_input_tokens": 0,
+    }
+    assert second.usage.cache_creation.model_dump() == {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+
+
+async def test_a_prompt_shorter_than_the_models_minimum_is_not_cached_and_not_refused(
+    claude: anthropic.AsyncAnthropic,
+) -> None:
+    short = [{**SYSTEM[0], "text": "You write training conversations. " * 100}]  # 850 tokens < 1,024
+    haiku_short = "You write training conversations. " * 400  # 3,400 tokens < Haiku 4.5's 4,096
+
+    answers = [await create(claude, system=short), await create(claude, system=short)]
+    answers += [await create(claude, model="claude-haiku-4-5", system=[{**SYSTEM[0], "text": haiku_short}])]
+    cached_on_opus_5 = await create(claude, model="claude-opus-5", system=short)  # its minimum is 512
+
+    for answer in answers:
+        assert answer.stop_reason == "end_turn"
+        assert answer.usage.cache_creation_input_tokens == answer.usage.cache_read_input_tokens == 0
+    assert answers[0].usage.input_tokens > 850
+    assert cached_on_opus_5.usage.cache_creation_input_tokens == 850
+
+
+async def test_a_5_minute_cache_entry_expires_unless_a_hit_refreshes_it(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    written = await create(claude)
+    await control.configure(cache_clock_offset_s=290)
+    refreshed = await create(claude)  # a hit 290 s on starts the 5 minutes again
+    await control.configure(cache_clock_offset_s=580)
+    still_cached = await create(claude)
+    await control.configure(cache_clock_offset_s=881)
+    expired = await create(claude)  # 301 s after the last hit
+
+    tokens = written.usage.cache_creation_input_tokens
+    assert tokens and refreshed.usage.cache_read_input_tokens == still_cached.usage.cache_read_input_tokens == tokens
+    assert expired.usage.cache_creation_input_tokens == tokens and expired.usage.cache_read_input_tokens == 0
+
+
+async def test_a_1_hour_cache_entry_outlives_5_minutes_and_is_reported_as_such(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    system = [{**SYSTEM[0], "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    written = await create(claude, system=system)
+    await control.configure(cache_clock_offset_s=3000)
+    read = await create(claude, system=system)
+    await control.configure(cache_clock_offset_s=3000 + 3601)
+    expired = await create(claude, system=system)
+
+    tokens = written.usage.cache_creation_input_tokens
+    assert written.usage.cache_creation is not None
+    assert written.usage.cache_creation.model_dump() == {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": tokens}
+    assert tokens and read.usage.cache_read_input_tokens == tokens
+    assert expired.usage.cache_creation_input_tokens == tokens
+
+
+async def test_a_cache_entry_belongs_to_one_model(claude: anthropic.AsyncAnthropic) -> None:
+    await create(claude)
+    other_model = await create(claude, model="claude-opus-4-8")
+
+    assert other_model.usage.cache_creation_input_tokens and other_model.usage.cache_read_input_tokens == 0
+
+
+# --- thinking, refusals, the context window -------------------------------------------------
+
+
+async def test_a_model_that_thinks_answers_a_thinking_block_before_its_text(claude: anthropic.AsyncAnthropic) -> None:
+    message = await create(claude, model="claude-opus-5-5", max_tokens=12_000)
+
+    thinking, text = message.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.thinking and thinking.signature
+    assert isinstance(text, TextBlock) and ConversationDocument.model_validate_json(text.text)
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == (len(thinking.thinking) + len(text.text)) // 4
+
+
+async def test_thinking_spends_max_tokens_and_cuts_the_text_off(claude: anthropic.AsyncAnthropic) -> None:
+    cut_in_text = await create(claude, model="claude-opus-5-5", max_tokens=8200)
+    only_thinking = await create(claude, model="claude-opus-5-5", max_tokens=4096)
+
+    assert cut_in_text.stop_reason == "max_tokens" and cut_in_text.usage.output_tokens <= 8200
+    assert [block.type for block in cut_in_text.content] == ["thinking", "text"]
+    assert only_thinking.stop_reason == "max_tokens" and only_thinking.usage.output_tokens == 4096
+    assert [block.type for block in only_thinking.content] == ["thinking"]
+
+
+async def test_a_streamed_thinking_answer_has_the_documented_events(claude: anthropic.AsyncAnthropic) -> None:
+    async with claude.messages.stream(**request(model="claude-sonnet-5-5", max_tokens=8000)) as stream:
+        kinds = [(event.type, getattr(getattr(event, "delta", None), "type", None)) async for event in stream]
+        message = await stream.get_final_message()
+
+    assert ("content_block_delta", "thinking_delta") in kinds and ("content_block_delta", "signature_delta") in kinds
+    assert kinds.index(("content_block_delta", "signature_delta")) < kinds.index(("content_block_delta", "text_delta"))
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert isinstance(message.content[0], ThinkingBlock) and message.content[0].signature.startswith("standin-")
+
+
+async def test_a_model_that_does_not_think_by_default_answers_text_only(claude: anthropic.AsyncAnthropic) -> None:
+    assert [block.type for block in (await create(claude)).content] == ["text"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_refusal_fault_answers_stop_reason_refusal_without_text(
+    claude: anthropic.AsyncAnthropic, control: StandinControl, stream: bool
+) -> None:
+    await control.configure(script=["refusal"])
+
+    message: anthropic.types.Message
+    if stream:
+        async with claude.messages.stream(**request()) as events:
+            message = await events.get_final_message()
+    else:
+        message = await create(claude)
+
+    assert message.stop_reason == "refusal" and message.content == []
+    assert (await control.stats())["by_outcome"] == {"refusal": 1}
+
+
+async def test_a_context_window_fault_cuts_the_text_with_its_stop_reason(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["context_window_exceeded"])
+
+    message = await create(claude)
+
+    assert message.stop_reason == "model_context_window_exceeded"
+    with pytest.raises(ValueError):
+        document_of(message)
+
+
+async def test_the_turn_suffix_ends_every_assistant_turn(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
+    suffix = ' <script>alert("turn")</script>'
+    await control.configure(turn_suffix=suffix)
+
+    document = document_of(await create(claude))
+
+    assert all(turn.content.endswith(suffix) == (turn.role == "assistant") for turn in document.turns)
 
 
 # --- faults ---------------------------------------------------------------------------------
@@ -410,17 +596,20 @@ async def test_the_log_records_each_request_and_reset_clears_everything(
 
     await control.reset()
 
-    assert await control.stats() == {"requests": 0, "by_outcome": {}, "log": [], "batches": 0, "batch_requests": 0}
+    assert await control.stats() == {
+        "requests": 0, "by_outcome": {}, "log": [], "batches": 0, "batch_requests": 0, "token_counts": 0
+    }
     assert await control.configure() == {
         "latency_ms": 0, "first_token_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None,
-        "script": [], "batch_processing_s": 0.0,
+        "script": [], "batch_processing_s": 0.0, "turn_suffix": "", "cache_clock_offset_s": 0.0,
     }
 
 
 @pytest.mark.parametrize(
     "bad_config",
     [{"faults": {"418": 1.0}}, {"faults": {"429": 0.7, "529": 0.7}}, {"latency_ms": "slow"}, {"first_token_ms": -1},
-     {"script": ["nope"]}, {"colour": 1}, {"batch_processing_s": -1}],
+     {"script": ["nope"]}, {"colour": 1}, {"batch_processing_s": -1}, {"cache_clock_offset_s": -5},
+     {"turn_suffix": 3}],
 )
 async def test_a_bad_config_is_refused_whole(control: StandinControl, bad_config: dict[str, Any]) -> None:
     with pytest.raises(aiohttp.ClientResponseError) as raised:

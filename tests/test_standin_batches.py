@@ -13,7 +13,7 @@ from models.conversation import ConversationDocument
 from tests.helpers import eventually
 
 MODEL = "claude-sonnet-4-6"
-SYSTEM = [{"type": "text", "text": "You write training conversations. " * 20, "cache_control": {"type": "ephemeral"}}]
+SYSTEM = [{"type": "text", "text": "You write training conversations. " * 130, "cache_control": {"type": "ephemeral"}}]
 
 
 def prompt(n: int) -> str:
