@@ -11,10 +11,11 @@ from datetime import timedelta
 from anthropic import AsyncAnthropic
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
 from activities.claude import HEARTBEAT_THROTTLE, ClaudeActivities
 from activities.claude_pacing import CallPacer
+from activities.claude_slots import CallSlots
 from activities.conversations import ConversationActivities
 from activities.enrichment import EnrichmentActivities
 from activities.export import ExportActivities
@@ -126,7 +127,14 @@ def build_claude_worker(
         client,
         task_queue=settings.claude_task_queue,
         activities=[generation.generate_conversation],
-        max_concurrent_activities=settings.claude_max_concurrent_calls,
+        # A call is taken from the queue once it has a turn: the rest wait there, handed out
+        # fairly between jobs. The queue has no workflows and runs no local activities.
+        tuner=WorkerTuner.create_composite(
+            workflow_supplier=FixedSizeSlotSupplier(1),
+            activity_supplier=CallSlots(pacer, settings.claude_max_calls_in_flight()),
+            local_activity_supplier=FixedSizeSlotSupplier(1),
+            nexus_supplier=FixedSizeSlotSupplier(1),
+        ),
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
     )
@@ -148,7 +156,7 @@ async def main() -> None:
         temporal=temporal_address(settings),
         claude_task_queue=settings.claude_task_queue,
         claude_calls_per_minute=settings.claude_calls_per_minute,
-        claude_max_concurrent_calls=settings.claude_max_concurrent_calls,
+        claude_max_calls_in_flight=settings.claude_max_calls_in_flight(),
         claude_model=settings.claude_model,
         claude="offline stand-in" if settings.uses_standin else "Anthropic API",
     )

@@ -425,7 +425,7 @@ class ClaudeActivities:
         """Until the queue's next turn at the calls-per-minute limit (the heartbeat goes on)."""
         try:
             starts_in = await self._through_outage(
-                request, progress, lambda: self._pacer.take_turn(max_wait_s=start_by - time.time())
+                request, progress, lambda: self._pacer.turn_for_call(max_wait_s=start_by - time.time())
             )
         except TurnTooFar as exc:
             raise RateLimitWaitTooLong(exc.wait_s, "its turn at the calls-per-minute limit") from None

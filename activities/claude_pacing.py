@@ -11,6 +11,11 @@ than the limit, and a backlog goes out at the full rate to its last call."""
 
 from __future__ import annotations
 
+import bisect
+import threading
+import time
+from collections.abc import Callable
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,11 +48,45 @@ class TurnTooFar(Exception):
         self.wait_s = wait_s
 
 
+# A turn handed over by the worker's slot (activities/claude_slots.py) is kept for a call that
+# starts at most this late: a call later than its turn by the window margin could put one call
+# too many in a 60 s window. A later call takes a turn of its own.
+HANDED_OVER_TURN_GRACE_S = WINDOW_MARGIN_S / 2
+
+
 class CallPacer:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], task_queue: str, calls_per_minute: float) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        task_queue: str,
+        calls_per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sessions = sessions
         self._task_queue = task_queue
         self._gap_s = (60.0 + WINDOW_MARGIN_S) / calls_per_minute
+        self._clock = clock
+        # Turns (clock values) the worker's slots took, earliest first; the worker's core hands
+        # them over from its own threads.
+        self._handed_over: list[float] = []
+        self._handed_over_lock = threading.Lock()
+
+    def hand_over(self, turn_at: float) -> None:
+        """A turn taken with the slot a call just got: the call's (any call of this worker's,
+        as turns are alike)."""
+        with self._handed_over_lock:
+            bisect.insort(self._handed_over, turn_at)
+
+    async def turn_for_call(self, max_wait_s: float) -> float:
+        """Seconds from now to the call's turn: a turn handed over by its slot, else the queue's
+        next one (take_turn)."""
+        now = self._clock()
+        with self._handed_over_lock:
+            while self._handed_over:
+                turn_at = self._handed_over.pop(0)
+                if turn_at >= now - HANDED_OVER_TURN_GRACE_S:
+                    return max(0.0, turn_at - now)
+        return await self.take_turn(max_wait_s)
 
     async def take_turn(self, max_wait_s: float) -> float:
         """Takes the queue's next free turn; returns how many seconds from now it starts.

@@ -80,7 +80,7 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
     root = Path(tempfile.mkdtemp(prefix="brightrun-fair-"))
     try:
         env = devstack.start(devstack.isolated_config(root))
-        settings = engine_settings(env, calls_per_minute).model_copy(update={"claude_max_concurrent_calls": 32})
+        settings = engine_settings(env, calls_per_minute)
         standin = StandinControl(env["ANTHROPIC_BASE_URL"])
         await standin.reset()
         await standin.configure(latency_ms=latency_ms)

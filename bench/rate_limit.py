@@ -108,7 +108,6 @@ def engine_settings(env: dict[str, str], calls_per_minute: float) -> Settings:
     return devstack.standin_settings(
         env,
         claude_calls_per_minute=calls_per_minute,
-        claude_max_concurrent_calls=32,
         claude_max_attempts=20,
         claude_retry_base_s=1.0,
     )

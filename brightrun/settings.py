@@ -6,6 +6,7 @@ print in a repr, a log line or a workflow history.
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -67,11 +68,13 @@ class Settings(BaseSettings):
     # cancellation is noticed within this timeout.
     claude_heartbeat_timeout_s: float = Field(default=20.0, ge=1)
     # Claude calls run on their own task queue: a calls-per-minute limit for all workers of the
-    # queue together (evenly spaced turns from the database) and a cap on calls per worker, in
-    # flight or waiting for their turn.
+    # queue together (evenly spaced turns from the database). A worker takes a call from the
+    # queue once it has a turn (activities/claude_slots.py), so the calls in flight follow the
+    # rate and the latency; this caps them per worker, by default at what the rate allows while
+    # the slowest call lasts (claude_max_calls_in_flight).
     claude_task_queue: str = "brightrun-claude"
     claude_calls_per_minute: float = Field(default=50.0, gt=0)
-    claude_max_concurrent_calls: int = Field(default=8, ge=1)
+    claude_max_concurrent_calls: int | None = Field(default=None, ge=1)
     # Below this share of the remaining request or token budget (anthropic-ratelimit-* headers),
     # the next call waits for the budget's reset.
     claude_rate_limit_low_watermark: float = Field(default=0.05, ge=0, lt=1)
@@ -150,6 +153,14 @@ class Settings(BaseSettings):
     def claude_timeout_s(self, tier: Tier) -> float:
         """The SDK's timeout for one call of this tier."""
         return self.claude_timeout_base_s + self.claude_max_tokens(tier) / self.claude_min_output_tokens_per_s
+
+    def claude_max_calls_in_flight(self) -> int:
+        """A worker's cap on Claude calls in flight: the setting, else every call the rate lets
+        start within the slowest tier's timeout (the most that can be in flight at once)."""
+        if self.claude_max_concurrent_calls is not None:
+            return self.claude_max_concurrent_calls
+        slowest_s = max(self.claude_timeout_s(tier) for tier in Tier)
+        return max(1, math.ceil(self.claude_calls_per_minute * slowest_s / 60))
 
     def claude_attempt_timeout_s(self, tier: Tier) -> float:
         """Start-to-close of one attempt: a rate-limit wait, the call, then the raw response's upload."""

@@ -61,12 +61,16 @@ async def test_the_jobs_priority_and_fairness_key_reach_the_item_and_its_claude_
 async def slow_claude_settings(
     stack_client: Client, stack_settings: Settings, sessions: async_sessionmaker, storage: Storage
 ) -> AsyncIterator[Settings]:
-    """Workers of their own, whose Claude queue takes 30 calls a minute: a backlog builds up."""
+    """Workers of their own, whose Claude queue takes 30 calls a minute: a backlog builds up. The
+    worker may hold as many calls as the big job has in flight: fairness must not depend on a
+    small cap (with calls waiting for turns inside the worker, first come first served, the
+    small job's calls waited behind all of them)."""
     settings = stack_settings.model_copy(
         update={
             "task_queue": f"fair-{uuid.uuid4()}",
             "claude_task_queue": f"fair-claude-{uuid.uuid4()}",
             "claude_calls_per_minute": 30.0,
+            "claude_max_concurrent_calls": 40,
             # Not the check for items that end unreported: under load it takes a child whose start
             # is still pending for one that ended (the chaos lane found it), failing the item.
             "unreported_check_s": 600,
