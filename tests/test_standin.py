@@ -17,7 +17,7 @@ import httpx2
 import pytest
 from anthropic.types import TextBlock, TextDelta, ThinkingBlock
 
-from devtools.standin import TokenBucket
+from devtools.standin import PACES, TokenBucket, start_standin
 from devtools.standin_control import StandinControl
 from models.conversation import ConversationDocument
 from tests.helpers import eventually
@@ -215,6 +215,35 @@ async def test_a_slow_first_token_keeps_the_open_stream_silent(
     # From the request, not from message_start: a busy client may read message_start late.
     first_text = next(at for name, at in arrivals if name == "content_block_delta")
     assert first_text - sent >= 0.5
+
+
+async def test_an_answer_comes_at_the_configured_output_pace(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(output_tokens_per_s=1000)
+
+    sent = time.monotonic()
+    answer = await create(claude)
+    assert time.monotonic() - sent >= answer.usage.output_tokens / 1000
+
+    sent = time.monotonic()
+    async with claude.messages.stream(**request()) as stream:
+        streamed = await stream.get_final_message()
+    assert time.monotonic() - sent >= streamed.usage.output_tokens / 1000
+
+
+async def test_a_stand_in_started_at_claudes_pace_returns_to_it_on_reset() -> None:
+    runner, port = await start_standin(port=0, pace=PACES["claude"])
+    try:
+        control = StandinControl(f"http://127.0.0.1:{port}")
+        await control.configure(first_token_ms=0, output_tokens_per_s=0)
+        await control.reset()
+
+        pace = await control.configure()
+        # About 1 s to the first token, then 60-80 output tokens a second, as Claude writes.
+        assert pace["first_token_ms"] == 1000 and 60 <= pace["output_tokens_per_s"] <= 80
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_streamed_error_fault_fails_before_the_stream_starts(
@@ -602,6 +631,7 @@ async def test_the_log_records_each_request_and_reset_clears_everything(
     assert await control.configure() == {
         "latency_ms": 0, "first_token_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None,
         "script": [], "batch_processing_s": 0.0, "turn_suffix": "", "cache_clock_offset_s": 0.0,
+        "output_tokens_per_s": 0.0,
     }
 
 
@@ -609,7 +639,7 @@ async def test_the_log_records_each_request_and_reset_clears_everything(
     "bad_config",
     [{"faults": {"418": 1.0}}, {"faults": {"429": 0.7, "529": 0.7}}, {"latency_ms": "slow"}, {"first_token_ms": -1},
      {"script": ["nope"]}, {"colour": 1}, {"batch_processing_s": -1}, {"cache_clock_offset_s": -5},
-     {"turn_suffix": 3}],
+     {"turn_suffix": 3}, {"output_tokens_per_s": -70}],
 )
 async def test_a_bad_config_is_refused_whole(control: StandinControl, bad_config: dict[str, Any]) -> None:
     with pytest.raises(aiohttp.ClientResponseError) as raised:
