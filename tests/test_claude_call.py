@@ -408,6 +408,26 @@ async def test_a_bad_request_is_never_retried(rig: Rig) -> None:
     assert raised.value.message == "Claude API 400: messages: prompt is too long for this model (invalid_request_error)"
 
 
+@pytest.mark.parametrize(
+    ("fault", "retried", "said"),
+    [
+        ("404", False, "Claude API 404: model: not found (not_found_error)"),
+        ("413", False, "Claude API 413: <html><head><title>413 Request Entity Too Large</title>"),
+        ("504", True, "Claude API 504: Request timed out (timeout_error)"),
+    ],
+)
+async def test_what_the_api_answers_besides_is_retried_or_not_by_its_status(
+    rig: Rig, fault: str, retried: bool, said: str
+) -> None:
+    await rig.standin.configure(script=[fault])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+
+    assert (raised.value.type, raised.value.non_retryable) == (f"claude_{fault}", not retried)
+    assert raised.value.message.startswith(said)
+
+
 async def test_an_overload_inside_the_stream_is_retried_like_a_529(rig: Rig) -> None:
     await rig.standin.configure(script=["midstream_overloaded"])
 
