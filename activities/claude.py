@@ -56,19 +56,6 @@ HEARTBEAT_EVERY_S = 5.0  # at most; a third of the heartbeat timeout when that i
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 _HEARTBEAT_SENT_S = 2 * HEARTBEAT_THROTTLE.total_seconds()
 CONNECT_TIMEOUT_S = 10.0
-# Anthropic refusing the account, not the request: a bad or revoked key (401), billing (402), a
-# permission (403), an organization on hold (400). The operator fixes these, not a retry of the
-# item. An error inside a stream has no status of its own: its type's counts.
-_REFUSED_STATUSES = {401, 402, 403}
-_REFUSALS = (
-    anthropic.AuthenticationError,
-    anthropic.PaymentRequiredError,
-    anthropic.PermissionDeniedError,
-    anthropic.OrganizationOnHoldError,
-    # 429s that no wait fixes, told apart from rate limits by error.details.error_code.
-    anthropic.ContractSpendLimitReachedError,
-    anthropic.EnforcedSpendLimitReachedError,
-)
 # A refused call is tried again with this backoff (and no earlier than a retry-after) until the
 # key or limit is fixed: soon enough to go on within about a minute of the fix.
 REFUSAL_RETRY_BASE_S = 5.0
@@ -97,12 +84,11 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
 
 def refusal_reason(exc: anthropic.APIStatusError) -> str | None:
     """What Anthropic said when it refused the account (not this request), else None."""
-    if isinstance(exc, _REFUSALS) or (exc.status_code < 400 and _status_of(exc) in _REFUSED_STATUSES):
-        code = f", {exc.error_code}" if exc.error_code else ""
-        error = _error_body(exc)
-        said = error.get("message") or exc.message
-        return f"{said} ({_status_of(exc)} {error.get('type', 'error')}{code})"
-    return None
+    if not is_account_refusal(exc):
+        return None
+    code = f", {exc.error_code}" if exc.error_code else ""
+    error = _error_body(exc)
+    return f"{error.get('message') or exc.message} ({exc.status_code} {error.get('type', 'error')}{code})"
 
 
 def _error_body(exc: anthropic.APIStatusError) -> dict[str, Any]:
@@ -129,6 +115,19 @@ def _transport_problem(exc: Exception) -> str:
     """What broke on the wire: the SDK's connection error says little, its cause says what."""
     cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) and exc.__cause__ else exc
     return f"{cause.__class__.__name__}: {cause}" if str(cause) else cause.__class__.__name__
+
+
+# `error.details.error_code`s that refuse the account, not the request (anthropic types/shared).
+_ACCOUNT_REFUSAL_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached", "organization_on_hold"}
+
+
+def is_account_refusal(exc: anthropic.APIStatusError) -> bool:
+    """Anthropic refuses the account (key, permission, billing, spend limit), not the request: no
+    request of ours fixes it, the operator does. Told by the SDK's typed errors and error_code."""
+    refusal_status = isinstance(
+        exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError | anthropic.PaymentRequiredError
+    )
+    return refusal_status or exc.error_code in _ACCOUNT_REFUSAL_CODES
 
 
 def classify_failure(

@@ -637,8 +637,6 @@ def refused(error_class: type[anthropic.APIStatusError], status: int, error_type
         refused(anthropic.EnforcedSpendLimitReachedError, 429, "rate_limit_error", "enforced_spend_limit_reached"),
         refused(anthropic.ContractSpendLimitReachedError, 429, "rate_limit_error", "contract_spend_limit_reached"),
         refused(anthropic.OrganizationOnHoldError, 400, "invalid_request_error", "organization_on_hold"),
-        stream_error("authentication_error"),
-        stream_error("billing_error"),
     ],
 )
 def test_a_refusal_of_the_account_is_told_by_type_and_error_code(exc: anthropic.APIStatusError) -> None:
