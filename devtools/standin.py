@@ -51,10 +51,6 @@ ERROR_FAULTS = {
     # by error.details.error_code (as the API documents it).
     "429_spend_limit": (429, "rate_limit_error", "You have reached your organization's monthly usage limit"),
 }
-ERROR_CODES = {"429_spend_limit": "enforced_spend_limit_reached"}
-# Answered as a proxy in front of the API answers a body too large: HTML, not Anthropic's JSON.
-TOO_LARGE_FAULT = "413"
-TOO_LARGE_BODY = "<html><head><title>413 Request Entity Too Large</title></head><body>Request Entity Too Large</body></html>"
 # Injected faults answered with 200 and a reply our validation must reject.
 REPLY_FAULTS = ("malformed", "truncated")
 # Injected faults that break an answer after its HTTP 200, half way through the text: an SSE
@@ -62,6 +58,11 @@ REPLY_FAULTS = ("malformed", "truncated")
 MIDSTREAM_OVERLOADED = "midstream_overloaded"
 MIDSTREAM_DROP = "midstream_drop"
 MIDSTREAM_FAULTS = (MIDSTREAM_OVERLOADED, MIDSTREAM_DROP)
+# error.details.error_code of the error faults that carry one, as the API documents them.
+ERROR_CODES = {"429_spend_limit": "enforced_spend_limit_reached"}
+# Answered as a proxy in front of the API answers a body too large: HTML, not Anthropic's JSON.
+TOO_LARGE_FAULT = "413"
+TOO_LARGE_BODY = "<html><head><title>413 Request Entity Too Large</title></head><body>Request Entity Too Large</body></html>"
 # `expired` applies to requests inside Message Batches; an online request that draws it is answered.
 FAULTS = (*ERROR_FAULTS, TOO_LARGE_FAULT, *REPLY_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
 
