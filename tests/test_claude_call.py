@@ -271,7 +271,7 @@ async def test_a_repair_sends_the_rejected_reply_and_the_problem_and_keeps_both_
     assert first.raw_key in rig.storage.objects
 
 
-async def test_the_last_allowed_request_fails_for_good_with_the_last_error(rig: Rig) -> None:
+async def test_the_last_allowed_attempt_fails_for_good_with_the_last_error(rig: Rig) -> None:
     # Three requests went out before, over however many attempts.
     rig.env.info = dataclasses.replace(
         rig.env.info, attempt=9, heartbeat_details=[CallProgress(requests_sent=3).model_dump(mode="json")]
