@@ -22,12 +22,12 @@ from temporalio.exceptions import ApplicationError
 from activities.claude_pacing import CallPacer, TurnTooFar
 from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.data_errors import classify as classify_data_error
-from activities.errors import CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
+from activities.errors import ANTHROPIC_REFUSED, CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import Storage, raw_response_key
-from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply
+from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply, RefusalDetails
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -56,8 +56,10 @@ HEARTBEAT_EVERY_S = 5.0  # at most; a third of the heartbeat timeout when that i
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 _HEARTBEAT_SENT_S = 2 * HEARTBEAT_THROTTLE.total_seconds()
 CONNECT_TIMEOUT_S = 10.0
-# 429s that no wait fixes: the account's spend limit or credit, not its rate limit.
-_SPEND_LIMIT_MARKERS = ("spend", "usage limit", "credit balance")
+# A refused call is tried again with this backoff (and no earlier than a retry-after) until the
+# key or limit is fixed: soon enough to go on within about a minute of the fix.
+REFUSAL_RETRY_BASE_S = 5.0
+REFUSAL_RETRY_CAP_S = 60.0
 # A paid reply's upload (and the prompt's read, and the turn at the calls-per-minute limit) is
 # retried through an outage with this backoff, while the attempt has room for one more try; then
 # the next attempt stores the reply from the heartbeat details.
@@ -72,17 +74,21 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float) -> timedelta:
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 
-def _retry_after(exc: anthropic.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """How long the API asks to wait: `retry-after-ms` when it says, else `retry-after` (seconds)."""
+    milliseconds = _number(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000
+    return _number(headers.get("retry-after"))
+
+
+def refusal_reason(exc: anthropic.APIStatusError) -> str | None:
+    """What Anthropic said when it refused the account (not this request), else None."""
+    if not is_account_refusal(exc):
         return None
-
-
-def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
-    said = f"{exc.message} {exc.body}".lower()
-    return any(marker in said for marker in _SPEND_LIMIT_MARKERS)
+    code = f", {exc.error_code}" if exc.error_code else ""
+    error = _error_body(exc)
+    return f"{error.get('message') or exc.message} ({exc.status_code} {error.get('type', 'error')}{code})"
 
 
 def _error_body(exc: anthropic.APIStatusError) -> dict[str, Any]:
@@ -111,11 +117,26 @@ def _transport_problem(exc: Exception) -> str:
     return f"{cause.__class__.__name__}: {cause}" if str(cause) else cause.__class__.__name__
 
 
+# `error.details.error_code`s that refuse the account, not the request (anthropic types/shared).
+_ACCOUNT_REFUSAL_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached", "organization_on_hold"}
+
+
+def is_account_refusal(exc: anthropic.APIStatusError) -> bool:
+    """Anthropic refuses the account (key, permission, billing, spend limit), not the request: no
+    request of ours fixes it, the operator does. Told by the SDK's typed errors and error_code."""
+    refusal_status = isinstance(
+        exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError | anthropic.PaymentRequiredError
+    )
+    return refusal_status or exc.error_code in _ACCOUNT_REFUSAL_CODES
+
+
 def classify_failure(
     exc: Exception, attempt: int, max_attempts: int, settings: Settings, details: Sequence[object] = ()
 ) -> ApplicationError:
     """Turn an SDK or transport error into the failure Temporal should act on: retry when, or
-    never. The last allowed attempt fails for good, saying so. `details` travel with it."""
+    never. `attempt` is the number of requests sent so far (this one included); the last allowed
+    one fails for good, saying so. `details` travel with it. Refusals of the account are
+    refused_failure's."""
     if isinstance(exc, anthropic.APIStatusError):
         status = _status_of(exc)
         error_type = claude_http_error(status)
@@ -123,17 +144,19 @@ def classify_failure(
             message = f"Claude API {status}: {_api_error(exc)}"
         else:
             message = f"Claude API error mid-stream (after HTTP {exc.status_code}): {_api_error(exc)}"
-        if status not in _TRANSIENT_STATUSES or (status == 429 and _is_spend_limit(exc)):
+        if status not in _TRANSIENT_STATUSES:
             return ApplicationError(message, *details, type=error_type, non_retryable=True)
         delay = backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
-        retry_after = _retry_after(exc)
+        retry_after = retry_after_s(exc.response.headers)
         if retry_after is not None:
             delay = max(delay, timedelta(seconds=retry_after))
     elif isinstance(exc, RateLimitWaitTooLong):
-        error_type, message = CLAUDE_RATE_LIMIT_WAIT, str(exc)
+        # No request went out: waiting is no attempt, however long.
         delay = max(
-            timedelta(seconds=exc.wait_s), backoff_delay(attempt, settings.claude_retry_base_s, settings.claude_retry_cap_s)
+            timedelta(seconds=exc.wait_s),
+            backoff_delay(max(1, attempt), settings.claude_retry_base_s, settings.claude_retry_cap_s),
         )
+        return ApplicationError(str(exc), *details, type=CLAUDE_RATE_LIMIT_WAIT, next_retry_delay=delay)
     elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):  # timeouts included
         # The SDK raises the transport's own error when the connection breaks inside a stream.
         error_type = CLAUDE_CONNECTION
@@ -146,6 +169,24 @@ def classify_failure(
             f"gave up after {attempt} attempts; last error: {message}", *details, type=error_type, non_retryable=True
         )
     return ApplicationError(message, *details, type=error_type, next_retry_delay=delay)
+
+
+def refused_failure(
+    exc: anthropic.APIStatusError, reason: str, progress: CallProgress, details: Sequence[object] = ()
+) -> ApplicationError:
+    """Anthropic refused the account: the item waits, retried without an attempt cap, until the
+    operator fixes the key or the limit; no sooner than a retry-after."""
+    delay = backoff_delay(progress.refusals, REFUSAL_RETRY_BASE_S, REFUSAL_RETRY_CAP_S)
+    retry_after = retry_after_s(exc.response.headers)
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return ApplicationError(
+        f"Anthropic refused: {reason}; the item waits until the key or limit is fixed",
+        RefusalDetails(reason=reason, since=progress.refused_since),
+        *details,
+        type=ANTHROPIC_REFUSED,
+        next_retry_delay=delay,
+    )
 
 
 class RateLimitGate:
@@ -171,7 +212,7 @@ class RateLimitGate:
     def observe(self, headers: Mapping[str, str]) -> None:
         """The latest answer's budgets decide; an answer without them (a 500, say) changes nothing."""
         seen, holds = False, []
-        retry_after = _number(headers.get("retry-after"))
+        retry_after = retry_after_s(headers)
         if retry_after is not None:
             seen = True
             holds.append(self._clock() + retry_after)
@@ -269,13 +310,17 @@ def _timestamp(value: str | None) -> float | None:
         return None
 
 
-def attempt_seconds_left() -> float:
-    """What remains of this attempt's start-to-close timeout."""
-    info = activity.info()
-    if info.start_to_close_timeout is None:
-        return math.inf
-    elapsed = (datetime.now(UTC) - info.started_time).total_seconds()
-    return info.start_to_close_timeout.total_seconds() - max(0.0, elapsed)
+def attempt_deadline() -> float:
+    """This attempt's start-to-close deadline on the worker's monotonic clock, counted from now
+    (called as the attempt begins). Not from the server's `started_time`: that is the Temporal
+    server's clock, and a worker's clock a minute ahead of it would leave no call time to wait for
+    its turn, one behind would let a wait run past the timeout."""
+    timeout = activity.info().start_to_close_timeout
+    return time.monotonic() + timeout.total_seconds() if timeout else math.inf
+
+
+def seconds_left(deadline: float) -> float:
+    return deadline - time.monotonic()
 
 
 def _progress_of_earlier_attempts() -> CallProgress:
@@ -303,11 +348,10 @@ async def heartbeating(progress: object) -> AsyncIterator[None]:
         task.cancel()
 
 
-def _max_attempts(settings: Settings) -> int:
-    """The workflow's retry policy caps the attempts (from the starter's settings); the worker's
-    setting stands in where no policy says."""
-    policy = activity.info().retry_policy
-    return policy.maximum_attempts if policy and policy.maximum_attempts > 0 else settings.claude_max_attempts
+def _max_attempts(request: GenerateInput, settings: Settings) -> int:
+    """The requests the call may send (from the starter's settings); the worker's setting stands in
+    for a call scheduled before the workflow said."""
+    return request.max_attempts or settings.claude_max_attempts
 
 
 class ClaudeActivities:
@@ -321,18 +365,21 @@ class ClaudeActivities:
         self._prices = prices
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
-    async def _read_stored(self, request: GenerateInput, progress: CallProgress, key: str, digest: str | None) -> bytes:
+    async def _read_stored(
+        self, request: GenerateInput, progress: CallProgress, deadline: float, key: str, digest: str | None
+    ) -> bytes:
         """The prompt or a repair's rejected reply, read through a storage outage like the upload."""
         return await self._through_outage(
-            request, progress, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key, digest)
+            request, progress, deadline, lambda: self._storage.get_bytes(self._storage.conversation_bucket, key, digest)
         )
 
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
+        deadline = attempt_deadline()
         progress = _progress_of_earlier_attempts()
         async with heartbeating(progress):
             if progress.reply is None:
-                reply = await self._call(request, progress)
+                reply = await self._call(request, progress, deadline)
                 activity.heartbeat(progress)  # the paid reply, at once: a lost worker must not lose it
             else:
                 reply = progress.reply
@@ -340,6 +387,7 @@ class ClaudeActivities:
             raw_digest = await self._through_outage(
                 request,
                 progress,
+                deadline,
                 lambda: self._storage.put_json(
                     self._storage.conversation_bucket, reply.generated.raw_key, reply.document, read_back_soon=True
                 ),
@@ -364,18 +412,32 @@ class ClaudeActivities:
             update={"usage": progress.usage, "attempt": activity.info().attempt, "raw_digest": raw_digest}
         )
 
-    async def _call(self, request: GenerateInput, progress: CallProgress) -> PaidReply:
+    async def _call(self, request: GenerateInput, progress: CallProgress, deadline: float) -> PaidReply:
         """One fresh streamed request; its answer becomes (and is) the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
-        text = await request_text(request, lambda key, digest: self._read_stored(request, progress, key, digest))
-        spent_before, announced_at = progress.usage, None
+        max_attempts = _max_attempts(request, self._settings)
+        if progress.requests_sent >= max_attempts:
+            # A failure classified on the last allowed request fails for good, so the attempt that
+            # sent it ended unclassified: by its timeout, or with its worker.
+            raise ApplicationError(
+                f"gave up after {progress.requests_sent} attempts; the last got no answer within its "
+                "attempt (it timed out, or its worker was lost)",
+                progress.usage,
+                type=CLAUDE_CONNECTION,
+                non_retryable=True,
+            )
+        text = await request_text(request, lambda key, digest: self._read_stored(request, progress, deadline, key, digest))
+        spent_before, changed_at = progress.usage, None
         # The wait for the rate limit leaves the call and the upload their whole time.
-        start_by = time.time() + attempt_seconds_left() - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
+        start_by = time.time() + seconds_left(deadline) - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
         try:
-            await self._wait_for_turn(request, progress, start_by)
+            await self._wait_for_turn(request, progress, deadline, start_by)
             async with self._gate.admitted(start_by):
-                started = time.monotonic()
+                # Counted before it goes: a timeout or a lost worker after this still counts it.
+                progress.requests_sent += 1
+                activity.heartbeat(progress)
+                started = changed_at = time.monotonic()
                 async with self._client.messages.stream(
                     model=self._settings.claude_model,
                     max_tokens=self._settings.claude_max_tokens(request.tier),
@@ -391,16 +453,18 @@ class ClaudeActivities:
                             progress.usage = spent_before + priced_usage(
                                 self._prices, self._settings, announced.model, announced.usage
                             )
-                            announced_at = time.monotonic()
+                            changed_at = time.monotonic()
                             activity.heartbeat(progress)
                     message, headers = await stream.get_final_message(), stream.response.headers
                 latency_ms = int((time.monotonic() - started) * 1000)
                 self._gate.observe(headers)
         except (RateLimitWaitTooLong, anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
-            failure = self._failure(request, progress, exc)
-            if announced_at is not None:
-                await asyncio.sleep(max(0.0, announced_at + _HEARTBEAT_SENT_S - time.monotonic()))
+            failure, changed = self._failure(request, progress, exc)
+            await _heartbeat_sent(time.monotonic() if changed else changed_at)
             raise failure from None
+        except Exception:
+            await _heartbeat_sent(changed_at)  # Temporal retries it: the request must stay counted
+            raise
         usage = priced_usage(self._prices, self._settings, message.model, message.usage)
         progress.usage = spent_before + usage
         rate_limit = _rate_limit_headers(headers)
@@ -421,23 +485,42 @@ class ClaudeActivities:
         )
         return progress.reply
 
-    async def _wait_for_turn(self, request: GenerateInput, progress: CallProgress, start_by: float) -> None:
-        """Until the queue's next turn at the calls-per-minute limit (the heartbeat goes on)."""
+    async def _wait_for_turn(self, request: GenerateInput, progress: CallProgress, deadline: float, start_by: float) -> None:
+        """Until the queue's next turn at the calls-per-minute limit (the heartbeat goes on). The
+        row's clock decides the turn; this worker's only how long the call may wait for it."""
         try:
             starts_in = await self._through_outage(
-                request, progress, lambda: self._pacer.turn_for_call(max_wait_s=start_by - time.time())
+                request, progress, deadline, lambda: self._pacer.turn_for_call(max_wait_s=start_by - time.time())
             )
         except TurnTooFar as exc:
             raise RateLimitWaitTooLong(exc.wait_s, "its turn at the calls-per-minute limit") from None
         await asyncio.sleep(starts_in)
 
-    def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> ApplicationError:
-        """The failure of this attempt, logged, with the usage of every attempt so far as its detail."""
-        attempt, rate_limit = activity.info().attempt, {}
+    def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> tuple[ApplicationError, bool]:
+        """The failure of this attempt, logged, with the usage of every attempt so far as its last
+        detail; and whether the progress changed (heartbeated: the failure must wait for it). A
+        refusal of the account gives back the attempt its request counted."""
+        rate_limit: dict[str, str] = {}
+        reason = None
         if isinstance(exc, anthropic.APIStatusError):
             self._gate.observe(exc.response.headers)
             rate_limit = _rate_limit_headers(exc.response.headers)
-        failure = classify_failure(exc, attempt, _max_attempts(self._settings), self._settings, [progress.usage])
+            reason = refusal_reason(exc)
+        changed = False
+        if isinstance(exc, anthropic.APIStatusError) and reason is not None:
+            progress.requests_sent -= 1
+            progress.refusals += 1
+            progress.refused_since = progress.refused_since or datetime.now(UTC)
+            failure = refused_failure(exc, reason, progress, [progress.usage])
+            changed = True
+        else:
+            if progress.refusals and not isinstance(exc, RateLimitWaitTooLong):
+                progress.refusals, progress.refused_since, changed = 0, None, True
+            failure = classify_failure(
+                exc, progress.requests_sent, _max_attempts(request, self._settings), self._settings, [progress.usage]
+            )
+        if changed:
+            activity.heartbeat(progress)
         _call_log(request).warning(
             "claude call failed",
             error=failure.message,
@@ -446,11 +529,12 @@ class ClaudeActivities:
             retry_in_s=failure.next_retry_delay.total_seconds() if failure.next_retry_delay else None,
             rate_limit=rate_limit,
             attempts_cost_usd=round(progress.usage.cost_usd, 6),
+            requests_sent=progress.requests_sent,
         )
-        return failure
+        return failure, changed
 
     async def _through_outage(
-        self, request: GenerateInput, progress: CallProgress, operation: Callable[[], Awaitable[T]]
+        self, request: GenerateInput, progress: CallProgress, deadline: float, operation: Callable[[], Awaitable[T]]
     ) -> T:
         """A storage or database operation, retried through an outage while the attempt has room
         for one more try; then the attempt ends as the outage (retryable) and the paid reply, if
@@ -468,7 +552,7 @@ class ClaudeActivities:
                     raise ApplicationError(
                         failure.message, *failure.details, progress.usage, type=failure.type, non_retryable=True
                     ) from None
-                if attempt_seconds_left() < delay + OUTAGE_TRY_S:
+                if seconds_left(deadline) < delay + OUTAGE_TRY_S:
                     kept = "; the paid reply is kept for the next attempt" if progress.reply else ""
                     raise ApplicationError(
                         f"{failure.message}{kept}",
@@ -480,6 +564,12 @@ class ClaudeActivities:
                 _call_log(request).warning("retrying through an outage", error=failure.message, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, OUTAGE_RETRY_CAP_S)
+
+
+async def _heartbeat_sent(changed_at: float | None) -> None:
+    """Until the heartbeat of a change made at `changed_at` (monotonic) has surely gone out."""
+    if changed_at is not None:
+        await asyncio.sleep(max(0.0, changed_at + _HEARTBEAT_SENT_S - time.monotonic()))
 
 
 def _call_log(request: GenerateInput) -> structlog.stdlib.BoundLogger:

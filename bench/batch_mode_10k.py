@@ -36,7 +36,7 @@ from brightrun.settings import Settings
 from devtools.binaries import venv_binary
 from models import search_attributes
 from models.enums import DeliveryMode, ItemStatus
-from models.messages import BatchJobInput, MessageBatchPlan
+from models.messages import BatchJobInput, MessageBatchesProgress, MessageBatchPlan
 from models.workflow_ids import job_workflow_id, message_batches_workflow_id
 from tests.fakes import EXPIRED, FakeActivities, FakeBatch, FakeMessageBatchActivities, FakeMessageBatchApi
 from workflows.batch_item import BatchItemWorkflow
@@ -90,7 +90,9 @@ async def run(items: int, history_event_limit: int, in_flight_items: int) -> dic
             task_queue=task_queue,
         )
         progress = await wait_for_result(handle)
-        batches_handle = client.get_workflow_handle_for(MessageBatchesWorkflow.run, message_batches_workflow_id(batch.job_id))
+        batches_handle = client.get_workflow_handle(
+            message_batches_workflow_id(batch.job_id), result_type=MessageBatchesProgress
+        )
         await wait_for_result(batches_handle)
     wall_s = time.monotonic() - started
     job_runs = await runs_of(client, job_workflow_id(batch.job_id))

@@ -204,6 +204,12 @@ FULL = [
     Scenario("temporal_restart", "Temporal dev server stopped and restarted at 30%", restart_temporal),
     Scenario("postgres_down_60s", "PostgreSQL down 60 s from 20%", part_down("postgres", 60), outage_s=60),
     Scenario("postgres_down_10min", "PostgreSQL down 10 minutes from 20%", part_down("postgres", 600), outage_s=600),
+    # Longer than the 10 attempts of SETTINGS could wait while a call's turn (a PostgreSQL row) is
+    # refused: waiting for PostgreSQL must spend no attempt of the call.
+    Scenario(
+        "postgres_down_60min", "PostgreSQL down 60 minutes during online calls, from 20%",
+        part_down("postgres", 3600), outage_s=3600,
+    ),
     Scenario("s3_down_60s", "S3 down 60 s from 20%", part_down("seaweed", 60), outage_s=60),
     Scenario("s3_down_10min", "S3 down 10 minutes from 20%", part_down("seaweed", 600), outage_s=600),
     Scenario("api_faults", "30% API faults: 429, 529, 500, mid-stream overload and drop", nothing, faults=API_FAULTS),

@@ -43,7 +43,15 @@ ERROR_FAULTS = {
     "429": (429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
     "529": (529, "overloaded_error", "Overloaded"),
     "500": (500, "api_error", "Internal server error"),
+    "504": (504, "timeout_error", "Request timed out"),
     "400": (400, "invalid_request_error", "messages: prompt is too long for this model"),
+    "401": (401, "authentication_error", "invalid x-api-key"),
+    "402": (402, "billing_error", "Your credit balance is too low to access the Anthropic API"),
+    "403": (403, "permission_error", "Your API key does not have permission to use the specified resource"),
+    "404": (404, "not_found_error", "model: not found"),
+    # The organization's monthly spend cap: a 429 with no retry-after, told from a rate limit only
+    # by error.details.error_code (as the API documents it).
+    "429_spend_limit": (429, "rate_limit_error", "You have reached your organization's monthly usage limit"),
 }
 # Injected faults answered with 200 and a reply our validation must reject: a broken document,
 # one cut at max_tokens, a refusal (stop_reason `refusal`, no text), and one cut at the model's
@@ -56,8 +64,13 @@ REPLY_FAULTS = ("malformed", "truncated", REFUSAL, CONTEXT_WINDOW_EXCEEDED)
 MIDSTREAM_OVERLOADED = "midstream_overloaded"
 MIDSTREAM_DROP = "midstream_drop"
 MIDSTREAM_FAULTS = (MIDSTREAM_OVERLOADED, MIDSTREAM_DROP)
+# error.details.error_code of the error faults that carry one, as the API documents them.
+ERROR_CODES = {"429_spend_limit": "enforced_spend_limit_reached"}
+# Answered as a proxy in front of the API answers a body too large: HTML, not Anthropic's JSON.
+TOO_LARGE_FAULT = "413"
+TOO_LARGE_BODY = "<html><head><title>413 Request Entity Too Large</title></head><body>Request Entity Too Large</body></html>"
 # `expired` applies to requests inside Message Batches; an online request that draws it is answered.
-FAULTS = (*ERROR_FAULTS, *REPLY_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
+FAULTS = (*ERROR_FAULTS, TOO_LARGE_FAULT, *REPLY_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
 
 PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is missing)
     "persona": ("persona", "Unknown persona"),
@@ -401,9 +414,19 @@ def response_headers(standin: Standin, now: float, exhausted_until: float | None
     return headers
 
 
-def error_response(status: int, error_type: str, message: str, headers: dict[str, str]) -> web.Response:
-    body = {"type": "error", "error": {"type": error_type, "message": message}, "request_id": headers["request-id"]}
+def error_response(
+    status: int, error_type: str, message: str, headers: dict[str, str], error_code: str | None = None
+) -> web.Response:
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code:
+        error["details"] = {"error_code": error_code}
+    body = {"type": "error", "error": error, "request_id": headers["request-id"]}
     return web.json_response(body, status=status, headers=headers)
+
+
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """How long to wait, as the API says it: whole seconds, and milliseconds beside them."""
+    return {"retry-after": str(math.ceil(seconds)), "retry-after-ms": str(int(seconds * 1000))}
 
 
 def request_problem(body: Any) -> str | None:
@@ -537,19 +560,24 @@ def refusal(standin: Standin, request: web.Request, body: Any, now: float) -> tu
         return "400_invalid", error_response(400, "invalid_request_error", problem, response_headers(standin, now))
     if not standin.window.admit(now, standin.config.rpm_limit):
         free_at = standin.window.next_slot_at(now)
-        headers = {**response_headers(standin, now, exhausted_until=free_at), "retry-after": str(max(1, math.ceil(free_at - now)))}
+        headers = {**response_headers(standin, now, exhausted_until=free_at), **retry_after_headers(max(1.0, free_at - now))}
         message = "This request would exceed your organization's rate limit of requests per minute"
         return "429_rpm", error_response(429, "rate_limit_error", message, headers)
     return None
 
 
 def fault_response(standin: Standin, outcome: str, now: float) -> web.Response:
+    if outcome == TOO_LARGE_FAULT:
+        return web.Response(status=413, text=TOO_LARGE_BODY, content_type="text/html")
     status, error_type, message = ERROR_FAULTS[outcome]
-    if outcome != "429":
-        return error_response(status, error_type, message, response_headers(standin, now))
     retry_after = standin.config.retry_after_s
-    headers = {**response_headers(standin, now, exhausted_until=now + retry_after), "retry-after": str(retry_after)}
-    return error_response(status, error_type, message, headers)
+    if outcome == "429":
+        headers = {**response_headers(standin, now, exhausted_until=now + retry_after), **retry_after_headers(retry_after)}
+    elif outcome == "529":
+        headers = {**response_headers(standin, now), **retry_after_headers(retry_after)}
+    else:
+        headers = response_headers(standin, now)
+    return error_response(status, error_type, message, headers, ERROR_CODES.get(outcome))
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -572,7 +600,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if outcome == EXPIRED:  # only a request inside a Message Batch can expire
         outcome = "ok"
     request[LOG_ENTRY] = standin.record(now, outcome, item, streaming)
-    if outcome in ERROR_FAULTS:  # also for streams: the real API fails before the stream starts
+    if outcome in ERROR_FAULTS or outcome == TOO_LARGE_FAULT:  # also for streams: the API fails before the stream starts
         await asyncio.sleep(latency_s * ERROR_LATENCY_SHARE)
         return fault_response(standin, outcome, now)
     if outcome == MIDSTREAM_OVERLOADED and not streaming:  # without a stream, the API answers 529

@@ -105,7 +105,8 @@ class ClaudeCallPlan(BaseModel):
     # Start-to-close of one attempt per tier, sized from the tier's max_tokens.
     attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: dict.fromkeys(Tier, 600.0))
     heartbeat_timeout_s: float = 20.0
-    # Attempts per call before the item fails with the last error.
+    # Requests sent per call before the item fails with the last error (a Message Batch request
+    # counts as one); waiting for a turn, an outage or a refusal is no attempt.
     max_attempts: int = 6
     # The backoff of the retry policy (timeouts, lost workers), as the activity's own backoff.
     retry_base_s: float = 2.0
@@ -368,6 +369,9 @@ class GenerateInput(BaseModel):
     tier: Tier
     prompt: ResolvedPrompt
     repair: RepairRequest | None = None
+    # Requests sent to the API before the call gives up (ClaudeCallPlan.max_attempts); None for a
+    # call scheduled before the plan said so: the worker's setting.
+    max_attempts: int | None = None
 
 
 class GeneratedRaw(BaseModel):
@@ -393,10 +397,20 @@ class PaidReply(BaseModel):
 
 class CallProgress(BaseModel):
     """The heartbeat details of a Claude call: what its attempts so far have cost, and a reply
-    that was paid for but not stored yet, so the next attempt stores it instead of paying again."""
+    that was paid for but not stored yet, so the next attempt stores it instead of paying again.
+
+    Temporal's attempts are not the call's: an attempt that waited for its rate-limit turn, for
+    PostgreSQL or for an account refusal to be fixed sent nothing. `requests_sent` counts what
+    went to the API (counted before it goes, so a timeout or a lost worker counts it too); the
+    call gives up on that count alone."""
 
     usage: TokenUsage = Field(default_factory=TokenUsage)
     reply: PaidReply | None = None
+    requests_sent: int = 0
+    # Anthropic refusing the account (activities/errors.py ANTHROPIC_REFUSED): since when, and
+    # how many refusals in a row (the backoff); both reset by any other answer.
+    refused_since: datetime | None = None
+    refusals: int = 0
 
 
 class StoreConversationInput(BaseModel):
@@ -676,4 +690,13 @@ class OutageDetails(BaseModel):
     waits for, and since when (`starter.py status` reads them from the pending activity)."""
 
     part: str
+    since: datetime | None = None
+
+
+class RefusalDetails(BaseModel):
+    """The details of an anthropic_refused failure (online calls and the Message Batches
+    endpoints alike): what Anthropic said, and since when the step has been refused
+    (`starter.py status` reads them from the pending activity)."""
+
+    reason: str
     since: datetime | None = None

@@ -3,7 +3,9 @@ the real workers, the stand-in over HTTP and the real stack."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import uuid
 from typing import Any
 
@@ -11,15 +13,20 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
+from activities import claude
 from brightrun.claude_client import create_claude_client
+from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
 from brightrun.storage import Storage, raw_response_key
 from devtools.devstack import free_port
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, Tier
 from models.tables import BatchItem, Conversation
+from models.workflow_ids import item_workflow_id
 from service import batches
+from tests.gate import TcpGate
 from tests.helpers import claude_call_progress, eventually
 from worker import build_claude_worker
 
@@ -144,3 +151,78 @@ async def test_an_s3_outage_never_buys_a_second_call(
     answered = raw["message"]["usage"]
     assert (item.usage["input_tokens"], item.usage["output_tokens"]) == (answered["input_tokens"], answered["output_tokens"])
     assert_job_counts(status, item.usage)
+
+
+async def call_attempts(client: Client, item_id: uuid.UUID) -> int:
+    """The attempt Temporal is at with the item's running Claude call (0 when none runs)."""
+    try:
+        description = await client.get_workflow_handle(item_workflow_id(item_id)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the job has not started the item yet
+            return 0
+        raise
+    calls = [p for p in description.raw_description.pending_activities if p.activity_type.name == "generate_conversation"]
+    return calls[0].attempt if calls else 0
+
+
+async def test_a_postgresql_outage_longer_than_the_call_attempts_cover_fails_no_item(
+    sessions: async_sessionmaker,
+    stack_client: Client,
+    stack_settings: Settings,
+    standin: StandinControl,
+    storage: Storage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Claude worker's PostgreSQL (where calls take their turns) is down; the call may send
+    2 requests. Each attempt gives the outage up at its first refusal (retried a second later),
+    so the outage outlasts what 2 attempts cover within seconds instead of an hour."""
+    monkeypatch.setattr(claude, "OUTAGE_TRY_S", math.inf)
+    settings = stack_settings.model_copy(update={"claude_task_queue": f"claude-{uuid.uuid4()}", "claude_max_attempts": 2})
+    gate, gated_url = TcpGate.for_database(stack_settings.database_url)  # closed: PostgreSQL is down
+    engine = create_engine(settings.model_copy(update={"database_url": gated_url}))
+    try:
+        async with build_claude_worker(stack_client, settings, create_sessionmaker(engine), storage, create_claude_client(settings)):
+            job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**ONE_ITEM))
+            async with sessions() as session:
+                item_id = await session.scalar(select(BatchItem.id).where(BatchItem.batch_job_id == job.job_id))
+
+            async def outlived_two_attempts() -> bool:
+                return await call_attempts(stack_client, item_id) >= 4
+
+            await eventually(outlived_two_attempts, "the call waited through 4 attempts of outage", timeout_s=60)
+            await gate.open()  # PostgreSQL is back
+            await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=60)
+    finally:
+        await gate.close()
+        await engine.dispose()
+
+    status, item = await job_and_item(sessions, stack_client, job.job_id)
+    assert item.status == ItemStatus.COMPLETED, item.error_message
+    assert (status.failed, status.successful) == (0, 1)
+    assert (await standin.stats())["requests"] == 1, "waiting for PostgreSQL sent nothing"
+
+
+async def test_an_anthropic_refusal_holds_the_item_and_status_says_so_until_the_key_is_fixed(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    capped = stack_settings.model_copy(update={"claude_max_attempts": 1})
+    await standin.configure(faults={"401": 1.0})  # a revoked key
+    job = await batches.launch(sessions, stack_client, capped, batches.LaunchRequest(**ONE_ITEM))
+
+    async def refused_twice() -> bool:
+        return (await standin.stats())["by_outcome"].get("401", 0) >= 2
+
+    await eventually(refused_twice, "the call was refused, waited and was refused again", timeout_s=60)
+    [waiting] = (await batches.job_status(sessions, str(job.job_id), stack_client)).waiting_on or []
+    assert (waiting.part, waiting.error_type, waiting.items) == ("Anthropic", "anthropic_refused", 1)
+    assert waiting.since is not None
+    assert waiting.summary == f"Anthropic refused: invalid x-api-key (401 authentication_error) since {waiting.since.astimezone():%H:%M} (1 item)"
+
+    await standin.configure(faults={})  # the operator fixed the key
+    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=60)
+
+    status, item = await job_and_item(sessions, stack_client, job.job_id)
+    assert item.status == ItemStatus.COMPLETED, item.error_message
+    assert (status.failed, status.successful, status.waiting_on) == (0, 1, None)
+    stats = await standin.stats()
+    assert stats["by_outcome"]["ok"] == 1 and stats["requests"] == stats["by_outcome"]["401"] + 1

@@ -21,7 +21,7 @@ import httpx2
 import pytest
 from anthropic.types import CacheCreation, Usage
 from botocore.exceptions import EndpointConnectionError
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -31,7 +31,10 @@ from activities.claude import (
     RateLimitWaitTooLong,
     backoff_delay,
     classify_failure,
+    refusal_reason,
+    refused_failure,
 )
+from activities.claude_pacing import TurnTooFar
 from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION, priced_usage
 from activities.conversations import ConversationActivities
 from brightrun.model_traits import TRAITS_FILE
@@ -43,7 +46,9 @@ from devtools.standin_control import StandinControl
 from models.enums import Tier
 from models.messages import (
     CallProgress,
+    ClaudeCallPlan,
     GenerateInput,
+    RefusalDetails,
     RepairRequest,
     ResolvedPrompt,
     StoreConversationInput,
@@ -51,6 +56,7 @@ from models.messages import (
 )
 from tests.fakes import MemoryStorage
 from tests.helpers import eventually
+from workflows.config import claude_step
 
 PROMPT_USER = (
     "Write one conversation.\nPersona: David Chen\nEmotional arc: Anxiety -> Confidence\n"
@@ -76,6 +82,15 @@ class Rig:
 
     async def generate(self, request: GenerateInput) -> Any:
         return await self.env.run(self.activities.generate_conversation, request)
+
+    def use_pacer(self, pacer: object) -> None:
+        """The worker's calls take their turns from this pacer instead."""
+        self.activities = ClaudeActivities(self.client, self.storage, pacer, self.settings, PriceTable.load())  # type: ignore[arg-type]
+
+    def schedule_as(self, plan: ClaudeCallPlan) -> None:
+        """The retry policy the item workflow gives its call (workflows/config.py)."""
+        policy = claude_step(plan, Tier.SCENARIO, Priority())["retry_policy"]
+        self.env.info = dataclasses.replace(self.env.info, retry_policy=policy)
 
     def next_attempt(self) -> None:
         """As Temporal starts the next attempt: a fresh deadline and the last heartbeat's details."""
@@ -125,7 +140,7 @@ class TurnAtOnce:
         return 0.0
 
 
-def generate_input(repair: RepairRequest | None = None) -> GenerateInput:
+def generate_input(repair: RepairRequest | None = None, max_attempts: int | None = None) -> GenerateInput:
     return GenerateInput(
         job_id=uuid.uuid4(),
         item_id=uuid.uuid4(),
@@ -137,6 +152,7 @@ def generate_input(repair: RepairRequest | None = None) -> GenerateInput:
             persona_name="David Chen", topic_name="Paying Down Debt",
         ),
         repair=repair,
+        max_attempts=max_attempts,
     )
 
 
@@ -303,14 +319,130 @@ def test_a_thinking_model_gets_its_thinking_reserve_on_top_of_every_tiers_budget
 
 
 async def test_the_last_allowed_attempt_fails_for_good_with_the_last_error(rig: Rig) -> None:
-    rig.env.info = dataclasses.replace(rig.env.info, attempt=4)
+    # Three requests went out before, over however many attempts.
+    rig.env.info = dataclasses.replace(
+        rig.env.info, attempt=9, heartbeat_details=[CallProgress(requests_sent=3).model_dump(mode="json")]
+    )
     await rig.standin.configure(script=["529"])
 
     with pytest.raises(ApplicationError) as raised:
-        await rig.generate(generate_input())
+        await rig.generate(generate_input(max_attempts=4))
 
     assert raised.value.non_retryable
     assert raised.value.message == "gave up after 4 attempts; last error: Claude API 529: Overloaded (overloaded_error)"
+
+
+class TurnsTakenByOthers:
+    """Other workers hold the queue's next turns: the first `refusals` takes find the next free
+    turn further away than the call can wait, then a turn is free at once."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+
+    async def take_turn(self, max_wait_s: float) -> float:
+        if self.refusals:
+            self.refusals -= 1
+            raise TurnTooFar(max_wait_s + 30)
+        return 0.0
+
+
+async def test_waiting_for_a_turn_is_no_attempt_however_many_attempts_it_takes(rig: Rig) -> None:
+    rig.use_pacer(TurnsTakenByOthers(refusals=3))
+    rig.schedule_as(ClaudeCallPlan(max_attempts=2))
+    request = generate_input(max_attempts=2)
+
+    for _ in range(3):
+        with pytest.raises(ApplicationError) as raised:
+            await rig.generate(request)
+        assert (raised.value.type, raised.value.non_retryable) == ("claude_rate_limit_wait", False)
+        rig.next_attempt()
+    generated = await rig.generate(request)
+
+    assert generated.raw_key in rig.storage.objects
+    assert (await rig.standin.stats())["requests"] == 1
+    assert rig.env.info.retry_policy is not None and rig.env.info.retry_policy.maximum_attempts == 0, (
+        "Temporal caps nothing: an attempt that only waited is not an attempt"
+    )
+
+
+async def test_a_request_counts_before_it_goes_so_an_attempt_that_timed_out_counts_it(rig: Rig) -> None:
+    await rig.standin.configure(first_token_ms=30_000)
+    request = generate_input(max_attempts=1)
+    call = asyncio.create_task(rig.generate(request))
+    await eventually(lambda: _requests_at_least(rig.standin, 1), "the request reached the stand-in")
+    assert rig.progress[-1]["requests_sent"] == 1, "the heartbeat counted the request before it went"
+    rig.env.cancel()  # as the attempt's timeout, or a lost worker, ends it
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    rig.env = ActivityEnvironment()
+    rig.env.info = dataclasses.replace(rig.env.info, heartbeat_details=rig.progress[-1:])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(request)
+
+    assert raised.value.non_retryable and raised.value.type == "claude_connection"
+    assert raised.value.message == (
+        "gave up after 1 attempts; the last got no answer within its attempt (it timed out, or its worker was lost)"
+    )
+    assert (await rig.standin.stats())["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("401", "invalid x-api-key (401 authentication_error)"),
+        ("402", "Your credit balance is too low to access the Anthropic API (402 billing_error)"),
+        ("403", "Your API key does not have permission to use the specified resource (403 permission_error)"),
+        ("429_spend_limit",
+         "You have reached your organization's monthly usage limit (429 rate_limit_error, enforced_spend_limit_reached)"),
+    ],
+)
+async def test_an_account_refusal_waits_spending_no_attempt_until_it_is_fixed(rig: Rig, fault: str, reason: str) -> None:
+    await rig.standin.configure(script=[fault, fault])
+    request = generate_input(max_attempts=1)
+    rig.schedule_as(ClaudeCallPlan(max_attempts=1))
+
+    refusals = []
+    for _ in range(2):
+        with pytest.raises(ApplicationError) as raised:
+            await rig.generate(request)
+        refusals.append(raised.value)
+        rig.next_attempt()
+    generated = await rig.generate(request)  # the operator fixed the key or the limit
+
+    assert generated.raw_key in rig.storage.objects
+    assert (await rig.standin.stats())["requests"] == 3
+    for refusal in refusals:
+        assert (refusal.type, refusal.non_retryable) == ("anthropic_refused", False)
+        assert refusal.message == f"Anthropic refused: {reason}; the item waits until the key or limit is fixed"
+        assert refusal.next_retry_delay is not None and refusal.next_retry_delay <= timedelta(seconds=60)
+    first, second = (RefusalDetails.model_validate(refusal.details[0]) for refusal in refusals)
+    assert first.reason == reason and first.since == second.since is not None, "refused since the first one"
+    assert CallProgress.model_validate(rig.progress[-1]).refusals == 2
+
+
+class TurnIn:
+    """The queue's next free turn is `seconds` away on the database's clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def take_turn(self, max_wait_s: float) -> float:
+        if max_wait_s < self.seconds:
+            raise TurnTooFar(self.seconds)
+        return self.seconds
+
+
+async def test_a_worker_clock_ahead_of_temporals_leaves_the_call_its_wait_for_a_turn(rig: Rig) -> None:
+    rig.use_pacer(TurnIn(seconds=1))
+    # The Temporal server started the attempt "ten minutes ago" by the worker's clock, which is
+    # ten minutes ahead of the server's; the attempt has in fact just begun.
+    rig.env.info = dataclasses.replace(rig.env.info, started_time=datetime.now(UTC) - timedelta(minutes=10))
+
+    generated = await rig.generate(generate_input())
+
+    assert generated.raw_key in rig.storage.objects
+    assert (await rig.standin.stats())["requests"] == 1
 
 
 async def test_a_bad_request_is_never_retried(rig: Rig) -> None:
@@ -321,6 +453,26 @@ async def test_a_bad_request_is_never_retried(rig: Rig) -> None:
 
     assert (raised.value.type, raised.value.non_retryable) == ("claude_400", True)
     assert raised.value.message == "Claude API 400: messages: prompt is too long for this model (invalid_request_error)"
+
+
+@pytest.mark.parametrize(
+    ("fault", "retried", "said"),
+    [
+        ("404", False, "Claude API 404: model: not found (not_found_error)"),
+        ("413", False, "Claude API 413: <html><head><title>413 Request Entity Too Large</title>"),
+        ("504", True, "Claude API 504: Request timed out (timeout_error)"),
+    ],
+)
+async def test_what_the_api_answers_besides_is_retried_or_not_by_its_status(
+    rig: Rig, fault: str, retried: bool, said: str
+) -> None:
+    await rig.standin.configure(script=[fault])
+
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(generate_input())
+
+    assert (raised.value.type, raised.value.non_retryable) == (f"claude_{fault}", not retried)
+    assert raised.value.message.startswith(said)
 
 
 async def test_an_overload_inside_the_stream_is_retried_like_a_529(rig: Rig) -> None:
@@ -514,10 +666,64 @@ def test_requests_that_can_never_work_are_not_retried(status: int) -> None:
     assert (failure.type, failure.non_retryable) == (f"claude_{status}", True)
 
 
-def test_a_429_for_an_exhausted_spend_limit_is_not_retried() -> None:
-    exc = status_error(429, "You have reached your specified workspace API usage limits", {"retry-after": "30"})
+def refused(error_class: type[anthropic.APIStatusError], status: int, error_type: str, code: str | None = None,
+            headers: dict[str, str] | None = None) -> anthropic.APIStatusError:
+    response = httpx2.Response(
+        status, headers=headers or {}, request=httpx2.Request("POST", "https://api.anthropic.com/v1/messages")
+    )
+    error: dict[str, Any] = {"type": error_type, "message": "no"} | ({"details": {"error_code": code}} if code else {})
+    return error_class("no", response=response, body={"type": "error", "error": error})
 
-    assert classify_failure(exc, attempt=1, max_attempts=6, settings=SETTINGS).non_retryable
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        refused(anthropic.AuthenticationError, 401, "authentication_error"),
+        refused(anthropic.PaymentRequiredError, 402, "billing_error"),
+        refused(anthropic.PermissionDeniedError, 403, "permission_error"),
+        refused(anthropic.EnforcedSpendLimitReachedError, 429, "rate_limit_error", "enforced_spend_limit_reached"),
+        refused(anthropic.ContractSpendLimitReachedError, 429, "rate_limit_error", "contract_spend_limit_reached"),
+        refused(anthropic.OrganizationOnHoldError, 400, "invalid_request_error", "organization_on_hold"),
+    ],
+)
+def test_a_refusal_of_the_account_is_told_by_type_and_error_code(exc: anthropic.APIStatusError) -> None:
+    assert refusal_reason(exc) is not None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        # A rate limit that mentions spending is still a rate limit: the words decide nothing.
+        status_error(429, "You have reached your specified workspace API usage limits", {"retry-after": "30"}),
+        refused(anthropic.RampLimitExceededError, 429, "rate_limit_error", "ramp_limit_exceeded"),
+        status_error(400, "credit balance"),
+        status_error(404),
+    ],
+)
+def test_no_other_error_is_a_refusal_of_the_account(exc: anthropic.APIStatusError) -> None:
+    assert refusal_reason(exc) is None
+
+
+def test_a_refusal_backs_off_to_about_a_minute_and_waits_at_least_its_retry_after() -> None:
+    exc = refused(anthropic.AuthenticationError, 401, "authentication_error")
+    first = refused_failure(exc, "no", CallProgress(refusals=1))
+    later = refused_failure(exc, "no", CallProgress(refusals=12))
+    told = refused_failure(
+        refused(anthropic.PermissionDeniedError, 403, "permission_error", headers={"retry-after-ms": "90500"}),
+        "no", CallProgress(refusals=1),
+    )
+
+    assert first.next_retry_delay is not None and timedelta(seconds=2.5) <= first.next_retry_delay <= timedelta(seconds=5)
+    assert later.next_retry_delay is not None and timedelta(seconds=30) <= later.next_retry_delay <= timedelta(seconds=60)
+    assert told.next_retry_delay is not None and told.next_retry_delay >= timedelta(seconds=90.5)
+
+
+def test_retry_after_ms_says_the_wait_more_exactly_than_retry_after() -> None:
+    exc = status_error(429, headers={"retry-after": "1", "retry-after-ms": "17500"})
+
+    failure = classify_failure(exc, attempt=1, max_attempts=6, settings=SETTINGS)
+
+    assert failure.next_retry_delay is not None and failure.next_retry_delay >= timedelta(seconds=17.5)
 
 
 def test_a_rate_limited_429_retries_no_earlier_than_retry_after() -> None:
@@ -538,16 +744,15 @@ def test_overload_and_server_errors_back_off_exponentially_with_jitter(status: i
     assert timedelta(seconds=ceiling / 2) <= failure.next_retry_delay <= timedelta(seconds=ceiling)
 
 
-def test_a_rate_limit_wait_past_the_deadline_retries_after_the_wait_unless_no_attempt_is_left() -> None:
+def test_a_rate_limit_wait_past_the_deadline_retries_after_the_wait_and_never_gives_up() -> None:
     wait = RateLimitWaitTooLong(40, "the budget's reset")
 
-    retried = classify_failure(wait, attempt=2, max_attempts=6, settings=SETTINGS)
-    last = classify_failure(wait, attempt=6, max_attempts=6, settings=SETTINGS)
+    for sent in (0, 2, 6):
+        retried = classify_failure(wait, attempt=sent, max_attempts=6, settings=SETTINGS)
 
-    assert (retried.type, retried.non_retryable) == ("claude_rate_limit_wait", False)
-    assert retried.next_retry_delay is not None
-    assert retried.next_retry_delay >= timedelta(seconds=40)
-    assert last.non_retryable and last.message.startswith("gave up after 6 attempts; last error: rate limit budget low")
+        assert (retried.type, retried.non_retryable) == ("claude_rate_limit_wait", False)
+        assert retried.next_retry_delay is not None
+        assert retried.next_retry_delay >= timedelta(seconds=40)
 
 
 def test_jitter_spreads_the_retries_of_a_burst() -> None:

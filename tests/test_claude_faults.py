@@ -120,7 +120,7 @@ async def test_the_call_runs_on_the_claude_queue_and_heartbeats_through_a_silenc
     assert call.task_queue.name == stack_settings.claude_task_queue != stack_settings.task_queue
     assert call.heartbeat_timeout.ToTimedelta().total_seconds() == 2.0
     assert call.start_to_close_timeout.ToTimedelta().total_seconds() == impatient.claude_attempt_timeout_s(Tier.TEMPLATE)
-    assert call.retry_policy.maximum_attempts == stack_settings.claude_max_attempts
+    assert call.retry_policy.maximum_attempts == 0, "the call caps the requests it sends itself, not Temporal"
 
 
 async def test_the_attempt_cap_fails_the_item_with_the_last_error(

@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.data_errors import outage
-from activities.errors import DATABASE_UNAVAILABLE, STORAGE_UNAVAILABLE
+from activities.errors import ANTHROPIC_REFUSED, DATABASE_UNAVAILABLE, STORAGE_UNAVAILABLE
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
@@ -38,11 +40,12 @@ from models.messages import (
     JobCounters,
     JobPlan,
     JobStatusChange,
+    RefusalDetails,
 )
 from models.tables import BatchItem, BatchJob, Conversation
-from models.workflow_ids import item_workflow_id, job_workflow_id
+from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
 from service import batches
-from service.outages import Outage
+from service.outages import Outage, job_outages
 from tests.conftest import REPO
 from tests.fakes import FakeActivities, FakeBatch
 from tests.gate import TcpGate
@@ -343,3 +346,54 @@ async def test_a_fifteen_minute_outage_delays_every_data_step_and_fails_nothing(
     assert progress.status == JobStatus.COMPLETED and batch.job_status == JobStatus.COMPLETED
     assert [i.status for i in batch.items] == [ItemStatus.COMPLETED] * 3
     assert fakes.failed_attempts > 20 * 6, "each of the 6 steps outlived the old 20-attempt cap"
+
+
+# --- an Anthropic refusal at the Message Batches endpoints shows like an outage --------------
+
+REFUSED_SINCE = datetime(2026, 12, 7, 2, 3, tzinfo=UTC)
+
+
+@activity.defn(name="submit_batch")
+async def submit_refused(_: str) -> None:
+    raise ApplicationError(
+        "Anthropic refused: invalid x-api-key (401 authentication_error)",
+        RefusalDetails(reason="invalid x-api-key (401 authentication_error)", since=REFUSED_SINCE),
+        type=ANTHROPIC_REFUSED,
+    )
+
+
+@workflow.defn(name="RefusedMessageBatches")
+class RefusedMessageBatches:
+    """A job's Message Batches workflow whose submission the API refuses, retried meanwhile."""
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_activity(
+            submit_refused, "batch", start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(minutes=1)),
+        )
+
+
+async def test_a_refusal_at_the_batch_endpoints_shows_in_status_like_an_outage(stack_client: Client, task_queue: str) -> None:
+    job_id = uuid.uuid4()
+    async with Worker(
+        stack_client, task_queue=task_queue, workflows=[RefusedMessageBatches], activities=[submit_refused],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        handle = await stack_client.start_workflow(
+            RefusedMessageBatches.run, id=message_batches_workflow_id(job_id), task_queue=task_queue
+        )
+        try:
+            async def refused() -> list[Outage]:
+                return await job_outages(stack_client, job_id)
+
+            await eventually(refused, "status shows the refusal")
+            [waiting] = await job_outages(stack_client, job_id)
+        finally:
+            await handle.terminate()
+
+    assert (waiting.part, waiting.error_type, waiting.since) == ("Anthropic", ANTHROPIC_REFUSED, REFUSED_SINCE)
+    assert waiting.summary == (
+        f"Anthropic refused: invalid x-api-key (401 authentication_error) since {REFUSED_SINCE.astimezone():%H:%M} "
+        "(job step submit_batch)"
+    )

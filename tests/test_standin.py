@@ -435,7 +435,12 @@ async def test_the_turn_suffix_ends_every_assistant_turn(claude: anthropic.Async
         ("429", anthropic.RateLimitError, "rate_limit_error"),
         ("529", anthropic.OverloadedError, "overloaded_error"),
         ("500", anthropic.InternalServerError, "api_error"),
+        ("504", anthropic.GatewayTimeoutError, "timeout_error"),
         ("400", anthropic.BadRequestError, "invalid_request_error"),
+        ("401", anthropic.AuthenticationError, "authentication_error"),
+        ("402", anthropic.PaymentRequiredError, "billing_error"),
+        ("403", anthropic.PermissionDeniedError, "permission_error"),
+        ("404", anthropic.NotFoundError, "not_found_error"),
     ],
 )
 async def test_each_error_fault_raises_the_sdk_error_with_anthropics_body(
@@ -447,7 +452,7 @@ async def test_each_error_fault_raises_the_sdk_error_with_anthropics_body(
         await create(claude)
 
     assert type(raised.value) is error_class and raised.value.status_code == int(fault)
-    assert isinstance(raised.value.body, dict)
+    assert isinstance(raised.value.body, dict) and raised.value.error_code is None
     assert raised.value.body["error"]["type"] == error_type
     assert raised.value.response.headers["request-id"].startswith("req_standin_")
     assert (await control.stats())["by_outcome"] == {fault: 1}
@@ -462,8 +467,45 @@ async def test_a_429_fault_says_when_to_retry_and_shows_the_budget_empty(
         await create(claude)
 
     headers = raised.value.response.headers
-    assert headers["retry-after"] == "7"
+    assert (headers["retry-after"], headers["retry-after-ms"]) == ("7", "7000")
     assert headers["anthropic-ratelimit-requests-remaining"] == headers["anthropic-ratelimit-tokens-remaining"] == "0"
+
+
+async def test_an_overload_says_when_to_retry_in_seconds_and_milliseconds(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["529"], retry_after_s=3)
+
+    with pytest.raises(anthropic.OverloadedError) as raised:
+        await create(claude)
+
+    headers = raised.value.response.headers
+    assert (headers["retry-after"], headers["retry-after-ms"]) == ("3", "3000")
+
+
+async def test_a_spend_limit_429_carries_its_error_code_and_no_retry_after(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["429_spend_limit"])
+
+    with pytest.raises(anthropic.EnforcedSpendLimitReachedError) as raised:
+        await create(claude)
+
+    assert raised.value.status_code == 429 and raised.value.type == "rate_limit_error"
+    assert raised.value.error_code == "enforced_spend_limit_reached"
+    assert "retry-after" not in raised.value.response.headers
+
+
+async def test_a_413_comes_from_a_proxy_as_html_not_anthropics_json(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(script=["413"])
+
+    with pytest.raises(anthropic.ContentTooLargeError) as raised:
+        await create(claude)
+
+    assert raised.value.status_code == 413
+    assert isinstance(raised.value.body, str) and "Request Entity Too Large" in raised.value.body
 
 
 async def test_malformed_and_truncated_replies(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:

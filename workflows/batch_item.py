@@ -269,6 +269,7 @@ class BatchItemWorkflow:
             tier=tier,
             prompt=prompt,
             repair=repair,
+            max_attempts=request.claude.max_attempts,
         )
         if request.mode == DeliveryMode.BATCH:
             generated = await self._generate_in_batch(request, generate)

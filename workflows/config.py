@@ -86,9 +86,12 @@ def item_priority(job_id: uuid.UUID, priority: int) -> Priority:
 
 def claude_step(plan: ClaudeCallPlan, tier: Tier, priority: Priority) -> ActivityConfig:
     """Options of one Claude call. The activity classifies its own failures (retry-after, backoff
-    with jitter, non-retryable 4xx, the last attempt's message); this policy's intervals (the
-    same backoff settings) apply to timeouts and lost workers, its attempt cap to all. The
-    heartbeat notices a lost worker within seconds; start-to-close is sized from the tier's max_tokens."""
+    with jitter, non-retryable 4xx) and caps the requests it sends at `plan.max_attempts`,
+    counted in its heartbeat before each goes (so a timeout or a lost worker counts too). The
+    policy has no attempt cap: an attempt that waited for its rate-limit turn, for PostgreSQL or
+    for an account refusal to be fixed sent nothing and must not end the item. Its intervals (the
+    same backoff settings) apply to timeouts and lost workers. The heartbeat notices a lost worker
+    within seconds; start-to-close is sized from the tier's max_tokens."""
     return ActivityConfig(
         task_queue=plan.task_queue,
         # Inherited from the item anyway; explicit so the call's scheduled event shows it.
@@ -98,7 +101,7 @@ def claude_step(plan: ClaudeCallPlan, tier: Tier, priority: Priority) -> Activit
         retry_policy=RetryPolicy(
             initial_interval=timedelta(seconds=plan.retry_base_s),
             maximum_interval=timedelta(seconds=plan.retry_cap_s),
-            maximum_attempts=plan.max_attempts,
+            maximum_attempts=0,
             non_retryable_error_types=_PERMANENT_TYPES,
         ),
     )
