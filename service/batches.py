@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, String, delete, func, insert, or_, select,
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.data_errors import classify
 from activities.errors import DATABASE_UNAVAILABLE
@@ -310,17 +310,36 @@ async def _load_job(sessions: async_sessionmaker, job_ref: str) -> BatchJob:
     return job
 
 
+async def _workflow_running(client: Client, job_id: uuid.UUID) -> bool:
+    """Whether the job's workflow runs, from its description: a query fails also while the
+    workflow runs (no worker, or a busy one), so a failed query never means "ended"."""
+    try:
+        description = await client.get_workflow_handle(job_workflow_id(job_id)).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def _query_progress(client: Client, job_id: uuid.UUID) -> JobProgress | None:
+    """The running workflow's own answer; None when it cannot answer (no worker, or a busy one)."""
+    handle = client.get_workflow_handle(job_workflow_id(job_id))
+    try:
+        return await handle.query(BatchJobWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+
+
 async def _live_progress(client: Client | None, job_id: uuid.UUID) -> JobProgress | None:
     """The workflow's own answer while it runs; None when it does not run (or cannot answer)."""
     if client is None:
         return None
-    handle = client.get_workflow_handle(job_workflow_id(job_id))
     try:
-        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
-            return None
-        return await handle.query(BatchJobWorkflow.progress, rpc_timeout=timedelta(seconds=5))
-    except (RPCError, WorkflowQueryFailedError):
+        running = await _workflow_running(client, job_id)
+    except RPCError:
         return None
+    return await _query_progress(client, job_id) if running else None
 
 
 async def job_status(sessions: async_sessionmaker, job_ref: str, client: Client | None = None) -> JobStatusView:
@@ -538,9 +557,12 @@ async def control_job(
     wait_s = CONTROL_WAIT_S[action] if wait_s is None else wait_s
     signal, allowed, expected = _CONTROL[action]
     job = await _load_job(sessions, job_ref)
-    live = await _live_progress(client, job.id)
+    running = await _workflow_running(client, job.id)
+    live = await _query_progress(client, job.id) if running else None
+    # A running workflow that does not answer (no worker, or a busy one) still takes the signal
+    # when a worker picks it up; its row says the state meanwhile.
     current = live.status if live else JobStatus(job.status)
-    if live is None and not current.is_final:
+    if not running and not current.is_final:
         raise BatchInputError(f"job {job.id} is {current.value} but its workflow is not running; try `retry`")
     if current not in allowed:
         raise BatchInputError(f"cannot {action} job {job.id}: it is {current.value}")
@@ -589,7 +611,7 @@ async def retry_job(sessions: async_sessionmaker, client: Client, settings: Sett
     start a new run of the job's workflow. Items that succeeded are never regenerated. A job
     whose workflow ended without ending it (terminated from the web UI, say) is retried too."""
     job = await _load_job(sessions, job_ref)
-    if await _live_progress(client, job.id) is not None:
+    if await _workflow_running(client, job.id):
         raise BatchInputError(f"job {job.id} is still running; retry it once it has ended")
     if JobStatus(job.status).is_final:
         if job.failed_items == 0:
