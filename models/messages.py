@@ -428,7 +428,11 @@ class LinkConversationInput(BaseModel):
 
 
 class LinkedConversation(BaseModel):
-    conversation_pk: uuid.UUID
+    """The conversation linked to its item; or, when the item's row had ended before the link
+    (recorded as unreported while the step ran), no conversation and what the row says."""
+
+    conversation_pk: uuid.UUID | None
+    recorded: ItemFinished | None = None
 
 
 class FinishItemInput(BaseModel):
