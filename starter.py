@@ -114,6 +114,14 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
 _STACK_HINT = "Is the stack up (`make up`, `make status`)?"
 
 
+def _check_input(check: Callable[[], None]) -> None:
+    """An option's value checked before any service is reached: bad input is exit 2 also with the stack down."""
+    try:
+        check()
+    except batches.BatchInputError as exc:
+        _fail(2, str(exc))
+
+
 def _fail(code: int, message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -214,6 +222,8 @@ def _print_status(result: batches.JobStatusView, as_json: bool) -> None:
 
 
 def _control(action: str, job: str, as_json: bool, wait: float | None) -> None:
+    if wait is not None:
+        _check_input(lambda: batches.check_control_wait(wait))
     _print_status(
         _run(lambda ctx: batches.control_job(ctx.sessions, ctx.temporal, job, action, wait), with_temporal=True), as_json
     )
@@ -264,6 +274,8 @@ def watch(
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """A live progress bar until the job ends."""
+
+    _check_input(lambda: batches.check_watch_interval(interval))
 
     async def action(ctx: Context) -> batches.JobStatusView:
         current = await batches.job_status(ctx.sessions, job, ctx.client)

@@ -81,6 +81,14 @@ LAUNCH = ["launch", "--persona", "David Chen", "--arc", "Couple Conflict -> Alig
         (["jobs", "--user", "a/b"], "user 'a/b' must be"),
         (["status", "0b7a8c44-0000-4000-8000-000000000000"], "job 0b7a8c44-0000-4000-8000-000000000000 not found"),
         (["status", "nope"], "job id 'nope' is not a valid UUID"),
+        (["pause", "0b7a8c44-0000-4000-8000-000000000000", "--wait", "nan"],
+         "--wait must be between 0 and 86400 seconds, got nan"),
+        (["cancel", "0b7a8c44-0000-4000-8000-000000000000", "--wait", "-1"],
+         "--wait must be between 0 and 86400 seconds, got -1.0"),
+        (["watch", "0b7a8c44-0000-4000-8000-000000000000", "--interval", "0"],
+         "--interval must be between 0.2 and 3600 seconds, got 0.0"),
+        (["jobs", "--limit", "100000000000000000000"], "--limit must be between 1 and 10000, got 100000000000000000000"),
+        ([*LAUNCH, "--name", "   "], "--name must be 1 to 200 characters, got 0"),
     ],
 )
 async def test_bad_input_gets_one_clear_line_a_nonzero_exit_and_creates_nothing(
@@ -143,6 +151,16 @@ async def test_launch_samples_makes_k_items_per_combination(cli_env: dict[str, s
     assert sorted(i.position for i in items) == list(range(6))
     samples = sorted((i.parameters["persona_id"], i.parameters["sample"]) for i in items)
     assert [s for _, s in samples] == [1, 2, 3, 1, 2, 3]
+
+
+async def test_launch_takes_the_name_without_the_spaces_around_it(cli_env: dict[str, str], sessions: async_sessionmaker) -> None:
+    name = "n" * 200  # the longest name a job may have, and two spaces a shell script left after it
+
+    launched = starter(cli_env, *LAUNCH, "--name", f" {name}  ", "--json")
+
+    assert launched.returncode == 0, launched.stderr
+    async with sessions() as session:
+        assert (await session.get(BatchJob, uuid.UUID(json.loads(launched.stdout)["job_id"]))).name == name
 
 
 @pytest.mark.usefixtures("pipeline_worker")
