@@ -8,17 +8,21 @@ Layout of an export:
                          and the SHA-256 of its line
 
 Order and splits come from a seeded hash of each conversation id, so the same selection and seed
-give the same bytes. Each page writes its own part files (a retried page overwrites its own), and
-the last step joins them as streams: memory stays flat whatever the size.
+give the same bytes. Each page writes its own part files under `.parts/{export_id}/` (a retried
+page overwrites its own), and the last step joins them as streams: memory stays flat whatever the
+size. The first step claims the destination where the worker writes it: it must hold nothing but
+this export's parts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import shutil
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +33,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 
 from activities.data_errors import classify_data_errors
-from activities.errors import EXPORT_FILE_MISSING, permanent
+from activities.errors import EXPORT_DESTINATION_NOT_EMPTY, EXPORT_FILE_MISSING, permanent
 from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus
 from models.messages import (
@@ -51,6 +55,8 @@ PARTS = ".parts"
 CHUNK_BYTES = 1 << 20
 S3_PART_BYTES = 8 << 20  # multipart uploads need parts of 5 MiB or more (all but the last)
 DOWNLOADS_IN_FLIGHT = 16
+CLAIM_FILE = "claimed"  # in the export's own parts: written before the destination is checked
+SHOWN_ENTRIES = 3  # of a destination that is not empty, named in the refusal
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 CARD_FILE, MANIFEST_FILE = "README.md", "manifest.json"
 
@@ -135,7 +141,10 @@ class ExportTarget(Protocol):
     def write(self, path: str, body: bytes) -> None: ...
     def read_chunks(self, path: str) -> Iterator[bytes]: ...
     def write_stream(self, path: str, chunks: Iterable[bytes]) -> None: ...
-    def remove_parts(self) -> None: ...
+    def other_entries(self, export_id: uuid.UUID) -> list[str]:
+        """Up to SHOWN_ENTRIES paths the destination holds besides this export's parts."""
+        ...
+    def remove_parts(self, export_id: uuid.UUID) -> None: ...
 
 
 class LocalTarget:
@@ -163,8 +172,21 @@ class LocalTarget:
             out.writelines(chunks)
         partial.replace(final)
 
-    def remove_parts(self) -> None:
-        shutil.rmtree(self._root / PARTS, ignore_errors=True)
+    def other_entries(self, export_id: uuid.UUID) -> list[str]:
+        if not self._root.exists():
+            return []
+        if not self._root.is_dir():
+            return [str(self._root)]
+        entries = sorted(path.name for path in self._root.iterdir() if path.name != PARTS)
+        parts = self._root / PARTS
+        if parts.is_dir():
+            entries += sorted(f"{PARTS}/{path.name}" for path in parts.iterdir() if path.name != str(export_id))
+        return entries[:SHOWN_ENTRIES]
+
+    def remove_parts(self, export_id: uuid.UUID) -> None:
+        shutil.rmtree(self._root / _parts_of(export_id), ignore_errors=True)
+        with contextlib.suppress(OSError):  # another export's parts are there, or none were ever written
+            (self._root / PARTS).rmdir()
 
 
 class S3Target:
@@ -175,6 +197,11 @@ class S3Target:
 
     def _key(self, path: str) -> str:
         return f"{self._prefix}/{path}" if self._prefix else path
+
+    def _keys(self, under: str) -> Iterator[str]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=under)
+        for page in pages:
+            yield from (item["Key"] for item in page.get("Contents", []))
 
     def write(self, path: str, body: bytes) -> None:
         self._client.put_object(Bucket=self._bucket, Key=self._key(path), Body=body)
@@ -212,12 +239,24 @@ class S3Target:
             self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
             raise
 
-    def remove_parts(self) -> None:
-        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=self._key(PARTS) + "/")
-        for page in pages:
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True})
+    def other_entries(self, export_id: uuid.UUID) -> list[str]:
+        # The prefix is a directory: s3://b/x holds x/..., never x2/...
+        under = self._key("")
+        entries: list[str] = []
+        for key in self._keys(under):
+            path = key.removeprefix(under)
+            if path.startswith(f"{PARTS}/"):  # named as a local directory's: .parts/{export_id}
+                path = "/".join(path.split("/", 2)[:2])
+            if path != _parts_of(export_id) and path not in entries:
+                entries.append(path)
+                if len(entries) == SHOWN_ENTRIES:
+                    break
+        return entries
+
+    def remove_parts(self, export_id: uuid.UUID) -> None:
+        keys = [{"Key": key} for key in self._keys(self._key(_parts_of(export_id)) + "/")]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys at most
+            self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
 
 
 def parse_s3_location(location: str) -> tuple[str, str] | None:
@@ -251,8 +290,31 @@ class _Digest:
             yield chunk
 
 
-def _part(name: str, page: int) -> str:
-    return f"{PARTS}/{name}-{page:06d}"
+def _parts_of(export_id: uuid.UUID) -> str:
+    """An export's own part files: two exports never write each other's."""
+    return f"{PARTS}/{export_id}"
+
+
+def _part(export_id: uuid.UUID, name: str, page: int) -> str:
+    return f"{_parts_of(export_id)}/{name}-{page:06d}"
+
+
+def claim_destination(target: ExportTarget, export_id: uuid.UUID, location: str) -> None:
+    """Mark the destination as this export's, then check that it holds nothing else: of two
+    exports that start at once, neither writes over the other (both may be refused)."""
+    others = target.other_entries(export_id)
+    if not others:
+        target.write(f"{_parts_of(export_id)}/{CLAIM_FILE}", b"")
+        others = target.other_entries(export_id)
+        if not others:
+            return
+        target.remove_parts(export_id)
+    shown = ", ".join(others) + (", ..." if len(others) == SHOWN_ENTRIES else "")
+    raise permanent(
+        f"--out {location} already exists and is not an empty directory or prefix (it holds {shown}): "
+        "export to a new or empty one",
+        EXPORT_DESTINATION_NOT_EMPTY,
+    )
 
 
 # --- the activities --------------------------------------------------------------------------
@@ -267,6 +329,9 @@ class ExportActivities:
     @activity.defn(name="plan_export")
     @classify_data_errors
     async def plan_export(self, request: ExportInput) -> ExportPlan:
+        """Claim the destination (here, where the worker writes it), then size the splits."""
+        target = export_target(request.location, self._storage)
+        await asyncio.to_thread(claim_destination, target, request.export_id, request.location)
         conditions = selection_conditions(request.selection)
         async with self._sessions() as session:
             total = await session.scalar(select(func.count()).select_from(Conversation).where(*conditions))
@@ -335,8 +400,10 @@ class ExportActivities:
             manifest_lines.append((b",\n" if position else b"") + json.dumps(entry).encode())
         target = export_target(request.export.location, self._storage)
         for split, lines in split_lines.items():
-            await asyncio.to_thread(target.write, _part(split, request.page), b"".join(lines))
-        await asyncio.to_thread(target.write, _part("manifest", request.page), b"".join(manifest_lines))
+            await asyncio.to_thread(target.write, _part(request.export.export_id, split, request.page), b"".join(lines))
+        await asyncio.to_thread(
+            target.write, _part(request.export.export_id, "manifest", request.page), b"".join(manifest_lines)
+        )
         last = rows[-1]
         activity.logger.info("export %s: page %d, %d conversations", request.export.export_id, request.page, len(rows))
         return ExportPage(count=len(rows), last=ExportCursor(order_key=last.order_key, conversation_id=last.conversation_id))
@@ -380,11 +447,11 @@ class ExportActivities:
         self, target: ExportTarget, request: ExportFinishInput, counts: dict[str, dict[str, int]]
     ) -> dict[str, dict[str, Any]]:
         """The data files, the manifest and the card; returns the files' records, sizes and hashes."""
-        selection = request.export.selection
+        selection, export_id = request.export.selection, request.export.export_id
         files: dict[str, dict[str, Any]] = {}
         for share in selection.splits:
             digest = _Digest()
-            parts = (_part(share.name, page) for page in range(request.pages))
+            parts = (_part(export_id, share.name, page) for page in range(request.pages))
             target.write_stream(data_file(share.name), digest.through(_joined(target, parts)))
             files[data_file(share.name)] = {
                 "split": share.name, "records": digest.lines, "bytes": digest.size, "sha256": digest.sha256.hexdigest(),
@@ -398,10 +465,10 @@ class ExportActivities:
             "files": files,
         }
         head = json.dumps(summary, ensure_ascii=False, indent=2)[:-2].encode() + b',\n  "conversations": [\n'
-        manifest_parts = (_part("manifest", page) for page in range(request.pages))
+        manifest_parts = (_part(export_id, "manifest", page) for page in range(request.pages))
         target.write_stream(MANIFEST_FILE, _chain([head], _joined(target, manifest_parts), [b"\n  ]\n}\n"]))
         target.write(CARD_FILE, dataset_card(selection, counts, files).encode())
-        target.remove_parts()
+        target.remove_parts(export_id)
         return {**files, CARD_FILE: {}, MANIFEST_FILE: {}}
 
     async def _counts(self, selection: ExportSelection) -> dict[str, dict[str, int]]:

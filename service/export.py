@@ -10,9 +10,10 @@ from botocore.exceptions import ClientError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError
 
+from activities.errors import EXPORT_DESTINATION_NOT_EMPTY
 from activities.export import parse_s3_location, selection_conditions
 from brightrun.settings import Settings
 from brightrun.storage import Storage
@@ -52,16 +53,13 @@ def parse_splits(text: str) -> list[SplitShare]:
 
 def resolve_location(out: str) -> str:
     """An s3://bucket/prefix as given, or a local directory made absolute (the worker writes it,
-    so it must be on the worker's machine); a directory that already holds files is refused."""
+    so it must be on the worker's machine, and the export's first step checks it is empty there)."""
     s3 = parse_s3_location(out)
     if s3 is not None:
         if not s3[0]:
             raise BatchInputError(f"--out {out!r} names no bucket: use s3://bucket/prefix")
         return out.rstrip("/")
-    path = Path(out).expanduser().resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise BatchInputError(f"--out {out}: {path} already exists and is not an empty directory")
-    return str(path)
+    return str(Path(out).expanduser().resolve())
 
 
 @dataclass(frozen=True)
@@ -122,6 +120,9 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
         # The workflow recorded the failure on the row; the person gets its reason in one line
         # (its message: str() would put the error type in front).
         cause = exc.cause
+        refused = _destination_refusal(cause)
+        if refused is not None:
+            raise BatchInputError(refused) from None
         raise ExportFailedError(cause.message if isinstance(cause, FailureError) else str(cause)) from None
     except RPCError:
         async with sessions.begin() as session:
@@ -131,6 +132,16 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
                 )
             )
         raise
+
+
+def _destination_refusal(failure: BaseException | None) -> str | None:
+    """The message of a refused --out, found down the failure's causes (the workflow's failure,
+    its activity's, the activity's error): bad input, like every other check of --out."""
+    while failure is not None:
+        if isinstance(failure, ApplicationError) and failure.type == EXPORT_DESTINATION_NOT_EMPTY:
+            return failure.message
+        failure = failure.__cause__ or getattr(failure, "cause", None)
+    return None
 
 
 async def _check_buckets(storage: Storage, location: str) -> None:

@@ -17,13 +17,15 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.errors import EXPORT_DESTINATION_NOT_EMPTY
 from activities.export import ExportActivities, parse_s3_location, split_at, split_sizes, training_messages
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
-from models.messages import ExportInput, ExportSelection, SplitShare
+from models.messages import ExportFinishInput, ExportInput, ExportPageInput, ExportPlan, ExportSelection, SplitShare
 from models.tables import Export
 from service.batches import BatchInputError
 from service.export import ExportFailedError, ExportRequest, export, parse_splits
@@ -194,16 +196,21 @@ async def test_sharegpt_to_s3_and_the_selection_filters(
 
 
 async def test_refusals_name_the_problem(
-    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, tmp_path: Path,
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage, tmp_path: Path,
     approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
 ) -> None:
     user, job, _ = approved_set
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
+    taken = f"exports/{uuid.uuid4().hex[:8]}"
+    await storage.put_bytes(storage.conversation_bucket, f"{taken}/keep.txt", b"mine", "text/plain")
     cases = [
         (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a"), jobs=(str(job),)), "belongs to another user"),
         (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a")), "nothing to export"),
-        (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "full")), "already exists and is not an empty directory"),
+        (ExportRequest(owner=Owner.of(user), out=f"s3://{storage.conversation_bucket}/{taken}"),
+         r"already exists and is not an empty directory or prefix \(it holds keep.txt\)"),
+        (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "full")),
+         r"already exists and is not an empty directory or prefix \(it holds keep.txt\)"),
         (ExportRequest(owner=Owner.of(user), out="s3:///x"), "names no bucket"),
         (ExportRequest(owner=Owner.of(user), out="s3://no-such-bucket/x"), "S3 has no bucket 'no-such-bucket'"),
         (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "a"), split="train=0.5"), "add up to 0.5"),
@@ -214,6 +221,42 @@ async def test_refusals_name_the_problem(
     admin = await export(sessions, stack_client, export_settings,
                          ExportRequest(owner=Owner.of("someone-else", admin=True), out=str(tmp_path / "b"), jobs=(str(job),)))
     assert admin.count == 10
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine" and sorted(p.name for p in (tmp_path / "full").iterdir()) == ["keep.txt"]
+    assert await storage.list_keys(storage.conversation_bucket, f"{taken}/") == [f"{taken}/keep.txt"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+async def test_two_exports_to_one_place_never_write_each_others_files(
+    sessions: async_sessionmaker, storage: Storage, tmp_path: Path, where: str,
+    approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
+) -> None:
+    user, _, _ = approved_set
+    prefix = f"exports/{uuid.uuid4().hex[:8]}"
+    location = str(tmp_path / "shared") if where == "local" else f"s3://{storage.conversation_bucket}/{prefix}"
+    first, second = (
+        ExportInput(export_id=uuid.uuid4(), selection=ExportSelection(user=user, system_prompt="s"), location=location)
+        for _ in range(2)
+    )
+    activities = ExportActivities(sessions, storage, PAGE_SIZE)
+
+    await activities.plan_export(first)  # the first export has claimed the place and writes there
+    with pytest.raises(ApplicationError) as refused:
+        await activities.plan_export(second)
+    page = await activities.write_export_page(
+        ExportPageInput(export=first, plan=ExportPlan(total=10, split_sizes={"train": 10}), page=0, first_position=0)
+    )
+    result = await activities.finish_export(
+        ExportFinishInput(export=first, plan=ExportPlan(total=10, split_sizes={"train": 10}), pages=1)
+    )
+
+    assert refused.value.type == EXPORT_DESTINATION_NOT_EMPTY and refused.value.non_retryable
+    assert f"(it holds .parts/{first.export_id})" in refused.value.message
+    assert page.count == PAGE_SIZE and result.count == PAGE_SIZE
+    if where == "local":
+        written = sorted(files_of(tmp_path / "shared"))
+    else:
+        written = sorted(key.removeprefix(f"{prefix}/") for key in await storage.list_keys(storage.conversation_bucket, f"{prefix}/"))
+    assert written == ["README.md", "data/train.jsonl", "manifest.json"], "no part is left, of either export"
 
 
 async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(
