@@ -9,7 +9,7 @@
     python starter.py catalog [--json]
     python starter.py review list|show|approve|reject ...
     python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
-        [--split train=0.9,validation=0.1] [--seed N] [--user U] --out DIR|s3://bucket/prefix [--json]
+        [--split train=0.9,validation=0.1] [--seed N] [--user U] [--allow-stand-in] --out DIR|s3://bucket/prefix [--json]
 """
 
 from __future__ import annotations
@@ -475,6 +475,10 @@ def export_dataset(
     export_format: Annotated[ExportFormat, typer.Option("--format", help="messages (chat) or sharegpt.")] = ExportFormat.MESSAGES,
     split: Annotated[str, typer.Option("--split", help="Named shares adding up to 1.")] = "train=1",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the split.")] = 0,
+    allow_stand_in: Annotated[
+        bool,
+        typer.Option("--allow-stand-in", help="Export conversations of the offline Claude stand-in too, marked placeholder."),
+    ] = False,
     user: UserOption = None,
     admin: AdminOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -485,7 +489,7 @@ def export_dataset(
     async def action(ctx: Context) -> ExportResult:
         request = exports.ExportRequest(
             owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
-            min_quality=min_quality, format=export_format, split=split, seed=seed,
+            min_quality=min_quality, format=export_format, split=split, seed=seed, allow_stand_in=allow_stand_in,
         )
         return await exports.export(ctx.sessions, ctx.temporal, ctx.settings, request)
 
@@ -493,12 +497,16 @@ def export_dataset(
     files = exports.full_paths(result)
     if as_json:
         _print_json({"export_id": str(result.export_id), "workflow_id": export_workflow_id(result.export_id),
-                     "location": result.location, "count": result.count, "files": files, "splits": result.splits})
+                     "location": result.location, "count": result.count, "files": files, "splits": result.splits,
+                     "placeholder": result.placeholder})
         return
     console.print(f"exported {result.count} conversations ({', '.join(f'{k} {v}' for k, v in result.splits.items())}) "
                   f"to {result.location}")
     for path in files:
         console.print(f"  {path}", highlight=False)
+    if result.placeholder:
+        console.print(f"[bold]{result.placeholder} of them are placeholder text of the offline Claude stand-in, "
+                      "not training data[/] (the dataset card says so first)")
     if not result.location.startswith("s3://"):
         console.print(f'load it: python -c \'from datasets import load_dataset; print(load_dataset("{result.location}"))\'',
                       highlight=False)

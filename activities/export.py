@@ -4,8 +4,13 @@ S3) that Hugging Face `datasets` and TRL load unchanged.
 Layout of an export:
     data/{split}.jsonl   one conversation per line, in the chat `messages` (or ShareGPT) format
     README.md            dataset card: YAML front matter with `configs`, counts by persona/arc/topic/tier
-    manifest.json        selection, seed, every file's SHA-256, every conversation id with its split
-                         and the SHA-256 of its line
+    manifest.json        selection, seed, every file's SHA-256, who wrote the conversations, every
+                         conversation id with its split, its provider and the SHA-256 of its line
+
+Every record, the manifest and the card say who wrote the text: Anthropic's API (and its host) or
+the offline stand-in, whose text is placeholder. Stand-in conversations (and those of unknown
+provider, written before it was recorded) are exported only with `allow_stand_in`, and then the
+card's first line says the text is placeholder.
 
 Order and splits come from a seeded hash of each conversation id, so the same selection and seed
 give the same bytes. Each page writes its own part files under `.parts/{export_id}/` (a retried
@@ -24,18 +29,19 @@ import math
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from sqlalchemy import ColumnElement, Text, cast, func, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, Text, cast, func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 
 from activities.data_errors import classify_data_errors
-from activities.errors import EXPORT_DESTINATION_NOT_EMPTY, EXPORT_FILE_MISSING, permanent
+from activities.errors import EXPORT_DESTINATION_NOT_EMPTY, EXPORT_FILE_MISSING, EXPORT_STAND_IN_REFUSED, permanent
 from brightrun.storage import Storage
-from models.enums import ExportFormat, ExportStatus
+from models.enums import ClaudeProvider, ExportFormat, ExportStatus
 from models.messages import (
     ExportCursor,
     ExportFailure,
@@ -59,6 +65,8 @@ CLAIM_FILE = "claimed"  # in the export's own parts: written before the destinat
 SHOWN_ENTRIES = 3  # of a destination that is not empty, named in the refusal
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 CARD_FILE, MANIFEST_FILE = "README.md", "manifest.json"
+# The provider of a conversation written before providers were recorded.
+UNKNOWN_PROVIDER = "unknown"
 
 
 def data_file(split: str) -> str:
@@ -79,6 +87,33 @@ def selection_conditions(selection: ExportSelection) -> list[ColumnElement[bool]
     if selection.min_quality is not None:
         conditions.append(Conversation.quality_score >= selection.min_quality)
     return conditions
+
+
+def not_written_by_claude() -> ColumnElement[bool]:
+    """A conversation the offline stand-in wrote, or one whose provider is unknown."""
+    return or_(Conversation.provider.is_(None), Conversation.provider != ClaudeProvider.ANTHROPIC.value)
+
+
+@dataclass(frozen=True)
+class ProviderCount:
+    provider: str  # a ClaudeProvider, or UNKNOWN_PROVIDER
+    api_host: str | None
+    conversations: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who wrote an export's conversations, by provider and API host."""
+
+    sources: list[ProviderCount]
+
+    @property
+    def placeholder(self) -> int:
+        """Conversations not written by Anthropic's API."""
+        return sum(s.conversations for s in self.sources if s.provider != ClaudeProvider.ANTHROPIC)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"placeholder_conversations": self.placeholder, "sources": [asdict(source) for source in self.sources]}
 
 
 def order_key(seed: int) -> ColumnElement[str]:
@@ -352,6 +387,8 @@ class ExportActivities:
                 Conversation.tier,
                 Conversation.template_id,
                 Conversation.generation_metadata["model"].astext.label("model"),
+                Conversation.provider,
+                Conversation.provider_host,
                 Conversation.near_duplicate,
                 Persona.name.label("persona"),
                 EmotionalArc.name.label("emotional_arc"),
@@ -373,6 +410,15 @@ class ExportActivities:
             rows = (await session.execute(query)).all()
         if not rows:
             return ExportPage(count=0, last=None)
+        if not selection.allow_stand_in:
+            # The check before the export started saw none; one may have been made since.
+            placeholder = next((row for row in rows if row.provider != ClaudeProvider.ANTHROPIC), None)
+            if placeholder is not None:
+                raise permanent(
+                    f"conversation {placeholder.conversation_id} was not written by Claude's API (provider: "
+                    f"{placeholder.provider or UNKNOWN_PROVIDER}): its text is placeholder; export with --allow-stand-in",
+                    EXPORT_STAND_IN_REFUSED,
+                )
         documents = await self._final_documents([row.final_storage_path for row in rows])
         split_lines: dict[str, list[bytes]] = {share.name: [] for share in selection.splits}
         manifest_lines: list[bytes] = []
@@ -388,6 +434,8 @@ class ExportActivities:
                 "tier": row.tier,
                 "template_id": str(row.template_id),
                 "model": row.model,
+                "provider": row.provider or UNKNOWN_PROVIDER,
+                "provider_host": row.provider_host,
                 "quality_score": row.quality_score,
                 "near_duplicate": row.near_duplicate,
             }
@@ -395,7 +443,10 @@ class ExportActivities:
                 training_record(selection.format, training_messages(document["turns"], selection.system_prompt), metadata)
             )
             split_lines[split].append(line)
-            entry = {"conversation_id": str(row.conversation_id), "split": split, "sha256": hashlib.sha256(line).hexdigest()}
+            entry = {
+                "conversation_id": str(row.conversation_id), "split": split, "provider": row.provider or UNKNOWN_PROVIDER,
+                "sha256": hashlib.sha256(line).hexdigest(),
+            }
             # Entries are joined across pages into one JSON list: all but the very first start with a comma.
             manifest_lines.append((b",\n" if position else b"") + json.dumps(entry).encode())
         target = export_target(request.export.location, self._storage)
@@ -426,8 +477,9 @@ class ExportActivities:
         """Join the parts into the data files and the manifest, write the card, record the export."""
         export, selection = request.export, request.export.selection
         counts = await self._counts(selection)
+        provenance = await self._provenance(selection)
         target = export_target(export.location, self._storage)
-        files = await asyncio.to_thread(self._assemble, target, request, counts)
+        files = await asyncio.to_thread(self._assemble, target, request, counts, provenance)
         splits = {share.name: files[data_file(share.name)]["records"] for share in selection.splits}
         written = sum(splits.values())
         async with self._sessions.begin() as session:
@@ -441,10 +493,13 @@ class ExportActivities:
                     completed_at=func.now(),
                 )
             )
-        return ExportResult(export_id=export.export_id, location=export.location, count=written, splits=splits, files=list(files))
+        return ExportResult(
+            export_id=export.export_id, location=export.location, count=written, splits=splits, files=list(files),
+            placeholder=provenance.placeholder,
+        )
 
     def _assemble(
-        self, target: ExportTarget, request: ExportFinishInput, counts: dict[str, dict[str, int]]
+        self, target: ExportTarget, request: ExportFinishInput, counts: dict[str, dict[str, int]], provenance: Provenance
     ) -> dict[str, dict[str, Any]]:
         """The data files, the manifest and the card; returns the files' records, sizes and hashes."""
         selection, export_id = request.export.selection, request.export.export_id
@@ -462,14 +517,25 @@ class ExportActivities:
             "selection": selection.model_dump(mode="json", exclude={"format", "seed", "system_prompt", "splits"}),
             "splits": {share.name: share.fraction for share in selection.splits},
             "system_prompt": selection.system_prompt,
+            "provenance": provenance.as_json(),
             "files": files,
         }
         head = json.dumps(summary, ensure_ascii=False, indent=2)[:-2].encode() + b',\n  "conversations": [\n'
         manifest_parts = (_part(export_id, "manifest", page) for page in range(request.pages))
         target.write_stream(MANIFEST_FILE, _chain([head], _joined(target, manifest_parts), [b"\n  ]\n}\n"]))
-        target.write(CARD_FILE, dataset_card(selection, counts, files).encode())
+        target.write(CARD_FILE, dataset_card(selection, counts, files, provenance).encode())
         target.remove_parts(export_id)
         return {**files, CARD_FILE: {}, MANIFEST_FILE: {}}
+
+    async def _provenance(self, selection: ExportSelection) -> Provenance:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Conversation.provider, Conversation.provider_host, func.count())
+                .where(*selection_conditions(selection))
+                .group_by(Conversation.provider, Conversation.provider_host)
+                .order_by(Conversation.provider.nulls_last(), Conversation.provider_host)
+            )
+            return Provenance([ProviderCount(provider or UNKNOWN_PROVIDER, host, count) for provider, host, count in rows])
 
     async def _counts(self, selection: ExportSelection) -> dict[str, dict[str, int]]:
         """Conversations by persona, arc, topic and tier, for the card."""
@@ -513,17 +579,37 @@ def _chain(*streams: Iterable[bytes]) -> Iterator[bytes]:
         yield from stream
 
 
-def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], files: dict[str, dict[str, Any]]) -> str:
+_PROVIDER_NAMES = {
+    ClaudeProvider.ANTHROPIC.value: "Claude (Anthropic API)",
+    ClaudeProvider.OFFLINE_STANDIN.value: "the offline Claude stand-in: placeholder text",
+    UNKNOWN_PROVIDER: "unrecorded (written before providers were recorded)",
+}
+
+
+def placeholder_warning(provenance: Provenance, total: int) -> str:
+    return (
+        f"PLACEHOLDER TEXT, NOT TRAINING DATA: {provenance.placeholder} of these {total} conversations were written "
+        "by the offline Claude stand-in (or by an unrecorded provider), not by Claude; do not train a model on them."
+    )
+
+
+def dataset_card(
+    selection: ExportSelection, counts: dict[str, dict[str, int]], files: dict[str, dict[str, Any]], provenance: Provenance
+) -> str:
     """README.md for the Hugging Face Hub and `load_dataset(DIR)`: YAML front matter with
-    `configs` mapping the files to their splits, then what is inside and how it was chosen."""
+    `configs` mapping the files to their splits, then what is inside, who wrote it and how it was
+    chosen. With any conversation not written by Claude's API, the first line of the card's text
+    (and a comment opening the front matter, which the Hub needs first) says the text is placeholder."""
     total = sum(info["records"] for info in files.values())
+    placeholder = placeholder_warning(provenance, total) if provenance.placeholder else None
     front_matter = {
         "license": "other",
         "language": ["en"],
         "task_categories": ["text-generation"],
         "size_categories": [size_category(total)],
-        "tags": ["conversational", "sft", "synthetic"],
-        "pretty_name": "Bright Run training conversations",
+        "tags": ["conversational", "sft", "synthetic", *(["placeholder"] if placeholder else [])],
+        "pretty_name": "Bright Run placeholder conversations (not training data)" if placeholder
+        else "Bright Run training conversations",
         "configs": [
             {
                 "config_name": "default",
@@ -532,17 +618,26 @@ def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], 
         ],
     }
     turns_key = "messages" if selection.format == ExportFormat.MESSAGES else "conversations"
+    written_by = "generated with Claude" if not placeholder else "in the shape of Claude's, mostly placeholder text,"
     lines = [
         "---",
+        *([f"# {placeholder}"] if placeholder else []),
         yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True).rstrip(),
         "---",
-        "",
+        *([f"**{placeholder}**", ""] if placeholder else []),
         "# Bright Run training conversations",
         "",
-        (f"{total} synthetic conversations generated with Claude for fine-tuning a financial-wellness assistant, "
+        (f"{total} synthetic conversations {written_by} for fine-tuning a financial-wellness assistant, "
         f"in the `{selection.format.value}` format: each line of `data/{{split}}.jsonl` has `{turns_key}` "
         "(the system prompt first, then user and assistant turns alternating, ending with the assistant) "
-        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, quality score)."),
+        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, provider, quality score)."),
+        "",
+        "## Provenance",
+        "",
+        "| written by | API host | conversations |",
+        "|---|---|---|",
+        *(f"| {_PROVIDER_NAMES.get(s.provider, s.provider)} | {s.api_host or '-'} | {s.conversations} |"
+          for s in provenance.sources),
         "",
         "## Splits",
         "",
@@ -564,7 +659,7 @@ def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], 
         f"- owner: {selection.user or 'every user'}",
         f"- split seed: {selection.seed}",
         "",
-        "`manifest.json` lists every conversation id with its split and the SHA-256 of its line.",
+        "`manifest.json` lists every conversation id with its split, its provider and the SHA-256 of its line.",
         "",
         "## Loading",
         "",

@@ -357,6 +357,10 @@ class JobActivities:
                     tier=request.work.tier.value,
                     turn_count=request.stored.turn_count,
                     quality_score=request.stored.quality_score,
+                    # The call whose answer this is says who wrote it; NULL (unknown) for a reply
+                    # recorded before calls said it.
+                    provider=generated.provider,
+                    provider_host=generated.provider_host,
                     generation_metadata={
                         "model": generated.model,
                         "stop_reason": generated.stop_reason,

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError
 
 from activities.errors import EXPORT_DESTINATION_NOT_EMPTY
-from activities.export import parse_s3_location, selection_conditions
+from activities.export import not_written_by_claude, parse_s3_location, selection_conditions
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
@@ -72,6 +72,8 @@ class ExportRequest:
     format: ExportFormat = ExportFormat.MESSAGES
     split: str = "train=1"
     seed: int = 0
+    # Export conversations the offline stand-in wrote too (the card then says they are placeholder).
+    allow_stand_in: bool = False
 
 
 async def export(sessions: async_sessionmaker, client: Client, settings: Settings, request: ExportRequest) -> ExportResult:
@@ -90,12 +92,22 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
         splits=splits,
         seed=request.seed,
         system_prompt=settings.export_system_prompt,
+        allow_stand_in=request.allow_stand_in,
     )
     async with sessions.begin() as session:
         matching = await session.scalar(select(func.count()).select_from(Conversation).where(*selection_conditions(selection)))
         if not matching:
             status = request.review_status.value if request.review_status else "any"
             raise BatchInputError(f"nothing to export: no conversation of yours is {status} with this selection")
+        placeholder = await session.scalar(
+            select(func.count()).select_from(Conversation).where(*selection_conditions(selection), not_written_by_claude())
+        )
+        if placeholder and not request.allow_stand_in:
+            raise BatchInputError(
+                f"{placeholder} of the {matching} conversations selected were written by the offline Claude stand-in "
+                "(or before providers were recorded): their text is placeholder, not training data; "
+                "pass --allow-stand-in to export them marked as placeholder"
+            )
     await _check_buckets(Storage(settings), location)
     async with sessions.begin() as session:
         export_id = await session.scalar(
