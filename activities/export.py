@@ -561,6 +561,9 @@ class ExportActivities:
     @activity.defn(name="fail_export")
     @classify_data_errors
     async def fail_export(self, failure: ExportFailure) -> None:
+        """Record the failure; remove the export's part files, so that it can be run again to the same place."""
+        if failure.location is not None:
+            await asyncio.to_thread(export_target(failure.location, self._storage).remove_parts, failure.export_id)
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Export)

@@ -683,6 +683,8 @@ class ExportProgress(BaseModel):
 class ExportFailure(BaseModel):
     export_id: uuid.UUID
     message: str
+    # Where its part files are, to remove them; None in a failure scheduled before it was sent.
+    location: str | None = None
 
 
 class OutageDetails(BaseModel):

@@ -343,10 +343,15 @@ async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(
 
     with pytest.raises(ExportFailedError, match=f"the final file {key} is missing"):
         await export(sessions, stack_client, export_settings, ExportRequest(owner=Owner.of(user), out=str(tmp_path / "x")))
+    again = ExportRequest(owner=Owner.of(user), out=str(tmp_path / "x"))
+    with pytest.raises(ExportFailedError, match="is missing"):  # not refused as a place that holds files
+        await export(sessions, stack_client, export_settings, again)
+
+    assert files_of(tmp_path / "x") == {}, "a failed export leaves no part behind"
 
     async with sessions() as session:
-        row = (await session.scalars(select(Export).where(Export.created_by == user))).one()
-    assert row.status == ExportStatus.FAILED and "is missing" in row.error_message
+        rows = (await session.scalars(select(Export).where(Export.created_by == user))).all()
+    assert len(rows) == 2 and all(row.status == ExportStatus.FAILED and "is missing" in row.error_message for row in rows)
 
 
 @pytest.mark.usefixtures("pipeline_worker")
