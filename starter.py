@@ -402,7 +402,7 @@ def review_show(
         return
     console.print(f"[bold]{shown['title']}[/]  ({shown['conversation_id']})")
     for key in ("review_status", "review_reason", "reviewed_by", "quality_score", "quality_parts", "persona",
-                "emotional_arc", "training_topic", "tier", "model", "counts", "near_duplicate_of", "job_id", "final_key"):
+                "emotional_arc", "training_topic", "tier", "model", "provider", "provider_host", "counts", "near_duplicate_of", "job_id", "final_key"):
         if shown.get(key) not in (None, {}, []):
             console.print(f"  {key}: {shown[key]}", highlight=False)
     for check in shown["failed_checks"]:
