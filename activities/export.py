@@ -621,14 +621,19 @@ def dataset_card(
         ],
     }
     turns_key = "messages" if selection.format == ExportFormat.MESSAGES else "conversations"
-    written_by = "generated with Claude" if not placeholder else "in the shape of Claude's, mostly placeholder text,"
+    if not placeholder:
+        written_by = "generated with Claude"
+    elif provenance.placeholder == total:
+        written_by = "of placeholder text (none written by Claude)"
+    else:
+        written_by = "partly of placeholder text (see Provenance)"
     lines = [
         "---",
         *([f"# {placeholder}"] if placeholder else []),
         yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True).rstrip(),
         "---",
         *([f"**{placeholder}**", ""] if placeholder else []),
-        "# Bright Run training conversations",
+        f"# {front_matter['pretty_name']}",
         "",
         (f"{total} synthetic conversations {written_by} for fine-tuning a financial-wellness assistant, "
         f"in the `{selection.format.value}` format: each line of `data/{{split}}.jsonl` has `{turns_key}` "

@@ -294,6 +294,7 @@ async def test_stand_in_conversations_leave_only_when_allowed_and_marked_placeho
     assert text.splitlines()[0].startswith(f"**{warning}"), "the card's text says it first"
     assert front_matter.splitlines()[0].startswith(f"# {warning}"), "and so does the front matter, which the Hub needs first"
     assert "placeholder" in yaml.safe_load(front_matter)["tags"]
+    assert "3 synthetic conversations partly of placeholder text (see Provenance)" in card and "generated with Claude" not in card
     assert "| the offline Claude stand-in: placeholder text | 127.0.0.1 | 1 |" in card
     assert "| unrecorded (written before providers were recorded) | - | 1 |" in card
     manifest = json.loads(exported["manifest.json"])
