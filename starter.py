@@ -9,7 +9,7 @@
     python starter.py catalog [--json]
     python starter.py review list|show|approve|reject ...
     python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
-        [--split train=0.9,validation=0.1] [--seed N] [--user U] --out DIR|s3://bucket/prefix [--json]
+        [--split train=0.9,validation=0.1] [--seed N] [--user U] [--allow-stand-in] --out DIR|s3://bucket/prefix [--json]
 """
 
 from __future__ import annotations
@@ -114,6 +114,14 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
 _STACK_HINT = "Is the stack up (`make up`, `make status`)?"
 
 
+def _check_input(check: Callable[[], None]) -> None:
+    """An option's value checked before any service is reached: bad input is exit 2 also with the stack down."""
+    try:
+        check()
+    except batches.BatchInputError as exc:
+        _fail(2, str(exc))
+
+
 def _fail(code: int, message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -216,6 +224,8 @@ def _print_status(result: batches.JobStatusView, as_json: bool) -> None:
 
 
 def _control(action: str, job: str, as_json: bool, wait: float | None) -> None:
+    if wait is not None:
+        _check_input(lambda: batches.check_control_wait(wait))
     _print_status(
         _run(lambda ctx: batches.control_job(ctx.sessions, ctx.temporal, job, action, wait), with_temporal=True), as_json
     )
@@ -266,6 +276,8 @@ def watch(
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """A live progress bar until the job ends."""
+
+    _check_input(lambda: batches.check_watch_interval(interval))
 
     async def action(ctx: Context) -> batches.JobStatusView:
         current = await batches.job_status(ctx.sessions, job, ctx.client)
@@ -392,7 +404,7 @@ def review_show(
         return
     console.print(f"[bold]{shown['title']}[/]  ({shown['conversation_id']})")
     for key in ("review_status", "review_reason", "reviewed_by", "quality_score", "quality_parts", "persona",
-                "emotional_arc", "training_topic", "tier", "model", "counts", "near_duplicate_of", "job_id", "final_key"):
+                "emotional_arc", "training_topic", "tier", "model", "provider", "provider_host", "counts", "near_duplicate_of", "job_id", "final_key"):
         if shown.get(key) not in (None, {}, []):
             console.print(f"  {key}: {shown[key]}", highlight=False)
     for check in shown["failed_checks"]:
@@ -465,6 +477,10 @@ def export_dataset(
     export_format: Annotated[ExportFormat, typer.Option("--format", help="messages (chat) or sharegpt.")] = ExportFormat.MESSAGES,
     split: Annotated[str, typer.Option("--split", help="Named shares adding up to 1.")] = "train=1",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the split.")] = 0,
+    allow_stand_in: Annotated[
+        bool,
+        typer.Option("--allow-stand-in", help="Export conversations of the offline Claude stand-in too, marked placeholder."),
+    ] = False,
     user: UserOption = None,
     admin: AdminOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -475,7 +491,7 @@ def export_dataset(
     async def action(ctx: Context) -> ExportResult:
         request = exports.ExportRequest(
             owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
-            min_quality=min_quality, format=export_format, split=split, seed=seed,
+            min_quality=min_quality, format=export_format, split=split, seed=seed, allow_stand_in=allow_stand_in,
         )
         return await exports.export(ctx.sessions, ctx.temporal, ctx.settings, request)
 
@@ -483,12 +499,16 @@ def export_dataset(
     files = exports.full_paths(result)
     if as_json:
         _print_json({"export_id": str(result.export_id), "workflow_id": export_workflow_id(result.export_id),
-                     "location": result.location, "count": result.count, "files": files, "splits": result.splits})
+                     "location": result.location, "count": result.count, "files": files, "splits": result.splits,
+                     "placeholder": result.placeholder})
         return
     console.print(f"exported {result.count} conversations ({', '.join(f'{k} {v}' for k, v in result.splits.items())}) "
                   f"to {result.location}")
     for path in files:
         console.print(f"  {path}", highlight=False)
+    if result.placeholder:
+        console.print(f"[bold]{result.placeholder} of them are placeholder text of the offline Claude stand-in, "
+                      "not training data[/] (the dataset card says so first)")
     if not result.location.startswith("s3://"):
         console.print(f'load it: python -c \'from datasets import load_dataset; print(load_dataset("{result.location}"))\'',
                       highlight=False)

@@ -23,6 +23,7 @@ from activities.claude_pacing import CallPacer, TurnTooFar
 from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.data_errors import classify as classify_data_error
 from activities.errors import ANTHROPIC_REFUSED, CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
+from brightrun.claude_client import api_host, claude_provider
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
@@ -478,6 +479,8 @@ class ClaudeActivities:
                 latency_ms=latency_ms,
                 attempt=activity.info().attempt,
                 rate_limit=rate_limit,
+                provider=claude_provider(self._settings),
+                provider_host=api_host(self._client),
             ),
             document=raw_response_document(
                 self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), rate_limit=rate_limit

@@ -10,6 +10,7 @@ from typing import Any
 
 from anthropic.types import MessageParam
 
+from brightrun.claude_client import claude_provider
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
@@ -81,7 +82,7 @@ def raw_response_document(
     it came (rate-limit headers online; the Message Batch and custom_id in batch mode)."""
     return {
         "request_id": request_id,
-        "generated_by": "offline-standin" if settings.uses_standin else "anthropic",
+        "generated_by": claude_provider(settings).value,
         "template_id": str(request.prompt.template_id),
         "template_version": request.prompt.template_version,
         "max_tokens": settings.claude_max_tokens(request.tier),

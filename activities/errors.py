@@ -11,6 +11,10 @@ CATALOG_ROW_MISSING = "catalog_row_missing"
 TEMPLATE_NOT_FOUND = "template_not_found"
 UNKNOWN_PLACEHOLDER = "unknown_placeholder"
 EXPORT_FILE_MISSING = "export_file_missing"
+# An export took a conversation the offline stand-in wrote, without --allow-stand-in.
+EXPORT_STAND_IN_REFUSED = "export_stand_in_refused"
+# An export's --out already holds something (another export's parts, say): nothing is written.
+EXPORT_DESTINATION_NOT_EMPTY = "export_destination_not_empty"
 ITEM_ALREADY_LINKED = "item_already_linked"
 # Claude's reply cannot become a conversation.
 INVALID_OUTPUT = "invalid_output"

@@ -4,34 +4,44 @@ S3) that Hugging Face `datasets` and TRL load unchanged.
 Layout of an export:
     data/{split}.jsonl   one conversation per line, in the chat `messages` (or ShareGPT) format
     README.md            dataset card: YAML front matter with `configs`, counts by persona/arc/topic/tier
-    manifest.json        selection, seed, every file's SHA-256, every conversation id with its split
-                         and the SHA-256 of its line
+    manifest.json        selection, seed, every file's SHA-256, who wrote the conversations, every
+                         conversation id with its split, its provider and the SHA-256 of its line
+
+Every record, the manifest and the card say who wrote the text: Anthropic's API (and its host) or
+the offline stand-in, whose text is placeholder. Stand-in conversations (and those of unknown
+provider, written before it was recorded) are exported only with `allow_stand_in`, and then the
+card's first line says the text is placeholder.
 
 Order and splits come from a seeded hash of each conversation id, so the same selection and seed
-give the same bytes. Each page writes its own part files (a retried page overwrites its own), and
-the last step joins them as streams: memory stays flat whatever the size.
+give the same bytes. Each page writes its own part files under `.parts/{export_id}/` (a retried
+page overwrites its own), and the last step joins them as streams: memory stays flat whatever the
+size. The first step claims the destination where the worker writes it: it must hold nothing but
+this export's parts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import shutil
+import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from sqlalchemy import ColumnElement, Text, cast, func, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, Text, cast, func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 
 from activities.data_errors import classify_data_errors
-from activities.errors import EXPORT_FILE_MISSING, permanent
+from activities.errors import EXPORT_DESTINATION_NOT_EMPTY, EXPORT_FILE_MISSING, EXPORT_STAND_IN_REFUSED, permanent
 from brightrun.storage import Storage
-from models.enums import ExportFormat, ExportStatus
+from models.enums import ClaudeProvider, ExportFormat, ExportStatus
 from models.messages import (
     ExportCursor,
     ExportFailure,
@@ -51,8 +61,12 @@ PARTS = ".parts"
 CHUNK_BYTES = 1 << 20
 S3_PART_BYTES = 8 << 20  # multipart uploads need parts of 5 MiB or more (all but the last)
 DOWNLOADS_IN_FLIGHT = 16
+CLAIM_FILE = "claimed"  # in the export's own parts: written before the destination is checked
+SHOWN_ENTRIES = 3  # of a destination that is not empty, named in the refusal
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 CARD_FILE, MANIFEST_FILE = "README.md", "manifest.json"
+# The provider of a conversation written before providers were recorded.
+UNKNOWN_PROVIDER = "unknown"
 
 
 def data_file(split: str) -> str:
@@ -73,6 +87,33 @@ def selection_conditions(selection: ExportSelection) -> list[ColumnElement[bool]
     if selection.min_quality is not None:
         conditions.append(Conversation.quality_score >= selection.min_quality)
     return conditions
+
+
+def not_written_by_claude() -> ColumnElement[bool]:
+    """A conversation the offline stand-in wrote, or one whose provider is unknown."""
+    return or_(Conversation.provider.is_(None), Conversation.provider != ClaudeProvider.ANTHROPIC.value)
+
+
+@dataclass(frozen=True)
+class ProviderCount:
+    provider: str  # a ClaudeProvider, or UNKNOWN_PROVIDER
+    api_host: str | None
+    conversations: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who wrote an export's conversations, by provider and API host."""
+
+    sources: list[ProviderCount]
+
+    @property
+    def placeholder(self) -> int:
+        """Conversations not written by Anthropic's API."""
+        return sum(s.conversations for s in self.sources if s.provider != ClaudeProvider.ANTHROPIC)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"placeholder_conversations": self.placeholder, "sources": [asdict(source) for source in self.sources]}
 
 
 def order_key(seed: int) -> ColumnElement[str]:
@@ -135,7 +176,10 @@ class ExportTarget(Protocol):
     def write(self, path: str, body: bytes) -> None: ...
     def read_chunks(self, path: str) -> Iterator[bytes]: ...
     def write_stream(self, path: str, chunks: Iterable[bytes]) -> None: ...
-    def remove_parts(self) -> None: ...
+    def other_entries(self, export_id: uuid.UUID) -> list[str]:
+        """Up to SHOWN_ENTRIES paths the destination holds besides this export's parts."""
+        ...
+    def remove_parts(self, export_id: uuid.UUID) -> None: ...
 
 
 class LocalTarget:
@@ -163,8 +207,21 @@ class LocalTarget:
             out.writelines(chunks)
         partial.replace(final)
 
-    def remove_parts(self) -> None:
-        shutil.rmtree(self._root / PARTS, ignore_errors=True)
+    def other_entries(self, export_id: uuid.UUID) -> list[str]:
+        if not self._root.exists():
+            return []
+        if not self._root.is_dir():
+            return [str(self._root)]
+        entries = sorted(path.name for path in self._root.iterdir() if path.name != PARTS)
+        parts = self._root / PARTS
+        if parts.is_dir():
+            entries += sorted(f"{PARTS}/{path.name}" for path in parts.iterdir() if path.name != str(export_id))
+        return entries[:SHOWN_ENTRIES]
+
+    def remove_parts(self, export_id: uuid.UUID) -> None:
+        shutil.rmtree(self._root / _parts_of(export_id), ignore_errors=True)
+        with contextlib.suppress(OSError):  # another export's parts are there, or none were ever written
+            (self._root / PARTS).rmdir()
 
 
 class S3Target:
@@ -175,6 +232,11 @@ class S3Target:
 
     def _key(self, path: str) -> str:
         return f"{self._prefix}/{path}" if self._prefix else path
+
+    def _keys(self, under: str) -> Iterator[str]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=under)
+        for page in pages:
+            yield from (item["Key"] for item in page.get("Contents", []))
 
     def write(self, path: str, body: bytes) -> None:
         self._client.put_object(Bucket=self._bucket, Key=self._key(path), Body=body)
@@ -212,12 +274,24 @@ class S3Target:
             self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
             raise
 
-    def remove_parts(self) -> None:
-        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=self._key(PARTS) + "/")
-        for page in pages:
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True})
+    def other_entries(self, export_id: uuid.UUID) -> list[str]:
+        # The prefix is a directory: s3://b/x holds x/..., never x2/...
+        under = self._key("")
+        entries: list[str] = []
+        for key in self._keys(under):
+            path = key.removeprefix(under)
+            if path.startswith(f"{PARTS}/"):  # named as a local directory's: .parts/{export_id}
+                path = "/".join(path.split("/", 2)[:2])
+            if path != _parts_of(export_id) and path not in entries:
+                entries.append(path)
+                if len(entries) == SHOWN_ENTRIES:
+                    break
+        return entries
+
+    def remove_parts(self, export_id: uuid.UUID) -> None:
+        keys = [{"Key": key} for key in self._keys(self._key(_parts_of(export_id)) + "/")]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys at most
+            self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
 
 
 def parse_s3_location(location: str) -> tuple[str, str] | None:
@@ -251,8 +325,31 @@ class _Digest:
             yield chunk
 
 
-def _part(name: str, page: int) -> str:
-    return f"{PARTS}/{name}-{page:06d}"
+def _parts_of(export_id: uuid.UUID) -> str:
+    """An export's own part files: two exports never write each other's."""
+    return f"{PARTS}/{export_id}"
+
+
+def _part(export_id: uuid.UUID, name: str, page: int) -> str:
+    return f"{_parts_of(export_id)}/{name}-{page:06d}"
+
+
+def claim_destination(target: ExportTarget, export_id: uuid.UUID, location: str) -> None:
+    """Mark the destination as this export's, then check that it holds nothing else: of two
+    exports that start at once, neither writes over the other (both may be refused)."""
+    others = target.other_entries(export_id)
+    if not others:
+        target.write(f"{_parts_of(export_id)}/{CLAIM_FILE}", b"")
+        others = target.other_entries(export_id)
+        if not others:
+            return
+        target.remove_parts(export_id)
+    shown = ", ".join(others) + (", ..." if len(others) == SHOWN_ENTRIES else "")
+    raise permanent(
+        f"--out {location} already exists and is not an empty directory or prefix (it holds {shown}): "
+        "export to a new or empty one",
+        EXPORT_DESTINATION_NOT_EMPTY,
+    )
 
 
 # --- the activities --------------------------------------------------------------------------
@@ -267,6 +364,9 @@ class ExportActivities:
     @activity.defn(name="plan_export")
     @classify_data_errors
     async def plan_export(self, request: ExportInput) -> ExportPlan:
+        """Claim the destination (here, where the worker writes it), then size the splits."""
+        target = export_target(request.location, self._storage)
+        await asyncio.to_thread(claim_destination, target, request.export_id, request.location)
         conditions = selection_conditions(request.selection)
         async with self._sessions() as session:
             total = await session.scalar(select(func.count()).select_from(Conversation).where(*conditions))
@@ -287,6 +387,8 @@ class ExportActivities:
                 Conversation.tier,
                 Conversation.template_id,
                 Conversation.generation_metadata["model"].astext.label("model"),
+                Conversation.provider,
+                Conversation.provider_host,
                 Conversation.near_duplicate,
                 Persona.name.label("persona"),
                 EmotionalArc.name.label("emotional_arc"),
@@ -308,6 +410,15 @@ class ExportActivities:
             rows = (await session.execute(query)).all()
         if not rows:
             return ExportPage(count=0, last=None)
+        if not selection.allow_stand_in:
+            # The check before the export started saw none; one may have been made since.
+            placeholder = next((row for row in rows if row.provider != ClaudeProvider.ANTHROPIC), None)
+            if placeholder is not None:
+                raise permanent(
+                    f"conversation {placeholder.conversation_id} was not written by Claude's API (provider: "
+                    f"{placeholder.provider or UNKNOWN_PROVIDER}): its text is placeholder; export with --allow-stand-in",
+                    EXPORT_STAND_IN_REFUSED,
+                )
         documents = await self._final_documents([row.final_storage_path for row in rows])
         split_lines: dict[str, list[bytes]] = {share.name: [] for share in selection.splits}
         manifest_lines: list[bytes] = []
@@ -323,6 +434,8 @@ class ExportActivities:
                 "tier": row.tier,
                 "template_id": str(row.template_id),
                 "model": row.model,
+                "provider": row.provider or UNKNOWN_PROVIDER,
+                "provider_host": row.provider_host,
                 "quality_score": row.quality_score,
                 "near_duplicate": row.near_duplicate,
             }
@@ -330,13 +443,18 @@ class ExportActivities:
                 training_record(selection.format, training_messages(document["turns"], selection.system_prompt), metadata)
             )
             split_lines[split].append(line)
-            entry = {"conversation_id": str(row.conversation_id), "split": split, "sha256": hashlib.sha256(line).hexdigest()}
+            entry = {
+                "conversation_id": str(row.conversation_id), "split": split, "provider": row.provider or UNKNOWN_PROVIDER,
+                "sha256": hashlib.sha256(line).hexdigest(),
+            }
             # Entries are joined across pages into one JSON list: all but the very first start with a comma.
             manifest_lines.append((b",\n" if position else b"") + json.dumps(entry).encode())
         target = export_target(request.export.location, self._storage)
         for split, lines in split_lines.items():
-            await asyncio.to_thread(target.write, _part(split, request.page), b"".join(lines))
-        await asyncio.to_thread(target.write, _part("manifest", request.page), b"".join(manifest_lines))
+            await asyncio.to_thread(target.write, _part(request.export.export_id, split, request.page), b"".join(lines))
+        await asyncio.to_thread(
+            target.write, _part(request.export.export_id, "manifest", request.page), b"".join(manifest_lines)
+        )
         last = rows[-1]
         activity.logger.info("export %s: page %d, %d conversations", request.export.export_id, request.page, len(rows))
         return ExportPage(count=len(rows), last=ExportCursor(order_key=last.order_key, conversation_id=last.conversation_id))
@@ -359,8 +477,9 @@ class ExportActivities:
         """Join the parts into the data files and the manifest, write the card, record the export."""
         export, selection = request.export, request.export.selection
         counts = await self._counts(selection)
+        provenance = await self._provenance(selection)
         target = export_target(export.location, self._storage)
-        files = await asyncio.to_thread(self._assemble, target, request, counts)
+        files = await asyncio.to_thread(self._assemble, target, request, counts, provenance)
         splits = {share.name: files[data_file(share.name)]["records"] for share in selection.splits}
         written = sum(splits.values())
         async with self._sessions.begin() as session:
@@ -374,17 +493,20 @@ class ExportActivities:
                     completed_at=func.now(),
                 )
             )
-        return ExportResult(export_id=export.export_id, location=export.location, count=written, splits=splits, files=list(files))
+        return ExportResult(
+            export_id=export.export_id, location=export.location, count=written, splits=splits, files=list(files),
+            placeholder=provenance.placeholder,
+        )
 
     def _assemble(
-        self, target: ExportTarget, request: ExportFinishInput, counts: dict[str, dict[str, int]]
+        self, target: ExportTarget, request: ExportFinishInput, counts: dict[str, dict[str, int]], provenance: Provenance
     ) -> dict[str, dict[str, Any]]:
         """The data files, the manifest and the card; returns the files' records, sizes and hashes."""
-        selection = request.export.selection
+        selection, export_id = request.export.selection, request.export.export_id
         files: dict[str, dict[str, Any]] = {}
         for share in selection.splits:
             digest = _Digest()
-            parts = (_part(share.name, page) for page in range(request.pages))
+            parts = (_part(export_id, share.name, page) for page in range(request.pages))
             target.write_stream(data_file(share.name), digest.through(_joined(target, parts)))
             files[data_file(share.name)] = {
                 "split": share.name, "records": digest.lines, "bytes": digest.size, "sha256": digest.sha256.hexdigest(),
@@ -395,14 +517,25 @@ class ExportActivities:
             "selection": selection.model_dump(mode="json", exclude={"format", "seed", "system_prompt", "splits"}),
             "splits": {share.name: share.fraction for share in selection.splits},
             "system_prompt": selection.system_prompt,
+            "provenance": provenance.as_json(),
             "files": files,
         }
         head = json.dumps(summary, ensure_ascii=False, indent=2)[:-2].encode() + b',\n  "conversations": [\n'
-        manifest_parts = (_part("manifest", page) for page in range(request.pages))
+        manifest_parts = (_part(export_id, "manifest", page) for page in range(request.pages))
         target.write_stream(MANIFEST_FILE, _chain([head], _joined(target, manifest_parts), [b"\n  ]\n}\n"]))
-        target.write(CARD_FILE, dataset_card(selection, counts, files).encode())
-        target.remove_parts()
+        target.write(CARD_FILE, dataset_card(selection, counts, files, provenance).encode())
+        target.remove_parts(export_id)
         return {**files, CARD_FILE: {}, MANIFEST_FILE: {}}
+
+    async def _provenance(self, selection: ExportSelection) -> Provenance:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Conversation.provider, Conversation.provider_host, func.count())
+                .where(*selection_conditions(selection))
+                .group_by(Conversation.provider, Conversation.provider_host)
+                .order_by(Conversation.provider.nulls_last(), Conversation.provider_host)
+            )
+            return Provenance([ProviderCount(provider or UNKNOWN_PROVIDER, host, count) for provider, host, count in rows])
 
     async def _counts(self, selection: ExportSelection) -> dict[str, dict[str, int]]:
         """Conversations by persona, arc, topic and tier, for the card."""
@@ -428,6 +561,9 @@ class ExportActivities:
     @activity.defn(name="fail_export")
     @classify_data_errors
     async def fail_export(self, failure: ExportFailure) -> None:
+        """Record the failure; remove the export's part files, so that it can be run again to the same place."""
+        if failure.location is not None:
+            await asyncio.to_thread(export_target(failure.location, self._storage).remove_parts, failure.export_id)
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Export)
@@ -446,17 +582,37 @@ def _chain(*streams: Iterable[bytes]) -> Iterator[bytes]:
         yield from stream
 
 
-def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], files: dict[str, dict[str, Any]]) -> str:
+_PROVIDER_NAMES = {
+    ClaudeProvider.ANTHROPIC.value: "Claude (Anthropic API)",
+    ClaudeProvider.OFFLINE_STANDIN.value: "the offline Claude stand-in: placeholder text",
+    UNKNOWN_PROVIDER: "unrecorded (written before providers were recorded)",
+}
+
+
+def placeholder_warning(provenance: Provenance, total: int) -> str:
+    return (
+        f"PLACEHOLDER TEXT, NOT TRAINING DATA: {provenance.placeholder} of these {total} conversations were written "
+        "by the offline Claude stand-in (or by an unrecorded provider), not by Claude; do not train a model on them."
+    )
+
+
+def dataset_card(
+    selection: ExportSelection, counts: dict[str, dict[str, int]], files: dict[str, dict[str, Any]], provenance: Provenance
+) -> str:
     """README.md for the Hugging Face Hub and `load_dataset(DIR)`: YAML front matter with
-    `configs` mapping the files to their splits, then what is inside and how it was chosen."""
+    `configs` mapping the files to their splits, then what is inside, who wrote it and how it was
+    chosen. With any conversation not written by Claude's API, the first line of the card's text
+    (and a comment opening the front matter, which the Hub needs first) says the text is placeholder."""
     total = sum(info["records"] for info in files.values())
+    placeholder = placeholder_warning(provenance, total) if provenance.placeholder else None
     front_matter = {
         "license": "other",
         "language": ["en"],
         "task_categories": ["text-generation"],
         "size_categories": [size_category(total)],
-        "tags": ["conversational", "sft", "synthetic"],
-        "pretty_name": "Bright Run training conversations",
+        "tags": ["conversational", "sft", "synthetic", *(["placeholder"] if placeholder else [])],
+        "pretty_name": "Bright Run placeholder conversations (not training data)" if placeholder
+        else "Bright Run training conversations",
         "configs": [
             {
                 "config_name": "default",
@@ -465,17 +621,31 @@ def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], 
         ],
     }
     turns_key = "messages" if selection.format == ExportFormat.MESSAGES else "conversations"
+    if not placeholder:
+        written_by = "generated with Claude"
+    elif provenance.placeholder == total:
+        written_by = "of placeholder text (none written by Claude)"
+    else:
+        written_by = "partly of placeholder text (see Provenance)"
     lines = [
         "---",
+        *([f"# {placeholder}"] if placeholder else []),
         yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True).rstrip(),
         "---",
+        *([f"**{placeholder}**", ""] if placeholder else []),
+        f"# {front_matter['pretty_name']}",
         "",
-        "# Bright Run training conversations",
-        "",
-        (f"{total} synthetic conversations generated with Claude for fine-tuning a financial-wellness assistant, "
+        (f"{total} synthetic conversations {written_by} for fine-tuning a financial-wellness assistant, "
         f"in the `{selection.format.value}` format: each line of `data/{{split}}.jsonl` has `{turns_key}` "
         "(the system prompt first, then user and assistant turns alternating, ending with the assistant) "
-        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, quality score)."),
+        "and `metadata` (conversation and job ids, persona, arc, topic, tier, template, model, provider, quality score)."),
+        "",
+        "## Provenance",
+        "",
+        "| written by | API host | conversations |",
+        "|---|---|---|",
+        *(f"| {_PROVIDER_NAMES.get(s.provider, s.provider)} | {s.api_host or '-'} | {s.conversations} |"
+          for s in provenance.sources),
         "",
         "## Splits",
         "",
@@ -497,7 +667,7 @@ def dataset_card(selection: ExportSelection, counts: dict[str, dict[str, int]], 
         f"- owner: {selection.user or 'every user'}",
         f"- split seed: {selection.seed}",
         "",
-        "`manifest.json` lists every conversation id with its split and the SHA-256 of its line.",
+        "`manifest.json` lists every conversation id with its split, its provider and the SHA-256 of its line.",
         "",
         "## Loading",
         "",

@@ -85,7 +85,7 @@ class ItemActivities:
                 training_topic=request.prompt.topic_name,
             )
         )
-        await self._rows.link_conversation(
+        linked = await self._rows.link_conversation(
             LinkConversationInput(
                 job_id=request.job_id,
                 item_id=outcome.item_id,
@@ -97,14 +97,19 @@ class ItemActivities:
                 stored=stored,
             )
         )
-        recorded = await self._rows.finish_item(
-            FinishItemInput(
-                job_id=request.job_id, finished_at=request.finished_at, outcome=outcome, rate_limit=request.rate_limit
+        if linked.recorded is not None:
+            # The row ended while this step ran: it keeps that outcome, which is what is reported.
+            recorded = linked.recorded.status
+            reported = outcome.model_copy(update=linked.recorded.model_dump(include={"status", "error_message", "conversation_id"}))
+        else:
+            recorded = await self._rows.finish_item(
+                FinishItemInput(
+                    job_id=request.job_id, finished_at=request.finished_at, outcome=outcome, rate_limit=request.rate_limit
+                )
             )
-        )
-        # The job counts the status the row keeps (the first final one), and only its first
-        # report of an item: a retried step may tell it again.
-        reported = outcome.model_copy(update={"status": recorded})
+            # The job counts the status the row keeps (the first final one), and only its first
+            # report of an item: a retried step may tell it again.
+            reported = outcome.model_copy(update={"status": recorded})
         if not await signal_if_running(self._temporal, request.report_to, ITEM_FINISHED_SIGNAL, reported):
             # A reset or late run of the item: the job's counters come from the rows.
             log.warning("the job's workflow has ended; the item's row holds its outcome", job_workflow=request.report_to)

@@ -14,6 +14,7 @@ from temporalio import activity
 
 from activities.data_errors import classify_data_errors
 from activities.errors import CATALOG_ROW_MISSING, ITEM_ALREADY_LINKED, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
+from brightrun.logs import get_logger
 from brightrun.storage import Storage, conversation_prefixes, job_log_key
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, Tier
 from models.messages import (
@@ -46,6 +47,7 @@ from models.tables import (
 )
 from models.workflow_ids import item_conversation_id
 
+log = get_logger(__name__)
 FINAL_ITEM_STATUSES = [s.value for s in ItemStatus if s.is_final]
 FINAL_JOB_STATUSES = [s.value for s in JobStatus if s.is_final]
 
@@ -331,6 +333,13 @@ class JobActivities:
                         ITEM_ALREADY_LINKED,
                     )
                 return LinkedConversation(conversation_pk=linked.id)
+            if ItemStatus(item.status).is_final:
+                # Recorded ended while this step ran (its workflow was taken as unreported): the
+                # row keeps that outcome, and no conversation is linked beside it. The row lock
+                # held since the read makes this the guard.
+                log.warning("the item ended before its conversation was linked", item_id=str(item.id),
+                            status=item.status, conversation_id=str(request.conversation_id))
+                return LinkedConversation(conversation_pk=None, recorded=await _recorded_outcome(session, item))
             # The business key is fixed before the first attempt, so a retry finds its own row.
             conversation_pk = await session.scalar(
                 upsert(Conversation)
@@ -348,6 +357,10 @@ class JobActivities:
                     tier=request.work.tier.value,
                     turn_count=request.stored.turn_count,
                     quality_score=request.stored.quality_score,
+                    # The call whose answer this is says who wrote it; NULL (unknown) for a reply
+                    # recorded before calls said it.
+                    provider=generated.provider,
+                    provider_host=generated.provider_host,
                     generation_metadata={
                         "model": generated.model,
                         "stop_reason": generated.stop_reason,

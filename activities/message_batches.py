@@ -23,6 +23,7 @@ from temporalio.client import Client
 from activities.claude import classify_failure, heartbeating
 from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.errors import ANTHROPIC_INVALID_REQUEST
+from brightrun.claude_client import api_host, claude_provider
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
@@ -459,6 +460,8 @@ class MessageBatchActivities:
             usage=usage,
             latency_ms=0,
             attempt=sequence,
+            provider=claude_provider(self._settings),
+            provider_host=api_host(self._claude),
         )
         return BatchResult(custom_id=staged.custom_id, result_type=kind, generated=generated)
 

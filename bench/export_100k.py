@@ -128,7 +128,7 @@ async def run(sizes: list[int], page_size: int) -> dict:
                 job_id = await arrange(sessions, storage, user, count)
                 out = root / "exports" / str(count)
                 request = ExportRequest(owner=Owner.of(user), out=str(out), jobs=(str(job_id),),
-                                        split="train=0.9,validation=0.1", seed=1)
+                                        split="train=0.9,validation=0.1", seed=1, allow_stand_in=True)
                 started = time.monotonic()
                 with PeakMemory() as memory:
                     before = memory.peak

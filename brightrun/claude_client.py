@@ -4,7 +4,7 @@ by. Temporal owns retries, so the SDK makes none."""
 from anthropic import AsyncAnthropic
 
 from brightrun.settings import Settings
-from models.enums import Tier
+from models.enums import ClaudeProvider, Tier
 from models.messages import ClaudeCallPlan, MessageBatchPlan
 
 
@@ -14,6 +14,16 @@ def create_claude_client(settings: Settings) -> AsyncAnthropic:
         base_url=settings.anthropic_base_url,
         max_retries=0,  # each call sets its own timeout, sized from its max_tokens
     )
+
+
+def claude_provider(settings: Settings) -> ClaudeProvider:
+    """Without an API key the SDK talks to the offline stand-in (settings.uses_standin)."""
+    return ClaudeProvider.OFFLINE_STANDIN if settings.uses_standin else ClaudeProvider.ANTHROPIC
+
+
+def api_host(client: AsyncAnthropic) -> str:
+    """The host the client sends its requests to (ANTHROPIC_BASE_URL's, or api.anthropic.com)."""
+    return client.base_url.host
 
 
 def claude_call_plan(settings: Settings) -> ClaudeCallPlan:

@@ -117,8 +117,10 @@ def _to_training_set(python: str, env: dict[str, str], job_id: str) -> None:
     _step([*review, "approve", *mine], env)
     out = REPO / ".devstack" / "exports" / job_id
     exported = json.loads(_step(
+        # The local stack's conversations are the offline stand-in's (unless ANTHROPIC_API_KEY is
+        # set): the card says so in its first line.
         [python, "starter.py", "export", *mine, "--split", "train=0.75,validation=0.25", "--seed", "1",
-         "--out", str(out), "--json"], env, capture=True,
+         "--allow-stand-in", "--out", str(out), "--json"], env, capture=True,
     ))
     console.print(f"exported {exported['count']} approved conversations {exported['splits']} "
                   f"as export {exported['export_id']}:")

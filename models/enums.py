@@ -58,6 +58,14 @@ class MessageBatchState(StrEnum):
     ENDED = "ended"
 
 
+class ClaudeProvider(StrEnum):
+    """Who wrote a conversation: Anthropic's API, or the offline stand-in (placeholder text,
+    never training data). The raw reply files say it as `generated_by`."""
+
+    ANTHROPIC = "anthropic"
+    OFFLINE_STANDIN = "offline-standin"
+
+
 class BatchResultType(StrEnum):
     """The result of one request of a Message Batch, as the API reports it."""
 

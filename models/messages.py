@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from models.enums import (
     BatchResultType,
+    ClaudeProvider,
     DeliveryMode,
     ErrorPolicy,
     ExportFormat,
@@ -386,6 +387,10 @@ class GeneratedRaw(BaseModel):
     rate_limit: dict[str, str] = Field(default_factory=dict)
     # Which version of the reply at raw_key, as ResolvedPrompt.text_digest.
     raw_digest: str | None = None
+    # Who answered, and the host of the API the call went to; None in a reply recorded before
+    # they were.
+    provider: ClaudeProvider | None = None
+    provider_host: str | None = None
 
 
 class PaidReply(BaseModel):
@@ -442,7 +447,11 @@ class LinkConversationInput(BaseModel):
 
 
 class LinkedConversation(BaseModel):
-    conversation_pk: uuid.UUID
+    """The conversation linked to its item; or, when the item's row had ended before the link
+    (recorded as unreported while the step ran), no conversation and what the row says."""
+
+    conversation_pk: uuid.UUID | None
+    recorded: ItemFinished | None = None
 
 
 class FinishItemInput(BaseModel):
@@ -624,6 +633,9 @@ class ExportSelection(BaseModel):
     splits: list[SplitShare] = Field(default_factory=lambda: [SplitShare(name="train", fraction=1.0)])
     seed: int = 0
     system_prompt: str
+    # Conversations not written by Anthropic's API (the offline stand-in's, or of unknown
+    # provider) are exported only when asked, and the card then says the text is placeholder.
+    allow_stand_in: bool = False
 
 
 class ExportInput(BaseModel):
@@ -671,6 +683,8 @@ class ExportResult(BaseModel):
     splits: dict[str, int]
     # Paths relative to the location: data files, card and manifest.
     files: list[str]
+    # Conversations not written by Claude's API (the offline stand-in's): placeholder text.
+    placeholder: int = 0
 
 
 class ExportProgress(BaseModel):
@@ -683,6 +697,8 @@ class ExportProgress(BaseModel):
 class ExportFailure(BaseModel):
     export_id: uuid.UUID
     message: str
+    # Where its part files are, to remove them; None in a failure scheduled before it was sent.
+    location: str | None = None
 
 
 class OutageDetails(BaseModel):

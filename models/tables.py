@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.enums import (
     BatchResultType,
+    ClaudeProvider,
     DeliveryMode,
     ErrorPolicy,
     ExportFormat,
@@ -161,6 +162,7 @@ class Conversation(Base):
     __table_args__ = (
         _check_in("processing_status", ProcessingStatus, "processing_status"),
         _check_in("review_status", ReviewStatus, "review_status"),
+        _check_in("provider", ClaudeProvider, "provider"),
         Index("ix_conversations_created_by_review_status", "created_by", "review_status"),
         Index("ix_conversations_created_by_content_hash", "created_by", "content_hash"),
     )
@@ -182,6 +184,10 @@ class Conversation(Base):
     quality_score: Mapped[float | None] = mapped_column(Float)
     # Model, tokens, latency, attempts, stop reason: the generation's own record.
     generation_metadata: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    # Who wrote it (Anthropic's API or the offline stand-in) and the API host the call went to;
+    # NULL for a conversation written before they were recorded (its provider is unknown).
+    provider: Mapped[str | None] = mapped_column(String(20))
+    provider_host: Mapped[str | None] = mapped_column(String(255))
     # Review: a person's (or a bulk rule's) verdict, who gave it, when, and why for a rejection.
     review_status: Mapped[str] = mapped_column(String(20), server_default=ReviewStatus.PENDING_REVIEW.value)
     reviewed_by: Mapped[str | None] = mapped_column(String(200))

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, String, delete, func, insert, or_, select,
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.data_errors import classify
 from activities.errors import DATABASE_UNAVAILABLE
@@ -55,6 +55,8 @@ USER_ID_MAX_LENGTH = _max_length(BatchJob.__table__.c.created_by)
 # more is likelier a typo in --samples than a plan, and can be split into several jobs.
 MAX_SAMPLES = 1_000
 MAX_JOB_ITEMS = 20_000
+# Jobs one `starter.py jobs` lists at most (as `review list`): a larger --limit is a typo.
+LIST_LIMIT_MAX = 10_000
 
 
 # `status --json` has printed datetime.isoformat() since its first version; scripts parse it.
@@ -201,8 +203,10 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         raise BatchInputError(f"--samples must be between 1 and {MAX_SAMPLES}, got {request.samples}")
     if request.priority is not None and not 1 <= request.priority <= 5:
         raise BatchInputError(f"--priority must be between 1 (first) and 5 (last), got {request.priority}")
-    if request.name is not None and not 1 <= len(request.name.strip()) <= JOB_NAME_MAX_LENGTH:
-        raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(request.name)}")
+    # Spaces around a name are a slip of the shell, not part of it.
+    name = request.name.strip() if request.name is not None else None
+    if name is not None and not 1 <= len(name) <= JOB_NAME_MAX_LENGTH:
+        raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(name)}")
     user = validate_user(request.user)
     async with sessions.begin() as session:
         personas = await _resolve(session, Persona, "persona", request.personas)
@@ -220,7 +224,7 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         await session.execute(
             insert(BatchJob).values(
                 id=job_id,
-                name=request.name or f"{request.tier.value} batch of {total}",
+                name=name or f"{request.tier.value} batch of {total}",
                 status=JobStatus.QUEUED.value,
                 total_items=total,
                 tier=request.tier.value,
@@ -313,17 +317,36 @@ async def _load_job(sessions: async_sessionmaker, job_ref: str) -> BatchJob:
     return job
 
 
+async def _workflow_running(client: Client, job_id: uuid.UUID) -> bool:
+    """Whether the job's workflow runs, from its description: a query fails also while the
+    workflow runs (no worker, or a busy one), so a failed query never means "ended"."""
+    try:
+        description = await client.get_workflow_handle(job_workflow_id(job_id)).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def _query_progress(client: Client, job_id: uuid.UUID) -> JobProgress | None:
+    """The running workflow's own answer; None when it cannot answer (no worker, or a busy one)."""
+    handle = client.get_workflow_handle(job_workflow_id(job_id))
+    try:
+        return await handle.query(BatchJobWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+
+
 async def _live_progress(client: Client | None, job_id: uuid.UUID) -> JobProgress | None:
     """The workflow's own answer while it runs; None when it does not run (or cannot answer)."""
     if client is None:
         return None
-    handle = client.get_workflow_handle(job_workflow_id(job_id))
     try:
-        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
-            return None
-        return await handle.query(BatchJobWorkflow.progress, rpc_timeout=timedelta(seconds=5))
-    except (RPCError, WorkflowQueryFailedError):
+        running = await _workflow_running(client, job_id)
+    except RPCError:
         return None
+    return await _query_progress(client, job_id) if running else None
 
 
 async def job_status(
@@ -490,8 +513,8 @@ async def list_jobs(
     sessions: async_sessionmaker, status: JobStatus | None = None, user: str | None = None, limit: int = 50
 ) -> list[JobListing]:
     """Jobs newest first, from their rows (the workflows mirror every transition there)."""
-    if limit < 1:
-        raise BatchInputError(f"--limit must be at least 1, got {limit}")
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise BatchInputError(f"--limit must be between 1 and {LIST_LIMIT_MAX}, got {limit}")
     query = select(BatchJob).order_by(BatchJob.created_at.desc(), BatchJob.id).limit(limit)
     if status is not None:
         query = query.where(BatchJob.status == status.value)
@@ -531,6 +554,23 @@ _CONTROL = {
 # How long a control command waits for the job to show it: `cancel` as long as a halting job
 # waits for its cancelled items to report, and a margin.
 CONTROL_WAIT_S = {"pause": 60.0, "resume": 60.0, "cancel": (ITEM_CANCEL_GRACE + timedelta(seconds=30)).total_seconds()}
+# The longest wait a person may ask for: a day, far past any halt.
+CONTROL_WAIT_MAX_S = 86_400.0
+# `watch` refreshes at most this often: each refresh reads the row and queries the workflow.
+WATCH_INTERVAL_MIN_S = 0.2
+WATCH_INTERVAL_MAX_S = 3_600.0
+
+
+def check_control_wait(wait_s: float) -> None:
+    if not 0 <= wait_s <= CONTROL_WAIT_MAX_S:  # also refuses nan, which no deadline ever passes
+        raise BatchInputError(f"--wait must be between 0 and {CONTROL_WAIT_MAX_S:.0f} seconds, got {wait_s}")
+
+
+def check_watch_interval(interval_s: float) -> None:
+    if not WATCH_INTERVAL_MIN_S <= interval_s <= WATCH_INTERVAL_MAX_S:  # also refuses nan
+        raise BatchInputError(
+            f"--interval must be between {WATCH_INTERVAL_MIN_S} and {WATCH_INTERVAL_MAX_S:.0f} seconds, got {interval_s}"
+        )
 
 
 class ControlNotConfirmed(Exception):
@@ -544,11 +584,15 @@ async def control_job(
     """Send pause, resume or cancel, then wait (bounded) until the job shows the new state;
     ControlNotConfirmed when it does not within `wait_s` (default CONTROL_WAIT_S)."""
     wait_s = CONTROL_WAIT_S[action] if wait_s is None else wait_s
+    check_control_wait(wait_s)
     signal, allowed, expected = _CONTROL[action]
     job = await _load_job(sessions, job_ref)
-    live = await _live_progress(client, job.id)
+    running = await _workflow_running(client, job.id)
+    live = await _query_progress(client, job.id) if running else None
+    # A running workflow that does not answer (no worker, or a busy one) still takes the signal
+    # when a worker picks it up; its row says the state meanwhile.
     current = live.status if live else JobStatus(job.status)
-    if live is None and not current.is_final:
+    if not running and not current.is_final:
         raise BatchInputError(f"job {job.id} is {current.value} but its workflow is not running; try `retry`")
     if current not in allowed:
         raise BatchInputError(f"cannot {action} job {job.id}: it is {current.value}")
@@ -597,7 +641,7 @@ async def retry_job(sessions: async_sessionmaker, client: Client, settings: Sett
     start a new run of the job's workflow. Items that succeeded are never regenerated. A job
     whose workflow ended without ending it (terminated from the web UI, say) is retried too."""
     job = await _load_job(sessions, job_ref)
-    if await _live_progress(client, job.id) is not None:
+    if await _workflow_running(client, job.id):
         raise BatchInputError(f"job {job.id} is still running; retry it once it has ended")
     if JobStatus(job.status).is_final:
         if job.failed_items == 0:

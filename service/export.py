@@ -10,10 +10,11 @@ from botocore.exceptions import ClientError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError
 
-from activities.export import parse_s3_location, selection_conditions
+from activities.errors import EXPORT_DESTINATION_NOT_EMPTY
+from activities.export import not_written_by_claude, parse_s3_location, selection_conditions
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
@@ -52,16 +53,13 @@ def parse_splits(text: str) -> list[SplitShare]:
 
 def resolve_location(out: str) -> str:
     """An s3://bucket/prefix as given, or a local directory made absolute (the worker writes it,
-    so it must be on the worker's machine); a directory that already holds files is refused."""
+    so it must be on the worker's machine, and the export's first step checks it is empty there)."""
     s3 = parse_s3_location(out)
     if s3 is not None:
         if not s3[0]:
             raise BatchInputError(f"--out {out!r} names no bucket: use s3://bucket/prefix")
         return out.rstrip("/")
-    path = Path(out).expanduser().resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise BatchInputError(f"--out {out}: {path} already exists and is not an empty directory")
-    return str(path)
+    return str(Path(out).expanduser().resolve())
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,8 @@ class ExportRequest:
     format: ExportFormat = ExportFormat.MESSAGES
     split: str = "train=1"
     seed: int = 0
+    # Export conversations the offline stand-in wrote too (the card then says they are placeholder).
+    allow_stand_in: bool = False
 
 
 async def export(sessions: async_sessionmaker, client: Client, settings: Settings, request: ExportRequest) -> ExportResult:
@@ -92,12 +92,22 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
         splits=splits,
         seed=request.seed,
         system_prompt=settings.export_system_prompt,
+        allow_stand_in=request.allow_stand_in,
     )
     async with sessions.begin() as session:
         matching = await session.scalar(select(func.count()).select_from(Conversation).where(*selection_conditions(selection)))
         if not matching:
             status = request.review_status.value if request.review_status else "any"
             raise BatchInputError(f"nothing to export: no conversation of yours is {status} with this selection")
+        placeholder = await session.scalar(
+            select(func.count()).select_from(Conversation).where(*selection_conditions(selection), not_written_by_claude())
+        )
+        if placeholder and not request.allow_stand_in:
+            raise BatchInputError(
+                f"{placeholder} of the {matching} conversations selected were written by the offline Claude stand-in "
+                "(or before providers were recorded): their text is placeholder, not training data; "
+                "pass --allow-stand-in to export them marked as placeholder"
+            )
     await _check_buckets(Storage(settings), location)
     async with sessions.begin() as session:
         export_id = await session.scalar(
@@ -122,6 +132,9 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
         # The workflow recorded the failure on the row; the person gets its reason in one line
         # (its message: str() would put the error type in front).
         cause = exc.cause
+        refused = _destination_refusal(cause)
+        if refused is not None:
+            raise BatchInputError(refused) from None
         raise ExportFailedError(cause.message if isinstance(cause, FailureError) else str(cause)) from None
     except RPCError:
         async with sessions.begin() as session:
@@ -131,6 +144,16 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
                 )
             )
         raise
+
+
+def _destination_refusal(failure: BaseException | None) -> str | None:
+    """The message of a refused --out, found down the failure's causes (the workflow's failure,
+    its activity's, the activity's error): bad input, like every other check of --out."""
+    while failure is not None:
+        if isinstance(failure, ApplicationError) and failure.type == EXPORT_DESTINATION_NOT_EMPTY:
+            return failure.message
+        failure = failure.__cause__ or getattr(failure, "cause", None)
+    return None
 
 
 async def _check_buckets(storage: Storage, location: str) -> None:

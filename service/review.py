@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from activities.export import UNKNOWN_PROVIDER
 from brightrun.storage import Storage, enriched_conversation_key
 from models.enums import ReviewStatus
 from models.tables import BatchJob, Conversation, EmotionalArc, Persona, TrainingTopic
@@ -234,6 +235,9 @@ async def show_conversation(
         },
         "content_hash": row.content_hash,
         "model": row.generation_metadata.get("model"),
+        # Who wrote it: an offline stand-in's text is placeholder, never training data.
+        "provider": row.provider or UNKNOWN_PROVIDER,
+        "provider_host": row.provider_host,
         "turns": document["turns"],
     }
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from brightrun.storage import Storage, final_conversation_key
 from devtools.load_catalog import catalog_id
-from models.enums import JobStatus, ReviewStatus
+from models.enums import ClaudeProvider, JobStatus, ReviewStatus
 from models.tables import BatchJob, Conversation
 
 PERSONA, ARC, TOPIC, TEMPLATE = "David Chen", "Couple Conflict -> Alignment", "Essential Estate Planning", "template - general"
@@ -42,6 +42,8 @@ async def new_conversation(
     sessions: async_sessionmaker, storage: Storage, job_id: uuid.UUID, user: str, turns: list[dict[str, str]],
     quality: dict[str, float] | None = None, quality_score: float = 0.9, **values: object,
 ) -> uuid.UUID:
+    """A conversation row and its final file; written by Claude's API unless `provider` says otherwise."""
+    values = {"provider": ClaudeProvider.ANTHROPIC.value, "provider_host": "api.anthropic.com", **values}
     conversation_id = uuid.uuid4()
     final_key = final_conversation_key(user, conversation_id)
     document = {"conversation_id": str(conversation_id), "quality": quality or {"turns": 1.0, "persona": 1.0},

@@ -27,6 +27,7 @@ from brightrun.storage import (
     final_conversation_key,
     raw_response_key,
 )
+from devtools.load_catalog import catalog_id
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.messages import (
@@ -215,6 +216,41 @@ async def test_the_link_of_an_item_is_never_re_pointed(
             select(func.count()).select_from(Conversation).where(Conversation.batch_job_id == job.job_id)
         )
     assert conversations == 1
+
+
+async def test_a_link_after_the_item_was_recorded_unreported_leaves_the_row_as_recorded(
+    sessions: async_sessionmaker, stack_settings: Settings, storage: Storage
+) -> None:
+    user = f"late-link-{uuid.uuid4().hex[:8]}"
+    job_id, _ = await batches.create_job(sessions, job_request(["Priya Patel"], 1, 1, user))
+    async with sessions() as session:
+        item_id = await session.scalar(select(BatchItem.id).where(BatchItem.batch_job_id == job_id))
+    jobs = JobActivities(sessions, storage)
+    work = await jobs.begin_item(item_id)
+    # The job takes the item's workflow as ended unreported while its last step still runs.
+    await jobs.record_unreported_items(UnreportedItems(
+        job_id=job_id, finished_at=datetime.now(UTC), status=ItemStatus.FAILED,
+        reasons={item_id: "its workflow ended without reporting"},
+    ))
+    conversation_id = item_conversation_id(item_id)
+
+    linked = await jobs.link_conversation(LinkConversationInput(
+        job_id=job_id, item_id=item_id, conversation_id=conversation_id, user_id=user, work=work,
+        template_id=catalog_id("template", "template - general"),
+        generations=[GeneratedRaw(raw_key=raw_response_key(user, conversation_id), model="m", stop_reason="end_turn",
+                                  usage=TokenUsage(), latency_ms=1, attempt=1)],
+        stored=StoredConversation(final_key=final_conversation_key(user, conversation_id), title="t", turn_count=8,
+                                  quality_score=1.0),
+    ))
+
+    assert linked.conversation_pk is None and linked.recorded is not None
+    assert (linked.recorded.status, linked.recorded.error_message) == (ItemStatus.FAILED, "its workflow ended without reporting")
+    async with sessions() as session:
+        row = await session.get(BatchItem, item_id)
+        conversations = await session.scalar(
+            select(func.count()).select_from(Conversation).where(Conversation.batch_job_id == job_id)
+        )
+    assert (row.status, row.conversation_id, conversations) == (ItemStatus.FAILED, None, 0)
 
 
 async def test_an_item_workflow_terminated_mid_call_is_accounted_and_the_job_ends(

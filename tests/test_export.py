@@ -17,13 +17,15 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.errors import EXPORT_DESTINATION_NOT_EMPTY, EXPORT_STAND_IN_REFUSED
 from activities.export import ExportActivities, parse_s3_location, split_at, split_sizes, training_messages
 from brightrun.settings import Settings
 from brightrun.storage import Storage
-from models.enums import ExportFormat, ExportStatus, ReviewStatus
-from models.messages import ExportInput, ExportSelection, SplitShare
+from models.enums import ClaudeProvider, ExportFormat, ExportStatus, ReviewStatus
+from models.messages import ExportFinishInput, ExportInput, ExportPageInput, ExportPlan, ExportSelection, SplitShare
 from models.tables import Export
 from service.batches import BatchInputError
 from service.export import ExportFailedError, ExportRequest, export, parse_splits
@@ -144,6 +146,10 @@ async def test_an_export_loads_with_datasets_passes_trl_rules_and_is_reproducibl
         {"split": "train", "path": "data/train.jsonl"}, {"split": "validation", "path": "data/validation.jsonl"}]}]
     assert front["size_categories"] == ["n<1K"] and front["language"] == ["en"] and front["license"]
     assert "| David Chen | 10 |" in card and "| template | 10 |" in card
+    assert "| Claude (Anthropic API) | api.anthropic.com | 10 |" in card and "placeholder" not in card.lower()
+    assert manifest["provenance"] == {"placeholder_conversations": 0, "sources": [
+        {"provider": "anthropic", "api_host": "api.anthropic.com", "conversations": 10}]}
+    assert result.placeholder == 0
 
     # Hugging Face datasets, offline: the plain JSON loader and the card's configs.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -161,6 +167,7 @@ async def test_an_export_loads_with_datasets_passes_trl_rules_and_is_reproducibl
         assert_trl_conversational(record)
         assert record["messages"][0]["content"] == export_settings.export_system_prompt
         assert record["metadata"]["persona"] == "David Chen" and record["metadata"]["quality_score"] >= 0.6
+        assert (record["metadata"]["provider"], record["metadata"]["provider_host"]) == ("anthropic", "api.anthropic.com")
     for record in by_card["validation"]:
         assert_trl_conversational(record)
 
@@ -194,16 +201,21 @@ async def test_sharegpt_to_s3_and_the_selection_filters(
 
 
 async def test_refusals_name_the_problem(
-    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, tmp_path: Path,
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage, tmp_path: Path,
     approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
 ) -> None:
     user, job, _ = approved_set
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
+    taken = f"exports/{uuid.uuid4().hex[:8]}"
+    await storage.put_bytes(storage.conversation_bucket, f"{taken}/keep.txt", b"mine", "text/plain")
     cases = [
         (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a"), jobs=(str(job),)), "belongs to another user"),
         (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a")), "nothing to export"),
-        (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "full")), "already exists and is not an empty directory"),
+        (ExportRequest(owner=Owner.of(user), out=f"s3://{storage.conversation_bucket}/{taken}"),
+         r"already exists and is not an empty directory or prefix \(it holds keep.txt\)"),
+        (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "full")),
+         r"already exists and is not an empty directory or prefix \(it holds keep.txt\)"),
         (ExportRequest(owner=Owner.of(user), out="s3:///x"), "names no bucket"),
         (ExportRequest(owner=Owner.of(user), out="s3://no-such-bucket/x"), "S3 has no bucket 'no-such-bucket'"),
         (ExportRequest(owner=Owner.of(user), out=str(tmp_path / "a"), split="train=0.5"), "add up to 0.5"),
@@ -214,6 +226,115 @@ async def test_refusals_name_the_problem(
     admin = await export(sessions, stack_client, export_settings,
                          ExportRequest(owner=Owner.of("someone-else", admin=True), out=str(tmp_path / "b"), jobs=(str(job),)))
     assert admin.count == 10
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine" and sorted(p.name for p in (tmp_path / "full").iterdir()) == ["keep.txt"]
+    assert await storage.list_keys(storage.conversation_bucket, f"{taken}/") == [f"{taken}/keep.txt"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+async def test_two_exports_to_one_place_never_write_each_others_files(
+    sessions: async_sessionmaker, storage: Storage, tmp_path: Path, where: str,
+    approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
+) -> None:
+    user, _, _ = approved_set
+    prefix = f"exports/{uuid.uuid4().hex[:8]}"
+    location = str(tmp_path / "shared") if where == "local" else f"s3://{storage.conversation_bucket}/{prefix}"
+    first, second = (
+        ExportInput(export_id=uuid.uuid4(), selection=ExportSelection(user=user, system_prompt="s"), location=location)
+        for _ in range(2)
+    )
+    activities = ExportActivities(sessions, storage, PAGE_SIZE)
+
+    await activities.plan_export(first)  # the first export has claimed the place and writes there
+    with pytest.raises(ApplicationError) as refused:
+        await activities.plan_export(second)
+    page = await activities.write_export_page(
+        ExportPageInput(export=first, plan=ExportPlan(total=10, split_sizes={"train": 10}), page=0, first_position=0)
+    )
+    result = await activities.finish_export(
+        ExportFinishInput(export=first, plan=ExportPlan(total=10, split_sizes={"train": 10}), pages=1)
+    )
+
+    assert refused.value.type == EXPORT_DESTINATION_NOT_EMPTY and refused.value.non_retryable
+    assert f"(it holds .parts/{first.export_id})" in refused.value.message
+    assert page.count == PAGE_SIZE and result.count == PAGE_SIZE
+    if where == "local":
+        written = sorted(files_of(tmp_path / "shared"))
+    else:
+        written = sorted(key.removeprefix(f"{prefix}/") for key in await storage.list_keys(storage.conversation_bucket, f"{prefix}/"))
+    assert written == ["README.md", "data/train.jsonl", "manifest.json"], "no part is left, of either export"
+
+
+async def test_stand_in_conversations_leave_only_when_allowed_and_marked_placeholder(
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user = f"sam-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    approved = ReviewStatus.APPROVED.value
+    written_by = {
+        await new_conversation(sessions, storage, job, user, dialogue("real"), review_status=approved): ("anthropic", "api.anthropic.com"),
+        await new_conversation(sessions, storage, job, user, dialogue("standin"), review_status=approved,
+                               provider=ClaudeProvider.OFFLINE_STANDIN.value, provider_host="127.0.0.1"): ("offline-standin", "127.0.0.1"),
+        # Written before providers were recorded: unknown, so no more trusted than the stand-in's.
+        await new_conversation(sessions, storage, job, user, dialogue("old"), review_status=approved,
+                               provider=None, provider_host=None): ("unknown", None),
+    }
+
+    with pytest.raises(BatchInputError, match=r"^2 of the 3 conversations selected were written by the offline Claude "
+                       r"stand-in \(or before providers were recorded\): .* pass --allow-stand-in to export them"):
+        await export(sessions, stack_client, export_settings, ExportRequest(owner=Owner.of(user), out=str(tmp_path / "no")))
+    result = await export(sessions, stack_client, export_settings,
+                          ExportRequest(owner=Owner.of(user), out=str(tmp_path / "marked"), allow_stand_in=True))
+
+    assert not (tmp_path / "no").exists() and (result.count, result.placeholder) == (3, 2)
+    exported = files_of(tmp_path / "marked")
+    card = exported["README.md"].decode()
+    _, front_matter, text = card.split("---\n", 2)
+    warning = "PLACEHOLDER TEXT, NOT TRAINING DATA: 2 of these 3 conversations were written by the offline Claude stand-in"
+    assert text.splitlines()[0].startswith(f"**{warning}"), "the card's text says it first"
+    assert front_matter.splitlines()[0].startswith(f"# {warning}"), "and so does the front matter, which the Hub needs first"
+    assert "placeholder" in yaml.safe_load(front_matter)["tags"]
+    assert "3 synthetic conversations partly of placeholder text (see Provenance)" in card and "generated with Claude" not in card
+    assert "| the offline Claude stand-in: placeholder text | 127.0.0.1 | 1 |" in card
+    assert "| unrecorded (written before providers were recorded) | - | 1 |" in card
+    manifest = json.loads(exported["manifest.json"])
+    assert manifest["provenance"] == {"placeholder_conversations": 2, "sources": [
+        {"provider": "anthropic", "api_host": "api.anthropic.com", "conversations": 1},
+        {"provider": "offline-standin", "api_host": "127.0.0.1", "conversations": 1},
+        {"provider": "unknown", "api_host": None, "conversations": 1},
+    ]}
+    assert {uuid.UUID(c["conversation_id"]): c["provider"] for c in manifest["conversations"]} == {
+        conversation: provider for conversation, (provider, _) in written_by.items()
+    }
+    records = [json.loads(line) for line in exported["data/train.jsonl"].splitlines()]
+    assert {uuid.UUID(r["metadata"]["conversation_id"]): (r["metadata"]["provider"], r["metadata"]["provider_host"])
+            for r in records} == written_by
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from datasets import load_dataset
+
+    by_card = await asyncio.to_thread(load_dataset, str(tmp_path / "marked"), cache_dir=str(tmp_path / "hf-cache"))
+    assert {name: len(split) for name, split in by_card.items()} == {"train": 3}
+
+
+async def test_a_page_refuses_a_stand_in_conversation_the_export_was_not_allowed(
+    sessions: async_sessionmaker, storage: Storage, tmp_path: Path
+) -> None:
+    user = f"tia-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    # Made after the export's check (a job still running, say).
+    late = await new_conversation(sessions, storage, job, user, dialogue("late"), provider=ClaudeProvider.OFFLINE_STANDIN.value)
+    export_input = ExportInput(export_id=uuid.uuid4(), selection=ExportSelection(user=user, review_status=None, system_prompt="s"),
+                               location=str(tmp_path / "x"))
+
+    with pytest.raises(ApplicationError) as refused:
+        await ExportActivities(sessions, storage, PAGE_SIZE).write_export_page(
+            ExportPageInput(export=export_input, plan=ExportPlan(total=1, split_sizes={"train": 1}), page=0, first_position=0)
+        )
+
+    assert refused.value.type == EXPORT_STAND_IN_REFUSED and refused.value.non_retryable
+    assert refused.value.message.startswith(f"conversation {late} was not written by Claude's API (provider: offline-standin)")
+    assert not (tmp_path / "x").exists()
 
 
 async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(
@@ -223,10 +344,15 @@ async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(
 
     with pytest.raises(ExportFailedError, match=f"the final file {key} is missing"):
         await export(sessions, stack_client, export_settings, ExportRequest(owner=Owner.of(user), out=str(tmp_path / "x")))
+    again = ExportRequest(owner=Owner.of(user), out=str(tmp_path / "x"))
+    with pytest.raises(ExportFailedError, match="is missing"):  # not refused as a place that holds files
+        await export(sessions, stack_client, export_settings, again)
+
+    assert files_of(tmp_path / "x") == {}, "a failed export leaves no part behind"
 
     async with sessions() as session:
-        row = (await session.scalars(select(Export).where(Export.created_by == user))).one()
-    assert row.status == ExportStatus.FAILED and "is missing" in row.error_message
+        rows = (await session.scalars(select(Export).where(Export.created_by == user))).all()
+    assert len(rows) == 2 and all(row.status == ExportStatus.FAILED and "is missing" in row.error_message for row in rows)
 
 
 @pytest.mark.usefixtures("pipeline_worker")
@@ -247,6 +373,27 @@ async def test_the_cli_exports_and_prints_the_contract_json(
 
     refused = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(out), "--split", "train=2")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+@pytest.mark.usefixtures("pipeline_worker")
+async def test_the_cli_exports_stand_in_conversations_only_with_allow_stand_in(
+    cli_env: dict[str, str], sessions: async_sessionmaker, storage: Storage, tmp_path: Path
+) -> None:
+    user = f"uma-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    await new_conversation(sessions, storage, job, user, dialogue("standin"), review_status=ReviewStatus.APPROVED.value,
+                           provider=ClaudeProvider.OFFLINE_STANDIN.value, provider_host="127.0.0.1")
+    out = tmp_path / "cli"
+
+    refused = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(out), "--json")
+    allowed = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(out), "--allow-stand-in", "--json")
+
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+    assert refused.stderr.startswith("error: 1 of the 1 conversations selected were written by the offline Claude stand-in")
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()], "one line"
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["placeholder"] == 1
+    assert "PLACEHOLDER TEXT, NOT TRAINING DATA" in (out / "README.md").read_text().split("---\n", 2)[2].splitlines()[0]
 
 
 async def test_the_workflow_writes_page_after_page_and_reports_progress(ts_client: Client, task_queue: str) -> None:

@@ -60,6 +60,7 @@ async def test_a_batch_mode_job_completes_with_every_item_linked_at_half_the_pri
     for conversation in conversations:
         raw = json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.raw_storage_path))
         assert raw["message_batch_id"].startswith("msgbatch_") and raw["custom_id"]
+        assert (conversation.provider, conversation.provider_host) == ("offline-standin", "127.0.0.1")
         ConversationDocument.model_validate(
             json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.final_storage_path))
         )

@@ -70,6 +70,8 @@ async def test_a_batch_runs_end_to_end_and_links_every_item(
         assert conversation.final_storage_path == final_conversation_key("alice", conversation.conversation_id)
         raw = json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.raw_storage_path))
         assert raw["generated_by"] == "offline-standin"
+        # Who wrote it is on the row: the stand-in, at the host ANTHROPIC_BASE_URL names.
+        assert (conversation.provider, conversation.provider_host) == ("offline-standin", "127.0.0.1")
         final = ConversationDocument.model_validate(
             json.loads(await storage.get_bytes(storage.conversation_bucket, conversation.final_storage_path))
         )

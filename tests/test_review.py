@@ -142,6 +142,7 @@ async def test_the_cli_lists_shows_approves_and_refuses_in_one_line(
     shown = await run("show", str(conversation), "--user", user)
     assert shown.returncode == 0, shown.stderr
     assert "USER: cli turn 0" in shown.stdout and "the persona's first name never appears" in shown.stdout
+    assert "provider: anthropic" in shown.stdout and "provider_host: api.anthropic.com" in shown.stdout
 
     approved = await run("approve", "--job", str(job), "--min-quality", "0.8", "--user", user, "--json")
     assert approved.returncode == 0, approved.stderr

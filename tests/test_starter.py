@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, make_url, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
 
@@ -80,6 +81,14 @@ LAUNCH = ["launch", "--persona", "David Chen", "--arc", "Couple Conflict -> Alig
         (["jobs", "--user", "a/b"], "user 'a/b' must be"),
         (["status", "0b7a8c44-0000-4000-8000-000000000000"], "job 0b7a8c44-0000-4000-8000-000000000000 not found"),
         (["status", "nope"], "job id 'nope' is not a valid UUID"),
+        (["pause", "0b7a8c44-0000-4000-8000-000000000000", "--wait", "nan"],
+         "--wait must be between 0 and 86400 seconds, got nan"),
+        (["cancel", "0b7a8c44-0000-4000-8000-000000000000", "--wait", "-1"],
+         "--wait must be between 0 and 86400 seconds, got -1.0"),
+        (["watch", "0b7a8c44-0000-4000-8000-000000000000", "--interval", "0"],
+         "--interval must be between 0.2 and 3600 seconds, got 0.0"),
+        (["jobs", "--limit", "100000000000000000000"], "--limit must be between 1 and 10000, got 100000000000000000000"),
+        ([*LAUNCH, "--name", "   "], "--name must be 1 to 200 characters, got 0"),
     ],
 )
 async def test_bad_input_gets_one_clear_line_a_nonzero_exit_and_creates_nothing(
@@ -142,6 +151,16 @@ async def test_launch_samples_makes_k_items_per_combination(cli_env: dict[str, s
     assert sorted(i.position for i in items) == list(range(6))
     samples = sorted((i.parameters["persona_id"], i.parameters["sample"]) for i in items)
     assert [s for _, s in samples] == [1, 2, 3, 1, 2, 3]
+
+
+async def test_launch_takes_the_name_without_the_spaces_around_it(cli_env: dict[str, str], sessions: async_sessionmaker) -> None:
+    name = "n" * 200  # the longest name a job may have, and two spaces a shell script left after it
+
+    launched = starter(cli_env, *LAUNCH, "--name", f" {name}  ", "--json")
+
+    assert launched.returncode == 0, launched.stderr
+    async with sessions() as session:
+        assert (await session.get(BatchJob, uuid.UUID(json.loads(launched.stdout)["job_id"]))).name == name
 
 
 @pytest.mark.usefixtures("pipeline_worker")
@@ -290,3 +309,67 @@ async def test_a_cancel_not_done_in_time_names_the_items_still_to_report_and_exi
 
 async def _in_flight(job: WorkflowHandle, item_id: uuid.UUID) -> bool:
     return item_id in (await job.query(BatchJobWorkflow.progress)).in_flight_items
+
+
+@pytest.fixture
+async def running_job_that_cannot_answer(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings
+) -> AsyncIterator[uuid.UUID]:
+    """A processing job with one failed item, whose workflow runs on a queue no worker polls: it
+    takes signals but answers no query, as with its worker down or busy."""
+    job_id, _ = await batches.create_job(
+        sessions,
+        batches.LaunchRequest(
+            personas=["David Chen", "Maria Gonzalez"], arcs=["Couple Conflict -> Alignment"],
+            topics=["Essential Estate Planning"], tier=Tier.TEMPLATE,
+        ),
+    )
+    async with sessions.begin() as session:
+        await session.execute(update(BatchItem).where(BatchItem.batch_job_id == job_id, BatchItem.position == 0)
+                              .values(status=ItemStatus.FAILED.value, error_message="boom"))
+        await session.execute(update(BatchJob).where(BatchJob.id == job_id)
+                              .values(status=JobStatus.PROCESSING.value, completed_items=1, failed_items=1))
+        job = await session.get(BatchJob, job_id)
+    unpolled = stack_settings.model_copy(update={"task_queue": f"nobody-polls-{uuid.uuid4()}"})
+    await batches.start_job_workflow(stack_client, unpolled, job)
+    yield job_id
+    await stack_client.get_workflow_handle(job_workflow_id(job_id)).terminate("test over")
+
+
+async def _job_rows(sessions: async_sessionmaker, job_id: uuid.UUID) -> tuple[tuple[str, int, int], list[str]]:
+    async with sessions() as session:
+        job = await session.get(BatchJob, job_id, populate_existing=True)
+        items = (await session.scalars(
+            select(BatchItem.status).where(BatchItem.batch_job_id == job_id).order_by(BatchItem.position)
+        )).all()
+    return (job.status, job.completed_items, job.failed_items), list(items)
+
+
+async def test_retry_of_a_running_job_whose_query_fails_changes_no_row(
+    cli_env: dict[str, str], sessions: async_sessionmaker, running_job_that_cannot_answer: uuid.UUID
+) -> None:
+    job_id = running_job_that_cannot_answer
+    before = await _job_rows(sessions, job_id)
+
+    result = await asyncio.to_thread(starter, cli_env, "retry", str(job_id))
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: job {job_id} is still running; retry it once it has ended\n"
+    assert await _job_rows(sessions, job_id) == before == (("processing", 1, 1), ["failed", "queued"])
+
+
+async def test_pause_of_a_running_job_whose_query_fails_is_sent_and_never_suggests_retry(
+    cli_env: dict[str, str], stack_client: Client, running_job_that_cannot_answer: uuid.UUID
+) -> None:
+    job_id = running_job_that_cannot_answer
+
+    result = await asyncio.to_thread(starter, cli_env, "pause", str(job_id), "--wait", "1")
+
+    assert result.returncode == 4, result.stderr
+    assert result.stderr == (
+        f"error: pause sent, but after 1 s job {job_id} is still processing; "
+        "its workflow does not answer (is a worker running? `make status`)\n"
+    )
+    history = await stack_client.get_workflow_handle(job_workflow_id(job_id)).fetch_history()
+    assert [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events
+            if e.HasField("workflow_execution_signaled_event_attributes")] == ["pause"]

@@ -41,7 +41,9 @@ class ExportWorkflow:
             message = failure_message(error)
             self._progress.status = ExportStatus.FAILED
             await workflow.execute_activity_method(
-                ExportActivities.fail_export, ExportFailure(export_id=request.export_id, message=message), **DATA_STEP
+                ExportActivities.fail_export,
+                ExportFailure(export_id=request.export_id, message=message, location=request.location),
+                **DATA_STEP,
             )
             raise ApplicationError(f"export {request.export_id} failed: {message}", type=EXPORT_FAILED, non_retryable=True) from error
         self._progress.status = ExportStatus.COMPLETED
