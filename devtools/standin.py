@@ -82,6 +82,10 @@ class StandinConfig:
     script: list[str] = field(default_factory=list)
     # How long a Message Batch stays in_progress before its results are ready.
     batch_processing_s: float = 0.0
+    # Message Batches: results in another order than the requests; refusals at its endpoints
+    # (devtools/standin_batches.py).
+    shuffle_results: bool = False
+    endpoint_faults: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def merge(self, changes: dict[str, Any]) -> None:
         check_config_changes(changes)
@@ -118,6 +122,10 @@ def check_config_changes(changes: Any) -> None:
         _check_faults(changes["faults"])
     if "script" in changes:
         _check_script(changes["script"])
+    if "shuffle_results" in changes and not isinstance(changes["shuffle_results"], bool):
+        raise ValueError("shuffle_results must be true or false")
+    if "endpoint_faults" in changes:
+        standin_batches.check_endpoint_faults(changes["endpoint_faults"])
 
 
 def _check_faults(faults: Any) -> None:
