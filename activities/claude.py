@@ -111,6 +111,19 @@ def _transport_problem(exc: Exception) -> str:
     return f"{cause.__class__.__name__}: {cause}" if str(cause) else cause.__class__.__name__
 
 
+# `error.details.error_code`s that refuse the account, not the request (anthropic types/shared).
+_ACCOUNT_REFUSAL_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached", "organization_on_hold"}
+
+
+def is_account_refusal(exc: anthropic.APIStatusError) -> bool:
+    """Anthropic refuses the account (key, permission, billing, spend limit), not the request: no
+    request of ours fixes it, the operator does. Told by the SDK's typed errors and error_code."""
+    refusal_status = isinstance(
+        exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError | anthropic.PaymentRequiredError
+    )
+    return refusal_status or exc.error_code in _ACCOUNT_REFUSAL_CODES
+
+
 def classify_failure(
     exc: Exception, attempt: int, max_attempts: int, settings: Settings, details: Sequence[object] = ()
 ) -> ApplicationError:
