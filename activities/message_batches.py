@@ -18,8 +18,9 @@ from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.claude import backoff_delay, classify_failure, heartbeating, is_account_refusal
 from activities.claude_requests import priced_usage, raw_response_document, request_text
@@ -35,6 +36,8 @@ from models.messages import (
     REQUESTS_WAITING_SIGNAL,
     AnnounceBatchResults,
     BatchResult,
+    CheckBatchRequest,
+    CheckedBatchRequest,
     GeneratedRaw,
     MessageBatchRef,
     PolledBatch,
@@ -595,6 +598,23 @@ class MessageBatchActivities:
                     log.info("item no longer waits for its batch result", item_id=str(item_id))
 
         await asyncio.gather(*(signal(item_id, result) for item_id, result in results))
+
+    @activity.defn(name="check_batch_request")
+    async def check_request(self, request: CheckBatchRequest) -> CheckedBatchRequest:
+        """For an item that has waited long for its request's result: the result if one was
+        stored, and whether the job's Message Batches workflow still runs to bring it."""
+        async with self._sessions() as session:
+            stored = await session.scalar(
+                select(MessageBatchRequest.result).where(MessageBatchRequest.custom_id == request.custom_id)
+            )
+        try:
+            described = await self._temporal.get_workflow_handle(message_batches_workflow_id(request.job_id)).describe()
+            running = described.status == WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            running = False
+        return CheckedBatchRequest(result=BatchResult.model_validate(stored) if stored else None, batches_running=running)
 
     @activity.defn(name="cancel_message_batches")
     async def cancel_batches(self, job_id: uuid.UUID) -> int:
