@@ -40,6 +40,7 @@ from models.messages import (
     CheckedBatchRequest,
     GeneratedRaw,
     MessageBatchRef,
+    OutageDetails,
     PolledBatch,
     StageBatchRequest,
     SubmitBatchInput,
@@ -119,7 +120,9 @@ class MessageBatchActivities:
             reason = f"Claude API {exc.status_code}: {exc.api_message or exc.message} ({exc.type or 'error'})"
             log.warning("Anthropic refuses the account at the Message Batches endpoints", error=reason, attempt=attempt)
             delay = backoff_delay(attempt, self._settings.claude_retry_base_s, self._settings.claude_retry_cap_s)
-            return ApplicationError(reason, type=ANTHROPIC_REFUSED, next_retry_delay=delay)
+            # Since the first attempt, as an outage's details say (`status` shows the wait).
+            since = OutageDetails(part="Anthropic", since=activity.info().scheduled_time)
+            return ApplicationError(reason, since, type=ANTHROPIC_REFUSED, next_retry_delay=delay)
         if isinstance(exc, anthropic.APIStatusError | anthropic.APIConnectionError):
             return classify_failure(exc, attempt, _UNLIMITED_ATTEMPTS, self._settings)
         return exc
