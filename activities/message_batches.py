@@ -56,8 +56,8 @@ _UNLIMITED_ATTEMPTS = 2**31
 # The cache prefix every request of a job shares; batches ask for the 1-hour cache because a
 # batch may take longer than the 5-minute one lives.
 BATCH_CACHE_CONTROL = {"type": "ephemeral", "ttl": "1h"}
-# Results are stored in chunks (one database round trip each, and a heartbeat that lets a retried
-# attempt resume after the last chunk) and announced in bounded bursts of signals.
+# Results are stored in chunks (one database round trip each; a retried attempt skips the requests
+# a chunk gave a result) and announced in bounded bursts of signals.
 RESULTS_CHUNK = 200
 SIGNALS_AT_ONCE = 32
 # A retried submission looks for the batch its earlier attempt created among those the API lists
@@ -453,7 +453,7 @@ class MessageBatchActivities:
             await session.execute(
                 update(MessageBatch)
                 .where(MessageBatch.id == ref.message_batch_id)
-                .values(results_collected_at=datetime.now(UTC), adopted_at=None)
+                .values(results_collected_at=datetime.now(UTC), **({"adopted_at": None} if named_ours else {}))
             )
         log.info("message batch results stored", job_id=str(ref.job_id), anthropic_batch_id=ref.anthropic_batch_id)
         return len(requests)
