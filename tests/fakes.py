@@ -424,6 +424,8 @@ class FakeMessageBatchApi:
     # custom_ids that waited for a batch when their job was cancelled: no batch sends them.
     cancelled_waiting: set[str] = field(default_factory=set)
     checks: int = 0  # items that asked after their request's result
+    # Results are stored but their announcements never reach the items (a lost signal).
+    announcements_lost: bool = False
 
     def batch_of(self, custom_id: str) -> int:
         """The position of the batch that carried the request."""
@@ -504,7 +506,8 @@ class FakeMessageBatchActivities:
         unannounced = [custom_id for custom_id in batch.results if custom_id not in batch.announced]
         batch.announce_steps += 1
         for custom_id in unannounced[: request.limit]:
-            await self._announce(self.api.staged[custom_id], batch.results[custom_id])
+            if not self.api.announcements_lost:
+                await self._announce(self.api.staged[custom_id], batch.results[custom_id])
             batch.announced.add(custom_id)
         return len(unannounced[request.limit :])
 

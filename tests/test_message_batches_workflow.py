@@ -321,3 +321,15 @@ async def test_an_item_fails_instead_of_waiting_for_good_when_its_message_batche
     assert [i.status for i in batch.items] == [ItemStatus.FAILED] * 2
     assert all("Message Batches workflow ended" in (i.error_message or "") for i in batch.items)
     assert api.checks == 2, "each item asked once, an hour after staging"
+
+
+async def test_an_item_whose_result_announcement_was_lost_takes_the_stored_result(
+    own_ts_client: Client, task_queue: str
+) -> None:
+    batch = batch_mode(2)
+    api = FakeMessageBatchApi(announcements_lost=True)
+
+    progress = await asyncio.wait_for(run_job(own_ts_client, task_queue, batch, api), timeout=60)
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 2
+    assert api.checks == 2 and len(api.batches) == 1, "each item asked once and nothing was sent again"
