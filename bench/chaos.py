@@ -167,6 +167,21 @@ class Run:
                 return size
             await asyncio.sleep(0.1)
 
+    async def adopted_batch_released(self) -> str:
+        """Waits until a batch a retried submission adopted has given our requests back."""
+        while True:
+            async with self.runner.sessions() as session:
+                released = await session.scalar(
+                    select(MessageBatch.anthropic_batch_id).where(
+                        MessageBatch.batch_job_id == self.job.job_id,
+                        MessageBatch.adopted_at.is_not(None),
+                        MessageBatch.request_count == 0,
+                    )
+                )
+            if released:
+                return released
+            await asyncio.sleep(0.1)
+
     async def outage(self, part: str, seconds: float) -> None:
         self.runner.outages.stop(part)
         self.note(f"{part} stopped")
@@ -263,6 +278,12 @@ async def foreign_batch_during_a_lost_create(run: Run) -> None:
     run.note(f"a create of {size} requests lost; another user's batch {foreign['id']} of {size} created")
     await standin.configure(endpoint_faults={})
     run.note("batch endpoints answer again")
+    released = await run.adopted_batch_released()
+    run.note(f"the retry adopted {released} from the listing; its results named none of ours: released")
+
+
+async def results_shuffled(run: Run) -> None:
+    run.note("the stand-in answers every batch's results in another order than its requests")
 
 
 FULL = [
@@ -284,7 +305,7 @@ FULL = [
         foreign_batch_during_a_lost_create, mode=DeliveryMode.BATCH, standin=NO_ANSWER,
     ),
     Scenario(
-        "batch_results_shuffled", "batch mode: results in another order than the requests", nothing,
+        "batch_results_shuffled", "batch mode: results in another order than the requests", results_shuffled,
         mode=DeliveryMode.BATCH, standin={"shuffle_results": True},
     ),
 ]
@@ -307,7 +328,8 @@ QUICK = [
         foreign_batch_during_a_lost_create, **SHORT, mode=DeliveryMode.BATCH, standin=NO_ANSWER,
     ),
     Scenario(
-        "quick_batch_results_shuffled", "batch mode: results shuffled", nothing, **SHORT, mode=DeliveryMode.BATCH,
+        "quick_batch_results_shuffled", "batch mode: results shuffled", results_shuffled, **SHORT,
+        mode=DeliveryMode.BATCH,
         standin={"shuffle_results": True},
     ),
 ]  # fmt: skip
