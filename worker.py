@@ -108,6 +108,7 @@ def build_main_worker(
             message_batches.store_results,
             message_batches.announce_results,
             message_batches.cancel_batches,
+            message_batches.check_request,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

@@ -18,11 +18,13 @@ from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from activities.claude import classify_failure, heartbeating
+from activities.claude import backoff_delay, classify_failure, heartbeating, refusal_reason
 from activities.claude_requests import priced_usage, raw_response_document, request_text
-from activities.errors import ANTHROPIC_INVALID_REQUEST
+from activities.errors import ANTHROPIC_INVALID_REQUEST, ANTHROPIC_REFUSED
 from brightrun.claude_client import api_host, claude_provider
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
@@ -35,9 +37,12 @@ from models.messages import (
     REQUESTS_WAITING_SIGNAL,
     AnnounceBatchResults,
     BatchResult,
+    CheckBatchRequest,
+    CheckedBatchRequest,
     GeneratedRaw,
     MessageBatchRef,
     PolledBatch,
+    RefusalDetails,
     StageBatchRequest,
     SubmitBatchInput,
     SubmittedBatch,
@@ -52,13 +57,17 @@ _UNLIMITED_ATTEMPTS = 2**31
 # The cache prefix every request of a job shares; batches ask for the 1-hour cache because a
 # batch may take longer than the 5-minute one lives.
 BATCH_CACHE_CONTROL = {"type": "ephemeral", "ttl": "1h"}
-# Results are stored in chunks (one database round trip each, and a heartbeat that lets a retried
-# attempt resume after the last chunk) and announced in bounded bursts of signals.
+# Results are stored in chunks (one database round trip each; a retried attempt skips the requests
+# a chunk gave a result) and announced in bounded bursts of signals.
 RESULTS_CHUNK = 200
 SIGNALS_AT_ONCE = 32
-# A retried submission looks for a batch its earlier attempt created this long before the row's
-# submitted_at (clock skew between us and the API).
-ADOPTION_SKEW = timedelta(seconds=30)
+# A retried submission looks for the batch its earlier attempt created among those the API lists
+# as created since this long before the row's submitted_at (clock skew between us and the API).
+# A wide window costs nothing: a batch is ours only once its results name our requests.
+ADOPTION_WINDOW = timedelta(minutes=10)
+# The API ends every batch by its expires_at (24 h after creation); one still open this long
+# after is cancelled and its open requests count as expired.
+OVERDUE_MARGIN = timedelta(hours=1)
 
 
 # Staging and claiming a job's requests exclude each other (stagings do not): see _claim.
@@ -104,9 +113,19 @@ class MessageBatchActivities:
         self._temporal = temporal
 
     def _failure(self, exc: anthropic.APIError) -> Exception:
-        """Classified like an online call's error, without an attempt cap."""
+        """Classified like an online call's error, without an attempt cap. A refusal of the account
+        (key, permission, billing, spend limit) is retried until the operator fixes it: the job
+        waits, and no request of it fails for it."""
+        attempt = activity.info().attempt
+        reason = refusal_reason(exc) if isinstance(exc, anthropic.APIStatusError) else None
+        if reason is not None:
+            log.warning("Anthropic refuses the account at the Message Batches endpoints", error=reason, attempt=attempt)
+            delay = backoff_delay(attempt, self._settings.claude_retry_base_s, self._settings.claude_retry_cap_s)
+            # Since the first attempt: `status` shows the wait as an online call's refusal.
+            details = RefusalDetails(reason=reason, since=activity.info().scheduled_time)
+            return ApplicationError(f"Anthropic refused: {reason}", details, type=ANTHROPIC_REFUSED, next_retry_delay=delay)
         if isinstance(exc, anthropic.APIStatusError | anthropic.APIConnectionError):
-            return classify_failure(exc, activity.info().attempt, _UNLIMITED_ATTEMPTS, self._settings)
+            return classify_failure(exc, attempt, _UNLIMITED_ATTEMPTS, self._settings)
         return exc
 
     # --- an item's request ----------------------------------------------------------------
@@ -171,7 +190,7 @@ class MessageBatchActivities:
     async def submit_batch(self, request: SubmitBatchInput) -> SubmittedBatch:
         """Claims the job's waiting requests for the batch the workflow named, then creates it at
         the API once: a retry finds the id recorded, or adopts the batch its earlier attempt
-        created before it could record the id."""
+        created before it could record the id (see _created_earlier)."""
         async with heartbeating(str(request.message_batch_id)):
             return await self._submit(request)
 
@@ -185,8 +204,8 @@ class MessageBatchActivities:
         if claim.retried:
             adopted = await self._created_earlier(request.message_batch_id, len(claimed))
             if adopted:
-                log.warning("adopting the batch an earlier attempt created", anthropic_batch_id=adopted)
-                await self._record_created(request.message_batch_id, adopted)
+                log.warning("adopting the batch an earlier attempt may have created", anthropic_batch_id=adopted)
+                await self._record_created(request.message_batch_id, adopted, adopted=True)
                 return SubmittedBatch(anthropic_batch_id=adopted, request_count=len(claimed), remaining=remaining)
         requests = await self._read_requests(key for _, key in claimed)
         try:
@@ -198,7 +217,7 @@ class MessageBatchActivities:
                 await self._fail_requests(request.message_batch_id, [custom_id for custom_id, _ in claimed], failure)
                 return SubmittedBatch(anthropic_batch_id=None, remaining=remaining)
             raise failure from None
-        await self._record_created(request.message_batch_id, batch.id)
+        await self._record_created(request.message_batch_id, batch.id, adopted=False)
         log.info("message batch created", job_id=str(request.job_id), anthropic_batch_id=batch.id, requests=len(claimed))
         return SubmittedBatch(anthropic_batch_id=batch.id, request_count=len(claimed), remaining=remaining)
 
@@ -266,34 +285,63 @@ class MessageBatchActivities:
         return list(await asyncio.gather(*(read(key) for key in keys)))
 
     async def _created_earlier(self, message_batch_id: uuid.UUID, request_count: int) -> str | None:
-        """A batch the API created for an earlier attempt: as many requests, created after the
-        attempt started, not recorded for any batch of ours."""
+        """The batch an earlier attempt may have created: of the workspace's batches (any user's)
+        created in the window around the attempt, as many requests, recorded for no batch of
+        ours, the one created nearest the attempt. Size and time only make it a candidate: the
+        API shows a batch's requests only in its results, so store_results proves it ours by
+        their custom_ids or releases our requests to a batch of their own."""
         async with self._sessions() as session:
-            batch = await session.get(MessageBatch, message_batch_id)
-            since = batch.submitted_at - ADOPTION_SKEW
-            recorded = set(
-                (await session.execute(select(MessageBatch.anthropic_batch_id).where(MessageBatch.created_at >= since)))
-                .scalars()
-                .all()
-            )
+            submitted_at = (await session.get(MessageBatch, message_batch_id)).submitted_at
+        since = submitted_at - ADOPTION_WINDOW
+        candidates = []
         try:
-            async for candidate in self._claude.messages.batches.list(limit=100):
-                if candidate.created_at < since:
-                    return None
-                counts = candidate.request_counts
-                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-                if candidate.id not in recorded and total == request_count:
-                    return candidate.id
+            async for listed in self._claude.messages.batches.list(limit=100):
+                if listed.created_at < since:
+                    break
+                counts = listed.request_counts
+                if counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired == request_count:
+                    candidates.append(listed)
         except anthropic.APIError as exc:
             raise self._failure(exc) from None
-        return None
+        if not candidates:
+            return None
+        async with self._sessions() as session:
+            recorded = set(
+                (
+                    await session.scalars(
+                        select(MessageBatch.anthropic_batch_id).where(
+                            MessageBatch.anthropic_batch_id.in_([c.id for c in candidates])
+                        )
+                    )
+                ).all()
+            )
+        unrecorded = [c for c in candidates if c.id not in recorded]
+        if not unrecorded:
+            return None
+        return min(unrecorded, key=lambda c: abs(c.created_at - submitted_at)).id
 
-    async def _record_created(self, message_batch_id: uuid.UUID, anthropic_batch_id: str) -> None:
+    async def _record_created(self, message_batch_id: uuid.UUID, anthropic_batch_id: str, *, adopted: bool) -> None:
         async with self._sessions.begin() as session:
+            if not adopted:
+                # Our create's answer proves the batch ours: a batch of ours that adopted it from
+                # the listing meanwhile lets it go (its results will not name its requests).
+                await session.execute(
+                    update(MessageBatch)
+                    .where(
+                        MessageBatch.anthropic_batch_id == anthropic_batch_id,
+                        MessageBatch.id != message_batch_id,
+                        MessageBatch.adopted_at.is_not(None),
+                    )
+                    .values(anthropic_batch_id=None)
+                )
             await session.execute(
                 update(MessageBatch)
                 .where(MessageBatch.id == message_batch_id)
-                .values(anthropic_batch_id=anthropic_batch_id, status=MessageBatchState.IN_PROGRESS.value)
+                .values(
+                    anthropic_batch_id=anthropic_batch_id,
+                    status=MessageBatchState.IN_PROGRESS.value,
+                    adopted_at=datetime.now(UTC) if adopted else None,
+                )
             )
 
     async def _fail_requests(self, message_batch_id: uuid.UUID, custom_ids: list[str], failure: Exception) -> None:
@@ -334,11 +382,23 @@ class MessageBatchActivities:
 
     @activity.defn(name="poll_message_batch")
     async def poll_batch(self, ref: MessageBatchRef) -> PolledBatch:
+        """The batch's status. One the API no longer knows (deleted in the console), or still open
+        past its expiry, ends here: its open requests count as expired (the items send them again,
+        within their attempt cap)."""
         try:
             async with heartbeating(ref.anthropic_batch_id):
                 batch = await self._claude.messages.batches.retrieve(ref.anthropic_batch_id)
+        except anthropic.NotFoundError:
+            log.warning("the API does not know the message batch (deleted?)", anthropic_batch_id=ref.anthropic_batch_id)
+            await self._end_without_results(ref)
+            return PolledBatch(status=MessageBatchState.ENDED)
         except anthropic.APIError as exc:
             raise self._failure(exc) from None
+        if batch.processing_status != "ended" and datetime.now(UTC) > batch.expires_at + OVERDUE_MARGIN:
+            log.warning("message batch still open past its expiry", anthropic_batch_id=ref.anthropic_batch_id)
+            await self._cancel(ref)
+            await self._end_without_results(ref)
+            return PolledBatch(status=MessageBatchState.ENDED)
         counts = batch.request_counts.model_dump()
         async with self._sessions.begin() as session:
             await session.execute(
@@ -350,10 +410,13 @@ class MessageBatchActivities:
 
     @activity.defn(name="store_message_batch_results")
     async def store_results(self, ref: MessageBatchRef) -> int:
-        """Streams an ended batch's results once: each reply goes to storage where an online
-        call's would, each result onto its request's row, for announce_results to hand out.
-        Resumes after the last chunk a failed attempt stored."""
+        """Streams an ended batch's results: each reply goes to storage where an online call's
+        would, each result onto its request's row, for announce_results to hand out. A retry
+        stores only the requests still without a result (results come in no documented order).
+        A request the results leave out counts as expired. An adopted batch whose results name
+        none of our requests is another's: our requests wait for a batch of their own."""
         async with self._sessions() as session:
+            adopted = (await session.get(MessageBatch, ref.message_batch_id)).adopted_at is not None
             requests = {
                 row.custom_id: row
                 for row in (
@@ -362,33 +425,85 @@ class MessageBatchActivities:
                     )
                 ).scalars()
             }
-        details = activity.info().heartbeat_details
-        progress = {"stored": int(details[0].get("stored", 0)) if details else 0}  # lines a retry skips
+        pending = {custom_id for custom_id, row in requests.items() if row.result is None}
+        named_ours = False
         chunk: list[BatchResult] = []
-        seen = 0
-        async with heartbeating(progress):
-            async for line in self._results(ref.anthropic_batch_id):
-                seen += 1
-                staged = requests.get(line.custom_id)
-                if seen <= progress["stored"]:
-                    continue
-                if staged is None:
-                    log.warning("a result for a request this batch did not have", custom_id=line.custom_id)
-                    continue
-                chunk.append(await self._result(ref, staged, line))
-                if len(chunk) >= RESULTS_CHUNK:
-                    await self._record(chunk)
-                    chunk = []
-                    progress["stored"] = seen
-            await self._record(chunk)
+        if pending:
+            async with heartbeating(ref.anthropic_batch_id):
+                async for line in self._results(ref.anthropic_batch_id):
+                    staged = requests.get(line.custom_id)
+                    if staged is None:
+                        log.warning("a result for a request this batch did not have", custom_id=line.custom_id)
+                        continue
+                    named_ours = True
+                    if line.custom_id not in pending:
+                        continue  # stored by an earlier attempt
+                    pending.discard(line.custom_id)
+                    chunk.append(await self._result(ref, staged, line))
+                    if len(chunk) >= RESULTS_CHUNK:
+                        await self._record(chunk)
+                        chunk = []
+                await self._record(chunk)
+            if adopted and not named_ours:
+                await self._release(ref)
+                return 0
+            if pending:
+                log.warning("results missing for requests of the batch: they count as expired", requests=len(pending))
+                await self._record([BatchResult(custom_id=c, result_type=BatchResultType.EXPIRED) for c in sorted(pending)])
         async with self._sessions.begin() as session:
             await session.execute(
                 update(MessageBatch)
                 .where(MessageBatch.id == ref.message_batch_id)
-                .values(results_collected_at=datetime.now(UTC))
+                .values(results_collected_at=datetime.now(UTC), **({"adopted_at": None} if named_ours else {}))
             )
-        log.info("message batch results stored", job_id=str(ref.job_id), anthropic_batch_id=ref.anthropic_batch_id, results=seen)
-        return seen
+        log.info("message batch results stored", job_id=str(ref.job_id), anthropic_batch_id=ref.anthropic_batch_id)
+        return len(requests)
+
+    async def _release(self, ref: MessageBatchRef) -> None:
+        """An adopted batch proved another's: our requests go back to waiting (no attempt of
+        their items is spent) and the job's Message Batches workflow hears of them."""
+        log.warning(
+            "the adopted message batch is not ours: its results name none of our requests",
+            anthropic_batch_id=ref.anthropic_batch_id,
+        )
+        async with self._sessions.begin() as session:
+            await session.execute(_REQUESTS_CLAIMED, {"job": str(ref.job_id)})
+            await session.execute(
+                update(MessageBatchRequest)
+                .where(
+                    MessageBatchRequest.message_batch_id == ref.message_batch_id,
+                    MessageBatchRequest.result_type.is_(None),
+                )
+                .values(message_batch_id=None)
+            )
+            await session.execute(
+                update(MessageBatch)
+                .where(MessageBatch.id == ref.message_batch_id)
+                .values(status=MessageBatchState.ENDED.value, request_count=0, results_collected_at=datetime.now(UTC))
+            )
+            waiting = await session.scalar(select(func.count()).where(*_waiting_for_a_batch(ref.job_id))) or 0
+        if waiting:
+            await signal_if_running(
+                self._temporal, message_batches_workflow_id(ref.job_id), REQUESTS_WAITING_SIGNAL, waiting
+            )
+
+    async def _end_without_results(self, ref: MessageBatchRef) -> None:
+        """The batch ends with no results to come: each of its requests without one expired."""
+        async with self._sessions.begin() as session:
+            open_requests = (
+                await session.scalars(
+                    select(MessageBatchRequest.custom_id).where(
+                        MessageBatchRequest.message_batch_id == ref.message_batch_id,
+                        MessageBatchRequest.result.is_(None),
+                    )
+                )
+            ).all()
+            await session.execute(
+                update(MessageBatch)
+                .where(MessageBatch.id == ref.message_batch_id)
+                .values(status=MessageBatchState.ENDED.value, ended_at=datetime.now(UTC))
+            )
+        await self._record([BatchResult(custom_id=c, result_type=BatchResultType.EXPIRED) for c in open_requests])
 
     @activity.defn(name="announce_message_batch_results")
     async def announce_results(self, request: AnnounceBatchResults) -> int:
@@ -429,9 +544,12 @@ class MessageBatchActivities:
         return collected
 
     async def _results(self, anthropic_batch_id: str) -> AsyncIterator[Any]:
+        """The batch's result lines; none when the API no longer has them (deleted, archived)."""
         try:
             async for line in await self._claude.messages.batches.results(anthropic_batch_id):
                 yield line
+        except anthropic.NotFoundError:
+            log.warning("the API has no results for the message batch", anthropic_batch_id=anthropic_batch_id)
         except anthropic.APIError as exc:
             raise self._failure(exc) from None
 
@@ -487,6 +605,23 @@ class MessageBatchActivities:
 
         await asyncio.gather(*(signal(item_id, result) for item_id, result in results))
 
+    @activity.defn(name="check_batch_request")
+    async def check_request(self, request: CheckBatchRequest) -> CheckedBatchRequest:
+        """For an item that has waited long for its request's result: the result if one was
+        stored, and whether the job's Message Batches workflow still runs to bring it."""
+        async with self._sessions() as session:
+            stored = await session.scalar(
+                select(MessageBatchRequest.result).where(MessageBatchRequest.custom_id == request.custom_id)
+            )
+        try:
+            described = await self._temporal.get_workflow_handle(message_batches_workflow_id(request.job_id)).describe()
+            running = described.status == WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            running = False
+        return CheckedBatchRequest(result=BatchResult.model_validate(stored) if stored else None, batches_running=running)
+
     @activity.defn(name="cancel_message_batches")
     async def cancel_batches(self, job_id: uuid.UUID) -> int:
         """Asks the API to cancel the job's open batches; they end soon after, and what had
@@ -510,13 +645,24 @@ class MessageBatchActivities:
                 )
             ).all()
         for message_batch_id, anthropic_batch_id in open_ids:
-            try:
-                async with heartbeating(anthropic_batch_id):
-                    batch = await self._claude.messages.batches.cancel(anthropic_batch_id)
-            except anthropic.APIError as exc:
-                raise self._failure(exc) from None
-            async with self._sessions.begin() as session:
-                await session.execute(
-                    update(MessageBatch).where(MessageBatch.id == message_batch_id).values(status=batch.processing_status)
-                )
+            await self._cancel(MessageBatchRef(job_id=job_id, message_batch_id=message_batch_id, anthropic_batch_id=anthropic_batch_id))
         return len(open_ids)
+
+    async def _cancel(self, ref: MessageBatchRef) -> None:
+        """Cancels the batch at the API, unless it was adopted and not yet proved ours (it may be
+        another user's) or the API no longer knows it."""
+        async with self._sessions() as session:
+            if (await session.get(MessageBatch, ref.message_batch_id)).adopted_at is not None:
+                log.warning("an adopted message batch is not cancelled", anthropic_batch_id=ref.anthropic_batch_id)
+                return
+        try:
+            async with heartbeating(ref.anthropic_batch_id):
+                batch = await self._claude.messages.batches.cancel(ref.anthropic_batch_id)
+        except anthropic.NotFoundError:
+            return  # deleted: the next poll ends it
+        except anthropic.APIError as exc:
+            raise self._failure(exc) from None
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(MessageBatch).where(MessageBatch.id == ref.message_batch_id).values(status=batch.processing_status)
+            )

@@ -8,7 +8,8 @@ Claude stand-in's request log:
 - one conversation row per successful item, each linked, none orphaned; its S3 objects (raw reply,
   final conversation, enrichment record once enriched) exist and no other object was written;
 - Claude answers per successful item <= 1.05: requests the stand-in answered in full with a
-  reply (injected faults and calls cut off by a killed worker excluded);
+  reply (injected faults and calls cut off by a killed worker excluded); in batch mode, the
+  requests our Message Batches sent (another user's batch not counted);
 - no item failed, except what an operator's action may fail (the terminated item).
 
     .venv/bin/python -m bench.chaos                      # every full scenario (make chaos)
@@ -40,8 +41,10 @@ from typing import Any, Self
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as upsert
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from activities.errors import ANTHROPIC_REFUSED, claude_http_error
 from bench.results_file import RESULTS, save_result
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.storage import enriched_conversation_key
@@ -49,9 +52,9 @@ from brightrun.temporal_client import connect
 from devtools import devstack, sample_catalog
 from devtools.outage_controls import Outages, WorkerPool
 from devtools.standin_control import StandinControl
-from models.enums import ItemStatus, JobStatus, Tier
-from models.tables import BatchItem, BatchJob, Conversation, Persona
-from models.workflow_ids import item_workflow_id
+from models.enums import DeliveryMode, ItemStatus, JobStatus, Tier
+from models.tables import BatchItem, BatchJob, Conversation, MessageBatch, Persona
+from models.workflow_ids import item_workflow_id, message_batches_workflow_id
 from service import batches
 from tests.helpers import reset_to_first_workflow_task
 
@@ -62,6 +65,10 @@ SETTINGS = {
     "claude_retry_base_s": 0.2,
     "claude_retry_cap_s": 1.0,
     "claude_max_attempts": 10,
+    # Batch mode: batches gathered and polled in about a second.
+    "message_batch_gather_s": 0.5,
+    "message_batch_poll_initial_s": 0.5,
+    "message_batch_poll_max_s": 2.0,
 }
 CALL = {"latency_ms": 1000, "first_token_ms": 500}  # a 1.5 s call
 CALLS_PER_SUCCESS_MAX = 1.05
@@ -82,6 +89,8 @@ class Scenario:
     workers: int = 4
     faults: dict[str, float] = field(default_factory=dict)
     failed_allowed: int = 0  # items an operator's action may fail
+    mode: DeliveryMode = DeliveryMode.ONLINE
+    standin: dict[str, Any] = field(default_factory=dict)  # more stand-in config (batch mode)
     outage_s: float = 0.0  # how long the scenario keeps a part down, for its deadline
     recovery_s: float = 300.0  # how long the engine may take to recover, for its deadline
 
@@ -131,6 +140,47 @@ class Run:
                 select(BatchItem.id).where(BatchItem.batch_job_id == self.job.job_id, BatchItem.status == status.value)
             )
             return list(rows)
+
+    async def batch_step_failing(self, error_type: str) -> str:
+        """Waits until a step of the job's Message Batches workflow is retried after a failure of
+        `error_type` (an Anthropic refusal is what `status` reads); returns its message."""
+        handle = self.runner.client.get_workflow_handle(message_batches_workflow_id(self.job.job_id))
+        while True:
+            with contextlib.suppress(RPCError):  # not started yet
+                for pending in (await handle.describe()).raw_description.pending_activities:
+                    if pending.HasField("last_failure"):
+                        failure = await self.runner.client.data_converter.decode_failure(pending.last_failure)
+                        if isinstance(failure, ApplicationError) and failure.type == error_type:
+                            return failure.message
+            await asyncio.sleep(0.2)
+
+    async def first_claim_size(self) -> int:
+        """The request count of the job's first Message Batch, once its requests are claimed."""
+        while True:
+            async with self.runner.sessions() as session:
+                size = await session.scalar(
+                    select(MessageBatch.request_count).where(
+                        MessageBatch.batch_job_id == self.job.job_id, MessageBatch.request_count > 0
+                    )
+                )
+            if size:
+                return size
+            await asyncio.sleep(0.1)
+
+    async def adopted_batch_released(self) -> str:
+        """Waits until a batch a retried submission adopted has given our requests back."""
+        while True:
+            async with self.runner.sessions() as session:
+                released = await session.scalar(
+                    select(MessageBatch.anthropic_batch_id).where(
+                        MessageBatch.batch_job_id == self.job.job_id,
+                        MessageBatch.adopted_at.is_not(None),
+                        MessageBatch.request_count == 0,
+                    )
+                )
+            if released:
+                return released
+            await asyncio.sleep(0.1)
 
     async def outage(self, part: str, seconds: float) -> None:
         self.runner.outages.stop(part)
@@ -199,6 +249,43 @@ async def reset_a_completed_item(run: Run) -> None:
     run.note(f"completed item workflow {item_workflow_id(item_id)} reset")
 
 
+# Refusals at the Message Batches endpoints from before the launch (the scenario's stand-in config).
+REFUSED_KEY = {"endpoint_faults": {"batches": {"401": 1.0}}}
+NO_ANSWER = {"endpoint_faults": {"batches": {"500": 1.0}}}
+
+
+def batch_refused(seconds: float) -> Callable[[Run], Awaitable[None]]:
+    """The batch endpoints answer 401 (a revoked key) from the first create on, then the key is
+    fixed: the job waits, its Message Batches workflow saying why, and goes on."""
+
+    async def act(run: Run) -> None:
+        reason = await run.batch_step_failing(ANTHROPIC_REFUSED)
+        run.note(f"the job waits: {reason}")
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - run.started)))  # the refusal itself
+        await run.runner.standin.configure(endpoint_faults={})
+        run.note("key fixed: batch endpoints answer again")
+
+    return act
+
+
+async def foreign_batch_during_a_lost_create(run: Run) -> None:
+    """The first create gets no answer (a 500) after its requests were claimed; meanwhile another
+    user of the workspace creates a batch of the same size. The retry must not take it as ours."""
+    standin = run.runner.standin
+    await run.batch_step_failing(claude_http_error(500))
+    size = await run.first_claim_size()
+    foreign = await standin.foreign_batch(size)
+    run.note(f"a create of {size} requests lost; another user's batch {foreign['id']} of {size} created")
+    await standin.configure(endpoint_faults={})
+    run.note("batch endpoints answer again")
+    released = await run.adopted_batch_released()
+    run.note(f"the retry adopted {released} from the listing; its results named none of ours: released")
+
+
+async def results_shuffled(run: Run) -> None:
+    run.note("the stand-in answers every batch's results in another order than its requests")
+
+
 FULL = [
     Scenario("worker_kills", "all 4 workers SIGKILLed 3 times, a quarter churned after each", kill_all_workers(3, churn=True)),
     Scenario("temporal_restart", "Temporal dev server stopped and restarted at 30%", restart_temporal),
@@ -215,6 +302,18 @@ FULL = [
     Scenario("api_faults", "30% API faults: 429, 529, 500, mid-stream overload and drop", nothing, faults=API_FAULTS),
     Scenario("item_terminated", "one running item workflow terminated", terminate_an_item, failed_allowed=1),
     Scenario("completed_item_reset", "one completed item workflow reset to its start", reset_a_completed_item),
+    Scenario(
+        "batch_refused_3min", "batch mode: the batch endpoints answer 401 for 3 minutes, then the key is fixed",
+        batch_refused(180), mode=DeliveryMode.BATCH, standin=REFUSED_KEY, outage_s=180,
+    ),
+    Scenario(
+        "batch_foreign_batch", "batch mode: a create lost while another user's batch of the same size appears",
+        foreign_batch_during_a_lost_create, mode=DeliveryMode.BATCH, standin=NO_ANSWER,
+    ),
+    Scenario(
+        "batch_results_shuffled", "batch mode: results in another order than the requests", results_shuffled,
+        mode=DeliveryMode.BATCH, standin={"shuffle_results": True},
+    ),
 ]
 # The short ones run in `make test`: 32 items, outages of 20 s, one kill of every worker.
 SHORT: dict[str, Any] = {"items": 32, "concurrency": 4, "workers": 2, "recovery_s": 60.0}
@@ -226,6 +325,19 @@ QUICK = [
     Scenario("quick_api_faults", "30% API faults, mid-stream ones included", nothing, **SHORT, faults=API_FAULTS),
     Scenario("quick_item_terminated", "one running item workflow terminated", terminate_an_item, **SHORT, failed_allowed=1),
     Scenario("quick_item_reset", "one completed item workflow reset", reset_a_completed_item, **SHORT),
+    Scenario(
+        "quick_batch_refused", "batch mode: 401 at the batch endpoints for 20 s", batch_refused(20), **SHORT,
+        mode=DeliveryMode.BATCH, standin=REFUSED_KEY, outage_s=20,
+    ),
+    Scenario(
+        "quick_batch_foreign_batch", "batch mode: a lost create and another user's same-size batch",
+        foreign_batch_during_a_lost_create, **SHORT, mode=DeliveryMode.BATCH, standin=NO_ANSWER,
+    ),
+    Scenario(
+        "quick_batch_results_shuffled", "batch mode: results shuffled", results_shuffled, **SHORT,
+        mode=DeliveryMode.BATCH,
+        standin={"shuffle_results": True},
+    ),
 ]  # fmt: skip
 SCENARIOS = {scenario.name: scenario for scenario in (*FULL, *QUICK)}
 
@@ -266,12 +378,12 @@ class ChaosRunner:
         if missing > 0:
             await asyncio.to_thread(self.pool.start, missing)
         await self.standin.reset()
-        await self.standin.configure(**CALL, faults=scenario.faults)
+        await self.standin.configure(**CALL, faults=scenario.faults, **scenario.standin)
         personas = await self._personas(math.ceil(scenario.items / (len(ARCS) * len(TOPICS))))
         user = f"chaos-{uuid.uuid4().hex[:8]}"
         request = batches.LaunchRequest(
             personas=personas, arcs=ARCS, topics=TOPICS, tier=Tier.TEMPLATE,
-            concurrency=scenario.concurrency, name=f"chaos {scenario.name}", user=user,
+            concurrency=scenario.concurrency, name=f"chaos {scenario.name}", user=user, mode=scenario.mode,
         )  # fmt: skip
         job = await batches.launch(self.sessions, self.client, self.settings, request)
         run = Run(self, scenario, job, user)
@@ -347,8 +459,11 @@ async def check(run: Run, ended: bool) -> dict[str, Any]:
     missing_objects = sorted(expected_objects - objects)
 
     item_ids = {str(item_id) for item_id, _status, _conversation in items}
-    requests = [entry for entry in (await runner.standin.stats())["log"] if entry["item"] in item_ids]
+    stats = await runner.standin.stats()
+    requests = [entry for entry in stats["log"] if entry["item"] in item_ids]
     answers = sum(1 for entry in requests if entry["outcome"] == "ok" and entry["answered"])
+    if run.scenario.mode == DeliveryMode.BATCH:
+        answers = stats["batch_requests"]  # the stand-in's stats are the scenario's: reset before it
     cut_calls = sum(1 for entry in requests if entry["outcome"] == "ok" and not entry["answered"])
     successful = by_status[ItemStatus.COMPLETED]
     calls_per_success = round(answers / successful, 3) if successful else None

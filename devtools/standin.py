@@ -115,6 +115,10 @@ class StandinConfig:
     turn_suffix: str = ""
     # Moves the prompt cache's clock forward, so tests see a cache entry expire without waiting.
     cache_clock_offset_s: float = 0.0
+    # Message Batches: results in another order than the requests; refusals at its endpoints
+    # (devtools/standin_batches.py).
+    shuffle_results: bool = False
+    endpoint_faults: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def merge(self, changes: dict[str, Any]) -> None:
         check_config_changes(changes)
@@ -160,6 +164,10 @@ def check_config_changes(changes: Any) -> None:
         _check_faults(changes["faults"])
     if "script" in changes:
         _check_script(changes["script"])
+    if "shuffle_results" in changes and not isinstance(changes["shuffle_results"], bool):
+        raise ValueError("shuffle_results must be true or false")
+    if "endpoint_faults" in changes:
+        standin_batches.check_endpoint_faults(changes["endpoint_faults"])
 
 
 def _check_faults(faults: Any) -> None:
@@ -256,7 +264,7 @@ class Standin:
         self.reset()
 
     def reset(self) -> None:
-        self.config = replace(self._pace, faults={}, script=[])
+        self.config = replace(self._pace, faults={}, script=[], endpoint_faults={})
         self.rng = random.Random()
         self.outcomes: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []

@@ -8,6 +8,12 @@ faults and the mid-stream faults become `errored` results with the API's error t
 expires, and params the API would refuse are `errored` with `invalid_request_error` (the real API
 validates them only after the batch ends). A cancel ends the batch at once: requests that would
 have finished by then keep their outcome, the others are `canceled`.
+
+As the documentation says, results come in no set order: `shuffle_results` answers them in
+another order than the requests'. `endpoint_faults` ({"batches": {"401": 1.0}}) refuses calls of
+the Message Batches endpoints (create, retrieve, list, results, cancel) with the API's error
+body; `POST /_standin/foreign_batch {"requests": N}` creates a batch of another user of the same
+workspace (listed, never counted in the stats).
 """
 
 from __future__ import annotations
@@ -38,6 +44,24 @@ ERRORED_TYPES = {
     "midstream_drop": "api_error",
 }
 EXPIRED = "expired"
+# Refusals `endpoint_faults` can inject at the Message Batches endpoints: status, error type,
+# message and `error.details.error_code` (the spend limit's, as anthropic's typed errors name it).
+ENDPOINT_FAULTS: dict[str, tuple[int, str, str, str | None]] = {
+    "401": (401, "authentication_error", "invalid x-api-key", None),
+    "402": (402, "billing_error", "Your credit balance is too low to access the Anthropic API.", None),
+    "403": (403, "permission_error", "Your API key does not have permission to use the specified resource.", None),
+    "404": (404, "not_found_error", "The requested resource could not be found.", None),
+    "429_spend_limit": (
+        429,
+        "rate_limit_error",
+        "You have reached your specified API usage limits.",
+        "enforced_spend_limit_reached",
+    ),
+    "500": (500, "api_error", "Internal server error", None),
+    "529": (529, "overloaded_error", "Overloaded", None),
+}
+ENDPOINT_GROUPS = ("batches",)
+FOREIGN_PARAMS = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "Persona: Someone else"}]}
 
 
 class Answering(Protocol):
@@ -46,6 +70,22 @@ class Answering(Protocol):
     def next_outcome(self) -> str: ...
     def answer(self, body: dict[str, Any], outcome: str) -> dict[str, Any]: ...
     def request_problem(self, body: Any) -> str | None: ...
+
+
+def check_endpoint_faults(faults: Any) -> None:
+    """Refuses a bad `endpoint_faults` config (ValueError or TypeError)."""
+    if not isinstance(faults, dict) or not all(isinstance(group, dict) for group in faults.values()):
+        raise TypeError("endpoint_faults must be an object of endpoint group -> {fault: probability}")
+    for group, drawn in faults.items():
+        if group not in ENDPOINT_GROUPS:
+            raise ValueError(f"unknown endpoint group {group!r}; known: {', '.join(ENDPOINT_GROUPS)}")
+        unknown = [name for name in drawn if name not in ENDPOINT_FAULTS]
+        if unknown:
+            raise ValueError(f"unknown endpoint faults: {', '.join(unknown)}; known: {', '.join(ENDPOINT_FAULTS)}")
+        if not all(isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1 for p in drawn.values()):
+            raise ValueError("endpoint fault probabilities must be numbers between 0 and 1")
+        if sum(drawn.values()) > 1:
+            raise ValueError("endpoint fault probabilities must add up to at most 1")
 
 
 def has_api_key(request: web.Request) -> bool:
@@ -87,7 +127,16 @@ class MessageBatches:
         self.created = 0
         self.requests_received = 0
 
-    def create(self, requests: list[dict[str, Any]], processing_s: float, standin: Answering, draw: Callable[[], float]) -> MessageBatch:
+    def create(
+        self,
+        requests: list[dict[str, Any]],
+        processing_s: float,
+        standin: Answering,
+        draw: Callable[[], float],
+        foreign: bool = False,
+    ) -> MessageBatch:
+        """A batch of ours, or with `foreign` one another user of the workspace created (all its
+        requests succeed; the stats do not count it)."""
         now = time.time()
         batch_id = f"msgbatch_standin_{uuid.uuid4().hex[:24]}"
         batch = MessageBatch(
@@ -95,13 +144,14 @@ class MessageBatches:
             created_at=now,
             ends_at=now + processing_s,
             requests=[
-                BatchRequest(r["custom_id"], r["params"], standin.next_outcome(), now + processing_s * draw())
+                BatchRequest(r["custom_id"], r["params"], "ok" if foreign else standin.next_outcome(), now + processing_s * draw())
                 for r in requests
             ],
         )
         self._batches[batch_id] = batch
-        self.created += 1
-        self.requests_received += len(requests)
+        if not foreign:
+            self.created += 1
+            self.requests_received += len(requests)
         return batch
 
     def get(self, batch_id: str) -> MessageBatch | None:
@@ -187,9 +237,33 @@ def creation_problem(body: Any) -> str | None:
     return None
 
 
-def _error(status: int, error_type: str, message: str) -> web.Response:
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    return web.json_response(body, status=status, headers={"request-id": f"req_standin_{uuid.uuid4().hex[:24]}"})
+def _error(status: int, error_type: str, message: str, error_code: str | None = None) -> web.Response:
+    request_id = f"req_standin_{uuid.uuid4().hex[:24]}"
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code:
+        error["details"] = {"error_code": error_code}
+    body = {"type": "error", "error": error, "request_id": request_id}
+    return web.json_response(body, status=status, headers={"request-id": request_id})
+
+
+def _endpoint_fault(standin: Any) -> web.Response | None:
+    """A refusal drawn from `endpoint_faults` for the Message Batches endpoints, or None."""
+    draw = standin.rng.random()
+    for name, probability in standin.config.endpoint_faults.get("batches", {}).items():
+        if draw < probability:
+            return _error(*ENDPOINT_FAULTS[name])
+        draw -= probability
+    return None
+
+
+def _results_order(batch: MessageBatch, standin: Any) -> list[dict[str, Any]]:
+    """The batch's result lines; with `shuffle_results`, never in the requests' order."""
+    lines = list(batch.results or [])
+    if standin.config.shuffle_results and len(lines) > 1:
+        standin.rng.shuffle(lines)
+        if lines == batch.results:
+            lines = lines[1:] + lines[:1]
+    return lines
 
 
 def add_routes(app: web.Application, owner: web.AppKey) -> None:
@@ -209,6 +283,9 @@ def add_routes(app: web.Application, owner: web.AppKey) -> None:
     async def create(request: web.Request) -> web.Response:
         if not has_api_key(request):
             return _error(401, "authentication_error", "x-api-key header is required")
+        refused = _endpoint_fault(request.app[owner])
+        if refused:
+            return refused
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -222,6 +299,9 @@ def add_routes(app: web.Application, owner: web.AppKey) -> None:
         return web.json_response(batch_object(batch, base_url(request)))
 
     async def retrieve(request: web.Request) -> web.Response:
+        refused = _endpoint_fault(request.app[owner])
+        if refused:
+            return refused
         _standin, batch = found(request)
         if batch is None:
             return _error(404, "not_found_error", f"message batch {request.match_info['batch_id']} not found")
@@ -229,6 +309,9 @@ def add_routes(app: web.Application, owner: web.AppKey) -> None:
 
     async def listing(request: web.Request) -> web.Response:
         standin = request.app[owner]
+        refused = _endpoint_fault(standin)
+        if refused:
+            return refused
         try:
             limit = int(request.query.get("limit", LIST_LIMIT_DEFAULT))
         except ValueError:
@@ -259,6 +342,9 @@ def add_routes(app: web.Application, owner: web.AppKey) -> None:
         )
 
     async def cancel(request: web.Request) -> web.Response:
+        refused = _endpoint_fault(request.app[owner])
+        if refused:
+            return refused
         standin, batch = found(request)
         if batch is None:
             return _error(404, "not_found_error", f"message batch {request.match_info['batch_id']} not found")
@@ -270,16 +356,33 @@ def add_routes(app: web.Application, owner: web.AppKey) -> None:
         return web.json_response(answer)
 
     async def results(request: web.Request) -> web.Response:
-        _standin, batch = found(request)
+        refused = _endpoint_fault(request.app[owner])
+        if refused:
+            return refused
+        standin, batch = found(request)
         if batch is None:
             return _error(404, "not_found_error", f"message batch {request.match_info['batch_id']} not found")
         if batch.results is None:
             return _error(400, "invalid_request_error", f"message batch {batch.id} has not ended; its results are not ready")
-        body = "".join(json.dumps(line) + "\n" for line in batch.results)
+        body = "".join(json.dumps(line) + "\n" for line in _results_order(batch, standin))
         return web.Response(body=body.encode(), content_type="application/binary")
+
+    async def foreign_batch(request: web.Request) -> web.Response:
+        """Control: a batch another user of the workspace creates, of `requests` requests."""
+        standin = request.app[owner]
+        body = await request.json()
+        count = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= BATCH_REQUEST_LIMIT:
+            return web.json_response({"error": f"requests must be an integer from 1 to {BATCH_REQUEST_LIMIT}"}, status=400)
+        tag = uuid.uuid4().hex[:12]
+        requests = [{"custom_id": f"foreign-{tag}-{n}", "params": FOREIGN_PARAMS} for n in range(count)]
+        batch = standin.batches.create(requests, standin.config.batch_processing_s, standin, standin.rng.random, foreign=True)
+        _settle(batch, standin, time.time())
+        return web.json_response(batch_object(batch, base_url(request)))
 
     app.router.add_post("/v1/messages/batches", create)
     app.router.add_get("/v1/messages/batches", listing)
     app.router.add_get("/v1/messages/batches/{batch_id}", retrieve)
     app.router.add_post("/v1/messages/batches/{batch_id}/cancel", cancel)
     app.router.add_get("/v1/messages/batches/{batch_id}/results", results)
+    app.router.add_post("/_standin/foreign_batch", foreign_batch)

@@ -24,3 +24,7 @@ class StandinControl:
 
     async def stats(self) -> dict[str, Any]:
         return await self._call("GET", "/_standin/stats")
+
+    async def foreign_batch(self, requests: int) -> dict[str, Any]:
+        """A batch of another user of the workspace: listed by the API, never ours."""
+        return await self._call("POST", "/_standin/foreign_batch", {"requests": requests})

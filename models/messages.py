@@ -523,6 +523,18 @@ class BatchResult(BaseModel):
     error_message: str | None = None
 
 
+class CheckBatchRequest(BaseModel):
+    """An item that has waited long for a Message Batch result asks after its request."""
+
+    job_id: uuid.UUID
+    custom_id: str
+
+
+class CheckedBatchRequest(BaseModel):
+    result: BatchResult | None = None  # stored, its announcement lost
+    batches_running: bool  # the job's Message Batches workflow runs: the result will come
+
+
 class OpenMessageBatch(BaseModel):
     id: uuid.UUID
     anthropic_batch_id: str

@@ -292,6 +292,9 @@ class MessageBatch(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     results_collected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when a retried submission took the batch from the API's listing (its create's answer was
+    # lost): ours only once its results name our requests, so never cancelled before.
+    adopted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.data_errors import outage
@@ -33,6 +33,8 @@ from models.messages import (
     AnnounceBatchResults,
     BatchResult,
     CancelQueuedItems,
+    CheckBatchRequest,
+    CheckedBatchRequest,
     EnrichedPage,
     EnrichPageInput,
     ExportCursor,
@@ -421,6 +423,9 @@ class FakeMessageBatchApi:
     cancel_calls: int = 0
     # custom_ids that waited for a batch when their job was cancelled: no batch sends them.
     cancelled_waiting: set[str] = field(default_factory=set)
+    checks: int = 0  # items that asked after their request's result
+    # Results are stored but their announcements never reach the items (a lost signal).
+    announcements_lost: bool = False
 
     def batch_of(self, custom_id: str) -> int:
         """The position of the batch that carried the request."""
@@ -501,7 +506,8 @@ class FakeMessageBatchActivities:
         unannounced = [custom_id for custom_id in batch.results if custom_id not in batch.announced]
         batch.announce_steps += 1
         for custom_id in unannounced[: request.limit]:
-            await self._announce(self.api.staged[custom_id], batch.results[custom_id])
+            if not self.api.announcements_lost:
+                await self._announce(self.api.staged[custom_id], batch.results[custom_id])
             batch.announced.add(custom_id)
         return len(unannounced[request.limit :])
 
@@ -513,6 +519,19 @@ class FakeMessageBatchActivities:
         for batch in open_batches:
             batch.status, batch.cancelled = MessageBatchState.CANCELING, True
         return len(open_batches)
+
+    @activity.defn(name="check_batch_request")
+    async def check_request(self, request: CheckBatchRequest) -> CheckedBatchRequest:
+        self.api.checks += 1
+        stored = next((b.results[request.custom_id] for b in self.api.batches if request.custom_id in b.results), None)
+        try:
+            described = await self.client.get_workflow_handle(message_batches_workflow_id(request.job_id)).describe()
+            running = described.status == WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            running = False
+        return CheckedBatchRequest(result=stored, batches_running=running)
 
     def _batch(self, ref: MessageBatchRef) -> FakeMessageBatch:
         return next(b for b in self.api.batches if b.anthropic_batch_id == ref.anthropic_batch_id)
@@ -551,6 +570,7 @@ class FakeMessageBatchActivities:
             self.store_results,
             self.announce_results,
             self.cancel_batches,
+            self.check_request,
         ]
 
 

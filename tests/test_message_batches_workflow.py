@@ -302,3 +302,34 @@ async def test_results_are_announced_in_steps_and_the_workflow_continues_as_new_
     lengths = await run_lengths(own_ts_client, message_batches_workflow_id(batch.job_id))
     assert batches.runs == len(lengths) >= 2, "the limit made the workflow continue as new"
     assert max(lengths) <= limit, f"a run passed the limit: {lengths}"
+
+
+async def test_an_item_fails_instead_of_waiting_for_good_when_its_message_batches_workflow_ends_without_its_result(
+    own_time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    ts_client = own_time_skipping_env.client
+    batch = batch_mode(2)
+    api = FakeMessageBatchApi(end_gate=asyncio.Event())  # the batch never ends
+    async with worker_for(ts_client, task_queue, batch, api):
+        handle = await start(ts_client, task_queue, batch, PLAN.model_copy(update={"max_requests": 2}))
+        await eventually(lambda: len(api.batches) == 1 and len(api.batches[0].custom_ids) == 2, "a batch is open")
+        await message_batches_of(ts_client, batch).terminate("an operator ended it")
+
+        progress = await asyncio.wait_for(handle.result(), timeout=60)  # without the check, never
+
+    assert (progress.status, progress.failed) == (JobStatus.FAILED, 2), "every item failed"
+    assert [i.status for i in batch.items] == [ItemStatus.FAILED] * 2
+    assert all("Message Batches workflow ended" in (i.error_message or "") for i in batch.items)
+    assert api.checks == 2, "each item asked once, an hour after staging"
+
+
+async def test_an_item_whose_result_announcement_was_lost_takes_the_stored_result(
+    own_ts_client: Client, task_queue: str
+) -> None:
+    batch = batch_mode(2)
+    api = FakeMessageBatchApi(announcements_lost=True)
+
+    progress = await asyncio.wait_for(run_job(own_ts_client, task_queue, batch, api), timeout=60)
+
+    assert progress.status == JobStatus.COMPLETED and progress.successful == 2
+    assert api.checks == 2 and len(api.batches) == 1, "each item asked once and nothing was sent again"

@@ -673,7 +673,7 @@ async def test_the_log_records_each_request_and_reset_clears_everything(
     assert await control.configure() == {
         "latency_ms": 0, "first_token_ms": 0, "faults": {}, "retry_after_s": 1, "seed": None, "rpm_limit": None,
         "script": [], "batch_processing_s": 0.0, "turn_suffix": "", "cache_clock_offset_s": 0.0,
-        "output_tokens_per_s": 0.0,
+        "output_tokens_per_s": 0.0, "shuffle_results": False, "endpoint_faults": {},
     }
 
 

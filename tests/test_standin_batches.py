@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import anthropic
@@ -141,3 +142,65 @@ async def test_a_reset_forgets_the_batches(claude: anthropic.AsyncAnthropic, con
     assert (await control.stats())["batches"] == 0
     with pytest.raises(anthropic.NotFoundError):
         await claude.messages.batches.retrieve(created.id)
+
+
+async def test_shuffled_results_come_in_another_order_than_the_requests(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    await control.configure(shuffle_results=True, seed=7)
+    created = await claude.messages.batches.create(requests=[batch_request(n) for n in range(5)])
+
+    order = [line.custom_id async for line in await claude.messages.batches.results(created.id)]
+
+    assert sorted(order) == [f"item-{n}" for n in range(5)] and order != [f"item-{n}" for n in range(5)]
+
+
+async def test_a_foreign_batch_is_listed_but_not_counted_as_ours(
+    claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    foreign = await control.foreign_batch(3)
+
+    listed = [batch async for batch in claude.messages.batches.list(limit=5)]
+    assert listed[0].id == foreign["id"] and listed[0].request_counts.succeeded == 3
+    custom_ids = [line.custom_id async for line in await claude.messages.batches.results(foreign["id"])]
+    assert len(custom_ids) == 3 and all(c.startswith("foreign-") for c in custom_ids)
+    stats = await control.stats()
+    assert (stats["batches"], stats["batch_requests"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "error_code"),
+    [
+        ("401", anthropic.AuthenticationError, None),
+        ("402", anthropic.PaymentRequiredError, None),
+        ("403", anthropic.PermissionDeniedError, None),
+        ("404", anthropic.NotFoundError, None),
+        ("429_spend_limit", anthropic.RateLimitError, "enforced_spend_limit_reached"),
+    ],
+)
+async def test_endpoint_faults_refuse_every_batch_endpoint_with_the_apis_error(
+    claude: anthropic.AsyncAnthropic, control: StandinControl, fault: str, error: type[Exception], error_code: str | None
+) -> None:
+    created = await claude.messages.batches.create(requests=[batch_request(0)])
+    await control.configure(endpoint_faults={"batches": {fault: 1.0}})
+
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "create": lambda: claude.messages.batches.create(requests=[batch_request(1)]),
+        "retrieve": lambda: claude.messages.batches.retrieve(created.id),
+        "list": lambda: claude.messages.batches.list(),
+        "results": lambda: claude.messages.batches.results(created.id),
+        "cancel": lambda: claude.messages.batches.cancel(created.id),
+    }
+    for name, call in calls.items():
+        with pytest.raises(error) as raised:
+            await call()
+        assert isinstance(raised.value, anthropic.APIStatusError), name
+        assert raised.value.error_code == error_code and raised.value.api_message, name
+
+    await control.configure(endpoint_faults={})
+    assert (await claude.messages.batches.retrieve(created.id)).id == created.id
+
+
+async def test_a_bad_endpoint_fault_config_is_refused(control: StandinControl) -> None:
+    with pytest.raises(Exception, match="400"):
+        await control.configure(endpoint_faults={"batches": {"418": 1.0}})

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         BatchItemInput,
         BatchResult,
         CallProgress,
+        CheckBatchRequest,
         CompleteItemInput,
         FinishItemInput,
         GeneratedRaw,
@@ -41,7 +42,14 @@ with workflow.unsafe.imports_passed_through():
         TokenUsage,
     )
     from models.workflow_ids import item_conversation_id, message_batches_workflow_id
-    from workflows.config import DATA_STEP, LOCAL_DATA_STEP, claude_step, retry_cannot_help
+    from workflows.config import (
+        BATCH_RESULT_CHECK_CAP,
+        BATCH_RESULT_FIRST_CHECK,
+        DATA_STEP,
+        LOCAL_DATA_STEP,
+        claude_step,
+        retry_cannot_help,
+    )
     from workflows.message_batches import MessageBatchesWorkflow
 
 # The staging activity tells the Message Batches workflow of the first request of a gathering
@@ -55,6 +63,9 @@ ITEM_STEPS_MERGED = "item-steps-merged"
 # activities (workflows/config.py, LOCAL_DATA_STEP); staging tells the batches. Items started
 # before run the steps their patch markers tell.
 ITEM_STEPS_VERSION = 1
+# An item waiting for a Message Batch result asks after it now and then (BATCH_RESULT_FIRST_CHECK):
+# items started before wait on the signal alone.
+ITEMS_ASK_AFTER_BATCH_RESULTS = "items-ask-after-batch-results"
 
 
 def failure_message(error: ActivityError) -> str:
@@ -305,7 +316,7 @@ class BatchItemWorkflow:
                 await workflow.get_external_workflow_handle(message_batches_workflow_id(request.job_id)).signal(
                     MessageBatchesWorkflow.request_ready
                 )
-            result = await self._batch_result(custom_id)
+            result = await self._batch_result(request, custom_id)
             if result.result_type == BatchResultType.SUCCEEDED and result.generated:
                 return result.generated
             if result.result_type == BatchResultType.ERRORED:
@@ -320,8 +331,31 @@ class BatchItemWorkflow:
         )
 
 
-    async def _batch_result(self, custom_id: str) -> BatchResult:
-        await workflow.wait_condition(lambda: custom_id in self._batch_results)
+    async def _batch_result(self, request: BatchItemInput, custom_id: str) -> BatchResult:
+        """The request's result, as the Message Batches workflow announces it. Asked after now and
+        then: a result stored but never announced is taken from its row, and a Message Batches
+        workflow that ended without bringing it fails the item (`retry` sends it again) instead
+        of leaving it waiting for good."""
+        asks = workflow.patched(ITEMS_ASK_AFTER_BATCH_RESULTS)
+        wait = BATCH_RESULT_FIRST_CHECK
+        while custom_id not in self._batch_results:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await workflow.wait_condition(lambda: custom_id in self._batch_results, timeout=wait if asks else None)
+            if custom_id in self._batch_results:
+                break
+            checked = await workflow.execute_activity_method(
+                MessageBatchActivities.check_request,
+                CheckBatchRequest(job_id=request.job_id, custom_id=custom_id),
+                **DATA_STEP,
+            )
+            if checked.result is not None:
+                self.batch_result(checked.result)
+            elif not checked.batches_running:
+                raise BatchRequestFailed(
+                    "the job's Message Batches workflow ended before this item's request had its result; "
+                    "retry the job to send it again"
+                )
+            wait = min(2 * wait, BATCH_RESULT_CHECK_CAP)
         return self._batch_results[custom_id]
 
     @workflow.signal(name=BATCH_RESULT_SIGNAL)

@@ -120,6 +120,12 @@ MESSAGE_BATCH_STEP = ActivityConfig(
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1)),
 )
 MESSAGE_BATCH_RESULTS_STEP: ActivityConfig = {**MESSAGE_BATCH_STEP, "start_to_close_timeout": timedelta(hours=1)}
+# An item waiting for its Message Batch result asks after it this long after staging it, then
+# twice as long each time up to the cap: a result whose announcement was lost, or a Message
+# Batches workflow that ended (terminated, failed) without bringing it, is noticed in hours, not
+# never, for a few checks in a batch's 24 h.
+BATCH_RESULT_FIRST_CHECK = timedelta(hours=1)
+BATCH_RESULT_CHECK_CAP = timedelta(hours=8)
 
 
 def history_is_long(history_event_limit: int) -> bool:

@@ -1,0 +1,325 @@
+"""The Message Batches activities against the stand-in's Message Batches API through the real
+SDK, PostgreSQL and S3, one step at a time (no worker): what a retried submission adopts, what
+each refusal of the batch endpoints does, results in any order, a batch that never ends."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anthropic
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.errors import ANTHROPIC_REFUSED
+from activities.message_batches import MessageBatchActivities
+from brightrun.claude_client import create_claude_client
+from brightrun.settings import Settings
+from brightrun.storage import Storage
+from devtools.standin_control import StandinControl
+from models.enums import BatchResultType, DeliveryMode, MessageBatchState, Tier
+from models.messages import MessageBatchRef, SubmitBatchInput, SubmittedBatch
+from models.tables import BatchItem, MessageBatch, MessageBatchRequest
+from service import batches
+from worker import load_prices
+
+PERSONAS = ["David Chen", "Maria Gonzalez"]
+ARCS = ["Couple Conflict -> Alignment", "Grief -> Acceptance"]
+TOPICS = ["Essential Estate Planning"]
+REFUSALS = ["401", "402", "403", "429_spend_limit"]
+
+
+@pytest.fixture
+async def claude(stack_settings: Settings) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    client = create_claude_client(stack_settings)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def steps(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    claude: anthropic.AsyncAnthropic,
+    stack_settings: Settings,
+    stack_client: Client,
+) -> MessageBatchActivities:
+    fast_retries = stack_settings.model_copy(update={"claude_retry_base_s": 1.0, "claude_retry_cap_s": 2.0})
+    return MessageBatchActivities(sessions, storage, claude, fast_retries, load_prices(stack_settings), stack_client)
+
+
+async def staged_job(sessions: async_sessionmaker, storage: Storage, items: int) -> uuid.UUID:
+    """A batch-mode job with one request staged per item (params in storage), none in a batch."""
+    job_id, _total = await batches.create_job(
+        sessions,
+        batches.LaunchRequest(
+            personas=PERSONAS[: items // 2], arcs=ARCS, topics=TOPICS, tier=Tier.TEMPLATE, mode=DeliveryMode.BATCH
+        ),
+    )
+    async with sessions.begin() as session:
+        item_ids = (await session.scalars(select(BatchItem.id).where(BatchItem.batch_job_id == job_id))).all()
+        for item_id in item_ids:
+            custom_id, key = f"{item_id.hex}-1", f"requests/test/{item_id}_1.json"
+            session.add(
+                MessageBatchRequest(
+                    custom_id=custom_id,
+                    batch_job_id=job_id,
+                    batch_item_id=item_id,
+                    request_key=key,
+                    raw_key=f"raw/test/{item_id}_raw.json",
+                    request_bytes=100,
+                )
+            )
+            body = {
+                "custom_id": custom_id,
+                "params": {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "Persona: Someone"}]},
+            }
+            await storage.put_bytes(storage.conversation_bucket, key, json.dumps(body).encode(), "application/json")
+    return job_id
+
+
+async def requests_of(sessions: async_sessionmaker, job_id: uuid.UUID) -> list[MessageBatchRequest]:
+    async with sessions() as session:
+        query = select(MessageBatchRequest).where(MessageBatchRequest.batch_job_id == job_id)
+        return list((await session.scalars(query)).all())
+
+
+def submission(job_id: uuid.UUID) -> SubmitBatchInput:
+    return SubmitBatchInput(job_id=job_id, message_batch_id=uuid.uuid4(), max_requests=100, max_bytes=100_000)
+
+
+def ref_of(request: SubmitBatchInput, submitted: SubmittedBatch) -> MessageBatchRef:
+    assert submitted.anthropic_batch_id is not None
+    return MessageBatchRef(
+        job_id=request.job_id, message_batch_id=request.message_batch_id, anthropic_batch_id=submitted.anthropic_batch_id
+    )
+
+
+async def run(step: Any, arg: Any, attempt: int = 1) -> Any:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=attempt)
+    return await env.run(step, arg)
+
+
+async def refused(step: Any, arg: Any) -> ApplicationError:
+    with pytest.raises(ApplicationError) as raised:
+        await run(step, arg)
+    return raised.value
+
+
+# --- defect 1: what a retried submission adopts ----------------------------------------------
+
+
+async def test_a_retried_submission_releases_a_same_size_batch_of_another_user_once_its_results_show_it(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities
+) -> None:
+    """The first attempt claimed the requests and its create never reached the API; another user
+    created a batch of the same size meanwhile. It may be adopted, but its results name none of
+    our requests: they wait for a batch of their own, and go out in it."""
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    await standin.configure(endpoint_faults={"batches": {"500": 1.0}})
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    await standin.configure(endpoint_faults={})
+    await standin.foreign_batch(2)
+
+    retried = await run(steps.submit_batch, request, attempt=2)
+    if retried.anthropic_batch_id is not None:  # adopted: the results decide
+        ref = ref_of(request, retried)
+        assert (await run(steps.poll_batch, ref)).status == MessageBatchState.ENDED
+        await run(steps.store_results, ref)
+
+    requests = await requests_of(sessions, job_id)
+    assert [(r.message_batch_id, r.result) for r in requests] == [(None, None)] * 2, "both wait for a batch again"
+    again = submission(job_id)
+    sent = await run(steps.submit_batch, again)
+    assert sent.request_count == 2
+    stats = await standin.stats()
+    assert (stats["batches"], stats["batch_requests"]) == (1, 2), "our own requests went out, once"
+    await run(steps.store_results, ref_of(again, sent))
+    assert all(r.result_type == BatchResultType.SUCCEEDED for r in await requests_of(sessions, job_id))
+
+
+async def test_a_retried_submission_finds_its_own_batch_with_the_workers_clock_a_minute_ahead(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities
+) -> None:
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    first = await run(steps.submit_batch, request)
+    # The crash before the id was recorded; the row's clock ran a minute ahead of the API's.
+    async with sessions.begin() as session:
+        await session.execute(
+            update(MessageBatch)
+            .where(MessageBatch.id == request.message_batch_id)
+            .values(anthropic_batch_id=None, submitted_at=datetime.now(UTC) + timedelta(minutes=1))
+        )
+
+    retried = await run(steps.submit_batch, request, attempt=2)
+
+    assert retried.anthropic_batch_id == first.anthropic_batch_id
+    assert (await standin.stats())["batches"] == 1, "paid once"
+    await run(steps.store_results, ref_of(request, retried))
+    assert all(r.result_type == BatchResultType.SUCCEEDED for r in await requests_of(sessions, job_id))
+    async with sessions() as session:
+        assert (await session.get(MessageBatch, request.message_batch_id)).adopted_at is None, "proved ours"
+
+
+# --- defects 2 and 7: refusals at the batch endpoints -----------------------------------------
+
+
+@pytest.mark.parametrize("fault", REFUSALS)
+async def test_an_account_refusal_at_create_makes_the_submission_wait_and_fails_no_request(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities, fault: str
+) -> None:
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    await standin.configure(endpoint_faults={"batches": {fault: 1.0}})
+
+    error = await refused(steps.submit_batch, request)
+
+    assert (error.type, error.non_retryable) == (ANTHROPIC_REFUSED, False)
+    assert error.message.startswith(f"Claude API {fault[:3]}: ")
+    assert error.details and error.details[0].since is not None, "since when the job waits"
+    assert [r.result_type for r in await requests_of(sessions, job_id)] == [None, None], "no request failed"
+    await standin.configure(endpoint_faults={})  # the key is fixed
+    sent = await run(steps.submit_batch, request, attempt=2)
+    assert sent.request_count == 2 and (await standin.stats())["batches"] == 1
+
+
+async def test_refusals_at_retrieve_results_and_cancel_wait_until_fixed(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities
+) -> None:
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    ref = ref_of(request, await run(steps.submit_batch, request))
+    await standin.configure(endpoint_faults={"batches": {"401": 1.0}})
+
+    for step, arg in ((steps.poll_batch, ref), (steps.store_results, ref), (steps.cancel_batches, job_id)):
+        error = await refused(step, arg)
+        assert (error.type, error.non_retryable) == (ANTHROPIC_REFUSED, False), step.__name__
+
+    await standin.configure(endpoint_faults={})
+    assert (await run(steps.poll_batch, ref)).status == MessageBatchState.ENDED
+    await run(steps.store_results, ref)
+    assert all(r.result_type == BatchResultType.SUCCEEDED for r in await requests_of(sessions, job_id))
+
+
+async def test_a_batch_deleted_at_the_api_ends_with_its_requests_expired(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities
+) -> None:
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    ref = ref_of(request, await run(steps.submit_batch, request))
+    await standin.configure(endpoint_faults={"batches": {"404": 1.0}})
+
+    polled = await run(steps.poll_batch, ref)
+    await run(steps.store_results, ref)
+
+    assert polled.status == MessageBatchState.ENDED
+    assert [r.result_type for r in await requests_of(sessions, job_id)] == [BatchResultType.EXPIRED] * 2
+
+
+# --- defect 8: results in any order -------------------------------------------------------------
+
+
+async def test_a_retried_store_resumes_by_custom_id_when_results_come_in_another_order(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    standin: StandinControl,
+    steps: MessageBatchActivities,
+    claude: anthropic.AsyncAnthropic,
+) -> None:
+    await standin.configure(shuffle_results=True)
+    job_id = await staged_job(sessions, storage, items=4)
+    request = submission(job_id)
+    ref = ref_of(request, await run(steps.submit_batch, request))
+    order = [line.custom_id async for line in await claude.messages.batches.results(ref.anthropic_batch_id)]
+    # An earlier attempt stored two results and heartbeat "2 stored"; this listing has those two
+    # last: a retry that skips the first two lines would never store the other two.
+    stored_before = order[2:]
+    async with sessions.begin() as session:
+        for custom_id in stored_before:
+            await session.execute(
+                update(MessageBatchRequest)
+                .where(MessageBatchRequest.custom_id == custom_id)
+                .values(result_type="succeeded", result={"custom_id": custom_id, "result_type": "succeeded"})
+            )
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[{"stored": 2}])
+
+    await env.run(steps.store_results, ref)
+
+    results = {r.custom_id: r.result for r in await requests_of(sessions, job_id)}
+    assert all(results.values()), "every request has its result"
+    assert all((results[c] or {}).get("generated") for c in order[:2]), "the two left are stored from the results"
+
+
+async def test_a_request_missing_from_the_results_counts_as_expired(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    steps: MessageBatchActivities,
+    claude: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    ref = ref_of(request, await run(steps.submit_batch, request))
+    all_results = claude.messages.batches.results
+
+    async def all_but_the_first(message_batch_id: str, **options: Any) -> Any:
+        lines = [line async for line in await all_results(message_batch_id, **options)]
+
+        async def stream() -> AsyncIterator[Any]:
+            for line in lines[1:]:
+                yield line
+
+        return stream()
+
+    monkeypatch.setattr(claude.messages.batches, "results", all_but_the_first)
+
+    await run(steps.store_results, ref)
+
+    kinds = sorted(r.result_type or "" for r in await requests_of(sessions, job_id))
+    assert kinds == [BatchResultType.EXPIRED, BatchResultType.SUCCEEDED]
+
+
+# --- defect 6: a batch that never ends ---------------------------------------------------------
+
+
+async def test_a_batch_still_open_past_its_expiry_is_cancelled_and_its_requests_expire(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    standin: StandinControl,
+    steps: MessageBatchActivities,
+    claude: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await standin.configure(batch_processing_s=600)
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    ref = ref_of(request, await run(steps.submit_batch, request))
+    retrieve = claude.messages.batches.retrieve
+
+    async def two_days_later(message_batch_id: str, **options: Any) -> Any:
+        # The API's clock says the batch expired 25 h ago and it still runs.
+        batch = await retrieve(message_batch_id, **options)
+        return batch.model_copy(update={"expires_at": datetime.now(UTC) - timedelta(hours=25)})
+
+    monkeypatch.setattr(claude.messages.batches, "retrieve", two_days_later)
+
+    polled = await run(steps.poll_batch, ref)
+    await run(steps.store_results, ref)
+
+    assert polled.status == MessageBatchState.ENDED
+    assert [r.result_type for r in await requests_of(sessions, job_id)] == [BatchResultType.EXPIRED] * 2
+    listed = await claude.messages.batches.retrieve(ref.anthropic_batch_id)
+    assert listed.cancel_initiated_at is not None, "cancelled at the API"
