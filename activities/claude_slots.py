@@ -7,7 +7,7 @@ calls/min, 54 s for a 4-item job behind three jobs of 100). Here a slot is reser
 worker polls for a call, only once the queue's next turn is near: the calls that have no turn
 yet wait in Temporal's task queue, which hands them out fairly between jobs (their fairness
 key), and a small job's call is the next one out whatever the backlog. The turn reserved with
-the slot is the call's (activities/claude_pacing.py `CallPacer.take_turn` hands it over).
+the slot is the call's (activities/claude_pacing.py `CallPacer.turn_for_call` hands it over).
 
 Slots are not a tuning knob: a call in flight holds one, so the calls in flight follow the
 turns and the latency (calls per minute x seconds per call / 60) up to a cap that only bounds

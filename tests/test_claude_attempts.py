@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import uuid
 from typing import Any
 
@@ -13,9 +12,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
-from activities import claude
+from activities import claude_slots
+from activities.claude_pacing import CallPacer
 from brightrun.claude_client import create_claude_client
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings
@@ -24,7 +23,6 @@ from devtools.devstack import free_port
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, Tier
 from models.tables import BatchItem, Conversation
-from models.workflow_ids import item_workflow_id
 from service import batches
 from tests.gate import TcpGate
 from tests.helpers import claude_call_progress, eventually
@@ -153,18 +151,6 @@ async def test_an_s3_outage_never_buys_a_second_call(
     assert_job_counts(status, item.usage)
 
 
-async def call_attempts(client: Client, item_id: uuid.UUID) -> int:
-    """The attempt Temporal is at with the item's running Claude call (0 when none runs)."""
-    try:
-        description = await client.get_workflow_handle(item_workflow_id(item_id)).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:  # the job has not started the item yet
-            return 0
-        raise
-    calls = [p for p in description.raw_description.pending_activities if p.activity_type.name == "generate_conversation"]
-    return calls[0].attempt if calls else 0
-
-
 async def test_a_postgresql_outage_longer_than_the_call_attempts_cover_fails_no_item(
     sessions: async_sessionmaker,
     stack_client: Client,
@@ -174,22 +160,34 @@ async def test_a_postgresql_outage_longer_than_the_call_attempts_cover_fails_no_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The Claude worker's PostgreSQL (where calls take their turns) is down; the call may send
-    2 requests. Each attempt gives the outage up at its first refusal (retried a second later),
-    so the outage outlasts what 2 attempts cover within seconds instead of an hour."""
-    monkeypatch.setattr(claude, "OUTAGE_TRY_S", math.inf)
+    2 requests. The worker takes no call without a turn, and tries for one again within a tenth
+    of a second here, so the outage outlasts what 2 attempts would cover within seconds instead
+    of an hour."""
+    monkeypatch.setattr(claude_slots, "OUTAGE_RETRY_FIRST_S", 0.05)
+    monkeypatch.setattr(claude_slots, "OUTAGE_RETRY_CAP_S", 0.1)
+    refused = 0
+    take_turn = CallPacer.take_turn
+
+    async def counted_take_turn(pacer: CallPacer, max_wait_s: float) -> float:
+        nonlocal refused
+        try:
+            return await take_turn(pacer, max_wait_s)
+        except OSError:
+            refused += 1
+            raise
+
+    monkeypatch.setattr(CallPacer, "take_turn", counted_take_turn)
     settings = stack_settings.model_copy(update={"claude_task_queue": f"claude-{uuid.uuid4()}", "claude_max_attempts": 2})
     gate, gated_url = TcpGate.for_database(stack_settings.database_url)  # closed: PostgreSQL is down
     engine = create_engine(settings.model_copy(update={"database_url": gated_url}))
     try:
         async with build_claude_worker(stack_client, settings, create_sessionmaker(engine), storage, create_claude_client(settings)):
             job = await batches.launch(sessions, stack_client, settings, batches.LaunchRequest(**ONE_ITEM))
-            async with sessions() as session:
-                item_id = await session.scalar(select(BatchItem.id).where(BatchItem.batch_job_id == job.job_id))
 
-            async def outlived_two_attempts() -> bool:
-                return await call_attempts(stack_client, item_id) >= 4
+            async def refused_past_two_attempts() -> bool:
+                return refused >= 10
 
-            await eventually(outlived_two_attempts, "the call waited through 4 attempts of outage", timeout_s=60)
+            await eventually(refused_past_two_attempts, "the worker was refused a turn 10 times", timeout_s=60)
             await gate.open()  # PostgreSQL is back
             await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=60)
     finally:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,12 +20,14 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+import sqlalchemy
 from anthropic.types import CacheCreation, Usage
 from botocore.exceptions import EndpointConnectionError
 from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities import claude
 from activities.claude import (
     ClaudeActivities,
     RateLimitGate,
@@ -136,7 +139,7 @@ async def rig() -> AsyncIterator[Rig]:
 class TurnAtOnce:
     """Every call's turn is now: these tests are about the call (pacing: tests/test_claude_faults.py)."""
 
-    async def take_turn(self, max_wait_s: float) -> float:
+    async def turn_for_call(self, max_wait_s: float) -> float:
         return 0.0
 
 
@@ -339,7 +342,7 @@ class TurnsTakenByOthers:
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
 
-    async def take_turn(self, max_wait_s: float) -> float:
+    async def turn_for_call(self, max_wait_s: float) -> float:
         if self.refusals:
             self.refusals -= 1
             raise TurnTooFar(max_wait_s + 30)
@@ -363,6 +366,40 @@ async def test_waiting_for_a_turn_is_no_attempt_however_many_attempts_it_takes(r
     assert rig.env.info.retry_policy is not None and rig.env.info.retry_policy.maximum_attempts == 0, (
         "Temporal caps nothing: an attempt that only waited is not an attempt"
     )
+
+
+class TurnsFromADatabaseThatIsDown:
+    """The pacer's PostgreSQL refuses connections `refusals` times (a call whose slot's turn had
+    gone stale asks it for one), then answers at once."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+
+    async def turn_for_call(self, max_wait_s: float) -> float:
+        if self.refusals:
+            self.refusals -= 1
+            refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+            raise sqlalchemy.exc.OperationalError("INSERT INTO claude_call_pacing ...", {}, refused)
+        return 0.0
+
+
+async def test_a_postgresql_outage_while_a_call_takes_its_turn_is_no_attempt(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claude, "OUTAGE_TRY_S", math.inf)  # each attempt gives the outage up at once
+    rig.use_pacer(TurnsFromADatabaseThatIsDown(refusals=3))
+    rig.schedule_as(ClaudeCallPlan(max_attempts=2))
+    request = generate_input(max_attempts=2)
+
+    for _ in range(3):
+        with pytest.raises(ApplicationError) as raised:
+            await rig.generate(request)
+        assert (raised.value.type, raised.value.non_retryable) == ("database_unavailable", False)
+        rig.next_attempt()
+    generated = await rig.generate(request)
+
+    assert generated.raw_key in rig.storage.objects
+    assert (await rig.standin.stats())["requests"] == 1
 
 
 async def test_a_request_counts_before_it_goes_so_an_attempt_that_timed_out_counts_it(rig: Rig) -> None:
@@ -427,7 +464,7 @@ class TurnIn:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    async def take_turn(self, max_wait_s: float) -> float:
+    async def turn_for_call(self, max_wait_s: float) -> float:
         if max_wait_s < self.seconds:
             raise TurnTooFar(self.seconds)
         return self.seconds
