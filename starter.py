@@ -148,7 +148,7 @@ def launch(
     topic: Annotated[list[str], typer.Option("--topic", help="Training topic id or name (repeatable).")],
     tier: Annotated[Tier, typer.Option("--tier", help="Tier of every item.")],
     template: Annotated[str | None, typer.Option("--template", help="Template UUID; omit or nil UUID to auto-select.")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Items in flight at once (1-100; default DEFAULT_CONCURRENCY).")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Items in flight at once (1-10000; default DEFAULT_CONCURRENCY; calls still go at CLAUDE_CALLS_PER_MINUTE).")] = None,
     on_error: Annotated[ErrorPolicy, typer.Option("--on-error", help="continue, or stop at the first failed item.")] = ErrorPolicy.CONTINUE,
     name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
     user: Annotated[str | None, typer.Option("--user", help="User id the files are stored under.")] = None,

@@ -25,6 +25,7 @@ from models import search_attributes
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobProgress
 from models.tables import (
+    MAX_JOB_CONCURRENCY,
     BatchItem,
     BatchJob,
     BatchJobEvent,
@@ -197,8 +198,8 @@ def validate_user(user: str) -> str:
 
 async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tuple[uuid.UUID, int]:
     """Validate every id and name, then create the job and all its items in one transaction."""
-    if not 1 <= request.concurrency <= 100:
-        raise BatchInputError(f"--concurrency must be between 1 and 100, got {request.concurrency}")
+    if not 1 <= request.concurrency <= MAX_JOB_CONCURRENCY:
+        raise BatchInputError(f"--concurrency must be between 1 and {MAX_JOB_CONCURRENCY}, got {request.concurrency}")
     if not 1 <= request.samples <= MAX_SAMPLES:
         raise BatchInputError(f"--samples must be between 1 and {MAX_SAMPLES}, got {request.samples}")
     if request.priority is not None and not 1 <= request.priority <= 5:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from brightrun.settings import Settings
 from devtools.load_catalog import catalog_id
 from models.enums import ErrorPolicy, ExportFormat, ExportStatus, ItemStatus, JobStatus, ReviewStatus
-from models.tables import BatchItem, BatchJob, Conversation, Export
+from models.tables import MAX_JOB_CONCURRENCY, BatchItem, BatchJob, Conversation, Export
 from tests.conftest import REPO
 
 NOT_STATUSES = ["pending", "running", "done", "error", "QUEUED", "Completed", ""]
@@ -105,6 +105,16 @@ async def test_any_other_item_status_is_rejected(rollback_session: AsyncSession,
 async def test_every_error_policy_is_accepted(rollback_session: AsyncSession, policy: str) -> None:
     job_id = await _new_job(rollback_session)
     await rollback_session.execute(update(BatchJob).where(BatchJob.id == job_id).values(error_handling=policy))
+
+
+async def test_every_concurrency_a_launch_accepts_is_accepted_and_no_more(rollback_session: AsyncSession) -> None:
+    job_id = await _new_job(rollback_session)
+    for concurrency in (1, MAX_JOB_CONCURRENCY):
+        await rollback_session.execute(update(BatchJob).where(BatchJob.id == job_id).values(concurrent_processing=concurrency))
+    with pytest.raises(IntegrityError, match="ck_batch_jobs_concurrent_processing"):
+        await rollback_session.execute(
+            update(BatchJob).where(BatchJob.id == job_id).values(concurrent_processing=MAX_JOB_CONCURRENCY + 1)
+        )
 
 
 async def test_a_new_conversation_waits_for_review(rollback_session: AsyncSession) -> None:
