@@ -19,10 +19,16 @@ from anthropic import AsyncAnthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.claude_pacing import CallPacer, TurnTooFar
+from activities.claude_pacing import HANDED_OVER_TURN_GRACE_S, CallPacer, TurnTooFar
 from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.data_errors import classify as classify_data_error
-from activities.errors import ANTHROPIC_REFUSED, CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
+from activities.errors import (
+    ANTHROPIC_REFUSED,
+    CLAUDE_CONNECTION,
+    CLAUDE_RATE_LIMIT_WAIT,
+    CLAUDE_UNEXPECTED_ERROR,
+    claude_http_error,
+)
 from brightrun.claude_client import api_host, claude_provider
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
@@ -119,7 +125,19 @@ def _transport_problem(exc: Exception) -> str:
 
 
 # `error.details.error_code`s that refuse the account, not the request (anthropic types/shared).
-_ACCOUNT_REFUSAL_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached", "organization_on_hold"}
+_ACCOUNT_REFUSAL_CODES = {
+    "enforced_spend_limit_reached",
+    "contract_spend_limit_reached",
+    "organization_on_hold",
+    "linked_organization_billing_unavailable",
+    "linked_organization_spend_limit_reached",
+    # The workspace's customer-managed encryption key: disabled, unreachable or blocked until
+    # the operator fixes it (400s, whose docs say to fix the key, then retry).
+    "cmek_key_disabled",
+    "cmek_key_unreachable",
+    "cmek_key_network_blocked",
+    "cmek_context_unavailable",
+}
 
 
 def is_account_refusal(exc: anthropic.APIStatusError) -> bool:
@@ -376,8 +394,27 @@ class ClaudeActivities:
 
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
-        deadline = attempt_deadline()
         progress = _progress_of_earlier_attempts()
+        try:
+            return await self._generate(request, progress)
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            # The retry policy has no cap (waits are no attempts): an unknown failure is capped here.
+            progress.unexpected_failures += 1
+            activity.heartbeat(progress)
+            await _heartbeat_sent(time.monotonic())
+            if progress.unexpected_failures >= _max_attempts(request, self._settings):
+                raise ApplicationError(
+                    f"gave up after {progress.unexpected_failures} unexpected errors; last: {exc.__class__.__name__}: {exc}",
+                    progress.usage,
+                    type=CLAUDE_UNEXPECTED_ERROR,
+                    non_retryable=True,
+                ) from exc
+            raise
+
+    async def _generate(self, request: GenerateInput, progress: CallProgress) -> GeneratedRaw:
+        deadline = attempt_deadline()
         async with heartbeating(progress):
             if progress.reply is None:
                 reply = await self._call(request, progress, deadline)
@@ -428,12 +465,18 @@ class ClaudeActivities:
                 type=CLAUDE_CONNECTION,
                 non_retryable=True,
             )
-        text = await request_text(request, lambda key, digest: self._read_stored(request, progress, deadline, key, digest))
         spent_before, changed_at = progress.usage, None
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + seconds_left(deadline) - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
         try:
-            await self._wait_for_turn(request, progress, deadline, start_by)
+            # The turn first: the one the call's slot took is kept only a few ms past its time.
+            turn_at = await self._turn(request, progress, deadline, start_by)
+            text = await request_text(
+                request, lambda key, digest: self._read_stored(request, progress, deadline, key, digest)
+            )
+            if time.monotonic() > turn_at + HANDED_OVER_TURN_GRACE_S:  # the read outlasted the turn
+                turn_at = await self._turn(request, progress, deadline, start_by)
+            await asyncio.sleep(max(0.0, turn_at - time.monotonic()))
             async with self._gate.admitted(start_by):
                 # Counted before it goes: a timeout or a lost worker after this still counts it.
                 progress.requests_sent += 1
@@ -488,16 +531,16 @@ class ClaudeActivities:
         )
         return progress.reply
 
-    async def _wait_for_turn(self, request: GenerateInput, progress: CallProgress, deadline: float, start_by: float) -> None:
-        """Until the queue's next turn at the calls-per-minute limit (the heartbeat goes on). The
-        row's clock decides the turn; this worker's only how long the call may wait for it."""
+    async def _turn(self, request: GenerateInput, progress: CallProgress, deadline: float, start_by: float) -> float:
+        """The call's turn at the calls-per-minute limit, as a time.monotonic() value. The row's
+        clock decides the turn; this worker's only how long the call may wait for it."""
         try:
             starts_in = await self._through_outage(
                 request, progress, deadline, lambda: self._pacer.turn_for_call(max_wait_s=start_by - time.time())
             )
         except TurnTooFar as exc:
             raise RateLimitWaitTooLong(exc.wait_s, "its turn at the calls-per-minute limit") from None
-        await asyncio.sleep(starts_in)
+        return time.monotonic() + starts_in
 
     def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> tuple[ApplicationError, bool]:
         """The failure of this attempt, logged, with the usage of every attempt so far as its last

@@ -25,14 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 # while arrival jitter stays below it, for 0.17% of the rate.
 WINDOW_MARGIN_S = 0.1
 
-# The queue's next free start moves one gap further; a turn further away than the call can wait
-# is not taken (it would be wasted), and the row says how far away the next one is.
+# The queue's next free start, at least `min_lead_s` from now, moves one gap further; a turn
+# further away than the call can wait is not taken (it would be wasted), and the row says how far
+# away the next one is.
 _TAKE_TURN = text("""
     INSERT INTO claude_call_pacing AS pacing (task_queue, next_call_at)
-    VALUES (:task_queue, clock_timestamp() + make_interval(secs => :gap_s))
+    VALUES (:task_queue, clock_timestamp() + make_interval(secs => CAST(:min_lead_s AS float8) + :gap_s))
     ON CONFLICT (task_queue) DO UPDATE
-        SET next_call_at = GREATEST(pacing.next_call_at, clock_timestamp()) + make_interval(secs => :gap_s)
-        WHERE GREATEST(pacing.next_call_at, clock_timestamp()) <= clock_timestamp() + make_interval(secs => :max_wait_s)
+        SET next_call_at = GREATEST(pacing.next_call_at, clock_timestamp() + make_interval(secs => :min_lead_s))
+            + make_interval(secs => :gap_s)
+        WHERE GREATEST(pacing.next_call_at, clock_timestamp() + make_interval(secs => :min_lead_s))
+            <= clock_timestamp() + make_interval(secs => :max_wait_s)
     RETURNING EXTRACT(EPOCH FROM pacing.next_call_at - clock_timestamp())::float8 - :gap_s
 """)
 _NEXT_FREE_IN = text(
@@ -73,8 +76,11 @@ class CallPacer:
 
     def hand_over(self, turn_at: float) -> None:
         """A turn taken with the slot a call just got: the call's (any call of this worker's,
-        as turns are alike)."""
+        as turns are alike). Turns no call took in time are dropped here (a retry that only
+        stores its paid reply takes none)."""
+        stale_before = self._clock() - HANDED_OVER_TURN_GRACE_S
         with self._handed_over_lock:
+            del self._handed_over[: bisect.bisect_left(self._handed_over, stale_before)]
             bisect.insort(self._handed_over, turn_at)
 
     async def turn_for_call(self, max_wait_s: float) -> float:
@@ -88,10 +94,16 @@ class CallPacer:
                     return max(0.0, turn_at - now)
         return await self.take_turn(max_wait_s)
 
-    async def take_turn(self, max_wait_s: float) -> float:
-        """Takes the queue's next free turn; returns how many seconds from now it starts.
-        Raises TurnTooFar, taking nothing, when that is more than max_wait_s away."""
-        params = {"task_queue": self._task_queue, "gap_s": self._gap_s, "max_wait_s": max(0.0, max_wait_s)}
+    async def take_turn(self, max_wait_s: float, min_lead_s: float = 0.0) -> float:
+        """Takes the queue's next free turn, at least min_lead_s from now; returns how many
+        seconds from now it starts. Raises TurnTooFar, taking nothing, when that is more than
+        max_wait_s away."""
+        params = {
+            "task_queue": self._task_queue,
+            "gap_s": self._gap_s,
+            "max_wait_s": max(0.0, max_wait_s),
+            "min_lead_s": min_lead_s,
+        }
         async with self._sessions.begin() as session:
             starts_in = await session.scalar(_TAKE_TURN, params)
             if starts_in is None:

@@ -4,7 +4,7 @@ Calls used to wait for their turns inside the worker: every call slot took the q
 when its task arrived, first come, first served, so the calls a worker had already taken held
 the next turns, and a job launched behind them waited for all of them (with 400 slots at 120
 calls/min, 54 s for a 4-item job behind three jobs of 100). Here a slot is reserved, and the
-worker polls for a call, only once the queue's next turn is near: the calls that have no turn
+worker polls for a call, only shortly before the turn it booked: the calls that have no turn
 yet wait in Temporal's task queue, which hands them out fairly between jobs (their fairness
 key), and a small job's call is the next one out whatever the backlog. The turn reserved with
 the slot is the call's (activities/claude_pacing.py `CallPacer.turn_for_call` hands it over).
@@ -16,6 +16,7 @@ a worker's memory."""
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -33,13 +34,16 @@ from brightrun.logs import get_logger
 
 log = get_logger(__name__)
 
-# A slot is reserved for a turn at most this far ahead: the poll that follows hands over a
-# waiting call within milliseconds, and a turn taken further ahead would be held by a slot
-# that may get no call.
-TURN_LEAD_S = 1.0
-# Once the queue's next turn is further away, a reservation sleeps until this far before it,
-# at least this long: a few round trips per turn, not a busy loop.
-MIN_RECHECK_S = 0.02
+# A reservation books the queue's next turn up to this far ahead, then sleeps until shortly
+# before it: one database round trip a turn, however busy the queue (a reservation per poller
+# and worker books ahead, each bound to no job until its poll).
+BOOKING_HORIZON_S = 10.0
+# It polls for its call this long before the turn: time for the poll to hand over a waiting call
+# and for the call to reach its turn. No turn is booked sooner.
+CALL_READY_S = 0.25
+# Past the horizon, a reservation looks again at least this much later (with jitter, so the
+# pollers of many workers do not ask at once).
+MIN_RECHECK_S = 0.05
 # A PostgreSQL outage (or any failure to take a turn) holds reservations: no call goes out
 # without a turn, and none fails for it. They try again with this backoff.
 OUTAGE_RETRY_FIRST_S = 1.0
@@ -109,15 +113,15 @@ class CallSlots(CustomSlotSupplier):
             loop.call_soon_threadsafe(freed.set)
 
     async def _next_turn(self) -> float:
-        """The queue's next turn once it is within TURN_LEAD_S, as a time.monotonic() value;
+        """The queue's next turn, as a time.monotonic() value, once it is CALL_READY_S away;
         through a PostgreSQL outage, however long."""
         outage_delay = OUTAGE_RETRY_FIRST_S
         while True:
             try:
-                starts_in = await self._pacer.take_turn(max_wait_s=TURN_LEAD_S)
-                return self._clock() + starts_in
+                starts_in = await self._pacer.take_turn(max_wait_s=BOOKING_HORIZON_S, min_lead_s=CALL_READY_S)
             except TurnTooFar as exc:
-                await asyncio.sleep(max(MIN_RECHECK_S, exc.wait_s - TURN_LEAD_S))
+                await asyncio.sleep(max(MIN_RECHECK_S, exc.wait_s - BOOKING_HORIZON_S) * random.uniform(1.0, 1.2))
+                continue
             except Exception as exc:  # noqa: BLE001  # a reservation that raises is retried at once, in a loop
                 log.warning(
                     "no turn for a Claude call yet: trying again",
@@ -126,3 +130,7 @@ class CallSlots(CustomSlotSupplier):
                 )
                 await asyncio.sleep(outage_delay)
                 outage_delay = min(outage_delay * 2, OUTAGE_RETRY_CAP_S)
+                continue
+            turn_at = self._clock() + starts_in
+            await asyncio.sleep(max(0.0, starts_in - CALL_READY_S))
+            return turn_at

@@ -36,6 +36,9 @@ OUTAGE_PARTS = {DATABASE_UNAVAILABLE: "PostgreSQL", STORAGE_UNAVAILABLE: "S3 sto
 # Claude calls (activities/claude.py): the connection broke; a call that would wait for the rate
 # limit past its attempt's deadline (retried after it); an HTTP error, see claude_http_error.
 CLAUDE_CONNECTION = "claude_connection"
+# The call failed for a reason nobody classified (a bug, a corrupt stored prompt): retried up to
+# CLAUDE_MAX_ATTEMPTS times like a request, then the item fails with it.
+CLAUDE_UNEXPECTED_ERROR = "claude_unexpected_error"
 CLAUDE_RATE_LIMIT_WAIT = "claude_rate_limit_wait"
 # Anthropic refuses the account, not the request: authentication, permission, billing, a spend
 # limit. The operator's problem: the step waits (retried without an attempt cap, shown by `status`

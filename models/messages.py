@@ -416,6 +416,9 @@ class CallProgress(BaseModel):
     # how many refusals in a row (the backoff); both reset by any other answer.
     refused_since: datetime | None = None
     refusals: int = 0
+    # Attempts that failed for no reason the call knows (a bug, a corrupt stored prompt): they
+    # are capped like requests, so an uncapped retry policy never loops on one.
+    unexpected_failures: int = 0
 
 
 class StoreConversationInput(BaseModel):

@@ -168,10 +168,10 @@ async def test_a_postgresql_outage_longer_than_the_call_attempts_cover_fails_no_
     refused = 0
     take_turn = CallPacer.take_turn
 
-    async def counted_take_turn(pacer: CallPacer, max_wait_s: float) -> float:
+    async def counted_take_turn(pacer: CallPacer, max_wait_s: float, min_lead_s: float = 0.0) -> float:
         nonlocal refused
         try:
-            return await take_turn(pacer, max_wait_s)
+            return await take_turn(pacer, max_wait_s, min_lead_s)
         except OSError:
             refused += 1
             raise

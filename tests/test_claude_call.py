@@ -402,6 +402,22 @@ async def test_a_postgresql_outage_while_a_call_takes_its_turn_is_no_attempt(
     assert (await rig.standin.stats())["requests"] == 1
 
 
+async def test_an_unexpected_error_is_retried_only_as_often_as_a_request_would_be(rig: Rig) -> None:
+    rig.schedule_as(ClaudeCallPlan(max_attempts=2))
+    rig.storage.objects["raw/test/broken_raw.json"] = {"not": "a reply"}  # a stored reply corrupted
+    request = generate_input(RepairRequest(rejected_raw_key="raw/test/broken_raw.json", problem="p"), max_attempts=2)
+
+    with pytest.raises(KeyError):  # retried as it is: Temporal's policy has no cap
+        await rig.generate(request)
+    rig.next_attempt()
+    with pytest.raises(ApplicationError) as raised:
+        await rig.generate(request)
+
+    assert (raised.value.type, raised.value.non_retryable) == ("claude_unexpected_error", True)
+    assert raised.value.message.startswith("gave up after 2 unexpected errors; last: KeyError")
+    assert (await rig.standin.stats())["requests"] == 0
+
+
 async def test_a_request_counts_before_it_goes_so_an_attempt_that_timed_out_counts_it(rig: Rig) -> None:
     await rig.standin.configure(first_token_ms=30_000)
     request = generate_input(max_attempts=1)

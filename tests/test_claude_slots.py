@@ -17,7 +17,7 @@ from temporalio.worker import SlotMarkUsedContext, SlotReleaseContext, SlotReser
 
 from activities import claude_slots
 from activities.claude_pacing import CallPacer
-from activities.claude_slots import TURN_LEAD_S, CallSlots, TurnPermit
+from activities.claude_slots import CALL_READY_S, CallSlots, TurnPermit
 from brightrun.settings import Settings
 from models.enums import Tier
 
@@ -41,16 +41,19 @@ def _used(permit: TurnPermit) -> SlotMarkUsedContext:
     return cast(SlotMarkUsedContext, SimpleNamespace(slot_info=None, permit=permit))
 
 
-async def test_slots_are_reserved_a_turn_apart_and_no_sooner_than_the_lead(sessions: async_sessionmaker) -> None:
+async def test_slots_are_reserved_a_turn_apart_each_just_before_its_turn(sessions: async_sessionmaker) -> None:
     slots = CallSlots(_pacer(sessions), max_calls=10)
+    booked_at = time.monotonic()
 
     reserved = sorted(await asyncio.gather(*(_reserve(slots) for _ in range(3))), key=lambda r: r[0].turn_at)
 
     turns = [permit.turn_at for permit, _ in reserved]
     assert [b - a for a, b in itertools.pairwise(turns)] == pytest.approx([TURN_S, TURN_S], abs=CLOCK_SLACK_S)
-    # A slot waits for its turn to come near before the worker polls a call for it.
+    # The first turn leaves the poll and the call time to reach it.
+    assert turns[0] - booked_at == pytest.approx(CALL_READY_S, abs=0.1)
+    # The worker polls a call for a slot only as its turn comes.
     for permit, handed_out_at in reserved:
-        assert handed_out_at >= permit.turn_at - TURN_LEAD_S - CLOCK_SLACK_S
+        assert permit.turn_at - CALL_READY_S - 0.05 <= handed_out_at <= permit.turn_at
 
 
 async def test_no_slot_beyond_the_cap_until_one_is_released(sessions: async_sessionmaker) -> None:
@@ -65,6 +68,13 @@ async def test_no_slot_beyond_the_cap_until_one_is_released(sessions: async_sess
     slots.release_slot(cast(SlotReleaseContext, SimpleNamespace(slot_info=None, permit=first)))
     await asyncio.wait_for(third, timeout=5)
     assert slots.held == 2
+
+
+async def test_a_turn_is_booked_no_sooner_than_the_lead_asked(sessions: async_sessionmaker) -> None:
+    pacer = _pacer(sessions)
+
+    assert await pacer.take_turn(max_wait_s=60, min_lead_s=0.5) == pytest.approx(0.5, abs=0.1)
+    assert await pacer.take_turn(max_wait_s=60, min_lead_s=0.5) == pytest.approx(0.5 + TURN_S, abs=0.1)
 
 
 async def test_a_call_takes_the_turn_its_slot_reserved_without_asking_the_database(sessions: async_sessionmaker) -> None:
@@ -95,11 +105,11 @@ class _DatabaseDown(CallPacer):
         super().__init__(sessions, f"slots-{uuid.uuid4()}", 60)
         self.failures = failures
 
-    async def take_turn(self, max_wait_s: float) -> float:
+    async def take_turn(self, max_wait_s: float, min_lead_s: float = 0.0) -> float:
         if self.failures:
             self.failures -= 1
             raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
-        return await super().take_turn(max_wait_s)
+        return await super().take_turn(max_wait_s, min_lead_s)
 
 
 async def test_a_reservation_waits_through_a_database_outage(sessions: async_sessionmaker, monkeypatch: Any) -> None:
@@ -108,7 +118,7 @@ async def test_a_reservation_waits_through_a_database_outage(sessions: async_ses
 
     permit, _ = await asyncio.wait_for(_reserve(CallSlots(pacer, max_calls=1)), timeout=10)
 
-    assert pacer.failures == 0 and permit.turn_at <= time.monotonic() + TURN_LEAD_S
+    assert pacer.failures == 0 and permit.turn_at <= time.monotonic() + CALL_READY_S
 
 
 def test_a_workers_cap_on_calls_in_flight_follows_the_rate_unless_set() -> None:

@@ -187,7 +187,7 @@ async def test_an_account_refusal_at_create_makes_the_submission_wait_and_fails_
     error = await refused(steps.submit_batch, request)
 
     assert (error.type, error.non_retryable) == (ANTHROPIC_REFUSED, False)
-    assert error.message.startswith(f"Claude API {fault[:3]}: ")
+    assert error.message.startswith("Anthropic refused: ") and f"({fault[:3]} " in error.message
     assert error.details and error.details[0].since is not None, "since when the job waits"
     assert [r.result_type for r in await requests_of(sessions, job_id)] == [None, None], "no request failed"
     await standin.configure(endpoint_faults={})  # the key is fixed
