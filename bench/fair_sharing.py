@@ -1,10 +1,11 @@
 """Benchmark: a small job launched behind 300 items in flight finishes in seconds, on the real
-local stack (Temporal dev server with fairness, PostgreSQL, SeaweedFS, the stand-in with 2 s
-calls) at 120 calls/min. A job holds at most 100 items in flight (--concurrency 1-100), so the
-300 are three jobs of 100: each has its own fairness key, and the small job gets a quarter of
-the calls while all four have calls waiting (a single 300-item job would leave it half).
+local stack (Temporal dev server with fairness, PostgreSQL, SeaweedFS, the stand-in at Claude's
+pace: 1 s to the first token, then 70 output tokens a second) at 120 calls/min, with the
+worker's default slots (as many calls in flight as the rate and the latency make). The 300 are
+three jobs of 100: each has its own fairness key, and the small job gets a quarter of the calls
+while all four have calls waiting (a single 300-item job would leave it half).
 
-    .venv/bin/python -m bench.fair_sharing [--calls-per-minute 120] [--latency-ms 2000] [--small-items 4]
+    .venv/bin/python -m bench.fair_sharing [--calls-per-minute 120] [--pace claude|instant] [--latency-ms 0] [--small-items 4]
 
 Writes bench/results/fair_sharing.json.
 """
@@ -33,6 +34,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from devtools import devstack
+from devtools.standin import PACES
 from devtools.standin_control import StandinControl
 from models.enums import Tier
 from models.tables import BatchItem
@@ -76,14 +78,17 @@ def _job(samples: int, concurrency: int, name: str) -> batches.LaunchRequest:
     )  # fmt: skip
 
 
-async def measure(calls_per_minute: float, latency_ms: int, small_items: int) -> dict:
+async def measure(calls_per_minute: float, pace: str, latency_ms: int, small_items: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="brightrun-fair-"))
     try:
         env = devstack.start(devstack.isolated_config(root))
         settings = engine_settings(env, calls_per_minute)
         standin = StandinControl(env["ANTHROPIC_BASE_URL"])
         await standin.reset()
-        await standin.configure(latency_ms=latency_ms)
+        answers = PACES[pace]
+        await standin.configure(
+            first_token_ms=answers.first_token_ms, output_tokens_per_s=answers.output_tokens_per_s, latency_ms=latency_ms
+        )
         engine = create_engine(settings)
         sessions = create_sessionmaker(engine)
         client = await connect(settings)
@@ -127,7 +132,9 @@ async def measure(calls_per_minute: float, latency_ms: int, small_items: int) ->
     return {
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "calls_per_minute_setting": calls_per_minute,
+        "standin_pace": pace,
         "standin_latency_ms": latency_ms,
+        "claude_calls_in_flight_cap_per_worker": settings.claude_max_calls_in_flight(),
         "big_jobs": BIG_JOBS,
         "big_job_items_in_flight_each": BIG_JOB_CONCURRENCY,
         "big_jobs_calls_not_yet_made_at_launch": big_waiting,
@@ -153,7 +160,8 @@ async def _status(settings: Settings, job_id: uuid.UUID) -> batches.JobStatusVie
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls-per-minute", type=float, default=120)
-    parser.add_argument("--latency-ms", type=int, default=2000)
+    parser.add_argument("--pace", choices=sorted(PACES), default="claude", help="how fast the stand-in answers")
+    parser.add_argument("--latency-ms", type=int, default=0, help="added to every answer")
     parser.add_argument("--small-items", type=int, default=4)
     args = parser.parse_args()
-    save_result("fair_sharing", asyncio.run(measure(args.calls_per_minute, args.latency_ms, args.small_items)))
+    save_result("fair_sharing", asyncio.run(measure(args.calls_per_minute, args.pace, args.latency_ms, args.small_items)))
