@@ -211,6 +211,32 @@ async def test_a_create_the_api_refused_is_sent_again_and_adopts_no_batch_of_ano
         assert (await session.get(MessageBatch, request.message_batch_id)).adopted_at is None
 
 
+async def test_a_create_lost_an_hour_ago_adopts_no_batch_created_since(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities
+) -> None:
+    """A create got no answer an hour ago and an outage held every retry since: a batch made
+    now is no candidate for it, whatever its size."""
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    await standin.configure(endpoint_faults={"batches": {"500": 1.0}})
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    await standin.configure(endpoint_faults={})
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    async with sessions.begin() as session:
+        await session.execute(
+            update(MessageBatch)
+            .where(MessageBatch.id == request.message_batch_id)
+            .values(submitted_at=an_hour_ago, create_sent_at=an_hour_ago)
+        )
+    foreign = await standin.foreign_batch(2)
+
+    retried = await run(steps.submit_batch, request, attempt=30)
+
+    assert retried.anthropic_batch_id not in (None, foreign["id"])
+    assert (await standin.stats())["batches"] == 1
+
+
 async def test_a_lost_create_answer_finds_our_batch_after_a_nearer_foreign_one_proves_another(
     sessions: async_sessionmaker,
     storage: Storage,
