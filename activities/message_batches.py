@@ -530,8 +530,8 @@ class MessageBatchActivities:
         async with self._sessions() as session:
             row = await session.get(MessageBatch, ref.message_batch_id)
             requests = {
-                row.custom_id: row
-                for row in (
+                request.custom_id: request
+                for request in (
                     await session.execute(
                         select(MessageBatchRequest).where(MessageBatchRequest.message_batch_id == ref.message_batch_id)
                     )

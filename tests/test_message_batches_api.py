@@ -4,6 +4,7 @@ each refusal of the batch endpoints does, results in any order, a batch that nev
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -271,6 +272,38 @@ async def test_a_lost_create_answer_finds_our_batch_after_a_nearer_foreign_one_p
         row = await session.get(MessageBatch, request.message_batch_id)
     assert row.anthropic_batch_id != foreign["id"] and row.adopted_at is None, "ours, proved"
     assert row.foreign_batch_ids == [foreign["id"]]
+
+
+async def test_a_lost_create_answer_polls_our_batch_still_open_when_the_foreign_one_ends(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    standin: StandinControl,
+    steps: MessageBatchActivities,
+    claude: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+
+    async def another_users_quick_batch_first() -> None:
+        await standin.configure(batch_processing_s=0)
+        await standin.foreign_batch(2)
+        await standin.configure(batch_processing_s=2)  # ours
+
+    answer_lost(claude, monkeypatch, before=another_users_quick_batch_first)
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    ref = ref_of(request, await run(steps.submit_batch, request, attempt=2))
+
+    polls = [await run(steps.poll_batch, ref)]
+    while polls[-1].status != MessageBatchState.ENDED and len(polls) < 50:
+        await asyncio.sleep(0.2)
+        polls.append(await run(steps.poll_batch, ref))
+    await run(steps.store_results, ref)
+
+    assert polls[0].status == MessageBatchState.IN_PROGRESS, "the foreign one ended, ours is polled"
+    assert all(r.result_type == BatchResultType.SUCCEEDED for r in await requests_of(sessions, job_id))
+    assert (await standin.stats())["batches"] == 1, "paid once"
 
 
 async def test_a_release_whose_signal_was_lost_is_told_again_by_the_retried_store(
