@@ -61,12 +61,16 @@ BATCH_CACHE_CONTROL = {"type": "ephemeral", "ttl": "1h"}
 # a chunk gave a result) and announced in bounded bursts of signals.
 RESULTS_CHUNK = 200
 SIGNALS_AT_ONCE = 32
-# A retried submission looks for the batch its earlier attempt created among those the API lists
-# as created since this long before the row's submitted_at (clock skew between us and the API).
-# A wide window costs nothing: a batch is ours only once its results name our requests.
+# A retried submission whose earlier create's outcome is unknown looks for that batch among those
+# the API lists as created this long either side of when the create was sent (clock skew between
+# us and the API, and the create's own duration). A batch is ours only once its results name our
+# requests.
 ADOPTION_WINDOW = timedelta(minutes=10)
+# Candidates an adoption may check before its requests go out on their own.
+ADOPTION_CHECKS = 5
 # The API ends every batch by its expires_at (24 h after creation); one still open this long
-# after is cancelled and its open requests count as expired.
+# after is cancelled and polled until it ends, and one still open this long after its cancel
+# ends here with its open requests expired.
 OVERDUE_MARGIN = timedelta(hours=1)
 
 
@@ -78,8 +82,16 @@ _REQUESTS_CLAIMED = text("SELECT pg_advisory_xact_lock(hashtext('batch-requests:
 class _Claim(NamedTuple):
     requests: list[tuple[str, str]]  # (custom_id, request_key)
     anthropic_batch_id: str | None  # recorded by an earlier attempt
-    retried: bool  # an earlier attempt got this far
+    create_sent_at: datetime | None  # an earlier attempt's create whose outcome is unknown
     remaining: int  # the job's requests still waiting
+
+
+def _answered_without_a_batch(exc: anthropic.APIError) -> bool:
+    """The API answered the create and made no batch: a 4xx, or 529 (refused at the door). A
+    connection error, a timeout or another 5xx leaves the outcome unknown."""
+    if not isinstance(exc, anthropic.APIStatusError):
+        return False
+    return exc.status_code < 500 or exc.status_code == 529
 
 
 def _waiting_for_a_batch(job_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
@@ -189,8 +201,9 @@ class MessageBatchActivities:
     @activity.defn(name="submit_message_batch")
     async def submit_batch(self, request: SubmitBatchInput) -> SubmittedBatch:
         """Claims the job's waiting requests for the batch the workflow named, then creates it at
-        the API once: a retry finds the id recorded, or adopts the batch its earlier attempt
-        created before it could record the id (see _created_earlier)."""
+        the API once: a retry finds the id recorded, or, when the earlier create's outcome is
+        unknown (no answer came), adopts a batch it may have made (see _candidates; poll_batch
+        proves it ours by its results)."""
         async with heartbeating(str(request.message_batch_id)):
             return await self._submit(request)
 
@@ -201,16 +214,20 @@ class MessageBatchActivities:
             return SubmittedBatch(anthropic_batch_id=claim.anthropic_batch_id, request_count=len(claimed), remaining=remaining)
         if not claimed:
             return SubmittedBatch(anthropic_batch_id=None, remaining=remaining)
-        if claim.retried:
-            adopted = await self._created_earlier(request.message_batch_id, len(claimed))
-            if adopted:
+        if claim.create_sent_at is not None:  # an earlier create may have made the batch
+            candidates = await self._candidates(len(claimed), claim.create_sent_at, exclude=[])
+            if candidates:
+                adopted = candidates[0].id
                 log.warning("adopting the batch an earlier attempt may have created", anthropic_batch_id=adopted)
                 await self._record_created(request.message_batch_id, adopted, adopted=True)
                 return SubmittedBatch(anthropic_batch_id=adopted, request_count=len(claimed), remaining=remaining)
         requests = await self._read_requests(key for _, key in claimed)
+        await self._set_create_sent_at(request.message_batch_id, datetime.now(UTC))
         try:
             batch = await self._claude.messages.batches.create(requests=requests)
         except anthropic.APIError as exc:
+            if _answered_without_a_batch(exc):
+                await self._set_create_sent_at(request.message_batch_id, None)
             failure = self._failure(exc)
             if getattr(failure, "non_retryable", False):
                 # The API refuses the batch itself (not one request): its items fail with the reason.
@@ -273,7 +290,8 @@ class MessageBatchActivities:
                 )
             ).all()
             remaining = await session.scalar(select(func.count()).where(*_waiting_for_a_batch(request.job_id))) or 0
-            return _Claim([(custom_id, key) for custom_id, key in claimed], batch.anthropic_batch_id, retried, remaining)
+            unknown = batch.create_sent_at if batch.anthropic_batch_id is None else None
+            return _Claim([(custom_id, key) for custom_id, key in claimed], batch.anthropic_batch_id, unknown, remaining)
 
     async def _read_requests(self, keys: Iterable[str]) -> list[Request]:
         limit = asyncio.Semaphore(SIGNALS_AT_ONCE)
@@ -284,27 +302,30 @@ class MessageBatchActivities:
 
         return list(await asyncio.gather(*(read(key) for key in keys)))
 
-    async def _created_earlier(self, message_batch_id: uuid.UUID, request_count: int) -> str | None:
-        """The batch an earlier attempt may have created: of the workspace's batches (any user's)
-        created in the window around the attempt, as many requests, recorded for no batch of
-        ours, the one created nearest the attempt. Size and time only make it a candidate: the
-        API shows a batch's requests only in its results, so store_results proves it ours by
-        their custom_ids or releases our requests to a batch of their own."""
-        async with self._sessions() as session:
-            submitted_at = (await session.get(MessageBatch, message_batch_id)).submitted_at
-        since = submitted_at - ADOPTION_WINDOW
+    async def _set_create_sent_at(self, message_batch_id: uuid.UUID, at: datetime | None) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(update(MessageBatch).where(MessageBatch.id == message_batch_id).values(create_sent_at=at))
+
+    async def _candidates(self, request_count: int, sent_at: datetime, exclude: Iterable[str]) -> list[Any]:
+        """Batches a create sent at `sent_at` whose outcome is unknown may have made: of the
+        workspace's batches (any user's) created within the window either side of it, as many
+        requests, recorded for no batch of ours and not `exclude`d, nearest first. Size and time
+        only make a candidate: the API shows a batch's requests only in its results."""
+        since, until = sent_at - ADOPTION_WINDOW, sent_at + ADOPTION_WINDOW
+        excluded = set(exclude)
         candidates = []
         try:
             async for listed in self._claude.messages.batches.list(limit=100):
                 if listed.created_at < since:
                     break
                 counts = listed.request_counts
-                if counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired == request_count:
+                size = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                if listed.created_at <= until and size == request_count and listed.id not in excluded:
                     candidates.append(listed)
         except anthropic.APIError as exc:
             raise self._failure(exc) from None
         if not candidates:
-            return None
+            return []
         async with self._sessions() as session:
             recorded = set(
                 (
@@ -316,9 +337,7 @@ class MessageBatchActivities:
                 ).all()
             )
         unrecorded = [c for c in candidates if c.id not in recorded]
-        if not unrecorded:
-            return None
-        return min(unrecorded, key=lambda c: abs(c.created_at - submitted_at)).id
+        return sorted(unrecorded, key=lambda c: abs(c.created_at - sent_at))
 
     async def _record_created(self, message_batch_id: uuid.UUID, anthropic_batch_id: str, *, adopted: bool) -> None:
         async with self._sessions.begin() as session:
@@ -382,9 +401,15 @@ class MessageBatchActivities:
 
     @activity.defn(name="poll_message_batch")
     async def poll_batch(self, ref: MessageBatchRef) -> PolledBatch:
-        """The batch's status. One the API no longer knows (deleted in the console), or still open
-        past its expiry, ends here: its open requests count as expired (the items send them again,
-        within their attempt cap)."""
+        """The batch's status. One the API no longer knows (deleted in the console) ends here: its
+        open requests count as expired (the items send them again, within their attempt cap). One
+        still open past its expiry is cancelled and polled until it ends. An adopted batch that
+        has ended is proved ours by its results, or another candidate is taken (see _prove)."""
+        async with self._sessions() as session:
+            row = await session.get(MessageBatch, ref.message_batch_id)
+        if row.adopted_at is not None and row.status == MessageBatchState.ENDED.value:
+            return PolledBatch(status=MessageBatchState.ENDED)  # released, or left by a cancel
+        ref = ref.model_copy(update={"anthropic_batch_id": row.anthropic_batch_id or ref.anthropic_batch_id})
         try:
             async with heartbeating(ref.anthropic_batch_id):
                 batch = await self._claude.messages.batches.retrieve(ref.anthropic_batch_id)
@@ -395,10 +420,22 @@ class MessageBatchActivities:
         except anthropic.APIError as exc:
             raise self._failure(exc) from None
         if batch.processing_status != "ended" and datetime.now(UTC) > batch.expires_at + OVERDUE_MARGIN:
-            log.warning("message batch still open past its expiry", anthropic_batch_id=ref.anthropic_batch_id)
-            await self._cancel(ref)
-            await self._end_without_results(ref)
-            return PolledBatch(status=MessageBatchState.ENDED)
+            if row.adopted_at is not None:  # never cancelled: it may be another's
+                log.warning("an adopted message batch is still open past its expiry", anthropic_batch_id=ref.anthropic_batch_id)
+                await self._release(ref)
+                return PolledBatch(status=MessageBatchState.ENDED)
+            if batch.cancel_initiated_at is None:
+                log.warning("message batch still open past its expiry", anthropic_batch_id=ref.anthropic_batch_id)
+                await self._cancel(ref)
+            elif datetime.now(UTC) > batch.cancel_initiated_at + OVERDUE_MARGIN:
+                log.warning("message batch still open long after its cancel", anthropic_batch_id=ref.anthropic_batch_id)
+                await self._end_without_results(ref)
+                return PolledBatch(status=MessageBatchState.ENDED)
+            # Polled until it ends: what had finished keeps its result, what had not expires.
+        if batch.processing_status == "ended" and row.adopted_at is not None:
+            proved = await self._prove(ref, row)
+            if proved is not None:
+                return proved
         counts = batch.request_counts.model_dump()
         async with self._sessions.begin() as session:
             await session.execute(
@@ -408,27 +445,104 @@ class MessageBatchActivities:
             )
         return PolledBatch(status=MessageBatchState(batch.processing_status), request_counts=counts)
 
+    async def _prove(self, ref: MessageBatchRef, row: MessageBatch) -> PolledBatch | None:
+        """An adopted batch has ended: its first result tells whose it is (custom_ids name our
+        items). Ours: None, and its results are stored as any batch's. Another's: the next
+        unrecorded same-size candidate of the window is checked the same way (an ended one at
+        once, an open one by polling it instead), at most ADOPTION_CHECKS in all; none left,
+        our requests go back to waiting for a batch of their own."""
+        async with self._sessions() as session:
+            ours = set(
+                (
+                    await session.scalars(
+                        select(MessageBatchRequest.custom_id).where(MessageBatchRequest.message_batch_id == ref.message_batch_id)
+                    )
+                ).all()
+            )
+        foreign = list(row.foreign_batch_ids)
+        checking = ref.anthropic_batch_id
+        # No id on the row: another batch of ours recorded it from its create's answer.
+        if row.anthropic_batch_id is not None and await self._names_ours(checking, ours):
+            await self._adopt(ref, checking, foreign, proved=True)
+            return None
+        while True:
+            log.warning("the adopted message batch is not ours: its results name none of our requests", anthropic_batch_id=checking)
+            foreign.append(checking)
+            left = ADOPTION_CHECKS - len(foreign)
+            candidates = [] if left <= 0 or row.create_sent_at is None else await self._candidates(len(ours), row.create_sent_at, foreign)
+            if not candidates:
+                await self._adopt(ref, None, foreign, proved=False)
+                await self._release(ref)
+                return PolledBatch(status=MessageBatchState.ENDED)
+            checking = candidates[0].id
+            log.warning("adopting another candidate for the batch our create may have made", anthropic_batch_id=checking)
+            if candidates[0].processing_status != "ended":
+                await self._adopt(ref, checking, foreign, proved=False)
+                return PolledBatch(status=MessageBatchState(candidates[0].processing_status))
+            if await self._names_ours(checking, ours):  # _candidates left out what ours recorded
+                await self._adopt(ref, checking, foreign, proved=True)
+                counts = candidates[0].request_counts.model_dump()
+                async with self._sessions.begin() as session:
+                    await session.execute(
+                        update(MessageBatch)
+                        .where(MessageBatch.id == ref.message_batch_id)
+                        .values(status=MessageBatchState.ENDED.value, request_counts=counts, ended_at=candidates[0].ended_at)
+                    )
+                return PolledBatch(status=MessageBatchState.ENDED, request_counts=counts)
+
+    async def _names_ours(self, anthropic_batch_id: str, ours: set[str]) -> bool:
+        """Whether the batch's results name our requests; its first line tells (custom_ids are
+        unique across every job), the rest is never downloaded."""
+        try:
+            results = await self._claude.messages.batches.results(anthropic_batch_id)
+        except anthropic.NotFoundError:
+            return False
+        except anthropic.APIError as exc:
+            raise self._failure(exc) from None
+        try:
+            async for line in results:
+                return line.custom_id in ours
+        except anthropic.APIError as exc:
+            raise self._failure(exc) from None
+        finally:
+            await results.close()
+        return False
+
+    async def _adopt(self, ref: MessageBatchRef, anthropic_batch_id: str | None, foreign: list[str], *, proved: bool) -> None:
+        """Records the candidate the batch now stands for (None: keeps the last one) and the
+        candidates proved another's."""
+        values: dict[str, Any] = {"foreign_batch_ids": foreign}
+        if anthropic_batch_id is not None:
+            values["anthropic_batch_id"] = anthropic_batch_id
+        if proved:
+            values["adopted_at"] = None
+        async with self._sessions.begin() as session:
+            await session.execute(update(MessageBatch).where(MessageBatch.id == ref.message_batch_id).values(**values))
+
     @activity.defn(name="store_message_batch_results")
     async def store_results(self, ref: MessageBatchRef) -> int:
         """Streams an ended batch's results: each reply goes to storage where an online call's
         would, each result onto its request's row, for announce_results to hand out. A retry
         stores only the requests still without a result (results come in no documented order).
         A request the results leave out counts as expired. An adopted batch whose results name
-        none of our requests is another's: our requests wait for a batch of their own."""
+        none of our requests is another's: our requests wait for a batch of their own, and the
+        workflow hears of them from every attempt (one may have died after releasing them)."""
         async with self._sessions() as session:
-            adopted = (await session.get(MessageBatch, ref.message_batch_id)).adopted_at is not None
+            row = await session.get(MessageBatch, ref.message_batch_id)
             requests = {
-                row.custom_id: row
-                for row in (
+                request.custom_id: request
+                for request in (
                     await session.execute(
                         select(MessageBatchRequest).where(MessageBatchRequest.message_batch_id == ref.message_batch_id)
                     )
                 ).scalars()
             }
-        pending = {custom_id for custom_id, row in requests.items() if row.result is None}
+        adopted, released = row.adopted_at is not None, row.released_at is not None
+        ref = ref.model_copy(update={"anthropic_batch_id": row.anthropic_batch_id or ref.anthropic_batch_id})
+        pending = {custom_id for custom_id, request in requests.items() if request.result is None}
         named_ours = False
         chunk: list[BatchResult] = []
-        if pending:
+        if pending and not released:
             async with heartbeating(ref.anthropic_batch_id):
                 async for line in self._results(ref.anthropic_batch_id):
                     staged = requests.get(line.custom_id)
@@ -446,10 +560,13 @@ class MessageBatchActivities:
                 await self._record(chunk)
             if adopted and not named_ours:
                 await self._release(ref)
-                return 0
-            if pending:
+                released = True
+            elif pending:
                 log.warning("results missing for requests of the batch: they count as expired", requests=len(pending))
                 await self._record([BatchResult(custom_id=c, result_type=BatchResultType.EXPIRED) for c in sorted(pending)])
+        if released:
+            await self._tell_waiting(ref.job_id)
+            return 0
         async with self._sessions.begin() as session:
             await session.execute(
                 update(MessageBatch)
@@ -460,12 +577,10 @@ class MessageBatchActivities:
         return len(requests)
 
     async def _release(self, ref: MessageBatchRef) -> None:
-        """An adopted batch proved another's: our requests go back to waiting (no attempt of
-        their items is spent) and the job's Message Batches workflow hears of them."""
-        log.warning(
-            "the adopted message batch is not ours: its results name none of our requests",
-            anthropic_batch_id=ref.anthropic_batch_id,
-        )
+        """An adopted batch proved another's (or could not be proved ours): our requests go back
+        to waiting (no attempt of their items is spent). store_results tells the workflow."""
+        log.warning("our requests wait for a batch of their own", anthropic_batch_id=ref.anthropic_batch_id)
+        now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             await session.execute(_REQUESTS_CLAIMED, {"job": str(ref.job_id)})
             await session.execute(
@@ -479,16 +594,19 @@ class MessageBatchActivities:
             await session.execute(
                 update(MessageBatch)
                 .where(MessageBatch.id == ref.message_batch_id)
-                .values(status=MessageBatchState.ENDED.value, request_count=0, results_collected_at=datetime.now(UTC))
-            )
-            waiting = await session.scalar(select(func.count()).where(*_waiting_for_a_batch(ref.job_id))) or 0
-        if waiting:
-            await signal_if_running(
-                self._temporal, message_batches_workflow_id(ref.job_id), REQUESTS_WAITING_SIGNAL, waiting
+                .values(status=MessageBatchState.ENDED.value, request_count=0, results_collected_at=now, released_at=now)
             )
 
-    async def _end_without_results(self, ref: MessageBatchRef) -> None:
-        """The batch ends with no results to come: each of its requests without one expired."""
+    async def _tell_waiting(self, job_id: uuid.UUID) -> None:
+        """Tells the job's Message Batches workflow how many requests wait for a batch."""
+        async with self._sessions() as session:
+            waiting = await session.scalar(select(func.count()).where(*_waiting_for_a_batch(job_id))) or 0
+        if waiting:
+            await signal_if_running(self._temporal, message_batches_workflow_id(job_id), REQUESTS_WAITING_SIGNAL, waiting)
+
+    async def _end_without_results(self, ref: MessageBatchRef, kind: BatchResultType = BatchResultType.EXPIRED) -> None:
+        """The batch ends with no results to come: each of its requests without one expired (or
+        `kind`)."""
         async with self._sessions.begin() as session:
             open_requests = (
                 await session.scalars(
@@ -503,7 +621,7 @@ class MessageBatchActivities:
                 .where(MessageBatch.id == ref.message_batch_id)
                 .values(status=MessageBatchState.ENDED.value, ended_at=datetime.now(UTC))
             )
-        await self._record([BatchResult(custom_id=c, result_type=BatchResultType.EXPIRED) for c in open_requests])
+        await self._record([BatchResult(custom_id=c, result_type=kind) for c in open_requests])
 
     @activity.defn(name="announce_message_batch_results")
     async def announce_results(self, request: AnnounceBatchResults) -> int:
@@ -626,7 +744,8 @@ class MessageBatchActivities:
     async def cancel_batches(self, job_id: uuid.UUID) -> int:
         """Asks the API to cancel the job's open batches; they end soon after, and what had
         finished by then keeps its result. Requests still waiting for a batch end cancelled: no
-        later batch (of a retry of the job) sends them."""
+        later batch (of a retry of the job) sends them. An adopted batch not yet proved ours is
+        not cancelled at the API (it may be another's): it ends here, its requests cancelled."""
         async with self._sessions.begin() as session:
             await session.execute(_REQUESTS_CLAIMED, {"job": str(job_id)})
             await session.execute(
@@ -637,15 +756,19 @@ class MessageBatchActivities:
         async with self._sessions() as session:
             open_ids = (
                 await session.execute(
-                    select(MessageBatch.id, MessageBatch.anthropic_batch_id).where(
+                    select(MessageBatch.id, MessageBatch.anthropic_batch_id, MessageBatch.adopted_at).where(
                         MessageBatch.batch_job_id == job_id,
                         MessageBatch.anthropic_batch_id.is_not(None),
                         MessageBatch.status == MessageBatchState.IN_PROGRESS.value,
                     )
                 )
             ).all()
-        for message_batch_id, anthropic_batch_id in open_ids:
-            await self._cancel(MessageBatchRef(job_id=job_id, message_batch_id=message_batch_id, anthropic_batch_id=anthropic_batch_id))
+        for message_batch_id, anthropic_batch_id, adopted_at in open_ids:
+            ref = MessageBatchRef(job_id=job_id, message_batch_id=message_batch_id, anthropic_batch_id=anthropic_batch_id)
+            if adopted_at is None:
+                await self._cancel(ref)
+            else:
+                await self._end_without_results(ref, BatchResultType.CANCELED)
         return len(open_ids)
 
     async def _cancel(self, ref: MessageBatchRef) -> None:

@@ -301,6 +301,13 @@ class MessageBatch(Base):
     # Set when a retried submission took the batch from the API's listing (its create's answer was
     # lost): ours only once its results name our requests, so never cancelled before.
     adopted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set just before the create is sent, cleared when the API answers without a batch: set while
+    # anthropic_batch_id is not, the create's outcome is unknown and a retry may adopt.
+    create_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Adopted candidates whose results proved them another's.
+    foreign_batch_ids: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
+    # The adoption was given up: the requests went back to waiting for a batch of their own.
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 

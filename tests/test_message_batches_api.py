@@ -4,6 +4,7 @@ each refusal of the batch endpoints does, results in any order, a batch that nev
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -19,6 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities import message_batches
 from activities.errors import ANTHROPIC_REFUSED
 from activities.message_batches import MessageBatchActivities
 from brightrun.claude_client import create_claude_client
@@ -155,12 +158,12 @@ async def test_a_retried_submission_finds_its_own_batch_with_the_workers_clock_a
     job_id = await staged_job(sessions, storage, items=2)
     request = submission(job_id)
     first = await run(steps.submit_batch, request)
-    # The crash before the id was recorded; the row's clock ran a minute ahead of the API's.
+    # The crash before the id was recorded; the worker's clock ran a minute ahead of the API's.
     async with sessions.begin() as session:
         await session.execute(
             update(MessageBatch)
             .where(MessageBatch.id == request.message_batch_id)
-            .values(anthropic_batch_id=None, submitted_at=datetime.now(UTC) + timedelta(minutes=1))
+            .values(anthropic_batch_id=None, create_sent_at=datetime.now(UTC) + timedelta(minutes=1))
         )
 
     retried = await run(steps.submit_batch, request, attempt=2)
@@ -171,6 +174,199 @@ async def test_a_retried_submission_finds_its_own_batch_with_the_workers_clock_a
     assert all(r.result_type == BatchResultType.SUCCEEDED for r in await requests_of(sessions, job_id))
     async with sessions() as session:
         assert (await session.get(MessageBatch, request.message_batch_id)).adopted_at is None, "proved ours"
+
+
+def answer_lost(claude: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch, before: Any = None) -> None:
+    """The next create reaches the API (after `before`, if given) and its answer is lost."""
+    create = claude.messages.batches.create
+
+    async def lost(**params: Any) -> Any:
+        monkeypatch.setattr(claude.messages.batches, "create", create)
+        if before is not None:
+            await before()
+        await create(**params)
+        raise anthropic.APIConnectionError(request=httpx2.Request("POST", "http://standin/v1/messages/batches"))
+
+    monkeypatch.setattr(claude.messages.batches, "create", lost)
+
+
+@pytest.mark.parametrize("fault", ["401", "529"])
+async def test_a_create_the_api_refused_is_sent_again_and_adopts_no_batch_of_another(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities, fault: str
+) -> None:
+    """The API answered the first create: no batch was made, so the retry has nothing to adopt,
+    even with a same-size batch of another user in the listing."""
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    await standin.configure(endpoint_faults={"batches": {fault: 1.0}})
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    await standin.configure(endpoint_faults={})
+    foreign = await standin.foreign_batch(2)
+
+    retried = await run(steps.submit_batch, request, attempt=2)
+
+    assert retried.anthropic_batch_id not in (None, foreign["id"])
+    assert (await standin.stats())["batches"] == 1, "our requests went out in a batch of ours"
+    async with sessions() as session:
+        assert (await session.get(MessageBatch, request.message_batch_id)).adopted_at is None
+
+
+async def test_a_create_lost_an_hour_ago_adopts_no_batch_created_since(
+    sessions: async_sessionmaker, storage: Storage, standin: StandinControl, steps: MessageBatchActivities
+) -> None:
+    """A create got no answer an hour ago and an outage held every retry since: a batch made
+    now is no candidate for it, whatever its size."""
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    await standin.configure(endpoint_faults={"batches": {"500": 1.0}})
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    await standin.configure(endpoint_faults={})
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    async with sessions.begin() as session:
+        await session.execute(
+            update(MessageBatch)
+            .where(MessageBatch.id == request.message_batch_id)
+            .values(submitted_at=an_hour_ago, create_sent_at=an_hour_ago)
+        )
+    foreign = await standin.foreign_batch(2)
+
+    retried = await run(steps.submit_batch, request, attempt=30)
+
+    assert retried.anthropic_batch_id not in (None, foreign["id"])
+    assert (await standin.stats())["batches"] == 1
+
+
+async def test_a_lost_create_answer_finds_our_batch_after_a_nearer_foreign_one_proves_another(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    standin: StandinControl,
+    steps: MessageBatchActivities,
+    claude: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our create made its batch and the answer was lost; another user's same-size batch was
+    created just before ours, nearer the time we sent. The retry adopts that one; its results
+    prove it another's, and the other candidate, ours, is adopted: paid once, results kept."""
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    foreign: dict[str, Any] = {}
+
+    async def another_user_first() -> None:
+        foreign.update(await standin.foreign_batch(2))
+
+    answer_lost(claude, monkeypatch, before=another_user_first)
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+
+    retried = await run(steps.submit_batch, request, attempt=2)
+    assert retried.anthropic_batch_id == foreign["id"], "the nearest candidate is adopted first"
+    ref = ref_of(request, retried)
+    assert (await run(steps.poll_batch, ref)).status == MessageBatchState.ENDED
+    await run(steps.store_results, ref)
+
+    assert all(r.result_type == BatchResultType.SUCCEEDED for r in await requests_of(sessions, job_id))
+    assert (await standin.stats())["batches"] == 1, "paid once: no second batch of ours"
+    async with sessions() as session:
+        row = await session.get(MessageBatch, request.message_batch_id)
+    assert row.anthropic_batch_id != foreign["id"] and row.adopted_at is None, "ours, proved"
+    assert row.foreign_batch_ids == [foreign["id"]]
+
+
+async def test_a_lost_create_answer_polls_our_batch_still_open_when_the_foreign_one_ends(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    standin: StandinControl,
+    steps: MessageBatchActivities,
+    claude: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+
+    async def another_users_quick_batch_first() -> None:
+        await standin.configure(batch_processing_s=0)
+        await standin.foreign_batch(2)
+        await standin.configure(batch_processing_s=2)  # ours
+
+    answer_lost(claude, monkeypatch, before=another_users_quick_batch_first)
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    ref = ref_of(request, await run(steps.submit_batch, request, attempt=2))
+
+    polls = [await run(steps.poll_batch, ref)]
+    while polls[-1].status != MessageBatchState.ENDED and len(polls) < 50:
+        await asyncio.sleep(0.2)
+        polls.append(await run(steps.poll_batch, ref))
+    await run(steps.store_results, ref)
+
+    assert polls[0].status == MessageBatchState.IN_PROGRESS, "the foreign one ended, ours is polled"
+    assert all(r.result_type == BatchResultType.SUCCEEDED for r in await requests_of(sessions, job_id))
+    assert (await standin.stats())["batches"] == 1, "paid once"
+
+
+async def test_a_release_whose_signal_was_lost_is_told_again_by_the_retried_store(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    standin: StandinControl,
+    steps: MessageBatchActivities,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An adoption proved another's releases our requests; the worker dies before the workflow
+    hears of them. The retried store tells it, or they would wait unclaimed for good."""
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    await standin.configure(endpoint_faults={"batches": {"500": 1.0}})  # the outcome is unknown
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    await standin.configure(endpoint_faults={})
+    await standin.foreign_batch(2)
+    ref = ref_of(request, await run(steps.submit_batch, request, attempt=2))
+    told: list[tuple[str, Any]] = []
+
+    async def worker_lost(_client: Any, _workflow_id: str, signal: str, arg: Any) -> bool:
+        raise RuntimeError("worker lost")
+
+    async def heard(_client: Any, _workflow_id: str, signal: str, arg: Any) -> bool:
+        told.append((signal, arg))
+        return True
+
+    await run(steps.poll_batch, ref)
+    monkeypatch.setattr(message_batches, "signal_if_running", worker_lost)
+    with pytest.raises(RuntimeError):
+        await run(steps.store_results, ref)
+    monkeypatch.setattr(message_batches, "signal_if_running", heard)
+    await run(steps.store_results, ref, attempt=2)
+
+    assert told == [(message_batches.REQUESTS_WAITING_SIGNAL, 2)]
+    assert [r.message_batch_id for r in await requests_of(sessions, job_id)] == [None, None]
+
+
+async def test_cancel_stops_waiting_on_an_adoption_not_proved_ours_and_leaves_it_running(
+    sessions: async_sessionmaker,
+    storage: Storage,
+    standin: StandinControl,
+    steps: MessageBatchActivities,
+    claude: anthropic.AsyncAnthropic,
+) -> None:
+    await standin.configure(batch_processing_s=600)
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+    await standin.configure(endpoint_faults={"batches": {"500": 1.0}})
+    with pytest.raises(ApplicationError):
+        await run(steps.submit_batch, request)
+    await standin.configure(endpoint_faults={})
+    foreign = await standin.foreign_batch(2)
+    ref = ref_of(request, await run(steps.submit_batch, request, attempt=2))
+    assert ref.anthropic_batch_id == foreign["id"]
+
+    await run(steps.cancel_batches, job_id)
+    polled = await run(steps.poll_batch, ref)
+
+    assert polled.status == MessageBatchState.ENDED, "the workflow stops waiting for it"
+    assert [r.result_type for r in await requests_of(sessions, job_id)] == [BatchResultType.CANCELED] * 2
+    assert (await claude.messages.batches.retrieve(foreign["id"])).cancel_initiated_at is None, "never cancelled"
 
 
 # --- defects 2 and 7: refusals at the batch endpoints -----------------------------------------
@@ -295,31 +491,40 @@ async def test_a_request_missing_from_the_results_counts_as_expired(
 # --- defect 6: a batch that never ends ---------------------------------------------------------
 
 
-async def test_a_batch_still_open_past_its_expiry_is_cancelled_and_its_requests_expire(
+async def test_a_batch_still_open_past_its_expiry_is_cancelled_and_keeps_the_results_it_had(
     sessions: async_sessionmaker,
     storage: Storage,
-    standin: StandinControl,
     steps: MessageBatchActivities,
     claude: anthropic.AsyncAnthropic,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await standin.configure(batch_processing_s=600)
+    """The API says the batch expired 25 h ago and still runs; its requests had succeeded (paid).
+    It is cancelled and polled until it ends: the successes are kept, none is sent again."""
     job_id = await staged_job(sessions, storage, items=2)
     request = submission(job_id)
     ref = ref_of(request, await run(steps.submit_batch, request))
-    retrieve = claude.messages.batches.retrieve
+    retrieve, cancel = claude.messages.batches.retrieve, claude.messages.batches.cancel
+    cancelled: list[str] = []
 
     async def two_days_later(message_batch_id: str, **options: Any) -> Any:
-        # The API's clock says the batch expired 25 h ago and it still runs.
         batch = await retrieve(message_batch_id, **options)
-        return batch.model_copy(update={"expires_at": datetime.now(UTC) - timedelta(hours=25)})
+        if cancelled:
+            return batch
+        return batch.model_copy(
+            update={"processing_status": "in_progress", "expires_at": datetime.now(UTC) - timedelta(hours=25)}
+        )
+
+    async def cancel_once(message_batch_id: str, **options: Any) -> Any:
+        cancelled.append(message_batch_id)
+        return await cancel(message_batch_id, **options)
 
     monkeypatch.setattr(claude.messages.batches, "retrieve", two_days_later)
+    monkeypatch.setattr(claude.messages.batches, "cancel", cancel_once)
 
-    polled = await run(steps.poll_batch, ref)
+    first = await run(steps.poll_batch, ref)
+    second = await run(steps.poll_batch, ref)
     await run(steps.store_results, ref)
 
-    assert polled.status == MessageBatchState.ENDED
-    assert [r.result_type for r in await requests_of(sessions, job_id)] == [BatchResultType.EXPIRED] * 2
-    listed = await claude.messages.batches.retrieve(ref.anthropic_batch_id)
-    assert listed.cancel_initiated_at is not None, "cancelled at the API"
+    assert cancelled == [ref.anthropic_batch_id], "cancelled at the API"
+    assert (first.status, second.status) == (MessageBatchState.IN_PROGRESS, MessageBatchState.ENDED)
+    assert [r.result_type for r in await requests_of(sessions, job_id)] == [BatchResultType.SUCCEEDED] * 2
