@@ -23,7 +23,7 @@ from activities.claude_pacing import CallPacer, TurnTooFar
 from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.data_errors import classify as classify_data_error
 from activities.errors import ANTHROPIC_REFUSED, CLAUDE_CONNECTION, CLAUDE_RATE_LIMIT_WAIT, claude_http_error
-from brightrun.claude_client import api_host, claude_provider
+from brightrun.claude_client import answered_by
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
@@ -457,6 +457,7 @@ class ClaudeActivities:
                             changed_at = time.monotonic()
                             activity.heartbeat(progress)
                     message, headers = await stream.get_final_message(), stream.response.headers
+                    responder = answered_by(stream.response)
                 latency_ms = int((time.monotonic() - started) * 1000)
                 self._gate.observe(headers)
         except (RateLimitWaitTooLong, anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
@@ -479,11 +480,12 @@ class ClaudeActivities:
                 latency_ms=latency_ms,
                 attempt=activity.info().attempt,
                 rate_limit=rate_limit,
-                provider=claude_provider(self._settings),
-                provider_host=api_host(self._client),
+                provider=responder.provider,
+                provider_host=responder.host,
             ),
             document=raw_response_document(
-                self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), rate_limit=rate_limit
+                self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), responder.provider,
+                rate_limit=rate_limit,
             ),
         )
         return progress.reply
