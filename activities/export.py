@@ -340,11 +340,15 @@ def claim_destination(target: ExportTarget, export_id: uuid.UUID, location: str)
         if not others:
             return
         target.remove_parts(export_id)
+    raise permanent(not_empty(location, others), EXPORT_DESTINATION_NOT_EMPTY)
+
+
+def not_empty(location: str, others: list[str]) -> str:
+    """Why a destination that holds `others` is refused."""
     shown = ", ".join(others) + (", ..." if len(others) == SHOWN_ENTRIES else "")
-    raise permanent(
+    return (
         f"--out {location} already exists and is not an empty directory or prefix (it holds {shown}): "
-        "export to a new or empty one",
-        EXPORT_DESTINATION_NOT_EMPTY,
+        "export to a new or empty one"
     )
 
 

@@ -224,6 +224,9 @@ async def test_refusals_name_the_problem(
     for request, message in cases:
         with pytest.raises(BatchInputError, match=message):
             await export(sessions, stack_client, export_settings, request)
+    async with sessions() as session:
+        recorded = (await session.scalars(select(Export.status).where(Export.created_by == user))).all()
+    assert recorded == [], "a refused --out (a typo, say) records no failed export"
     admin = await export(sessions, stack_client, export_settings,
                          ExportRequest(owner=Owner.of("someone-else", admin=True), out=str(tmp_path / "b"), jobs=(str(job),)))
     assert admin.count == 10
