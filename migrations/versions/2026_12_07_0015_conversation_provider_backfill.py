@@ -29,7 +29,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
