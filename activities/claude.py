@@ -29,7 +29,7 @@ from activities.errors import (
     CLAUDE_UNEXPECTED_ERROR,
     claude_http_error,
 )
-from brightrun.claude_client import api_host, claude_provider
+from brightrun.claude_client import answered_by
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
@@ -500,6 +500,7 @@ class ClaudeActivities:
                             changed_at = time.monotonic()
                             activity.heartbeat(progress)
                     message, headers = await stream.get_final_message(), stream.response.headers
+                    responder = answered_by(stream.response)
                 latency_ms = int((time.monotonic() - started) * 1000)
                 self._gate.observe(headers)
         except (RateLimitWaitTooLong, anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
@@ -522,11 +523,12 @@ class ClaudeActivities:
                 latency_ms=latency_ms,
                 attempt=activity.info().attempt,
                 rate_limit=rate_limit,
-                provider=claude_provider(self._settings),
-                provider_host=api_host(self._client),
+                provider=responder.provider,
+                provider_host=responder.host,
             ),
             document=raw_response_document(
-                self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), rate_limit=rate_limit
+                self._settings, request, message.model_dump(mode="json"), headers.get("request-id"), responder.provider,
+                rate_limit=rate_limit,
             ),
         )
         return progress.reply

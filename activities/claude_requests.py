@@ -10,10 +10,10 @@ from typing import Any
 
 from anthropic.types import MessageParam
 
-from brightrun.claude_client import claude_provider
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
+from models.enums import ClaudeProvider
 from models.messages import GenerateInput, TokenUsage
 
 log = get_logger(__name__)
@@ -76,13 +76,19 @@ def priced_usage(prices: PriceTable, settings: Settings, model: str, usage: Any,
 
 
 def raw_response_document(
-    settings: Settings, request: GenerateInput, message: dict[str, Any], request_id: str | None, **delivery: Any
+    settings: Settings,
+    request: GenerateInput,
+    message: dict[str, Any],
+    request_id: str | None,
+    generated_by: ClaudeProvider | None,
+    **delivery: Any,
 ) -> dict[str, Any]:
-    """The raw reply file: the model's whole answer and where it came from. `delivery` adds how
-    it came (rate-limit headers online; the Message Batch and custom_id in batch mode)."""
+    """The raw reply file: the model's whole answer and where it came from (`generated_by`: who
+    answered; None for a request not answered yet). `delivery` adds how it came (rate-limit
+    headers online; the Message Batch and custom_id in batch mode)."""
     return {
         "request_id": request_id,
-        "generated_by": claude_provider(settings).value,
+        "generated_by": generated_by.value if generated_by else None,
         "template_id": str(request.prompt.template_id),
         "template_version": request.prompt.template_version,
         "max_tokens": settings.claude_max_tokens(request.tier),

@@ -28,8 +28,9 @@ import json
 import math
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,7 +53,9 @@ from models.messages import (
     ExportPlan,
     ExportResult,
     ExportSelection,
+    ProviderCount,
     SplitShare,
+    add_provider_counts,
 )
 from models.tables import Conversation, EmotionalArc, Export, Persona, TrainingTopic
 
@@ -95,13 +98,6 @@ def not_written_by_claude() -> ColumnElement[bool]:
 
 
 @dataclass(frozen=True)
-class ProviderCount:
-    provider: str  # a ClaudeProvider, or UNKNOWN_PROVIDER
-    api_host: str | None
-    conversations: int
-
-
-@dataclass(frozen=True)
 class Provenance:
     """Who wrote an export's conversations, by provider and API host."""
 
@@ -113,7 +109,7 @@ class Provenance:
         return sum(s.conversations for s in self.sources if s.provider != ClaudeProvider.ANTHROPIC)
 
     def as_json(self) -> dict[str, Any]:
-        return {"placeholder_conversations": self.placeholder, "sources": [asdict(source) for source in self.sources]}
+        return {"placeholder_conversations": self.placeholder, "sources": [source.model_dump() for source in self.sources]}
 
 
 def order_key(seed: int) -> ColumnElement[str]:
@@ -344,11 +340,15 @@ def claim_destination(target: ExportTarget, export_id: uuid.UUID, location: str)
         if not others:
             return
         target.remove_parts(export_id)
+    raise permanent(not_empty(location, others), EXPORT_DESTINATION_NOT_EMPTY)
+
+
+def not_empty(location: str, others: list[str]) -> str:
+    """Why a destination that holds `others` is refused."""
     shown = ", ".join(others) + (", ..." if len(others) == SHOWN_ENTRIES else "")
-    raise permanent(
+    return (
         f"--out {location} already exists and is not an empty directory or prefix (it holds {shown}): "
-        "export to a new or empty one",
-        EXPORT_DESTINATION_NOT_EMPTY,
+        "export to a new or empty one"
     )
 
 
@@ -457,7 +457,14 @@ class ExportActivities:
         )
         last = rows[-1]
         activity.logger.info("export %s: page %d, %d conversations", request.export.export_id, request.page, len(rows))
-        return ExportPage(count=len(rows), last=ExportCursor(order_key=last.order_key, conversation_id=last.conversation_id))
+        written_by = Counter((row.provider or UNKNOWN_PROVIDER, row.provider_host) for row in rows)
+        return ExportPage(
+            count=len(rows),
+            last=ExportCursor(order_key=last.order_key, conversation_id=last.conversation_id),
+            sources=add_provider_counts(
+                [ProviderCount(provider=provider, api_host=host, conversations=n) for (provider, host), n in written_by.items()]
+            ),
+        )
 
     async def _final_documents(self, keys: list[str]) -> list[dict[str, Any]]:
         limit = asyncio.Semaphore(DOWNLOADS_IN_FLIGHT)
@@ -477,7 +484,9 @@ class ExportActivities:
         """Join the parts into the data files and the manifest, write the card, record the export."""
         export, selection = request.export, request.export.selection
         counts = await self._counts(selection)
-        provenance = await self._provenance(selection)
+        # Who wrote what the pages wrote, as they counted it (a conversation un-approved since
+        # is in the data, so it is in the count).
+        provenance = Provenance(request.sources) if request.sources is not None else await self._provenance(selection)
         target = export_target(export.location, self._storage)
         files = await asyncio.to_thread(self._assemble, target, request, counts, provenance)
         splits = {share.name: files[data_file(share.name)]["records"] for share in selection.splits}
@@ -528,6 +537,7 @@ class ExportActivities:
         return {**files, CARD_FILE: {}, MANIFEST_FILE: {}}
 
     async def _provenance(self, selection: ExportSelection) -> Provenance:
+        """The selection's conversations by provider: for a finish whose pages did not count them."""
         async with self._sessions() as session:
             rows = await session.execute(
                 select(Conversation.provider, Conversation.provider_host, func.count())
@@ -535,7 +545,9 @@ class ExportActivities:
                 .group_by(Conversation.provider, Conversation.provider_host)
                 .order_by(Conversation.provider.nulls_last(), Conversation.provider_host)
             )
-            return Provenance([ProviderCount(provider or UNKNOWN_PROVIDER, host, count) for provider, host, count in rows])
+            return Provenance(
+                [ProviderCount(provider=provider or UNKNOWN_PROVIDER, api_host=host, conversations=n) for provider, host, n in rows]
+            )
 
     async def _counts(self, selection: ExportSelection) -> dict[str, dict[str, int]]:
         """Conversations by persona, arc, topic and tier, for the card."""

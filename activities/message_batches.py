@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.claude import backoff_delay, classify_failure, heartbeating, refusal_reason
 from activities.claude_requests import priced_usage, raw_response_document, request_text
 from activities.errors import ANTHROPIC_INVALID_REQUEST, ANTHROPIC_REFUSED
-from brightrun.claude_client import api_host, claude_provider
+from brightrun.claude_client import Responder, answered_by
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
@@ -160,8 +160,8 @@ class MessageBatchActivities:
         body = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
         request_key = batch_request_key(generate.user_id, generate.conversation_id, request.sequence)
         await self._storage.put_bytes(self._storage.conversation_bucket, request_key, body, "application/json")
-        details = raw_response_document(self._settings, generate, message={}, request_id=None)
-        details.pop("message")
+        details = raw_response_document(self._settings, generate, message={}, request_id=None, generated_by=None)
+        del details["message"], details["generated_by"]  # the result's response says who answered
         async with self._sessions.begin() as session:
             await session.execute(_REQUESTS_STAGED, {"job": str(generate.job_id)})
             await session.execute(
@@ -544,7 +544,7 @@ class MessageBatchActivities:
         chunk: list[BatchResult] = []
         if pending and not released:
             async with heartbeating(ref.anthropic_batch_id):
-                async for line in self._results(ref.anthropic_batch_id):
+                async for line, responder in self._results(ref.anthropic_batch_id):
                     staged = requests.get(line.custom_id)
                     if staged is None:
                         log.warning("a result for a request this batch did not have", custom_id=line.custom_id)
@@ -553,7 +553,7 @@ class MessageBatchActivities:
                     if line.custom_id not in pending:
                         continue  # stored by an earlier attempt
                     pending.discard(line.custom_id)
-                    chunk.append(await self._result(ref, staged, line))
+                    chunk.append(await self._result(ref, staged, line, responder))
                     if len(chunk) >= RESULTS_CHUNK:
                         await self._record(chunk)
                         chunk = []
@@ -661,17 +661,20 @@ class MessageBatchActivities:
             pass
         return collected
 
-    async def _results(self, anthropic_batch_id: str) -> AsyncIterator[Any]:
-        """The batch's result lines; none when the API no longer has them (deleted, archived)."""
+    async def _results(self, anthropic_batch_id: str) -> AsyncIterator[tuple[Any, Responder]]:
+        """The batch's result lines, each with who sent them; none when the API no longer has them
+        (deleted, archived)."""
         try:
-            async for line in await self._claude.messages.batches.results(anthropic_batch_id):
-                yield line
+            lines = await self._claude.messages.batches.results(anthropic_batch_id)
+            responder = answered_by(lines.http_response)
+            async for line in lines:
+                yield line, responder
         except anthropic.NotFoundError:
             log.warning("the API has no results for the message batch", anthropic_batch_id=anthropic_batch_id)
         except anthropic.APIError as exc:
             raise self._failure(exc) from None
 
-    async def _result(self, ref: MessageBatchRef, staged: MessageBatchRequest, line: Any) -> BatchResult:
+    async def _result(self, ref: MessageBatchRef, staged: MessageBatchRequest, line: Any, responder: Responder) -> BatchResult:
         result = line.result
         kind = BatchResultType(result.type)
         if kind == BatchResultType.ERRORED:
@@ -683,6 +686,7 @@ class MessageBatchActivities:
         usage = priced_usage(self._prices, self._settings, message.model, message.usage, batch=True)
         document = {
             **staged.details,
+            "generated_by": responder.provider.value,
             "message_batch_id": ref.anthropic_batch_id,
             "custom_id": staged.custom_id,
             "message": message.model_dump(mode="json"),
@@ -696,8 +700,8 @@ class MessageBatchActivities:
             usage=usage,
             latency_ms=0,
             attempt=sequence,
-            provider=claude_provider(self._settings),
-            provider_host=api_host(self._claude),
+            provider=responder.provider,
+            provider_host=responder.host,
         )
         return BatchResult(custom_id=staged.custom_id, result_type=kind, generated=generated)
 

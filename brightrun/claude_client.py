@@ -1,11 +1,17 @@
 """The Anthropic client, built once per worker, and the plan item workflows schedule their calls
 by. Temporal owns retries, so the SDK makes none."""
 
+from typing import NamedTuple
+
+import httpx2
 from anthropic import AsyncAnthropic
 
 from brightrun.settings import Settings
 from models.enums import ClaudeProvider, Tier
 from models.messages import ClaudeCallPlan, MessageBatchPlan
+
+# The header the offline stand-in (devtools/standin.py) puts on every response it sends.
+STANDIN_HEADER = "x-brightrun-standin"
 
 
 def create_claude_client(settings: Settings) -> AsyncAnthropic:
@@ -16,14 +22,19 @@ def create_claude_client(settings: Settings) -> AsyncAnthropic:
     )
 
 
-def claude_provider(settings: Settings) -> ClaudeProvider:
-    """Without an API key the SDK talks to the offline stand-in (settings.uses_standin)."""
-    return ClaudeProvider.OFFLINE_STANDIN if settings.uses_standin else ClaudeProvider.ANTHROPIC
+class Responder(NamedTuple):
+    """Who answered a call, and the host its request went to."""
+
+    provider: ClaudeProvider
+    host: str
 
 
-def api_host(client: AsyncAnthropic) -> str:
-    """The host the client sends its requests to (ANTHROPIC_BASE_URL's, or api.anthropic.com)."""
-    return client.base_url.host
+def answered_by(response: httpx2.Response) -> Responder:
+    """Who answered, from the response itself: the offline stand-in marks every response it sends
+    with STANDIN_HEADER, so a worker with a (dummy) API key and ANTHROPIC_BASE_URL at the
+    stand-in still records the stand-in. A response without the mark is Anthropic's API's."""
+    provider = ClaudeProvider.OFFLINE_STANDIN if response.headers.get(STANDIN_HEADER) else ClaudeProvider.ANTHROPIC
+    return Responder(provider, response.request.url.host)
 
 
 def claude_call_plan(settings: Settings) -> ClaudeCallPlan:

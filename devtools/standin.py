@@ -4,7 +4,8 @@ for the official SDK (non-streaming and streaming), so the whole pipeline runs w
 It answers with a plausible conversation built from the persona, arc, topic and tier lines of
 the prompt, with real-looking `usage` (prompt caching included) and rate-limit headers, and it
 injects the faults the real API has, so tests drive the real SDK and our retry code over a real
-socket.
+socket. Every response carries `x-brightrun-standin: 1`: a worker records a reply with it as
+the stand-in's (placeholder text), whatever API key it has.
 
     python -m devtools.standin --host 127.0.0.1 --port 8765
 
@@ -34,6 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
+from brightrun.claude_client import STANDIN_HEADER
 from brightrun.model_traits import Thinking, estimated_tokens, traits_of
 from devtools import standin_batches
 from devtools.standin_batches import EXPIRED, MessageBatches, has_api_key
@@ -786,8 +788,15 @@ async def mark_answered(request: web.Request, handler: Any) -> web.StreamRespons
     return response
 
 
+async def mark_standin(_request: web.Request, response: web.StreamResponse) -> None:
+    """Every response says it comes from the stand-in (streams and Message Batches included):
+    a worker records who answered from it, whatever its settings say."""
+    response.headers[STANDIN_HEADER] = "1"
+
+
 def build_app(pace: StandinConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[mark_answered])
+    app.on_response_prepare.append(mark_standin)
     app[STANDIN] = Standin(pace)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)

@@ -680,15 +680,39 @@ class ExportPageInput(BaseModel):
     after: ExportCursor | None = None
 
 
+class ProviderCount(BaseModel):
+    """Conversations an export wrote of one provider (a ClaudeProvider, or "unknown": written
+    before providers were recorded) at one API host."""
+
+    provider: str
+    api_host: str | None
+    conversations: int
+
+
+def add_provider_counts(*counts: list[ProviderCount]) -> list[ProviderCount]:
+    """The counts added up by provider and host, in the order the card lists them."""
+    total: dict[tuple[str, str | None], int] = {}
+    for count in (c for some in counts for c in some):
+        key = (count.provider, count.api_host)
+        total[key] = total.get(key, 0) + count.conversations
+    ordered = sorted(total.items(), key=lambda item: (item[0][0], item[0][1] is None, item[0][1] or ""))
+    return [ProviderCount(provider=provider, api_host=host, conversations=n) for (provider, host), n in ordered]
+
+
 class ExportPage(BaseModel):
     count: int
     last: ExportCursor | None
+    # The page's conversations by provider and host; None from a page written before pages said.
+    sources: list[ProviderCount] | None = None
 
 
 class ExportFinishInput(BaseModel):
     export: ExportInput
     plan: ExportPlan
     pages: int
+    # What the pages wrote, added up: the card and manifest say it. None in a finish scheduled by
+    # a run whose pages did not say: the selection is counted instead.
+    sources: list[ProviderCount] | None = None
 
 
 class ExportResult(BaseModel):

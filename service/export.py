@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError
 
 from activities.errors import EXPORT_DESTINATION_NOT_EMPTY
-from activities.export import not_written_by_claude, parse_s3_location, selection_conditions
+from activities.export import export_target, not_empty, not_written_by_claude, parse_s3_location, selection_conditions
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
@@ -108,7 +110,9 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
                 "(or before providers were recorded): their text is placeholder, not training data; "
                 "pass --allow-stand-in to export them marked as placeholder"
             )
-    await _check_buckets(Storage(settings), location)
+    storage = Storage(settings)
+    await _check_buckets(storage, location)
+    await asyncio.to_thread(_check_destination, storage, location)
     async with sessions.begin() as session:
         export_id = await session.scalar(
             insert(Export)
@@ -154,6 +158,15 @@ def _destination_refusal(failure: BaseException | None) -> str | None:
             return failure.message
         failure = failure.__cause__ or getattr(failure, "cause", None)
     return None
+
+
+def _check_destination(storage: Storage, location: str) -> None:
+    """A destination that holds files is refused here, before an export is recorded (a typo
+    costs no failed row). The export's first step checks again where the worker writes: that
+    check decides (the worker may see another disk, and another export may start meanwhile)."""
+    others = export_target(location, storage).other_entries(uuid.uuid4())
+    if others:
+        raise BatchInputError(not_empty(location, others))
 
 
 async def _check_buckets(storage: Storage, location: str) -> None:

@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy
 from anthropic.types import CacheCreation, Usage
 from botocore.exceptions import EndpointConnectionError
+from pydantic import SecretStr
 from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -40,13 +41,14 @@ from activities.claude import (
 from activities.claude_pacing import TurnTooFar
 from activities.claude_requests import EMPTY_REPLY_NOTE, REPAIR_INSTRUCTION, priced_usage
 from activities.conversations import ConversationActivities
+from brightrun.claude_client import STANDIN_HEADER, answered_by
 from brightrun.model_traits import TRAITS_FILE
 from brightrun.pricing import DEFAULT_PRICES_FILE, ModelPrice, PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import raw_response_key
 from devtools.standin import start_standin
 from devtools.standin_control import StandinControl
-from models.enums import Tier
+from models.enums import ClaudeProvider, Tier
 from models.messages import (
     CallProgress,
     ClaudeCallPlan,
@@ -181,6 +183,17 @@ async def test_a_call_stores_the_raw_answer_and_returns_a_reference_usage_and_co
     assert generated.rate_limit["anthropic-ratelimit-requests-limit"] == "4000"
     assert raw["rate_limit"] == generated.rate_limit
     assert (await rig.standin.stats())["log"][0]["item"] == str(request.item_id)
+
+
+async def test_a_reply_from_the_stand_in_is_the_stand_ins_even_with_an_api_key_set(rig: Rig) -> None:
+    # A dummy key (in .env, or CI's) with ANTHROPIC_BASE_URL at the stand-in: who answered decides.
+    rig.settings = rig.settings.model_copy(update={"anthropic_api_key": SecretStr("sk-ant-dummy")})
+    rig.use_pacer(TurnAtOnce())
+
+    generated = await rig.generate(generate_input())
+
+    assert (generated.provider, generated.provider_host) == (ClaudeProvider.OFFLINE_STANDIN, "127.0.0.1")
+    assert rig.storage.objects[generated.raw_key]["generated_by"] == "offline-standin"
 
 
 async def test_the_second_call_reads_the_system_prompt_from_the_cache(rig: Rig) -> None:
@@ -641,6 +654,18 @@ async def test_a_second_attempt_counts_the_tokens_the_first_spent_before_it_brok
     answered = rig.storage.objects[generated.raw_key]["message"]["usage"]
     assert generated.usage.input_tokens == spent.input_tokens + answered["input_tokens"]
     assert generated.usage.cost_usd > spent.cost_usd
+
+
+# --- who answered ---------------------------------------------------------------------------
+
+
+def test_a_response_without_the_stand_ins_mark_is_anthropics_at_the_host_the_request_went_to() -> None:
+    request = httpx2.Request("POST", "https://claude-proxy.example.com/v1/messages")
+
+    assert answered_by(httpx2.Response(200, request=request)) == (ClaudeProvider.ANTHROPIC, "claude-proxy.example.com")
+    assert answered_by(httpx2.Response(200, headers={STANDIN_HEADER: "1"}, request=request)) == (
+        ClaudeProvider.OFFLINE_STANDIN, "claude-proxy.example.com",
+    )
 
 
 # --- failure classification -----------------------------------------------------------------

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.errors import EXPORT_DESTINATION_NOT_EMPTY, EXPORT_STAND_IN_REFUSED
@@ -26,7 +27,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 from models.enums import ClaudeProvider, ExportFormat, ExportStatus, ReviewStatus
 from models.messages import ExportFinishInput, ExportInput, ExportPageInput, ExportPlan, ExportSelection, SplitShare
-from models.tables import Export
+from models.tables import Conversation, Export
 from service.batches import BatchInputError
 from service.export import ExportFailedError, ExportRequest, export, parse_splits
 from service.review import Owner
@@ -223,6 +224,9 @@ async def test_refusals_name_the_problem(
     for request, message in cases:
         with pytest.raises(BatchInputError, match=message):
             await export(sessions, stack_client, export_settings, request)
+    async with sessions() as session:
+        recorded = (await session.scalars(select(Export.status).where(Export.created_by == user))).all()
+    assert recorded == [], "a refused --out (a typo, say) records no failed export"
     admin = await export(sessions, stack_client, export_settings,
                          ExportRequest(owner=Owner.of("someone-else", admin=True), out=str(tmp_path / "b"), jobs=(str(job),)))
     assert admin.count == 10
@@ -335,6 +339,36 @@ async def test_a_page_refuses_a_stand_in_conversation_the_export_was_not_allowed
     assert refused.value.type == EXPORT_STAND_IN_REFUSED and refused.value.non_retryable
     assert refused.value.message.startswith(f"conversation {late} was not written by Claude's API (provider: offline-standin)")
     assert not (tmp_path / "x").exists()
+
+
+async def test_the_card_counts_what_the_pages_wrote_though_a_conversation_was_unapproved_since(
+    sessions: async_sessionmaker, storage: Storage, tmp_path: Path
+) -> None:
+    user = f"una-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    approved = ReviewStatus.APPROVED.value
+    await new_conversation(sessions, storage, job, user, dialogue("real"), review_status=approved)
+    standin = await new_conversation(sessions, storage, job, user, dialogue("standin"), review_status=approved,
+                                     provider=ClaudeProvider.OFFLINE_STANDIN.value, provider_host="127.0.0.1")
+    export_input = ExportInput(export_id=uuid.uuid4(), location=str(tmp_path / "x"),
+                               selection=ExportSelection(user=user, system_prompt="s", allow_stand_in=True))
+    steps, env = ExportActivities(sessions, storage, PAGE_SIZE), ActivityEnvironment()
+    plan = await env.run(steps.plan_export, export_input)
+    page = await env.run(steps.write_export_page, ExportPageInput(export=export_input, plan=plan, page=0, first_position=0))
+    # A reviewer rejects the stand-in's conversation after the page wrote it, before the finish.
+    async with sessions.begin() as session:
+        await session.execute(update(Conversation).where(Conversation.conversation_id == standin)
+                              .values(review_status=ReviewStatus.REJECTED.value))
+
+    result = await env.run(steps.finish_export, ExportFinishInput(export=export_input, plan=plan, pages=1, sources=page.sources))
+
+    assert (result.count, result.placeholder) == (2, 1), "the data holds the stand-in's text: the count says so"
+    card = (tmp_path / "x" / "README.md").read_text()
+    assert card.split("---\n", 2)[2].startswith("**PLACEHOLDER TEXT, NOT TRAINING DATA: 1 of these 2 conversations")
+    assert json.loads((tmp_path / "x" / "manifest.json").read_text())["provenance"]["sources"] == [
+        {"provider": "anthropic", "api_host": "api.anthropic.com", "conversations": 1},
+        {"provider": "offline-standin", "api_host": "127.0.0.1", "conversations": 1},
+    ]
 
 
 async def test_a_missing_final_file_fails_the_export_with_the_reason_on_its_row(

@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
@@ -472,13 +473,17 @@ async def test_a_request_missing_from_the_results_counts_as_expired(
     all_results = claude.messages.batches.results
 
     async def all_but_the_first(message_batch_id: str, **options: Any) -> Any:
-        lines = [line async for line in await all_results(message_batch_id, **options)]
+        decoder = await all_results(message_batch_id, **options)
+        lines = [line async for line in decoder]
 
-        async def stream() -> AsyncIterator[Any]:
-            for line in lines[1:]:
-                yield line
+        class Stream:
+            http_response = decoder.http_response  # says who sent them
 
-        return stream()
+            async def __aiter__(self) -> AsyncIterator[Any]:
+                for line in lines[1:]:
+                    yield line
+
+        return Stream()
 
     monkeypatch.setattr(claude.messages.batches, "results", all_but_the_first)
 
@@ -486,6 +491,29 @@ async def test_a_request_missing_from_the_results_counts_as_expired(
 
     kinds = sorted(r.result_type or "" for r in await requests_of(sessions, job_id))
     assert kinds == [BatchResultType.EXPIRED, BatchResultType.SUCCEEDED]
+
+
+# --- who answered ------------------------------------------------------------------------------
+
+
+async def test_results_from_the_stand_in_are_the_stand_ins_even_with_an_api_key_set(
+    sessions: async_sessionmaker, storage: Storage, stack_settings: Settings, stack_client: Client
+) -> None:
+    # A dummy key (in .env, or CI's) with ANTHROPIC_BASE_URL at the stand-in: who answered decides.
+    keyed = stack_settings.model_copy(update={"anthropic_api_key": SecretStr("sk-ant-dummy")})
+    claude = create_claude_client(keyed)
+    steps = MessageBatchActivities(sessions, storage, claude, keyed, load_prices(keyed), stack_client)
+    job_id = await staged_job(sessions, storage, items=2)
+    request = submission(job_id)
+
+    await run(steps.store_results, ref_of(request, await run(steps.submit_batch, request)))
+
+    await claude.close()
+    for staged in await requests_of(sessions, job_id):
+        generated = (staged.result or {})["generated"]
+        assert (generated["provider"], generated["provider_host"]) == ("offline-standin", "127.0.0.1")
+        raw = json.loads(await storage.get_bytes(storage.conversation_bucket, staged.raw_key))
+        assert raw["generated_by"] == "offline-standin"
 
 
 # --- defect 6: a batch that never ends ---------------------------------------------------------

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from brightrun.settings import Settings
+from brightrun.storage import Storage
 from devtools.load_catalog import catalog_id
 from models.enums import ErrorPolicy, ExportFormat, ExportStatus, ItemStatus, JobStatus, ReviewStatus
 from models.tables import MAX_JOB_CONCURRENCY, BatchItem, BatchJob, Conversation, Export
@@ -57,19 +58,21 @@ async def _new_conversation(
     inserted = await session.scalars(
         insert(Conversation)
         .values(
-            conversation_id=business_key or uuid.uuid4(),
-            batch_job_id=job_id,
-            created_by="test",
-            title="t",
-            raw_storage_path="raw/test/x_raw.json",
-            final_storage_path="raw/test/x.json",
-            persona_id=catalog_id("persona", "David Chen"),
-            emotional_arc_id=catalog_id("arc", "Couple Conflict -> Alignment"),
-            training_topic_id=catalog_id("topic", "Essential Estate Planning"),
-            template_id=catalog_id("template", "template - general"),
-            tier="template",
-            turn_count=6,
-            **values,
+            {
+                "conversation_id": business_key or uuid.uuid4(),
+                "batch_job_id": job_id,
+                "created_by": "test",
+                "title": "t",
+                "raw_storage_path": "raw/test/x_raw.json",
+                "final_storage_path": "raw/test/x.json",
+                "persona_id": catalog_id("persona", "David Chen"),
+                "emotional_arc_id": catalog_id("arc", "Couple Conflict -> Alignment"),
+                "training_topic_id": catalog_id("topic", "Essential Estate Planning"),
+                "template_id": catalog_id("template", "template - general"),
+                "tier": "template",
+                "turn_count": 6,
+                **values,
+            }
         )
         .returning(Conversation.id)
     )
@@ -196,3 +199,57 @@ async def test_migrations_upgrade_downgrade_and_match_the_models(stack_settings:
         assert step.returncode == 0, step.stderr
     assert "No new upgrade operations detected" in steps[1].stdout + steps[1].stderr
     assert tables_after_downgrade == ["alembic_version"]
+
+
+async def test_the_provider_backfill_fills_in_who_answered_where_the_raw_reply_file_says(
+    stack: dict[str, str], stack_settings: Settings, storage: Storage
+) -> None:
+    """Conversations written before providers were recorded, then the upgrade: the raw reply
+    file decides (a dummy API key's stand-in replies said generated_by "anthropic")."""
+    server = make_url(stack_settings.database_url)
+    database = f"brightrun_backfill_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{database}"'))
+    url = server.set(database=database)
+    env = {**os.environ, **stack, "DATABASE_URL": url.render_as_string(hide_password=False)}
+
+    def run(*args: str) -> None:
+        done = subprocess.run([sys.executable, *args], check=False, cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    prefix = f"raw/backfill-{uuid.uuid4().hex[:8]}"
+    raw_files = {
+        "claude": {"generated_by": "anthropic", "request_id": "req_011CabC", "message": {"id": "msg_01XyZ"}},
+        "dummy key": {"generated_by": "anthropic", "request_id": "req_standin_1", "message": {"id": "msg_standin_1"}},
+        "no key": {"generated_by": "offline-standin", "request_id": "req_standin_2", "message": {"id": "msg_standin_2"}},
+        "stand-in batch": {"message_batch_id": "msgbatch_standin_3", "message": {"id": "msg_standin_3"}},
+        "claude batch": {"message_batch_id": "msgbatch_01AbC", "message": {"id": "msg_01AbD"}},
+        "says neither": {"generated_by": "anthropic", "message": {}},
+    }
+    for name, raw in raw_files.items():
+        await storage.put_json(storage.conversation_bucket, f"{prefix}/{name}.json", raw)
+    try:
+        run("-m", "alembic", "upgrade", "0013")
+        run("-m", "devtools.load_catalog")
+        engine = create_async_engine(url)
+        async with async_sessionmaker(engine).begin() as session:
+            job_id = await _new_job(session)
+            ids = {
+                name: await _new_conversation(session, job_id, raw_storage_path=f"{prefix}/{name}.json")
+                for name in [*raw_files, "file missing"]
+            }
+        run("-m", "alembic", "upgrade", "head")
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT id, provider FROM conversations"))).all()
+            found = {row.id: row.provider for row in rows}
+        await engine.dispose()
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        await admin.dispose()
+
+    assert {name: found[ids[name]] for name in ids} == {
+        "claude": "anthropic", "dummy key": "offline-standin", "no key": "offline-standin",
+        "stand-in batch": "offline-standin", "claude batch": "anthropic", "says neither": None, "file missing": None,
+    }

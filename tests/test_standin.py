@@ -121,6 +121,21 @@ async def test_raw_response_carries_request_id_and_rate_limit_headers(claude: an
     document_of(await raw.parse())
 
 
+async def test_every_response_says_it_comes_from_the_stand_in(claude: anthropic.AsyncAnthropic) -> None:
+    # The mark, not the worker's settings, tells who wrote a reply: a worker with a dummy API key
+    # that talks to the stand-in must still record the stand-in.
+    answered = await claude.messages.with_raw_response.create(**request())
+    async with claude.messages.stream(**request()) as stream:
+        await stream.get_final_message()
+        streamed = stream.response.headers
+    counted = await claude.messages.with_raw_response.count_tokens(model=MODEL, messages=request()["messages"])
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await create(claude, max_tokens=0)
+
+    for headers in (answered.headers, streamed, counted.headers, refused.value.response.headers):
+        assert headers["x-brightrun-standin"] == "1"
+
+
 async def test_token_buckets_show_what_the_answers_spent_and_when_they_are_full_again(
     claude: anthropic.AsyncAnthropic,
 ) -> None:

@@ -66,6 +66,19 @@ async def test_a_batch_is_in_progress_then_ends_with_one_result_per_request(
     assert (stats["batches"], stats["batch_requests"], stats["requests"]) == (1, 3, 0)
 
 
+async def test_every_batch_response_says_it_comes_from_the_stand_in(claude: anthropic.AsyncAnthropic) -> None:
+    created = await claude.messages.batches.with_raw_response.create(requests=[batch_request(0)])
+    batch_id = (await created.parse()).id
+    await ended(claude, batch_id)
+    retrieved = await claude.messages.batches.with_raw_response.retrieve(batch_id)
+    listed = await claude.messages.batches.with_raw_response.list()
+    decoder = await claude.messages.batches.results(batch_id)
+    assert [line.custom_id async for line in decoder] == ["item-0"]
+
+    for headers in (created.headers, retrieved.headers, listed.headers, decoder.http_response.headers):
+        assert headers["x-brightrun-standin"] == "1"
+
+
 async def test_results_are_not_ready_before_the_batch_ends(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
     await control.configure(batch_processing_s=30)
     created = await claude.messages.batches.create(requests=[batch_request(0)])

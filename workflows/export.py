@@ -18,6 +18,8 @@ with workflow.unsafe.imports_passed_through():
         ExportPageInput,
         ExportProgress,
         ExportResult,
+        ProviderCount,
+        add_provider_counts,
     )
     from workflows.batch_item import failure_message
     from workflows.config import DATA_STEP, EXPORT_STEP
@@ -53,6 +55,8 @@ class ExportWorkflow:
         plan = await workflow.execute_activity_method(ExportActivities.plan_export, request, **DATA_STEP)
         self._progress.total = plan.total
         page, after = 0, None
+        # Who wrote what the pages wrote (None once a page, written by older code, did not say).
+        sources: list[ProviderCount] | None = []
         while True:
             written = await workflow.execute_activity_method(
                 ExportActivities.write_export_page,
@@ -63,9 +67,12 @@ class ExportWorkflow:
                 break
             self._progress.written += written.count
             page, after = page + 1, written.last
+            sources = None if sources is None or written.sources is None else add_provider_counts(sources, written.sources)
             workflow.set_current_details(f"written {self._progress.written} of {plan.total} conversations")
         return await workflow.execute_activity_method(
-            ExportActivities.finish_export, ExportFinishInput(export=request, plan=plan, pages=page), **EXPORT_STEP
+            ExportActivities.finish_export,
+            ExportFinishInput(export=request, plan=plan, pages=page, sources=sources),
+            **EXPORT_STEP,
         )
 
     @workflow.query
