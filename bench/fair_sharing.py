@@ -34,7 +34,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from devtools import devstack
-from devtools.standin import PACES
+from devtools.standin import PACES, pace_config
 from devtools.standin_control import StandinControl
 from models.enums import Tier
 from models.tables import BatchItem
@@ -85,10 +85,7 @@ async def measure(calls_per_minute: float, pace: str, latency_ms: int, small_ite
         settings = engine_settings(env, calls_per_minute)
         standin = StandinControl(env["ANTHROPIC_BASE_URL"])
         await standin.reset()
-        answers = PACES[pace]
-        await standin.configure(
-            first_token_ms=answers.first_token_ms, output_tokens_per_s=answers.output_tokens_per_s, latency_ms=latency_ms
-        )
+        await standin.configure(**pace_config(pace, latency_ms))
         engine = create_engine(settings)
         sessions = create_sessionmaker(engine)
         client = await connect(settings)

@@ -5,7 +5,7 @@ Curator runs from its own virtual environment, .peers-venv/, made here on first 
 never a dependency of the product).
 
     .venv/bin/python -m bench.peers [--requests 240] [--account-limit-requests 60] [--calls-per-minute 120] \
-        [--latency-ms 2000] [--standin-rpm 40]
+        [--pace claude|instant] [--latency-ms 0] [--standin-rpm 40]
 
 240 requests at 120/min make a two-minute run; under the 40/min account limit, 60 requests
 already take each system over a minute and a half.
@@ -32,6 +32,7 @@ from bench.rate_limit import engine_settings, run_phase
 from bench.results_file import save_result
 from brightrun.settings import Settings
 from devtools import devstack
+from devtools.standin import PACES, pace_config
 from devtools.standin_control import StandinControl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ def summary(stats: dict, wall_s: float, calls_per_minute: float) -> dict:
 
 
 async def measure(
-    requests: int, account_limit_requests: int, calls_per_minute: float, latency_ms: int, standin_rpm: int
+    requests: int, account_limit_requests: int, calls_per_minute: float, pace: str, latency_ms: int, standin_rpm: int
 ) -> dict:
     root = Path(tempfile.mkdtemp(prefix="brightrun-peers-"))
     results: dict = {}
@@ -114,8 +115,8 @@ async def measure(
         env = devstack.start(devstack.isolated_config(root))
         standin = StandinControl(env["ANTHROPIC_BASE_URL"])
         for phase, config, n in (
-            ("no_account_limit", {"latency_ms": latency_ms}, requests),
-            ("account_limit", {"latency_ms": latency_ms, "rpm_limit": standin_rpm}, account_limit_requests),
+            ("no_account_limit", pace_config(pace, latency_ms), requests),
+            ("account_limit", {**pace_config(pace, latency_ms), "rpm_limit": standin_rpm}, account_limit_requests),
         ):
             settings = engine_settings(env, calls_per_minute)  # fresh task queues for each phase
             server_cpu_before = temporal_server_cpu_s(root)
@@ -146,6 +147,7 @@ async def measure(
     return {
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "calls_per_minute_setting": calls_per_minute,
+        "standin_pace": pace,
         "standin_latency_ms": latency_ms,
         "standin_account_rpm": standin_rpm,
         **results,
@@ -157,9 +159,10 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=240)
     parser.add_argument("--account-limit-requests", type=int, default=60)
     parser.add_argument("--calls-per-minute", type=float, default=120)
-    parser.add_argument("--latency-ms", type=int, default=2000)
+    parser.add_argument("--pace", choices=sorted(PACES), default="claude", help="how fast the stand-in answers")
+    parser.add_argument("--latency-ms", type=int, default=0, help="added to every answer")
     parser.add_argument("--standin-rpm", type=int, default=40)
     args = parser.parse_args()
     save_result("peers", asyncio.run(
-        measure(args.requests, args.account_limit_requests, args.calls_per_minute, args.latency_ms, args.standin_rpm)
+        measure(args.requests, args.account_limit_requests, args.calls_per_minute, args.pace, args.latency_ms, args.standin_rpm)
     ))

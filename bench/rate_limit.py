@@ -1,10 +1,10 @@
 """Benchmark: how close a batch runs to a configured Claude calls-per-minute limit, on the real
-local stack (Temporal dev server, PostgreSQL, SeaweedFS, the stand-in with a set latency).
+local stack (Temporal dev server, PostgreSQL, SeaweedFS, the stand-in at Claude's pace by default).
 
 Phase 1: the stand-in enforces nothing; reports achieved calls/min as a share of the limit.
 Phase 2: the stand-in enforces an account limit (rpm_limit) below ours; reports the 429s it sent.
 
-    .venv/bin/python -m bench.rate_limit [--calls-per-minute 120] [--latency-ms 300] [--standin-rpm 40]
+    .venv/bin/python -m bench.rate_limit [--calls-per-minute 120] [--pace claude|instant] [--latency-ms 0] [--standin-rpm 40]
 
 Writes bench/results/rate_limit.json.
 """
@@ -32,6 +32,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect
 from devtools import devstack
+from devtools.standin import PACES, pace_config
 from devtools.standin_control import StandinControl
 from models.enums import Tier
 from service import batches
@@ -113,22 +114,23 @@ def engine_settings(env: dict[str, str], calls_per_minute: float) -> Settings:
     )
 
 
-async def main(calls_per_minute: float, latency_ms: int, standin_rpm: int) -> dict:
+async def main(calls_per_minute: float, pace: str, latency_ms: int, standin_rpm: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="brightrun-bench-"))
     try:
         env = devstack.start(devstack.isolated_config(root))
         settings = engine_settings(env, calls_per_minute)
         standin = StandinControl(env["ANTHROPIC_BASE_URL"])
-        unlimited = await run_phase(settings, standin, {"latency_ms": latency_ms})
+        unlimited = await run_phase(settings, standin, pace_config(pace, latency_ms))
         fresh = settings.model_copy(
             update={"task_queue": f"bench-{uuid.uuid4()}", "claude_task_queue": f"bench-claude-{uuid.uuid4()}"}
         )
-        enforced = await run_phase(fresh, standin, {"latency_ms": latency_ms, "rpm_limit": standin_rpm})
+        enforced = await run_phase(fresh, standin, {**pace_config(pace, latency_ms), "rpm_limit": standin_rpm})
     finally:
         devstack.stop(root)
     return {
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "calls_per_minute_setting": calls_per_minute,
+        "standin_pace": pace,
         "standin_latency_ms": latency_ms,
         "phase_no_account_limit": {
             **unlimited,
@@ -141,8 +143,9 @@ async def main(calls_per_minute: float, latency_ms: int, standin_rpm: int) -> di
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls-per-minute", type=float, default=120)
-    parser.add_argument("--latency-ms", type=int, default=300)
+    parser.add_argument("--pace", choices=sorted(PACES), default="claude", help="how fast the stand-in answers")
+    parser.add_argument("--latency-ms", type=int, default=0, help="added to every answer")
     parser.add_argument("--standin-rpm", type=int, default=40)
     args = parser.parse_args()
-    result = asyncio.run(main(args.calls_per_minute, args.latency_ms, args.standin_rpm))
+    result = asyncio.run(main(args.calls_per_minute, args.pace, args.latency_ms, args.standin_rpm))
     save_result("rate_limit", result)

@@ -136,6 +136,12 @@ PACES = {
 }
 
 
+def pace_config(pace: str, latency_ms: int = 0) -> dict[str, Any]:
+    """The config keys that make a running stand-in answer at one of PACES, plus a latency."""
+    answers = PACES[pace]
+    return {"first_token_ms": answers.first_token_ms, "output_tokens_per_s": answers.output_tokens_per_s, "latency_ms": latency_ms}
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
