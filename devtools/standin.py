@@ -82,6 +82,9 @@ PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is
 }
 
 RATE_WINDOW_S = 60.0
+# The largest request body the API takes: a Message Batch's create, 256 MB (aiohttp's default,
+# 1 MiB, refused a batch of 300 requests with the sample prompt as 413).
+MAX_REQUEST_BYTES = 256 * 1000 * 1000
 REQUESTS_LIMIT_SHOWN = 4000  # the requests-limit header when no rpm_limit is configured
 # Token buckets per minute, a Tier 4 Sonnet account's: they refill continuously, and a reset
 # header says when the bucket is full again. Cache reads do not count against input tokens.
@@ -801,7 +804,7 @@ async def mark_standin(_request: web.Request, response: web.StreamResponse) -> N
 
 
 def build_app(pace: StandinConfig | None = None) -> web.Application:
-    app = web.Application(middlewares=[mark_answered])
+    app = web.Application(middlewares=[mark_answered], client_max_size=MAX_REQUEST_BYTES)
     app.on_response_prepare.append(mark_standin)
     app[STANDIN] = Standin(pace)
     app.router.add_post("/v1/messages", messages)

@@ -66,6 +66,13 @@ async def test_a_batch_is_in_progress_then_ends_with_one_result_per_request(
     assert (stats["batches"], stats["batch_requests"], stats["requests"]) == (1, 3, 0)
 
 
+async def test_a_batch_of_several_megabytes_is_taken_as_the_api_takes_it(claude: anthropic.AsyncAnthropic) -> None:
+    # 400 requests of about 5 KB: over 2 MB, far below the API's 256 MB for a batch.
+    created = await claude.messages.batches.create(requests=[batch_request(n) for n in range(400)])
+
+    assert created.request_counts.processing + created.request_counts.succeeded == 400
+
+
 async def test_every_batch_response_says_it_comes_from_the_stand_in(claude: anthropic.AsyncAnthropic) -> None:
     created = await claude.messages.batches.with_raw_response.create(requests=[batch_request(0)])
     batch_id = (await created.parse()).id
