@@ -211,8 +211,10 @@ def refused_failure(
 class RateLimitGate:
     """Paces a worker's calls by the anthropic-ratelimit-* headers of the answers.
 
-    The request budget above the low watermark is spent as calls start (calls admitted since the
-    last answer count against it). Once it is spent, or a token budget is under the watermark,
+    The request budget above the low watermark is spent as calls start: an answer tells the
+    budget as it was when its request arrived, so the calls this worker started after that one
+    count against it (with Claude's 30-60 s answers, dozens), and an answer older than one
+    already seen tells nothing new. Once it is spent, or a token budget is under the watermark,
     or a 429 said `retry-after`, calls go one at a time, each first waiting for the budget's
     reset (at most `max_wait_s`; then it tries, and a 429 says how long to wait), until an
     answer shows the budget back: a worker's calls do not rush the API the moment it refills."""
@@ -225,11 +227,14 @@ class RateLimitGate:
         self._clock = clock
         self._spare_requests: float | None = None  # unknown until the first answer
         self._requests_reset_at = 0.0
+        self._calls_started = 0  # the index the next admitted call gets
+        self._freshest_answer = -1  # the index of the latest-started call whose answer was seen
         self._held_until: float | None = None  # a low token budget's reset, or a 429's retry-after
         self._one_at_a_time = asyncio.Lock()
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """The latest answer's budgets decide; an answer without them (a 500, say) changes nothing."""
+    def observe(self, headers: Mapping[str, str], call_index: int | None = None) -> None:
+        """The answer's budgets decide; an answer without them (a 500, say) changes nothing.
+        `call_index` is what admitted() gave its call (None: as if it started last)."""
         seen, holds = False, []
         retry_after = retry_after_s(headers)
         if retry_after is not None:
@@ -244,7 +249,11 @@ class RateLimitGate:
             seen = True
             spare = remaining - limit * self._low_watermark
             if budget == "requests":
-                self._spare_requests, self._requests_reset_at = spare, reset_at
+                index = self._calls_started - 1 if call_index is None else call_index
+                if index >= self._freshest_answer:
+                    started_since = self._calls_started - 1 - index
+                    self._spare_requests, self._requests_reset_at = spare - started_since, reset_at
+                    self._freshest_answer = index
             elif spare < 0:
                 holds.append(reset_at)
         if seen:
@@ -265,15 +274,17 @@ class RateLimitGate:
         hold = self._hold()
         return min(self._max_wait_s, max(0.0, hold - self._clock())) if hold is not None else 0.0
 
-    def _start_call(self) -> None:
+    def _start_call(self) -> int:
         if self._spare_requests is not None:
             self._spare_requests -= 1
+        self._calls_started += 1
+        return self._calls_started - 1
 
     @asynccontextmanager
-    async def admitted(self, start_by: float = math.inf) -> AsyncIterator[None]:
-        """Wrap one call, up to reading its answer's headers. A call that could not start by
-        `start_by` (its turn and the budget's reset both count) raises RateLimitWaitTooLong at
-        once instead of holding its attempt's slot."""
+    async def admitted(self, start_by: float = math.inf) -> AsyncIterator[int]:
+        """Wrap one call, up to reading its answer's headers; gives the call's index, for
+        observe(). A call that could not start by `start_by` (its turn and the budget's reset
+        both count) raises RateLimitWaitTooLong at once instead of holding its attempt's slot."""
         if self.low:
             await self._take_turn(start_by)
             try:
@@ -284,13 +295,11 @@ class RateLimitGate:
                     if pause > 0:
                         log.info("rate limit budget low: waiting for its reset", wait_s=round(pause, 1))
                         await asyncio.sleep(pause)
-                    self._start_call()
-                    yield
+                    yield self._start_call()
                     return
             finally:
                 self._one_at_a_time.release()
-        self._start_call()
-        yield
+        yield self._start_call()
 
 
     async def _take_turn(self, start_by: float) -> None:
@@ -465,7 +474,7 @@ class ClaudeActivities:
                 type=CLAUDE_CONNECTION,
                 non_retryable=True,
             )
-        spent_before, changed_at = progress.usage, None
+        spent_before, changed_at, call_index = progress.usage, None, None
         # The wait for the rate limit leaves the call and the upload their whole time.
         start_by = time.time() + seconds_left(deadline) - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
         try:
@@ -477,7 +486,7 @@ class ClaudeActivities:
             if time.monotonic() > turn_at + HANDED_OVER_TURN_GRACE_S:  # the read outlasted the turn
                 turn_at = await self._turn(request, progress, deadline, start_by)
             await asyncio.sleep(max(0.0, turn_at - time.monotonic()))
-            async with self._gate.admitted(start_by):
+            async with self._gate.admitted(start_by) as call_index:
                 # Counted before it goes: a timeout or a lost worker after this still counts it.
                 progress.requests_sent += 1
                 activity.heartbeat(progress)
@@ -502,9 +511,9 @@ class ClaudeActivities:
                     message, headers = await stream.get_final_message(), stream.response.headers
                     responder = answered_by(stream.response)
                 latency_ms = int((time.monotonic() - started) * 1000)
-                self._gate.observe(headers)
+                self._gate.observe(headers, call_index)
         except (RateLimitWaitTooLong, anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
-            failure, changed = self._failure(request, progress, exc)
+            failure, changed = self._failure(request, progress, exc, call_index)
             await _heartbeat_sent(time.monotonic() if changed else changed_at)
             raise failure from None
         except Exception:
@@ -544,14 +553,16 @@ class ClaudeActivities:
             raise RateLimitWaitTooLong(exc.wait_s, "its turn at the calls-per-minute limit") from None
         return time.monotonic() + starts_in
 
-    def _failure(self, request: GenerateInput, progress: CallProgress, exc: Exception) -> tuple[ApplicationError, bool]:
+    def _failure(
+        self, request: GenerateInput, progress: CallProgress, exc: Exception, call_index: int | None
+    ) -> tuple[ApplicationError, bool]:
         """The failure of this attempt, logged, with the usage of every attempt so far as its last
         detail; and whether the progress changed (heartbeated: the failure must wait for it). A
         refusal of the account gives back the attempt its request counted."""
         rate_limit: dict[str, str] = {}
         reason = None
         if isinstance(exc, anthropic.APIStatusError):
-            self._gate.observe(exc.response.headers)
+            self._gate.observe(exc.response.headers, call_index)
             rate_limit = _rate_limit_headers(exc.response.headers)
             reason = refusal_reason(exc)
         changed = False

@@ -884,6 +884,22 @@ async def test_calls_started_since_the_last_answer_spend_the_request_budget() ->
         assert gate.low and gate.pause_s() == pytest.approx(10)
 
 
+async def test_an_answer_counts_the_calls_started_after_its_own_against_the_budget() -> None:
+    gate = RateLimitGate(low_watermark=0.05, max_wait_s=60, clock=lambda: NOW)
+    async with contextlib.AsyncExitStack() as calls:
+        indexes = [await calls.enter_async_context(gate.admitted()) for _ in range(5)]
+
+        # The first call's answer, seconds later: 8 left when it arrived, 3 above the watermark,
+        # and the 4 calls started since have spent them.
+        gate.observe(budget("requests", limit=100, remaining=8, reset_in_s=10), indexes[0])
+        assert gate.low
+
+        # An answer older than one already seen tells nothing new.
+        gate.observe(budget("requests", limit=100, remaining=5, reset_in_s=10), indexes[4])
+        gate.observe(budget("requests", limit=100, remaining=90, reset_in_s=10), indexes[1])
+        assert gate.low and gate.pause_s() == pytest.approx(10)
+
+
 async def test_a_call_that_could_not_start_in_time_is_refused_at_once() -> None:
     gate = RateLimitGate(low_watermark=0.05, max_wait_s=60, clock=lambda: NOW)
     gate.observe(budget("requests", limit=100, remaining=0, reset_in_s=30))
