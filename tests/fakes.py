@@ -26,6 +26,7 @@ from activities.errors import (
 from activities.item_workflows import WorkflowActivities
 from activities.items import ItemActivities
 from activities.message_batches import batch_custom_id
+from brightrun.temporal_client import signal_if_running
 from models.enums import BatchResultType, DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import (
     BATCH_RESULT_SIGNAL,
@@ -460,8 +461,11 @@ class FakeMessageBatchActivities:
             self.batch.conversation_positions[generate.conversation_id] = self.batch.item(generate.item_id).position
         waiting = len(self.api.waiting)
         if waiting and (waiting in (1, request.batch_size) or activity.info().attempt > 1):  # as the real step
-            handle = self.client.get_workflow_handle(message_batches_workflow_id(generate.job_id))
-            await handle.signal(REQUESTS_WAITING_SIGNAL, waiting)
+            # A Message Batches workflow that ended (terminated) takes no signal: as the real step,
+            # staging goes on (a failing step would retry forever and hold time-skipping).
+            await signal_if_running(
+                self.client, message_batches_workflow_id(generate.job_id), REQUESTS_WAITING_SIGNAL, waiting
+            )
         return custom_id
 
     @activity.defn(name="submit_message_batch")
