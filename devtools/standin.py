@@ -599,13 +599,18 @@ def fault_response(standin: Standin, outcome: str, now: float) -> web.Response:
     return error_response(status, error_type, message, headers, ERROR_CODES.get(outcome))
 
 
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON, or None when its body is not JSON (the API answers that as a bad request)."""
+    try:
+        return await request.json()
+    except json.JSONDecodeError:
+        return None
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
     standin = request.app[STANDIN]
     now = time.time()
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        body = None
+    body = await json_body(request)
     streaming = isinstance(body, dict) and body.get("stream") is True
     item = request.headers.get("x-brightrun-item")
     latency_s = standin.config.latency_ms / 1000
@@ -645,10 +650,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     without creating a message. It needs no max_tokens and counts against no token budget."""
     standin = request.app[STANDIN]
     now = time.time()
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        body = None
+    body = await json_body(request)
     if not has_api_key(request):
         return error_response(401, "authentication_error", "x-api-key header is required", response_headers(standin, now))
     problem = request_problem({**body, "max_tokens": 1} if isinstance(body, dict) else body)
