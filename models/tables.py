@@ -159,6 +159,12 @@ class BatchJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     estimated_time_remaining: Mapped[int | None] = mapped_column(Integer)
+    # What `launch --dry-run` printed for this job (tokens, costs, seconds): shown beside the actual.
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The budget (`--max-cost`): the job pauses itself before it would spend more.
+    max_cost_usd: Mapped[float | None] = mapped_column(Numeric(16, 10, asdecimal=False))
+    # Why the job paused itself, e.g. "budget reached"; cleared on resume.
+    pause_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -263,6 +269,8 @@ class BatchItem(Base):
         ForeignKey("conversations.id", ondelete="SET NULL")
     )
     error_message: Mapped[str | None] = mapped_column(Text)
+    # The ApplicationError type of the last failure (claude_400, template_not_found, ...).
+    error_type: Mapped[str | None] = mapped_column(String(100))
     usage: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
