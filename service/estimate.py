@@ -277,11 +277,9 @@ class _Costs:
         # A batch asks for the 1-hour cache (a batch may outlast the 5-minute one).
         self.batch += writes * price.cost_usd(write, batch=True) + reads * price.cost_usd(read, batch=True)
         self.online_uncached += count * price.cost_usd(uncached)
+        self.batch_uncached += count * price.cost_usd(uncached, batch=True)
         self.max_online = max(self.max_online, price.cost_usd(write))
         self.max_batch = max(self.max_batch, price.cost_usd(write, batch=True))
-        self.batch_uncached += count * price.cost_usd(uncached, batch=True)
-        if not cached:
-            write = read = uncached
         for usage, times in ((write, writes), (read, reads)):
             self.usage += usage.model_copy(update={k: v * times for k, v in usage.model_dump().items()})
 
