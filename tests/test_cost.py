@@ -20,6 +20,7 @@ from temporalio.client import Client
 from brightrun.claude_client import create_claude_client
 from brightrun.settings import Settings
 from brightrun.storage import Storage
+from devtools.devstack import free_port
 from devtools.standin_control import StandinControl
 from models.enums import DeliveryMode, JobStatus, Tier
 from models.tables import BatchItem, BatchJob
@@ -130,6 +131,18 @@ async def test_dry_run_refuses_what_launch_refuses_and_prints_a_readable_estimat
     assert refused.returncode == 2 and "--max-cost must be more than 0" in refused.stderr
     assert shown.returncode == 0, shown.stderr
     assert "nothing was created" in shown.stdout and "estimated_cost_usd_batch" in shown.stdout
+
+
+async def test_without_token_counting_the_estimate_counts_characters_and_says_so(
+    sessions: async_sessionmaker, stack_settings: Settings
+) -> None:
+    # Nothing listens on the port: every count fails at once, and the estimate still comes.
+    settings = stack_settings.model_copy(update={"anthropic_base_url": f"http://127.0.0.1:{free_port()}"})
+    async with create_claude_client(settings) as unreachable:
+        estimate = await estimate_job(sessions, unreachable, settings, request(samples=2))
+
+    assert estimate.input_tokens_counted_by == "characters" and estimate.prompts_counted == 0
+    assert estimate.items == 8 and estimate.input_tokens > 0 and estimate.estimated_cost_usd > 0
 
 
 async def test_the_estimate_agrees_with_what_the_job_spends_within_ten_percent(
