@@ -347,7 +347,8 @@ def watch(
                     completed=current.completed + current.cancelled,
                     detail=f"ok {current.successful}  failed {current.failed}  cancelled {current.cancelled}"
                     f"  in flight {current.in_flight}  ${current.cost_usd:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
-                    + "".join(f"  waiting for {outage.part}" for outage in current.waiting_on or []),
+                    + "".join(f"  waiting for {outage.part}" for outage in current.waiting_on or [])
+                    + (f"  {current.pause_reason}" if current.pause_reason else ""),
                 )
                 if current.status.is_final:
                     return current
