@@ -7,10 +7,10 @@ import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainSerializer
-from sqlalchemy import ColumnElement, String, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, String, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -37,6 +37,7 @@ from models.tables import (
     TrainingTopic,
 )
 from models.workflow_ids import job_workflow_id
+from service.catalog_names import CatalogRow, catalog_row
 from service.errors import BatchInputError
 from service.ids import IdKind, resolve_id
 from service.items import FailureKind, failure_kinds
@@ -152,21 +153,13 @@ def _as_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-CatalogRow = TypeVar("CatalogRow", Persona, EmotionalArc, TrainingTopic)
-
-
 async def _resolve(session: AsyncSession, table: type[CatalogRow], kind: str, values: list[str]) -> list[CatalogRow]:
     """Each value is an id or a name; all must exist and be active."""
     if not values:
         raise BatchInputError(f"no {kind} given: pass at least one --{kind.split()[-1]}")
     rows: dict[uuid.UUID, CatalogRow] = {}
     for value in values:
-        as_id = _as_uuid(value)
-        row = await session.scalar(
-            select(table).where(or_(table.id == as_id, table.name == value) if as_id else table.name == value)
-        )
-        if row is None or not row.is_active:
-            raise BatchInputError(f"unknown {kind} {value!r} (run `starter.py catalog` to list them)")
+        row = await catalog_row(session, table, kind, value)
         if row.id in rows:
             # Twice the same row would make every combination with it twice.
             raise BatchInputError(f"{kind} {row.name!r} is given twice")
