@@ -18,11 +18,12 @@ from temporalio.client import Client
 from brightrun.settings import Settings
 from brightrun.storage import Storage, job_log_key
 from devtools.standin_control import StandinControl
-from models.enums import ItemStatus, JobStatus, Tier
+from models.enums import DeliveryMode, ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJob, BatchJobEvent
 from service import batches
 from service.errors import BatchInputError
 from service.ids import MIN_PREFIX, IdKind, resolve_id, short_ids
+from starter import _status_fields
 from tests.conftest import REPO
 from tests.conversations import dialogue, new_conversation, new_job
 from tests.helpers import eventually
@@ -265,3 +266,18 @@ async def test_names_match_in_any_case_and_a_typo_gets_a_suggestion(sessions: as
         await batches.create_job(sessions, _batch(["Davd Chen"]))
     with pytest.raises(BatchInputError, match=r"^unknown persona 'Nobody' \(run `starter.py catalog` to list them\)$"):
         await batches.create_job(sessions, _batch(["Nobody"]))
+
+
+def test_status_shows_the_items_on_one_line_and_no_concurrency_for_a_batch_mode_job() -> None:
+    view = batches.JobStatusView(
+        job_id=uuid.uuid4(), workflow_id="batch-job-x", status=JobStatus.CANCELLED, mode=DeliveryMode.BATCH,
+        concurrency=3, total=16, completed=10, successful=10, failed=0, cancelled=6, in_flight=0, remaining=0,
+        enriched=0, elapsed_s=1.0, eta_seconds=0.0, input_tokens=1, output_tokens=1, cost_usd=0.5,
+        started_at=None, completed_at=None, waiting_on=None,
+    )
+
+    fields = dict(_status_fields(view))
+
+    assert fields["items"] == "16: 10 succeeded, 0 failed, 6 cancelled, 0 in flight, 0 queued"
+    assert "concurrency" not in fields and "completed" not in fields and "successful" not in fields
+    assert fields["cost ($)"] == "0.5" and fields["eta (s)"] == "0.0"
