@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.tables import BatchItem, BatchJob, Conversation
@@ -94,12 +96,15 @@ def _shortest_unique(value: uuid.UUID, neighbours: Iterable[uuid.UUID | None]) -
 
 async def short_ids(session: AsyncSession, kind: IdKind, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Each id's shortest unique prefix among all ids of its kind (not only those listed): the
-    prefix a person copies from a listing names the same row in any command. Two index lookups
-    per id: its neighbours in id order are the only ids that can share its longest prefix."""
+    prefix a person copies from a listing names the same row in any command. Its neighbours in
+    id order are the only ids that can share its longest prefix: two index probes per id, in one
+    statement (10,000 items are one round trip)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
     column = kind.column
-    shortened = {}
-    for value in set(ids):
-        before = await session.scalar(select(column).where(column < value).order_by(column.desc()).limit(1))
-        after = await session.scalar(select(column).where(column > value).order_by(column).limit(1))
-        shortened[value] = _shortest_unique(value, (before, after))
-    return shortened
+    listed = func.unnest(cast(wanted, ARRAY(PG_UUID(as_uuid=True)))).table_valued("id").render_derived(name="listed")
+    before = select(column).where(column < listed.c.id).order_by(column.desc()).limit(1).scalar_subquery()
+    after = select(column).where(column > listed.c.id).order_by(column).limit(1).scalar_subquery()
+    rows = (await session.execute(select(listed.c.id, before, after))).all()
+    return {value: _shortest_unique(value, (low, high)) for value, low, high in rows}
