@@ -40,8 +40,16 @@ def test_wide_keeps_every_column_at_full_width() -> None:
     assert lines[1].split() == ["726efc82", "failed", *MESSAGE.split(), "Maria", "Gonzalez", ROWS[0][4]]
 
 
-def test_only_the_columns_that_must_stay_are_left_when_nothing_else_fits() -> None:
+def test_a_left_out_column_comes_back_narrow_when_it_fits_beside_the_others() -> None:
     lines = rendered(30)
+
+    assert lines[0].split() == ["id", "status", "error"], "error before persona: it matters more"
+    assert lines[1].split() == ["726efc82", "failed", "Claude", "API"]
+    assert max(len(line) for line in lines) <= 30
+
+
+def test_only_the_columns_that_must_stay_are_left_when_nothing_else_fits() -> None:
+    lines = rendered(24)
 
     assert lines[0].split() == ["id", "status"]
     assert lines[1].split() == ["726efc82", "failed"]
