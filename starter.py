@@ -6,6 +6,8 @@
     python starter.py watch JOB
     python starter.py pause|resume|cancel|retry JOB [--json]
     python starter.py jobs [--status S] [--user U] [--json]
+    python starter.py items JOB [--status S] [--json]
+    python starter.py log JOB [--follow]
     python starter.py catalog [--json]
     python starter.py review list|show|approve|reject ...
     python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
@@ -18,6 +20,7 @@ import asyncio
 import importlib.util
 import json
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,12 +30,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from brightrun.settings import Settings, SettingsError, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, run_and_exit, temporal_address
-from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
+from brightrun.terminal import Column, render_fields, render_table
+from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, ItemStatus, JobStatus, ReviewStatus, Tier
 
 
 def _lazy(name: str) -> ModuleType:
@@ -58,10 +61,14 @@ if TYPE_CHECKING:
     from service import batches
     from service import catalog as catalogs
     from service import export as exports
+    from service import ids as id_prefixes
+    from service import items as item_listing
+    from service import job_log as job_logs
     from service import review as reviews
     from workflows import export as export_workflow
 else:
     batches, catalogs, exports, reviews = (_lazy(f"service.{name}") for name in ("batches", "catalog", "export", "review"))
+    id_prefixes, item_listing, job_logs = (_lazy(f"service.{name}") for name in ("ids", "items", "job_log"))
     export_workflow = _lazy("workflows.export")
 
 if TYPE_CHECKING:  # imported by the commands that use it: it imports the anthropic SDK
@@ -250,62 +257,127 @@ def _print_estimate(estimate: estimates.JobEstimate, as_json: bool) -> None:
     if as_json:
         _print_json(estimate.model_dump(mode="json"))
         return
-    table = Table(show_header=False, box=None)
-    for key, value in estimate.model_dump(mode="json").items():
-        if value is not None and value != []:
-            table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     console.print("dry run: nothing was created")
-    console.print(table)
+    fields = [
+        (_status_label(key), ", ".join(value) if isinstance(value, list) else str(value))
+        for key, value in estimate.model_dump(mode="json").items()
+        if value is not None and value != []
+    ]
+    render_fields(console, fields)
 
 
 # Each actual number of `status`, and its estimate shown beside it.
 _ESTIMATED = {"cost_usd": "estimated_cost_usd", "input_tokens": "estimated_input_tokens", "output_tokens": "estimated_output_tokens"}
+_JOB_HELP = "Job id, or a unique prefix of it (8+ characters)."
+# The item counters, shown as one line: `completed` (items that ran to an end, failed ones
+# included) beside `successful` and `cancelled` reads as a contradiction. `--json` keeps the keys.
+_ITEM_COUNTERS = ("total", "completed", "successful", "failed", "cancelled", "in_flight", "remaining")
+# Labels of the other fields where the key alone would mislead; the rest read as their keys.
+_STATUS_LABELS = {
+    "job_id": "job", "workflow_id": "workflow", "total": "items", "error_message": "reason", "failures": "failed items"
+}
 
 
-def _status_table(status: batches.JobStatusView) -> Table:
-    table = Table(show_header=False, box=None)
+def _items_line(status: batches.JobStatusView) -> str:
+    queued = max(status.remaining - status.in_flight, 0)
+    return (
+        f"{status.total}: {status.successful} succeeded, {status.failed} failed, {status.cancelled} cancelled, "
+        f"{status.in_flight} in flight, {queued} queued"
+    )
+
+
+def _status_fields(status: batches.JobStatusView) -> list[tuple[str, str]]:
+    fields = []
     shown = status.as_json()
     for key, value in shown.items():
-        if key in _ESTIMATED.values():
+        if key in _ITEM_COUNTERS[1:] or key in _ESTIMATED.values() or value is None:
             continue
         if key in _ESTIMATED and shown.get(_ESTIMATED[key]) is not None:
             value = f"{value} (estimated {shown[_ESTIMATED[key]]})"
-        if key == "waiting_on" and status.waiting_on:
+        if key == "concurrency" and status.mode == DeliveryMode.BATCH:
+            continue  # a Message Batch holds every request at once: no concurrency applies
+        if key == "total":
+            value = _items_line(status)
+        elif key == "waiting_on" and status.waiting_on:
             value = "\n".join(outage.summary for outage in status.waiting_on)
-        if key == "templates_too_short_to_cache" and status.templates_too_short_to_cache:
+        elif key == "templates_too_short_to_cache" and status.templates_too_short_to_cache:
             value = "\n".join(template.summary for template in status.templates_too_short_to_cache)
-        if value is not None:
-            table.add_row(key, str(value))
-    return table
+        elif key == "failures" and status.failures:
+            value = "\n".join(kind.summary for kind in status.failures)
+            value += f"\n(`starter.py items {status.job_id} --status failed` lists them)"
+        fields.append((_status_label(key), str(value)))
+    return fields
+
+
+def _status_label(key: str) -> str:
+    """`cost ($)` for cost_usd, `eta (s)` for eta_seconds: the unit in the label, as a person reads it."""
+    if key in _STATUS_LABELS:
+        return _STATUS_LABELS[key]
+    for suffix, unit in (("_usd", " ($)"), ("_seconds", " (s)"), ("_s", " (s)")):
+        if key.endswith(suffix):
+            return key.removesuffix(suffix).replace("_", " ") + unit
+        if f"{suffix}_" in key:  # estimated_cost_usd_batch: the unit after its qualifier
+            return key.replace(f"{suffix}_", "_").replace("_", " ") + unit
+    return key.replace("_", " ")
+
+
+WideOption = Annotated[bool, typer.Option("--wide", help="Every column and whole ids, however wide.")]
 
 
 @app.command()
 def status(
-    job: Annotated[str, typer.Argument(help="Job id.")],
+    job: Annotated[str, typer.Argument(help=_JOB_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    wide: WideOption = False,
 ) -> None:
-    """Show a job's state, counters, ETA and token usage, and any outage its items wait for."""
+    """Show a job's state, counters, ETA and token usage, its failures by kind, and any outage its items wait for."""
     result = _run(lambda ctx: batches.job_status(ctx.sessions, job, ctx.client, ctx.settings.claude_model), with_temporal=True)
-    _print_status(result, as_json)
+    _print_status(result, as_json, wide)
     if result.database_unavailable:
         # The workflow's numbers were shown; the exit code still says a part is down.
         _fail(3, f"PostgreSQL at {_database_address()}: {result.database_unavailable}. Shown: the workflow's own numbers")
 
 
-def _print_status(result: batches.JobStatusView, as_json: bool) -> None:
+def _print_status(result: batches.JobStatusView, as_json: bool, wide: bool = False) -> None:
     if as_json:
         _print_json(result.as_json())
     else:
-        console.print(_status_table(result))
+        render_fields(console, _status_fields(result), wide)
 
 
 def _control(action: str, job: str, as_json: bool, wait: float | None, max_cost: float | None = None) -> None:
+    """Pause, resume or cancel, then one line: the job's state and its items'."""
     if wait is not None:
         _check_input(lambda: batches.check_control_wait(wait))
-    _print_status(
-        _run(lambda ctx: batches.control_job(ctx.sessions, ctx.temporal, job, action, wait, max_cost), with_temporal=True),
-        as_json,
+
+    async def act(ctx: Context) -> tuple[batches.JobStatusView, str]:
+        result = await batches.control_job(ctx.sessions, ctx.temporal, job, action, wait, max_cost)
+        return result, await _short_id(ctx, id_prefixes.IdKind.JOB, result.job_id)
+
+    result, short = _run(act, with_temporal=True)
+    if as_json:
+        _print_json(result.as_json())
+        return
+    console.print(
+        f"job {short} {result.status.value}: {result.successful} succeeded, {result.failed} failed, "
+        f"{result.cancelled} cancelled of {result.total}; {result.in_flight} in flight"
+        + (f"; {result.pause_reason}" if result.pause_reason else ""),
+        highlight=False,
     )
+
+
+async def _short_id(ctx: Context, kind: id_prefixes.IdKind, value: uuid.UUID) -> str:
+    async with ctx.sessions() as session:
+        return (await id_prefixes.short_ids(session, kind, [value]))[value]
+
+
+async def _short_ids(ctx: Context, kind: id_prefixes.IdKind, values: list[uuid.UUID | None], wide: bool) -> dict[uuid.UUID, str]:
+    """Each id as its shortest unique prefix (8+ characters), or whole with --wide."""
+    ids = [value for value in values if value is not None]
+    if wide:
+        return {value: str(value) for value in ids}
+    async with ctx.sessions() as session:
+        return await id_prefixes.short_ids(session, kind, ids)
 
 
 Wait = Annotated[
@@ -354,7 +426,7 @@ def retry(job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotate
 
 @app.command()
 def watch(
-    job: Annotated[str, typer.Argument(help="Job id.")],
+    job: Annotated[str, typer.Argument(help=_JOB_HELP)],
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """A live progress bar until the job ends."""
@@ -372,7 +444,7 @@ def watch(
                     task,
                     description=current.status.value,
                     completed=current.completed + current.cancelled,
-                    detail=f"ok {current.successful}  failed {current.failed}  cancelled {current.cancelled}"
+                    detail=f"succeeded {current.successful}  failed {current.failed}  cancelled {current.cancelled}"
                     f"  in flight {current.in_flight}  ${current.cost_usd:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
                     + "".join(f"  waiting for {outage.part}" for outage in current.waiting_on or [])
                     + (f"  {current.pause_reason}" if current.pause_reason else ""),
@@ -392,36 +464,137 @@ def jobs(
     user: Annotated[str | None, typer.Option("--user", help="Only this user's jobs.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many jobs.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    wide: WideOption = False,
 ) -> None:
     """List jobs with their progress, newest first."""
-    listed = _run(lambda ctx: batches.list_jobs(ctx.sessions, status, user, limit))
+
+    async def action(ctx: Context) -> tuple[list[batches.JobListing], dict[uuid.UUID, str]]:
+        listed = await batches.list_jobs(ctx.sessions, status, user, limit)
+        return listed, await _short_ids(ctx, id_prefixes.IdKind.JOB, [job.job_id for job in listed], wide or as_json)
+
+    listed, short = _run(action)
     if as_json:
         _print_json([job.model_dump(mode="json") for job in listed])
         return
-    table = Table("job", "name", "status", "user", "tier", "done", "ok", "failed", "cancelled", "cost $", "created")
-    for job in listed:
-        table.add_row(
-            str(job.job_id), job.name, job.status.value, job.user, job.tier.value,
-            f"{job.completed + job.cancelled}/{job.total}", str(job.successful), str(job.failed), str(job.cancelled),
-            f"{job.cost_usd:.4f}", job.created_at.strftime("%Y-%m-%d %H:%M"),
-        )
-    console.print(table)
+    render_table(console, _JOB_COLUMNS, [_job_row(job, short) for job in listed], wide)
+
+
+# "ended" counts every item that will not run again: succeeded, failed or cancelled.
+_JOB_COLUMNS = (
+    Column("job"), Column("status"), Column("ended", justify="right"), Column("succeeded", 2, justify="right"),
+    Column("failed", 1, justify="right"), Column("cancelled", 3, justify="right"), Column("name", 4, wrap=True),
+    Column("cost $", 5, justify="right"), Column("created", 6), Column("user", 7), Column("tier", 8), Column("mode", 9),
+)
+
+
+def _job_row(job: batches.JobListing, short: dict[uuid.UUID, str]) -> list[str]:
+    return [
+        short[job.job_id], job.status.value, f"{job.completed + job.cancelled}/{job.total}", str(job.successful),
+        str(job.failed), str(job.cancelled), job.name, f"{job.cost_usd:.4f}", job.created_at.strftime("%Y-%m-%d %H:%M"),
+        job.user, job.tier.value, job.mode.value,
+    ]
 
 
 @app.command()
-def catalog(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+def items(
+    job: Annotated[str, typer.Argument(help=_JOB_HELP)],
+    status: Annotated[ItemStatus | None, typer.Option("--status", help="Only items in this state.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    wide: WideOption = False,
+) -> None:
+    """A job's items in launch order: what each was made from, its state, runs, why it failed, its conversation."""
+
+    async def action(ctx: Context) -> tuple[list[item_listing.ItemListing], dict[uuid.UUID, str], dict[uuid.UUID, str]]:
+        listed = await item_listing.list_items(ctx.sessions, job, status)
+        whole = wide or as_json
+        return (
+            listed,
+            await _short_ids(ctx, id_prefixes.IdKind.ITEM, [item.item_id for item in listed], whole),
+            await _short_ids(ctx, id_prefixes.IdKind.CONVERSATION, [item.conversation_id for item in listed], whole),
+        )
+
+    listed, item_ids, conversation_ids = _run(action)
+    if as_json:
+        _print_json([item.model_dump(mode="json") for item in listed])
+        return
+    rows = [
+        [
+            str(item.position), item.status.value, _failure(item), str(item.attempts),
+            conversation_ids[item.conversation_id] if item.conversation_id else "-", item.persona or "(deleted)",
+            item.emotional_arc or "(deleted)", item.training_topic, str(item.sample), item.template or "auto-selected",
+            item_ids[item.item_id],
+        ]
+        for item in listed
+    ]
+    render_table(console, _ITEM_COLUMNS, rows, wide)
+
+
+_ITEM_COLUMNS = (
+    Column("#", justify="right"), Column("status"), Column("error", 1, wrap=True), Column("runs", 3, justify="right"),
+    Column("conversation", 2), Column("persona", 4, wrap=True), Column("arc", 5, wrap=True),
+    Column("topic", 6, wrap=True), Column("sample", 7, justify="right"), Column("template", 8, wrap=True),
+    Column("item", 9),
+)
+
+
+def _failure(item: item_listing.ItemListing) -> str:
+    if item.error_type is None and item.error_message is None:
+        return "-"
+    return f"{item.error_type or 'untyped'}: {item.error_message or '(no message)'}"
+
+
+@app.command()
+def log(
+    job: Annotated[str, typer.Argument(help=_JOB_HELP)],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Print new lines as they come, until the job ends.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between reads while following.")] = 1.0,
+) -> None:
+    """The job's log: each start, end, pause and failure, as in batch-logs/{job}/log.txt."""
+    _check_input(lambda: batches.check_watch_interval(interval))
+
+    async def action(ctx: Context) -> None:
+        if not follow:
+            for line in await job_logs.job_log(ctx.sessions, job):
+                _print_line(line)
+            return
+        async for line in job_logs.follow_job_log(ctx.sessions, job, interval):
+            _print_line(line)
+
+    try:
+        _run(action)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # Ctrl-C ends a follow: no traceback
+
+
+def _print_line(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()  # a follower piped into grep or a file sees each line as it comes
+
+
+@app.command()
+def catalog(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False, wide: WideOption = False
+) -> None:
     """List personas, emotional arcs, training topics and prompt templates with their ids."""
     result = _run(lambda ctx: catalogs.list_catalog(ctx.sessions))
     if as_json:
         _print_json(result)
         return
     for kind, rows in result.items():
-        table = Table(title=kind.replace("_", " "), title_justify="left")
-        for column in rows[0] if rows else ["id"]:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*(str(v) if v is not None else "-" for v in row.values()))
-        console.print(table)
+        keys = list(rows[0]) if rows else ["id", "name"]
+        # Name first (launch takes it), then the whole id (launch and --template take it whole).
+        order = ["name", "id", *(key for key in keys if key not in ("name", "id"))]
+        columns = [Column(key.replace("_", " "), position, wrap=key in ("name", "placeholders")) for position, key in enumerate(order)]
+        cells = [[_catalog_value(row[key]) for key in order] for row in rows]
+        render_table(console, columns, cells, wide, title=kind.replace("_", " "))
+
+
+def _catalog_value(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
 
 
 # --- review -------------------------------------------------------------------------------
@@ -452,28 +625,48 @@ def review_list(
     admin: AdminOption = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    wide: WideOption = False,
 ) -> None:
     """Conversations with their review status, quality, flags and storage keys, oldest first."""
     selection = reviews.Selection(
         job=job, status=status, min_quality=min_quality, near_duplicates=near_duplicates, below_quality=below_quality
     )
-    listed = _run(lambda ctx: reviews.list_conversations(ctx.sessions, _owner(ctx, user, admin), selection, limit))
+
+    async def action(ctx: Context) -> tuple[list[reviews.ReviewListing], dict[uuid.UUID, str], dict[uuid.UUID, str]]:
+        listed = await reviews.list_conversations(ctx.sessions, _owner(ctx, user, admin), selection, limit)
+        whole = wide or as_json
+        return (
+            listed,
+            await _short_ids(ctx, id_prefixes.IdKind.CONVERSATION, [row.conversation_id for row in listed], whole),
+            await _short_ids(ctx, id_prefixes.IdKind.JOB, [row.job_id for row in listed], whole),
+        )
+
+    listed, conversation_ids, job_ids = _run(action)
     if as_json:
         _print_json([row.model_dump(mode="json") for row in listed])
         return
-    table = Table("conversation", "job", "status", "quality", "enriched", "flags", "persona", "topic", "final file")
-    for row in listed:
-        table.add_row(
-            str(row.conversation_id), str(row.job_id)[:8], row.review_status.value,
-            "-" if row.quality_score is None else f"{row.quality_score:.2f}", "yes" if row.enriched else "no",
-            ", ".join(row.failed_checks) or "-", row.persona, row.training_topic, row.final_key,
-        )
-    console.print(table)
+    rows = [
+        [
+            conversation_ids[row.conversation_id], row.review_status.value,
+            "-" if row.quality_score is None else f"{row.quality_score:.2f}", row.emotional_arc, row.persona,
+            row.training_topic, ", ".join(row.failed_checks) or "-", "yes" if row.enriched else "no",
+            job_ids[row.job_id], row.reviewed_by or "-", row.final_key,
+        ]
+        for row in listed
+    ]
+    render_table(console, _REVIEW_COLUMNS, rows, wide)
+
+
+_REVIEW_COLUMNS = (
+    Column("conversation"), Column("review"), Column("quality", justify="right"), Column("arc", 1, wrap=True),
+    Column("persona", 2, wrap=True), Column("topic", 4, wrap=True), Column("flags", 3, wrap=True),
+    Column("enriched", 5), Column("job", 6), Column("reviewed by", 7), Column("final file", 8),
+)
 
 
 @review_app.command("show")
 def review_show(
-    conversation: Annotated[str, typer.Argument(help="Conversation id (the business key).")],
+    conversation: Annotated[str, typer.Argument(help="Conversation id (the business key), or a unique prefix of it (8+ characters).")],
     user: UserOption = None,
     admin: AdminOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -486,14 +679,23 @@ def review_show(
         _print_json(shown)
         return
     console.print(f"[bold]{shown['title']}[/]  ({shown['conversation_id']})")
-    for key in ("review_status", "review_reason", "reviewed_by", "quality_score", "quality_parts", "persona",
-                "emotional_arc", "training_topic", "tier", "model", "provider", "provider_host", "counts", "near_duplicate_of", "job_id", "final_key"):
-        if shown.get(key) not in (None, {}, []):
-            console.print(f"  {key}: {shown[key]}", highlight=False)
+    keys = ("review_status", "review_reason", "reviewed_by", "quality_score", "quality_parts", "persona", "emotional_arc",
+            "training_topic", "tier", "model", "provider", "provider_host", "counts", "near_duplicate_of", "job_id", "final_key")
+    fields = [(key.replace("_", " "), _readable(shown[key])) for key in keys if shown.get(key) is not None]
+    render_fields(console, [(label, value) for label, value in fields if value])
     for check in shown["failed_checks"]:
         console.print(f"  failed check {check['check']}: {check['reason']}", highlight=False)
     for turn in shown["turns"]:
         console.print(f"\n[bold]{turn['role'].upper()}[/]: {turn['content']}", highlight=False)
+
+
+def _readable(value: object) -> str:
+    """`turns 1.00, persona 0.80` for a dict of scores or counts, not Python's repr."""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key.replace('_', ' ')} {_readable(part)}" for key, part in value.items() if part is not None)
+    return str(value)
 
 
 def _review(action: ReviewStatus, selection: reviews.Selection, reason: str | None, user: str | None, admin: bool,
@@ -615,12 +817,16 @@ def main() -> NoReturn:
 
 
 def _usage_message(error: typer.TyperException) -> str:
-    """`--tier: 'bogus' is not one of ...` rather than `Invalid value for '--tier': Value error, ...`."""
+    """`--tier: 'bogus' is not one of ...` rather than `Invalid value for '--tier': Value error, ...`;
+    a missing option of a few choices names them on the same line."""
     param = error.param if type(error) is typer.BadParameter else None  # not MissingParameter's wording
     if param is not None:
         name = param.opts[0] if param.opts else param.name
         return f"{name}: {_first_line(error.message.removeprefix('Value error, '))}"
-    return _first_line(error.format_message())
+    message = error.format_message()
+    if "Choose from:" in message:  # "Missing option '--tier'. Choose from:\n\ttemplate,\n\t..."
+        return " ".join(message.split())
+    return _first_line(message)
 
 
 if __name__ == "__main__":

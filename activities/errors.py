@@ -46,6 +46,14 @@ CLAUDE_RATE_LIMIT_WAIT = "claude_rate_limit_wait"
 ANTHROPIC_REFUSED = "anthropic_refused"
 # A request of a Message Batch the API refused, in the API's own spelling: never retried.
 ANTHROPIC_INVALID_REQUEST = "invalid_request_error"
+# An item's failure that is not an ApplicationError of a step: the step timed out, or failed with
+# no type; its workflow ended without reporting; its Message Batch requests ran out of attempts,
+# or the job's Message Batches workflow ended before the result came.
+STEP_TIMED_OUT = "step_timed_out"
+STEP_FAILED = "step_failed"
+ITEM_UNREPORTED = "item_unreported"
+BATCH_REQUEST_ATTEMPTS_EXHAUSTED = "batch_request_attempts_exhausted"
+MESSAGE_BATCHES_ENDED = "message_batches_ended"
 # The failure of a workflow: an item that failed, an export that failed.
 ITEM_FAILED = "item_failed"
 EXPORT_FAILED = "export_failed"

@@ -100,7 +100,7 @@ class ItemActivities:
         if linked.recorded is not None:
             # The row ended while this step ran: it keeps that outcome, which is what is reported.
             recorded = linked.recorded.status
-            reported = outcome.model_copy(update=linked.recorded.model_dump(include={"status", "error_message", "conversation_id"}))
+            reported = outcome.model_copy(update=linked.recorded.model_dump(include={"status", "error_message", "error_type", "conversation_id"}))
         else:
             recorded = await self._rows.finish_item(
                 FinishItemInput(

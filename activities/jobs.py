@@ -4,8 +4,9 @@ twice. Each change writes its line of the job's log in the same transaction."""
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import String, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as upsert
@@ -13,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.data_errors import classify_data_errors
-from activities.errors import CATALOG_ROW_MISSING, ITEM_ALREADY_LINKED, ITEM_NOT_FOUND, JOB_NOT_FOUND, permanent
+from activities.errors import (
+    CATALOG_ROW_MISSING,
+    ITEM_ALREADY_LINKED,
+    ITEM_NOT_FOUND,
+    ITEM_UNREPORTED,
+    JOB_NOT_FOUND,
+    permanent,
+)
 from brightrun.logs import get_logger
 from brightrun.storage import Storage, conversation_prefixes, job_log_key
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, Tier
@@ -48,6 +56,8 @@ from models.tables import (
 from models.workflow_ids import item_conversation_id
 
 log = get_logger(__name__)
+# A type is ours (activities/errors.py) or an exception's class name: cut, not refused, if longer.
+_ERROR_TYPE_MAX_LENGTH = cast(String, BatchItem.__table__.c.error_type.type).length
 FINAL_ITEM_STATUSES = [s.value for s in ItemStatus if s.is_final]
 FINAL_JOB_STATUSES = [s.value for s in JobStatus if s.is_final]
 
@@ -138,7 +148,11 @@ async def _recorded_outcome(session: AsyncSession, item: BatchItem) -> ItemFinis
             select(Conversation.conversation_id).where(Conversation.id == item.conversation_id)
         )
     return ItemFinished(
-        item_id=item.id, status=ItemStatus(item.status), error_message=item.error_message, conversation_id=conversation_id
+        item_id=item.id,
+        status=ItemStatus(item.status),
+        error_message=item.error_message,
+        error_type=item.error_type,
+        conversation_id=conversation_id,
     )
 
 
@@ -152,6 +166,7 @@ async def _record_outcome(session: AsyncSession, request: FinishItemInput) -> It
         .values(
             status=outcome.status.value,
             error_message=outcome.error_message,
+            error_type=outcome.error_type and outcome.error_type[:_ERROR_TYPE_MAX_LENGTH],
             processed_at=request.finished_at,
             progress=100,
             # Tokens and cost of all the item's calls, and the rate-limit budget they left.
@@ -297,7 +312,8 @@ class JobActivities:
                 raise permanent(f"batch item {item_id} does not exist", ITEM_NOT_FOUND)
             if item.status == ItemStatus.QUEUED:
                 item.status = ItemStatus.PROCESSING.value
-                item.error_message = None
+                item.error_message = item.error_type = None
+                item.attempts += 1  # runs of the item: 1, and one more for each `retry` of it
                 await _log(session, item.batch_job_id, _item_line(item.position, item.id, "started"), item.id)
             parameters = item.parameters
             template_id = parameters.get("template_id")
@@ -416,7 +432,8 @@ class JobActivities:
                 if item_id in linked:
                     outcome = ItemFinished(item_id=item_id, status=ItemStatus.COMPLETED)
                 else:
-                    outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason)
+                    error_type = ITEM_UNREPORTED if request.status == ItemStatus.FAILED else None
+                    outcome = ItemFinished(item_id=item_id, status=request.status, error_message=reason, error_type=error_type)
                 finish = FinishItemInput(job_id=request.job_id, finished_at=request.finished_at, outcome=outcome)
                 await _record_outcome(session, finish)
                 item = await session.get(BatchItem, item_id, populate_existing=True)
@@ -497,6 +514,6 @@ class JobActivities:
                     .order_by(BatchJobEvent.id)
                 )
             ).all()
-        body = "".join(f"{at.isoformat(timespec='milliseconds')} {line}\n" for at, line in events)
+        body = "".join(f"{BatchJobEvent.text_line(at, line)}\n" for at, line in events)
         await self._storage.put_bytes(self._storage.log_bucket, job_log_key(job_id), body.encode(), "text/plain; charset=utf-8")
         return len(events)

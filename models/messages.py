@@ -181,6 +181,8 @@ class ItemFinished(BaseModel):
     item_id: uuid.UUID
     status: ItemStatus
     error_message: str | None = None
+    # A failure's type (activities/errors.py, or an API's), for counting failures by kind.
+    error_type: str | None = None
     conversation_id: uuid.UUID | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     duration_s: float = 0.0

@@ -288,6 +288,11 @@ class BatchJobEvent(Base):
     line: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())
 
+    @staticmethod
+    def text_line(created_at: datetime, line: str) -> str:
+        """The event as a line of log.txt, and of `starter.py log`."""
+        return f"{created_at.isoformat(timespec='milliseconds')} {line}"
+
 
 class MessageBatch(Base):
     """One Anthropic Message Batch of a job. The row (and its id) exists before the API is asked,

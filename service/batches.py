@@ -8,10 +8,10 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainSerializer
-from sqlalchemy import ColumnElement, String, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, String, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -38,6 +38,10 @@ from models.tables import (
     TrainingTopic,
 )
 from models.workflow_ids import job_workflow_id
+from service.catalog_names import CatalogRow, catalog_row
+from service.errors import BatchInputError
+from service.ids import IdKind, resolve_id
+from service.items import FailureKind, failure_kinds
 from service.outages import Outage, job_outages
 from service.prompt_cache import TemplateTooShortToCache, templates_too_short_to_cache
 from workflows.budget import items_within_budget, projected_item_cost
@@ -110,6 +114,8 @@ class JobStatusView(BaseModel):
     max_cost_usd: float | None = None
     pause_reason: str | None = None
     error_message: str | None = None
+    # The failed items by error type, most frequent first (none failed: unset).
+    failures: list[FailureKind] | None = None
     started_at: IsoDatetime
     completed_at: IsoDatetime
     waiting_on: list[Outage] | None
@@ -117,10 +123,6 @@ class JobStatusView(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True)
-
-
-class BatchInputError(ValueError):
-    """Bad input from a person: the message is one line that says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -163,21 +165,13 @@ def _as_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-CatalogRow = TypeVar("CatalogRow", Persona, EmotionalArc, TrainingTopic)
-
-
 async def _resolve(session: AsyncSession, table: type[CatalogRow], kind: str, values: list[str]) -> list[CatalogRow]:
     """Each value is an id or a name; all must exist and be active."""
     if not values:
         raise BatchInputError(f"no {kind} given: pass at least one --{kind.split()[-1]}")
     rows: dict[uuid.UUID, CatalogRow] = {}
     for value in values:
-        as_id = _as_uuid(value)
-        row = await session.scalar(
-            select(table).where(or_(table.id == as_id, table.name == value) if as_id else table.name == value)
-        )
-        if row is None or not row.is_active:
-            raise BatchInputError(f"unknown {kind} {value!r} (run `starter.py catalog` to list them)")
+        row = await catalog_row(session, table, kind, value)
         if row.id in rows:
             # Twice the same row would make every combination with it twice.
             raise BatchInputError(f"{kind} {row.name!r} is given twice")
@@ -366,9 +360,8 @@ async def launch(
 
 
 async def _load_job(sessions: async_sessionmaker, job_ref: str) -> BatchJob:
-    job_id = parse_uuid(job_ref, "job id")
     async with sessions() as session:
-        job = await session.get(BatchJob, job_id)
+        job = await session.get(BatchJob, await resolve_id(session, IdKind.JOB, job_ref))
     if job is None:
         raise BatchInputError(f"job {job_ref} not found")
     return job
@@ -416,9 +409,11 @@ async def job_status(
         job = await _load_job(sessions, job_ref)
     except Exception as exc:
         failure = classify(exc)
-        if client is None or failure is None or failure.type != DATABASE_UNAVAILABLE:
+        # Without the database only a whole id names a job (a prefix is looked up there).
+        job_id = _as_uuid(job_ref)
+        if client is None or failure is None or failure.type != DATABASE_UNAVAILABLE or job_id is None:
             raise
-        return await _status_without_database(client, parse_uuid(job_ref, "job id"), failure.message, exc)
+        return await _status_without_database(client, job_id, failure.message, exc)
     live = await _live_progress(client, job.id)
     waiting_on = await job_outages(client, job.id) if live and client else []
     remaining = job.total_items - job.completed_items - job.cancelled_items
@@ -428,6 +423,7 @@ async def job_status(
             select(func.count()).where(Conversation.batch_job_id == job.id, Conversation.enriched_at.is_not(None))
         )
         too_short = await templates_too_short_to_cache(session, job, claude_model or get_settings().claude_model)
+        failures = await failure_kinds(session, job.id) if job.failed_items else []
     return JobStatusView(
         job_id=job.id,
         workflow_id=job_workflow_id(job.id),
@@ -462,6 +458,7 @@ async def job_status(
         max_cost_usd=job.max_cost_usd,
         pause_reason=job.pause_reason,
         error_message=job.error_message,
+        **({"failures": failures} if failures else {}),
         started_at=job.started_at,
         completed_at=job.completed_at,
         waiting_on=waiting_on or None,
@@ -767,7 +764,7 @@ async def _requeue_failed_items(sessions: async_sessionmaker, job_id: uuid.UUID)
             await session.scalars(
                 update(BatchItem)
                 .where(BatchItem.batch_job_id == job_id, BatchItem.status == ItemStatus.FAILED.value)
-                .values(status=ItemStatus.QUEUED.value, error_message=None, conversation_id=None, processed_at=None,
+                .values(status=ItemStatus.QUEUED.value, error_message=None, error_type=None, conversation_id=None, processed_at=None,
                         progress=0, usage={})
                 .returning(BatchItem.id)
             )

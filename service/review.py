@@ -33,7 +33,8 @@ from activities.export import UNKNOWN_PROVIDER
 from brightrun.storage import Storage, enriched_conversation_key
 from models.enums import ReviewStatus
 from models.tables import BatchJob, Conversation, EmotionalArc, Persona, TrainingTopic
-from service.batches import BatchInputError, parse_uuid, validate_user
+from service.batches import BatchInputError, validate_user
+from service.ids import IdKind, resolve_id
 
 LIST_LIMIT_MAX = 10_000
 
@@ -116,8 +117,8 @@ def _check_quality(value: float | None, option: str) -> None:
 
 
 async def owned_job(sessions: async_sessionmaker, owner: Owner, job_ref: str) -> uuid.UUID:
-    job_id = parse_uuid(job_ref, "job id")
     async with sessions() as session:
+        job_id = await resolve_id(session, IdKind.JOB, job_ref)
         created_by = await session.scalar(select(BatchJob.created_by).where(BatchJob.id == job_id))
     if created_by is None:
         raise BatchInputError(f"job {job_ref} not found")
@@ -128,8 +129,8 @@ async def owned_job(sessions: async_sessionmaker, owner: Owner, job_ref: str) ->
 
 async def _owned_conversations(sessions: async_sessionmaker, owner: Owner, refs: tuple[str, ...]) -> list[uuid.UUID]:
     """Business keys of the named conversations; every one must exist and be the owner's."""
-    ids = list(dict.fromkeys(parse_uuid(ref, "conversation id") for ref in refs))
     async with sessions() as session:
+        ids = list(dict.fromkeys([await resolve_id(session, IdKind.CONVERSATION, ref) for ref in refs]))
         found = dict(
             (await session.execute(select(Conversation.conversation_id, Conversation.created_by).where(
                 Conversation.conversation_id.in_(ids)

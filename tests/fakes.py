@@ -111,6 +111,7 @@ class FakeItem:
     position: int
     status: ItemStatus = ItemStatus.QUEUED
     error_message: str | None = None
+    error_type: str | None = None
     finish_calls: int = 0
 
 
@@ -301,7 +302,7 @@ class FakeActivities:
         if item.status == ItemStatus.PROCESSING:
             self.batch.in_flight -= 1
         item.status = request.outcome.status
-        item.error_message = request.outcome.error_message
+        item.error_message, item.error_type = request.outcome.error_message, request.outcome.error_type
         return item.status
 
     @activity.defn(name="record_unreported_items")

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.conversations import ConversationActivities
-from activities.errors import ITEM_ALREADY_LINKED
+from activities.errors import ITEM_ALREADY_LINKED, ITEM_UNREPORTED
 from activities.items import ItemActivities
 from activities.jobs import JobActivities
 from activities.templates import TemplateActivities
@@ -244,13 +244,16 @@ async def test_a_link_after_the_item_was_recorded_unreported_leaves_the_row_as_r
     ))
 
     assert linked.conversation_pk is None and linked.recorded is not None
-    assert (linked.recorded.status, linked.recorded.error_message) == (ItemStatus.FAILED, "its workflow ended without reporting")
+    assert (linked.recorded.status, linked.recorded.error_message, linked.recorded.error_type) == (
+        ItemStatus.FAILED, "its workflow ended without reporting", ITEM_UNREPORTED
+    )
     async with sessions() as session:
         row = await session.get(BatchItem, item_id)
         conversations = await session.scalar(
             select(func.count()).select_from(Conversation).where(Conversation.batch_job_id == job_id)
         )
     assert (row.status, row.conversation_id, conversations) == (ItemStatus.FAILED, None, 0)
+    assert (row.attempts, row.error_type) == (1, ITEM_UNREPORTED), "one run, counted by begin_item"
 
 
 async def test_an_item_workflow_terminated_mid_call_is_accounted_and_the_job_ends(

@@ -130,7 +130,7 @@ async def test_dry_run_refuses_what_launch_refuses_and_prints_a_readable_estimat
 
     assert refused.returncode == 2 and "--max-cost must be more than 0" in refused.stderr
     assert shown.returncode == 0, shown.stderr
-    assert "nothing was created" in shown.stdout and "estimated_cost_usd_batch" in shown.stdout
+    assert "nothing was created" in shown.stdout and "estimated cost batch ($)" in shown.stdout
 
 
 async def test_without_token_counting_the_estimate_counts_characters_and_says_so(

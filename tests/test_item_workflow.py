@@ -9,6 +9,7 @@ import uuid
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.errors import INVALID_OUTPUT
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, GenerateInput
 from models.workflow_ids import item_conversation_id, item_workflow_id, job_workflow_id
@@ -87,6 +88,7 @@ async def test_a_second_unusable_reply_fails_the_item_for_good(ts_client: Client
     assert failed.error_message is not None
     assert failed.error_message.startswith(PROBLEM + "; raw response kept at raw/test-user/")
     assert failed.error_message.endswith("_raw_repair.json")
+    assert failed.error_type == INVALID_OUTPUT
     assert len(calls_of(batch, 0)) == 2
     assert batch.items[1].status == ItemStatus.COMPLETED
 

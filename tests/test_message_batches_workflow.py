@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.errors import ANTHROPIC_INVALID_REQUEST, BATCH_REQUEST_ATTEMPTS_EXHAUSTED, MESSAGE_BATCHES_ENDED
 from models.enums import DeliveryMode, ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, JobProgress, MessageBatchesProgress, MessageBatchPlan
 from models.workflow_ids import job_workflow_id, message_batches_workflow_id
@@ -180,6 +181,7 @@ async def test_a_request_that_keeps_expiring_fails_its_item_at_the_attempt_cap(o
     failed = batch.items[0]
     assert failed.status == ItemStatus.FAILED
     assert failed.error_message == "gave up after 3 Message Batch requests; last: the request expired"
+    assert failed.error_type == BATCH_REQUEST_ATTEMPTS_EXHAUSTED
     assert len(api.requests_of(failed.item_id)) == 3, "no request beyond the cap"
 
 
@@ -197,6 +199,7 @@ async def test_an_invalid_request_fails_its_item_with_the_apis_message_and_is_ne
     failed = batch.items[1]
     assert failed.status == ItemStatus.FAILED
     assert failed.error_message == f"Claude API refused the request in a Message Batch: {message} (invalid_request_error)"
+    assert failed.error_type == ANTHROPIC_INVALID_REQUEST
     assert len(api.requests_of(failed.item_id)) == 1
     assert len(api.batches) == 1
 
@@ -320,6 +323,7 @@ async def test_an_item_fails_instead_of_waiting_for_good_when_its_message_batche
     assert (progress.status, progress.failed) == (JobStatus.FAILED, 2), "every item failed"
     assert [i.status for i in batch.items] == [ItemStatus.FAILED] * 2
     assert all("Message Batches workflow ended" in (i.error_message or "") for i in batch.items)
+    assert [i.error_type for i in batch.items] == [MESSAGE_BATCHES_ENDED] * 2
     assert api.checks == 2, "each item asked once, an hour after staging"
 
 

@@ -142,7 +142,8 @@ async def test_the_cli_lists_shows_approves_and_refuses_in_one_line(
     shown = await run("show", str(conversation), "--user", user)
     assert shown.returncode == 0, shown.stderr
     assert "USER: cli turn 0" in shown.stdout and "the persona's first name never appears" in shown.stdout
-    assert "provider: anthropic" in shown.stdout and "provider_host: api.anthropic.com" in shown.stdout
+    fields = " ".join(shown.stdout.split())  # label and value, however the columns are spaced
+    assert "provider anthropic" in fields and "provider host api.anthropic.com" in fields
 
     approved = await run("approve", "--job", str(job), "--min-quality", "0.8", "--user", user, "--json")
     assert approved.returncode == 0, approved.stderr

@@ -109,11 +109,13 @@ async def test_bad_input_gets_one_clear_line_a_nonzero_exit_and_creates_nothing(
     [
         ([*LAUNCH[:-1], "bogus"], {}, 2, "error: --tier: 'bogus' is not one of 'template', 'scenario', 'edge_case'."),
         (["launch", "--persona", "David Chen"], {}, 2, "error: Missing option '--arc'."),
+        (["launch", "--persona", "David Chen", "--arc", "a", "--topic", "t"], {}, 2,
+         "error: Missing option '--tier'. Choose from: template, scenario, edge_case"),
         (["jobs", "--limit", "many"], {}, 2, "error: --limit: Input should be a valid integer, unable to parse string as an integer"),
         (["catalog"], {"DATABASE_URL": "mysql://x"}, 2,
          "error: DATABASE_URL: must be a postgresql:// URL (postgres:// and postgresql+asyncpg:// work too)"),
     ],
-    ids=["bad-choice", "missing-option", "not-an-integer", "malformed-setting"],
+    ids=["bad-choice", "missing-option", "missing-choice", "not-an-integer", "malformed-setting"],
 )
 def test_a_usage_or_settings_error_is_one_line_before_anything_is_reached(
     args: list[str], env: dict[str, str], code: int, line: str

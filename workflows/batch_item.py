@@ -14,7 +14,15 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
     from activities.conversations import ConversationActivities
-    from activities.errors import ANTHROPIC_INVALID_REQUEST, INVALID_OUTPUT, ITEM_FAILED
+    from activities.errors import (
+        ANTHROPIC_INVALID_REQUEST,
+        BATCH_REQUEST_ATTEMPTS_EXHAUSTED,
+        INVALID_OUTPUT,
+        ITEM_FAILED,
+        MESSAGE_BATCHES_ENDED,
+        STEP_FAILED,
+        STEP_TIMED_OUT,
+    )
     from activities.items import ItemActivities
     from activities.jobs import JobActivities
     from activities.message_batches import MessageBatchActivities
@@ -78,6 +86,14 @@ def failure_message(error: ActivityError) -> str:
     return f"{error.activity_type} failed: {cause or error}"
 
 
+def failure_type(error: ActivityError) -> str:
+    """The kind of an activity's failure, as `status` counts failures: its ApplicationError's type."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type:
+        return cause.type
+    return STEP_TIMED_OUT if isinstance(cause, TimeoutError) else STEP_FAILED
+
+
 def local_step_failure(step: Callable[..., Awaitable[Any]], error: ActivityError | ApplicationError) -> ActivityError:
     """A local activity's failure as an activity's: its own failure arrives bare (a timeout comes
     wrapped), and the item's code reads one shape."""
@@ -115,6 +131,10 @@ def repair_problem(error: ApplicationError) -> str:
 
 class BatchRequestFailed(Exception):
     """A Message Batch request that no later batch can fix; the message goes on the item row."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
 
 
 # Outside the sandbox: it re-imported this module and built its proxies for every item's run,
@@ -160,12 +180,14 @@ class BatchItemWorkflow:
                 outcome = await self._produce(request, work)
         except ActivityError as error:
             if not isinstance(error.cause, CancelledError):
-                outcome = self._outcome(request, ItemStatus.FAILED, error_message=failure_message(error))
+                outcome = self._outcome(
+                    request, ItemStatus.FAILED, error_message=failure_message(error), error_type=failure_type(error)
+                )
             else:
                 await self._report_cancelled(request)
                 raise
         except BatchRequestFailed as error:
-            outcome = self._outcome(request, ItemStatus.FAILED, error_message=str(error))
+            outcome = self._outcome(request, ItemStatus.FAILED, error_message=str(error), error_type=error.error_type)
         except asyncio.CancelledError:
             await self._report_cancelled(request)
             raise
@@ -322,12 +344,15 @@ class BatchItemWorkflow:
             if result.result_type == BatchResultType.ERRORED:
                 last_problem = f"{result.error_message} ({result.error_type})"
                 if result.error_type == ANTHROPIC_INVALID_REQUEST:
-                    raise BatchRequestFailed(f"Claude API refused the request in a Message Batch: {last_problem}")
+                    raise BatchRequestFailed(
+                        f"Claude API refused the request in a Message Batch: {last_problem}", ANTHROPIC_INVALID_REQUEST
+                    )
             else:
                 last_problem = f"the request {result.result_type.value}"
             workflow.logger.warning("batch request %s: %s; it goes into a later batch", custom_id, last_problem)
         raise BatchRequestFailed(
-            f"gave up after {request.claude.max_attempts} Message Batch requests; last: {last_problem}"
+            f"gave up after {request.claude.max_attempts} Message Batch requests; last: {last_problem}",
+            BATCH_REQUEST_ATTEMPTS_EXHAUSTED,
         )
 
 
@@ -353,7 +378,8 @@ class BatchItemWorkflow:
             elif not checked.batches_running:
                 raise BatchRequestFailed(
                     "the job's Message Batches workflow ended before this item's request had its result; "
-                    "retry the job to send it again"
+                    "retry the job to send it again",
+                    MESSAGE_BATCHES_ENDED,
                 )
             wait = min(2 * wait, BATCH_RESULT_CHECK_CAP)
         return self._batch_results[custom_id]
@@ -383,12 +409,14 @@ class BatchItemWorkflow:
         status: ItemStatus,
         error_message: str | None = None,
         conversation_id: uuid.UUID | None = None,
+        error_type: str | None = None,
     ) -> ItemFinished:
         duration = (workflow.now() - self._started).total_seconds()
         return ItemFinished(
             item_id=request.item_id,
             status=status,
             error_message=error_message,
+            error_type=error_type,
             conversation_id=conversation_id,
             usage=self._usage,
             duration_s=duration,

@@ -510,7 +510,7 @@ class BatchJobWorkflow:
         if self._stop_reason:
             return JobStatus.FAILED, self._stop_reason
         if counters.failed and not counters.successful:
-            return JobStatus.FAILED, f"all {counters.failed} items failed; see batch_items.error_message"
+            return JobStatus.FAILED, f"all {counters.failed} items failed"
         return JobStatus.COMPLETED, None
 
     def _eta_seconds(self, remaining: int) -> float | None:
