@@ -17,6 +17,7 @@ from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJobEvent, Conversation
 from service import batches
+from service.job_outcome import job_outcome
 from tests.helpers import eventually, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
@@ -65,7 +66,7 @@ async def test_pause_sends_no_claude_request_until_resume(
     await eventually(lambda: _in_flight_is_zero(sessions, stack_client, job.job_id), "the in-flight items finished")
     resumed = await batches.control_job(sessions, stack_client, str(job.job_id), "resume")
     assert resumed.status == JobStatus.PROCESSING
-    await stack_client.get_workflow_handle(job.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(job.workflow_id))
 
     events = await events_of(sessions, job.job_id)
     paused_at = next(at for at, line in events if line == "job paused")
@@ -125,7 +126,7 @@ async def test_retry_reruns_exactly_the_failed_items_and_the_log_tells_the_story
 
     retried = await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
     assert retried.status in (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED)
-    await stack_client.get_workflow_handle(job.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(job.workflow_id))
 
     final = await batches.job_status(sessions, str(job.job_id), stack_client)
     assert (final.status, final.successful, final.failed, final.completed) == ("completed", 2, 0, 2)
