@@ -16,9 +16,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from models import search_attributes
 from models.messages import BatchItemInput, EndedWorkflows, ItemWorkflowStarts, StartedItemWorkflows, WorkflowIds
+from models.web_ui import ITEM_WORKFLOW_TYPE, item_details
 from models.workflow_ids import item_workflow_id
 
-ITEM_WORKFLOW_TYPE = "BatchItemWorkflow"
+__all__ = ["ITEM_WORKFLOW_TYPE", "WorkflowActivities"]
 
 
 class WorkflowActivities:
@@ -42,6 +43,8 @@ class WorkflowActivities:
                 id=item_workflow_id(item.item_id),
                 task_queue=task_queue,
                 static_summary=summary or None,
+                # Links back to the job's page and its items (the Relationships tab shows none).
+                static_details=item_details(self._client.namespace, item.job_id),
                 priority=priority,
                 # The job's items, found by the job's id (the web UI's filter, the outage status).
                 search_attributes=TypedSearchAttributes(

@@ -690,4 +690,8 @@ class BatchJobWorkflow:
         percent = 100 if total == 0 else (counters.completed + counters.cancelled) * 100 // total
         if percent != self._percent_reported:
             self._percent_reported = percent
-            workflow.upsert_search_attributes([search_attributes.BATCH_PERCENT_DONE.value_set(percent)])
+            # The list's progress column, in the same event: on each whole percent, not each item.
+            workflow.upsert_search_attributes([
+                search_attributes.BATCH_PERCENT_DONE.value_set(percent),
+                search_attributes.BATCH_PROGRESS.value_set(f"{counters.completed + counters.cancelled}/{total}"),
+            ])
