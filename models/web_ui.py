@@ -14,6 +14,17 @@ ITEM_WORKFLOW_TYPE = "BatchItemWorkflow"
 JOB_WORKFLOW_TYPE = "BatchJobWorkflow"
 
 
+# The jobs view (docs/web-ui.md): job workflows only, the runs a job continued as new left out
+# (each shows the progress of its time), so each job is one row (a retried job: one per run).
+JOBS_QUERY = f'WorkflowType="{JOB_WORKFLOW_TYPE}" AND ExecutionStatus!="ContinuedAsNew"'
+# The columns the jobs view adds to the UI's list ("Configure Columns"), from models/search_attributes.py.
+JOBS_VIEW_COLUMNS = ("BatchJobName", "BatchProgress", "BatchPercentDone", "BatchStatus")
+
+
+def jobs_view_path(namespace: str) -> str:
+    return list_path(namespace, JOBS_QUERY)
+
+
 def workflow_path(namespace: str, workflow_id: str) -> str:
     return f"/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
 

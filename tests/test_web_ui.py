@@ -17,7 +17,7 @@ from temporalio.client import Client
 from brightrun.settings import Settings
 from devtools.standin_control import StandinControl
 from models.enums import Tier
-from models.web_ui import JOB_WORKFLOW_TYPE
+from models.web_ui import JOBS_VIEW_COLUMNS, jobs_view_path
 from service import batches
 from service.job_outcome import job_outcome
 from tests.helpers import eventually, launch_and_wait
@@ -82,9 +82,6 @@ async def _list(page: Page, ui: str, query: str) -> None:
     await page.goto(f"{ui}/namespaces/default/workflows?query={quote(query)}")
 
 
-# docs/web-ui.md: the jobs view is the list filtered to job workflows, with these columns added.
-JOBS_QUERY = f'WorkflowType="{JOB_WORKFLOW_TYPE}"'
-JOB_COLUMNS = ["BatchJobName", "BatchProgress", "BatchPercentDone", "BatchStatus"]
 
 
 async def test_failed_and_cancelled_jobs_show_so_and_the_jobs_view_shows_names_and_progress(
@@ -118,13 +115,14 @@ async def test_failed_and_cancelled_jobs_show_so_and_the_jobs_view_shows_names_a
             cancelled_in_ui = await batches.job_status(sessions, str(by_ui.job_id), stack_client)
             assert (cancelled_in_ui.status, cancelled_in_ui.cancelled) == ("cancelled", 1), "the job ended cleanly"
 
-            # The jobs view: job workflows only, the job columns added as a user does once.
-            await _list(page, ui, JOBS_QUERY)
+            # The jobs view (docs/web-ui.md): job workflows only, the job columns added as a user
+            # does once per browser.
+            await page.goto(ui + jobs_view_path("default"))  # the bookmark of docs/web-ui.md
             await page.get_by_test_id("workflows-summary-table-configuration-button").click()
-            for column in JOB_COLUMNS:
+            for column in JOBS_VIEW_COLUMNS:
                 await page.get_by_role("button", name=f"Add {column} column").click()
             await page.keyboard.press("Escape")
-            for column in JOB_COLUMNS:
+            for column in JOBS_VIEW_COLUMNS:
                 await expect(page.get_by_role("columnheader", name=column)).to_be_visible()
             rows = {
                 failed.workflow_id: ("Failed", f"ui-failed-{run}", "failed"),
