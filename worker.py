@@ -90,6 +90,7 @@ def build_main_worker(
             jobs.record_unreported_items,
             item_workflows.start_item_workflows,
             item_workflows.ended_workflows,
+            item_workflows.request_cancellation,
             jobs.cancel_queued_items,
             jobs.set_job_status,
             jobs.write_job_log,

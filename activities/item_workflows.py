@@ -16,9 +16,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from models import search_attributes
 from models.messages import BatchItemInput, EndedWorkflows, ItemWorkflowStarts, StartedItemWorkflows, WorkflowIds
+from models.web_ui import ITEM_WORKFLOW_TYPE, item_details
 from models.workflow_ids import item_workflow_id
 
-ITEM_WORKFLOW_TYPE = "BatchItemWorkflow"
+__all__ = ["ITEM_WORKFLOW_TYPE", "WorkflowActivities"]
 
 
 class WorkflowActivities:
@@ -42,6 +43,8 @@ class WorkflowActivities:
                 id=item_workflow_id(item.item_id),
                 task_queue=task_queue,
                 static_summary=summary or None,
+                # Links back to the job's page and its items (the Relationships tab shows none).
+                static_details=item_details(self._client.namespace, item.job_id),
                 priority=priority,
                 # The job's items, found by the job's id (the web UI's filter, the outage status).
                 search_attributes=TypedSearchAttributes(
@@ -60,6 +63,23 @@ class WorkflowActivities:
         return EndedWorkflows(
             ended={workflow_id: state for workflow_id, state in zip(request.workflow_ids, states, strict=True) if state is not None}
         )
+
+    @activity.defn(name="request_cancellation")
+    async def request_cancellation(self, request: WorkflowIds) -> None:
+        """Ask Temporal to cancel these workflows (ids, or "id/run_id" for one run). A job
+        cancelled by its signal asks this for its own run, so its execution ends Canceled like
+        one cancelled from the web UI: a workflow cannot request its own cancellation, and the
+        SDK ends an execution Canceled only after such a request."""
+        await asyncio.gather(*(self._request_cancellation(workflow_id) for workflow_id in request.workflow_ids))
+
+    async def _request_cancellation(self, target: str) -> None:
+        workflow_id, _, run_id = target.partition("/")
+        try:
+            await self._client.get_workflow_handle(workflow_id, run_id=run_id or None).cancel()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+            activity.logger.info("%s has ended; nothing to cancel", target)
 
     async def _state_of(self, workflow_id: str) -> str | None:
         """How the latest run ended; None while it runs (a reset run counts as running)."""

@@ -35,6 +35,7 @@ from models.enums import DeliveryMode, Tier
 from models.tables import BatchItem
 from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from worker import build_workers
 
 
@@ -63,7 +64,7 @@ async def run_mode(settings: Settings, standin: StandinControl, mode: DeliveryMo
             await running.enter_async_context(worker)
         started = time.monotonic()
         job = await batches.launch(sessions, client, settings, request)
-        await client.get_workflow_handle(job.workflow_id).result()
+        await job_outcome(client.get_workflow_handle(job.workflow_id))
         wall_s = time.monotonic() - started
     status = await batches.job_status(sessions, str(job.job_id), client)
     async with sessions() as session:

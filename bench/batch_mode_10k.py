@@ -31,7 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.results_file import save_result
-from bench.run_10k import runs_of, wait_for_result
+from bench.run_10k import runs_of, wait_for_job, wait_for_result
 from brightrun.settings import Settings
 from devtools.binaries import venv_binary
 from models import search_attributes
@@ -89,7 +89,7 @@ async def run(items: int, history_event_limit: int, in_flight_items: int) -> dic
             id=job_workflow_id(batch.job_id),
             task_queue=task_queue,
         )
-        progress = await wait_for_result(handle)
+        progress = await wait_for_job(handle)
         batches_handle = client.get_workflow_handle(
             message_batches_workflow_id(batch.job_id), result_type=MessageBatchesProgress
         )

@@ -78,6 +78,13 @@ FINAL_ITEM_STATUSES = [status.value for status in ItemStatus if status.is_final]
 # 30% faults in all, the mid-stream ones included.
 API_FAULTS = {"429": 0.10, "529": 0.08, "500": 0.06, "midstream_overloaded": 0.03, "midstream_drop": 0.03}
 
+# The state a job's workflow ends in for each final job state (workflows/batch_job.py).
+EXECUTION_STATUS_OF = {
+    JobStatus.COMPLETED: WorkflowExecutionStatus.COMPLETED,
+    JobStatus.FAILED: WorkflowExecutionStatus.FAILED,
+    JobStatus.CANCELLED: WorkflowExecutionStatus.CANCELED,
+}
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -478,7 +485,7 @@ async def check(run: Run, ended: bool) -> dict[str, Any]:
         "cancelled": by_status[ItemStatus.CANCELLED],
     }
     invariants = {
-        "job_final": ended and JobStatus(job.status).is_final and workflow.status == WorkflowExecutionStatus.COMPLETED,
+        "job_final": ended and JobStatus(job.status).is_final and workflow.status == EXECUTION_STATUS_OF[JobStatus(job.status)],
         "every_item_final": all(ItemStatus(status).is_final for _id, status, _c in items) and len(items) == job.total_items,
         "counters_equal_rows": counters == rows,
         "one_conversation_per_success": completed_unlinked == 0 and not orphan_rows and len(conversations) == successful,

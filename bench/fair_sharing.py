@@ -40,6 +40,7 @@ from models.enums import Tier
 from models.tables import BatchItem
 from models.workflow_ids import item_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from worker import build_workers
 from workflows.batch_job import BatchJobWorkflow
 
@@ -114,14 +115,14 @@ async def measure(calls_per_minute: float, pace: str, latency_ms: int, small_ite
                 calls_before = (await standin.stats())["requests"]
             launched_at = time.time()
             small = await batches.launch(sessions, client, settings, _job(small_items, small_items, "small"))
-            await client.get_workflow_handle(small.workflow_id).result()
+            await job_outcome(client.get_workflow_handle(small.workflow_id))
             small_s = time.time() - launched_at
             stats = await standin.stats()
             calls_meanwhile = stats["requests"] - calls_before
             small_calls = await _small_job_calls(client, sessions, small.job_id, stats["log"], launched_at)
             big_waiting = BIG_JOBS * BIG_JOB_ITEMS - calls_before
             for job in big:
-                await client.get_workflow_handle(job.workflow_id).result()
+                await job_outcome(client.get_workflow_handle(job.workflow_id))
         await engine.dispose()
         small_status = await _status(settings, small.job_id)
     finally:

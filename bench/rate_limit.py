@@ -36,6 +36,7 @@ from devtools.standin import PACES, pace_config
 from devtools.standin_control import StandinControl
 from models.enums import Tier
 from service import batches
+from service.job_outcome import job_outcome
 from worker import build_workers
 
 PERSONAS = ["David Chen", "Maria Gonzalez", "Priya Patel", "James Okafor"]
@@ -61,7 +62,7 @@ async def run_phase(settings: Settings, standin: StandinControl, standin_config:
         await until_workers_poll(client, settings)
         started, launched_at, cpu_before = time.monotonic(), time.time(), time.process_time()
         job = await batches.launch(sessions, client, settings, request)
-        await client.get_workflow_handle(job.workflow_id).result()
+        await job_outcome(client.get_workflow_handle(job.workflow_id))
         wall_s = time.monotonic() - started
         worker_cpu_s = time.process_time() - cpu_before
     status = await batches.job_status(sessions, str(job.job_id), client)

@@ -50,6 +50,7 @@ from models.messages import BatchJobInput, JobProgress
 from models.tables import BatchItem
 from models.workflow_ids import job_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from tests.fakes import FakeActivities, FakeBatch
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
@@ -64,6 +65,17 @@ async def wait_for_result(handle: WorkflowHandle[Any, T]) -> T:
     while True:
         try:
             return await handle.result()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.DEADLINE_EXCEEDED:
+                raise
+
+
+async def wait_for_job(handle: WorkflowHandle) -> JobProgress:
+    """A job's progress however its workflow ended (completed, failed, cancelled: see
+    service/job_outcome.py), however long it takes (as wait_for_result)."""
+    while True:
+        try:
+            return await job_outcome(handle)
         except RPCError as exc:
             if exc.status != RPCStatusCode.DEADLINE_EXCEEDED:
                 raise
@@ -111,7 +123,7 @@ async def run(items: int, concurrency: int, history_event_limit: int) -> dict:
             id=workflow_id,
             task_queue=task_queue,
         )
-        progress = await wait_for_result(handle)
+        progress = await wait_for_job(handle)
     wall_s = time.monotonic() - started
     cpu_s = {name: _cpu_s(process, children=False) - cpu_before[name] for name, process in parts.items()}
     run_lengths = [len(run.events) for run in await runs_of(env.client, workflow_id)]
@@ -196,7 +208,7 @@ async def run_on_stack(items: int, concurrency: int) -> dict:
         started = time.monotonic()
         job = await batches.launch(sessions, client, settings, request)
         handle = client.get_workflow_handle(job.workflow_id, result_type=JobProgress)
-        progress = await wait_for_result(handle)
+        progress = await wait_for_job(handle)
         wall_s = time.monotonic() - started
         cpu_s = {name: _cpu_s(process) for name, process in parts.items()}
         sampling.cancel()

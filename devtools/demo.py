@@ -22,6 +22,7 @@ from brightrun.settings import Settings
 from brightrun.storage import Storage, job_log_key
 from brightrun.temporal_client import connect_options
 from models.tables import BatchItem, BatchJob, Conversation
+from models.web_ui import jobs_view_path
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_FILE = REPO / ".devstack" / "env"
@@ -83,7 +84,9 @@ async def _report(job_id: str, settings: Settings) -> None:
         f"Temporal web UI: {settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/batch-job-{job_id}",
         soft_wrap=True,
     )
-    console.print(f"  (filter the list with: BatchStatus = \"{job.status}\")")
+    namespace = connect_options(settings)["namespace"]
+    console.print(f"  every job, with name and progress: {settings.temporal_ui_url}{jobs_view_path(namespace)}", soft_wrap=True)
+    console.print("  (add the columns BatchJobName, BatchProgress, BatchStatus once: docs/web-ui.md)")
     console.print(
         f"Rows: SELECT * FROM batch_items WHERE batch_job_id = '{job_id}';  (DATABASE_URL in {ENV_FILE.relative_to(REPO)})",
         soft_wrap=True,

@@ -22,7 +22,7 @@ from activities.errors import DATABASE_UNAVAILABLE
 from brightrun.claude_client import claude_call_plan, message_batch_plan
 from brightrun.pricing import BATCH_PRICE_FACTOR
 from brightrun.settings import Settings, get_settings
-from models import search_attributes
+from models import search_attributes, web_ui
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
 from models.messages import NIL_UUID, BatchJobInput, JobBudget, JobProgress
 from models.tables import (
@@ -326,11 +326,14 @@ async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) 
         id=workflow_id,
         task_queue=settings.task_queue,
         static_summary=summary,
+        static_details=web_ui.job_details(client.namespace, job_id),  # links to its items
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search_attributes.BATCH_JOB_ID, str(job_id)),
+                SearchAttributePair(search_attributes.BATCH_JOB_NAME, job.name),
                 SearchAttributePair(search_attributes.BATCH_STATUS, JobStatus.QUEUED.value),
                 SearchAttributePair(search_attributes.BATCH_PERCENT_DONE, 0),
+                SearchAttributePair(search_attributes.BATCH_PROGRESS, f"0/{job.total_items}"),
             ]
         ),
     )

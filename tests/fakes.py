@@ -354,6 +354,7 @@ class FakeActivities:
         return [
             WorkflowActivities(self.client).start_item_workflows,
             WorkflowActivities(self.client).ended_workflows,
+            WorkflowActivities(self.client).request_cancellation,
             self.record_unreported_items,
             self.start_job,
             self.list_queued_items,

@@ -19,6 +19,7 @@ from brightrun.settings import Settings
 from models.messages import CallProgress
 from models.workflow_ids import item_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 
 
 async def eventually(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
@@ -59,7 +60,7 @@ async def launch_and_wait(
     sessions: async_sessionmaker, client: Client, settings: Settings, **request: Any
 ) -> batches.LaunchedJob:
     job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**request))
-    await client.get_workflow_handle(job.workflow_id).result()
+    await job_outcome(client.get_workflow_handle(job.workflow_id))
     return job
 
 

@@ -1,6 +1,6 @@
 """Record the workflow histories the replay test replays.
 
-    .venv/bin/python -m tests.record_histories [online] [batch_mode] [export]   (all by default)
+    .venv/bin/python -m tests.record_histories [online] [batch_mode] [export] [ended]   (all by default)
 
 Run it only when a workflow change is meant to change histories (and then version the change
 for workflows already running); the replay test exists to catch every other change. First move
@@ -11,11 +11,12 @@ replays every saved history, as runs under way at the change must still replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from pathlib import Path
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -110,11 +111,39 @@ async def record_export(client: Client, task_queue: str) -> dict[str, str]:
     return {"export.json": export_workflow_id(export_id)}
 
 
+async def record_ended(client: Client, task_queue: str) -> dict[str, str]:
+    """Jobs that end failed (every item failed) and cancelled (by the cancel signal, one item in
+    flight): their executions end Failed and Canceled (JOB_ENDS_IN_ITS_STATE)."""
+    failed = FakeBatch.of(2, failing_positions={0: "Claude API 400: prompt is too long", 1: "Claude API 400: bad"})
+    async with Worker(client, task_queue=f"{task_queue}-failed", workflows=[BatchJobWorkflow, BatchItemWorkflow],
+                      activities=FakeActivities(failed, client).all()):
+        handle = await client.start_workflow(
+            BatchJobWorkflow.run, BatchJobInput(job_id=failed.job_id), id=job_workflow_id(failed.job_id),
+            task_queue=f"{task_queue}-failed",
+        )
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+    cancelled = FakeBatch.of(3, concurrency=1, claude_gate=asyncio.Event())
+    async with Worker(client, task_queue=f"{task_queue}-cancelled", workflows=[BatchJobWorkflow, BatchItemWorkflow],
+                      activities=FakeActivities(cancelled, client).all()):
+        handle = await client.start_workflow(
+            BatchJobWorkflow.run, BatchJobInput(job_id=cancelled.job_id), id=job_workflow_id(cancelled.job_id),
+            task_queue=f"{task_queue}-cancelled",
+        )
+        await eventually(lambda: cancelled.generate_calls == 1, "an item is in flight")
+        await handle.signal(BatchJobWorkflow.cancel)
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+        assert cancelled.claude_gate is not None
+        cancelled.claude_gate.set()
+    return {"batch_job_failed.json": job_workflow_id(failed.job_id), "batch_job_cancelled.json": job_workflow_id(cancelled.job_id)}
+
+
 async def _status_is_not(handle: WorkflowHandle, status: WorkflowExecutionStatus) -> bool:
     return (await handle.describe()).status != status
 
 
-RECORDERS = {"online": record_online, "batch_mode": record_batch_mode, "export": record_export}
+RECORDERS = {"online": record_online, "batch_mode": record_batch_mode, "export": record_export, "ended": record_ended}
 
 
 if __name__ == "__main__":

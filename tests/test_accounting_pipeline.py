@@ -46,6 +46,7 @@ from models.messages import (
 from models.tables import BatchItem, BatchJob, Conversation
 from models.workflow_ids import item_conversation_id, item_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from tests.helpers import eventually, launch_and_wait, reset_to_first_workflow_task
 from workflows.batch_item import BatchItemWorkflow
 
@@ -274,7 +275,7 @@ async def test_an_item_workflow_terminated_mid_call_is_accounted_and_the_job_end
         )
 
     await stack_client.get_workflow_handle(item_workflow_id(terminated.id)).terminate("operator: stuck item")
-    result = await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), 120)
+    result = await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), 120)
 
     async with sessions() as session:
         row = await session.get(BatchJob, job.job_id)
@@ -286,13 +287,13 @@ async def test_an_item_workflow_terminated_mid_call_is_accounted_and_the_job_end
     assert (row.status, row.completed_items, row.successful_items, row.failed_items, row.cancelled_items) == (
         JobStatus.COMPLETED, 3, 2, 1, 0,
     )
-    assert (result["completed"], result["successful"], result["failed"], result["remaining"]) == (3, 2, 1, 0)
+    assert (result.completed, result.successful, result.failed, result.remaining) == (3, 2, 1, 0)
 
     # The operator retries it: the item writes its conversation under the keys of its first run,
     # so storage holds exactly the three linked conversations.
     await standin.configure(latency_ms=0)
     await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
-    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), 120)
+    await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), 120)
     async with sessions() as session:
         retried = await session.get(BatchItem, terminated.id)
         conversations = (
@@ -360,7 +361,7 @@ async def test_an_unreported_item_whose_conversation_is_linked_is_recorded_compl
     # Its run was terminated between linking the conversation and recording its end: only the
     # report was lost, so the item ends completed, with the conversation, and nothing is removed.
     launched = await batches.launch(sessions, stack_client, stack_settings, job_request(["David Chen"], 1, 1))
-    await stack_client.get_workflow_handle(launched.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(launched.workflow_id))
     async with sessions.begin() as session:
         (item,) = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == launched.job_id))).all()
         item.status = ItemStatus.PROCESSING.value
@@ -402,7 +403,7 @@ async def test_retry_takes_over_a_job_whose_workflow_was_terminated(
     assert stranded.status == JobStatus.PROCESSING
 
     await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
-    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), 120)
+    await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), 120)
 
     final = await batches.job_status(sessions, str(job.job_id), stack_client)
     assert (final.status, final.completed, final.successful, final.remaining) == (JobStatus.COMPLETED, 4, 4, 0)

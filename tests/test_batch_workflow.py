@@ -10,6 +10,7 @@ from temporalio.worker import Worker
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchJobInput, JobProgress
 from models.workflow_ids import job_workflow_id
+from service.job_outcome import job_outcome
 from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import run_lengths
 from workflows.batch_item import BatchItemWorkflow
@@ -23,11 +24,14 @@ async def run_batch(client: Client, task_queue: str, batch: FakeBatch, **knobs: 
         workflows=[BatchJobWorkflow, BatchItemWorkflow],
         activities=FakeActivities(batch, client).all(),
     ):
-        return await client.execute_workflow(
-            BatchJobWorkflow.run,
-            BatchJobInput(job_id=batch.job_id, **knobs),
-            id=job_workflow_id(batch.job_id),
-            task_queue=task_queue,
+        # A failed job's execution fails (its progress in the failure's details).
+        return await job_outcome(
+            await client.start_workflow(
+                BatchJobWorkflow.run,
+                BatchJobInput(job_id=batch.job_id, **knobs),
+                id=job_workflow_id(batch.job_id),
+                task_queue=task_queue,
+            )
         )
 
 

@@ -24,6 +24,7 @@ from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, Tier
 from models.tables import BatchItem, Conversation
 from service import batches
+from service.job_outcome import job_outcome
 from tests.gate import TcpGate
 from tests.helpers import claude_call_progress, eventually
 from worker import build_claude_worker
@@ -37,7 +38,7 @@ ONE_ITEM: dict[str, Any] = {
 
 async def run_one_item(sessions: async_sessionmaker, client: Client, settings: Settings) -> tuple[batches.JobStatusView, BatchItem]:
     job = await batches.launch(sessions, client, settings, batches.LaunchRequest(**ONE_ITEM))
-    await client.get_workflow_handle(job.workflow_id).result()
+    await job_outcome(client.get_workflow_handle(job.workflow_id))
     return await job_and_item(sessions, client, job.job_id)
 
 
@@ -136,7 +137,7 @@ async def test_an_s3_outage_never_buys_a_second_call(
             item_id = await session.scalar(select(BatchItem.id).where(BatchItem.batch_job_id == job.job_id))
         await eventually(lambda: paid_reply_in_heartbeat(stack_client, item_id), "the paid reply is in the heartbeat")
     async with build_claude_worker(stack_client, settings, sessions, storage, claude):
-        await stack_client.get_workflow_handle(job.workflow_id).result()
+        await job_outcome(stack_client.get_workflow_handle(job.workflow_id))
 
     status, item = await job_and_item(sessions, stack_client, job.job_id)
     assert item.status == ItemStatus.COMPLETED, item.error_message
@@ -189,7 +190,7 @@ async def test_a_postgresql_outage_longer_than_the_call_attempts_cover_fails_no_
 
             await eventually(refused_past_two_attempts, "the worker was refused a turn 10 times", timeout_s=60)
             await gate.open()  # PostgreSQL is back
-            await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=60)
+            await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), timeout=60)
     finally:
         await gate.close()
         await engine.dispose()
@@ -217,7 +218,7 @@ async def test_an_anthropic_refusal_holds_the_item_and_status_says_so_until_the_
     assert waiting.summary == f"Anthropic refused: invalid x-api-key (401 authentication_error) since {waiting.since.astimezone():%H:%M} (1 item)"
 
     await standin.configure(faults={})  # the operator fixed the key
-    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=60)
+    await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), timeout=60)
 
     status, item = await job_and_item(sessions, stack_client, job.job_id)
     assert item.status == ItemStatus.COMPLETED, item.error_message

@@ -21,6 +21,7 @@ from models.enums import ItemStatus, Tier
 from models.tables import BatchItem
 from models.workflow_ids import item_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from tests.helpers import eventually, launch_and_wait
 from worker import build_workers
 
@@ -99,8 +100,8 @@ async def test_a_small_job_is_not_queued_behind_a_big_jobs_backlog(
         sessions, stack_client, slow_claude_settings,
         batches.LaunchRequest(**ONE_COMBINATION, samples=4, concurrency=4),
     )  # fmt: skip
-    await stack_client.get_workflow_handle(small.workflow_id).result()
-    await stack_client.get_workflow_handle(big.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(small.workflow_id))
+    await job_outcome(stack_client.get_workflow_handle(big.workflow_id))
 
     async with sessions() as session:
         errors = set(await session.scalars(

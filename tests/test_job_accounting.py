@@ -15,6 +15,7 @@ from temporalio.exceptions import CancelledError
 from models.enums import ItemStatus, JobStatus
 from models.messages import BatchItemInput, JobProgress
 from models.workflow_ids import item_workflow_id, job_workflow_id
+from service.job_outcome import job_outcome
 from tests.fakes import FakeBatch
 from tests.helpers import eventually
 from tests.test_job_lifecycle import gated, progress, start, status_is, worker_for
@@ -26,7 +27,8 @@ RESULT_TIMEOUT_S = 60
 
 
 async def result_of(handle: WorkflowHandle) -> JobProgress:
-    return await asyncio.wait_for(handle.result(), RESULT_TIMEOUT_S)
+    """The job's progress, whether its execution completed, failed or was cancelled."""
+    return await asyncio.wait_for(job_outcome(handle), RESULT_TIMEOUT_S)
 
 
 def assert_counters_equal_rows(result: JobProgress, batch: FakeBatch) -> None:
@@ -134,7 +136,7 @@ async def test_a_cancellation_during_start_job_ends_the_job_cancelled(ts_client:
 
         await handle.cancel()  # what the web UI's Cancel does
         with pytest.raises(WorkflowFailureError) as failure:
-            await result_of(handle)
+            await asyncio.wait_for(handle.result(), RESULT_TIMEOUT_S)
         final = await progress(handle)
         assert isinstance(failure.value.cause, CancelledError)
         assert (final.status, final.cancelled) == (JobStatus.CANCELLED, 3)
@@ -166,7 +168,7 @@ async def test_a_cancellation_during_the_halt_still_ends_the_job_cancelled_with_
         assert batch.finish_gate is not None
         batch.finish_gate.set()
         with pytest.raises(WorkflowFailureError) as failure:
-            await result_of(handle)
+            await asyncio.wait_for(handle.result(), RESULT_TIMEOUT_S)
         assert batch.claude_gate is not None
         batch.claude_gate.set()
 

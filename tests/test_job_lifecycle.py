@@ -10,18 +10,19 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import CancelledError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
 from models.enums import ErrorPolicy, ItemStatus, JobStatus
 from models.messages import BatchJobInput, BatchProgressState, ItemFinished, JobProgress
 from models.workflow_ids import job_workflow_id
+from service.job_outcome import job_outcome
 from tests.fakes import FakeActivities, FakeBatch
 from tests.helpers import eventually
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
-from workflows.config import CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT
+from workflows.config import CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT, JOB_FAILED
 
 
 @asynccontextmanager
@@ -44,6 +45,27 @@ async def start(client: Client, task_queue: str, batch: FakeBatch, **knobs: Any)
 
 async def progress(handle: WorkflowHandle) -> JobProgress:
     return await handle.query(BatchJobWorkflow.progress)
+
+
+async def ends_canceled(handle: WorkflowHandle) -> JobProgress:
+    """The execution ends Canceled (not Completed); the job's progress, from the closed run."""
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError), failure.value.cause
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    return await job_outcome(handle)
+
+
+async def ends_failed(handle: WorkflowHandle, reason: str) -> JobProgress:
+    """The execution ends Failed, with the job's reason as its message, a non-retryable
+    ApplicationError of type JOB_FAILED carrying the job's progress."""
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == JOB_FAILED and cause.non_retryable, cause
+    assert reason in cause.message
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+    return await job_outcome(handle)
 
 
 async def status_is(handle: WorkflowHandle, status: JobStatus) -> bool:
@@ -92,7 +114,7 @@ async def test_cancel_while_paused_marks_every_unstarted_item_cancelled(ts_clien
         await eventually(lambda: _nothing_in_flight(handle), "the in-flight items finished")
 
         await handle.signal(BatchJobWorkflow.cancel)
-        result = await handle.result()
+        result = await ends_canceled(handle)
 
     assert result.status == JobStatus.CANCELLED and batch.job_status == JobStatus.CANCELLED
     assert result.completed + result.cancelled == 6 and result.cancelled == batch.count(ItemStatus.CANCELLED) > 0
@@ -112,13 +134,10 @@ async def test_cancel_ends_in_flight_items_promptly_and_the_job_cancelled(
 
         if how == "signal":
             await handle.signal(BatchJobWorkflow.cancel)
-            result = await handle.result()
         else:
             await handle.cancel()
-            with pytest.raises(WorkflowFailureError) as failure:
-                await handle.result()
-            assert isinstance(failure.value.cause, CancelledError)
-            result = await progress(handle)
+        # Either way the execution ends Canceled (the web UI's badge), the job cancelled.
+        result = await ends_canceled(handle)
         # The Claude calls are still blocked: the items did not wait for them.
         assert batch.claude_gate is not None
         assert not batch.claude_gate.is_set()
@@ -133,7 +152,7 @@ async def test_cancel_ends_in_flight_items_promptly_and_the_job_cancelled(
 async def test_the_stop_policy_fails_the_job_at_the_first_failed_item(ts_client: Client, task_queue: str) -> None:
     batch = FakeBatch.of(5, concurrency=1, error_policy=ErrorPolicy.STOP, failing_positions={1: "Claude API 400: bad"})
     async with worker_for(ts_client, task_queue, batch):
-        result = await (await start(ts_client, task_queue, batch)).result()
+        result = await ends_failed(await start(ts_client, task_queue, batch), "stopped at the first failed item")
 
     assert result.status == JobStatus.FAILED and batch.job_status == JobStatus.FAILED
     assert batch.job_error is not None
@@ -145,7 +164,7 @@ async def test_the_stop_policy_fails_the_job_at_the_first_failed_item(ts_client:
 async def test_a_job_that_cannot_run_fails_with_the_reason(ts_client: Client, task_queue: str) -> None:
     batch = FakeBatch.of(3, catalog_intact=False)
     async with worker_for(ts_client, task_queue, batch):
-        result = await (await start(ts_client, task_queue, batch)).result()
+        result = await ends_failed(await start(ts_client, task_queue, batch), "was deleted from the catalog")
 
     assert result.status == JobStatus.FAILED
     assert batch.job_error is not None
@@ -272,7 +291,49 @@ async def test_a_cancel_delivered_before_the_job_starts_is_kept(ts_client: Clien
     await handle.signal(BatchJobWorkflow.cancel)
 
     async with worker_for(ts_client, task_queue, batch):
-        result = await handle.result()
+        result = await ends_canceled(handle)
 
     assert (result.status, result.cancelled) == (JobStatus.CANCELLED, 3)
     assert batch.generate_calls == 0
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled by signal", "cancelled by request"])
+async def test_a_failed_or_cancelled_job_ends_its_execution_so_and_a_retry_runs_under_the_same_id(
+    ts_client: Client, task_queue: str, ending: str
+) -> None:
+    """What `starter.py retry` does after a job's workflow ended Failed or Canceled: the failed
+    items queued again (service/batches.py), a new run under the same workflow id."""
+    if ending == "failed":
+        batch = FakeBatch.of(3, failing_positions=dict.fromkeys(range(3), "Claude API 400: prompt is too long"))
+        async with worker_for(ts_client, task_queue, batch):
+            first = await ends_failed(await start(ts_client, task_queue, batch), "all 3 items failed")
+        assert (first.status, first.failed) == (JobStatus.FAILED, 3)
+    else:
+        batch = FakeBatch.of(4, concurrency=1, failing_positions={0: "Claude API 400: prompt is too long"})
+        async with worker_for(ts_client, task_queue, batch):
+            handle = await start(ts_client, task_queue, batch)
+            await eventually(lambda: batch.count(ItemStatus.FAILED) == 1, "the first item failed")
+            await handle.signal(BatchJobWorkflow.pause)
+            await eventually(lambda: status_is(handle, JobStatus.PAUSED), "the job shows paused")
+            await eventually(lambda: _nothing_in_flight(handle), "the in-flight items finished")
+            if ending == "cancelled by signal":
+                await handle.signal(BatchJobWorkflow.cancel)
+            else:
+                await handle.cancel()
+            first = await ends_canceled(handle)
+        assert (first.status, first.failed) == (JobStatus.CANCELLED, 1) and first.cancelled > 0
+    assert batch.job_status == first.status
+
+    # `retry`: the failed items queued again, the job queued, a new run of its workflow.
+    batch.failing_positions.clear()
+    for item in batch.items:
+        if item.status == ItemStatus.FAILED:
+            item.status, item.error_message = ItemStatus.QUEUED, None
+    batch.job_status = JobStatus.QUEUED
+    async with worker_for(ts_client, task_queue, batch):
+        retried = await start(ts_client, task_queue, batch)
+        result = await job_outcome(retried)
+
+    assert (await retried.describe()).status == WorkflowExecutionStatus.COMPLETED
+    assert result.status == JobStatus.COMPLETED and batch.job_status == JobStatus.COMPLETED
+    assert result.failed == 0 and result.successful == batch.count(ItemStatus.COMPLETED) > 0

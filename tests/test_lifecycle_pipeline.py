@@ -3,13 +3,14 @@ attributes, as `starter.py` does it (through service.batches)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from brightrun.settings import Settings
 from brightrun.storage import Storage, job_log_key
@@ -17,7 +18,9 @@ from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
 from models.tables import BatchItem, BatchJobEvent, Conversation
 from service import batches
+from service.job_outcome import job_outcome
 from tests.helpers import eventually, launch_and_wait
+from tests.test_starter import starter
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -65,7 +68,7 @@ async def test_pause_sends_no_claude_request_until_resume(
     await eventually(lambda: _in_flight_is_zero(sessions, stack_client, job.job_id), "the in-flight items finished")
     resumed = await batches.control_job(sessions, stack_client, str(job.job_id), "resume")
     assert resumed.status == JobStatus.PROCESSING
-    await stack_client.get_workflow_handle(job.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(job.workflow_id))
 
     events = await events_of(sessions, job.job_id)
     paused_at = next(at for at, line in events if line == "job paused")
@@ -125,7 +128,7 @@ async def test_retry_reruns_exactly_the_failed_items_and_the_log_tells_the_story
 
     retried = await batches.retry_job(sessions, stack_client, stack_settings, str(job.job_id))
     assert retried.status in (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED)
-    await stack_client.get_workflow_handle(job.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(job.workflow_id))
 
     final = await batches.job_status(sessions, str(job.job_id), stack_client)
     assert (final.status, final.successful, final.failed, final.completed) == ("completed", 2, 0, 2)
@@ -156,3 +159,53 @@ async def test_control_commands_refuse_what_the_state_does_not_allow(
             await batches.control_job(sessions, stack_client, str(job.job_id), action)
     status = await batches.job_status(sessions, str(job.job_id), stack_client)
     assert status.status == "completed"
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+async def test_retry_of_a_job_whose_workflow_ended_failed_or_canceled_runs_it_again(
+    sessions: async_sessionmaker,
+    stack_client: Client,
+    stack_settings: Settings,
+    cli_env: dict[str, str],
+    standin: StandinControl,
+    ending: str,
+) -> None:
+    """The job's workflow ends Failed or Canceled; `starter.py retry` starts a new run under the
+    same workflow id (the default id reuse policy), which re-runs the failed item and completes."""
+    if ending == "failed":
+        await standin.configure(script=["400", "400"])  # both items refused: the job fails
+        job = await launch_and_wait(sessions, stack_client, stack_settings, **vars(batch_of(["James Okafor"], 1)))
+    else:
+        await standin.configure(script=["400"], latency_ms=20_000)  # the refusal after 5 s, a reply after 20
+        job = await batches.launch(sessions, stack_client, stack_settings, batch_of(["James Okafor"], 1))
+        await eventually(lambda: _item_failed(sessions, job.job_id), "the first item failed")
+        await batches.control_job(sessions, stack_client, str(job.job_id), "cancel")  # the second one in flight
+    handle = stack_client.get_workflow_handle(job.workflow_id)
+    await eventually(lambda: _closed(handle), "the job's workflow ended")
+    first = await handle.describe()
+    ended = await batches.job_status(sessions, str(job.job_id), stack_client)
+    if ending == "failed":
+        assert (first.status, ended.status, ended.failed) == (WorkflowExecutionStatus.FAILED, JobStatus.FAILED, 2)
+    else:
+        assert (first.status, ended.status, ended.failed, ended.cancelled) == (
+            WorkflowExecutionStatus.CANCELED, JobStatus.CANCELLED, 1, 1,
+        )
+    await standin.reset()
+
+    retried = await asyncio.to_thread(starter, cli_env, "retry", str(job.job_id), "--json")
+
+    assert retried.returncode == 0 and retried.stderr == "", retried.stderr
+    progress = await job_outcome(handle)
+    second = await handle.describe()
+    assert second.run_id != first.run_id and second.status == WorkflowExecutionStatus.COMPLETED
+    final = await batches.job_status(sessions, str(job.job_id), stack_client)
+    assert (final.status, final.failed, progress.status) == (JobStatus.COMPLETED, 0, JobStatus.COMPLETED)
+    assert final.successful == (2 if ending == "failed" else 1)
+
+
+async def _item_failed(sessions: async_sessionmaker, job_id: uuid.UUID) -> bool:
+    return ItemStatus.FAILED in await item_statuses(sessions, job_id)
+
+
+async def _closed(handle: WorkflowHandle) -> bool:
+    return (await handle.describe()).close_time is not None

@@ -22,6 +22,7 @@ from models.enums import DeliveryMode, ItemStatus, JobStatus, MessageBatchState,
 from models.tables import BatchItem, BatchJob, Conversation, MessageBatch, MessageBatchRequest
 from models.workflow_ids import message_batches_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from tests.helpers import eventually, histories_quoting, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
@@ -111,7 +112,7 @@ async def test_retry_sends_a_failed_item_in_a_new_request_of_its_own(
     assert failed.status == ItemStatus.FAILED
 
     await batches.retry_job(sessions, stack_client, stack_settings, str(launched.job_id))
-    await asyncio.wait_for(stack_client.get_workflow_handle(launched.workflow_id).result(), 120)
+    await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(launched.workflow_id)), 120)
 
     job, (item,), conversations = await rows_of(sessions, launched.job_id)
     assert (job.status, job.successful_items, job.failed_items) == (JobStatus.COMPLETED, 1, 0)
@@ -139,7 +140,7 @@ async def test_cancel_cancels_the_open_batch_and_ends_every_item_cancelled(
     await eventually(batch_is_open, "all four requests are in an open batch")
     handle = stack_client.get_workflow_handle(launched.workflow_id)
     await batches.control_job(sessions, stack_client, str(launched.job_id), "cancel")
-    await handle.result()
+    await job_outcome(handle)
 
     job, items, conversations = await rows_of(sessions, launched.job_id)
     assert job.status == JobStatus.CANCELLED
@@ -173,7 +174,7 @@ async def test_cancel_while_requests_gather_ends_them_cancelled_and_sends_none(
 
     await eventually(all_staged, "all four requests wait for a batch")
     await batches.control_job(sessions, stack_client, str(launched.job_id), "cancel")
-    await stack_client.get_workflow_handle(launched.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(launched.workflow_id))
 
     job, items, _ = await rows_of(sessions, launched.job_id)
     assert job.status == JobStatus.CANCELLED and {item.status for item in items} == {ItemStatus.CANCELLED}
@@ -208,7 +209,7 @@ async def test_pause_sends_no_new_batch_while_the_open_one_finishes(
     assert (await standin.stats())["batches"] == 1, "no new batch while paused"
 
     await batches.control_job(sessions, stack_client, str(launched.job_id), "resume")
-    await stack_client.get_workflow_handle(launched.workflow_id).result()
+    await job_outcome(stack_client.get_workflow_handle(launched.workflow_id))
     job, _items, _ = await rows_of(sessions, launched.job_id)
     assert (job.status, job.successful_items) == (JobStatus.COMPLETED, 4)
     assert (await standin.stats())["batches"] == 2

@@ -27,6 +27,7 @@ from models.enums import DeliveryMode, ItemStatus, JobStatus, Tier
 from models.messages import SubmitBatchInput
 from models.tables import BatchItem, BatchJob, MessageBatch, MessageBatchRequest
 from service import batches
+from service.job_outcome import job_outcome
 from tests.helpers import eventually
 from worker import load_prices
 
@@ -94,7 +95,7 @@ async def test_a_worker_killed_while_a_batch_is_open_loses_nothing_and_submits_n
     await eventually(batch_open, "all four requests are in an open batch")
     assert workers.kill(), "the worker was running"
     workers.start(1)
-    await client.get_workflow_handle(launched.workflow_id).result()
+    await job_outcome(client.get_workflow_handle(launched.workflow_id))
 
     async with recovery_sessions() as session:
         job = await session.get(BatchJob, launched.job_id)

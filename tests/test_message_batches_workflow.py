@@ -19,6 +19,7 @@ from activities.errors import ANTHROPIC_INVALID_REQUEST, BATCH_REQUEST_ATTEMPTS_
 from models.enums import DeliveryMode, ItemStatus, JobStatus
 from models.messages import BatchJobInput, ClaudeCallPlan, JobProgress, MessageBatchesProgress, MessageBatchPlan
 from models.workflow_ids import job_workflow_id, message_batches_workflow_id
+from service.job_outcome import job_outcome
 from tests.fakes import EXPIRED, FakeActivities, FakeBatch, FakeMessageBatchActivities, FakeMessageBatchApi, errored
 from tests.helpers import eventually, run_lengths
 from workflows.batch_item import BatchItemWorkflow
@@ -58,7 +59,7 @@ async def start(client: Client, task_queue: str, batch: FakeBatch, plan: Message
 
 async def run_job(client: Client, task_queue: str, batch: FakeBatch, api: FakeMessageBatchApi, **knobs: Any) -> JobProgress:
     async with worker_for(client, task_queue, batch, api):
-        return await (await start(client, task_queue, batch, **knobs)).result()
+        return await job_outcome(await start(client, task_queue, batch, **knobs))
 
 
 def message_batches_of(client: Client, batch: FakeBatch) -> WorkflowHandle:
@@ -261,7 +262,7 @@ async def test_cancel_cancels_the_open_batch_and_its_items_end_cancelled(
         await eventually(lambda: len(api.batches) == 1 and len(api.batches[0].custom_ids) == 3, "a batch is open")
 
         await handle.signal(BatchJobWorkflow.cancel)
-        progress = await handle.result()
+        progress = await job_outcome(handle)
         await own_time_skipping_env.sleep(PLAN.poll_initial_s)  # the next poll finds the batch ended
         batches = await message_batches_result(ts_client, batch)
 
@@ -318,7 +319,7 @@ async def test_an_item_fails_instead_of_waiting_for_good_when_its_message_batche
         await eventually(lambda: len(api.batches) == 1 and len(api.batches[0].custom_ids) == 2, "a batch is open")
         await message_batches_of(ts_client, batch).terminate("an operator ended it")
 
-        progress = await asyncio.wait_for(handle.result(), timeout=60)  # without the check, never
+        progress = await asyncio.wait_for(job_outcome(handle), timeout=60)  # without the check, never
 
     assert (progress.status, progress.failed) == (JobStatus.FAILED, 2), "every item failed"
     assert [i.status for i in batch.items] == [ItemStatus.FAILED] * 2

@@ -23,6 +23,7 @@ from models.tables import BatchItem, BatchJob, BatchJobEvent
 from service import batches
 from service.errors import BatchInputError
 from service.ids import MIN_PREFIX, IdKind, resolve_id, short_ids
+from service.job_outcome import job_outcome
 from starter import _status_fields
 from tests.conftest import REPO
 from tests.conversations import dialogue, new_conversation, new_job
@@ -49,7 +50,8 @@ async def _failed_job(
     """A job whose two items Claude refuses (400: prompt is too long)."""
     await standin.configure(faults={"400": 1.0})
     job = await batches.launch(sessions, client, settings, _batch(["David Chen", "Maria Gonzalez"]))
-    await client.get_workflow_handle(job.workflow_id).result()
+    progress = await job_outcome(client.get_workflow_handle(job.workflow_id))
+    assert progress.status == JobStatus.FAILED
     return job
 
 

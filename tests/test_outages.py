@@ -45,6 +45,7 @@ from models.messages import (
 from models.tables import BatchItem, BatchJob, Conversation
 from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from service.outages import Outage, job_outages
 from tests.conftest import REPO
 from tests.fakes import FakeActivities, FakeBatch
@@ -110,7 +111,7 @@ async def test_a_foreign_key_violation_fails_the_item_at_once_with_the_constrain
     async with link_writes_the_business_key(sessions, name):
         job = await batches.launch(sessions, stack_client, stack_settings, batches.LaunchRequest(**TWO_ITEMS, name=name))
         # Before the classifier, the violation was retried for minutes (20 attempts, 30 s apart).
-        await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=60)
+        await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), timeout=60)
 
     async with sessions() as session:
         row = await session.get(BatchJob, job.job_id)
@@ -230,7 +231,7 @@ async def test_a_database_outage_delays_the_items_and_status_says_so(
     assert shown.stderr.startswith(f"error: PostgreSQL at 127.0.0.1:{gate.port}/") and len(shown.stderr.splitlines()) == 1
 
     await gate.open()  # PostgreSQL is back: the retries go through
-    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=90)
+    await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), timeout=90)
 
     async with sessions() as session:
         row = await session.get(BatchJob, job.job_id)
@@ -279,7 +280,7 @@ async def test_a_storage_outage_delays_the_items_and_status_says_so(
     assert waiting_on.summary.startswith("waiting for S3 storage since ")
 
     await gate.open()
-    await asyncio.wait_for(stack_client.get_workflow_handle(job.workflow_id).result(), timeout=90)
+    await asyncio.wait_for(job_outcome(stack_client.get_workflow_handle(job.workflow_id)), timeout=90)
 
     items = await items_of(sessions, job.job_id)
     assert [i.status for i in items] == [ItemStatus.COMPLETED] * 2 and all(i.conversation_id for i in items)

@@ -24,6 +24,7 @@ from models.messages import BatchItemInput, JobProgress
 from models.tables import BatchItem, BatchJob
 from models.workflow_ids import item_workflow_id, job_workflow_id
 from service import batches
+from service.job_outcome import job_outcome
 from tests.conftest import REPO
 from tests.conversations import approved_conversation_without_its_final_file, dialogue, new_conversation, new_job
 from tests.helpers import eventually
@@ -132,7 +133,7 @@ async def test_launch_json_then_status_json(cli_env: dict[str, str], stack_clien
     job = json.loads(launched.stdout)
     assert job["workflow_id"] == f"batch-job-{job['job_id']}"
 
-    await stack_client.get_workflow_handle(job["workflow_id"]).result()
+    await job_outcome(stack_client.get_workflow_handle(job["workflow_id"]))
     result = starter(cli_env, "status", job["job_id"], "--json")
 
     assert result.returncode == 0, result.stderr
@@ -171,7 +172,7 @@ async def test_jobs_lists_newest_first_filtered_by_status_and_user(cli_env: dict
     first = json.loads(starter(cli_env, *LAUNCH, "--user", user, "--name", "older", "--json").stdout)
     second = json.loads(starter(cli_env, *LAUNCH, "--user", user, "--name", "newer", "--json").stdout)
     for job in (first, second):
-        await stack_client.get_workflow_handle(job["workflow_id"]).result()
+        await job_outcome(stack_client.get_workflow_handle(job["workflow_id"]))
 
     result = starter(cli_env, "jobs", "--user", user, "--json")
 
@@ -299,7 +300,7 @@ async def test_a_cancel_not_done_in_time_names_the_items_still_to_report_and_exi
     assert f"1 item(s) have not reported yet: item 0 ({stuck.id}, queued)" in cancel.stderr
     # The operator ends the stuck item: the job accounts it and ends cancelled, its counters the rows'.
     await stuck_item.terminate("operator")
-    result = await asyncio.wait_for(job.result(), 60)
+    result = await asyncio.wait_for(job_outcome(job), 60)
     async with sessions() as session:
         row = await session.get(BatchJob, job_id)
         statuses = (await session.scalars(select(BatchItem.status).where(BatchItem.batch_job_id == job_id))).all()

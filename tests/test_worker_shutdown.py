@@ -24,6 +24,7 @@ from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, Tier
 from models.tables import BatchItem
 from service import batches
+from service.job_outcome import job_outcome
 from tests.conftest import REPO
 from tests.helpers import claude_call_progress, eventually
 from worker import build_workers
@@ -71,7 +72,7 @@ async def finish_with_replacement_workers(
     async with contextlib.AsyncExitStack() as running:
         for replacement in build_workers(client, settings, sessions, storage, create_claude_client(settings)):
             await running.enter_async_context(replacement)
-        await client.get_workflow_handle(job.workflow_id).result()
+        await job_outcome(client.get_workflow_handle(job.workflow_id))
     async with sessions() as session:
         return await session.scalar(select(BatchItem).where(BatchItem.batch_job_id == job.job_id))
 

@@ -5,8 +5,10 @@ before Temporal's history limits, so a batch of any size fits.
 Every item is accounted exactly once: by its own report (a signal), or, when its workflow ended
 without one (terminated, failed before reporting), from its row. The job's own steps never fail
 this workflow: a step that cannot succeed is logged, and the job ends with a reason instead.
-A job that ends `failed` still completes its execution (its result is the JobProgress every
-caller reads); the web UI shows it failed by its BatchStatus search attribute and its details."""
+The execution ends in the job's state, so the web UI shows it (JOB_ENDS_IN_ITS_STATE): Completed
+with the JobProgress as its result, Failed with an ApplicationError of type JOB_FAILED (the
+reason as its message, the JobProgress as its details), Canceled for a cancelled job, by the
+cancel signal or a cancellation request (service/job_outcome.py reads all three)."""
 
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ with workflow.unsafe.imports_passed_through():
         DATA_STEP,
         ITEM_CANCEL_GRACE,
         ITEMS_STARTED_BY_ACTIVITY,
+        JOB_ENDS_IN_ITS_STATE,
+        JOB_FAILED,
         history_is_long,
         item_priority,
     )
@@ -104,6 +108,7 @@ class BatchJobWorkflow:
         self._continuing = False  # this run hands over to the next: no new enrichment page
         self._start_at_least = 1  # free slots worth a round of item starts
         self._enrich_due_at = 0  # successes at which the next enrichment page is due
+        self._final_reason: str | None = None  # why the job ended failed or cancelled
 
     # --- the run ------------------------------------------------------------------------
 
@@ -122,7 +127,28 @@ class BatchJobWorkflow:
         await accounting
         if workflow.cancellation_reason() is not None and progress.status == JobStatus.CANCELLED:
             raise asyncio.CancelledError("the job was cancelled")  # the execution ends cancelled too
+        if progress.status != JobStatus.COMPLETED and workflow.patched(JOB_ENDS_IN_ITS_STATE):
+            await self._end_execution_as(progress)
         return progress
+
+    async def _end_execution_as(self, progress: JobProgress) -> None:
+        """The execution ends in the job's state, so the web UI shows it: a failed job fails it
+        (the reason as the message, the progress as details), a cancelled one cancels it."""
+        if progress.status == JobStatus.FAILED:
+            raise ApplicationError(self._final_reason or "the job failed", progress, type=JOB_FAILED, non_retryable=True)
+        # Cancelled by the signal (or by a cancellation an earlier run took): the SDK ends an
+        # execution Canceled only after a cancellation request, which a workflow cannot send to
+        # itself. An activity sends it; the run waits for it and ends on it.
+        own_run = f"{workflow.info().workflow_id}/{workflow.info().run_id}"
+        try:
+            await self._activity(WorkflowActivities.request_cancellation, WorkflowIds(workflow_ids=[own_run]))
+            await workflow.wait_condition(lambda: workflow.cancellation_reason() is not None)
+        except asyncio.CancelledError:
+            pass  # the request has arrived
+        except ActivityError as error:
+            # Without the request the execution fails with a cancellation failure: still not green.
+            workflow.logger.error("job %s: its cancellation could not be requested: %s", self._job_id, failure_message(error))
+        raise asyncio.CancelledError("the job was cancelled")
 
     async def _run(self, request: BatchJobInput) -> None:
         if self._plan is None:
@@ -240,6 +266,7 @@ class BatchJobWorkflow:
             self._state.finishing = True
         await self._enrich(request)
         status, reason = self._final_status()
+        self._final_reason = reason
         async with self._lock:  # after any pause or resume still being recorded
             await self._change_status(status, reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -707,4 +734,8 @@ class BatchJobWorkflow:
         percent = 100 if total == 0 else (counters.completed + counters.cancelled) * 100 // total
         if percent != self._percent_reported:
             self._percent_reported = percent
-            workflow.upsert_search_attributes([search_attributes.BATCH_PERCENT_DONE.value_set(percent)])
+            # The list's progress column, in the same event: on each whole percent, not each item.
+            workflow.upsert_search_attributes([
+                search_attributes.BATCH_PERCENT_DONE.value_set(percent),
+                search_attributes.BATCH_PROGRESS.value_set(f"{counters.completed + counters.cancelled}/{total}"),
+            ])

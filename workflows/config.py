@@ -30,6 +30,13 @@ CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT = "continue-without-waiting-for-enrichme
 # Patch id: a job's last enrichment pages continue as new once its history is long (a lagging
 # enrichment left 1,000 pages to the end of a 2,048-item job and its last run at 7,638 events).
 CONTINUE_DURING_FINAL_ENRICHMENT = "continue-during-final-enrichment"
+# Patch id: a job's workflow ends in the job's state: Failed (JOB_FAILED, the job's reason) for a
+# failed job, Canceled for a cancelled one, also when the cancel came as a signal (before, both
+# completed, their state only in the result and the search attributes).
+JOB_ENDS_IN_ITS_STATE = "job-ends-in-its-state"
+
+# The error type of a failed job's workflow (non-retryable; its details hold the JobProgress).
+JOB_FAILED = "BatchJobFailed"
 
 _PERMANENT_TYPES = [
     JOB_NOT_FOUND,
