@@ -8,6 +8,7 @@
     python starter.py jobs [--status S] [--user U] [--json]
     python starter.py catalog [--json]
     python starter.py review list|show|approve|reject ...
+    python starter.py users add NAME --role reviewer|admin [--password-stdin] | list | disable NAME | token NAME
     python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
         [--split train=0.9,validation=0.1] [--seed N] [--user U] [--allow-stand-in] --out DIR|s3://bucket/prefix [--json]
 """
@@ -37,10 +38,10 @@ from temporalio.service import RPCError
 from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, SettingsError, get_settings
 from brightrun.storage import Storage
-from brightrun.temporal_client import connect, connect_options, run_and_exit, temporal_address
-from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier
+from brightrun.temporal_client import connect, run_and_exit, temporal_address, workflow_ui_url
+from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier, UserRole
 from models.messages import ExportResult
-from service import batches
+from service import batches, users
 from service import export as exports
 from service import review as reviews
 from service.catalog import list_catalog
@@ -187,7 +188,7 @@ def launch(
         _print_json({"job_id": str(job.job_id), "workflow_id": job.workflow_id, "total_items": job.total_items})
         return
     console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items")
-    console.print(f"workflow {job.workflow_id}: {settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/{job.workflow_id}")
+    console.print(f"workflow {job.workflow_id}: {workflow_ui_url(settings, job.workflow_id)}")
     console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
 
 
@@ -463,6 +464,54 @@ def review_reject(
         all_pending=all_pending,
     )
     _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
+
+
+# --- users of the review workspace --------------------------------------------------------
+
+users_app = typer.Typer(no_args_is_help=True, help="Users of the review workspace: add, list, disable, API tokens.")
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name: the --user their jobs are launched with.")],
+    role: Annotated[UserRole, typer.Option("--role", help="reviewer (own and shared jobs) or admin (everything).")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+) -> None:
+    """Add a user; without --password-stdin a random password is made and printed, this once."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else users.new_password()
+    _check_input(lambda: users.check_password(password))
+    _run(lambda ctx: users.add_user(ctx.sessions, name, role, password))
+    console.print(f"added {role.value} {name}", highlight=False)
+    if not password_stdin:
+        typer.echo(f"password: {password}")
+
+
+@users_app.command("list")
+def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
+    """Every user with their role and whether they are disabled."""
+    listed = _run(lambda ctx: users.list_users(ctx.sessions))
+    if as_json:
+        _print_json([user.model_dump(mode="json") for user in listed])
+        return
+    table = Table("user", "role", "disabled", "created")
+    for user in listed:
+        table.add_row(user.name, user.role.value, user.disabled_at.strftime("%Y-%m-%d %H:%M") if user.disabled_at else "-",
+                      user.created_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@users_app.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Refuse the user's sign-in; their sessions and API tokens stop working at once."""
+    _run(lambda ctx: users.disable_user(ctx.sessions, name))
+    console.print(f"disabled {name}", highlight=False)
+
+
+@users_app.command("token")
+def users_token(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Print a new API token of the user (for `Authorization: Bearer`), this once."""
+    typer.echo(_run(lambda ctx: users.new_api_token(ctx.sessions, name)))
 
 
 # --- export -------------------------------------------------------------------------------
