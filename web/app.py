@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from brightrun.settings import Settings
 from service.access import NotFoundError
 from service.batches import BatchInputError, ControlNotConfirmed
-from web import api, pages
+from web import api, export_pages, pages, review_pages
 from web.auth import SignInNeeded
 from web.rendering import render
 from web.workspace import Workspace
@@ -50,6 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Bright Run review workspace", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
+    app.include_router(review_pages.router)
+    app.include_router(export_pages.router)
     app.include_router(api.router)
 
     @app.middleware("http")
