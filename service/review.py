@@ -135,7 +135,9 @@ async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Sel
     _check_quality(selection.min_quality, "--min-quality")
     _check_quality(selection.max_quality, "--max-quality")
     _check_quality(selection.below_quality, "--below-quality")
-    conditions = [owner.scope()]
+    # A job the owner sees shows them all its conversations: with one, the rows need no check of
+    # their own (and a count over the job reads only the queue's index).
+    conditions = [] if selection.job else [owner.scope()]
     if selection.conversation_ids:
         ids = await _owned_conversations(sessions, owner, selection.conversation_ids)
         conditions.append(Conversation.conversation_id.in_(ids))
@@ -217,11 +219,17 @@ async def _position_key(sessions: async_sessionmaker, owner: Owner, conversation
     return tuple_(literal(key.created_at), literal(key.id))
 
 
-async def count_conversations(sessions: async_sessionmaker, owner: Owner, selection: Selection) -> int:
-    """How many conversations the selection takes (what a bulk action over it is confirmed with)."""
+async def count_conversations(
+    sessions: async_sessionmaker, owner: Owner, selection: Selection, up_to: int | None = None
+) -> int:
+    """How many conversations the selection takes (what a bulk action over it is confirmed with);
+    with `up_to`, counting stops there: a page that only says "10,000+" reads no more rows."""
     conditions = await _conditions(sessions, owner, selection)
+    selected = select(Conversation.id).where(*conditions)
+    if up_to is not None:
+        selected = selected.limit(up_to)
     async with sessions() as session:
-        return await session.scalar(select(func.count()).select_from(Conversation).where(*conditions)) or 0
+        return await session.scalar(select(func.count()).select_from(selected.subquery())) or 0
 
 
 def _listing(row: Conversation, persona: str, arc: str, topic: str, template: str) -> ReviewListing:

@@ -25,6 +25,9 @@ router = APIRouter()
 Ws = Annotated[Workspace, Depends(workspace)]
 
 DECISIONS_LISTED = 10
+# The queue counts its matches up to here (beyond, it says "10000+"): a count reads every row it
+# counts, and the bulk confirmation counts exactly.
+QUEUE_COUNT_UP_TO = 10_000
 DECISIONS = {"approved": ReviewStatus.APPROVED, "rejected": ReviewStatus.REJECTED}
 
 
@@ -99,10 +102,11 @@ async def queue(request: Request, ws: Ws, user: PageUser, at: str = "", before: 
         "filters": filters,
         "done": done,
         "catalog": await list_catalog(ws.sessions),
-        "count": await review.count_conversations(ws.sessions, user.owner, selection),
+        "count": await review.count_conversations(ws.sessions, user.owner, selection, QUEUE_COUNT_UP_TO),
         "pending_count": await review.count_conversations(
-            ws.sessions, user.owner, replace(selection, status=ReviewStatus.PENDING_REVIEW)
+            ws.sessions, user.owner, replace(selection, status=ReviewStatus.PENDING_REVIEW), QUEUE_COUNT_UP_TO
         ),
+        "count_up_to": QUEUE_COUNT_UP_TO,
         **await _sidebar(ws, user),
     }
     if current is None:
