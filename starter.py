@@ -16,36 +16,56 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
-import asyncpg
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
-from temporalio.service import RPCError
 
-from brightrun.db import create_engine, create_sessionmaker
 from brightrun.settings import Settings, SettingsError, get_settings
 from brightrun.storage import Storage
 from brightrun.temporal_client import connect, run_and_exit, temporal_address, workflow_ui_url
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, JobStatus, ReviewStatus, Tier, UserRole
-from models.messages import ExportResult
-from service import batches, users
-from service import export as exports
-from service import review as reviews
-from service.catalog import list_catalog
-from workflows.export import export_workflow_id
+
+
+def _lazy(name: str) -> ModuleType:
+    """The module `name`, imported when a command first uses it: `--help` and each command load
+    only what they need (the service imports SQLAlchemy, Temporal and the workflows)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from temporalio.client import Client
+
+    from models.messages import ExportResult
+    from service import batches, users
+    from service import catalog as catalogs
+    from service import export as exports
+    from service import review as reviews
+    from workflows import export as export_workflow
+else:
+    batches, catalogs, exports, reviews, users = (
+        _lazy(f"service.{name}") for name in ("batches", "catalog", "export", "review", "users")
+    )
+    export_workflow = _lazy("workflows.export")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -68,6 +88,8 @@ class Context:
 
 @asynccontextmanager
 async def _context(with_temporal: bool) -> AsyncIterator[Context]:
+    from brightrun.db import create_engine, create_sessionmaker
+
     settings = get_settings()
     engine = create_engine(settings)
     try:
@@ -81,6 +103,11 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
     """Run one command. Every failure ends in one clear line and a non-zero exit: 2 for bad
     input or settings, 3 when a service cannot be reached or refuses, 4 when pause, resume or cancel was sent
     but the job did not show it in time, 1 for anything else."""
+
+    import asyncpg
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy.exc import SQLAlchemyError
+    from temporalio.service import RPCError
 
     async def main() -> T:
         async with _context(with_temporal) as ctx:
@@ -134,6 +161,8 @@ def _first_line(error: object) -> str:
 
 
 def _database_address() -> str:
+    from sqlalchemy import make_url
+
     url = make_url(get_settings().database_url)
     return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
 
@@ -329,7 +358,7 @@ def jobs(
 @app.command()
 def catalog(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """List personas, emotional arcs, training topics and prompt templates with their ids."""
-    result = _run(lambda ctx: list_catalog(ctx.sessions))
+    result = _run(lambda ctx: catalogs.list_catalog(ctx.sessions))
     if as_json:
         _print_json(result)
         return
@@ -547,7 +576,7 @@ def export_dataset(
     result = _run(action, with_temporal=True)
     files = exports.full_paths(result)
     if as_json:
-        _print_json({"export_id": str(result.export_id), "workflow_id": export_workflow_id(result.export_id),
+        _print_json({"export_id": str(result.export_id), "workflow_id": export_workflow.export_workflow_id(result.export_id),
                      "location": result.location, "count": result.count, "files": files, "splits": result.splits,
                      "placeholder": result.placeholder})
         return

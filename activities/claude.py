@@ -10,12 +10,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anthropic
-import httpx2
 import structlog
-from anthropic import AsyncAnthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -35,6 +32,12 @@ from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
 from brightrun.storage import Storage, raw_response_key
 from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply, RefusalDetails
+
+if TYPE_CHECKING:
+    # The SDK takes over a second to import. The workflows name these activities, and the command
+    # line imports the workflows, so the SDK is imported where a call is made, not with the module.
+    import anthropic
+    from anthropic import AsyncAnthropic
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -120,6 +123,8 @@ def _status_of(exc: anthropic.APIStatusError) -> int:
 
 def _transport_problem(exc: Exception) -> str:
     """What broke on the wire: the SDK's connection error says little, its cause says what."""
+    import anthropic
+
     cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) and exc.__cause__ else exc
     return f"{cause.__class__.__name__}: {cause}" if str(cause) else cause.__class__.__name__
 
@@ -143,6 +148,8 @@ _ACCOUNT_REFUSAL_CODES = {
 def is_account_refusal(exc: anthropic.APIStatusError) -> bool:
     """Anthropic refuses the account (key, permission, billing, spend limit), not the request: no
     request of ours fixes it, the operator does. Told by the SDK's typed errors and error_code."""
+    import anthropic
+
     refusal_status = isinstance(
         exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError | anthropic.PaymentRequiredError
     )
@@ -156,6 +163,9 @@ def classify_failure(
     never. `attempt` is the number of requests sent so far (this one included); the last allowed
     one fails for good, saying so. `details` travel with it. Refusals of the account are
     refused_failure's."""
+    import anthropic
+    import httpx2
+
     if isinstance(exc, anthropic.APIStatusError):
         status = _status_of(exc)
         error_type = claude_http_error(status)
@@ -463,6 +473,9 @@ class ClaudeActivities:
         """One fresh streamed request; its answer becomes (and is) the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
+        import anthropic
+        import httpx2
+
         max_attempts = _max_attempts(request, self._settings)
         if progress.requests_sent >= max_attempts:
             # A failure classified on the last allowed request fails for good, so the attempt that
@@ -559,6 +572,8 @@ class ClaudeActivities:
         """The failure of this attempt, logged, with the usage of every attempt so far as its last
         detail; and whether the progress changed (heartbeated: the failure must wait for it). A
         refusal of the account gives back the attempt its request counted."""
+        import anthropic
+
         rate_limit: dict[str, str] = {}
         reason = None
         if isinstance(exc, anthropic.APIStatusError):

@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING, Any
 
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from models.enums import ClaudeProvider
 from models.messages import GenerateInput, TokenUsage
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam  # the SDK is imported where a call is made (activities/claude.py)
 
 log = get_logger(__name__)
 

@@ -21,10 +21,9 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from datasketch import MinHash, MinHashLSH
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
@@ -36,13 +35,15 @@ from brightrun.storage import Storage, enriched_conversation_key
 from models.messages import EnrichedPage, EnrichPageInput
 from models.tables import BatchJob, Conversation, EmotionalArc, Persona, PromptTemplate, TrainingTopic
 
+if TYPE_CHECKING:
+    # datasketch imports scipy (0.4 s): imported where a signature is made, so that a process that
+    # only names these activities (the job's workflow module, the command line) does not pay for it.
+    from datasketch import MinHash
+
 MINHASH_PERMUTATIONS = 128
 MINHASH_SEED = 1
 # Stored signatures must be read back with the scheme that made them (datasketch 2's default).
 MINHASH_SCHEME = "affine32"
-# The seed's permutations, drawn once: a MinHash draws them anew otherwise, and every page builds
-# one for each of the user's enriched conversations.
-_MINHASH_PERMUTATIONS = MinHash(num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
 SHINGLE_WORDS = 5
 CHARACTERS_PER_TOKEN = 4  # a rough, tokenizer-free estimate; documented as such
 
@@ -74,12 +75,23 @@ def content_hash(turns: list[dict[str, str]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@cache
+def _minhash_permutations() -> Any:
+    """The seed's permutations, drawn once: a MinHash draws them anew otherwise, and every page
+    builds one for each of the user's enriched conversations."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
+
+
 def signature(turns: list[dict[str, str]]) -> MinHash:
     """MinHash of the conversation's word 5-grams (case-folded), across turn boundaries."""
+    from datasketch import MinHash
+
     words = _WORD.findall(" ".join(turn["content"] for turn in turns).lower())
     shingles = {" ".join(words[i : i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))}
     minhash = MinHash(
-        num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME, permutations=_MINHASH_PERMUTATIONS
+        num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, scheme=MINHASH_SCHEME, permutations=_minhash_permutations()
     )
     minhash.update_batch([shingle.encode() for shingle in shingles])
     return minhash
@@ -90,11 +102,14 @@ def signature_bytes(minhash: MinHash) -> bytes:
 
 
 def signature_from_bytes(data: bytes) -> MinHash:
+    import numpy as np
+    from datasketch import MinHash
+
     return MinHash(
         seed=MINHASH_SEED,
         scheme=MINHASH_SCHEME,
         hashvalues=np.frombuffer(data, dtype="<u4"),
-        permutations=_MINHASH_PERMUTATIONS,
+        permutations=_minhash_permutations(),
     )
 
 
@@ -128,6 +143,8 @@ class DuplicateIndex:
     Jaccard similarity decides. The earliest-enriched of two look-alikes stays unflagged."""
 
     def __init__(self, threshold: float) -> None:
+        from datasketch import MinHashLSH
+
         self._threshold = threshold
         self._lsh = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERMUTATIONS)
         self._known: dict[str, _Known] = {}

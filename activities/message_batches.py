@@ -9,11 +9,8 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import anthropic
-from anthropic import AsyncAnthropic
-from anthropic.types.messages.batch_create_params import Request
 from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -49,6 +46,12 @@ from models.messages import (
 )
 from models.tables import MessageBatch, MessageBatchRequest
 from models.workflow_ids import item_workflow_id, message_batches_workflow_id
+
+if TYPE_CHECKING:
+    # The SDK takes over a second to import: imported where it is called (activities/claude.py says why).
+    import anthropic
+    from anthropic import AsyncAnthropic
+    from anthropic.types.messages.batch_create_params import Request
 
 log = get_logger(__name__)
 
@@ -89,6 +92,8 @@ class _Claim(NamedTuple):
 def _answered_without_a_batch(exc: anthropic.APIError) -> bool:
     """The API answered the create and made no batch: a 4xx, or 529 (refused at the door). A
     connection error, a timeout or another 5xx leaves the outcome unknown."""
+    import anthropic
+
     if not isinstance(exc, anthropic.APIStatusError):
         return False
     return exc.status_code < 500 or exc.status_code == 529
@@ -128,6 +133,8 @@ class MessageBatchActivities:
         """Classified like an online call's error, without an attempt cap. A refusal of the account
         (key, permission, billing, spend limit) is retried until the operator fixes it: the job
         waits, and no request of it fails for it."""
+        import anthropic
+
         attempt = activity.info().attempt
         reason = refusal_reason(exc) if isinstance(exc, anthropic.APIStatusError) else None
         if reason is not None:
@@ -208,6 +215,8 @@ class MessageBatchActivities:
             return await self._submit(request)
 
     async def _submit(self, request: SubmitBatchInput) -> SubmittedBatch:
+        import anthropic
+
         claim = await self._claim(request)
         claimed, remaining = claim.requests, claim.remaining
         if claim.anthropic_batch_id:
@@ -311,6 +320,8 @@ class MessageBatchActivities:
         workspace's batches (any user's) created within the window either side of it, as many
         requests, recorded for no batch of ours and not `exclude`d, nearest first. Size and time
         only make a candidate: the API shows a batch's requests only in its results."""
+        import anthropic
+
         since, until = sent_at - ADOPTION_WINDOW, sent_at + ADOPTION_WINDOW
         excluded = set(exclude)
         candidates = []
@@ -405,6 +416,8 @@ class MessageBatchActivities:
         open requests count as expired (the items send them again, within their attempt cap). One
         still open past its expiry is cancelled and polled until it ends. An adopted batch that
         has ended is proved ours by its results, or another candidate is taken (see _prove)."""
+        import anthropic
+
         async with self._sessions() as session:
             row = await session.get(MessageBatch, ref.message_batch_id)
         if row.adopted_at is not None and row.status == MessageBatchState.ENDED.value:
@@ -493,6 +506,8 @@ class MessageBatchActivities:
     async def _names_ours(self, anthropic_batch_id: str, ours: set[str]) -> bool:
         """Whether the batch's results name our requests; its first line tells (custom_ids are
         unique across every job), the rest is never downloaded."""
+        import anthropic
+
         try:
             results = await self._claude.messages.batches.results(anthropic_batch_id)
         except anthropic.NotFoundError:
@@ -664,6 +679,8 @@ class MessageBatchActivities:
     async def _results(self, anthropic_batch_id: str) -> AsyncIterator[tuple[Any, Responder]]:
         """The batch's result lines, each with who sent them; none when the API no longer has them
         (deleted, archived)."""
+        import anthropic
+
         try:
             lines = await self._claude.messages.batches.results(anthropic_batch_id)
             responder = answered_by(lines.http_response)
@@ -778,6 +795,8 @@ class MessageBatchActivities:
     async def _cancel(self, ref: MessageBatchRef) -> None:
         """Cancels the batch at the API, unless it was adopted and not yet proved ours (it may be
         another user's) or the API no longer knows it."""
+        import anthropic
+
         async with self._sessions() as session:
             if (await session.get(MessageBatch, ref.message_batch_id)).adopted_at is not None:
                 log.warning("an adopted message batch is not cancelled", anthropic_batch_id=ref.anthropic_batch_id)

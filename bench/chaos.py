@@ -17,7 +17,7 @@ Claude stand-in's request log:
     .venv/bin/python -m bench.chaos --quick              # the short ones of `make test`
 
 It starts a stack of its own and writes each scenario's figures to bench/results/chaos.json
-(merged by scenario name), and prints the README table. Exit code 1 when an invariant failed.
+(merged by scenario name), and their table to bench/results/chaos.md (docs/chaos.md links it). Exit code 1 when an invariant failed.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ API_FAULTS = {"429": 0.10, "529": 0.08, "500": 0.06, "midstream_overloaded": 0.0
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    what: str  # one line, for the README table
+    what: str  # one line, for the table of results
     act: Callable[[Run], Awaitable[None]]
     items: int = 304
     concurrency: int = 8
@@ -544,13 +544,14 @@ async def _failed_errors(run: Run) -> list[str]:
 # --- command line ---------------------------------------------------------------------------
 
 CHAOS_RESULTS = RESULTS / "chaos.json"
+CHAOS_TABLE = RESULTS / "chaos.md"
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """The README's table: one row per scenario, the failed invariants named."""
+    """The table of results: one row per scenario, the failed invariants named."""
     lines = [
-        "| scenario | items | result | calls/success | calls cut off | faults | failed | wall time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | items | result | calls/success | calls cut off | faults | failed | wall time | recorded (UTC) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in SCENARIOS:
         if name not in results:
@@ -561,7 +562,8 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {name}: {result['what']} | {result['items']} | {verdict} | {result['claude_calls_per_success']} "
             f"| {result['claude_calls_cut_by_kills']} | {sum(result['claude_faults'].values())} "
-            f"| {result['items_by_status'].get('failed', 0)} | {result['wall_time_s']:.0f} s |"
+            f"| {result['items_by_status'].get('failed', 0)} | {result['wall_time_s']:.0f} s "
+            f"| {result['recorded_at'][:16].replace('T', ' ')} |"
         )
     return "\n".join(lines)
 
@@ -591,7 +593,9 @@ def main() -> None:
     recorded = json.loads(CHAOS_RESULTS.read_text())["scenarios"] if CHAOS_RESULTS.exists() else {}
     recorded.update(json.loads(json.dumps(results, default=str)))
     save_result("chaos", {"scenarios": recorded})
-    print(markdown_table(recorded))
+    table = markdown_table(recorded)
+    CHAOS_TABLE.write_text(table + "\n")
+    print(table)
     sys.exit(0 if all(result["passed"] for result in results.values()) else 1)
 
 

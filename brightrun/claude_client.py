@@ -1,20 +1,27 @@
 """The Anthropic client, built once per worker, and the plan item workflows schedule their calls
 by. Temporal owns retries, so the SDK makes none."""
 
-from typing import NamedTuple
+from __future__ import annotations
 
-import httpx2
-from anthropic import AsyncAnthropic
+from typing import TYPE_CHECKING, NamedTuple
 
 from brightrun.settings import Settings
 from models.enums import ClaudeProvider, Tier
 from models.messages import ClaudeCallPlan, MessageBatchPlan
+
+if TYPE_CHECKING:
+    # The SDK takes over a second to import: only a process that calls Claude imports it, not one
+    # that only needs the call plans (the command line launching a job).
+    import httpx2
+    from anthropic import AsyncAnthropic
 
 # The header the offline stand-in (devtools/standin.py) puts on every response it sends.
 STANDIN_HEADER = "x-brightrun-standin"
 
 
 def create_claude_client(settings: Settings) -> AsyncAnthropic:
+    from anthropic import AsyncAnthropic
+
     return AsyncAnthropic(
         api_key=settings.anthropic_key_value(),
         base_url=settings.anthropic_base_url,

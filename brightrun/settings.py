@@ -1,6 +1,6 @@
 """Every setting of the engine, read from environment variables in one place.
 
-The README lists each variable with its default. Secrets are `SecretStr` so they never
+docs/settings.md lists each variable with its default. Secrets are `SecretStr` so they never
 print in a repr, a log line or a workflow history.
 """
 

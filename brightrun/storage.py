@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from brightrun.settings import Settings
@@ -112,6 +110,10 @@ class Storage:
         self.conversation_bucket = settings.conversation_bucket
         self.log_bucket = settings.log_bucket
         self._read_back_soon = _ReadBackSoon(self.READ_BACK_BUDGET_BYTES)
+        # boto3 loads its service models on import (0.1-0.3 s): only a process that reaches S3 pays for it.
+        import boto3
+        from botocore.config import Config
+
         self._client = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,

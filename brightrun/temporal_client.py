@@ -7,24 +7,28 @@ read as it is; the address and namespace of the settings (TEMPORAL_ADDRESS, TEMP
 or `.devstack/env`) go over it when they are set. Credentials never pass through the settings,
 so they never reach a log line."""
 
+from __future__ import annotations
+
 import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
-
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.envconfig import ClientConfig
-from temporalio.service import RPCError, RPCStatusCode
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from brightrun.settings import Settings
+
+if TYPE_CHECKING:
+    # temporalio is imported where a client is made, so that `starter.py --help`, which only runs
+    # under run_and_exit, does not load it.
+    from temporalio.client import Client
 
 LOCAL_TEMPORAL_ADDRESS = "127.0.0.1:7233"
 
 
 def connect_options(settings: Settings) -> dict:
     """Keyword arguments of Client.connect, credentials included."""
+    from temporalio.envconfig import ClientConfig
+
     options: dict = dict(ClientConfig.load_client_connect_config())
     if settings.temporal_address:
         options["target_host"] = settings.temporal_address
@@ -46,6 +50,9 @@ def workflow_ui_url(settings: Settings, workflow_id: str) -> str:
 
 
 async def connect(settings: Settings) -> Client:
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
     return await Client.connect(**connect_options(settings), data_converter=pydantic_data_converter)
 
 
@@ -72,6 +79,8 @@ def run_and_exit(main: Callable[[], object]) -> NoReturn:
 async def signal_if_running(client: Client, workflow_id: str, signal: str, arg: Any) -> bool:
     """Whether the workflow took the signal (False: it has ended). By name: an activity must not
     import a workflow (imports never run upward)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
     try:
         await client.get_workflow_handle(workflow_id).signal(signal, arg)
     except RPCError as exc:

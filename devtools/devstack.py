@@ -277,11 +277,20 @@ def _wants_standin(config: StackConfig) -> bool:
 
 def _check_same_ports(root: Path, config: StackConfig) -> None:
     """Parts already running keep their ports: refuse a config that names other ones."""
-    ports_file = root / "ports.json"
     wanted = {name: getattr(config, name) for name in PORT_FIELDS}
-    if running_parts(root) and ports_file.exists() and json.loads(ports_file.read_text()) != wanted:
-        raise DevstackError(f"the stack under {root} runs with other ports ({ports_file}); stop it first")
-    ports_file.write_text(json.dumps(wanted))
+    running = running_ports(root)
+    if running and running != wanted:
+        raise DevstackError(f"the stack under {root} runs with other ports ({root / 'ports.json'}); stop it first")
+    (root / "ports.json").write_text(json.dumps(wanted))
+
+
+def running_ports(root: Path) -> dict[str, int]:
+    """The ports of the stack under root while any part of it runs (root/ports.json); else none."""
+    ports_file = root / "ports.json"
+    if not (running_parts(root) and ports_file.exists()):
+        return {}
+    ports: dict[str, int] = json.loads(ports_file.read_text())
+    return ports
 
 
 def _check_ports(root: Path, config: StackConfig, with_standin: bool) -> None:
@@ -730,13 +739,16 @@ PORT_OVERRIDES = {
 }
 
 
-def _cli_config() -> StackConfig:
-    ports: dict[str, Any] = {name: int(os.environ[var]) for name, var in PORT_OVERRIDES.items() if os.environ.get(var)}
-    return StackConfig(root=DEFAULT_ROOT, database_url=os.environ.get("DATABASE_URL") or None, **ports)
+def cli_config(root: Path, environ: Mapping[str, str]) -> StackConfig:
+    """`make up`'s config: the ports the shell names (DEVSTACK_*_PORT), else those of the stack
+    running under root, else the defaults; so a part that stopped comes back on its stack's port."""
+    named = {name: int(environ[var]) for name, var in PORT_OVERRIDES.items() if environ.get(var)}
+    ports: dict[str, Any] = {**running_ports(root), **named}
+    return StackConfig(root=root, database_url=environ.get("DATABASE_URL") or None, **ports)
 
 
 def _cli_up() -> None:
-    config = _cli_config()
+    config = cli_config(DEFAULT_ROOT, os.environ)
     env = start(config)
     claude = (
         f"OFFLINE stand-in at {env['ANTHROPIC_BASE_URL']} (set ANTHROPIC_API_KEY to use the real API)"

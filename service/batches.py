@@ -39,7 +39,6 @@ from models.tables import (
 from models.workflow_ids import job_workflow_id
 from service.outages import Outage, job_outages
 from service.prompt_cache import TemplateTooShortToCache, templates_too_short_to_cache
-from workflows.batch_job import BatchJobWorkflow
 from workflows.config import ITEM_CANCEL_GRACE
 
 
@@ -269,6 +268,10 @@ def job_summary(job: BatchJob) -> str:
 async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) -> str:
     """Start a run of the job's workflow: for a new job, or to retry one (the default id reuse
     policy lets a new run take the id of an ended one)."""
+    # The workflow module loads the activities it names: imported by the commands that start a
+    # run, not by every command (status, pause...), which send its queries and signals by name.
+    from workflows.batch_job import BatchJobWorkflow
+
     job_id = job.id
     workflow_id = job_workflow_id(job_id)
     summary = job_summary(job)
@@ -334,7 +337,7 @@ async def _query_progress(client: Client, job_id: uuid.UUID) -> JobProgress | No
     """The running workflow's own answer; None when it cannot answer (no worker, or a busy one)."""
     handle = client.get_workflow_handle(job_workflow_id(job_id))
     try:
-        return await handle.query(BatchJobWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+        return await handle.query("progress", result_type=JobProgress, rpc_timeout=timedelta(seconds=5))
     except (RPCError, WorkflowQueryFailedError):
         return None
 
@@ -553,11 +556,11 @@ async def list_jobs(
 
 
 # What each control command needs the job to be in, and the state that shows it took effect.
-# action -> (its signal, the states it may be sent in, the states that show it took effect)
+# action -> (its signal's name, the states it may be sent in, the states that show it took effect)
 _CONTROL = {
-    "pause": (BatchJobWorkflow.pause, {JobStatus.QUEUED, JobStatus.PROCESSING}, {JobStatus.PAUSED}),
-    "resume": (BatchJobWorkflow.resume, {JobStatus.PAUSED}, {JobStatus.PROCESSING}),
-    "cancel": (BatchJobWorkflow.cancel, {JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.PAUSED}, {JobStatus.CANCELLED}),
+    "pause": ("pause", {JobStatus.QUEUED, JobStatus.PROCESSING}, {JobStatus.PAUSED}),
+    "resume": ("resume", {JobStatus.PAUSED}, {JobStatus.PROCESSING}),
+    "cancel": ("cancel", {JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.PAUSED}, {JobStatus.CANCELLED}),
 }
 
 

@@ -31,7 +31,7 @@ WORKER_NEEDS = (
 )
 # How the temporal CLI spells each type: an oracle independent of the code under test.
 CLI_TYPE_NAMES = {SearchAttributeIndexedValueType.KEYWORD: "Keyword", SearchAttributeIndexedValueType.INT: "Int"}
-# What an operator exports before `docker compose up` (README); none of it has a default.
+# What an operator exports before `docker compose up` (docs/production.md); none of it has a default.
 CREDENTIALS = {
     "POSTGRES_PASSWORD": "pg-7f3a9c",
     "S3_ACCESS_KEY_ID": "s3-key-51be",

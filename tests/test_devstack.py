@@ -1,6 +1,7 @@
 """`make up` (devstack.start) restarts what is not running, also when the shell sourced the
 stack's env file, so DATABASE_URL names the stack's own embedded PostgreSQL (even after `make
-down` deleted that file); any failure of the command is one line."""
+down` deleted that file) and when it runs on ports the shell no longer names; any failure of the
+command is one line."""
 
 from __future__ import annotations
 
@@ -40,6 +41,29 @@ def test_up_from_a_shell_that_sourced_the_env_file_restarts_the_embedded_postgre
 
     assert devstack.answers("postgres", env)
     assert "postgres" in devstack.running_parts(own_stack.root)
+
+
+def test_up_restarts_a_crashed_part_on_the_ports_its_stack_runs_on(own_stack: devstack.StackConfig) -> None:
+    env = devstack.start(own_stack)  # on free ports, not the defaults
+    devstack.stop_part(own_stack.root, "standin", signal.SIGKILL)  # a crash
+
+    # `make up` from a shell that does not repeat the stack's DEVSTACK_*_PORT overrides.
+    config = devstack.cli_config(own_stack.root, {})
+    again = devstack.start(dataclasses.replace(config, start_worker=False, start_standin=True, standin_pace="instant"))
+
+    assert again["ANTHROPIC_BASE_URL"] == env["ANTHROPIC_BASE_URL"]
+    assert "standin" in devstack.running_parts(own_stack.root)
+    assert devstack._http_ok(f"{env['ANTHROPIC_BASE_URL']}/_standin/health")
+
+
+def test_up_naming_other_ports_than_the_running_stacks_is_refused(own_stack: devstack.StackConfig) -> None:
+    devstack.start(own_stack)
+    other_port = str(devstack.free_port())
+
+    config = devstack.cli_config(own_stack.root, {"DEVSTACK_STANDIN_PORT": other_port})
+
+    with pytest.raises(devstack.DevstackError, match="runs with other ports"):
+        devstack.start(config)
 
 
 def test_down_then_up_from_a_shell_that_sourced_the_old_env_file_starts_the_embedded_postgres_again(
