@@ -268,3 +268,36 @@ async def test_a_reviewer_exports_the_approved_ones_and_the_archive_loads_with_d
         packed.extractall(unpacked)
     dataset = await asyncio.to_thread(datasets.load_dataset, str(unpacked))
     assert {name: split.num_rows for name, split in dataset.items()} == {"train": 3, "validation": 1}
+
+
+async def test_a_user_launches_a_batch_from_the_catalog_and_lands_on_its_page(
+    workspace_url: str, sessions: async_sessionmaker, screenshots: Path
+) -> None:
+    ruth = await new_user(sessions, "ruth")
+    name = f"launched {uuid.uuid4().hex[:6]}"
+    async with chromium() as browser:
+        watched = await watched_page(browser)
+        page = watched.page
+        await sign_in(page, workspace_url, ruth)
+        await page.goto(f"{workspace_url}/launch")
+        await expect(page.locator("#item-count")).to_have_text("0 items")
+        await expect(page.get_by_role("button", name="Launch")).to_be_disabled()
+        await page.get_by_label("Search personas").fill("chen")
+        await expect(page.get_by_label("Maria Gonzalez")).to_be_hidden()
+        await page.get_by_label("David Chen").check()
+        await page.get_by_label("Search personas").fill("")
+        await page.get_by_label("Maria Gonzalez").check()
+        await page.get_by_label("Couple Conflict -> Alignment").check()
+        await page.get_by_label("Essential Estate Planning").check()
+        await page.get_by_label("Samples per combination").fill("3")
+        await page.get_by_label("Name", exact=True).fill(name)
+        await expect(page.locator("#item-count")).to_have_text("6 items")  # 2 personas x 1 x 1 x 3 samples
+        await page.screenshot(path=screenshots / "launch.png", full_page=True)
+        await page.get_by_role("button", name="Launch").click()
+        await expect(page.get_by_role("heading", name=name)).to_be_visible()
+        assert watched.problems == []
+        job_id = page.url.rsplit("/", 1)[1]
+
+    async with sessions() as session:
+        job = await session.get(BatchJob, uuid.UUID(job_id))
+    assert job is not None and (job.created_by, job.total_items, job.name) == (ruth.name, 6, name)

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from brightrun.settings import Settings
 from service.access import NotFoundError
 from service.batches import BatchInputError, ControlNotConfirmed
-from web import api, export_pages, pages, review_pages
+from web import api, export_pages, launch_pages, pages, review_pages
 from web.auth import SignInNeeded
 from web.rendering import render
 from web.workspace import Workspace
@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(review_pages.router)
     app.include_router(export_pages.router)
+    app.include_router(launch_pages.router)
     app.include_router(api.router)
 
     @app.middleware("http")
