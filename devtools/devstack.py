@@ -279,7 +279,9 @@ def _check_same_ports(root: Path, config: StackConfig) -> None:
     """Parts already running keep their ports: refuse a config that names other ones."""
     wanted = {name: getattr(config, name) for name in PORT_FIELDS}
     running = running_ports(root)
-    if running and running != wanted:
+    # A stack started before a part existed (the review workspace's web_port) has no port for it:
+    # the new part takes the one wanted.
+    if running and any(wanted[name] != port for name, port in running.items() if name in wanted):
         raise DevstackError(f"the stack under {root} runs with other ports ({root / 'ports.json'}); stop it first")
     (root / "ports.json").write_text(json.dumps(wanted))
 

@@ -3,6 +3,7 @@ decision form, undo, and bulk decisions over a filter after a confirmation showi
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -94,48 +95,53 @@ async def queue(request: Request, ws: Ws, user: PageUser, at: str = "", before: 
     filters = QueueFilter.of(request.query_params)
     selection = filters.selection()
     position = review.Position(at=at or None, before=before or None)
-    listed = await review.list_conversations(ws.sessions, user.owner, selection, limit=1, position=position)
+    # Going forward, the same page holds the next conversation too.
+    listed = await review.list_conversations(ws.sessions, user.owner, selection, limit=1 if before else 2, position=position)
     current = listed[0] if listed else None
     if current is None and before:
         return RedirectResponse(f"/review?{filters.query()}", status_code=303)  # nothing before: the start
-    context: dict[str, Any] = {
-        "filters": filters,
-        "done": done,
-        "catalog": await list_catalog(ws.sessions),
-        "count": await review.count_conversations(ws.sessions, user.owner, selection, QUEUE_COUNT_UP_TO),
-        "pending_count": await review.count_conversations(
+    # What the page shows besides the conversation reads other rows: asked for at once.
+    catalog, count, pending_count, sidebar = await asyncio.gather(
+        list_catalog(ws.sessions),
+        review.count_conversations(ws.sessions, user.owner, selection, QUEUE_COUNT_UP_TO),
+        review.count_conversations(
             ws.sessions, user.owner, replace(selection, status=ReviewStatus.PENDING_REVIEW), QUEUE_COUNT_UP_TO
         ),
-        "count_up_to": QUEUE_COUNT_UP_TO,
-        **await _sidebar(ws, user),
+        _sidebar(ws, user),
+    )
+    context: dict[str, Any] = {
+        "user": user, "filters": filters, "done": done, "catalog": catalog, "count": count,
+        "pending_count": pending_count, "count_up_to": QUEUE_COUNT_UP_TO, **sidebar,
     }
     if current is None:
-        return render(request, "review.html", {"user": user, "shown": None, **context})
-    following = await review.list_conversations(
-        ws.sessions, user.owner, selection, limit=2, position=review.Position(at=str(current.conversation_id))
-    )
-    shown = await review.show_conversation(ws.sessions, ws.storage, user.owner, str(current.conversation_id))
-    here = filters.query(at=str(current.conversation_id))
+        return render(request, "review.html", {"shown": None, **context})
+    showing = review.show_conversation(ws.sessions, ws.storage, user.owner, str(current.conversation_id))
+    if before:
+        here = review.Position(at=str(current.conversation_id))
+        following, shown = await asyncio.gather(
+            review.list_conversations(ws.sessions, user.owner, selection, limit=2, position=here), showing
+        )
+    else:
+        following, shown = listed, await showing
     return render(
         request,
         "review.html",
         {
-            "user": user,
             "shown": shown,
             "pair": await near_duplicate_pair(ws.sessions, ws.storage, user.owner, shown),
             "next_url": f"/review?{filters.query(at=str(following[1].conversation_id))}" if len(following) > 1 else None,
             "previous_url": f"/review?{filters.query(before=str(current.conversation_id))}",
-            "return_to": f"/review?{here}",
+            "return_to": f"/review?{filters.query(at=str(current.conversation_id))}",
             **context,
         },
     )
 
 
 async def _sidebar(ws: Workspace, user: SignedIn) -> dict[str, Any]:
-    return {
-        "decisions": await review.recent_decisions(ws.sessions, user.owner, DECISIONS_LISTED),
-        "reasons": await review.recent_reasons(ws.sessions, user.owner),
-    }
+    decisions, reasons = await asyncio.gather(
+        review.recent_decisions(ws.sessions, user.owner, DECISIONS_LISTED), review.recent_reasons(ws.sessions, user.owner)
+    )
+    return {"decisions": decisions, "reasons": reasons}
 
 
 @router.get("/conversations/{conversation_id}")
