@@ -1,7 +1,7 @@
 """The Bright Run command line: launch batches, watch them, inspect the catalog.
 
     python starter.py launch --persona "David Chen" --arc "Couple Conflict -> Alignment" \\
-        --topic "Essential Estate Planning" --tier template
+        --topic "Essential Estate Planning" --tier template [--dry-run] [--max-cost USD]
     python starter.py status JOB [--json]
     python starter.py watch JOB
     python starter.py pause|resume|cancel|retry JOB [--json]
@@ -66,6 +66,9 @@ else:
         _lazy(f"service.{name}") for name in ("batches", "catalog", "export", "review", "users")
     )
     export_workflow = _lazy("workflows.export")
+
+if TYPE_CHECKING:  # imported by the commands that use it: it imports the anthropic SDK
+    from service import estimate as estimates
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
 console = Console()
@@ -190,12 +193,21 @@ def launch(
     priority: Annotated[
         int | None, typer.Option("--priority", help="1 (first) to 5 (last) when jobs wait for workers; default 3.")
     ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="Budget in USD: the job pauses itself before a call could pass it.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what the job would be, cost and take; create nothing.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Create a batch job (personas x arcs x topics, x samples) and start its workflow."""
+    """Create a batch job (personas x arcs x topics, x samples) and start its workflow; with
+    --dry-run only estimate it (docs/cost.md)."""
+    from brightrun.claude_client import create_claude_client
+    from service import estimate as estimates
 
-    async def action(ctx: Context) -> batches.LaunchedJob:
-        request = batches.LaunchRequest(
+    def request_of(ctx: Context) -> batches.LaunchRequest:
+        return batches.LaunchRequest(
             personas=persona,
             arcs=arc,
             topics=topic,
@@ -208,22 +220,59 @@ def launch(
             mode=mode,
             samples=samples,
             priority=priority,
+            max_cost_usd=max_cost,
         )
-        return await batches.launch(ctx.sessions, ctx.temporal, ctx.settings, request)
 
-    job = _run(action, with_temporal=True)
+    if dry_run:
+
+        async def estimate_only(ctx: Context) -> estimates.JobEstimate:
+            async with create_claude_client(ctx.settings) as claude:
+                return await estimates.estimate_job(ctx.sessions, claude, ctx.settings, request_of(ctx))
+
+        _print_estimate(_run(estimate_only), as_json)
+        return
+
+    async def action(ctx: Context) -> tuple[batches.LaunchedJob, estimates.JobEstimate]:
+        async with create_claude_client(ctx.settings) as claude:
+            return await estimates.launch_estimated(ctx.sessions, ctx.temporal, claude, ctx.settings, request_of(ctx))
+
+    job, estimate = _run(action, with_temporal=True)
     settings = get_settings()
     if as_json:
-        _print_json({"job_id": str(job.job_id), "workflow_id": job.workflow_id, "total_items": job.total_items})
+        _print_json({"job_id": str(job.job_id), "workflow_id": job.workflow_id, "total_items": job.total_items,
+                     "estimated_cost_usd": estimate.job_cost_usd(), "max_cost_usd": max_cost})
         return
-    console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items")
+    budget = f", budget ${max_cost:.2f}" if max_cost is not None else ""
+    console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items "
+                  f"(estimated ${estimate.job_cost_usd():.4f}{budget})")
     console.print(f"workflow {job.workflow_id}: {workflow_ui_url(settings, job.workflow_id)}")
     console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
 
 
+def _print_estimate(estimate: estimates.JobEstimate, as_json: bool) -> None:
+    if as_json:
+        _print_json(estimate.model_dump(mode="json"))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in estimate.model_dump(mode="json").items():
+        if value is not None and value != []:
+            table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    console.print("dry run: nothing was created")
+    console.print(table)
+
+
+# Each actual number of `status`, and its estimate shown beside it.
+_ESTIMATED = {"cost_usd": "estimated_cost_usd", "input_tokens": "estimated_input_tokens", "output_tokens": "estimated_output_tokens"}
+
+
 def _status_table(status: batches.JobStatusView) -> Table:
     table = Table(show_header=False, box=None)
-    for key, value in status.as_json().items():
+    shown = status.as_json()
+    for key, value in shown.items():
+        if key in _ESTIMATED.values():
+            continue
+        if key in _ESTIMATED and shown.get(_ESTIMATED[key]) is not None:
+            value = f"{value} (estimated {shown[_ESTIMATED[key]]})"
         if key == "waiting_on" and status.waiting_on:
             value = "\n".join(outage.summary for outage in status.waiting_on)
         if key == "templates_too_short_to_cache" and status.templates_too_short_to_cache:
@@ -253,11 +302,12 @@ def _print_status(result: batches.JobStatusView, as_json: bool) -> None:
         console.print(_status_table(result))
 
 
-def _control(action: str, job: str, as_json: bool, wait: float | None) -> None:
+def _control(action: str, job: str, as_json: bool, wait: float | None, max_cost: float | None = None) -> None:
     if wait is not None:
         _check_input(lambda: batches.check_control_wait(wait))
     _print_status(
-        _run(lambda ctx: batches.control_job(ctx.sessions, ctx.temporal, job, action, wait), with_temporal=True), as_json
+        _run(lambda ctx: batches.control_job(ctx.sessions, ctx.temporal, job, action, wait, max_cost), with_temporal=True),
+        as_json,
     )
 
 
@@ -277,10 +327,15 @@ def pause(
 
 @app.command()
 def resume(
-    job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False, wait: Wait = None
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wait: Wait = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="A new budget in USD (a job paused at its budget needs a higher one).")
+    ] = None,
 ) -> None:
     """Resume a paused job. Waits until it shows processing."""
-    _control("resume", job, as_json, wait)
+    _control("resume", job, as_json, wait, max_cost)
 
 
 @app.command()
@@ -322,7 +377,8 @@ def watch(
                     completed=current.completed + current.cancelled,
                     detail=f"ok {current.successful}  failed {current.failed}  cancelled {current.cancelled}"
                     f"  in flight {current.in_flight}  ${current.cost_usd:.4f}" + (f"  eta {eta:.0f}s" if eta else "")
-                    + "".join(f"  waiting for {outage.part}" for outage in current.waiting_on or []),
+                    + "".join(f"  waiting for {outage.part}" for outage in current.waiting_on or [])
+                    + (f"  {current.pause_reason}" if current.pause_reason else ""),
                 )
                 if current.status.is_final:
                     return current

@@ -225,6 +225,8 @@ class JobActivities:
                     cost_usd=job.cost_usd,
                 ),
                 started_at=job.started_at,
+                max_cost_usd=job.max_cost_usd,
+                estimated_item_cost_usd=(job.estimate or {}).get("max_item_cost_usd", 0.0),
                 unfinished_items=(
                     await session.scalars(
                         select(BatchItem.id).where(
@@ -467,6 +469,7 @@ class JobActivities:
                 .values(
                     status=change.status.value,
                     error_message=change.error_message,
+                    pause_reason=change.pause_reason,
                     completed_at=func.now() if final else None,
                     estimated_time_remaining=0 if final else BatchJob.estimated_time_remaining,
                     **(_counter_columns(counted) if counted else {}),
@@ -474,7 +477,8 @@ class JobActivities:
                 .returning(BatchJob.id)
             )
             if changed is not None:
-                reason = f": {change.error_message}" if change.error_message else ""
+                why = change.error_message or change.pause_reason
+                reason = f": {why}" if why else ""
                 await _log(session, change.job_id, f"job {change.status.value}{reason}")
             job = await session.get(BatchJob, change.job_id, populate_existing=True)
             if job is None:

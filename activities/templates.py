@@ -46,6 +46,22 @@ def placeholder_values(persona: Persona, arc: EmotionalArc, topic: TrainingTopic
     }
 
 
+def prompt_text(
+    template: PromptTemplate, persona: Persona, arc: EmotionalArc, topic: TrainingTopic, tier: Tier, sample: int
+) -> dict[str, str]:
+    """The item's prompt: the template's system text, and its user text with the placeholders
+    filled and the sample's variation; a non-retryable error for a placeholder nothing fills."""
+    values = placeholder_values(persona, arc, topic, tier.value)
+    unknown = placeholders_of(template.template_text) - values.keys()
+    if unknown:
+        raise permanent(
+            f"prompt template {template.name!r} (v{template.version}) uses unknown placeholders "
+            f"{', '.join(sorted('{' + u + '}' for u in unknown))}; known: {', '.join(sorted(values))}",
+            UNKNOWN_PLACEHOLDER,
+        )
+    return {"system": template.system_text, "user": template.template_text.format_map(values) + sample_variation(sample)}
+
+
 async def auto_selected_template(session: AsyncSession, arc_type: str, tier: Tier) -> uuid.UUID | None:
     """The template the nil UUID stands for: an active one of the tier written for the arc type,
     else the tier's general one, else any active one of the tier; None when the tier has none."""
@@ -108,24 +124,13 @@ class TemplateActivities:
         if missing:
             raise permanent(f"catalog rows no longer exist: {', '.join(missing)}", CATALOG_ROW_MISSING)
 
-        values = placeholder_values(persona, arc, topic, request.tier.value)
-        unknown = placeholders_of(template.template_text) - values.keys()
-        if unknown:
-            raise permanent(
-                f"prompt template {template.name!r} (v{template.version}) uses unknown placeholders "
-                f"{', '.join(sorted('{' + u + '}' for u in unknown))}; known: {', '.join(sorted(values))}",
-                UNKNOWN_PLACEHOLDER,
-            )
+        text = prompt_text(template, persona, arc, topic, request.tier, request.sample)
         resolved = ResolvedPrompt(
             template_id=template.id,
             template_version=template.version,
             persona_name=persona.name,
             topic_name=topic.name,
         )
-        text = {
-            "system": template.system_text,
-            "user": template.template_text.format_map(values) + sample_variation(request.sample),
-        }
         if request.user_id is None or request.conversation_id is None:  # scheduled by a run recorded before
             return resolved.model_copy(update=text)
         # In storage, not in the item's history: a prompt may be many kilobytes, and each item's

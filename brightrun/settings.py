@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     claude_retry_base_s: float = Field(default=2.0, gt=0)
     claude_retry_cap_s: float = Field(default=60.0, gt=0)
 
+    # The cost estimate (`launch --dry-run`, and every launch): distinct prompts counted with the
+    # API's count_tokens at most (it has its own rate limit; the rest are scaled from them by
+    # their length), counts at once, and each count's timeout.
+    estimate_max_token_counts: int = Field(default=50, ge=1, le=10_000)
+    estimate_token_count_concurrency: int = Field(default=4, ge=1, le=100)
+    estimate_token_count_timeout_s: float = Field(default=10.0, gt=0)
+
     # Message Batches mode (launch --mode batch): batch size and bytes below the API's limits
     # (100,000 requests, 256 MB), how long a batch gathers requests, how often open ones are polled.
     message_batch_max_requests: int = Field(default=10_000, ge=1, le=100_000)

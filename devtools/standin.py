@@ -481,15 +481,20 @@ def _cache_breakpoint(system: Any) -> tuple[str, str] | None:
     return text_of(system[: marked[-1] + 1]), ttl if ttl in CACHE_TTL_S else "5m"
 
 
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """Every input token of a request (system and messages, cached or not): what count_tokens
+    answers and what a Messages answer's input, cache write and cache read tokens add up to."""
+    messages_text = "\n".join(text_of(m.get("content")) for m in body["messages"])
+    return estimated_tokens(messages_text) + estimated_tokens(text_of(body.get("system")))
+
+
 def usage_of(standin: Standin, body: dict[str, Any], output_tokens: int) -> dict[str, Any]:
     """Imitates prompt caching as documented: a system prefix marked with cache_control and at
     least the model's minimum long is written to the cache (5-minute or 1-hour, as its ttl says)
     and read from it until its lifetime ends, each read starting the lifetime again; a shorter
     one is not cached, without an error. input_tokens is the uncached rest."""
-    system_text = text_of(body.get("system"))
-    messages_tokens = estimated_tokens("\n".join(text_of(m.get("content")) for m in body["messages"]))
     usage: dict[str, Any] = {
-        "input_tokens": messages_tokens + estimated_tokens(system_text),
+        "input_tokens": prompt_tokens(body),
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
@@ -653,12 +658,29 @@ async def count_tokens(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not has_api_key(request):
         return error_response(401, "authentication_error", "x-api-key header is required", response_headers(standin, now))
-    problem = request_problem({**body, "max_tokens": 1} if isinstance(body, dict) else body)
+    problem = count_tokens_problem(body)
     if problem:
         return error_response(400, "invalid_request_error", problem, response_headers(standin, now))
     standin.token_counts += 1
-    text = "\n".join([text_of(body.get("system")), *(text_of(m.get("content")) for m in body["messages"])])
-    return web.json_response({"input_tokens": estimated_tokens(text)}, headers=response_headers(standin, now))
+    return web.json_response({"input_tokens": prompt_tokens(body)}, headers=response_headers(standin, now))
+
+
+# The body count_tokens takes (its documented parameters): a Messages request without max_tokens,
+# stream, sampling or metadata. The API refuses any other field.
+COUNT_TOKENS_FIELDS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "cache_control", "output_config", "speed", "mcp_servers"}
+)
+
+
+def count_tokens_problem(body: Any) -> str | None:
+    """Why the API would refuse this count_tokens body, or None."""
+    if isinstance(body, dict):
+        extra = sorted(set(body) - COUNT_TOKENS_FIELDS)
+        if extra:
+            return f"{extra[0]}: Extra inputs are not permitted"
+        if "system" in body and not isinstance(body["system"], str | list):
+            return "system: Input should be a valid string or a list of text blocks"
+    return request_problem({**body, "max_tokens": 1} if isinstance(body, dict) else body)
 
 
 async def drop_midway(request: web.Request, body: bytes, headers: dict[str, str]) -> web.StreamResponse:

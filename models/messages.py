@@ -65,6 +65,10 @@ class JobPlan(BaseModel):
     counters: JobCounters
     usage: TokenUsage
     started_at: datetime | None
+    # The budget (launch --max-cost, raised by `resume --max-cost`) and the estimate's cost of its
+    # costliest item, the budget's projection before items have run (workflows/budget.py).
+    max_cost_usd: float | None = None
+    estimated_item_cost_usd: float = 0.0
     # Items whose rows are `processing` when a fresh run starts: an earlier run started them and
     # ended without accounting for them (its workflow was terminated, or the job is retried).
     unfinished_items: list[uuid.UUID] = Field(default_factory=list)
@@ -242,6 +246,14 @@ class JobStatusChange(BaseModel):
     job_id: uuid.UUID
     status: JobStatus
     error_message: str | None = None
+    # Why the job paused itself (its budget); any other transition clears it.
+    pause_reason: str | None = None
+
+
+class JobBudget(BaseModel):
+    """A new budget for a running job (`resume --max-cost`)."""
+
+    max_cost_usd: float
 
 
 # --- item workflow ------------------------------------------------------------------------

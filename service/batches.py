@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from brightrun.pricing import BATCH_PRICE_FACTOR
 from brightrun.settings import Settings, get_settings
 from models import search_attributes
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
-from models.messages import NIL_UUID, BatchJobInput, JobProgress
+from models.messages import NIL_UUID, BatchJobInput, JobBudget, JobProgress
 from models.tables import (
     MAX_JOB_CONCURRENCY,
     BatchItem,
@@ -39,6 +40,7 @@ from models.tables import (
 from models.workflow_ids import job_workflow_id
 from service.outages import Outage, job_outages
 from service.prompt_cache import TemplateTooShortToCache, templates_too_short_to_cache
+from workflows.budget import items_within_budget, projected_item_cost
 from workflows.config import ITEM_CANCEL_GRACE
 
 
@@ -57,6 +59,8 @@ MAX_SAMPLES = 1_000
 MAX_JOB_ITEMS = 20_000
 # Jobs one `starter.py jobs` lists at most (as `review list`): a larger --limit is a typo.
 LIST_LIMIT_MAX = 10_000
+# The largest budget a launch takes: more is likelier a typo than a plan.
+MAX_COST_USD = 1_000_000.0
 
 
 # `status --json` has printed datetime.isoformat() since its first version; scripts parse it.
@@ -98,6 +102,13 @@ class JobStatusView(BaseModel):
     cost_usd: float
     projected_cost_usd: float | None = None
     saving_usd: float | None = None
+    # The launch's estimate (service/estimate.py) in the job's mode, beside the actual above; the
+    # budget, and why the job paused itself ("budget reached: $X of $Y").
+    estimated_cost_usd: float | None = None
+    estimated_input_tokens: int | None = None
+    estimated_output_tokens: int | None = None
+    max_cost_usd: float | None = None
+    pause_reason: str | None = None
     error_message: str | None = None
     started_at: IsoDatetime
     completed_at: IsoDatetime
@@ -127,6 +138,8 @@ class LaunchRequest:
     samples: int = 1
     # 1 (first) to 5 (last) among backlogged jobs; None = the middle (Temporal's default, 3).
     priority: int | None = None
+    # The budget (--max-cost): the job pauses itself before a call could take its spending past it.
+    max_cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,8 +208,19 @@ def validate_user(user: str) -> str:
     return user
 
 
-async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tuple[uuid.UUID, int]:
-    """Validate every id and name, then create the job and all its items in one transaction."""
+@dataclass(frozen=True)
+class ResolvedLaunch:
+    """A launch request checked against the catalog: what its job would be, before anything is created."""
+
+    name: str | None
+    user: str
+    combinations: list[tuple[Persona, EmotionalArc, TrainingTopic]]
+    template_id: uuid.UUID  # the nil UUID: each item's template is auto-selected by its arc
+    total: int
+
+
+def _check_options(request: LaunchRequest) -> tuple[str | None, str]:
+    """The options checked without the catalog; returns the job's name and user."""
     if not 1 <= request.concurrency <= MAX_JOB_CONCURRENCY:
         raise BatchInputError(f"--concurrency must be between 1 and {MAX_JOB_CONCURRENCY}, got {request.concurrency}")
     if not 1 <= request.samples <= MAX_SAMPLES:
@@ -207,19 +231,36 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
     name = request.name.strip() if request.name is not None else None
     if name is not None and not 1 <= len(name) <= JOB_NAME_MAX_LENGTH:
         raise BatchInputError(f"--name must be 1 to {JOB_NAME_MAX_LENGTH} characters, got {len(name)}")
-    user = validate_user(request.user)
+    if request.max_cost_usd is not None and not 0 < request.max_cost_usd <= MAX_COST_USD:  # also refuses nan
+        raise BatchInputError(f"--max-cost must be more than 0 and at most {MAX_COST_USD:.0f} USD, got {request.max_cost_usd}")
+    return name, validate_user(request.user)
+
+
+async def resolve_launch(session: AsyncSession, request: LaunchRequest) -> ResolvedLaunch:
+    """Validate every option, id and name of a launch; BatchInputError names what to fix."""
+    name, user = _check_options(request)
+    personas = await _resolve(session, Persona, "persona", request.personas)
+    arcs = await _resolve(session, EmotionalArc, "arc", request.arcs)
+    topics = await _resolve(session, TrainingTopic, "topic", request.topics)
+    template_id = await _resolve_template(session, request.template, request.tier)
+    combinations = list(itertools.product(personas, arcs, topics))
+    total = len(combinations) * request.samples
+    if total > MAX_JOB_ITEMS:
+        raise BatchInputError(
+            f"{len(combinations)} combinations x {request.samples} samples = {total} items, "
+            f"more than the {MAX_JOB_ITEMS} a job may have: launch fewer samples or split the job"
+        )
+    return ResolvedLaunch(name=name, user=user, combinations=combinations, template_id=template_id, total=total)
+
+
+async def create_job(
+    sessions: async_sessionmaker, request: LaunchRequest, estimate: dict[str, Any] | None = None
+) -> tuple[uuid.UUID, int]:
+    """Validate every id and name, then create the job and all its items in one transaction;
+    `estimate` is what `launch --dry-run` would print for it, kept beside the actual."""
     async with sessions.begin() as session:
-        personas = await _resolve(session, Persona, "persona", request.personas)
-        arcs = await _resolve(session, EmotionalArc, "arc", request.arcs)
-        topics = await _resolve(session, TrainingTopic, "topic", request.topics)
-        template_id = await _resolve_template(session, request.template, request.tier)
-        combinations = list(itertools.product(personas, arcs, topics))
-        total = len(combinations) * request.samples
-        if total > MAX_JOB_ITEMS:
-            raise BatchInputError(
-                f"{len(combinations)} combinations x {request.samples} samples = {total} items, "
-                f"more than the {MAX_JOB_ITEMS} a job may have: launch fewer samples or split the job"
-            )
+        launch = await resolve_launch(session, request)
+        name, user, template_id, total = launch.name, launch.user, launch.template_id, launch.total
         job_id = uuid.uuid4()
         await session.execute(
             insert(BatchJob).values(
@@ -234,6 +275,8 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
                 mode=request.mode.value,
                 priority=request.priority or 0,
                 created_by=user,
+                estimate=estimate,
+                max_cost_usd=request.max_cost_usd,
             )
         )
         await session.execute(
@@ -253,7 +296,7 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
                     },
                 }
                 for position, ((persona, arc, topic), sample) in enumerate(
-                    itertools.product(combinations, range(1, request.samples + 1))
+                    itertools.product(launch.combinations, range(1, request.samples + 1))
                 )
             ],
         )
@@ -300,8 +343,18 @@ async def start_job_workflow(client: Client, settings: Settings, job: BatchJob) 
     return workflow_id
 
 
-async def launch(sessions: async_sessionmaker, client: Client, settings: Settings, request: LaunchRequest) -> LaunchedJob:
-    job_id, total = await create_job(sessions, request)
+async def launch(
+    sessions: async_sessionmaker,
+    client: Client,
+    settings: Settings,
+    request: LaunchRequest,
+    estimate: dict[str, Any] | None = None,
+) -> LaunchedJob:
+    """Create the job and start its workflow; `estimate` (service/estimate.py) is kept on the job,
+    and a budget needs it: it projects an item's cost before any has run."""
+    if request.max_cost_usd is not None and estimate is None:
+        raise BatchInputError("--max-cost needs the job's estimate: launch it with service.estimate.launch_estimated")
+    job_id, total = await create_job(sessions, request, estimate)
     try:
         workflow_id = await start_job_workflow(client, settings, await _load_job(sessions, str(job_id)))
     except Exception:
@@ -405,6 +458,9 @@ async def job_status(
         cost_usd=round(job.cost_usd, 8),
         projected_cost_usd=_projected_cost(job),
         saving_usd=_batch_saving(job),
+        **_estimate_fields(job),
+        max_cost_usd=job.max_cost_usd,
+        pause_reason=job.pause_reason,
         error_message=job.error_message,
         started_at=job.started_at,
         completed_at=job.completed_at,
@@ -453,6 +509,17 @@ async def _open_message_batches(sessions: async_sessionmaker, job: BatchJob) -> 
             )
         )
         return list(counts)
+
+
+def _estimate_fields(job: BatchJob) -> dict[str, Any]:
+    """The estimate kept at launch, in the job's mode; None for a job launched without one."""
+    estimate = job.estimate or {}
+    cost_key = "estimated_cost_usd_batch" if job.mode == DeliveryMode.BATCH else "estimated_cost_usd"
+    return {
+        "estimated_cost_usd": estimate.get(cost_key),
+        "estimated_input_tokens": estimate.get("input_tokens"),
+        "estimated_output_tokens": estimate.get("output_tokens"),
+    }
 
 
 def _batch_saving(job: BatchJob) -> float | None:
@@ -592,10 +659,16 @@ class ControlNotConfirmed(Exception):
 
 
 async def control_job(
-    sessions: async_sessionmaker, client: Client, job_ref: str, action: str, wait_s: float | None = None
+    sessions: async_sessionmaker,
+    client: Client,
+    job_ref: str,
+    action: str,
+    wait_s: float | None = None,
+    max_cost_usd: float | None = None,
 ) -> JobStatusView:
     """Send pause, resume or cancel, then wait (bounded) until the job shows the new state;
-    ControlNotConfirmed when it does not within `wait_s` (default CONTROL_WAIT_S)."""
+    ControlNotConfirmed when it does not within `wait_s` (default CONTROL_WAIT_S). A resume
+    sets the new budget `max_cost_usd` first, and is refused if the job would pause again at once."""
     wait_s = CONTROL_WAIT_S[action] if wait_s is None else wait_s
     check_control_wait(wait_s)
     signal, allowed, expected = _CONTROL[action]
@@ -609,6 +682,10 @@ async def control_job(
         raise BatchInputError(f"job {job.id} is {current.value} but its workflow is not running; try `retry`")
     if current not in allowed:
         raise BatchInputError(f"cannot {action} job {job.id}: it is {current.value}")
+    if max_cost_usd is not None and action != "resume":
+        raise BatchInputError(f"--max-cost is for launch and resume, not {action}")
+    if action == "resume":
+        await _resume_budget(sessions, client, job, max_cost_usd)
     await client.get_workflow_handle(job_workflow_id(job.id)).signal(signal)
     deadline = asyncio.get_running_loop().time() + wait_s
     while not await _shows(sessions, client, job.id, expected):
@@ -616,6 +693,30 @@ async def control_job(
             raise ControlNotConfirmed(await _still_waiting(sessions, client, job.id, action, wait_s))
         await asyncio.sleep(0.25)
     return await job_status(sessions, job_ref, client)
+
+
+async def _resume_budget(sessions: async_sessionmaker, client: Client, job: BatchJob, max_cost_usd: float | None) -> None:
+    """The budget a resumed job runs with: refused if not even its next item fits (the job would
+    pause again at once), else a new one is set on the row and sent to the workflow."""
+    if max_cost_usd is not None and not 0 < max_cost_usd <= MAX_COST_USD:  # also refuses nan
+        raise BatchInputError(f"--max-cost must be more than 0 and at most {MAX_COST_USD:.0f} USD, got {max_cost_usd}")
+    budget = job.max_cost_usd if max_cost_usd is None else max_cost_usd
+    remaining = job.total_items - job.completed_items - job.cancelled_items
+    if budget is not None and remaining:
+        estimated = (job.estimate or {}).get("max_item_cost_usd", 0.0)
+        item_cost = projected_item_cost(estimated, job.cost_usd, job.completed_items)
+        if items_within_budget(budget, job.cost_usd, 0, item_cost) == 0:
+            raise BatchInputError(
+                f"job {job.id} would pause again at once: it spent ${job.cost_usd:.4f} of its ${budget:.4f} budget "
+                f"and its next item is projected at ${item_cost:.4f}; resume with --max-cost "
+                f"{math.ceil((job.cost_usd + item_cost) * 10_000) / 10_000:.4f} or more"
+            )
+    if max_cost_usd is None:
+        return
+    async with sessions.begin() as session:
+        await session.execute(update(BatchJob).where(BatchJob.id == job.id).values(max_cost_usd=max_cost_usd))
+        session.add(BatchJobEvent(batch_job_id=job.id, line=f"job budget set to ${max_cost_usd:.4f}"))
+    await client.get_workflow_handle(job_workflow_id(job.id)).signal("set_budget", JobBudget(max_cost_usd=max_cost_usd))
 
 
 async def _still_waiting(

@@ -181,6 +181,49 @@ async def test_count_tokens_answers_the_input_tokens_of_a_request_without_creati
         await claude.messages.count_tokens(model=MODEL, messages=[])
 
 
+async def test_count_tokens_has_the_documented_shape_and_refuses_what_the_api_refuses(
+    base_url: str, claude: anthropic.AsyncAnthropic, control: StandinControl
+) -> None:
+    body = {k: v for k, v in request().items() if k != "max_tokens"}
+    headers = {"x-api-key": "test", "anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base_url}/v1/messages/count_tokens", json=body, headers=headers) as answered:
+            assert answered.status == 200
+            counted = await answered.json()
+        async with http.post(f"{base_url}/v1/messages/count_tokens", json=body) as unauthenticated:
+            assert unauthenticated.status == 401
+    assert list(counted) == ["input_tokens"] and counted["input_tokens"] > 0
+
+    # A Messages request's own fields that count_tokens does not take are refused, as the API does.
+    for field, value in (("max_tokens", 100), ("stream", True), ("temperature", 0.5), ("metadata", {})):
+        with pytest.raises(anthropic.BadRequestError, match=f"{field}: Extra inputs are not permitted"):
+            await claude.messages.count_tokens(**body, extra_body={field: value})
+    with pytest.raises(anthropic.BadRequestError, match="system"):
+        await claude.messages.count_tokens(**body | {"system": 42})
+    with pytest.raises(anthropic.BadRequestError, match="model"):
+        await claude.messages.count_tokens(model="", messages=body["messages"])
+    with pytest.raises(anthropic.BadRequestError, match="role"):
+        await claude.messages.count_tokens(model=MODEL, messages=[{"role": "system", "content": "hi"}])
+    # Only the accepted count is counted; no message was created.
+    assert (await control.stats())["token_counts"] == 1 and (await control.stats())["requests"] == 0
+
+
+async def test_count_tokens_agrees_with_the_usage_of_the_answer_for_any_prompt(claude: anthropic.AsyncAnthropic) -> None:
+    # Lengths that do not divide by four, a system given as a string, and a repair's three turns.
+    for system, messages in (
+        ("You write conversations.", [{"role": "user", "content": "x" * 4001}]),
+        (SYSTEM, [{"role": "user", "content": PROMPT + "!"}]),
+        (SYSTEM, [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "{"},
+                  {"role": "user", "content": "Reply again with only the JSON object."}]),
+    ):
+        counted = await claude.messages.count_tokens(model=MODEL, system=system, messages=messages)  # type: ignore[arg-type]
+        usage = (await create(claude, system=system, messages=messages)).usage
+
+        assert counted.input_tokens == (
+            usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+        )
+
+
 async def test_latency_delays_the_answer(claude: anthropic.AsyncAnthropic, control: StandinControl) -> None:
     await control.configure(latency_ms=300)
 

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ItemPageRequest,
         ItemRef,
         ItemWorkflowStarts,
+        JobBudget,
         JobPlan,
         JobProgress,
         JobStatusChange,
@@ -54,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.workflow_ids import item_workflow_id, message_batches_workflow_id
     from workflows.batch_item import ITEM_STEPS_VERSION, BatchItemWorkflow, failure_message
+    from workflows.budget import budget_reached_reason, items_within_budget, projected_item_cost
     from workflows.config import (
         CONTINUE_DURING_FINAL_ENRICHMENT,
         CONTINUE_WITHOUT_WAITING_FOR_ENRICHMENT,
@@ -178,10 +180,12 @@ class BatchJobWorkflow:
             # Slots are refilled a few at a time, so a start costs the job's history a few events.
             self._start_at_least = min(len(pending), self._refill_at) if by_activity else 1
             await workflow.wait_condition(
-                lambda: self._halting or self._can_start or self._history_is_long(request)
+                lambda: self._halting or self._can_start or self._budget_reached or self._history_is_long(request)
             )
             if self._halting:
                 break
+            if self._budget_reached:
+                await self._pause_at_budget()
             if self._can_start:
                 starting, pending = pending[: self._free_slots], pending[self._free_slots :]
                 if by_activity:
@@ -392,6 +396,15 @@ class BatchJobWorkflow:
             await self._tell_message_batches(MessageBatchesWorkflow.resume)
 
     @workflow.signal
+    def set_budget(self, budget: JobBudget) -> None:
+        """A new budget (`resume --max-cost`), checked before the next item starts. A job not
+        started yet reads it from its row."""
+        if self._plan is None:
+            workflow.logger.info("budget signal before the job started: its row has it")
+            return
+        self._plan.max_cost_usd = budget.max_cost_usd
+
+    @workflow.signal
     def cancel(self) -> None:
         """End the job `cancelled`: in-flight items are cancelled, unstarted ones marked."""
         if self._status.is_final:
@@ -442,7 +455,27 @@ class BatchJobWorkflow:
 
     @property
     def _can_start(self) -> bool:
-        return not self._state.paused and self._free_slots >= max(1, self._start_at_least)
+        # A budget that lets fewer items start than a round's worth still lets those start.
+        return not self._state.paused and self._free_slots >= max(1, min(self._start_at_least, self._budget_room))
+
+    @property
+    def _budget_room(self) -> int:
+        """Items the budget lets start now (workflows/budget.py); unlimited without one."""
+        plan = self._read_plan
+        spent = self._state.usage.cost_usd
+        item_cost = projected_item_cost(plan.estimated_item_cost_usd, spent, self._state.counters.completed)
+        return items_within_budget(plan.max_cost_usd, spent, len(self._in_flight), item_cost)
+
+    @property
+    def _budget_reached(self) -> bool:
+        """Not one more item fits the budget, and none is in flight whose real cost could make room."""
+        return (
+            self._plan is not None
+            and self._plan.max_cost_usd is not None
+            and not self._state.paused
+            and not self._in_flight
+            and self._budget_room == 0
+        )
 
     @property
     def _refill_at(self) -> int:
@@ -452,7 +485,7 @@ class BatchJobWorkflow:
 
     @property
     def _free_slots(self) -> int:
-        return self._concurrency - len(self._in_flight)
+        return min(self._concurrency - len(self._in_flight), self._budget_room)
 
     @property
     def _concurrency(self) -> int:
@@ -616,6 +649,16 @@ class BatchJobWorkflow:
         except ApplicationError as error:
             workflow.logger.info("the Message Batches workflow did not take the signal: %s", error)
 
+    async def _pause_at_budget(self) -> None:
+        """Pause as `pause` does, saying why; `resume --max-cost` raises the budget and resumes."""
+        async with self._lock:
+            if self._halting or self._state.paused or not self._budget_reached:
+                return
+            self._state.paused = True
+            max_cost = self._read_plan.max_cost_usd or 0.0
+            await self._change_status(JobStatus.PAUSED, pause_reason=budget_reached_reason(self._state.usage.cost_usd, max_cost))
+            await self._tell_message_batches(MessageBatchesWorkflow.pause)
+
     async def _cancel_item(self, item_id: uuid.UUID) -> None:
         try:
             await workflow.get_external_workflow_handle(item_workflow_id(item_id)).cancel()
@@ -623,11 +666,12 @@ class BatchJobWorkflow:
             # It ended on its own meanwhile; its report arrives (or arrived) as usual.
             workflow.logger.info("item %s could not be cancelled: %s", item_id, error)
 
-    async def _change_status(self, status: JobStatus, reason: str | None = None) -> None:
+    async def _change_status(self, status: JobStatus, reason: str | None = None, pause_reason: str | None = None) -> None:
         """Make a transition visible: search attributes at once, then the row and the log file."""
         self._show_status(status)
         counters = await self._job_step(
-            JobActivities.set_job_status, JobStatusChange(job_id=self._job_id, status=status, error_message=reason)
+            JobActivities.set_job_status,
+            JobStatusChange(job_id=self._job_id, status=status, error_message=reason, pause_reason=pause_reason),
         )
         if status.is_final and counters is not None:
             # The job ends with the counts its rows hold, whatever reports were lost or repeated.
