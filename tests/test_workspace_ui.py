@@ -270,7 +270,7 @@ async def test_a_reviewer_exports_the_approved_ones_and_the_archive_loads_with_d
     assert {name: split.num_rows for name, split in dataset.items()} == {"train": 3, "validation": 1}
 
 
-async def test_a_user_launches_a_batch_from_the_catalog_and_lands_on_its_page(
+async def test_a_user_launches_a_batch_from_the_catalog_after_its_estimate_and_lands_on_its_page(
     workspace_url: str, sessions: async_sessionmaker, screenshots: Path
 ) -> None:
     ruth = await new_user(sessions, "ruth")
@@ -292,6 +292,12 @@ async def test_a_user_launches_a_batch_from_the_catalog_and_lands_on_its_page(
         await page.get_by_label("Samples per combination").fill("3")
         await page.get_by_label("Name", exact=True).fill(name)
         await expect(page.locator("#item-count")).to_have_text("6 items")  # 2 personas x 1 x 1 x 3 samples
+        await page.get_by_label("Budget (USD)").fill("5")
+        await page.get_by_role("button", name="Estimate").click()
+        await expect(page.locator("#estimate-online")).to_contain_text("$")  # the dry run's, before the launch
+        await expect(page.locator("#estimate-batch")).to_contain_text("$")
+        await expect(page.locator("#item-count")).to_have_text("6 items")  # the picks are kept
+        await expect(page.get_by_label("Name", exact=True)).to_have_value(name)
         await page.screenshot(path=screenshots / "launch.png", full_page=True)
         await page.get_by_role("button", name="Launch").click()
         await expect(page.get_by_role("heading", name=name)).to_be_visible()
@@ -300,4 +306,5 @@ async def test_a_user_launches_a_batch_from_the_catalog_and_lands_on_its_page(
 
     async with sessions() as session:
         job = await session.get(BatchJob, uuid.UUID(job_id))
-    assert job is not None and (job.created_by, job.total_items, job.name) == (ruth.name, 6, name)
+    assert job is not None and (job.created_by, job.total_items, job.name, job.max_cost_usd) == (ruth.name, 6, name, 5.0)
+    assert job.estimate is not None and job.estimate["items"] == 6

@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         ws = Workspace.build(settings)
         app.state.workspace = ws
         yield
-        await ws.engine.dispose()
+        await ws.close()
 
     app = FastAPI(title="Bright Run review workspace", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -11,7 +11,7 @@ function recount() {
   const samples = Math.max(0, parseInt(document.getElementById("samples").value, 10) || 0);
   const items = picked("persona") * picked("arc") * picked("topic") * samples;
   document.getElementById("item-count").textContent = `${items} item${items === 1 ? "" : "s"}`;
-  document.getElementById("launch-button").disabled = items === 0;
+  for (const id of ["launch-button", "estimate-button"]) document.getElementById(id).disabled = items === 0;
 }
 
 for (const picker of document.querySelectorAll("[data-picker]")) {
