@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 from sqlalchemy import insert, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -118,8 +119,10 @@ def _scratch_database() -> str | None:
 
 async def run(conversations: int, requests: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="brightrun-review-bench-"))
+    scratch: str | None = None
     try:
-        config = devstack.isolated_config(root, _scratch_database())
+        scratch = _scratch_database()
+        config = devstack.isolated_config(root, scratch)
         env = devstack.start(config)
         settings = devstack.standin_settings(env)
         engine = create_engine(settings)
@@ -177,6 +180,19 @@ async def run(conversations: int, requests: int) -> dict:
         }
     finally:
         devstack.stop(root)
+        if scratch:
+            await _drop_database(scratch)
+
+
+async def _drop_database(url: str) -> None:
+    """The scratch database's 120,000 rows go with it."""
+    target = make_url(url)
+    server = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(server)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{target.database}"')
+    finally:
+        await connection.close()
 
 
 def main() -> None:
