@@ -1,4 +1,4 @@
-# The app image: worker, starter, migrations and the set-up one-shots of docker-compose.yml.
+# The app image: worker, starter, the review workspace, migrations and the set-up one-shots of docker-compose.yml.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -14,6 +14,7 @@ COPY devtools/ devtools/
 COPY models/ models/
 COPY workflows/ workflows/
 COPY activities/ activities/
+COPY web/ web/
 COPY worker.py starter.py ./
 # constraints.txt pins the whole tree, so the image runs exactly what the tests ran.
 RUN pip install -c constraints.txt .

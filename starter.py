@@ -10,6 +10,7 @@
     python starter.py log JOB [--follow]
     python starter.py catalog [--json]
     python starter.py review list|show|approve|reject ...
+    python starter.py users add NAME --role reviewer|admin [--password-stdin] | list | disable NAME | token NAME
     python starter.py export [--job JOB]... [--status approved] [--min-quality Q] [--format messages|sharegpt] \\
         [--split train=0.9,validation=0.1] [--seed N] [--user U] [--allow-stand-in] --out DIR|s3://bucket/prefix [--json]
 """
@@ -33,9 +34,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from brightrun.settings import Settings, SettingsError, get_settings
 from brightrun.storage import Storage
-from brightrun.temporal_client import connect, connect_options, run_and_exit, temporal_address
+from brightrun.temporal_client import connect, run_and_exit, temporal_address, workflow_ui_url
 from brightrun.terminal import Column, render_fields, render_table
-from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, ItemStatus, JobStatus, ReviewStatus, Tier
+from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, ItemStatus, JobStatus, ReviewStatus, Tier, UserRole
 
 
 def _lazy(name: str) -> ModuleType:
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
     from models.messages import ExportResult
-    from service import batches
+    from service import batches, users
     from service import catalog as catalogs
     from service import export as exports
     from service import ids as id_prefixes
@@ -67,7 +68,9 @@ if TYPE_CHECKING:
     from service import review as reviews
     from workflows import export as export_workflow
 else:
-    batches, catalogs, exports, reviews = (_lazy(f"service.{name}") for name in ("batches", "catalog", "export", "review"))
+    batches, catalogs, exports, reviews, users = (
+        _lazy(f"service.{name}") for name in ("batches", "catalog", "export", "review", "users")
+    )
     id_prefixes, item_listing, job_logs = (_lazy(f"service.{name}") for name in ("ids", "items", "job_log"))
     export_workflow = _lazy("workflows.export")
 
@@ -249,7 +252,7 @@ def launch(
     budget = f", budget ${max_cost:.2f}" if max_cost is not None else ""
     console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items "
                   f"(estimated ${estimate.job_cost_usd():.4f}{budget})")
-    console.print(f"workflow {job.workflow_id}: {settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/{job.workflow_id}")
+    console.print(f"workflow {job.workflow_id}: {workflow_ui_url(settings, job.workflow_id)}")
     console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
 
 
@@ -748,6 +751,55 @@ def review_reject(
         all_pending=all_pending,
     )
     _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
+
+
+# --- users of the review workspace --------------------------------------------------------
+
+users_app = typer.Typer(no_args_is_help=True, help="Users of the review workspace: add, list, disable, API tokens.")
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name: the --user their jobs are launched with.")],
+    role: Annotated[UserRole, typer.Option("--role", help="reviewer (own and shared jobs) or admin (everything).")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+) -> None:
+    """Add a user; without --password-stdin a random password is made and printed, this once."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else users.new_password()
+    _check_input(lambda: users.check_password(password))
+    _run(lambda ctx: users.add_user(ctx.sessions, name, role, password))
+    console.print(f"added {role.value} {name}", highlight=False)
+    if not password_stdin:
+        typer.echo(f"password: {password}")
+
+
+@users_app.command("list")
+def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
+    """Every user with their role and whether they are disabled."""
+    listed = _run(lambda ctx: users.list_users(ctx.sessions))
+    if as_json:
+        _print_json([user.model_dump(mode="json") for user in listed])
+        return
+    rows = [
+        [user.name, user.role.value, user.disabled_at.strftime("%Y-%m-%d %H:%M") if user.disabled_at else "-",
+         user.created_at.strftime("%Y-%m-%d %H:%M")]
+        for user in listed
+    ]
+    render_table(console, [Column("user"), Column("role"), Column("disabled", priority=1), Column("created", priority=2)], rows)
+
+
+@users_app.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Refuse the user's sign-in; their sessions and API tokens stop working at once."""
+    _run(lambda ctx: users.disable_user(ctx.sessions, name))
+    console.print(f"disabled {name}", highlight=False)
+
+
+@users_app.command("token")
+def users_token(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Print a new API token of the user (for `Authorization: Bearer`), this once."""
+    typer.echo(_run(lambda ctx: users.new_api_token(ctx.sessions, name)))
 
 
 # --- export -------------------------------------------------------------------------------

@@ -136,6 +136,16 @@ class Settings(BaseSettings):
     # Claude calls above all) this long to finish before it cancels them.
     worker_shutdown_grace_s: float = Field(default=300.0, ge=0)
 
+    # The review workspace (`python -m web`): where it listens, how long a sign-in lasts, and how
+    # many bad passwords in a row refuse a user's sign-in for how long. Behind TLS, set
+    # WEB_SECURE_COOKIES=true so the session cookie is never sent in clear.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8800, ge=1, le=65535)
+    web_secure_cookies: bool = False
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    sign_in_max_failures: int = Field(default=10, ge=1)
+    sign_in_throttle_s: float = Field(default=900.0, gt=0)
+
     # Logging: "auto" = readable on a terminal, JSON otherwise.
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "INFO"

@@ -44,6 +44,11 @@ def temporal_address(settings: Settings) -> str:
     return connect_options(settings)["target_host"]
 
 
+def workflow_ui_url(settings: Settings, workflow_id: str) -> str:
+    """The workflow's page in the Temporal web UI."""
+    return f"{settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/{workflow_id}"
+
+
 async def connect(settings: Settings) -> Client:
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter

@@ -1,7 +1,8 @@
 """`make demo`: start the local stack, launch a real 8-item batch, watch it, and show where the
 results are: the workflow in the web UI, the files in S3, the linked rows in PostgreSQL. Then the
 way to a training set: review (reject near-duplicates and low quality, approve the rest) and
-export the approved subset to `.devstack/exports/`, with the command that loads it."""
+export the approved subset to `.devstack/exports/`, with the command that loads it; last, the
+review workspace's address and a demo reviewer's sign-in (a random password, printed once)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ def main() -> None:
     os.environ.update(env)
     asyncio.run(_report(job_id, Settings()))
     _to_training_set(python, env, job_id)
+    _workspace_sign_in(python, env, job_id)
 
 
 def _to_training_set(python: str, env: dict[str, str], job_id: str) -> None:
@@ -132,6 +134,17 @@ def _to_training_set(python: str, env: dict[str, str], job_id: str) -> None:
     console.print("Load it with Hugging Face datasets (`pip install datasets`):", soft_wrap=True)
     console.print(f"  .venv/bin/python -c 'from datasets import load_dataset; print(load_dataset(\"{out}\"))'",
                   soft_wrap=True, highlight=False)
+
+
+def _workspace_sign_in(python: str, env: dict[str, str], job_id: str) -> None:
+    """The demo job's owner as a reviewer of the workspace, with a password made for this stack
+    and printed this once: no default password exists anywhere."""
+    added = _step([python, "starter.py", "users", "add", DEMO_USER, "--role", "reviewer"], env, capture=True)
+    password = added.rsplit("password: ", 1)[1].strip()
+    web = env["BRIGHTRUN_WEB_URL"]
+    console.print(f"[bold]Review workspace: {web}/jobs/{job_id}[/]", soft_wrap=True, highlight=False)
+    console.print(f"  sign in as {DEMO_USER} with password {password}  (shown once; "
+                  "`starter.py users add NAME --role admin` makes more users)", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

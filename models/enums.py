@@ -91,6 +91,13 @@ class ReviewStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class UserRole(StrEnum):
+    """`users.role`: a reviewer sees their own jobs and the jobs shared with them; an admin sees everything."""
+
+    REVIEWER = "reviewer"
+    ADMIN = "admin"
+
+
 class ExportFormat(StrEnum):
     """How an exported record holds its turns: OpenAI/TRL chat `messages`, or ShareGPT `conversations`."""
 

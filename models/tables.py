@@ -37,6 +37,7 @@ from models.enums import (
     ProcessingStatus,
     ReviewStatus,
     Tier,
+    UserRole,
     sql_in_list,
 )
 
@@ -175,8 +176,13 @@ class Conversation(Base):
         _check_in("processing_status", ProcessingStatus, "processing_status"),
         _check_in("review_status", ReviewStatus, "review_status"),
         _check_in("provider", ClaudeProvider, "provider"),
-        Index("ix_conversations_created_by_review_status", "created_by", "review_status"),
         Index("ix_conversations_created_by_content_hash", "created_by", "content_hash"),
+        # The review queue and lists, oldest first and a page at a time (keyset on created_at, id):
+        # by job, by owner, or everyone's (an admin's), each with or without a review status.
+        Index("ix_conversations_batch_job_id_review_status_created_at", "batch_job_id", "review_status", "created_at", "id"),
+        Index("ix_conversations_created_by_review_status_created_at", "created_by", "review_status", "created_at", "id"),
+        Index("ix_conversations_review_status_created_at", "review_status", "created_at", "id"),
+        Index("ix_conversations_created_at", "created_at", "id"),
     )
     id: Mapped[uuid.UUID] = _id()
     # The business key: used in storage paths and by people; never the target of a foreign key.
@@ -360,3 +366,74 @@ class ClaudeCallPacing(Base):
     __tablename__ = "claude_call_pacing"
     task_queue: Mapped[str] = mapped_column(Text, primary_key=True)
     next_call_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class User(Base):
+    """A person of the review workspace. `name` is the user id jobs and conversations are
+    created by (`created_by`); the password is kept only as its Argon2id hash."""
+
+    __tablename__ = "users"
+    __table_args__ = (_check_in("role", UserRole, "role"),)
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(Text)
+    # Bad passwords in a row, and until when sign-in is refused after too many of them.
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, server_default="0")
+    throttled_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class UserSession(Base):
+    """A signed-in browser: the cookie holds a random token, the row only its SHA-256."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[uuid.UUID] = _id()
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ApiToken(Base):
+    """A script's `Authorization: Bearer` token (`starter.py users token NAME`), stored as its SHA-256."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[uuid.UUID] = _id()
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobShare(Base):
+    """A job its owner shared with another user, who then sees it and reviews its conversations."""
+
+    __tablename__ = "job_shares"
+    batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), primary_key=True)
+    user_name: Mapped[str] = mapped_column(
+        String(200), ForeignKey("users.name", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ReviewDecision(Base):
+    """Every review decision, from the workspace or the command line: who decided what, when and
+    why. The conversation's row keeps only its current verdict; an undo is a decision too."""
+
+    __tablename__ = "review_decisions"
+    __table_args__ = (
+        _check_in("decision", ReviewStatus, "decision"),
+        Index("ix_review_decisions_decided_by_id", "decided_by", "id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    decision: Mapped[str] = mapped_column(String(20))
+    # The verdict it replaced: what an undo puts back.
+    previous: Mapped[str] = mapped_column(String(20))
+    # Set on an undo: the decision it took back.
+    undoes: Mapped[int | None] = mapped_column(ForeignKey("review_decisions.id", ondelete="CASCADE"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str] = mapped_column(String(200))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

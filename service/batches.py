@@ -577,16 +577,24 @@ class JobListing(BaseModel):
     failed: int
     cancelled: int
     cost_usd: float
+    eta_seconds: float | None
     created_at: datetime
 
 
 async def list_jobs(
-    sessions: async_sessionmaker, status: JobStatus | None = None, user: str | None = None, limit: int = 50
+    sessions: async_sessionmaker,
+    status: JobStatus | None = None,
+    user: str | None = None,
+    limit: int = 50,
+    visible: ColumnElement[bool] | None = None,
 ) -> list[JobListing]:
-    """Jobs newest first, from their rows (the workflows mirror every transition there)."""
+    """Jobs newest first, from their rows (the workflows mirror every transition there); only
+    the `visible` ones when given (service/access.py: a user's own and shared jobs)."""
     if not 1 <= limit <= LIST_LIMIT_MAX:
         raise BatchInputError(f"--limit must be between 1 and {LIST_LIMIT_MAX}, got {limit}")
     query = select(BatchJob).order_by(BatchJob.created_at.desc(), BatchJob.id).limit(limit)
+    if visible is not None:
+        query = query.where(visible)
     if status is not None:
         query = query.where(BatchJob.status == status.value)
     if user is not None:
@@ -607,6 +615,7 @@ async def list_jobs(
             failed=job.failed_items,
             cancelled=job.cancelled_items,
             cost_usd=round(job.cost_usd, 6),
+            eta_seconds=_eta_seconds(job, job.total_items - job.completed_items - job.cancelled_items, None),
             created_at=job.created_at,
         )
         for job in jobs

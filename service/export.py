@@ -80,6 +80,23 @@ class ExportRequest:
 
 async def export(sessions: async_sessionmaker, client: Client, settings: Settings, request: ExportRequest) -> ExportResult:
     """Validate, record the export, run its workflow to the end, and return what it wrote."""
+    export_id = await start_export(sessions, client, settings, request)
+    try:
+        return await client.get_workflow_handle_for(ExportWorkflow.run, export_workflow_id(export_id)).result()
+    except WorkflowFailureError as exc:
+        # The workflow recorded the failure on the row; the person gets its reason in one line
+        # (its message: str() would put the error type in front).
+        cause = exc.cause
+        refused = _destination_refusal(cause)
+        if refused is not None:
+            raise BatchInputError(refused) from None
+        raise ExportFailedError(cause.message if isinstance(cause, FailureError) else str(cause)) from None
+
+
+async def start_export(
+    sessions: async_sessionmaker, client: Client, settings: Settings, request: ExportRequest
+) -> uuid.UUID:
+    """Validate, record the export and start its workflow; its id (the workspace follows its progress)."""
     if request.min_quality is not None and not 0 <= request.min_quality <= 1:
         raise BatchInputError(f"--min-quality must be between 0 and 1, got {request.min_quality}")
     splits = parse_splits(request.split)
@@ -126,20 +143,12 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
             .returning(Export.id)
         )
     try:
-        return await client.execute_workflow(
+        await client.start_workflow(
             ExportWorkflow.run,
             ExportInput(export_id=export_id, selection=selection, location=location),
             id=export_workflow_id(export_id),
             task_queue=settings.task_queue,
         )
-    except WorkflowFailureError as exc:
-        # The workflow recorded the failure on the row; the person gets its reason in one line
-        # (its message: str() would put the error type in front).
-        cause = exc.cause
-        refused = _destination_refusal(cause)
-        if refused is not None:
-            raise BatchInputError(refused) from None
-        raise ExportFailedError(cause.message if isinstance(cause, FailureError) else str(cause)) from None
     except RPCError:
         async with sessions.begin() as session:
             await session.execute(
@@ -148,6 +157,7 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
                 )
             )
         raise
+    return export_id
 
 
 def _destination_refusal(failure: BaseException | None) -> str | None:

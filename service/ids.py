@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, cast, func, select
+from sqlalchemy import ColumnElement, and_, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.tables import BatchItem, BatchJob, Conversation
-from service.errors import BatchInputError
+from service.errors import BatchInputError, NotFoundError
 
 MIN_PREFIX = 8
 _HEX_DIGITS = 32
@@ -59,23 +59,23 @@ def _prefix_range(kind: IdKind, ref: str) -> tuple[uuid.UUID, uuid.UUID]:
     return low, high
 
 
-async def resolve_id(session: AsyncSession, kind: IdKind, ref: str) -> uuid.UUID:
-    """The one id a full id or a unique prefix (>= 8 characters) names; BatchInputError, in one
-    line, for a prefix that is too short, names nothing, or names several."""
+async def resolve_id(
+    session: AsyncSession, kind: IdKind, ref: str, visible: ColumnElement[bool] | None = None
+) -> uuid.UUID:
+    """The one id a full id or a unique prefix (>= 8 characters) names among the rows `visible`
+    selects (all by default: a user's prefix must neither match nor name another's rows);
+    BatchInputError, in one line, for a prefix that is too short, names nothing, or names several."""
     low, high = _prefix_range(kind, ref)
     column = kind.column
     if low == high:  # a whole id: the caller says whether it exists, as for any id
         return low
-    matches = (
-        await session.scalars(
-            select(column).where(column.between(low, high)).order_by(column).limit(_AMBIGUOUS_SHOWN + 1)
-        )
-    ).all()
+    named = column.between(low, high) if visible is None else and_(column.between(low, high), visible)
+    matches = (await session.scalars(select(column).where(named).order_by(column).limit(_AMBIGUOUS_SHOWN + 1))).all()
     if not matches:
-        raise BatchInputError(f"{kind.value} {ref} not found")
+        raise NotFoundError(f"{kind.value} {ref} not found")
     if len(matches) == 1:
         return matches[0]
-    count = await session.scalar(select(func.count()).where(column.between(low, high))) or len(matches)
+    count = await session.scalar(select(func.count()).select_from(column.table).where(named)) or len(matches)
     shown = ", ".join(str(match) for match in matches[:_AMBIGUOUS_SHOWN])
     more = ", ..." if count > _AMBIGUOUS_SHOWN else ""
     raise BatchInputError(f"{kind.value} id {ref} matches {count} {kind.plural}: {shown}{more}; give more characters")

@@ -1,8 +1,10 @@
 """Review of generated conversations: list, show, approve and reject, one by one or in bulk.
 
-Every action belongs to a user (`Owner`): it sees and changes that user's conversations only,
-unless it is an admin's. Bulk forms change only conversations still pending review, so a bulk
-rule never overturns a person's decision; naming conversations changes them whatever their state.
+Every action belongs to a user (`Owner`): it sees and changes the conversations of that user's
+jobs and of the jobs shared with them, unless it is an admin's (service/access.py). Bulk forms
+change only conversations still pending review, so a bulk rule never overturns a person's
+decision; naming conversations changes them whatever their state. Every change is recorded in
+`review_decisions` (who, what, when, why), from the workspace and the command line alike.
 """
 
 from __future__ import annotations
@@ -17,41 +19,30 @@ from pydantic import BaseModel
 from sqlalchemy import (
     ColumnElement,
     ColumnExpressionArgument,
+    Select,
     Text,
     and_,
     case,
     func,
+    insert,
     literal,
     or_,
     select,
-    true,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from activities.export import UNKNOWN_PROVIDER
 from brightrun.storage import Storage, enriched_conversation_key
 from models.enums import ReviewStatus
-from models.tables import BatchJob, Conversation, EmotionalArc, Persona, TrainingTopic
-from service.batches import BatchInputError, validate_user
+from models.tables import Conversation, EmotionalArc, Persona, PromptTemplate, ReviewDecision, TrainingTopic
+from service.access import NotFoundError, Owner, visible_job
+from service.batches import BatchInputError, parse_uuid
 from service.ids import IdKind, resolve_id
 
 LIST_LIMIT_MAX = 10_000
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who acts: a user sees and changes their own conversations; an admin everyone's."""
-
-    user: str
-    admin: bool = False
-
-    @classmethod
-    def of(cls, user: str, admin: bool = False) -> Owner:
-        return cls(validate_user(user), admin)
-
-    def scope(self) -> ColumnElement[bool]:
-        return true() if self.admin else Conversation.created_by == self.user
 
 
 class ReviewListing(BaseModel):
@@ -65,6 +56,7 @@ class ReviewListing(BaseModel):
     persona: str
     emotional_arc: str
     training_topic: str
+    template: str
     review_status: ReviewStatus
     quality_score: float | None
     enriched: bool
@@ -87,6 +79,11 @@ class Selection:
     job: str | None = None
     status: ReviewStatus | None = None
     min_quality: float | None = None
+    max_quality: float | None = None
+    # Catalog ids: only conversations of this persona, emotional arc or training topic.
+    persona: str | None = None
+    arc: str | None = None
+    topic: str | None = None
     # Bulk rejection: near-duplicates, or under this quality (either one, when both are given).
     near_duplicates: bool = False
     below_quality: float | None = None
@@ -99,8 +96,8 @@ class Selection:
     @property
     def names_anything(self) -> bool:
         return bool(
-            self.conversation_ids or self.job or self.all_pending or self.near_duplicates
-            or self.min_quality is not None or self.below_quality is not None
+            self.conversation_ids or self.job or self.all_pending or self.near_duplicates or self.persona or self.arc
+            or self.topic or self.min_quality is not None or self.max_quality is not None or self.below_quality is not None
         )
 
 
@@ -117,37 +114,31 @@ def _check_quality(value: float | None, option: str) -> None:
 
 
 async def owned_job(sessions: async_sessionmaker, owner: Owner, job_ref: str) -> uuid.UUID:
-    async with sessions() as session:
-        job_id = await resolve_id(session, IdKind.JOB, job_ref)
-        created_by = await session.scalar(select(BatchJob.created_by).where(BatchJob.id == job_id))
-    if created_by is None:
-        raise BatchInputError(f"job {job_ref} not found")
-    if created_by != owner.user and not owner.admin:
-        raise BatchInputError(f"job {job_ref} belongs to another user; pass --admin to act on it")
-    return job_id
+    return (await visible_job(sessions, owner, job_ref)).id
 
 
 async def _owned_conversations(sessions: async_sessionmaker, owner: Owner, refs: tuple[str, ...]) -> list[uuid.UUID]:
-    """Business keys of the named conversations; every one must exist and be the owner's."""
+    """Business keys of the named conversations; every one must exist and be the owner's to see."""
     async with sessions() as session:
-        ids = list(dict.fromkeys([await resolve_id(session, IdKind.CONVERSATION, ref) for ref in refs]))
-        found = dict(
-            (await session.execute(select(Conversation.conversation_id, Conversation.created_by).where(
-                Conversation.conversation_id.in_(ids)
+        ids = list(dict.fromkeys([await resolve_id(session, IdKind.CONVERSATION, ref, owner.scope()) for ref in refs]))
+        found = set(
+            (await session.scalars(select(Conversation.conversation_id).where(
+                Conversation.conversation_id.in_(ids), owner.scope()
             ))).all()
         )
     for conversation_id in ids:
         if conversation_id not in found:
-            raise BatchInputError(f"conversation {conversation_id} not found")
-        if found[conversation_id] != owner.user and not owner.admin:
-            raise BatchInputError(f"conversation {conversation_id} belongs to another user; pass --admin to act on it")
+            raise NotFoundError(f"conversation {conversation_id} not found")
     return ids
 
 
 async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Selection) -> list[ColumnElement[bool]]:
     _check_quality(selection.min_quality, "--min-quality")
+    _check_quality(selection.max_quality, "--max-quality")
     _check_quality(selection.below_quality, "--below-quality")
-    conditions = [owner.scope()]
+    # A job the owner sees shows them all its conversations: with one, the rows need no check of
+    # their own (and a count over the job reads only the queue's index).
+    conditions = [] if selection.job else [owner.scope()]
     if selection.conversation_ids:
         ids = await _owned_conversations(sessions, owner, selection.conversation_ids)
         conditions.append(Conversation.conversation_id.in_(ids))
@@ -157,6 +148,15 @@ async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Sel
         conditions.append(Conversation.review_status == selection.status.value)
     if selection.min_quality is not None:
         conditions.append(Conversation.quality_score >= selection.min_quality)
+    if selection.max_quality is not None:
+        conditions.append(Conversation.quality_score <= selection.max_quality)
+    for column, ref, what in (
+        (Conversation.persona_id, selection.persona, "persona id"),
+        (Conversation.emotional_arc_id, selection.arc, "emotional arc id"),
+        (Conversation.training_topic_id, selection.topic, "training topic id"),
+    ):
+        if ref:
+            conditions.append(column == parse_uuid(ref, what))
     flagged: list[ColumnExpressionArgument[bool]] = []
     if selection.near_duplicates:
         flagged.append(Conversation.near_duplicate)
@@ -167,28 +167,73 @@ async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Sel
     return conditions
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where a page of a listing starts, in its order (oldest first): at or after a conversation,
+    or (going back) just before one. Keyset pagination: any page is one index range scan away,
+    however deep in 100,000 conversations it is."""
+
+    at: str | None = None
+    before: str | None = None
+
+
 async def list_conversations(
-    sessions: async_sessionmaker, owner: Owner, selection: Selection, limit: int = 100
+    sessions: async_sessionmaker, owner: Owner, selection: Selection, limit: int = 100, position: Position = Position()
 ) -> list[ReviewListing]:
-    """Conversations oldest first with their quality, flags and storage keys."""
+    """Conversations oldest first (from `position`) with their quality, flags and storage keys."""
     if not 1 <= limit <= LIST_LIMIT_MAX:
         raise BatchInputError(f"--limit must be between 1 and {LIST_LIMIT_MAX}, got {limit}")
     conditions = await _conditions(sessions, owner, selection)
+    order: tuple[Any, ...] = (Conversation.created_at, Conversation.id)
+    if position.at or position.before:
+        key = await _position_key(sessions, owner, position.at or position.before or "")
+        if position.before:
+            conditions.append(tuple_(Conversation.created_at, Conversation.id) < key)
+            order = (Conversation.created_at.desc(), Conversation.id.desc())
+        else:
+            conditions.append(tuple_(Conversation.created_at, Conversation.id) >= key)
     query = (
-        select(Conversation, Persona.name, EmotionalArc.name, TrainingTopic.name)
+        select(Conversation, Persona.name, EmotionalArc.name, TrainingTopic.name, PromptTemplate.name)
         .join(Persona, Persona.id == Conversation.persona_id)
         .join(EmotionalArc, EmotionalArc.id == Conversation.emotional_arc_id)
         .join(TrainingTopic, TrainingTopic.id == Conversation.training_topic_id)
+        .join(PromptTemplate, PromptTemplate.id == Conversation.template_id)
         .where(and_(*conditions))
-        .order_by(Conversation.created_at, Conversation.id)
+        .order_by(*order)
         .limit(limit)
     )
     async with sessions() as session:
         rows = (await session.execute(query)).all()
-    return [_listing(row, persona, arc, topic) for row, persona, arc, topic in rows]
+    listed = [_listing(row, *names) for row, *names in rows]
+    return listed[::-1] if position.before else listed
 
 
-def _listing(row: Conversation, persona: str, arc: str, topic: str) -> ReviewListing:
+async def _position_key(sessions: async_sessionmaker, owner: Owner, conversation_ref: str) -> Any:
+    """The (created_at, id) a position's conversation sorts by."""
+    async with sessions() as session:
+        conversation_id = await resolve_id(session, IdKind.CONVERSATION, conversation_ref, owner.scope())
+        key = (await session.execute(
+            select(Conversation.created_at, Conversation.id).where(Conversation.conversation_id == conversation_id, owner.scope())
+        )).one_or_none()
+    if key is None:
+        raise NotFoundError(f"conversation {conversation_ref} not found")
+    return tuple_(literal(key.created_at), literal(key.id))
+
+
+async def count_conversations(
+    sessions: async_sessionmaker, owner: Owner, selection: Selection, up_to: int | None = None
+) -> int:
+    """How many conversations the selection takes (what a bulk action over it is confirmed with);
+    with `up_to`, counting stops there: a page that only says "10,000+" reads no more rows."""
+    conditions = await _conditions(sessions, owner, selection)
+    selected = select(Conversation.id).where(*conditions)
+    if up_to is not None:
+        selected = selected.limit(up_to)
+    async with sessions() as session:
+        return await session.scalar(select(func.count()).select_from(selected.subquery())) or 0
+
+
+def _listing(row: Conversation, persona: str, arc: str, topic: str, template: str) -> ReviewListing:
     enriched = row.enriched_at is not None
     return ReviewListing(
         conversation_id=row.conversation_id,
@@ -199,6 +244,7 @@ def _listing(row: Conversation, persona: str, arc: str, topic: str) -> ReviewLis
         persona=persona,
         emotional_arc=arc,
         training_topic=topic,
+        template=template,
         review_status=ReviewStatus(row.review_status),
         quality_score=row.quality_score,
         enriched=enriched,
@@ -267,12 +313,14 @@ async def review(
     if selection.is_bulk:
         conditions.append(Conversation.review_status == ReviewStatus.PENDING_REVIEW.value)
     selected = and_(*conditions)
+    # The self-join's row is the one before the update: its status is the verdict replaced.
+    before = aliased(Conversation)
     async with sessions.begin() as session:
         total = await session.scalar(select(func.count()).select_from(Conversation).where(selected))
         changed = (
-            await session.scalars(
+            await session.execute(
                 update(Conversation)
-                .where(selected, Conversation.review_status != action.value)
+                .where(selected, Conversation.id == before.id, Conversation.review_status != action.value)
                 .values(
                     review_status=action.value,
                     reviewed_by=owner.user,
@@ -280,10 +328,22 @@ async def review(
                     review_reason=_reason(action, reason, selection),
                     updated_at=func.now(),
                 )
-                .returning(Conversation.conversation_id)
+                .returning(Conversation.id, Conversation.conversation_id, before.review_status, Conversation.review_reason)
             )
         ).all()
-    return ReviewResult(action=action, changed=len(changed), unchanged=total - len(changed), conversation_ids=sorted(changed))
+        if changed:
+            await session.execute(
+                insert(ReviewDecision),
+                [
+                    {"conversation_id": row_id, "decision": action.value, "previous": previous, "reason": why,
+                     "decided_by": owner.user}
+                    for row_id, _, previous, why in changed
+                ],
+            )
+    return ReviewResult(
+        action=action, changed=len(changed), unchanged=total - len(changed),
+        conversation_ids=sorted(conversation_id for _, conversation_id, _, _ in changed),
+    )
 
 
 def _reason(action: ReviewStatus, reason: str | None, selection: Selection) -> ColumnElement[Any]:
@@ -296,3 +356,126 @@ def _reason(action: ReviewStatus, reason: str | None, selection: Selection) -> C
     if selection.below_quality is not None:
         rules.append((Conversation.quality_score < selection.below_quality, literal(f"quality under {selection.below_quality}")))
     return case(*rules, else_=literal(None, type_=Text))
+
+
+class Decision(BaseModel):
+    """One review decision, as the workspace lists it."""
+
+    decision_id: int
+    conversation_id: uuid.UUID
+    title: str
+    decision: ReviewStatus
+    previous: ReviewStatus
+    reason: str | None
+    decided_by: str
+    decided_at: datetime
+    # The decision this one took back (it is an undo), and whether a later undo took this one back.
+    undoes: int | None
+    undone: bool
+
+
+def _decision(row: ReviewDecision, conversation_id: uuid.UUID, title: str, undone: bool) -> Decision:
+    return Decision(
+        decision_id=row.id, conversation_id=conversation_id, title=title, decision=ReviewStatus(row.decision),
+        previous=ReviewStatus(row.previous), reason=row.reason, decided_by=row.decided_by,
+        decided_at=row.decided_at, undoes=row.undoes, undone=undone,
+    )
+
+
+def _undone() -> Select[int | None]:
+    return select(ReviewDecision.undoes).where(ReviewDecision.undoes.is_not(None))
+
+
+async def recent_decisions(sessions: async_sessionmaker, owner: Owner, limit: int = 10) -> list[Decision]:
+    """The owner's own latest decisions, newest first (undos are listed, as what they put back)."""
+    undone = _undone()
+    query = (
+        select(ReviewDecision, Conversation.conversation_id, Conversation.title, ReviewDecision.id.in_(undone))
+        .join(Conversation, Conversation.id == ReviewDecision.conversation_id)
+        .where(ReviewDecision.decided_by == owner.user, owner.scope())
+        .order_by(ReviewDecision.id.desc())
+        .limit(limit)
+    )
+    async with sessions() as session:
+        rows = (await session.execute(query)).all()
+    return [_decision(row, conversation_id, title, was_undone) for row, conversation_id, title, was_undone in rows]
+
+
+async def decisions_of(sessions: async_sessionmaker, owner: Owner, conversation_ref: str) -> list[Decision]:
+    """Every decision on one conversation, oldest first: who decided what and when."""
+    ids = await _owned_conversations(sessions, owner, (conversation_ref,))
+    undone = _undone()
+    query = (
+        select(ReviewDecision, Conversation.conversation_id, Conversation.title, ReviewDecision.id.in_(undone))
+        .join(Conversation, Conversation.id == ReviewDecision.conversation_id)
+        .where(Conversation.conversation_id == ids[0])
+        .order_by(ReviewDecision.id)
+    )
+    async with sessions() as session:
+        rows = (await session.execute(query)).all()
+    return [_decision(row, conversation_id, title, was_undone) for row, conversation_id, title, was_undone in rows]
+
+
+async def undo_last(sessions: async_sessionmaker, owner: Owner) -> Decision | None:
+    """Take back the owner's latest decision not yet undone, if the conversation still shows it:
+    the conversation gets the verdict it had before (and who gave it). None: nothing to undo."""
+    undone = _undone()
+    async with sessions.begin() as session:
+        last = (
+            await session.execute(
+                select(ReviewDecision, Conversation)
+                .join(Conversation, Conversation.id == ReviewDecision.conversation_id)
+                .where(
+                    ReviewDecision.decided_by == owner.user, ReviewDecision.undoes.is_(None),
+                    ReviewDecision.id.not_in(undone), owner.scope(),
+                    Conversation.review_status == ReviewDecision.decision,
+                )
+                .order_by(ReviewDecision.id.desc())
+                .limit(1)
+                .with_for_update(of=Conversation)
+            )
+        ).one_or_none()
+        if last is None:
+            return None
+        decision, conversation = last
+        earlier = await session.scalar(
+            select(ReviewDecision)
+            .where(ReviewDecision.conversation_id == conversation.id, ReviewDecision.id < decision.id,
+                   ReviewDecision.decision == decision.previous)
+            .order_by(ReviewDecision.id.desc())
+            .limit(1)
+        )
+        pending = decision.previous == ReviewStatus.PENDING_REVIEW
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation.id).values(
+                review_status=decision.previous,
+                reviewed_by=None if pending or earlier is None else earlier.decided_by,
+                reviewed_at=None if pending or earlier is None else earlier.decided_at,
+                review_reason=None if pending or earlier is None else earlier.reason,
+                updated_at=func.now(),
+            )
+        )
+        await session.execute(
+            insert(ReviewDecision).values(
+                conversation_id=conversation.id, decision=decision.previous, previous=decision.decision,
+                undoes=decision.id, reason=f"undo of decision {decision.id}", decided_by=owner.user,
+            )
+        )
+    return _decision(decision, conversation.conversation_id, conversation.title, undone=True)
+
+
+async def recent_reasons(sessions: async_sessionmaker, owner: Owner, limit: int = 8) -> list[str]:
+    """The owner's rejection reasons, most recently used first: what a reject offers again."""
+    last_used = func.max(ReviewDecision.id)
+    query = (
+        select(ReviewDecision.reason)
+        .where(
+            ReviewDecision.decided_by == owner.user, ReviewDecision.decision == ReviewStatus.REJECTED.value,
+            ReviewDecision.reason.is_not(None), ReviewDecision.undoes.is_(None),
+        )
+        .group_by(ReviewDecision.reason)
+        .order_by(last_used.desc())
+        .limit(limit)
+    )
+    async with sessions() as session:
+        return [reason for reason in (await session.scalars(query)).all() if reason]

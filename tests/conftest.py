@@ -222,3 +222,19 @@ async def standin(stack_settings: Settings) -> AsyncIterator[StandinControl]:
     await control.reset()
     yield control
     await control.reset()
+
+
+@pytest.fixture(scope="session")
+def workspace_url(tmp_path_factory: pytest.TempPathFactory, stack: dict[str, str], stack_settings: Settings) -> Iterator[str]:
+    """The review workspace (`python -m web`, as `make up` starts it) on the shared stack."""
+    root = tmp_path_factory.mktemp("workspace")
+    for part_dir in ("pids", "logs"):
+        (root / part_dir).mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    queues = {"TASK_QUEUE": stack_settings.task_queue, "CLAUDE_TASK_QUEUE": stack_settings.claude_task_queue}
+    port = devstack.free_port()
+    devstack.start_web(root, {**env, **stack, **queues, "LOG_FORMAT": "json"}, port)
+    try:
+        yield devstack.web_url(port)
+    finally:
+        devstack.stop(root)

@@ -187,7 +187,7 @@ def published_host_addresses(services: dict[str, dict[str, Any]]) -> dict[str, s
 
 def test_published_ports_bind_loopback_unless_told_otherwise() -> None:
     on_loopback = published_host_addresses(compose_services(CREDENTIALS))
-    assert set(on_loopback) == {"temporal", "temporal-ui", "s3"}
+    assert set(on_loopback) == {"temporal", "temporal-ui", "s3", "web"}
     assert all(addresses == {"127.0.0.1"} for addresses in on_loopback.values())
     told = published_host_addresses(compose_services({**CREDENTIALS, "BIND_ADDRESS": "10.0.0.5"}))
     assert all(addresses == {"10.0.0.5"} for addresses in told.values())

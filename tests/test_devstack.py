@@ -6,6 +6,7 @@ command is one line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +65,28 @@ def test_up_naming_other_ports_than_the_running_stacks_is_refused(own_stack: dev
 
     with pytest.raises(devstack.DevstackError, match="runs with other ports"):
         devstack.start(config)
+
+
+def test_up_starts_the_review_workspace_and_writes_its_address(own_stack: devstack.StackConfig) -> None:
+    env = devstack.start(dataclasses.replace(own_stack, start_web=True))
+
+    assert env["BRIGHTRUN_WEB_URL"] == f"http://127.0.0.1:{own_stack.web_port}"
+    assert f"BRIGHTRUN_WEB_URL={env['BRIGHTRUN_WEB_URL']}" in (own_stack.root / "env").read_text().splitlines()
+    assert "web" in devstack.running_parts(own_stack.root)
+    assert devstack._http_ok(f"{env['BRIGHTRUN_WEB_URL']}/healthz")
+    assert devstack._http_ok(f"{env['BRIGHTRUN_WEB_URL']}/login")
+
+
+def test_up_on_a_stack_started_before_the_workspace_existed_keeps_its_ports(own_stack: devstack.StackConfig) -> None:
+    devstack.start(own_stack)
+    ports_file = own_stack.root / "ports.json"
+    ports_file.write_text(json.dumps({k: v for k, v in json.loads(ports_file.read_text()).items() if k != "web_port"}))
+
+    config = devstack.cli_config(own_stack.root, {"DEVSTACK_WEB_PORT": str(own_stack.web_port)})
+    again = devstack.start(dataclasses.replace(config, start_worker=False, start_standin=True, standin_pace="instant"))
+
+    assert again["BRIGHTRUN_WEB_URL"] == f"http://127.0.0.1:{own_stack.web_port}"
+    assert json.loads(ports_file.read_text())["web_port"] == own_stack.web_port
 
 
 def test_down_then_up_from_a_shell_that_sourced_the_old_env_file_starts_the_embedded_postgres_again(

@@ -211,7 +211,7 @@ async def test_refusals_name_the_problem(
     taken = f"exports/{uuid.uuid4().hex[:8]}"
     await storage.put_bytes(storage.conversation_bucket, f"{taken}/keep.txt", b"mine", "text/plain")
     cases = [
-        (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a"), jobs=(str(job),)), "belongs to another user"),
+        (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a"), jobs=(str(job),)), f"job {job} not found"),
         (ExportRequest(owner=Owner.of("someone-else"), out=str(tmp_path / "a")), "nothing to export"),
         (ExportRequest(owner=Owner.of(user), out=f"s3://{storage.conversation_bucket}/{taken}"),
          r"already exists and is not an empty directory or prefix \(it holds keep.txt\)"),

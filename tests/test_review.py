@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from brightrun.storage import Storage
 from models.enums import ReviewStatus
 from models.tables import Conversation
+from service.access import NotFoundError
 from service.batches import BatchInputError
 from service.review import Owner, Selection, list_conversations, review, show_conversation
 from tests.conversations import dialogue, new_conversation, new_job
@@ -100,11 +101,12 @@ async def test_a_user_acts_on_their_own_conversations_unless_admin(sessions: asy
     theirs = await new_conversation(sessions, storage, job, owner_name, dialogue("t"))
     intruder = Owner.of(intruder_name)
 
-    with pytest.raises(BatchInputError, match="belongs to another user; pass --admin"):
+    # Another user's conversation or job is "not found": a guessed id tells nothing about what exists.
+    with pytest.raises(NotFoundError, match=f"conversation {theirs} not found"):
         await review(sessions, intruder, APPROVED, Selection((str(theirs),)))
-    with pytest.raises(BatchInputError, match=f"job {job} belongs to another user"):
+    with pytest.raises(NotFoundError, match=f"job {job} not found"):
         await review(sessions, intruder, APPROVED, Selection(job=str(job)))
-    with pytest.raises(BatchInputError, match="belongs to another user"):
+    with pytest.raises(NotFoundError, match=f"conversation {theirs} not found"):
         await show_conversation(sessions, storage, intruder, str(theirs))
     assert await review(sessions, intruder, APPROVED, Selection(all_pending=True)) is not None
     assert (await row(sessions, theirs)).review_status == PENDING, "--all-pending stays within the user's own"
@@ -152,7 +154,7 @@ async def test_the_cli_lists_shows_approves_and_refuses_in_one_line(
     assert [e["conversation_id"] for e in after] == [str(conversation)]
 
     for args, message in [
-        (("approve", str(conversation), "--user", a_user("xena")), "belongs to another user; pass --admin"),
+        (("approve", str(conversation), "--user", a_user("xena")), f"conversation {conversation} not found"),
         (("reject", str(conversation), "--user", user), "a rejection needs --reason"),
         (("approve", "not-a-uuid", "--user", user), "conversation id 'not-a-uuid' is not a valid UUID"),
         (("approve", "--user", user), "name conversations, or select them in bulk"),

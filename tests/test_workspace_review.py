@@ -1,0 +1,134 @@
+"""Review through the workspace over HTTP and its API, on the real stack: another user's
+conversation is "not found", a decision made by API or page shows in the command line's view and
+the other way round, and the queue pages through conversations by keyset."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from brightrun.storage import Storage
+from models.enums import ReviewStatus
+from models.tables import Export
+from service import review, users
+from service.access import Owner
+from tests.conversations import dialogue, new_conversation, new_job
+from tests.workspace import browser, new_user, page_token, sign_in
+
+
+async def test_another_users_conversation_is_not_found_by_url_or_api(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    lena, mike = await new_user(sessions, "lena"), await new_user(sessions, "mike")
+    job = await new_job(sessions, lena.name)
+    lenas = await new_conversation(sessions, storage, job, lena.name, dialogue("lena"))
+    token = await users.new_api_token(sessions, mike.name)
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with browser() as client:
+        await sign_in(client, workspace_url, mike.name, mike.password)
+        async with client.get(f"{workspace_url}/conversations/{lenas}") as page:
+            assert page.status == 404
+        async with client.get(f"{workspace_url}/review?job={job}") as queue:
+            assert queue.status == 404
+        csrf = await page_token(client, workspace_url)
+        form = {"decision": "approved", "csrf_token": csrf}
+        async with client.post(f"{workspace_url}/conversations/{lenas}/review", data=form) as refused:
+            assert refused.status == 404
+    async with browser() as script:
+        async with script.get(f"{workspace_url}/api/conversations/{lenas}", headers=bearer) as shown:
+            assert shown.status == 404 and await shown.json() == {"detail": f"conversation {lenas} not found"}
+        decision = {"decision": "approved", "reason": None}
+        async with script.post(f"{workspace_url}/api/conversations/{lenas}/review", json=decision, headers=bearer) as refused:
+            assert refused.status == 404
+    assert (await review.show_conversation(sessions, storage, Owner(lena.name), str(lenas)))["review_status"] == "pending_review"
+
+
+async def test_a_decision_by_api_or_page_shows_in_the_cli_and_the_clis_on_the_page(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    nina = await new_user(sessions, "nina")
+    job = await new_job(sessions, nina.name)
+    by_api, by_page, by_cli = [await new_conversation(sessions, storage, job, nina.name, dialogue(f"n{i}")) for i in range(3)]
+    token = await users.new_api_token(sessions, nina.name)
+    async with browser() as script:
+        headers = {"Authorization": f"Bearer {token}"}
+        decision = {"decision": "rejected", "reason": "off topic"}
+        async with script.post(f"{workspace_url}/api/conversations/{by_api}/review", json=decision, headers=headers) as done:
+            assert done.status == 200 and (await done.json())["changed"] == 1
+        async with script.get(f"{workspace_url}/api/conversations/{by_api}", headers=headers) as shown:
+            body = await shown.json()
+        assert (body["review_status"], body["reviewed_by"], body["review_reason"]) == ("rejected", nina.name, "off topic")
+        assert [(d["decision"], d["decided_by"]) for d in body["decisions"]] == [("rejected", nina.name)]
+        async with script.post(
+            f"{workspace_url}/api/conversations/{by_api}/review", json={"decision": "maybe"}, headers=headers
+        ) as refused:
+            assert refused.status == 400
+
+    async with browser() as client:
+        await sign_in(client, workspace_url, nina.name, nina.password)
+        csrf = await page_token(client, workspace_url)
+        form = {"decision": "approved", "reason": "", "csrf_token": csrf}
+        async with client.post(f"{workspace_url}/conversations/{by_page}/review", data=form, allow_redirects=False) as done:
+            assert done.status == 303 and done.headers["Location"] == f"/conversations/{by_page}"
+        await review.review(sessions, Owner(nina.name), ReviewStatus.APPROVED, review.Selection((str(by_cli),)))
+        async with client.get(f"{workspace_url}/conversations/{by_cli}") as page:
+            assert f"approved by {nina.name}" in await page.text()
+
+    listed = {row.conversation_id: row for row in await review.list_conversations(
+        sessions, Owner(nina.name), review.Selection(job=str(job))
+    )}
+    assert {key: (row.review_status, row.reviewed_by) for key, row in listed.items()} == {
+        by_api: (ReviewStatus.REJECTED, nina.name), by_page: (ReviewStatus.APPROVED, nina.name),
+        by_cli: (ReviewStatus.APPROVED, nina.name),
+    }
+
+
+async def test_the_queue_pages_by_keyset_forward_and_back_within_its_filter(
+    sessions: async_sessionmaker, storage: Storage
+) -> None:
+    user = f"olga-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    made = [await new_conversation(sessions, storage, job, user, dialogue(f"o{i}"), quality_score=0.5 + i / 10)
+            for i in range(5)]
+    owner, everything = Owner(user), review.Selection(job=str(job))
+
+    async def ids(selection: review.Selection, limit: int, position: review.Position) -> list[uuid.UUID]:
+        return [row.conversation_id for row in await review.list_conversations(sessions, owner, selection, limit, position)]
+
+    assert await ids(everything, 2, review.Position()) == made[:2]
+    assert await ids(everything, 2, review.Position(at=str(made[2]))) == made[2:4]
+    assert await ids(everything, 2, review.Position(before=str(made[2]))) == made[:2]
+    assert await ids(everything, 1, review.Position(before=str(made[0]))) == []
+    good = review.Selection(job=str(job), min_quality=0.65, max_quality=0.85)
+    assert await ids(good, 10, review.Position()) == made[2:4]
+    assert await ids(good, 10, review.Position(at=str(made[0]))) == made[2:4], "a position outside the filter still orders"
+    assert await review.count_conversations(sessions, owner, good) == 2
+
+
+async def test_another_users_export_is_not_found_by_url_or_api(
+    workspace_url: str, sessions: async_sessionmaker
+) -> None:
+    quinn, rosa = await new_user(sessions, "quinn"), await new_user(sessions, "rosa")
+    async with sessions.begin() as session:
+        quinns = await session.scalar(
+            insert(Export).values(created_by=quinn.name, format="messages", selection={}, location="s3://b/quinn")
+            .returning(Export.id)
+        )
+    token = await users.new_api_token(sessions, rosa.name)
+    async with browser() as client:
+        await sign_in(client, workspace_url, rosa.name, rosa.password)
+        for path in (f"/exports/{quinns}", f"/exports/{quinns}/download", f"/api/exports/{quinns}"):
+            async with client.get(f"{workspace_url}{path}") as page:
+                assert page.status == 404, path
+        async with client.get(f"{workspace_url}/exports") as listed:
+            assert str(quinns) not in await listed.text()
+    async with browser() as script, script.get(
+        f"{workspace_url}/api/exports/{quinns}", headers={"Authorization": f"Bearer {token}"}
+    ) as refused:
+        assert refused.status == 404
+    async with browser() as client:
+        await sign_in(client, workspace_url, quinn.name, quinn.password)
+        async with client.get(f"{workspace_url}/api/exports/{quinns}") as own:
+            assert own.status == 200 and (await own.json())["status"] == "running"
