@@ -22,6 +22,7 @@ from activities.export import ExportActivities
 from activities.item_workflows import WorkflowActivities
 from activities.items import ItemActivities
 from activities.jobs import JobActivities
+from activities.judge import JudgeActivities
 from activities.message_batches import MessageBatchActivities
 from activities.templates import TemplateActivities
 from brightrun.claude_client import create_claude_client
@@ -51,10 +52,12 @@ def build_workers(
 
 
 def load_prices(settings: Settings) -> PriceTable:
-    """Refuses to start when CLAUDE_MODEL has no price: better than calls nobody can account for."""
+    """Refuses to start when CLAUDE_MODEL or JUDGE_MODEL has no price: better than calls nobody
+    can account for."""
     prices = PriceTable.load(settings.model_prices_file)
     try:
         prices.price_of(settings.claude_model)
+        prices.price_of(settings.judge_model)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
     return prices
@@ -72,6 +75,7 @@ def build_main_worker(
     item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     exports = ExportActivities(sessions, storage, settings.export_page_size)
+    judging = JudgeActivities(sessions, storage)
     message_batches = MessageBatchActivities(sessions, storage, claude, settings, load_prices(settings), client)
     return Worker(
         client,
@@ -96,6 +100,8 @@ def build_main_worker(
             templates.select_template,
             templates.resolve_template,
             conversations.store_conversation,
+            judging.prepare_judging,
+            judging.record_verdict,
             enrichment.enrich_conversations,
             exports.plan_export,
             exports.write_export_page,
@@ -127,7 +133,7 @@ def build_claude_worker(
     return Worker(
         client,
         task_queue=settings.claude_task_queue,
-        activities=[generation.generate_conversation],
+        activities=[generation.generate_conversation, generation.judge_conversation],
         # A call is taken from the queue once it has a turn: the rest wait there, handed out
         # fairly between jobs. The queue has no workflows and runs no local activities.
         tuner=WorkerTuner.create_composite(

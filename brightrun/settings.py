@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     claude_retry_base_s: float = Field(default=2.0, gt=0)
     claude_retry_cap_s: float = Field(default=60.0, gt=0)
 
+    # Claude as judge (docs/judge.md): the model that scores each conversation against the job's
+    # rubric (small: a verdict costs a tenth of a generation or less), and its output budget (a
+    # verdict of five scores and one-sentence reasons is about 300 tokens).
+    judge_model: str = "claude-haiku-4-5"
+    judge_max_tokens: int = Field(default=1024, ge=256)
+
     # Message Batches mode (launch --mode batch): batch size and bytes below the API's limits
     # (100,000 requests, 256 MB), how long a batch gathers requests, how often open ones are polled.
     message_batch_max_requests: int = Field(default=10_000, ge=1, le=100_000)
@@ -165,6 +171,13 @@ class Settings(BaseSettings):
     def claude_attempt_timeout_s(self, tier: Tier) -> float:
         """Start-to-close of one attempt: a rate-limit wait, the call, then the raw response's upload."""
         return self.claude_rate_limit_max_wait_s + self.claude_timeout_s(tier) + CLAUDE_STORAGE_MARGIN_S
+
+    def judge_timeout_s(self) -> float:
+        """The SDK's timeout for one judge call, sized like a generation's from its max_tokens."""
+        return self.claude_timeout_base_s + self.judge_max_tokens / self.claude_min_output_tokens_per_s
+
+    def judge_attempt_timeout_s(self) -> float:
+        return self.claude_rate_limit_max_wait_s + self.judge_timeout_s() + CLAUDE_STORAGE_MARGIN_S
 
     @property
     def uses_standin(self) -> bool:

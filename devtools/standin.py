@@ -39,6 +39,7 @@ from brightrun.claude_client import STANDIN_HEADER
 from brightrun.model_traits import Thinking, estimated_tokens, traits_of
 from devtools import standin_batches
 from devtools.standin_batches import EXPIRED, MessageBatches, has_api_key
+from devtools.standin_judge import VERDICT_FAULTS, block_text, forced_tool, verdict_block
 
 # Injected faults answered with an HTTP error: status, Anthropic error type, message.
 ERROR_FAULTS = {
@@ -72,7 +73,8 @@ ERROR_CODES = {"429_spend_limit": "enforced_spend_limit_reached"}
 TOO_LARGE_FAULT = "413"
 TOO_LARGE_BODY = "<html><head><title>413 Request Entity Too Large</title></head><body>Request Entity Too Large</body></html>"
 # `expired` applies to requests inside Message Batches; an online request that draws it is answered.
-FAULTS = (*ERROR_FAULTS, TOO_LARGE_FAULT, *REPLY_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
+# A judge request's verdict can also be spoiled with a score out of range (devtools/standin_judge.py).
+FAULTS = (*ERROR_FAULTS, TOO_LARGE_FAULT, *REPLY_FAULTS, *VERDICT_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
 
 PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is missing)
     "persona": ("persona", "Unknown persona"),
@@ -542,6 +544,10 @@ def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[
     """The answer: thinking first for a model that thinks by default, then the text; thinking
     and text together stop at max_tokens, as the real API's output does."""
     prompt = prompt_of(body)
+    tool = forced_tool(body)
+    if tool is not None and outcome != REFUSAL:
+        block, stop_reason = verdict_block(tool, body, outcome)
+        return _message(standin, body, block, stop_reason=stop_reason)
     text, stop_reason = reply_text(prompt, outcome, standin.config.turn_suffix)
     content: list[dict[str, Any]] = []
     budget = body["max_tokens"]
@@ -556,13 +562,17 @@ def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[
         text, stop_reason = text[: budget * 4], "max_tokens"
     if text:
         content.append({"type": "text", "text": text})
-    output_tokens = sum(estimated_tokens(b.get("thinking") or b.get("text", "")) for b in content) or 1
+    return _message(standin, body, *content, stop_reason=stop_reason)
+
+
+def _message(standin: Standin, body: dict[str, Any], *content: dict[str, Any], stop_reason: str) -> dict[str, Any]:
+    output_tokens = sum(estimated_tokens(block_text(b)) for b in content) or 1
     return {
         "id": f"msg_standin_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": body["model"],
-        "content": content,
+        "content": list(content),
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": usage_of(standin, body, output_tokens),
@@ -680,6 +690,11 @@ def _hang_up(request: web.Request, response: web.StreamResponse) -> web.StreamRe
 
 def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """One content block as its start, deltas (a thinking block's signature last) and stop."""
+    if block["type"] == "tool_use":
+        text, empty = json.dumps(block["input"]), {**block, "input": {}}
+        chunks = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+        deltas = [("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": c}}) for c in chunks]
+        return [("content_block_start", {"index": index, "content_block": empty}), *deltas, ("content_block_stop", {"index": index})]
     if block["type"] == "thinking":
         text, empty, delta = block["thinking"], {"type": "thinking", "thinking": "", "signature": ""}, "thinking"
     else:

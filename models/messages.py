@@ -105,6 +105,7 @@ class ClaudeCallPlan(BaseModel):
     task_queue: str | None = None
     # Start-to-close of one attempt per tier, sized from the tier's max_tokens.
     attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: dict.fromkeys(Tier, 600.0))
+    judge_attempt_timeout_s: float = 600.0  # a judge call's (Settings.judge_attempt_timeout_s)
     heartbeat_timeout_s: float = 20.0
     # Requests sent per call before the item fails with the last error (a Message Batch request
     # counts as one); waiting for a turn, an outage or a refusal is no attempt.
@@ -373,6 +374,58 @@ class GenerateInput(BaseModel):
     # Requests sent to the API before the call gives up (ClaudeCallPlan.max_attempts); None for a
     # call scheduled before the plan said so: the worker's setting.
     max_attempts: int | None = None
+
+
+class JudgeInput(BaseModel):
+    """One judge call: its request (the rubric as the system text, the conversation as the
+    message, the verdict tool) is in storage at `text_key`, written by the prepare step."""
+
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: str
+    rubric_name: str
+    rubric_version: int
+    text_key: str
+    text_digest: str | None = None
+    repair: RepairRequest | None = None
+    max_attempts: int | None = None
+
+
+class PrepareJudgingInput(BaseModel):
+    """Judge a stored conversation against a rubric version (None: the rubric's latest)."""
+
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: str
+    rubric_name: str
+    rubric_version: int | None = None
+
+
+class JudgeVerdict(BaseModel):
+    """A verdict as recorded: the overall score and the rubric version it applied."""
+
+    conversation_id: uuid.UUID
+    rubric_name: str
+    rubric_version: int
+    overall: float
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class PreparedJudging(BaseModel):
+    """The judge call to make, or the verdict already recorded under this rubric version (a
+    reset or a rerun): no second call is paid for."""
+
+    request: JudgeInput | None = None
+    recorded: JudgeVerdict | None = None
+
+
+class RecordVerdictInput(BaseModel):
+    job_id: uuid.UUID
+    request: JudgeInput
+    # Every judge call that went into the verdict: the first, and the repair if there was one.
+    judgings: list[GeneratedRaw]
 
 
 class GeneratedRaw(BaseModel):
