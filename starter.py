@@ -187,6 +187,11 @@ def launch(
     priority: Annotated[
         int | None, typer.Option("--priority", help="1 (first) to 5 (last) when jobs wait for workers; default 3.")
     ] = None,
+    judge: Annotated[
+        bool | None,
+        typer.Option("--judge/--no-judge", help="Claude scores each conversation against a rubric (default: on when the catalog has one)."),
+    ] = None,
+    rubric: Annotated[str | None, typer.Option("--rubric", help="The rubric to judge with (its latest version).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a batch job (personas x arcs x topics, x samples) and start its workflow."""
@@ -205,6 +210,8 @@ def launch(
             mode=mode,
             samples=samples,
             priority=priority,
+            judge=judge,
+            rubric=rubric,
         )
         return await batches.launch(ctx.sessions, ctx.temporal, ctx.settings, request)
 

@@ -102,6 +102,7 @@ def build_main_worker(
             conversations.store_conversation,
             judging.prepare_judging,
             judging.record_verdict,
+            judging.record_judge_failure,
             enrichment.enrich_conversations,
             exports.plan_export,
             exports.write_export_page,

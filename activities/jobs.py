@@ -29,6 +29,7 @@ from models.messages import (
     JobCounters,
     JobPlan,
     JobStatusChange,
+    JudgePlan,
     LinkConversationInput,
     LinkedConversation,
     RecordedItems,
@@ -100,7 +101,14 @@ def _counters_of(job: BatchJob) -> JobCounters:
         successful=job.successful_items,
         failed=job.failed_items,
         cancelled=job.cancelled_items,
+        judged=job.judged_items,
     )
+
+
+def job_judge_plan(job: BatchJob) -> JudgePlan | None:
+    """The rubric version the job was launched to judge with (shared_parameters["judge"])."""
+    judge = job.shared_parameters.get("judge")
+    return JudgePlan.model_validate(judge) if judge else None
 
 
 def _counter_columns(counters: JobCounters) -> dict[str, int]:
@@ -225,6 +233,7 @@ class JobActivities:
                     cost_usd=job.cost_usd,
                 ),
                 started_at=job.started_at,
+                judge=job_judge_plan(job),
                 unfinished_items=(
                     await session.scalars(
                         select(BatchItem.id).where(

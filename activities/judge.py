@@ -19,6 +19,7 @@ from brightrun.logs import get_logger
 from brightrun.storage import Storage, judge_request_key
 from models.judge import VERDICT_TOOL, Rubric, VerdictProblem, parse_verdict, transcript, verdict_tool_input
 from models.messages import (
+    JudgeFailure,
     JudgeInput,
     JudgeVerdict,
     PreparedJudging,
@@ -212,6 +213,46 @@ class JudgeActivities:
             rubric_version=rubric.version,
             overall=verdict.overall,
             usage=usage,
+        )
+
+
+    @activity.defn(name="record_judge_failure")
+    @classify_data_errors
+    async def record_judge_failure(self, request: JudgeFailure) -> None:
+        """A judging that gave no verdict (its calls failed for good, or its repair was no
+        verdict either): the conversation keeps no score, and what the calls cost is counted on
+        it and in the job, once (a retried step finds the conversation's usage recorded)."""
+        async with self._sessions.begin() as session:
+            recorded = await session.scalar(
+                update(Conversation)
+                .where(
+                    Conversation.conversation_id == request.conversation_id,
+                    Conversation.judged_at.is_(None),
+                    Conversation.judge_usage.is_(None),
+                )
+                .values(judge_usage=request.usage.model_dump(), judge_cost_usd=request.usage.cost_usd)
+                .returning(Conversation.id)
+            )
+            if recorded is not None:
+                usage = request.usage
+                await session.execute(
+                    update(BatchJob)
+                    .where(BatchJob.id == request.job_id)
+                    .values(
+                        judge_cost_usd=BatchJob.judge_cost_usd + usage.cost_usd,
+                        input_tokens=BatchJob.input_tokens + usage.input_tokens,
+                        output_tokens=BatchJob.output_tokens + usage.output_tokens,
+                        cache_write_tokens=BatchJob.cache_write_tokens + usage.cache_creation_input_tokens,
+                        cache_read_tokens=BatchJob.cache_read_tokens + usage.cache_read_input_tokens,
+                        cost_usd=BatchJob.cost_usd + usage.cost_usd,
+                    )
+                )
+        log.warning(
+            "conversation not judged",
+            job_id=str(request.job_id),
+            item_id=str(request.item_id),
+            error=request.error_message,
+            cost_usd=round(request.usage.cost_usd, 6),
         )
 
 

@@ -48,6 +48,14 @@ class JobCounters(BaseModel):
     successful: int = 0
     failed: int = 0
     cancelled: int = 0
+    judged: int = 0  # successful items whose conversation has a verdict (judging on)
+
+
+class JudgePlan(BaseModel):
+    """A job's judging: the rubric version fixed at launch (every item applies the same one)."""
+
+    rubric_name: str
+    rubric_version: int
 
 
 class JobPlan(BaseModel):
@@ -65,6 +73,7 @@ class JobPlan(BaseModel):
     counters: JobCounters
     usage: TokenUsage
     started_at: datetime | None
+    judge: JudgePlan | None = None  # None: the job's conversations are not judged
     # Items whose rows are `processing` when a fresh run starts: an earlier run started them and
     # ended without accounting for them (its workflow was terminated, or the job is retried).
     unfinished_items: list[uuid.UUID] = Field(default_factory=list)
@@ -181,6 +190,7 @@ class ItemFinished(BaseModel):
     conversation_id: uuid.UUID | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     duration_s: float = 0.0
+    judged: bool = False  # its conversation was given a verdict (usage includes the judging)
 
 
 class JobProgress(BaseModel):
@@ -202,6 +212,7 @@ class JobProgress(BaseModel):
     usage: TokenUsage
     stop_reason: str | None
     runs: int
+    judged: int = 0
 
 
 class CancelQueuedItems(BaseModel):
@@ -262,6 +273,9 @@ class BatchItemInput(BaseModel):
     # history nothing, where a patch marker costs two events. 0: an item started before it was
     # given, whose patch markers tell.
     steps_version: int = 0
+    # Judge the conversation once it is stored, then report (None: no judging, as items started
+    # before judging existed).
+    judge: JudgePlan | None = None
 
 
 class ItemWorkflowStarts(BaseModel):
@@ -428,6 +442,16 @@ class RecordVerdictInput(BaseModel):
     judgings: list[GeneratedRaw]
 
 
+class JudgeFailure(BaseModel):
+    """A judging that gave no verdict: what its calls cost is still the job's."""
+
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    usage: TokenUsage
+    error_message: str
+
+
 class GeneratedRaw(BaseModel):
     """A reference to the model's raw response in storage, and what it cost."""
 
@@ -547,8 +571,9 @@ class CompleteItemInput(BaseModel):
     finished_at: datetime
     outcome: ItemFinished
     rate_limit: dict[str, str] = Field(default_factory=dict)
-    # The job's workflow, which the step tells of the recorded outcome (ITEM_FINISHED_SIGNAL).
-    report_to: str
+    # The job's workflow, which the step tells of the recorded outcome (ITEM_FINISHED_SIGNAL);
+    # None: the item tells it later (after judging its conversation).
+    report_to: str | None
 
 
 # --- Message Batches mode -----------------------------------------------------------------

@@ -37,6 +37,7 @@ from models.tables import (
     TrainingTopic,
 )
 from models.workflow_ids import job_workflow_id
+from service.judge import JudgeInputError, launch_judge_plan
 from service.outages import Outage, job_outages
 from service.prompt_cache import TemplateTooShortToCache, templates_too_short_to_cache
 from workflows.config import ITEM_CANCEL_GRACE
@@ -96,6 +97,9 @@ class JobStatusView(BaseModel):
     # The job's templates whose instructions are too short for the model to cache (none: unset).
     templates_too_short_to_cache: list[TemplateTooShortToCache] | None = None
     cost_usd: float
+    # Judging (a job launched with it): conversations judged, and what judging cost (in cost_usd too).
+    judged: int | None = None
+    judge_cost_usd: float | None = None
     projected_cost_usd: float | None = None
     saving_usd: float | None = None
     error_message: str | None = None
@@ -127,6 +131,11 @@ class LaunchRequest:
     samples: int = 1
     # 1 (first) to 5 (last) among backlogged jobs; None = the middle (Temporal's default, 3).
     priority: int | None = None
+    # Claude as judge (service/judge.py): True, False, or None for on when the catalog has a
+    # rubric (what `launch` passes without --judge/--no-judge; callers of this module say); the
+    # rubric's name (its latest version), None for the catalog's newest.
+    judge: bool | None = False
+    rubric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +222,10 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
         arcs = await _resolve(session, EmotionalArc, "arc", request.arcs)
         topics = await _resolve(session, TrainingTopic, "topic", request.topics)
         template_id = await _resolve_template(session, request.template, request.tier)
+        try:
+            judge_plan = await launch_judge_plan(session, request.judge, request.rubric)
+        except JudgeInputError as error:
+            raise BatchInputError(str(error)) from None
         combinations = list(itertools.product(personas, arcs, topics))
         total = len(combinations) * request.samples
         if total > MAX_JOB_ITEMS:
@@ -228,7 +241,10 @@ async def create_job(sessions: async_sessionmaker, request: LaunchRequest) -> tu
                 status=JobStatus.QUEUED.value,
                 total_items=total,
                 tier=request.tier.value,
-                shared_parameters={"template_id": str(template_id)},
+                shared_parameters={
+                    "template_id": str(template_id),
+                    **({"judge": judge_plan.model_dump()} if judge_plan else {}),
+                },
                 concurrent_processing=request.concurrency,
                 error_handling=request.on_error.value,
                 mode=request.mode.value,
@@ -403,6 +419,7 @@ async def job_status(
         cache_hit_rate=_cache_hit_rate(job),
         **({"templates_too_short_to_cache": too_short} if too_short else {}),
         cost_usd=round(job.cost_usd, 8),
+        **_judging(job),
         projected_cost_usd=_projected_cost(job),
         saving_usd=_batch_saving(job),
         error_message=job.error_message,
@@ -453,6 +470,13 @@ async def _open_message_batches(sessions: async_sessionmaker, job: BatchJob) -> 
             )
         )
         return list(counts)
+
+
+def _judging(job: BatchJob) -> dict[str, Any]:
+    """A judged job's judging numbers; nothing for a job launched without judging."""
+    if not job.shared_parameters.get("judge"):
+        return {}
+    return {"judged": job.judged_items, "judge_cost_usd": round(job.judge_cost_usd, 8)}
 
 
 def _batch_saving(job: BatchJob) -> float | None:

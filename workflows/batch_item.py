@@ -32,8 +32,10 @@ with workflow.unsafe.imports_passed_through():
         GenerateInput,
         ItemFinished,
         ItemWork,
+        JudgePlan,
         LinkConversationInput,
         PrepareItemInput,
+        PrepareJudgingInput,
         RepairRequest,
         ResolvedPrompt,
         StageBatchRequest,
@@ -50,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         claude_step,
         retry_cannot_help,
     )
+    from workflows.judging import judge
     from workflows.message_batches import MessageBatchesWorkflow
 
 # The staging activity tells the Message Batches workflow of the first request of a gathering
@@ -133,7 +136,9 @@ class BatchItemWorkflow:
         self._started = workflow.now()
         self._usage = TokenUsage()  # of every Claude call, failed items included
         self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
-        self._recorded: ItemStatus | None = None  # the status complete_item recorded and reported
+        self._recorded: ItemStatus | None = None  # the status complete_item recorded (and reported)
+        # An item that judges its conversation reports itself once judged: complete_item does not.
+        self._reports_after_judging = request.judge is not None
         try:
             self._local_steps = request.steps_version >= 1
             if self._local_steps or workflow.patched(ITEM_STEPS_MERGED):
@@ -210,7 +215,7 @@ class BatchItemWorkflow:
             finished_at=workflow.now(),
             outcome=outcome,
             rate_limit=self._rate_limit,
-            report_to=request.parent_workflow_id,
+            report_to=None if self._reports_after_judging else request.parent_workflow_id,
         )
 
         async def record() -> None:
@@ -219,7 +224,31 @@ class BatchItemWorkflow:
         # Run to its end like the report: a cancel that came while the step ran would record the
         # item cancelled beside the conversation the step still links.
         await self._to_the_end(record())
+        if request.judge is not None and self._recorded == ItemStatus.COMPLETED:
+            return await self._judge(request, request.judge, conversation_id)
         return outcome
+
+    async def _judge(self, request: BatchItemInput, plan: JudgePlan, conversation_id: uuid.UUID) -> ItemFinished:
+        """Judge the stored conversation (workflows/judging.py); the item is completed whatever
+        the verdict, and a judging that failed leaves its conversation unjudged."""
+        judged = await judge(
+            self._data_step,
+            request.claude,
+            PrepareJudgingInput(
+                job_id=request.job_id,
+                item_id=request.item_id,
+                conversation_id=conversation_id,
+                user_id=request.user_id,
+                rubric_name=plan.rubric_name,
+                rubric_version=plan.rubric_version,
+            ),
+        )
+        self._usage += judged.usage
+        if judged.error_message:
+            workflow.logger.warning("%s", judged.error_message, extra={"item_id": str(request.item_id)})
+        return self._outcome(
+            request, ItemStatus.COMPLETED, conversation_id=conversation_id, judged=judged.verdict is not None
+        )
 
     async def _produce(self, request: BatchItemInput, work: ItemWork) -> ItemFinished:
         """Generate, validate, store and link the item's conversation, a step each (a run started
@@ -383,6 +412,7 @@ class BatchItemWorkflow:
         status: ItemStatus,
         error_message: str | None = None,
         conversation_id: uuid.UUID | None = None,
+        judged: bool = False,
     ) -> ItemFinished:
         duration = (workflow.now() - self._started).total_seconds()
         return ItemFinished(
@@ -392,6 +422,7 @@ class BatchItemWorkflow:
             conversation_id=conversation_id,
             usage=self._usage,
             duration_s=duration,
+            judged=judged,
         )
 
     async def _report_cancelled(self, request: BatchItemInput) -> None:
@@ -432,15 +463,18 @@ class BatchItemWorkflow:
             raise
 
     async def _record_and_signal(self, request: BatchItemInput, outcome: ItemFinished) -> None:
-        if self._recorded:  # complete_item recorded the outcome and told the job
+        if self._recorded and not self._reports_after_judging:  # complete_item recorded the outcome and told the job
             workflow.logger.info("item %s", self._recorded.value, extra={"item_id": str(outcome.item_id)})
             return
-        recorded = await self._data_step(
-            JobActivities.finish_item,
-            FinishItemInput(
-                job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit
-            ),
-        )
+        if self._recorded:  # recorded by complete_item; told here, once its conversation was judged
+            recorded = self._recorded
+        else:
+            recorded = await self._data_step(
+                JobActivities.finish_item,
+                FinishItemInput(
+                    job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit
+                ),
+            )
         # The row keeps the first final status; the job must count the same one.
         outcome = outcome.model_copy(update={"status": recorded})
         workflow.logger.info("item %s", outcome.status.value, extra={"item_id": str(outcome.item_id)})

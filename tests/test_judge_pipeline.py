@@ -1,0 +1,115 @@
+"""Claude as judge in a job, on the real stack (Temporal dev server, PostgreSQL, SeaweedFS, the
+stand-in over HTTP, the real workers): every conversation judged after it is stored, the job's
+counters and cost, and a judge outage or a spoiled verdict handled as generation's are."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from brightrun.settings import Settings
+from brightrun.storage import judge_raw_key
+from devtools.standin_control import StandinControl
+from models.enums import ItemStatus, JobStatus, Tier
+from models.messages import JobProgress
+from models.tables import BatchItem, BatchJob, Conversation, ConversationVerdict
+from service import batches
+from tests.helpers import launch_and_wait
+
+pytestmark = pytest.mark.usefixtures("pipeline_worker")
+
+RUBRIC = "advisor-conversations"
+ONE_ITEM = {"personas": ["Priya Patel"], "arcs": ["Anxiety -> Confidence"], "topics": ["College Savings Plans"]}
+
+
+async def _rows(sessions: async_sessionmaker, job_id: object) -> tuple[BatchJob, list[BatchItem], list[Conversation], list[ConversationVerdict]]:
+    async with sessions() as session:
+        job = await session.get(BatchJob, job_id)
+        items = (await session.scalars(select(BatchItem).where(BatchItem.batch_job_id == job_id))).all()
+        conversations = (await session.scalars(select(Conversation).where(Conversation.batch_job_id == job_id))).all()
+        verdicts = (await session.scalars(select(ConversationVerdict).where(ConversationVerdict.batch_job_id == job_id))).all()
+    assert job is not None
+    return job, list(items), list(conversations), list(verdicts)
+
+
+async def test_every_conversation_of_a_judged_job_is_judged_before_the_job_ends(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    launched = await launch_and_wait(
+        sessions, stack_client, stack_settings, personas=["David Chen", "Maria Gonzalez"],
+        arcs=["Couple Conflict -> Alignment", "Grief -> Acceptance"], topics=["Paying Down Debt"],
+        tier=Tier.TEMPLATE, concurrency=4, user="judged", judge=True,
+    )
+    progress = await stack_client.get_workflow_handle(launched.workflow_id, result_type=JobProgress).result()
+    status = await batches.job_status(sessions, str(launched.job_id), stack_client)
+
+    job, items, conversations, verdicts = await _rows(sessions, launched.job_id)
+    assert job.status == JobStatus.COMPLETED and job.shared_parameters["judge"] == {"rubric_name": RUBRIC, "rubric_version": 1}
+    assert (job.successful_items, job.judged_items, progress.judged, status.judged) == (4, 4, 4, 4)
+    assert all(c.judge_score is not None and (c.judge_rubric, c.judge_rubric_version) == (RUBRIC, 1) for c in conversations)
+    assert all(c.judge_model == stack_settings.judge_model for c in conversations)
+    assert sorted(v.conversation_pk for v in verdicts) == sorted(c.id for c in conversations)
+    judge_cost = sum(c.judge_cost_usd or 0 for c in conversations)
+    generation_cost = sum(i.usage["cost_usd"] for i in items)
+    assert judge_cost > 0 and job.judge_cost_usd == pytest.approx(judge_cost) == status.judge_cost_usd
+    assert job.cost_usd == pytest.approx(generation_cost + judge_cost), "cost_usd is everything, judging included"
+    assert progress.usage.cost_usd == pytest.approx(job.cost_usd), "the workflow counts the same cost as the row"
+    judge_requests = [e for e in (await standin.stats())["log"] if e["item"] in {str(i.id) for i in items}]
+    assert len(judge_requests) == 8, "one generation and one judge call per item"
+
+
+async def test_a_judge_call_through_an_overload_and_a_refused_key_goes_on_and_spends_no_extra_attempt(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(script=["ok", "529", "401", "ok"], retry_after_s=0)
+
+    launched = await launch_and_wait(sessions, stack_client, stack_settings, **ONE_ITEM, tier=Tier.TEMPLATE, user="judged", judge=True)
+
+    job, items, conversations, verdicts = await _rows(sessions, launched.job_id)
+    assert (job.status, items[0].status, job.judged_items) == (JobStatus.COMPLETED, ItemStatus.COMPLETED, 1)
+    assert conversations[0].judge_score is not None and len(verdicts) == 1
+    assert (await standin.stats())["by_outcome"] == {"ok": 2, "529": 1, "401": 1}
+
+
+async def test_a_verdict_out_of_range_is_repaired_once_and_the_repair_gives_the_verdict(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(script=["ok", "out_of_range"])
+
+    launched = await launch_and_wait(sessions, stack_client, stack_settings, **ONE_ITEM, tier=Tier.TEMPLATE, user="judged", judge=True)
+
+    job, _items, conversations, verdicts = await _rows(sessions, launched.job_id)
+    conversation = conversations[0]
+    assert job.judged_items == 1 and len(verdicts) == 1
+    assert verdicts[0].raw_key == judge_raw_key("judged", conversation.conversation_id, RUBRIC, 1, repair=True)
+    assert conversation.judge_cost_usd == pytest.approx(verdicts[0].cost_usd)
+    assert verdicts[0].usage["output_tokens"] > 0
+
+
+async def test_a_judging_that_fails_leaves_the_item_completed_unjudged_and_its_cost_counted(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(script=["ok", "malformed", "malformed"])
+
+    launched = await launch_and_wait(sessions, stack_client, stack_settings, **ONE_ITEM, tier=Tier.TEMPLATE, user="judged", judge=True)
+
+    job, items, conversations, verdicts = await _rows(sessions, launched.job_id)
+    assert (job.status, items[0].status, job.successful_items, job.judged_items) == (JobStatus.COMPLETED, ItemStatus.COMPLETED, 1, 0)
+    assert conversations[0].judge_score is None and verdicts == []
+    assert conversations[0].judge_cost_usd and conversations[0].judge_cost_usd > 0
+    assert job.judge_cost_usd == pytest.approx(conversations[0].judge_cost_usd)
+    assert job.cost_usd == pytest.approx(items[0].usage["cost_usd"] + job.judge_cost_usd)
+
+
+async def test_a_job_launched_without_judging_judges_nothing(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    launched = await launch_and_wait(sessions, stack_client, stack_settings, **ONE_ITEM, tier=Tier.TEMPLATE, user="judged", judge=False)
+    status = await batches.job_status(sessions, str(launched.job_id), stack_client)
+
+    job, _items, conversations, _verdicts = await _rows(sessions, launched.job_id)
+    assert "judge" not in job.shared_parameters and conversations[0].judge_score is None
+    assert (await standin.stats())["requests"] == 1
+    assert "judged" not in status.as_json() and "judge_cost_usd" not in status.as_json()
