@@ -58,10 +58,13 @@ if TYPE_CHECKING:
     from service import batches
     from service import catalog as catalogs
     from service import export as exports
+    from service import judge as judges
     from service import review as reviews
     from workflows import export as export_workflow
 else:
-    batches, catalogs, exports, reviews = (_lazy(f"service.{name}") for name in ("batches", "catalog", "export", "review"))
+    batches, catalogs, exports, judges, reviews = (
+        _lazy(f"service.{name}") for name in ("batches", "catalog", "export", "judge", "review")
+    )
     export_workflow = _lazy("workflows.export")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
@@ -112,7 +115,7 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
 
     try:
         return asyncio.run(main())
-    except (batches.BatchInputError, SettingsError) as exc:
+    except (batches.BatchInputError, judges.JudgeInputError, SettingsError) as exc:
         _fail(2, str(exc))
     except batches.ControlNotConfirmed as exc:
         _fail(4, str(exc))
@@ -386,6 +389,28 @@ JobOption = Annotated[str | None, typer.Option("--job", help="Only this job's co
 MinQualityOption = Annotated[float | None, typer.Option("--min-quality", help="Only quality at or above this (0..1).")]
 NearDuplicatesOption = Annotated[bool, typer.Option("--near-duplicates", help="Near-duplicates (or --below-quality ones).")]
 BelowQualityOption = Annotated[float | None, typer.Option("--below-quality", help="Quality under this (or --near-duplicates).")]
+MinJudgeScoreOption = Annotated[float | None, typer.Option("--min-judge-score", help="Judge's overall score at or above this (1-5).")]
+MaxJudgeScoreOption = Annotated[float | None, typer.Option("--max-judge-score", help="Judge's overall score at or below this (1-5).")]
+MinCriterionOption = Annotated[
+    list[str] | None, typer.Option("--min-criterion", help="CRITERION=SCORE: that criterion at or above (repeatable).")
+]
+MaxCriterionOption = Annotated[
+    list[str] | None, typer.Option("--max-criterion", help="CRITERION=SCORE: that criterion at or below (repeatable).")
+]
+
+
+def _judge_filter(
+    min_score: float | None, max_score: float | None, min_criterion: list[str] | None, max_criterion: list[str] | None
+) -> judges.JudgeFilter:
+    try:
+        return judges.JudgeFilter(
+            min_score=min_score,
+            max_score=max_score,
+            criteria_min=judges.parse_criterion_bounds(min_criterion, "--min-criterion"),
+            criteria_max=judges.parse_criterion_bounds(max_criterion, "--max-criterion"),
+        )
+    except judges.JudgeInputError as exc:
+        _fail(2, str(exc))
 
 
 def _owner(ctx: Context, user: str | None, admin: bool) -> reviews.Owner:
@@ -399,24 +424,33 @@ def review_list(
     min_quality: MinQualityOption = None,
     near_duplicates: NearDuplicatesOption = False,
     below_quality: BelowQualityOption = None,
+    min_judge_score: MinJudgeScoreOption = None,
+    max_judge_score: MaxJudgeScoreOption = None,
+    min_criterion: MinCriterionOption = None,
+    max_criterion: MaxCriterionOption = None,
+    sort: Annotated[
+        str, typer.Option("--sort", help="created (oldest first), judge-score (worst first) or -judge-score (best first).")
+    ] = "created",
     user: UserOption = None,
     admin: AdminOption = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """Conversations with their review status, quality, flags and storage keys, oldest first."""
+    """Conversations with their review status, quality, judge's score, flags and storage keys, oldest first."""
     selection = reviews.Selection(
-        job=job, status=status, min_quality=min_quality, near_duplicates=near_duplicates, below_quality=below_quality
+        job=job, status=status, min_quality=min_quality, near_duplicates=near_duplicates, below_quality=below_quality,
+        judge=_judge_filter(min_judge_score, max_judge_score, min_criterion, max_criterion),
     )
-    listed = _run(lambda ctx: reviews.list_conversations(ctx.sessions, _owner(ctx, user, admin), selection, limit))
+    listed = _run(lambda ctx: reviews.list_conversations(ctx.sessions, _owner(ctx, user, admin), selection, limit, sort))
     if as_json:
         _print_json([row.model_dump(mode="json") for row in listed])
         return
-    table = Table("conversation", "job", "status", "quality", "enriched", "flags", "persona", "topic", "final file")
+    table = Table("conversation", "job", "status", "quality", "judge", "enriched", "flags", "persona", "topic", "final file")
     for row in listed:
         table.add_row(
             str(row.conversation_id), str(row.job_id)[:8], row.review_status.value,
-            "-" if row.quality_score is None else f"{row.quality_score:.2f}", "yes" if row.enriched else "no",
+            "-" if row.quality_score is None else f"{row.quality_score:.2f}",
+            "-" if row.judge_score is None else f"{row.judge_score:.2f}", "yes" if row.enriched else "no",
             ", ".join(row.failed_checks) or "-", row.persona, row.training_topic, row.final_key,
         )
     console.print(table)
@@ -443,6 +477,11 @@ def review_show(
             console.print(f"  {key}: {shown[key]}", highlight=False)
     for check in shown["failed_checks"]:
         console.print(f"  failed check {check['check']}: {check['reason']}", highlight=False)
+    if shown["judge"]:
+        verdict = shown["judge"]
+        console.print(f"  judge: {verdict['score']:.2f} ({verdict['rubric']} v{verdict['rubric_version']}, {verdict['model']})", highlight=False)
+        for key, criterion in verdict["criteria"].items():
+            console.print(f"    {key} {criterion['score']}: {criterion['reason']}", highlight=False)
     for turn in shown["turns"]:
         console.print(f"\n[bold]{turn['role'].upper()}[/]: {turn['content']}", highlight=False)
 
@@ -467,14 +506,20 @@ def review_approve(
     conversations: ConversationsArgument = None,
     job: JobOption = None,
     min_quality: MinQualityOption = None,
+    min_judge_score: MinJudgeScoreOption = None,
+    min_criterion: MinCriterionOption = None,
     all_pending: AllPendingOption = False,
     reason: ReasonOption = None,
     user: UserOption = None,
     admin: AdminOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Approve named conversations, or in bulk the pending ones selected (e.g. --job JOB --min-quality 0.8)."""
-    selection = reviews.Selection(tuple(conversations or ()), job=job, min_quality=min_quality, all_pending=all_pending)
+    """Approve named conversations, or in bulk the pending ones selected (e.g. --job JOB --min-quality 0.8,
+    or --job JOB --min-judge-score 4.5)."""
+    selection = reviews.Selection(
+        tuple(conversations or ()), job=job, min_quality=min_quality, all_pending=all_pending,
+        judge=_judge_filter(min_judge_score, None, min_criterion, None),
+    )
     _review(ReviewStatus.APPROVED, selection, reason, user, admin, as_json)
 
 
@@ -484,6 +529,8 @@ def review_reject(
     job: JobOption = None,
     near_duplicates: NearDuplicatesOption = False,
     below_quality: BelowQualityOption = None,
+    max_judge_score: MaxJudgeScoreOption = None,
+    max_criterion: MaxCriterionOption = None,
     all_pending: AllPendingOption = False,
     reason: ReasonOption = None,
     user: UserOption = None,
@@ -491,10 +538,10 @@ def review_reject(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Reject named conversations (--reason), or in bulk the pending ones selected: near-duplicates and
-    low quality at once with --near-duplicates --below-quality Q."""
+    low quality at once with --near-duplicates --below-quality Q; by the judge with --max-judge-score S."""
     selection = reviews.Selection(
         tuple(conversations or ()), job=job, near_duplicates=near_duplicates, below_quality=below_quality,
-        all_pending=all_pending,
+        all_pending=all_pending, judge=_judge_filter(None, max_judge_score, None, max_criterion),
     )
     _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
 
@@ -508,6 +555,7 @@ def export_dataset(
     job: Annotated[list[str] | None, typer.Option("--job", help="Only this job's conversations (repeatable).")] = None,
     status: Annotated[ReviewStatus, typer.Option("--status", help="Review status to export.")] = ReviewStatus.APPROVED,
     min_quality: MinQualityOption = None,
+    min_judge_score: MinJudgeScoreOption = None,
     export_format: Annotated[ExportFormat, typer.Option("--format", help="messages (chat) or sharegpt.")] = ExportFormat.MESSAGES,
     split: Annotated[str, typer.Option("--split", help="Named shares adding up to 1.")] = "train=1",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the split.")] = 0,
@@ -525,7 +573,7 @@ def export_dataset(
     async def action(ctx: Context) -> ExportResult:
         request = exports.ExportRequest(
             owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
-            min_quality=min_quality, format=export_format, split=split, seed=seed, allow_stand_in=allow_stand_in,
+            min_quality=min_quality, min_judge_score=min_judge_score, format=export_format, split=split, seed=seed, allow_stand_in=allow_stand_in,
         )
         return await exports.export(ctx.sessions, ctx.temporal, ctx.settings, request)
 

@@ -722,6 +722,8 @@ class ExportSelection(BaseModel):
     job_ids: list[uuid.UUID] = Field(default_factory=list)
     review_status: ReviewStatus | None = ReviewStatus.APPROVED
     min_quality: float | None = None
+    # Only conversations the judge scored at or above this (overall, 1-5); None: no judge filter.
+    min_judge_score: float | None = None
     format: ExportFormat = ExportFormat.MESSAGES
     splits: list[SplitShare] = Field(default_factory=lambda: [SplitShare(name="train", fraction=1.0)])
     seed: int = 0
