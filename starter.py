@@ -546,6 +546,84 @@ def review_reject(
     _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
 
 
+# --- judge --------------------------------------------------------------------------------
+
+judge_app = typer.Typer(no_args_is_help=True, help="Claude as judge: calibrate against reviews, rerun with a rubric.")
+app.add_typer(judge_app, name="judge")
+RequiredJobOption = Annotated[str, typer.Option("--job", help="The job.")]
+
+
+@judge_app.command("calibrate")
+def judge_calibrate(
+    job: RequiredJobOption,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="The judge approves from this overall score (1-5).")
+    ] = 3.5,
+    top: Annotated[int, typer.Option("--top", help="Show this many of the most disagreeing conversations.")] = 10,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Compare the judge with the review decisions already made on a job: agreement, confusion
+    counts, each criterion's mean for approved and rejected, the conversations they disagree on most."""
+
+    async def action(ctx: Context) -> judges.Calibration:
+        job_id = await reviews.owned_job(ctx.sessions, _owner(ctx, user, admin), job)
+        return await judges.calibrate(ctx.sessions, job_id, threshold, top)
+
+    result = _run(action)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    agreement = "-" if result.agreement is None else f"{result.agreement:.0%}"
+    console.print(f"{result.decisions} reviewed and judged; agreement {agreement} (judge approves from {result.threshold})")
+    confusion = Table("", "human approved", "human rejected")
+    confusion.add_row("judge approves", str(result.both_approve), str(result.judge_approves_human_rejects))
+    confusion.add_row("judge rejects", str(result.judge_rejects_human_approves), str(result.both_reject))
+    console.print(confusion)
+    criteria = Table("criterion", "mean approved", "mean rejected")
+    for key, means in result.criteria.items():
+        criteria.add_row(key, *("-" if means[side] is None else f"{means[side]:.2f}" for side in ("approved", "rejected")))
+    console.print(criteria)
+    for disagreement in result.disagreements:
+        console.print(
+            f"{disagreement.conversation_id}  human {disagreement.human.value}, judge {disagreement.judge_score:.2f}: "
+            f"{disagreement.criterion} {disagreement.criterion_score}, {disagreement.criterion_reason}",
+            highlight=False,
+        )
+
+
+@judge_app.command("rerun")
+def judge_rerun(
+    job: RequiredJobOption,
+    rubric: Annotated[str, typer.Option("--rubric", help="The rubric to judge with (its latest version).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until every conversation is judged.")] = False,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Judge a job's conversations again with a rubric, as a workflow, without regenerating
+    anything; earlier verdicts stay in each conversation's history."""
+
+    async def action(ctx: Context) -> dict[str, Any]:
+        job_id = await reviews.owned_job(ctx.sessions, _owner(ctx, user, admin), job)
+        started = await judges.start_rerun(ctx.sessions, ctx.temporal, ctx.settings, job_id, rubric)
+        shown = started.model_dump(mode="json")
+        if wait:
+            result = await ctx.temporal.get_workflow_handle(started.workflow_id).result()
+            shown["result"] = result if isinstance(result, dict) else result.model_dump(mode="json")
+        return shown
+
+    shown = _run(action, with_temporal=True)
+    if as_json:
+        _print_json(shown)
+        return
+    console.print(f"judging job {shown['job_id']} again with {shown['rubric_name']} v{shown['rubric_version']}: "
+                  f"workflow {shown['workflow_id']}")
+    if "result" in shown:
+        console.print(f"judged {shown['result']['judged']}, failed {shown['result']['failed']}")
+
+
 # --- export -------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from brightrun.temporal_client import connect, run_and_exit, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 from workflows.export import ExportWorkflow
+from workflows.judge_rerun import JudgeRerunWorkflow
 from workflows.message_batches import MessageBatchesWorkflow
 
 log = get_logger("worker")
@@ -80,7 +81,7 @@ def build_main_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow, MessageBatchesWorkflow],
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow, MessageBatchesWorkflow, JudgeRerunWorkflow],
         activities=[
             jobs.start_job,
             jobs.list_queued_items,
@@ -103,6 +104,7 @@ def build_main_worker(
             judging.prepare_judging,
             judging.record_verdict,
             judging.record_judge_failure,
+            judging.list_conversations_to_judge,
             enrichment.enrich_conversations,
             exports.plan_export,
             exports.write_export_page,

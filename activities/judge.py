@@ -19,6 +19,9 @@ from brightrun.logs import get_logger
 from brightrun.storage import Storage, judge_request_key
 from models.judge import VERDICT_TOOL, Rubric, VerdictProblem, parse_verdict, transcript, verdict_tool_input
 from models.messages import (
+    ConversationsToJudge,
+    ConversationsToJudgeRequest,
+    ConversationToJudge,
     JudgeFailure,
     JudgeInput,
     JudgeVerdict,
@@ -27,7 +30,7 @@ from models.messages import (
     RecordVerdictInput,
     TokenUsage,
 )
-from models.tables import BatchJob, Conversation, ConversationVerdict, JudgeRubric
+from models.tables import BatchItem, BatchJob, Conversation, ConversationVerdict, JudgeRubric
 
 log = get_logger(__name__)
 
@@ -215,6 +218,25 @@ class JudgeActivities:
             usage=usage,
         )
 
+
+    @activity.defn(name="list_conversations_to_judge")
+    @classify_data_errors
+    async def list_conversations_to_judge(self, request: ConversationsToJudgeRequest) -> ConversationsToJudge:
+        """A page of a job's conversations, by business key after `after` (a rerun's cursor)."""
+        query = (
+            select(Conversation.conversation_id, BatchItem.id, Conversation.created_by)
+            .join(BatchItem, BatchItem.conversation_id == Conversation.id)
+            .where(Conversation.batch_job_id == request.job_id)
+            .order_by(Conversation.conversation_id)
+            .limit(request.limit)
+        )
+        if request.after is not None:
+            query = query.where(Conversation.conversation_id > request.after)
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return ConversationsToJudge(
+            conversations=[ConversationToJudge(conversation_id=c, item_id=i, user_id=u) for c, i, u in rows]
+        )
 
     @activity.defn(name="record_judge_failure")
     @classify_data_errors

@@ -452,6 +452,55 @@ class JudgeFailure(BaseModel):
     error_message: str
 
 
+class JudgeRerunState(BaseModel):
+    """What a rerun's run hands the next across continue-as-new."""
+
+    after: uuid.UUID | None = None  # the last conversation (business key) of the pages done
+    judged: int = 0
+    failed: int = 0
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    runs: int = 1
+
+
+class JudgeRerunInput(BaseModel):
+    """Judge a job's conversations again with a rubric version, without regenerating them."""
+
+    job_id: uuid.UUID
+    plan: JudgePlan
+    claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
+    page_size: int = 100
+    concurrency: int = 10  # judge calls in flight at once
+    history_event_limit: int = 2000
+    state: JudgeRerunState | None = None
+
+
+class ConversationsToJudgeRequest(BaseModel):
+    job_id: uuid.UUID
+    after: uuid.UUID | None
+    limit: int
+
+
+class ConversationToJudge(BaseModel):
+    conversation_id: uuid.UUID
+    item_id: uuid.UUID
+    user_id: str
+
+
+class ConversationsToJudge(BaseModel):
+    conversations: list[ConversationToJudge]
+
+
+class JudgeRerunProgress(BaseModel):
+    job_id: uuid.UUID
+    rubric_name: str
+    rubric_version: int
+    judged: int  # verdicts given or found already given under this rubric version
+    failed: int
+    usage: TokenUsage
+    paused: bool = False
+    done: bool = False
+
+
 class GeneratedRaw(BaseModel):
     """A reference to the model's raw response in storage, and what it cost."""
 

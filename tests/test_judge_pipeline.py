@@ -4,6 +4,8 @@ counters and cost, and a judge outage or a spoiled verdict handled as generation
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -11,11 +13,14 @@ from temporalio.client import Client
 
 from brightrun.settings import Settings
 from brightrun.storage import judge_raw_key
+from devtools.load_catalog import catalog_rubrics
 from devtools.standin_control import StandinControl
 from models.enums import ItemStatus, JobStatus, Tier
-from models.messages import JobProgress
-from models.tables import BatchItem, BatchJob, Conversation, ConversationVerdict
+from models.judge import Rubric
+from models.messages import JobProgress, JudgeRerunProgress
+from models.tables import BatchItem, BatchJob, Conversation, ConversationVerdict, JudgeRubric
 from service import batches
+from service.judge import start_rerun
 from tests.helpers import launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
@@ -113,3 +118,51 @@ async def test_a_job_launched_without_judging_judges_nothing(
     assert "judge" not in job.shared_parameters and conversations[0].judge_score is None
     assert (await standin.stats())["requests"] == 1
     assert "judged" not in status.as_json() and "judge_cost_usd" not in status.as_json()
+
+
+async def test_a_rerun_with_a_new_rubric_version_judges_again_without_regenerating_and_keeps_the_old_verdicts(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    name = f"rerun-{uuid.uuid4().hex[:8]}"
+    first = default_rubric().model_copy(update={"name": name})
+    await _add_rubric(sessions, first)
+    launched = await launch_and_wait(
+        sessions, stack_client, stack_settings, personas=["David Chen"], arcs=["Grief -> Acceptance", "Anxiety -> Confidence"],
+        topics=["Paying Down Debt"], tier=Tier.TEMPLATE, user="judged", rubric=name, judge=True,
+    )
+    job_before, _items, _conversations, _verdicts = await _rows(sessions, launched.job_id)
+    # Version 2 weighs topic accuracy alone: every overall score becomes that criterion's.
+    second = first.model_copy(update={
+        "version": 2,
+        "criteria": [c.model_copy(update={"weight": 1.0 if c.key == "topic_accuracy" else 0.001}) for c in first.criteria],
+    })
+    await _add_rubric(sessions, second)
+    requests_before = (await standin.stats())["requests"]
+
+    started = await start_rerun(sessions, stack_client, stack_settings, launched.job_id, name)
+    again = await start_rerun(sessions, stack_client, stack_settings, launched.job_id, name)
+    result = await stack_client.get_workflow_handle(started.workflow_id, result_type=JudgeRerunProgress).result()
+
+    job, items, conversations, verdicts = await _rows(sessions, launched.job_id)
+    assert again.workflow_id == started.workflow_id and (started.rubric_name, started.rubric_version) == (name, 2)
+    assert (result.judged, result.failed) == (2, 0)
+    assert (await standin.stats())["requests"] - requests_before == 2, "one judge call per conversation, no generation"
+    assert sorted((v.conversation_pk, v.rubric_version) for v in verdicts) == sorted(
+        (c.id, version) for c in conversations for version in (1, 2)
+    ), "the old verdicts stay"
+    for conversation in conversations:
+        assert conversation.judge_rubric_version == 2 and conversation.judge_scores is not None
+        assert conversation.judge_score == pytest.approx(conversation.judge_scores["topic_accuracy"]["score"], abs=0.01)
+    assert job.judged_items == 2, "a conversation judged again is not counted twice"
+    assert job.judge_cost_usd == pytest.approx(job_before.judge_cost_usd + result.usage.cost_usd)
+    assert job.shared_parameters["judge"] == {"rubric_name": name, "rubric_version": 2}
+    assert all(i.status == ItemStatus.COMPLETED for i in items)
+
+
+async def _add_rubric(sessions: async_sessionmaker, rubric: Rubric) -> None:
+    async with sessions.begin() as session:
+        session.add(JudgeRubric(name=rubric.name, version=rubric.version, document=rubric.model_dump(mode="json")))
+
+
+def default_rubric() -> Rubric:
+    return next(r for r in catalog_rubrics() if r.name == RUBRIC)

@@ -23,9 +23,10 @@ from models.enums import ReviewStatus
 from models.tables import Conversation, ConversationVerdict
 from service.batches import BatchInputError
 from service.export import ExportRequest, export
-from service.judge import JudgeFilter, parse_criterion_bounds
+from service.judge import JudgeFilter, calibrate, parse_criterion_bounds
 from service.review import Owner, Selection, list_conversations, review, show_conversation
 from tests.conversations import dialogue, new_conversation, new_job
+from tests.test_starter import starter
 from workflows.export import ExportWorkflow
 
 RUBRIC = "advisor-conversations"
@@ -189,3 +190,56 @@ async def test_export_by_judge_score_carries_each_verdict_and_the_rubric_version
     unjudged = [json.loads(line) for line in (tmp_path / "all" / "data" / "train.jsonl").read_text().splitlines()
                 if str(conversations["unjudged"]) in line]
     assert "judge" not in unjudged[0]["metadata"]
+
+
+async def test_calibration_counts_agreement_and_confusion_and_names_the_worst_disagreements(
+    sessions: async_sessionmaker, storage: Storage
+) -> None:
+    user = f"cal-{uuid.uuid4().hex[:6]}"
+    job = await new_job(sessions, user)
+    approved, rejected, pending = ReviewStatus.APPROVED, ReviewStatus.REJECTED, ReviewStatus.PENDING_REVIEW
+    made = {
+        "agree approve": await judged(sessions, storage, job, user, 4.6, 5, approved),
+        "agree approve 2": await judged(sessions, storage, job, user, 3.9, 4, approved),
+        "agree reject": await judged(sessions, storage, job, user, 1.7, 2, rejected),
+        "judge too harsh": await judged(sessions, storage, job, user, 1.6, 1, approved),
+        "judge too kind": await judged(sessions, storage, job, user, 4.2, 4, rejected),
+        "judge bit kind": await judged(sessions, storage, job, user, 3.6, 4, rejected),
+        "not decided": await judged(sessions, storage, job, user, 2.0, 2, pending),
+    }
+    await new_conversation(sessions, storage, job, user, dialogue("unjudged"), review_status=approved.value)
+
+    result = await calibrate(sessions, job, threshold=3.5, top=2)
+
+    assert result.decisions == 6
+    assert (result.both_approve, result.both_reject) == (2, 1)
+    assert (result.judge_approves_human_rejects, result.judge_rejects_human_approves) == (2, 1)
+    assert result.agreement == 0.5
+    assert result.mean_score_approved == round((4.6 + 3.9 + 1.6) / 3, 2)
+    assert result.mean_score_rejected == round((1.7 + 4.2 + 3.6) / 3, 2)
+    # Most disagreeing first: 1.6 is 1.9 under the threshold, 4.2 is 0.7 over; 3.6 (0.1) is cut by --top 2.
+    assert [d.conversation_id for d in result.disagreements] == [made["judge too harsh"], made["judge too kind"]]
+    harsh = result.disagreements[0]
+    assert (harsh.human, harsh.criterion, harsh.criterion_score) == (approved, "topic_accuracy", 1)
+    assert result.criteria["topic_accuracy"] == {"approved": round((5 + 4 + 1) / 3, 2), "rejected": round((2 + 4 + 4) / 3, 2)}
+
+
+async def test_the_command_line_lists_reviews_calibrates_and_refuses_bad_bounds_in_one_line(
+    cli_env: dict[str, str], judged_job: tuple[str, uuid.UUID, dict[str, uuid.UUID]]
+) -> None:
+    user, job, conversations = judged_job
+
+    listed = starter(cli_env, "review", "list", "--job", str(job), "--user", user, "--sort", "judge-score",
+                     "--max-criterion", "topic_accuracy=2", "--json")
+    calibrated = starter(cli_env, "judge", "calibrate", "--job", str(job), "--user", user, "--json")
+    rejected = starter(cli_env, "review", "reject", "--job", str(job), "--user", user, "--max-judge-score", "2", "--json")
+    bad = starter(cli_env, "review", "list", "--user", user, "--min-criterion", "topic_accuracy=high")
+
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["conversation_id"] for r in rows] == [str(conversations[n]) for n in ("worst", "approved low", "wrong facts")]
+    assert rows[0]["judge_score"] == 1.5 and rows[0]["judge_scores"]["topic_accuracy"] == 2
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert json.loads(calibrated.stdout)["decisions"] == 1  # "approved low": the only decision made so far
+    assert json.loads(rejected.stdout)["conversation_ids"] == [str(conversations["worst"])]
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --min-criterion takes CRITERION=SCORE")

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
@@ -24,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
         BATCH_RESULT_SIGNAL,
         BatchItemInput,
         BatchResult,
-        CallProgress,
         CheckBatchRequest,
         CompleteItemInput,
         FinishItemInput,
@@ -54,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.judging import judge
     from workflows.message_batches import MessageBatchesWorkflow
+    from workflows.step_failures import failure_message, repair_problem, spent_on_failed_call
 
 # The staging activity tells the Message Batches workflow of the first request of a gathering
 # (a signal per request outgrew its history at 10,000 items); items started before signal each.
@@ -69,16 +69,6 @@ ITEM_STEPS_VERSION = 1
 # An item waiting for a Message Batch result asks after it now and then (BATCH_RESULT_FIRST_CHECK):
 # items started before wait on the signal alone.
 ITEMS_ASK_AFTER_BATCH_RESULTS = "items-ask-after-batch-results"
-
-
-def failure_message(error: ActivityError) -> str:
-    """The real reason an activity failed, as a person should read it on the item row."""
-    cause = error.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    if isinstance(cause, TimeoutError) and cause.type is not None:
-        return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
-    return f"{error.activity_type} failed: {cause or error}"
 
 
 def local_step_failure(step: Callable[..., Awaitable[Any]], error: ActivityError | ApplicationError) -> ActivityError:
@@ -97,23 +87,6 @@ def local_step_failure(step: Callable[..., Awaitable[Any]], error: ActivityError
     )
     wrapped.__cause__ = error
     return wrapped
-
-
-def spent_on_failed_call(error: ActivityError) -> TokenUsage:
-    """What the attempts of a Claude call that failed for good were paid for: the usage the
-    activity put last in its failure's details, or for a timeout the one its last heartbeat carried."""
-    cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[-1], dict):
-        return TokenUsage.model_validate(cause.details[-1])
-    if isinstance(cause, TimeoutError) and cause.last_heartbeat_details and isinstance(cause.last_heartbeat_details[0], dict):
-        return CallProgress.model_validate(cause.last_heartbeat_details[0]).usage
-    return TokenUsage()
-
-
-def repair_problem(error: ApplicationError) -> str:
-    """What to tell the model about its rejected reply: the validation problem the activity put in
-    the error's details (without the storage path its message adds for people)."""
-    return str(error.details[0]) if error.details else error.message
 
 
 class BatchRequestFailed(Exception):

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         TokenUsage,
     )
     from workflows.config import judge_step
+    from workflows.step_failures import failure_message, repair_problem, spent_on_failed_call
 
 # A data step of the calling workflow (local first, then as an activity: BatchItemWorkflow._data_step).
 DataStep = Callable[[Callable[..., Awaitable[Any]], Any], Awaitable[Any]]
@@ -44,9 +45,6 @@ class Judged:
 
 
 async def judge(data_step: DataStep, plan: ClaudeCallPlan, prepare: PrepareJudgingInput) -> Judged:
-    # Here, not at the top: workflows.batch_item imports this module.
-    from workflows.batch_item import failure_message, repair_problem, spent_on_failed_call
-
     prepared: PreparedJudging = await data_step(JudgeActivities.prepare_judging, prepare)
     if prepared.request is None:  # judged before under this rubric version: nothing is paid again
         return Judged(verdict=prepared.recorded, usage=TokenUsage())
