@@ -71,11 +71,12 @@ class RequestText:
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
 
-    def params(self) -> dict[str, Any]:
+    def params(self, cache_control: dict[str, str] | None = None) -> dict[str, Any]:
         """The Messages API parameters of the text: the system text is the cached prefix (a
-        template's instructions, a rubric) every call of a job shares."""
+        template's instructions, a rubric) every call of a job shares (5-minute cache unless
+        `cache_control` says otherwise)."""
         params: dict[str, Any] = {
-            "system": [{"type": "text", "text": self.system, "cache_control": {"type": "ephemeral"}}],
+            "system": [{"type": "text", "text": self.system, "cache_control": cache_control or {"type": "ephemeral"}}],
             "messages": self.messages,
         }
         if self.tools:

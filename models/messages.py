@@ -638,7 +638,7 @@ class StageBatchRequest(BaseModel):
     """One request of an item for a Message Batch; `sequence` counts the item's requests, so a
     resubmission or a repair gets a custom_id of its own."""
 
-    generate: GenerateInput
+    generate: GenerateInput | JudgeInput  # a generation's request, or a judge's
     sequence: int
     batch_size: int | None = None  # the requests a batch takes: a request that fills one says so
 

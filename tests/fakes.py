@@ -454,6 +454,7 @@ class FakeMessageBatchActivities:
     @activity.defn(name="stage_batch_request")
     async def stage_request(self, request: StageBatchRequest) -> str:
         generate = request.generate
+        assert isinstance(generate, GenerateInput), "the fake jobs judge nothing"
         custom_id = batch_custom_id(generate.item_id, request.sequence)
         if custom_id not in self.api.staged:
             self.api.staged[custom_id] = request
@@ -547,6 +548,7 @@ class FakeMessageBatchActivities:
         script = self.api.results.get(self.batch.item(staged.generate.item_id).position, [])
         scripted = script[staged.sequence - 1] if staged.sequence <= len(script) else SUCCEEDED
         if scripted.type == BatchResultType.SUCCEEDED:
+            assert isinstance(staged.generate, GenerateInput), "the fake jobs judge nothing"
             generated = fake_reply(staged.generate, staged.sequence)
             return BatchResult(custom_id=custom_id, result_type=scripted.type, generated=generated)
         return BatchResult(

@@ -11,13 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
+from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import judge_raw_key
 from devtools.load_catalog import catalog_rubrics
 from devtools.standin_control import StandinControl
-from models.enums import ItemStatus, JobStatus, Tier
+from models.enums import DeliveryMode, ItemStatus, JobStatus, Tier
 from models.judge import Rubric
-from models.messages import JobProgress, JudgeRerunProgress
+from models.messages import JobProgress, JudgeRerunProgress, TokenUsage
 from models.tables import BatchItem, BatchJob, Conversation, ConversationVerdict, JudgeRubric
 from service import batches
 from service.judge import start_rerun
@@ -166,3 +167,25 @@ async def _add_rubric(sessions: async_sessionmaker, rubric: Rubric) -> None:
 
 def default_rubric() -> Rubric:
     return next(r for r in catalog_rubrics() if r.name == RUBRIC)
+
+
+async def test_in_batch_mode_the_judge_requests_go_through_message_batches_at_half_price(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    launched = await launch_and_wait(
+        sessions, stack_client, stack_settings, personas=["James Okafor"], arcs=["Grief -> Acceptance", "Anxiety -> Confidence"],
+        topics=["Retirement Income Planning"], tier=Tier.TEMPLATE, user="judged", judge=True, mode=DeliveryMode.BATCH,
+    )
+
+    job, items, conversations, verdicts = await _rows(sessions, launched.job_id)
+    stats = await standin.stats()
+    assert (job.status, job.successful_items, job.judged_items) == (JobStatus.COMPLETED, 2, 2)
+    assert stats["requests"] == 0 and stats["batch_requests"] == 4, "generation and judging, all in Message Batches"
+    price = PriceTable.load().price_of(stack_settings.judge_model)
+    for verdict in verdicts:
+        tokens = TokenUsage.model_validate(verdict.usage)
+        # Batches ask for the 1-hour cache (a batch may outlive the 5-minute one): its writes are 1-hour ones.
+        one_hour = tokens.cache_creation_input_tokens
+        assert verdict.cost_usd == pytest.approx(price.cost_usd(tokens, batch=True, one_hour_cache_writes=one_hour))
+        assert verdict.cost_usd == pytest.approx(price.cost_usd(tokens, one_hour_cache_writes=one_hour) / 2)
+    assert all(c.judge_score is not None for c in conversations) and all(i.status == ItemStatus.COMPLETED for i in items)

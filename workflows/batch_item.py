@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         GenerateInput,
         ItemFinished,
         ItemWork,
+        JudgeInput,
         JudgePlan,
         LinkConversationInput,
         PrepareItemInput,
@@ -51,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         claude_step,
         retry_cannot_help,
     )
-    from workflows.judging import judge
+    from workflows.judging import JudgeCall, JudgeCallFailed, judge
     from workflows.message_batches import MessageBatchesWorkflow
     from workflows.step_failures import failure_message, repair_problem, spent_on_failed_call
 
@@ -215,6 +216,7 @@ class BatchItemWorkflow:
                 rubric_name=plan.rubric_name,
                 rubric_version=plan.rubric_version,
             ),
+            call=self._judge_in_batch(request) if request.mode == DeliveryMode.BATCH else None,
         )
         self._usage += judged.usage
         if judged.error_message:
@@ -300,7 +302,18 @@ class BatchItemWorkflow:
         self._usage += generated.usage  # every attempt's, failed ones included
         return generated
 
-    async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput) -> GeneratedRaw:
+    def _judge_in_batch(self, request: BatchItemInput) -> JudgeCall:
+        """The judge's call as a request of the job's Message Batches, like a generation's."""
+
+        async def in_batch(judge_input: JudgeInput) -> GeneratedRaw:
+            try:
+                return await self._generate_in_batch(request, judge_input)
+            except BatchRequestFailed as error:
+                raise JudgeCallFailed(str(error)) from None
+
+        return in_batch
+
+    async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput | JudgeInput) -> GeneratedRaw:
         """Through the job's Message Batches: stage the request (staging tells the job's Message
         Batches workflow), wait for its result (no worker slot is held meanwhile). An errored
         request other than a bad one, and an expired or canceled one, goes into a later batch, up

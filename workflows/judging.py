@@ -35,6 +35,14 @@ with workflow.unsafe.imports_passed_through():
 
 # A data step of the calling workflow (local first, then as an activity: BatchItemWorkflow._data_step).
 DataStep = Callable[[Callable[..., Awaitable[Any]], Any], Awaitable[Any]]
+# How the judge's call goes: online by default; an item of a batch-mode job stages it for the
+# job's Message Batches (BatchItemWorkflow._judge_in_batch) at half the price.
+JudgeCall = Callable[[JudgeInput], Awaitable[GeneratedRaw]]
+
+
+class JudgeCallFailed(Exception):
+    """A judge call that failed for good outside an activity (a Message Batch request that no
+    later batch can fix); the message says why."""
 
 
 @dataclass
@@ -44,12 +52,15 @@ class Judged:
     error_message: str | None = None
 
 
-async def judge(data_step: DataStep, plan: ClaudeCallPlan, prepare: PrepareJudgingInput) -> Judged:
+async def judge(
+    data_step: DataStep, plan: ClaudeCallPlan, prepare: PrepareJudgingInput, call: JudgeCall | None = None
+) -> Judged:
     prepared: PreparedJudging = await data_step(JudgeActivities.prepare_judging, prepare)
     if prepared.request is None:  # judged before under this rubric version: nothing is paid again
         return Judged(verdict=prepared.recorded, usage=TokenUsage())
     request = prepared.request.model_copy(update={"max_attempts": plan.max_attempts})
     judgings: list[GeneratedRaw] = []
+    call = call or (lambda judge_input: _call(plan, judge_input))
 
     async def record() -> JudgeVerdict:
         return await data_step(
@@ -57,7 +68,7 @@ async def judge(data_step: DataStep, plan: ClaudeCallPlan, prepare: PrepareJudgi
         )
 
     try:
-        judgings.append(await _call(plan, request))
+        judgings.append(await call(request))
         try:
             verdict = await record()
         except ActivityError as error:
@@ -65,14 +76,17 @@ async def judge(data_step: DataStep, plan: ClaudeCallPlan, prepare: PrepareJudgi
                 raise
             # One repair: the rejected verdict is answered with what was wrong; a second fails.
             repair = RepairRequest(rejected_raw_key=judgings[0].raw_key, problem=repair_problem(error.cause))
-            judgings.append(await _call(plan, request.model_copy(update={"repair": repair})))
+            judgings.append(await call(request.model_copy(update={"repair": repair})))
             verdict = await record()
         return Judged(verdict=verdict, usage=sum((j.usage for j in judgings), TokenUsage()))
-    except ActivityError as error:
-        if isinstance(error.cause, CancelledError):
+    except (ActivityError, JudgeCallFailed) as error:
+        if isinstance(error, ActivityError) and isinstance(error.cause, CancelledError):
             raise
-        usage = sum((j.usage for j in judgings), spent_on_failed_call(error))
-        message = f"judging failed: {failure_message(error)}"
+        if isinstance(error, ActivityError):
+            usage = sum((j.usage for j in judgings), spent_on_failed_call(error))
+            message = f"judging failed: {failure_message(error)}"
+        else:
+            usage, message = sum((j.usage for j in judgings), TokenUsage()), f"judging failed: {error}"
         await data_step(
             JudgeActivities.record_judge_failure,
             JudgeFailure(
