@@ -517,7 +517,7 @@ class ClaudeActivities:
                 async with self._client.messages.stream(
                     model=shape.model,
                     max_tokens=shape.max_tokens,
-                    **text.params(),
+                    **text.params(shape),
                     extra_headers={"x-brightrun-item": str(request.item_id)},
                     timeout=anthropic.Timeout(shape.timeout_s, connect=CONNECT_TIMEOUT_S),
                 ) as stream:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from brightrun.logs import get_logger
+from brightrun.model_traits import Thinking, traits_of
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
 from brightrun.storage import judge_raw_key, raw_response_key
@@ -42,18 +43,22 @@ class CallShape:
     max_tokens: int
     timeout_s: float  # the SDK's, for the whole answer
     raw_key: str  # where the raw reply is stored: fixed by ids, so a retried attempt writes the same file
+    # The model thinks by default: the API refuses a forced tool choice beside thinking, so its
+    # tool is offered (tool_choice auto) and the instructions ask for the call.
+    thinks: bool = False
 
 
 def call_shape(settings: Settings, request: ClaudeRequest) -> CallShape:
     if isinstance(request, JudgeInput):
         return CallShape(
             model=settings.judge_model,
-            max_tokens=settings.judge_max_tokens,
+            max_tokens=settings.judge_call_max_tokens(),
             timeout_s=settings.judge_timeout_s(),
             raw_key=judge_raw_key(
                 request.user_id, request.conversation_id, request.rubric_name, request.rubric_version,
                 repair=request.repair is not None,
             ),
+            thinks=traits_of(settings.judge_model).thinking != Thinking.NONE,
         )
     return CallShape(
         model=settings.claude_model,
@@ -71,7 +76,7 @@ class RequestText:
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
 
-    def params(self, cache_control: dict[str, str] | None = None) -> dict[str, Any]:
+    def params(self, shape: CallShape, cache_control: dict[str, str] | None = None) -> dict[str, Any]:
         """The Messages API parameters of the text: the system text is the cached prefix (a
         template's instructions, a rubric) every call of a job shares (5-minute cache unless
         `cache_control` says otherwise)."""
@@ -81,7 +86,7 @@ class RequestText:
         }
         if self.tools:
             params["tools"] = self.tools
-            params["tool_choice"] = self.tool_choice
+            params["tool_choice"] = {"type": "auto"} if shape.thinks else self.tool_choice
         return params
 
 
@@ -111,7 +116,12 @@ def _repair_messages(user: str, rejected: list[dict[str, Any]], problem: str) ->
     answered by its tool result, marked as an error (the tool is forced, so it is called again)."""
     tool_calls = [b for b in rejected if b.get("type") == "tool_use"]
     if tool_calls:
-        calls: list[Any] = [{"type": "tool_use", "id": b["id"], "name": b["name"], "input": b.get("input")} for b in tool_calls]
+        # A thinking model's thinking goes back with its tool call, as the API requires.
+        thoughts = [b for b in rejected if b.get("type") in ("thinking", "redacted_thinking")]
+        calls: list[Any] = [
+            *thoughts,
+            *({"type": "tool_use", "id": b["id"], "name": b["name"], "input": b.get("input")} for b in tool_calls),
+        ]
         note = TOOL_REPAIR_INSTRUCTION.format(problem=problem)
         results: list[Any] = [{"type": "tool_result", "tool_use_id": b["id"], "is_error": True, "content": note} for b in tool_calls]
         return [

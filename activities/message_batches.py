@@ -159,7 +159,7 @@ class MessageBatchActivities:
             generate, lambda key, digest: self._storage.get_bytes(self._storage.conversation_bucket, key, digest)
         )
         shape = call_shape(self._settings, generate)
-        params = {"model": shape.model, "max_tokens": shape.max_tokens, **prompt.params(BATCH_CACHE_CONTROL)}
+        params = {"model": shape.model, "max_tokens": shape.max_tokens, **prompt.params(shape, BATCH_CACHE_CONTROL)}
         body = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
         request_key = batch_request_key(generate.user_id, generate.conversation_id, request.sequence)
         await self._storage.put_bytes(self._storage.conversation_bucket, request_key, body, "application/json")

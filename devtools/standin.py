@@ -39,7 +39,7 @@ from brightrun.claude_client import STANDIN_HEADER
 from brightrun.model_traits import Thinking, estimated_tokens, traits_of
 from devtools import standin_batches
 from devtools.standin_batches import EXPIRED, MessageBatches, has_api_key
-from devtools.standin_judge import VERDICT_FAULTS, block_text, forced_tool, verdict_block
+from devtools.standin_judge import VERDICT_FAULTS, block_text, called_tool, forced, tools_tokens, verdict_block
 
 # Injected faults answered with an HTTP error: status, Anthropic error type, message.
 ERROR_FAULTS = {
@@ -487,11 +487,13 @@ def usage_of(standin: Standin, body: dict[str, Any], output_tokens: int) -> dict
     """Imitates prompt caching as documented: a system prefix marked with cache_control and at
     least the model's minimum long is written to the cache (5-minute or 1-hour, as its ttl says)
     and read from it until its lifetime ends, each read starting the lifetime again; a shorter
-    one is not cached, without an error. input_tokens is the uncached rest."""
+    one is not cached, without an error. input_tokens is the uncached rest. Tools come first in
+    the prompt, so a cached system prefix caches them too."""
     system_text = text_of(body.get("system"))
     messages_tokens = estimated_tokens("\n".join(text_of(m.get("content")) for m in body["messages"]))
+    tools = tools_tokens(body)
     usage: dict[str, Any] = {
-        "input_tokens": messages_tokens + estimated_tokens(system_text),
+        "input_tokens": messages_tokens + estimated_tokens(system_text) + tools,
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
@@ -501,10 +503,10 @@ def usage_of(standin: Standin, body: dict[str, Any], output_tokens: int) -> dict
     if breakpoint_ is None:
         return usage
     prefix, ttl = breakpoint_
-    prefix_tokens = estimated_tokens(prefix)
+    prefix_tokens = estimated_tokens(prefix) + tools
     if prefix_tokens < traits_of(body["model"]).cache_min_tokens:
         return usage
-    key = hashlib.sha256(f"{body['model']}\n{prefix}".encode()).hexdigest()
+    key = hashlib.sha256(f"{body['model']}\n{json.dumps(body.get('tools'))}\n{prefix}".encode()).hexdigest()
     usage["input_tokens"] -= prefix_tokens
     if standin.prompt_cache.use(key, ttl, standin.cache_now()):
         usage["cache_read_input_tokens"] = prefix_tokens
@@ -544,14 +546,17 @@ def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[
     """The answer: thinking first for a model that thinks by default, then the text; thinking
     and text together stop at max_tokens, as the real API's output does."""
     prompt = prompt_of(body)
-    tool = forced_tool(body)
+    tool = called_tool(body)
+    thinking = traits_of(body["model"]).thinking
     if tool is not None and outcome != REFUSAL:
         block, stop_reason = verdict_block(tool, body, outcome)
+        # A forced tool call comes without thinking (the API refuses the two together).
+        if thinking in THINKING_TOKENS and not forced(body):
+            return _message(standin, body, thinking_block(prompt, THINKING_TOKENS[thinking]), block, stop_reason=stop_reason)
         return _message(standin, body, block, stop_reason=stop_reason)
     text, stop_reason = reply_text(prompt, outcome, standin.config.turn_suffix)
     content: list[dict[str, Any]] = []
     budget = body["max_tokens"]
-    thinking = traits_of(body["model"]).thinking
     if thinking in THINKING_TOKENS and outcome != REFUSAL:
         block = thinking_block(prompt, min(THINKING_TOKENS[thinking], budget))
         content.append(block)

@@ -1,5 +1,6 @@
-"""The stand-in as judge: a request that forces a tool (`tool_choice` names it) is answered with
-one call of that tool, whose input is a verdict on the conversation in the request's first user
+"""The stand-in as judge: a request that forces a tool (`tool_choice` names it), or offers a single
+one (`auto`, which a model that thinks must use), is answered with one call of that tool (after
+its thinking, for a model that thinks and was not forced), whose input is a verdict on the conversation in the request's first user
 message: a score and a reason for every criterion the tool's input_schema requires.
 
 Scores are deterministic, from the conversation's text, so tests can assert them: a line
@@ -18,16 +19,26 @@ import uuid
 from typing import Any
 
 OUT_OF_RANGE = "out_of_range"
+# The system prompt the API adds to a request with tools when tool_choice forces a tool (`any` or
+# `tool`): input tokens of its own, documented per model (313 for the Claude 4 models).
+FORCED_TOOL_SYSTEM_PROMPT_TOKENS = 313
 VERDICT_FAULTS = (OUT_OF_RANGE,)
 _EVERY_CRITERION = re.compile(r"judge-score:\s*([1-5])\b", re.IGNORECASE)
 
 
-def forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The tool the request forces the model to call, if it forces one."""
+def called_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool the reply calls: the one tool_choice forces, else the only one offered."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice: Any = body.get("tool_choice")
+    kind = choice.get("type") if isinstance(choice, dict) else "auto"
+    if kind == "tool":
+        return next((t for t in tools if t.get("name") == choice.get("name")), None)
+    return tools[0] if len(tools) == 1 and kind in ("auto", "any") else None
+
+
+def forced(body: dict[str, Any]) -> bool:
     choice = body.get("tool_choice")
-    if not (isinstance(choice, dict) and choice.get("type") == "tool"):
-        return None
-    return next((t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("name") == choice.get("name")), None)
+    return isinstance(choice, dict) and choice.get("type") in ("tool", "any")
 
 
 def judged_text(body: dict[str, Any]) -> str:
@@ -72,6 +83,15 @@ def verdict_block(tool: dict[str, Any], body: dict[str, Any], outcome: str) -> t
         verdict, stop_reason = {}, "max_tokens"
     block = {"type": "tool_use", "id": f"toolu_standin_{uuid.uuid4().hex[:24]}", "name": tool["name"], "input": verdict}
     return block, stop_reason
+
+
+def tools_tokens(body: dict[str, Any]) -> int:
+    """The input tokens a request's tools cost: their definitions and the tool-use system prompt.
+    They come first in the prompt, so a cache breakpoint in the system text caches them too."""
+    tools = body.get("tools")
+    if not tools:
+        return 0
+    return max(1, len(json.dumps(tools)) // 4) + FORCED_TOOL_SYSTEM_PROMPT_TOKENS
 
 
 def block_text(block: dict[str, Any]) -> str:

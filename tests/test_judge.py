@@ -179,7 +179,10 @@ async def rig(base_url: str, sessions: async_sessionmaker, storage: Storage) -> 
     async def keep_body(request: httpx2.Request) -> None:
         sent.append(json.loads(request.content))
 
-    settings = Settings(anthropic_base_url=base_url, anthropic_api_key=None, claude_rate_limit_max_wait_s=5)
+    # A judge model that does not think: its tool call can be forced (a thinking one's: below).
+    settings = Settings(
+        anthropic_base_url=base_url, anthropic_api_key=None, claude_rate_limit_max_wait_s=5, judge_model="claude-haiku-4-5"
+    )
     http = httpx2.AsyncClient(event_hooks={"request": [keep_body]})
     async with anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0, http_client=http) as client:
         progress: list[dict[str, Any]] = []
@@ -333,3 +336,27 @@ async def test_an_attempt_after_a_lost_worker_stores_the_verdict_it_paid_for_wit
     assert (await rig.standin.stats())["requests"] == 1, "the verdict was paid for once"
     assert paid.reply is not None and again.raw_key == paid.reply.generated.raw_key
     assert again.usage == paid.usage and time.monotonic() - started < 5
+
+
+async def test_the_default_judge_model_thinks_so_it_is_offered_the_tool_and_gets_its_thinking_budget(rig: Rig) -> None:
+    # The API refuses a forced tool choice beside thinking: a thinking judge is asked to call it.
+    rig.settings = rig.settings.model_copy(update={"judge_model": Settings().judge_model})
+    assert traits_of(rig.settings.judge_model).thinking != "none", "the default judge model thinks"
+    rig.claude = ClaudeActivities(rig.claude._client, rig.storage, TurnAtOnce(), rig.settings, PriceTable.load())  # type: ignore[arg-type]
+    job_id, conversation_id, user = await rig.conversation("\njudge-score: 3")
+    request = await rig.prepare(job_id, conversation_id, user)
+    await rig.standin.configure(script=["out_of_range"])
+
+    first = await rig.call(request)
+    with pytest.raises(ApplicationError) as raised:
+        await rig.judge.record_verdict(RecordVerdictInput(job_id=job_id, request=request, judgings=[first]))
+    repair = RepairRequest(rejected_raw_key=first.raw_key, problem=str(raised.value.details[0]))
+    second = await rig.call(request.model_copy(update={"repair": repair}))
+    verdict = await rig.judge.record_verdict(RecordVerdictInput(job_id=job_id, request=request, judgings=[first, second]))
+
+    assert rig.sent[0]["tool_choice"] == {"type": "auto"}
+    assert rig.sent[0]["max_tokens"] == rig.settings.judge_max_tokens + traits_of(rig.settings.judge_model).max_tokens_reserve
+    assert first.usage.output_tokens > 1000, "its thinking is paid for as output"
+    # The repair sends the thinking back with the rejected call, as the API requires.
+    assert [b["type"] for b in rig.sent[1]["messages"][1]["content"]] == ["thinking", "tool_use"]
+    assert verdict.overall == 3.0
