@@ -22,7 +22,7 @@ from models.messages import JobProgress, JudgeRerunProgress, TokenUsage
 from models.tables import BatchItem, BatchJob, Conversation, ConversationVerdict, JudgeRubric
 from service import batches
 from service.judge import start_rerun
-from tests.helpers import launch_and_wait
+from tests.helpers import eventually, launch_and_wait
 
 pytestmark = pytest.mark.usefixtures("pipeline_worker")
 
@@ -189,3 +189,59 @@ async def test_in_batch_mode_the_judge_requests_go_through_message_batches_at_ha
         assert verdict.cost_usd == pytest.approx(price.cost_usd(tokens, batch=True, one_hour_cache_writes=one_hour))
         assert verdict.cost_usd == pytest.approx(price.cost_usd(tokens, one_hour_cache_writes=one_hour) / 2)
     assert all(c.judge_score is not None for c in conversations) and all(i.status == ItemStatus.COMPLETED for i in items)
+
+
+async def _judge_call_waiting(standin: StandinControl) -> bool:
+    log = (await standin.stats())["log"]
+    return len(log) == 2 and log[0]["answered"] and not log[1]["answered"]
+
+
+async def test_cancelling_a_job_cancels_its_judge_call_and_leaves_the_conversation_unjudged(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(first_token_ms=3000)
+    launched = await batches.launch(
+        sessions, stack_client, stack_settings,
+        batches.LaunchRequest(personas=["Priya Patel"], arcs=["Anxiety -> Confidence"], topics=["College Savings Plans"],
+                              tier=Tier.TEMPLATE, user="judged", judge=True),
+    )
+    await eventually(lambda: _judge_call_waiting(standin), "the judge call waits for its answer")
+
+    await batches.control_job(sessions, stack_client, str(launched.job_id), "cancel")
+    await stack_client.get_workflow_handle(launched.workflow_id).result()
+
+    job, items, conversations, verdicts = await _rows(sessions, launched.job_id)
+    assert (job.status, job.judged_items, verdicts) == (JobStatus.CANCELLED, 0, [])
+    # The conversation was stored and linked before judging began: the item keeps it.
+    assert items[0].status == ItemStatus.COMPLETED and conversations[0].judge_score is None
+    assert [e["answered"] for e in (await standin.stats())["log"]] == [True, False], "no judge call after the cancel"
+
+
+async def test_pausing_a_job_lets_the_judging_in_flight_finish_and_starts_no_new_item(
+    sessions: async_sessionmaker, stack_client: Client, stack_settings: Settings, standin: StandinControl
+) -> None:
+    await standin.configure(first_token_ms=2000)
+    launched = await batches.launch(
+        sessions, stack_client, stack_settings,
+        batches.LaunchRequest(personas=["Priya Patel"], arcs=["Anxiety -> Confidence", "Grief -> Acceptance"],
+                              topics=["Paying Down Debt"], tier=Tier.TEMPLATE, user="judged", judge=True, concurrency=1),
+    )
+    await eventually(lambda: _judge_call_waiting(standin), "the first item's judge call waits for its answer")
+
+    await batches.control_job(sessions, stack_client, str(launched.job_id), "pause")
+    await eventually(lambda: _judged(sessions, launched.job_id, 1), "the judging in flight finished")
+    paused = await batches.job_status(sessions, str(launched.job_id), stack_client)
+    requests_while_paused = (await standin.stats())["requests"]
+    await batches.control_job(sessions, stack_client, str(launched.job_id), "resume")
+    await stack_client.get_workflow_handle(launched.workflow_id).result()
+
+    job, _items, _conversations, _verdicts = await _rows(sessions, launched.job_id)
+    assert (paused.status, paused.judged, paused.completed) == (JobStatus.PAUSED, 1, 1)
+    assert requests_while_paused == 2, "the second item did not start while paused"
+    assert (job.status, job.judged_items) == (JobStatus.COMPLETED, 2)
+
+
+async def _judged(sessions: async_sessionmaker, job_id: object, count: int) -> bool:
+    async with sessions() as session:
+        job = await session.get(BatchJob, job_id)
+    return job is not None and job.judged_items >= count
