@@ -20,6 +20,7 @@ from activities.errors import (
     DATABASE_ERROR,
     DATABASE_UNAVAILABLE,
     INVALID_OUTPUT,
+    INVALID_VERDICT,
     claude_http_error,
     permanent,
 )
@@ -57,11 +58,18 @@ from models.messages import (
     JobCounters,
     JobPlan,
     JobStatusChange,
+    JudgeFailure,
+    JudgeInput,
+    JudgePlan,
+    JudgeVerdict,
     LinkConversationInput,
     LinkedConversation,
     MessageBatchRef,
     PolledBatch,
+    PreparedJudging,
+    PrepareJudgingInput,
     RecordedItems,
+    RecordVerdictInput,
     ResolvedPrompt,
     ResolvePromptInput,
     SelectedTemplate,
@@ -159,6 +167,12 @@ class FakeBatch:
     enriched_when_final: int | None = None
     # Items with a final status at each enrichment page.
     items_done_at_enrichment: list[int] = field(default_factory=list)
+    # Judging: the job's rubric version (None: not judged); item position -> how many of its
+    # verdicts the record step rejects as invalid; the verdicts recorded, by conversation.
+    judge: JudgePlan | None = None
+    invalid_verdicts: dict[int, int] = field(default_factory=dict)
+    verdicts: dict[uuid.UUID, JudgeVerdict] = field(default_factory=dict)
+    judge_calls: int = 0
 
     @classmethod
     def of(cls, size: int, **knobs: Any) -> FakeBatch:
@@ -178,6 +192,7 @@ class FakeBatch:
             usage=TokenUsage(),
             started_at=None,
             unfinished_items=[i.item_id for i in self.items if i.status == ItemStatus.PROCESSING],
+            judge=self.judge,
         )
 
     def item(self, item_id: uuid.UUID) -> FakeItem:
@@ -189,7 +204,8 @@ class FakeBatch:
     def counters(self) -> JobCounters:
         completed, failed = self.count(ItemStatus.COMPLETED), self.count(ItemStatus.FAILED)
         return JobCounters(
-            completed=completed + failed, successful=completed, failed=failed, cancelled=self.count(ItemStatus.CANCELLED)
+            completed=completed + failed, successful=completed, failed=failed, cancelled=self.count(ItemStatus.CANCELLED),
+            judged=len(self.verdicts),
         )
 
 
@@ -347,6 +363,47 @@ class FakeActivities:
         self.batch.log_writes += 1
         return self.batch.log_writes
 
+    @activity.defn(name="prepare_judging")
+    async def prepare_judging(self, request: PrepareJudgingInput) -> PreparedJudging:
+        recorded = self.batch.verdicts.get(request.conversation_id)
+        if recorded is not None:
+            return PreparedJudging(recorded=recorded)
+        assert request.rubric_version is not None
+        return PreparedJudging(request=JudgeInput(
+            job_id=request.job_id, item_id=request.item_id, conversation_id=request.conversation_id,
+            user_id=request.user_id, rubric_name=request.rubric_name, rubric_version=request.rubric_version,
+            text_key=f"requests/{request.user_id}/{request.conversation_id}_judge.json",
+        ))
+
+    @activity.defn(name="judge_conversation")
+    async def judge_conversation(self, request: JudgeInput) -> GeneratedRaw:
+        self.batch.judge_calls += 1
+        suffix = "_repair" if request.repair else ""
+        return GeneratedRaw(
+            raw_key=f"raw/{request.user_id}/{request.conversation_id}_judge_raw{suffix}.json", model="fake-judge",
+            stop_reason="tool_use", usage=TokenUsage(input_tokens=20, output_tokens=5, cost_usd=0.001), latency_ms=1,
+            attempt=activity.info().attempt,
+        )
+
+    @activity.defn(name="record_verdict")
+    async def record_verdict(self, request: RecordVerdictInput) -> JudgeVerdict:
+        position = self.batch.item(request.request.item_id).position
+        if self.batch.invalid_verdicts.get(position, 0) > 0:
+            self.batch.invalid_verdicts[position] -= 1
+            problem = "topic_accuracy: score: Input should be less than or equal to 5"
+            raise permanent(f"the judge's reply is no valid verdict: {problem}", INVALID_VERDICT, problem)
+        verdict = JudgeVerdict(
+            conversation_id=request.request.conversation_id, rubric_name=request.request.rubric_name,
+            rubric_version=request.request.rubric_version, overall=4.0,
+            usage=sum((j.usage for j in request.judgings), TokenUsage()),
+        )
+        self.batch.verdicts[verdict.conversation_id] = verdict
+        return verdict
+
+    @activity.defn(name="record_judge_failure")
+    async def record_judge_failure(self, request: JudgeFailure) -> None:
+        pass
+
     def all(self) -> list:
         # The merged item steps run this fake's steps, as the real ones run the real steps.
         items = ItemActivities(self, self, self, self.client)
@@ -369,6 +426,10 @@ class FakeActivities:
             self.cancel_queued_items,
             self.set_job_status,
             self.write_job_log,
+            self.prepare_judging,
+            self.judge_conversation,
+            self.record_verdict,
+            self.record_judge_failure,
         ]
 
 
