@@ -65,11 +65,12 @@ if TYPE_CHECKING:
     from service import ids as id_prefixes
     from service import items as item_listing
     from service import job_log as job_logs
+    from service import judge as judges
     from service import review as reviews
     from workflows import export as export_workflow
 else:
-    batches, catalogs, exports, reviews, users = (
-        _lazy(f"service.{name}") for name in ("batches", "catalog", "export", "review", "users")
+    batches, catalogs, exports, judges, reviews, users = (
+        _lazy(f"service.{name}") for name in ("batches", "catalog", "export", "judge", "review", "users")
     )
     id_prefixes, item_listing, job_logs = (_lazy(f"service.{name}") for name in ("ids", "items", "job_log"))
     export_workflow = _lazy("workflows.export")
@@ -125,7 +126,7 @@ def _run(action: Callable[[Context], Awaitable[T]], with_temporal: bool = False)
 
     try:
         return asyncio.run(main())
-    except (batches.BatchInputError, SettingsError) as exc:
+    except (batches.BatchInputError, judges.JudgeInputError, SettingsError) as exc:
         _fail(2, str(exc))
     except batches.ControlNotConfirmed as exc:
         _fail(4, str(exc))
@@ -206,6 +207,11 @@ def launch(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what the job would be, cost and take; create nothing.")
     ] = False,
+    judge: Annotated[
+        bool | None,
+        typer.Option("--judge/--no-judge", help="Claude scores each conversation against a rubric (default: on when the catalog has one)."),
+    ] = None,
+    rubric: Annotated[str | None, typer.Option("--rubric", help="The rubric to judge with (its latest version).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a batch job (personas x arcs x topics, x samples) and start its workflow; with
@@ -228,6 +234,8 @@ def launch(
             samples=samples,
             priority=priority,
             max_cost_usd=max_cost,
+            judge=judge,
+            rubric=rubric,
         )
 
     if dry_run:
@@ -611,6 +619,28 @@ JobOption = Annotated[str | None, typer.Option("--job", help="Only this job's co
 MinQualityOption = Annotated[float | None, typer.Option("--min-quality", help="Only quality at or above this (0..1).")]
 NearDuplicatesOption = Annotated[bool, typer.Option("--near-duplicates", help="Near-duplicates (or --below-quality ones).")]
 BelowQualityOption = Annotated[float | None, typer.Option("--below-quality", help="Quality under this (or --near-duplicates).")]
+MinJudgeScoreOption = Annotated[float | None, typer.Option("--min-judge-score", help="Judge's overall score at or above this (1-5).")]
+MaxJudgeScoreOption = Annotated[float | None, typer.Option("--max-judge-score", help="Judge's overall score at or below this (1-5).")]
+MinCriterionOption = Annotated[
+    list[str] | None, typer.Option("--min-criterion", help="CRITERION=SCORE: that criterion at or above (repeatable).")
+]
+MaxCriterionOption = Annotated[
+    list[str] | None, typer.Option("--max-criterion", help="CRITERION=SCORE: that criterion at or below (repeatable).")
+]
+
+
+def _judge_filter(
+    min_score: float | None, max_score: float | None, min_criterion: list[str] | None, max_criterion: list[str] | None
+) -> judges.JudgeFilter:
+    try:
+        return judges.JudgeFilter(
+            min_score=min_score,
+            max_score=max_score,
+            criteria_min=judges.parse_criterion_bounds(min_criterion, "--min-criterion"),
+            criteria_max=judges.parse_criterion_bounds(max_criterion, "--max-criterion"),
+        )
+    except judges.JudgeInputError as exc:
+        _fail(2, str(exc))
 
 
 def _owner(ctx: Context, user: str | None, admin: bool) -> reviews.Owner:
@@ -624,19 +654,27 @@ def review_list(
     min_quality: MinQualityOption = None,
     near_duplicates: NearDuplicatesOption = False,
     below_quality: BelowQualityOption = None,
+    min_judge_score: MinJudgeScoreOption = None,
+    max_judge_score: MaxJudgeScoreOption = None,
+    min_criterion: MinCriterionOption = None,
+    max_criterion: MaxCriterionOption = None,
+    sort: Annotated[
+        str, typer.Option("--sort", help="created (oldest first), judge-score (worst first) or -judge-score (best first).")
+    ] = "created",
     user: UserOption = None,
     admin: AdminOption = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     wide: WideOption = False,
 ) -> None:
-    """Conversations with their review status, quality, flags and storage keys, oldest first."""
+    """Conversations with their review status, quality, judge's score, flags and storage keys, oldest first."""
     selection = reviews.Selection(
-        job=job, status=status, min_quality=min_quality, near_duplicates=near_duplicates, below_quality=below_quality
+        job=job, status=status, min_quality=min_quality, near_duplicates=near_duplicates, below_quality=below_quality,
+        judge=_judge_filter(min_judge_score, max_judge_score, min_criterion, max_criterion),
     )
 
     async def action(ctx: Context) -> tuple[list[reviews.ReviewListing], dict[uuid.UUID, str], dict[uuid.UUID, str]]:
-        listed = await reviews.list_conversations(ctx.sessions, _owner(ctx, user, admin), selection, limit)
+        listed = await reviews.list_conversations(ctx.sessions, _owner(ctx, user, admin), selection, limit, sort=sort)
         whole = wide or as_json
         return (
             listed,
@@ -651,7 +689,8 @@ def review_list(
     rows = [
         [
             conversation_ids[row.conversation_id], row.review_status.value,
-            "-" if row.quality_score is None else f"{row.quality_score:.2f}", row.emotional_arc, row.persona,
+            "-" if row.quality_score is None else f"{row.quality_score:.2f}",
+            "-" if row.judge_score is None else f"{row.judge_score:.2f}", row.emotional_arc, row.persona,
             row.training_topic, ", ".join(row.failed_checks) or "-", "yes" if row.enriched else "no",
             job_ids[row.job_id], row.reviewed_by or "-", row.final_key,
         ]
@@ -661,7 +700,8 @@ def review_list(
 
 
 _REVIEW_COLUMNS = (
-    Column("conversation"), Column("review"), Column("quality", justify="right"), Column("arc", 1, wrap=True),
+    Column("conversation"), Column("review"), Column("quality", justify="right"), Column("judge", 1, justify="right"),
+    Column("arc", 1, wrap=True),
     Column("persona", 2, wrap=True), Column("topic", 4, wrap=True), Column("flags", 3, wrap=True),
     Column("enriched", 5), Column("job", 6), Column("reviewed by", 7), Column("final file", 8),
 )
@@ -688,6 +728,11 @@ def review_show(
     render_fields(console, [(label, value) for label, value in fields if value])
     for check in shown["failed_checks"]:
         console.print(f"  failed check {check['check']}: {check['reason']}", highlight=False)
+    if shown["judge"]:
+        verdict = shown["judge"]
+        console.print(f"  judge: {verdict['score']:.2f} ({verdict['rubric']} v{verdict['rubric_version']}, {verdict['model']})", highlight=False)
+        for key, criterion in verdict["criteria"].items():
+            console.print(f"    {key} {criterion['score']}: {criterion['reason']}", highlight=False)
     for turn in shown["turns"]:
         console.print(f"\n[bold]{turn['role'].upper()}[/]: {turn['content']}", highlight=False)
 
@@ -721,14 +766,20 @@ def review_approve(
     conversations: ConversationsArgument = None,
     job: JobOption = None,
     min_quality: MinQualityOption = None,
+    min_judge_score: MinJudgeScoreOption = None,
+    min_criterion: MinCriterionOption = None,
     all_pending: AllPendingOption = False,
     reason: ReasonOption = None,
     user: UserOption = None,
     admin: AdminOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Approve named conversations, or in bulk the pending ones selected (e.g. --job JOB --min-quality 0.8)."""
-    selection = reviews.Selection(tuple(conversations or ()), job=job, min_quality=min_quality, all_pending=all_pending)
+    """Approve named conversations, or in bulk the pending ones selected (e.g. --job JOB --min-quality 0.8,
+    or --job JOB --min-judge-score 4.5)."""
+    selection = reviews.Selection(
+        tuple(conversations or ()), job=job, min_quality=min_quality, all_pending=all_pending,
+        judge=_judge_filter(min_judge_score, None, min_criterion, None),
+    )
     _review(ReviewStatus.APPROVED, selection, reason, user, admin, as_json)
 
 
@@ -738,6 +789,8 @@ def review_reject(
     job: JobOption = None,
     near_duplicates: NearDuplicatesOption = False,
     below_quality: BelowQualityOption = None,
+    max_judge_score: MaxJudgeScoreOption = None,
+    max_criterion: MaxCriterionOption = None,
     all_pending: AllPendingOption = False,
     reason: ReasonOption = None,
     user: UserOption = None,
@@ -745,10 +798,10 @@ def review_reject(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Reject named conversations (--reason), or in bulk the pending ones selected: near-duplicates and
-    low quality at once with --near-duplicates --below-quality Q."""
+    low quality at once with --near-duplicates --below-quality Q; by the judge with --max-judge-score S."""
     selection = reviews.Selection(
         tuple(conversations or ()), job=job, near_duplicates=near_duplicates, below_quality=below_quality,
-        all_pending=all_pending,
+        all_pending=all_pending, judge=_judge_filter(None, max_judge_score, None, max_criterion),
     )
     _review(ReviewStatus.REJECTED, selection, reason, user, admin, as_json)
 
@@ -802,6 +855,84 @@ def users_token(name: Annotated[str, typer.Argument(help="User name.")]) -> None
     typer.echo(_run(lambda ctx: users.new_api_token(ctx.sessions, name)))
 
 
+# --- judge --------------------------------------------------------------------------------
+
+judge_app = typer.Typer(no_args_is_help=True, help="Claude as judge: calibrate against reviews, rerun with a rubric.")
+app.add_typer(judge_app, name="judge")
+RequiredJobOption = Annotated[str, typer.Option("--job", help="The job.")]
+
+
+@judge_app.command("calibrate")
+def judge_calibrate(
+    job: RequiredJobOption,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="The judge approves from this overall score (1-5).")
+    ] = 3.5,
+    top: Annotated[int, typer.Option("--top", help="Show this many of the most disagreeing conversations.")] = 10,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Compare the judge with the review decisions already made on a job: agreement, confusion
+    counts, each criterion's mean for approved and rejected, the conversations they disagree on most."""
+
+    async def action(ctx: Context) -> judges.Calibration:
+        job_id = await reviews.owned_job(ctx.sessions, _owner(ctx, user, admin), job)
+        return await judges.calibrate(ctx.sessions, job_id, threshold, top)
+
+    result = _run(action)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    agreement = "-" if result.agreement is None else f"{result.agreement:.0%}"
+    console.print(f"{result.decisions} reviewed and judged; agreement {agreement} (judge approves from {result.threshold})")
+    render_table(console, [Column(""), Column("human approved"), Column("human rejected")], [
+        ["judge approves", str(result.both_approve), str(result.judge_approves_human_rejects)],
+        ["judge rejects", str(result.judge_rejects_human_approves), str(result.both_reject)],
+    ])
+    render_table(console, [Column("criterion"), Column("mean approved"), Column("mean rejected")], [
+        [key, *("-" if means[side] is None else f"{means[side]:.2f}" for side in ("approved", "rejected"))]
+        for key, means in result.criteria.items()
+    ])
+    for disagreement in result.disagreements:
+        console.print(
+            f"{disagreement.conversation_id}  human {disagreement.human.value}, judge {disagreement.judge_score:.2f}: "
+            f"{disagreement.criterion} {disagreement.criterion_score}, {disagreement.criterion_reason}",
+            highlight=False,
+        )
+
+
+@judge_app.command("rerun")
+def judge_rerun(
+    job: RequiredJobOption,
+    rubric: Annotated[str, typer.Option("--rubric", help="The rubric to judge with (its latest version).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until every conversation is judged.")] = False,
+    user: UserOption = None,
+    admin: AdminOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Judge a job's conversations again with a rubric, as a workflow, without regenerating
+    anything; earlier verdicts stay in each conversation's history."""
+
+    async def action(ctx: Context) -> dict[str, Any]:
+        job_id = await reviews.owned_job(ctx.sessions, _owner(ctx, user, admin), job)
+        started = await judges.start_rerun(ctx.sessions, ctx.temporal, ctx.settings, job_id, rubric)
+        shown = started.model_dump(mode="json")
+        if wait:
+            result = await ctx.temporal.get_workflow_handle(started.workflow_id).result()
+            shown["result"] = result if isinstance(result, dict) else result.model_dump(mode="json")
+        return shown
+
+    shown = _run(action, with_temporal=True)
+    if as_json:
+        _print_json(shown)
+        return
+    console.print(f"judging job {shown['job_id']} again with {shown['rubric_name']} v{shown['rubric_version']}: "
+                  f"workflow {shown['workflow_id']}")
+    if "result" in shown:
+        console.print(f"judged {shown['result']['judged']}, failed {shown['result']['failed']}")
+
+
 # --- export -------------------------------------------------------------------------------
 
 
@@ -811,6 +942,7 @@ def export_dataset(
     job: Annotated[list[str] | None, typer.Option("--job", help="Only this job's conversations (repeatable).")] = None,
     status: Annotated[ReviewStatus, typer.Option("--status", help="Review status to export.")] = ReviewStatus.APPROVED,
     min_quality: MinQualityOption = None,
+    min_judge_score: MinJudgeScoreOption = None,
     export_format: Annotated[ExportFormat, typer.Option("--format", help="messages (chat) or sharegpt.")] = ExportFormat.MESSAGES,
     split: Annotated[str, typer.Option("--split", help="Named shares adding up to 1.")] = "train=1",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the split.")] = 0,
@@ -828,7 +960,7 @@ def export_dataset(
     async def action(ctx: Context) -> ExportResult:
         request = exports.ExportRequest(
             owner=_owner(ctx, user, admin), out=out, jobs=tuple(job or ()), review_status=status,
-            min_quality=min_quality, format=export_format, split=split, seed=seed, allow_stand_in=allow_stand_in,
+            min_quality=min_quality, min_judge_score=min_judge_score, format=export_format, split=split, seed=seed, allow_stand_in=allow_stand_in,
         )
         return await exports.export(ctx.sessions, ctx.temporal, ctx.settings, request)
 

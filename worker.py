@@ -22,6 +22,7 @@ from activities.export import ExportActivities
 from activities.item_workflows import WorkflowActivities
 from activities.items import ItemActivities
 from activities.jobs import JobActivities
+from activities.judge import JudgeActivities
 from activities.message_batches import MessageBatchActivities
 from activities.templates import TemplateActivities
 from brightrun.claude_client import create_claude_client
@@ -34,6 +35,7 @@ from brightrun.temporal_client import connect, run_and_exit, temporal_address
 from workflows.batch_item import BatchItemWorkflow
 from workflows.batch_job import BatchJobWorkflow
 from workflows.export import ExportWorkflow
+from workflows.judge_rerun import JudgeRerunWorkflow
 from workflows.message_batches import MessageBatchesWorkflow
 
 log = get_logger("worker")
@@ -51,10 +53,12 @@ def build_workers(
 
 
 def load_prices(settings: Settings) -> PriceTable:
-    """Refuses to start when CLAUDE_MODEL has no price: better than calls nobody can account for."""
+    """Refuses to start when CLAUDE_MODEL or JUDGE_MODEL has no price: better than calls nobody
+    can account for."""
     prices = PriceTable.load(settings.model_prices_file)
     try:
         prices.price_of(settings.claude_model)
+        prices.price_of(settings.judge_model)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
     return prices
@@ -72,11 +76,12 @@ def build_main_worker(
     item_workflows = WorkflowActivities(client)
     enrichment = EnrichmentActivities(sessions, storage, settings.enrichment_page_size, settings.near_duplicate_threshold)
     exports = ExportActivities(sessions, storage, settings.export_page_size)
+    judging = JudgeActivities(sessions, storage)
     message_batches = MessageBatchActivities(sessions, storage, claude, settings, load_prices(settings), client)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow, MessageBatchesWorkflow],
+        workflows=[BatchJobWorkflow, BatchItemWorkflow, ExportWorkflow, MessageBatchesWorkflow, JudgeRerunWorkflow],
         activities=[
             jobs.start_job,
             jobs.list_queued_items,
@@ -97,6 +102,10 @@ def build_main_worker(
             templates.select_template,
             templates.resolve_template,
             conversations.store_conversation,
+            judging.prepare_judging,
+            judging.record_verdict,
+            judging.record_judge_failure,
+            judging.list_conversations_to_judge,
             enrichment.enrich_conversations,
             exports.plan_export,
             exports.write_export_page,
@@ -128,7 +137,7 @@ def build_claude_worker(
     return Worker(
         client,
         task_queue=settings.claude_task_queue,
-        activities=[generation.generate_conversation],
+        activities=[generation.generate_conversation, generation.judge_conversation],
         # A call is taken from the queue once it has a turn: the rest wait there, handed out
         # fairly between jobs. The queue has no workflows and runs no local activities.
         tuner=WorkerTuner.create_composite(

@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.claude_pacing import HANDED_OVER_TURN_GRACE_S, CallPacer, TurnTooFar
-from activities.claude_requests import priced_usage, raw_response_document, request_text
+from activities.claude_requests import ClaudeRequest, call_shape, priced_usage, raw_response_document, request_text
 from activities.data_errors import classify as classify_data_error
 from activities.errors import (
     ANTHROPIC_REFUSED,
@@ -30,8 +30,8 @@ from brightrun.claude_client import answered_by
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import CLAUDE_STORAGE_MARGIN_S, Settings
-from brightrun.storage import Storage, raw_response_key
-from models.messages import CallProgress, GeneratedRaw, GenerateInput, PaidReply, RefusalDetails
+from brightrun.storage import Storage
+from models.messages import CallProgress, GeneratedRaw, GenerateInput, JudgeInput, PaidReply, RefusalDetails
 
 if TYPE_CHECKING:
     # The SDK takes over a second to import. The workflows name these activities, and the command
@@ -386,7 +386,7 @@ async def heartbeating(progress: object) -> AsyncIterator[None]:
         task.cancel()
 
 
-def _max_attempts(request: GenerateInput, settings: Settings) -> int:
+def _max_attempts(request: ClaudeRequest, settings: Settings) -> int:
     """The requests the call may send (from the starter's settings); the worker's setting stands in
     for a call scheduled before the workflow said."""
     return request.max_attempts or settings.claude_max_attempts
@@ -404,7 +404,7 @@ class ClaudeActivities:
         self._gate = RateLimitGate(settings.claude_rate_limit_low_watermark, settings.claude_rate_limit_max_wait_s)
 
     async def _read_stored(
-        self, request: GenerateInput, progress: CallProgress, deadline: float, key: str, digest: str | None
+        self, request: ClaudeRequest, progress: CallProgress, deadline: float, key: str, digest: str | None
     ) -> bytes:
         """The prompt or a repair's rejected reply, read through a storage outage like the upload."""
         return await self._through_outage(
@@ -413,6 +413,15 @@ class ClaudeActivities:
 
     @activity.defn(name="generate_conversation")
     async def generate_conversation(self, request: GenerateInput) -> GeneratedRaw:
+        return await self._answer(request)
+
+    @activity.defn(name="judge_conversation")
+    async def judge_conversation(self, request: JudgeInput) -> GeneratedRaw:
+        """The judge's call: the same call as a generation's (pacing, rate limit, retries,
+        attempts, usage), with the judge's model, the rubric and the forced verdict tool."""
+        return await self._answer(request)
+
+    async def _answer(self, request: ClaudeRequest) -> GeneratedRaw:
         progress = _progress_of_earlier_attempts()
         try:
             return await self._generate(request, progress)
@@ -432,7 +441,7 @@ class ClaudeActivities:
                 ) from exc
             raise
 
-    async def _generate(self, request: GenerateInput, progress: CallProgress) -> GeneratedRaw:
+    async def _generate(self, request: ClaudeRequest, progress: CallProgress) -> GeneratedRaw:
         deadline = attempt_deadline()
         async with heartbeating(progress):
             if progress.reply is None:
@@ -469,7 +478,7 @@ class ClaudeActivities:
             update={"usage": progress.usage, "attempt": activity.info().attempt, "raw_digest": raw_digest}
         )
 
-    async def _call(self, request: GenerateInput, progress: CallProgress, deadline: float) -> PaidReply:
+    async def _call(self, request: ClaudeRequest, progress: CallProgress, deadline: float) -> PaidReply:
         """One fresh streamed request; its answer becomes (and is) the progress's paid reply. Its tokens
         count from the moment the API announces them, also when the call then fails; an SDK or
         transport error becomes the failure Temporal acts on, carrying the usage so far."""
@@ -477,6 +486,7 @@ class ClaudeActivities:
         import httpx2
 
         max_attempts = _max_attempts(request, self._settings)
+        shape = call_shape(self._settings, request)
         if progress.requests_sent >= max_attempts:
             # A failure classified on the last allowed request fails for good, so the attempt that
             # sent it ended unclassified: by its timeout, or with its worker.
@@ -489,7 +499,7 @@ class ClaudeActivities:
             )
         spent_before, changed_at, call_index = progress.usage, None, None
         # The wait for the rate limit leaves the call and the upload their whole time.
-        start_by = time.time() + seconds_left(deadline) - self._settings.claude_timeout_s(request.tier) - CLAUDE_STORAGE_MARGIN_S
+        start_by = time.time() + seconds_left(deadline) - shape.timeout_s - CLAUDE_STORAGE_MARGIN_S
         try:
             # The turn first: the one the call's slot took is kept only a few ms past its time.
             turn_at = await self._turn(request, progress, deadline, start_by)
@@ -505,13 +515,11 @@ class ClaudeActivities:
                 activity.heartbeat(progress)
                 started = changed_at = time.monotonic()
                 async with self._client.messages.stream(
-                    model=self._settings.claude_model,
-                    max_tokens=self._settings.claude_max_tokens(request.tier),
-                    # The static instructions are the cacheable prefix every item of a batch shares.
-                    system=[{"type": "text", "text": text.system, "cache_control": {"type": "ephemeral"}}],
-                    messages=text.messages,
+                    model=shape.model,
+                    max_tokens=shape.max_tokens,
+                    **text.params(shape),
                     extra_headers={"x-brightrun-item": str(request.item_id)},
-                    timeout=anthropic.Timeout(self._settings.claude_timeout_s(request.tier), connect=CONNECT_TIMEOUT_S),
+                    timeout=anthropic.Timeout(shape.timeout_s, connect=CONNECT_TIMEOUT_S),
                 ) as stream:
                     async for event in stream:
                         if event.type == "message_start":
@@ -535,10 +543,9 @@ class ClaudeActivities:
         usage = priced_usage(self._prices, self._settings, message.model, message.usage)
         progress.usage = spent_before + usage
         rate_limit = _rate_limit_headers(headers)
-        raw_key = raw_response_key(request.user_id, request.conversation_id, repair=request.repair is not None)
         progress.reply = PaidReply(
             generated=GeneratedRaw(
-                raw_key=raw_key,
+                raw_key=shape.raw_key,
                 model=message.model,
                 stop_reason=message.stop_reason,
                 usage=usage,
@@ -555,7 +562,7 @@ class ClaudeActivities:
         )
         return progress.reply
 
-    async def _turn(self, request: GenerateInput, progress: CallProgress, deadline: float, start_by: float) -> float:
+    async def _turn(self, request: ClaudeRequest, progress: CallProgress, deadline: float, start_by: float) -> float:
         """The call's turn at the calls-per-minute limit, as a time.monotonic() value. The row's
         clock decides the turn; this worker's only how long the call may wait for it."""
         try:
@@ -567,7 +574,7 @@ class ClaudeActivities:
         return time.monotonic() + starts_in
 
     def _failure(
-        self, request: GenerateInput, progress: CallProgress, exc: Exception, call_index: int | None
+        self, request: ClaudeRequest, progress: CallProgress, exc: Exception, call_index: int | None
     ) -> tuple[ApplicationError, bool]:
         """The failure of this attempt, logged, with the usage of every attempt so far as its last
         detail; and whether the progress changed (heartbeated: the failure must wait for it). A
@@ -608,7 +615,7 @@ class ClaudeActivities:
         return failure, changed
 
     async def _through_outage(
-        self, request: GenerateInput, progress: CallProgress, deadline: float, operation: Callable[[], Awaitable[T]]
+        self, request: ClaudeRequest, progress: CallProgress, deadline: float, operation: Callable[[], Awaitable[T]]
     ) -> T:
         """A storage or database operation, retried through an outage while the attempt has room
         for one more try; then the attempt ends as the outage (retryable) and the paid reply, if
@@ -646,7 +653,7 @@ async def _heartbeat_sent(changed_at: float | None) -> None:
         await asyncio.sleep(max(0.0, changed_at + _HEARTBEAT_SENT_S - time.monotonic()))
 
 
-def _call_log(request: GenerateInput) -> structlog.stdlib.BoundLogger:
+def _call_log(request: ClaudeRequest) -> structlog.stdlib.BoundLogger:
     """The log, bound to the call's job, item and attempt."""
     return log.bind(job_id=str(request.job_id), item_id=str(request.item_id), attempt=activity.info().attempt)
 

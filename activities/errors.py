@@ -25,6 +25,11 @@ LOW_QUALITY = "low_quality"
 # end the same way, so neither gets a repair turn.
 CLAUDE_REFUSAL = "claude_refusal"
 CLAUDE_CONTEXT_WINDOW_EXCEEDED = "claude_context_window_exceeded"
+# Claude as judge (activities/judge.py): the judge's reply is no valid verdict (repaired once);
+# the job's rubric is not in the catalog; the conversation to judge has no stored file.
+INVALID_VERDICT = "invalid_verdict"
+RUBRIC_NOT_FOUND = "rubric_not_found"
+CONVERSATION_NOT_FOUND = "conversation_not_found"
 # Database and storage failures, classified in activities/data_errors.py. An outage is retried
 # until the part is back; a refusal (constraint, bad value, missing bucket, access denied) never is.
 DATABASE_UNAVAILABLE = "database_unavailable"

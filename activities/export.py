@@ -89,7 +89,26 @@ def selection_conditions(selection: ExportSelection) -> list[ColumnElement[bool]
         conditions.append(Conversation.review_status == selection.review_status.value)
     if selection.min_quality is not None:
         conditions.append(Conversation.quality_score >= selection.min_quality)
+    if selection.min_judge_score is not None:
+        conditions.append(Conversation.judge_score >= selection.min_judge_score)
     return conditions
+
+
+def judge_metadata(row: Any) -> dict[str, Any]:
+    """A judged conversation's verdict in its record's metadata (an unjudged one's record has
+    none): the overall score, each criterion's, and the rubric version that gave them."""
+    if row.judge_score is None:
+        return {}
+    scores = {key: c["score"] for key, c in (row.judge_scores or {}).items()}
+    return {
+        "judge": {
+            "score": row.judge_score,
+            "scores": scores,
+            "rubric": row.judge_rubric,
+            "rubric_version": row.judge_rubric_version,
+            "model": row.judge_model,
+        }
+    }
 
 
 def not_written_by_claude() -> ColumnElement[bool]:
@@ -390,6 +409,11 @@ class ExportActivities:
                 Conversation.provider,
                 Conversation.provider_host,
                 Conversation.near_duplicate,
+                Conversation.judge_score,
+                Conversation.judge_scores,
+                Conversation.judge_rubric,
+                Conversation.judge_rubric_version,
+                Conversation.judge_model,
                 Persona.name.label("persona"),
                 EmotionalArc.name.label("emotional_arc"),
                 TrainingTopic.name.label("training_topic"),
@@ -438,6 +462,7 @@ class ExportActivities:
                 "provider_host": row.provider_host,
                 "quality_score": row.quality_score,
                 "near_duplicate": row.near_duplicate,
+                **judge_metadata(row),
             }
             line = record_line(
                 training_record(selection.format, training_messages(document["turns"], selection.system_prompt), metadata)
@@ -568,6 +593,14 @@ class ExportActivities:
                 select(Conversation.tier, func.count()).where(*conditions).group_by(Conversation.tier).order_by(Conversation.tier)
             )
             counts["tier"] = dict(tiers.all())
+            rubric = func.concat(Conversation.judge_rubric, " v", Conversation.judge_rubric_version)
+            judged = await session.execute(
+                select(rubric, func.count())
+                .where(*conditions, Conversation.judge_score.is_not(None))
+                .group_by(rubric)
+                .order_by(rubric)
+            )
+            counts["judge_rubric"] = dict(judged.all())
         return counts
 
     @activity.defn(name="fail_export")
@@ -668,6 +701,16 @@ def dataset_card(
     for dimension in ("persona", "emotional_arc", "training_topic", "tier"):
         lines += ["", f"## By {dimension.replace('_', ' ')}", "", f"| {dimension} | conversations |", "|---|---|"]
         lines += [f"| {name} | {count} |" for name, count in counts[dimension].items()]
+    judged = counts.get("judge_rubric") or {}
+    if judged:
+        lines += [
+            "", "## Judge", "",
+            ("Claude scored these conversations against a rubric (docs/judge.md): each record's `metadata.judge` has "
+             "the overall score (1-5), each criterion's score, the rubric and its version, and the judge model."),
+            "", "| rubric | conversations judged |", "|---|---|",
+            *(f"| {label} | {count} |" for label, count in judged.items()),
+            *([f"| not judged | {total - sum(judged.values())} |"] if total > sum(judged.values()) else []),
+        ]
     jobs = ", ".join(str(job) for job in selection.job_ids) or "all"
     lines += [
         "",
@@ -675,6 +718,7 @@ def dataset_card(
         "",
         f"- review status: {selection.review_status.value if selection.review_status else 'any'}",
         f"- minimum quality: {selection.min_quality if selection.min_quality is not None else 'none'}",
+        *([f"- minimum judge score: {selection.min_judge_score}"] if selection.min_judge_score is not None else []),
         f"- jobs: {jobs}",
         f"- owner: {selection.user or 'every user'}",
         f"- split seed: {selection.seed}",

@@ -110,6 +110,8 @@ class ItemActivities:
             # The job counts the status the row keeps (the first final one), and only its first
             # report of an item: a retried step may tell it again.
             reported = outcome.model_copy(update={"status": recorded})
+        if request.report_to is None:
+            return recorded  # the item reports once it has judged the conversation
         if not await signal_if_running(self._temporal, request.report_to, ITEM_FINISHED_SIGNAL, reported):
             # A reset or late run of the item: the job's counters come from the rows.
             log.warning("the job's workflow has ended; the item's row holds its outcome", job_workflow=request.report_to)

@@ -37,6 +37,7 @@ from models.messages import (
     JobCounters,
     JobPlan,
     JobStatusChange,
+    JudgePlan,
     LinkConversationInput,
     LinkedConversation,
     RecordedItems,
@@ -110,7 +111,14 @@ def _counters_of(job: BatchJob) -> JobCounters:
         successful=job.successful_items,
         failed=job.failed_items,
         cancelled=job.cancelled_items,
+        judged=job.judged_items,
     )
+
+
+def job_judge_plan(job: BatchJob) -> JudgePlan | None:
+    """The rubric version the job was launched to judge with (shared_parameters["judge"])."""
+    judge = job.shared_parameters.get("judge")
+    return JudgePlan.model_validate(judge) if judge else None
 
 
 def _counter_columns(counters: JobCounters) -> dict[str, int]:
@@ -242,6 +250,7 @@ class JobActivities:
                 started_at=job.started_at,
                 max_cost_usd=job.max_cost_usd,
                 estimated_item_cost_usd=(job.estimate or {}).get("max_item_cost_usd", 0.0),
+                judge=job_judge_plan(job),
                 unfinished_items=(
                     await session.scalars(
                         select(BatchItem.id).where(

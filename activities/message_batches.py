@@ -20,13 +20,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.claude import backoff_delay, classify_failure, heartbeating, refusal_reason
-from activities.claude_requests import priced_usage, raw_response_document, request_text
+from activities.claude_requests import call_shape, priced_usage, raw_response_document, request_text
 from activities.errors import ANTHROPIC_INVALID_REQUEST, ANTHROPIC_REFUSED
 from brightrun.claude_client import Responder, answered_by
 from brightrun.logs import get_logger
 from brightrun.pricing import PriceTable
 from brightrun.settings import Settings
-from brightrun.storage import Storage, batch_request_key, raw_response_key
+from brightrun.storage import Storage, batch_request_key
 from brightrun.temporal_client import signal_if_running
 from models.enums import BatchResultType, MessageBatchState
 from models.messages import (
@@ -158,12 +158,8 @@ class MessageBatchActivities:
         prompt = await request_text(
             generate, lambda key, digest: self._storage.get_bytes(self._storage.conversation_bucket, key, digest)
         )
-        params = {
-            "model": self._settings.claude_model,
-            "max_tokens": self._settings.claude_max_tokens(generate.tier),
-            "system": [{"type": "text", "text": prompt.system, "cache_control": BATCH_CACHE_CONTROL}],
-            "messages": prompt.messages,
-        }
+        shape = call_shape(self._settings, generate)
+        params = {"model": shape.model, "max_tokens": shape.max_tokens, **prompt.params(shape, BATCH_CACHE_CONTROL)}
         body = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
         request_key = batch_request_key(generate.user_id, generate.conversation_id, request.sequence)
         await self._storage.put_bytes(self._storage.conversation_bucket, request_key, body, "application/json")
@@ -178,7 +174,7 @@ class MessageBatchActivities:
                     batch_job_id=generate.job_id,
                     batch_item_id=generate.item_id,
                     request_key=request_key,
-                    raw_key=raw_response_key(generate.user_id, generate.conversation_id, repair=generate.repair is not None),
+                    raw_key=shape.raw_key,
                     request_bytes=len(body),
                     details=details,
                 )

@@ -50,6 +50,7 @@ def claude_call_plan(settings: Settings) -> ClaudeCallPlan:
     return ClaudeCallPlan(
         task_queue=settings.claude_task_queue,
         attempt_timeout_s={tier: settings.claude_attempt_timeout_s(tier) for tier in Tier},
+        judge_attempt_timeout_s=settings.judge_attempt_timeout_s(),
         heartbeat_timeout_s=settings.claude_heartbeat_timeout_s,
         max_attempts=settings.claude_max_attempts,
         retry_base_s=settings.claude_retry_base_s,

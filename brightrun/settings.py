@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     estimate_max_token_counts: int = Field(default=50, ge=1, le=10_000)
     estimate_token_count_concurrency: int = Field(default=4, ge=1, le=100)
     estimate_token_count_timeout_s: float = Field(default=10.0, gt=0)
+    # Claude as judge (docs/judge.md): the model that scores each conversation against the job's
+    # rubric (the smallest priced: a verdict must cost a tenth of a generation or less, and with
+    # claude-haiku-4-5 it costs 13-15%, bench/results/judge.json), and its output budget (a verdict
+    # of five scores and one-sentence reasons is about 300 tokens; a thinking model's reserve is
+    # added, brightrun/model_traits.py).
+    judge_model: str = "claude-haiku-5-5"
+    judge_max_tokens: int = Field(default=1024, ge=256)
 
     # Message Batches mode (launch --mode batch): batch size and bytes below the API's limits
     # (100,000 requests, 256 MB), how long a batch gathers requests, how often open ones are polled.
@@ -182,6 +189,17 @@ class Settings(BaseSettings):
     def claude_attempt_timeout_s(self, tier: Tier) -> float:
         """Start-to-close of one attempt: a rate-limit wait, the call, then the raw response's upload."""
         return self.claude_rate_limit_max_wait_s + self.claude_timeout_s(tier) + CLAUDE_STORAGE_MARGIN_S
+
+    def judge_call_max_tokens(self) -> int:
+        """A judge call's output budget, plus room for the judge model's thinking, if it thinks."""
+        return self.judge_max_tokens + traits_of(self.judge_model).max_tokens_reserve
+
+    def judge_timeout_s(self) -> float:
+        """The SDK's timeout for one judge call, sized like a generation's from its max_tokens."""
+        return self.claude_timeout_base_s + self.judge_call_max_tokens() / self.claude_min_output_tokens_per_s
+
+    def judge_attempt_timeout_s(self) -> float:
+        return self.claude_rate_limit_max_wait_s + self.judge_timeout_s() + CLAUDE_STORAGE_MARGIN_S
 
     @property
     def uses_standin(self) -> bool:

@@ -45,6 +45,17 @@ def prompt_key(user_id: str, conversation_id: object) -> str:
     return f"requests/{user_id}/{conversation_id}_prompt.json"
 
 
+def judge_request_key(user_id: str, conversation_id: object, rubric_name: str, rubric_version: int) -> str:
+    """A judge call's request (the rubric, the conversation, the verdict tool), beside the prompt."""
+    return f"requests/{user_id}/{conversation_id}_judge_{rubric_name}_v{rubric_version}.json"
+
+
+def judge_raw_key(user_id: str, conversation_id: object, rubric_name: str, rubric_version: int, repair: bool = False) -> str:
+    """The judge's raw reply under one rubric version; a repair's is kept beside the rejected one."""
+    name = f"{conversation_id}_judge_{rubric_name}_v{rubric_version}_raw{'_repair' if repair else ''}"
+    return f"{_conversation_folder(user_id)}/{name}.json"
+
+
 def conversation_prefixes(user_id: str, conversation_id: object) -> list[str]:
     """Where the objects of one conversation live: its raw replies, final and enrichment files,
     its prompt and the requests it sent in Message Batches."""

@@ -39,6 +39,7 @@ from brightrun.claude_client import STANDIN_HEADER
 from brightrun.model_traits import Thinking, estimated_tokens, traits_of
 from devtools import standin_batches
 from devtools.standin_batches import EXPIRED, MessageBatches, has_api_key
+from devtools.standin_judge import VERDICT_FAULTS, block_text, called_tool, forced, tools_tokens, verdict_block
 
 # Injected faults answered with an HTTP error: status, Anthropic error type, message.
 ERROR_FAULTS = {
@@ -72,7 +73,8 @@ ERROR_CODES = {"429_spend_limit": "enforced_spend_limit_reached"}
 TOO_LARGE_FAULT = "413"
 TOO_LARGE_BODY = "<html><head><title>413 Request Entity Too Large</title></head><body>Request Entity Too Large</body></html>"
 # `expired` applies to requests inside Message Batches; an online request that draws it is answered.
-FAULTS = (*ERROR_FAULTS, TOO_LARGE_FAULT, *REPLY_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
+# A judge request's verdict can also be spoiled with a score out of range (devtools/standin_judge.py).
+FAULTS = (*ERROR_FAULTS, TOO_LARGE_FAULT, *REPLY_FAULTS, *VERDICT_FAULTS, *MIDSTREAM_FAULTS, EXPIRED)
 
 PROMPT_LINES = {  # metadata field -> (prompt line label, value when the line is missing)
     "persona": ("persona", "Unknown persona"),
@@ -482,17 +484,20 @@ def _cache_breakpoint(system: Any) -> tuple[str, str] | None:
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
-    """Every input token of a request (system and messages, cached or not): what count_tokens
-    answers and what a Messages answer's input, cache write and cache read tokens add up to."""
+    """Every input token of a request (tools, system and messages, cached or not): what
+    count_tokens answers and what a Messages answer's input, cache write and cache read tokens
+    add up to."""
     messages_text = "\n".join(text_of(m.get("content")) for m in body["messages"])
-    return estimated_tokens(messages_text) + estimated_tokens(text_of(body.get("system")))
+    return estimated_tokens(messages_text) + estimated_tokens(text_of(body.get("system"))) + tools_tokens(body)
 
 
 def usage_of(standin: Standin, body: dict[str, Any], output_tokens: int) -> dict[str, Any]:
     """Imitates prompt caching as documented: a system prefix marked with cache_control and at
     least the model's minimum long is written to the cache (5-minute or 1-hour, as its ttl says)
     and read from it until its lifetime ends, each read starting the lifetime again; a shorter
-    one is not cached, without an error. input_tokens is the uncached rest."""
+    one is not cached, without an error. input_tokens is the uncached rest. Tools come first in
+    the prompt, so a cached system prefix caches them too."""
+    tools = tools_tokens(body)
     usage: dict[str, Any] = {
         "input_tokens": prompt_tokens(body),
         "output_tokens": output_tokens,
@@ -504,10 +509,10 @@ def usage_of(standin: Standin, body: dict[str, Any], output_tokens: int) -> dict
     if breakpoint_ is None:
         return usage
     prefix, ttl = breakpoint_
-    prefix_tokens = estimated_tokens(prefix)
+    prefix_tokens = estimated_tokens(prefix) + tools
     if prefix_tokens < traits_of(body["model"]).cache_min_tokens:
         return usage
-    key = hashlib.sha256(f"{body['model']}\n{prefix}".encode()).hexdigest()
+    key = hashlib.sha256(f"{body['model']}\n{json.dumps(body.get('tools'))}\n{prefix}".encode()).hexdigest()
     usage["input_tokens"] -= prefix_tokens
     if standin.prompt_cache.use(key, ttl, standin.cache_now()):
         usage["cache_read_input_tokens"] = prefix_tokens
@@ -547,10 +552,17 @@ def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[
     """The answer: thinking first for a model that thinks by default, then the text; thinking
     and text together stop at max_tokens, as the real API's output does."""
     prompt = prompt_of(body)
+    tool = called_tool(body)
+    thinking = traits_of(body["model"]).thinking
+    if tool is not None and outcome != REFUSAL:
+        block, stop_reason = verdict_block(tool, body, outcome)
+        # A forced tool call comes without thinking (the API refuses the two together).
+        if thinking in THINKING_TOKENS and not forced(body):
+            return _message(standin, body, thinking_block(prompt, THINKING_TOKENS[thinking]), block, stop_reason=stop_reason)
+        return _message(standin, body, block, stop_reason=stop_reason)
     text, stop_reason = reply_text(prompt, outcome, standin.config.turn_suffix)
     content: list[dict[str, Any]] = []
     budget = body["max_tokens"]
-    thinking = traits_of(body["model"]).thinking
     if thinking in THINKING_TOKENS and outcome != REFUSAL:
         block = thinking_block(prompt, min(THINKING_TOKENS[thinking], budget))
         content.append(block)
@@ -561,13 +573,17 @@ def build_message(standin: Standin, body: dict[str, Any], outcome: str) -> dict[
         text, stop_reason = text[: budget * 4], "max_tokens"
     if text:
         content.append({"type": "text", "text": text})
-    output_tokens = sum(estimated_tokens(b.get("thinking") or b.get("text", "")) for b in content) or 1
+    return _message(standin, body, *content, stop_reason=stop_reason)
+
+
+def _message(standin: Standin, body: dict[str, Any], *content: dict[str, Any], stop_reason: str) -> dict[str, Any]:
+    output_tokens = sum(estimated_tokens(block_text(b)) for b in content) or 1
     return {
         "id": f"msg_standin_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": body["model"],
-        "content": content,
+        "content": list(content),
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": usage_of(standin, body, output_tokens),
@@ -702,6 +718,11 @@ def _hang_up(request: web.Request, response: web.StreamResponse) -> web.StreamRe
 
 def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """One content block as its start, deltas (a thinking block's signature last) and stop."""
+    if block["type"] == "tool_use":
+        text, empty = json.dumps(block["input"]), {**block, "input": {}}
+        chunks = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+        deltas = [("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": c}}) for c in chunks]
+        return [("content_block_start", {"index": index, "content_block": empty}), *deltas, ("content_block_stop", {"index": index})]
     if block["type"] == "thinking":
         text, empty, delta = block["thinking"], {"type": "thinking", "thinking": "", "signature": ""}, "thinking"
     else:

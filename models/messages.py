@@ -48,6 +48,14 @@ class JobCounters(BaseModel):
     successful: int = 0
     failed: int = 0
     cancelled: int = 0
+    judged: int = 0  # successful items whose conversation has a verdict (judging on)
+
+
+class JudgePlan(BaseModel):
+    """A job's judging: the rubric version fixed at launch (every item applies the same one)."""
+
+    rubric_name: str
+    rubric_version: int
 
 
 class JobPlan(BaseModel):
@@ -69,6 +77,7 @@ class JobPlan(BaseModel):
     # costliest item, the budget's projection before items have run (workflows/budget.py).
     max_cost_usd: float | None = None
     estimated_item_cost_usd: float = 0.0
+    judge: JudgePlan | None = None  # None: the job's conversations are not judged
     # Items whose rows are `processing` when a fresh run starts: an earlier run started them and
     # ended without accounting for them (its workflow was terminated, or the job is retried).
     unfinished_items: list[uuid.UUID] = Field(default_factory=list)
@@ -109,6 +118,7 @@ class ClaudeCallPlan(BaseModel):
     task_queue: str | None = None
     # Start-to-close of one attempt per tier, sized from the tier's max_tokens.
     attempt_timeout_s: dict[Tier, float] = Field(default_factory=lambda: dict.fromkeys(Tier, 600.0))
+    judge_attempt_timeout_s: float = 600.0  # a judge call's (Settings.judge_attempt_timeout_s)
     heartbeat_timeout_s: float = 20.0
     # Requests sent per call before the item fails with the last error (a Message Batch request
     # counts as one); waiting for a turn, an outage or a refusal is no attempt.
@@ -186,6 +196,7 @@ class ItemFinished(BaseModel):
     conversation_id: uuid.UUID | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     duration_s: float = 0.0
+    judged: bool = False  # its conversation was given a verdict (usage includes the judging)
 
 
 class JobProgress(BaseModel):
@@ -207,6 +218,7 @@ class JobProgress(BaseModel):
     usage: TokenUsage
     stop_reason: str | None
     runs: int
+    judged: int = 0
 
 
 class CancelQueuedItems(BaseModel):
@@ -275,6 +287,9 @@ class BatchItemInput(BaseModel):
     # history nothing, where a patch marker costs two events. 0: an item started before it was
     # given, whose patch markers tell.
     steps_version: int = 0
+    # Judge the conversation once it is stored, then report (None: no judging, as items started
+    # before judging existed).
+    judge: JudgePlan | None = None
 
 
 class ItemWorkflowStarts(BaseModel):
@@ -387,6 +402,117 @@ class GenerateInput(BaseModel):
     # Requests sent to the API before the call gives up (ClaudeCallPlan.max_attempts); None for a
     # call scheduled before the plan said so: the worker's setting.
     max_attempts: int | None = None
+
+
+class JudgeInput(BaseModel):
+    """One judge call: its request (the rubric as the system text, the conversation as the
+    message, the verdict tool) is in storage at `text_key`, written by the prepare step."""
+
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: str
+    rubric_name: str
+    rubric_version: int
+    text_key: str
+    text_digest: str | None = None
+    repair: RepairRequest | None = None
+    max_attempts: int | None = None
+
+
+class PrepareJudgingInput(BaseModel):
+    """Judge a stored conversation against a rubric version (None: the rubric's latest)."""
+
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: str
+    rubric_name: str
+    rubric_version: int | None = None
+
+
+class JudgeVerdict(BaseModel):
+    """A verdict as recorded: the overall score and the rubric version it applied."""
+
+    conversation_id: uuid.UUID
+    rubric_name: str
+    rubric_version: int
+    overall: float
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class PreparedJudging(BaseModel):
+    """The judge call to make, or the verdict already recorded under this rubric version (a
+    reset or a rerun): no second call is paid for."""
+
+    request: JudgeInput | None = None
+    recorded: JudgeVerdict | None = None
+
+
+class RecordVerdictInput(BaseModel):
+    job_id: uuid.UUID
+    request: JudgeInput
+    # Every judge call that went into the verdict: the first, and the repair if there was one.
+    judgings: list[GeneratedRaw]
+
+
+class JudgeFailure(BaseModel):
+    """A judging that gave no verdict: what its calls cost is still the job's."""
+
+    job_id: uuid.UUID
+    item_id: uuid.UUID
+    conversation_id: uuid.UUID
+    usage: TokenUsage
+    error_message: str
+
+
+class JudgeRerunState(BaseModel):
+    """What a rerun's run hands the next across continue-as-new."""
+
+    after: uuid.UUID | None = None  # the last conversation (business key) of the pages done
+    judged: int = 0
+    failed: int = 0
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    runs: int = 1
+
+
+class JudgeRerunInput(BaseModel):
+    """Judge a job's conversations again with a rubric version, without regenerating them."""
+
+    job_id: uuid.UUID
+    plan: JudgePlan
+    claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
+    page_size: int = 100
+    concurrency: int = 10  # judge calls in flight at once
+    history_event_limit: int = 2000
+    state: JudgeRerunState | None = None
+
+
+class ConversationsToJudgeRequest(BaseModel):
+    job_id: uuid.UUID
+    after: uuid.UUID | None
+    limit: int
+
+
+class ConversationToJudge(BaseModel):
+    conversation_id: uuid.UUID
+    item_id: uuid.UUID
+    user_id: str
+
+
+class ConversationsToJudge(BaseModel):
+    conversations: list[ConversationToJudge]
+
+
+class JudgeRerunProgress(BaseModel):
+    job_id: uuid.UUID
+    rubric_name: str
+    rubric_version: int
+    judged: int  # verdicts given or found already given under this rubric version
+    failed: int
+    usage: TokenUsage
+    paused: bool = False
+    done: bool = False
 
 
 class GeneratedRaw(BaseModel):
@@ -508,8 +634,9 @@ class CompleteItemInput(BaseModel):
     finished_at: datetime
     outcome: ItemFinished
     rate_limit: dict[str, str] = Field(default_factory=dict)
-    # The job's workflow, which the step tells of the recorded outcome (ITEM_FINISHED_SIGNAL).
-    report_to: str
+    # The job's workflow, which the step tells of the recorded outcome (ITEM_FINISHED_SIGNAL);
+    # None: the item tells it later (after judging its conversation).
+    report_to: str | None
 
 
 # --- Message Batches mode -----------------------------------------------------------------
@@ -525,7 +652,7 @@ class StageBatchRequest(BaseModel):
     """One request of an item for a Message Batch; `sequence` counts the item's requests, so a
     resubmission or a repair gets a custom_id of its own."""
 
-    generate: GenerateInput
+    generate: GenerateInput | JudgeInput  # a generation's request, or a judge's
     sequence: int
     batch_size: int | None = None  # the requests a batch takes: a request that fills one says so
 
@@ -658,6 +785,8 @@ class ExportSelection(BaseModel):
     job_ids: list[uuid.UUID] = Field(default_factory=list)
     review_status: ReviewStatus | None = ReviewStatus.APPROVED
     min_quality: float | None = None
+    # Only conversations the judge scored at or above this (overall, 1-5); None: no judge filter.
+    min_judge_score: float | None = None
     format: ExportFormat = ExportFormat.MESSAGES
     splits: list[SplitShare] = Field(default_factory=lambda: [SplitShare(name="train", fraction=1.0)])
     seed: int = 0

@@ -166,6 +166,9 @@ class BatchJob(Base):
     max_cost_usd: Mapped[float | None] = mapped_column(Numeric(16, 10, asdecimal=False))
     # Why the job paused itself, e.g. "budget reached"; cleared on resume.
     pause_reason: Mapped[str | None] = mapped_column(Text)
+    # Conversations judged, and what judging cost (cost_usd includes it).
+    judged_items: Mapped[int] = mapped_column(Integer, server_default="0")
+    judge_cost_usd: Mapped[float] = mapped_column(Numeric(16, 10, asdecimal=False), server_default="0")
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -183,6 +186,7 @@ class Conversation(Base):
         Index("ix_conversations_created_by_review_status_created_at", "created_by", "review_status", "created_at", "id"),
         Index("ix_conversations_review_status_created_at", "review_status", "created_at", "id"),
         Index("ix_conversations_created_at", "created_at", "id"),
+        Index("ix_conversations_batch_job_id_judge_score", "batch_job_id", "judge_score"),
     )
     id: Mapped[uuid.UUID] = _id()
     # The business key: used in storage paths and by people; never the target of a foreign key.
@@ -229,8 +233,56 @@ class Conversation(Base):
     # [{"check": name, "reason": text}] for every check that failed.
     failed_checks: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
     enriched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The latest verdict of Claude as judge (models/judge.py): the overall score (1-5, the rubric's
+    # weights), {criterion: {score, reason}}, the rubric and version, the model, what the judging
+    # cost (every attempt and the repair). NULL until judged; every verdict is in ConversationVerdict.
+    judge_score: Mapped[float | None] = mapped_column(Float)
+    judge_scores: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    judge_rubric: Mapped[str | None] = mapped_column(String(100))
+    judge_rubric_version: Mapped[int | None] = mapped_column(Integer)
+    judge_model: Mapped[str | None] = mapped_column(String(100))
+    judge_usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    judge_cost_usd: Mapped[float | None] = mapped_column(Numeric(16, 10, asdecimal=False))
+    judged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class JudgeRubric(Base):
+    """A version of a rubric file, as loaded into the catalog (devtools/rubrics/<name>.v<n>.json)."""
+
+    __tablename__ = "judge_rubrics"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_judge_rubrics_name_version"),)
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ConversationVerdict(Base):
+    """Every verdict a conversation was given, one per rubric version: a rerun keeps the old ones."""
+
+    __tablename__ = "conversation_verdicts"
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_pk", "rubric_name", "rubric_version", name="uq_conversation_verdicts_conversation_pk"
+        ),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    conversation_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    batch_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    rubric_name: Mapped[str] = mapped_column(String(100))
+    rubric_version: Mapped[int] = mapped_column(Integer)
+    judge_model: Mapped[str] = mapped_column(String(100))
+    overall: Mapped[float] = mapped_column(Float)
+    criteria: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    cost_usd: Mapped[float] = mapped_column(Numeric(16, 10, asdecimal=False))
+    # The judge's raw reply that gave this verdict (the repair's, when there was one).
+    raw_key: Mapped[str] = mapped_column(Text)
+    judged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
 
 
 class Export(Base):

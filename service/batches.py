@@ -24,7 +24,7 @@ from brightrun.pricing import BATCH_PRICE_FACTOR
 from brightrun.settings import Settings, get_settings
 from models import search_attributes, web_ui
 from models.enums import DeliveryMode, ErrorPolicy, ItemStatus, JobStatus, MessageBatchState, Tier
-from models.messages import NIL_UUID, BatchJobInput, JobBudget, JobProgress
+from models.messages import NIL_UUID, BatchJobInput, JobBudget, JobProgress, JudgePlan
 from models.tables import (
     MAX_JOB_CONCURRENCY,
     BatchItem,
@@ -42,6 +42,7 @@ from service.catalog_names import CatalogRow, catalog_row
 from service.errors import BatchInputError
 from service.ids import IdKind, resolve_id
 from service.items import FailureKind, failure_kinds
+from service.judge import JudgeInputError, launch_judge_plan
 from service.outages import Outage, job_outages
 from service.prompt_cache import TemplateTooShortToCache, templates_too_short_to_cache
 from workflows.budget import items_within_budget, projected_item_cost
@@ -104,6 +105,9 @@ class JobStatusView(BaseModel):
     # The job's templates whose instructions are too short for the model to cache (none: unset).
     templates_too_short_to_cache: list[TemplateTooShortToCache] | None = None
     cost_usd: float
+    # Judging (a job launched with it): conversations judged, and what judging cost (in cost_usd too).
+    judged: int | None = None
+    judge_cost_usd: float | None = None
     projected_cost_usd: float | None = None
     saving_usd: float | None = None
     # The launch's estimate (service/estimate.py) in the job's mode, beside the actual above; the
@@ -142,6 +146,11 @@ class LaunchRequest:
     priority: int | None = None
     # The budget (--max-cost): the job pauses itself before a call could take its spending past it.
     max_cost_usd: float | None = None
+    # Claude as judge (service/judge.py): True, False, or None for on when the catalog has a
+    # rubric (what `launch` passes without --judge/--no-judge; callers of this module say); the
+    # rubric's name (its latest version), None for the catalog's newest.
+    judge: bool | None = False
+    rubric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,7 @@ class ResolvedLaunch:
     combinations: list[tuple[Persona, EmotionalArc, TrainingTopic]]
     template_id: uuid.UUID  # the nil UUID: each item's template is auto-selected by its arc
     total: int
+    judge: JudgePlan | None  # the rubric version its conversations are judged with; None: not judged
 
 
 def _check_options(request: LaunchRequest) -> tuple[str | None, str]:
@@ -237,6 +247,10 @@ async def resolve_launch(session: AsyncSession, request: LaunchRequest) -> Resol
     arcs = await _resolve(session, EmotionalArc, "arc", request.arcs)
     topics = await _resolve(session, TrainingTopic, "topic", request.topics)
     template_id = await _resolve_template(session, request.template, request.tier)
+    try:
+        judge = await launch_judge_plan(session, request.judge, request.rubric)
+    except JudgeInputError as error:
+        raise BatchInputError(str(error)) from None
     combinations = list(itertools.product(personas, arcs, topics))
     total = len(combinations) * request.samples
     if total > MAX_JOB_ITEMS:
@@ -244,7 +258,9 @@ async def resolve_launch(session: AsyncSession, request: LaunchRequest) -> Resol
             f"{len(combinations)} combinations x {request.samples} samples = {total} items, "
             f"more than the {MAX_JOB_ITEMS} a job may have: launch fewer samples or split the job"
         )
-    return ResolvedLaunch(name=name, user=user, combinations=combinations, template_id=template_id, total=total)
+    return ResolvedLaunch(
+        name=name, user=user, combinations=combinations, template_id=template_id, total=total, judge=judge
+    )
 
 
 async def create_job(
@@ -255,6 +271,7 @@ async def create_job(
     async with sessions.begin() as session:
         launch = await resolve_launch(session, request)
         name, user, template_id, total = launch.name, launch.user, launch.template_id, launch.total
+        judge_plan = launch.judge
         job_id = uuid.uuid4()
         await session.execute(
             insert(BatchJob).values(
@@ -263,7 +280,10 @@ async def create_job(
                 status=JobStatus.QUEUED.value,
                 total_items=total,
                 tier=request.tier.value,
-                shared_parameters={"template_id": str(template_id)},
+                shared_parameters={
+                    "template_id": str(template_id),
+                    **({"judge": judge_plan.model_dump()} if judge_plan else {}),
+                },
                 concurrent_processing=request.concurrency,
                 error_handling=request.on_error.value,
                 mode=request.mode.value,
@@ -455,6 +475,7 @@ async def job_status(
         cache_hit_rate=_cache_hit_rate(job),
         **({"templates_too_short_to_cache": too_short} if too_short else {}),
         cost_usd=round(job.cost_usd, 8),
+        **_judging(job),
         projected_cost_usd=_projected_cost(job),
         saving_usd=_batch_saving(job),
         **_estimate_fields(job),
@@ -520,6 +541,13 @@ def _estimate_fields(job: BatchJob) -> dict[str, Any]:
         "estimated_input_tokens": estimate.get("input_tokens"),
         "estimated_output_tokens": estimate.get("output_tokens"),
     }
+
+
+def _judging(job: BatchJob) -> dict[str, Any]:
+    """A judged job's judging numbers; nothing for a job launched without judging."""
+    if not job.shared_parameters.get("judge"):
+        return {}
+    return {"judged": job.judged_items, "judge_cost_usd": round(job.judge_cost_usd, 8)}
 
 
 def _batch_saving(job: BatchJob) -> float | None:

@@ -20,6 +20,7 @@ from activities.export import export_target, not_empty, not_written_by_claude, p
 from brightrun.settings import Settings
 from brightrun.storage import Storage
 from models.enums import ExportFormat, ExportStatus, ReviewStatus
+from models.judge import MAX_SCORE, MIN_SCORE
 from models.messages import ExportInput, ExportResult, ExportSelection, SplitShare
 from models.tables import Conversation, Export
 from service.batches import BatchInputError
@@ -71,6 +72,7 @@ class ExportRequest:
     jobs: tuple[str, ...] = ()
     review_status: ReviewStatus | None = ReviewStatus.APPROVED
     min_quality: float | None = None
+    min_judge_score: float | None = None
     format: ExportFormat = ExportFormat.MESSAGES
     split: str = "train=1"
     seed: int = 0
@@ -82,7 +84,7 @@ async def export(sessions: async_sessionmaker, client: Client, settings: Setting
     """Validate, record the export, run its workflow to the end, and return what it wrote."""
     export_id = await start_export(sessions, client, settings, request)
     try:
-        return await client.get_workflow_handle_for(ExportWorkflow.run, export_workflow_id(export_id)).result()
+        return await client.get_workflow_handle(export_workflow_id(export_id), result_type=ExportResult).result()
     except WorkflowFailureError as exc:
         # The workflow recorded the failure on the row; the person gets its reason in one line
         # (its message: str() would put the error type in front).
@@ -99,6 +101,8 @@ async def start_export(
     """Validate, record the export and start its workflow; its id (the workspace follows its progress)."""
     if request.min_quality is not None and not 0 <= request.min_quality <= 1:
         raise BatchInputError(f"--min-quality must be between 0 and 1, got {request.min_quality}")
+    if request.min_judge_score is not None and not MIN_SCORE <= request.min_judge_score <= MAX_SCORE:
+        raise BatchInputError(f"--min-judge-score must be between {MIN_SCORE} and {MAX_SCORE}, got {request.min_judge_score}")
     splits = parse_splits(request.split)
     location = resolve_location(request.out)
     job_ids = [await owned_job(sessions, request.owner, job) for job in dict.fromkeys(request.jobs)]
@@ -107,6 +111,7 @@ async def start_export(
         job_ids=job_ids,
         review_status=request.review_status,
         min_quality=request.min_quality,
+        min_judge_score=request.min_judge_score,
         format=request.format,
         splits=splits,
         seed=request.seed,

@@ -76,7 +76,7 @@ async def export_progress(client: Client | None, export_id: uuid.UUID) -> Export
     """The running export's own count of what it has written; None when it does not answer."""
     if client is None:
         return None
-    handle = client.get_workflow_handle_for(ExportWorkflow.run, export_workflow_id(export_id))
+    handle = client.get_workflow_handle(export_workflow_id(export_id))
     try:
         return await handle.query(ExportWorkflow.progress, rpc_timeout=timedelta(seconds=5))
     except (RPCError, WorkflowQueryFailedError):

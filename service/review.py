@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ from models.tables import Conversation, EmotionalArc, Persona, PromptTemplate, R
 from service.access import NotFoundError, Owner, visible_job
 from service.batches import BatchInputError, parse_uuid
 from service.ids import IdKind, resolve_id
+from service.judge import JudgeFilter, JudgeInputError, verdict_history, verdict_summary
 
 LIST_LIMIT_MAX = 10_000
 
@@ -66,6 +67,10 @@ class ReviewListing(BaseModel):
     reviewed_by: str | None
     reviewed_at: datetime | None
     review_reason: str | None
+    # Claude as judge: the overall score (1-5) and each criterion's, and the rubric that gave them.
+    judge_score: float | None = None
+    judge_scores: dict[str, int] | None = None
+    judge_rubric: str | None = None
     final_key: str
     raw_key: str
     enriched_key: str | None
@@ -88,6 +93,7 @@ class Selection:
     near_duplicates: bool = False
     below_quality: float | None = None
     all_pending: bool = False
+    judge: JudgeFilter = field(default_factory=JudgeFilter)
 
     @property
     def is_bulk(self) -> bool:
@@ -98,6 +104,7 @@ class Selection:
         return bool(
             self.conversation_ids or self.job or self.all_pending or self.near_duplicates or self.persona or self.arc
             or self.topic or self.min_quality is not None or self.max_quality is not None or self.below_quality is not None
+            or self.judge.names_anything
         )
 
 
@@ -157,6 +164,10 @@ async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Sel
     ):
         if ref:
             conditions.append(column == parse_uuid(ref, what))
+    try:
+        conditions += selection.judge.conditions()
+    except JudgeInputError as error:
+        raise BatchInputError(str(error)) from None
     flagged: list[ColumnExpressionArgument[bool]] = []
     if selection.near_duplicates:
         flagged.append(Conversation.near_duplicate)
@@ -177,10 +188,29 @@ class Position:
     before: str | None = None
 
 
+# `review list --sort`: oldest first, or by the judge's overall score (worst or best first;
+# conversations not judged last).
+SORTS = {
+    "created": (Conversation.created_at, Conversation.id),
+    "judge-score": (Conversation.judge_score.asc().nulls_last(), Conversation.created_at, Conversation.id),
+    "-judge-score": (Conversation.judge_score.desc().nulls_last(), Conversation.created_at, Conversation.id),
+}
+
+
 async def list_conversations(
-    sessions: async_sessionmaker, owner: Owner, selection: Selection, limit: int = 100, position: Position = Position()
+    sessions: async_sessionmaker,
+    owner: Owner,
+    selection: Selection,
+    limit: int = 100,
+    position: Position = Position(),
+    sort: str = "created",
 ) -> list[ReviewListing]:
-    """Conversations oldest first (from `position`) with their quality, flags and storage keys."""
+    """Conversations (oldest first from `position`, or as `sort` says) with their quality,
+    verdict, flags and storage keys."""
+    if sort not in SORTS:
+        raise BatchInputError(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
+    if sort != "created" and (position.at or position.before):
+        raise BatchInputError("a listing sorted by judge score starts at its beginning: page it by --limit")
     if not 1 <= limit <= LIST_LIMIT_MAX:
         raise BatchInputError(f"--limit must be between 1 and {LIST_LIMIT_MAX}, got {limit}")
     conditions = await _conditions(sessions, owner, selection)
@@ -199,7 +229,7 @@ async def list_conversations(
         .join(TrainingTopic, TrainingTopic.id == Conversation.training_topic_id)
         .join(PromptTemplate, PromptTemplate.id == Conversation.template_id)
         .where(and_(*conditions))
-        .order_by(*order)
+        .order_by(*(order if sort == "created" else SORTS[sort]))
         .limit(limit)
     )
     async with sessions() as session:
@@ -254,6 +284,9 @@ def _listing(row: Conversation, persona: str, arc: str, topic: str, template: st
         reviewed_by=row.reviewed_by,
         reviewed_at=row.reviewed_at,
         review_reason=row.review_reason,
+        judge_score=row.judge_score,
+        judge_scores={key: c["score"] for key, c in row.judge_scores.items()} if row.judge_scores else None,
+        judge_rubric=f"{row.judge_rubric} v{row.judge_rubric_version}" if row.judge_rubric else None,
         final_key=row.final_storage_path,
         raw_key=row.raw_storage_path,
         enriched_key=enriched_conversation_key(row.created_by, row.conversation_id) if enriched else None,
@@ -268,6 +301,7 @@ async def show_conversation(
     listing = listed[0]
     async with sessions() as session:
         row = await session.scalar(select(Conversation).where(Conversation.conversation_id == listing.conversation_id))
+        history = await verdict_history(session, row.id)
     document = json.loads(await storage.get_bytes(storage.conversation_bucket, listing.final_key))
     return {
         **listing.model_dump(mode="json"),
@@ -285,6 +319,9 @@ async def show_conversation(
         # Who wrote it: an offline stand-in's text is placeholder, never training data.
         "provider": row.provider or UNKNOWN_PROVIDER,
         "provider_host": row.provider_host,
+        # The latest verdict with each criterion's reason, and every verdict before it.
+        "judge": verdict_summary(row),
+        "judge_history": history,
         "turns": document["turns"],
     }
 
@@ -302,11 +339,13 @@ async def review(
     if not selection.names_anything:
         raise BatchInputError(
             "name conversations, or select them in bulk with --job, --min-quality, --all-pending, "
-            "--near-duplicates or --below-quality"
+            "--near-duplicates, --below-quality or a judge score (--min-judge-score, --max-judge-score)"
         )
     if selection.conversation_ids and (selection.all_pending or selection.job):
         raise BatchInputError("give conversation ids or a bulk selection, not both")
-    automatic_reason = selection.is_bulk and (selection.near_duplicates or selection.below_quality is not None)
+    automatic_reason = selection.is_bulk and (
+        selection.near_duplicates or selection.below_quality is not None or selection.judge.names_anything
+    )
     if action == ReviewStatus.REJECTED and not reason and not automatic_reason:
         raise BatchInputError("a rejection needs --reason TEXT (or --near-duplicates / --below-quality, which give one)")
     conditions = await _conditions(sessions, owner, selection)
@@ -355,6 +394,12 @@ def _reason(action: ReviewStatus, reason: str | None, selection: Selection) -> C
         rules.append((Conversation.near_duplicate, func.concat("near-duplicate of conversation ", Conversation.near_duplicate_of)))
     if selection.below_quality is not None:
         rules.append((Conversation.quality_score < selection.below_quality, literal(f"quality under {selection.below_quality}")))
+    if selection.judge.names_anything:
+        rules.append((
+            Conversation.judge_score.is_not(None),
+            func.concat("judge score ", Conversation.judge_score, " (", Conversation.judge_rubric, " v",
+                        Conversation.judge_rubric_version, ")"),
+        ))
     return case(*rules, else_=literal(None, type_=Text))
 
 

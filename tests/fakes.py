@@ -20,6 +20,7 @@ from activities.errors import (
     DATABASE_ERROR,
     DATABASE_UNAVAILABLE,
     INVALID_OUTPUT,
+    INVALID_VERDICT,
     claude_http_error,
     permanent,
 )
@@ -57,11 +58,18 @@ from models.messages import (
     JobCounters,
     JobPlan,
     JobStatusChange,
+    JudgeFailure,
+    JudgeInput,
+    JudgePlan,
+    JudgeVerdict,
     LinkConversationInput,
     LinkedConversation,
     MessageBatchRef,
     PolledBatch,
+    PreparedJudging,
+    PrepareJudgingInput,
     RecordedItems,
+    RecordVerdictInput,
     ResolvedPrompt,
     ResolvePromptInput,
     SelectedTemplate,
@@ -160,6 +168,12 @@ class FakeBatch:
     enriched_when_final: int | None = None
     # Items with a final status at each enrichment page.
     items_done_at_enrichment: list[int] = field(default_factory=list)
+    # Judging: the job's rubric version (None: not judged); item position -> how many of its
+    # verdicts the record step rejects as invalid; the verdicts recorded, by conversation.
+    judge: JudgePlan | None = None
+    invalid_verdicts: dict[int, int] = field(default_factory=dict)
+    verdicts: dict[uuid.UUID, JudgeVerdict] = field(default_factory=dict)
+    judge_calls: int = 0
 
     @classmethod
     def of(cls, size: int, **knobs: Any) -> FakeBatch:
@@ -179,6 +193,7 @@ class FakeBatch:
             usage=TokenUsage(),
             started_at=None,
             unfinished_items=[i.item_id for i in self.items if i.status == ItemStatus.PROCESSING],
+            judge=self.judge,
         )
 
     def item(self, item_id: uuid.UUID) -> FakeItem:
@@ -190,7 +205,8 @@ class FakeBatch:
     def counters(self) -> JobCounters:
         completed, failed = self.count(ItemStatus.COMPLETED), self.count(ItemStatus.FAILED)
         return JobCounters(
-            completed=completed + failed, successful=completed, failed=failed, cancelled=self.count(ItemStatus.CANCELLED)
+            completed=completed + failed, successful=completed, failed=failed, cancelled=self.count(ItemStatus.CANCELLED),
+            judged=len(self.verdicts),
         )
 
 
@@ -348,6 +364,47 @@ class FakeActivities:
         self.batch.log_writes += 1
         return self.batch.log_writes
 
+    @activity.defn(name="prepare_judging")
+    async def prepare_judging(self, request: PrepareJudgingInput) -> PreparedJudging:
+        recorded = self.batch.verdicts.get(request.conversation_id)
+        if recorded is not None:
+            return PreparedJudging(recorded=recorded)
+        assert request.rubric_version is not None
+        return PreparedJudging(request=JudgeInput(
+            job_id=request.job_id, item_id=request.item_id, conversation_id=request.conversation_id,
+            user_id=request.user_id, rubric_name=request.rubric_name, rubric_version=request.rubric_version,
+            text_key=f"requests/{request.user_id}/{request.conversation_id}_judge.json",
+        ))
+
+    @activity.defn(name="judge_conversation")
+    async def judge_conversation(self, request: JudgeInput) -> GeneratedRaw:
+        self.batch.judge_calls += 1
+        suffix = "_repair" if request.repair else ""
+        return GeneratedRaw(
+            raw_key=f"raw/{request.user_id}/{request.conversation_id}_judge_raw{suffix}.json", model="fake-judge",
+            stop_reason="tool_use", usage=TokenUsage(input_tokens=20, output_tokens=5, cost_usd=0.001), latency_ms=1,
+            attempt=activity.info().attempt,
+        )
+
+    @activity.defn(name="record_verdict")
+    async def record_verdict(self, request: RecordVerdictInput) -> JudgeVerdict:
+        position = self.batch.item(request.request.item_id).position
+        if self.batch.invalid_verdicts.get(position, 0) > 0:
+            self.batch.invalid_verdicts[position] -= 1
+            problem = "topic_accuracy: score: Input should be less than or equal to 5"
+            raise permanent(f"the judge's reply is no valid verdict: {problem}", INVALID_VERDICT, problem)
+        verdict = JudgeVerdict(
+            conversation_id=request.request.conversation_id, rubric_name=request.request.rubric_name,
+            rubric_version=request.request.rubric_version, overall=4.0,
+            usage=sum((j.usage for j in request.judgings), TokenUsage()),
+        )
+        self.batch.verdicts[verdict.conversation_id] = verdict
+        return verdict
+
+    @activity.defn(name="record_judge_failure")
+    async def record_judge_failure(self, request: JudgeFailure) -> None:
+        pass
+
     def all(self) -> list:
         # The merged item steps run this fake's steps, as the real ones run the real steps.
         items = ItemActivities(self, self, self, self.client)
@@ -371,6 +428,10 @@ class FakeActivities:
             self.cancel_queued_items,
             self.set_job_status,
             self.write_job_log,
+            self.prepare_judging,
+            self.judge_conversation,
+            self.record_verdict,
+            self.record_judge_failure,
         ]
 
 
@@ -456,6 +517,7 @@ class FakeMessageBatchActivities:
     @activity.defn(name="stage_batch_request")
     async def stage_request(self, request: StageBatchRequest) -> str:
         generate = request.generate
+        assert isinstance(generate, GenerateInput), "the fake jobs judge nothing"
         custom_id = batch_custom_id(generate.item_id, request.sequence)
         if custom_id not in self.api.staged:
             self.api.staged[custom_id] = request
@@ -549,6 +611,7 @@ class FakeMessageBatchActivities:
         script = self.api.results.get(self.batch.item(staged.generate.item_id).position, [])
         scripted = script[staged.sequence - 1] if staged.sequence <= len(script) else SUCCEEDED
         if scripted.type == BatchResultType.SUCCEEDED:
+            assert isinstance(staged.generate, GenerateInput), "the fake jobs judge nothing"
             generated = fake_reply(staged.generate, staged.sequence)
             return BatchResult(custom_id=custom_id, result_type=scripted.type, generated=generated)
         return BatchResult(

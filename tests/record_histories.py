@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 
 from devtools.binaries import venv_binary
 from models.enums import DeliveryMode
-from models.messages import BatchJobInput, ExportInput, ExportSelection, MessageBatchPlan
+from models.messages import BatchJobInput, ExportInput, ExportSelection, JudgePlan, MessageBatchPlan
 from models.workflow_ids import item_workflow_id, job_workflow_id, message_batches_workflow_id
 from tests.conftest import register_search_attributes
 from tests.fakes import (
@@ -73,6 +73,20 @@ async def record_online(client: Client, task_queue: str) -> dict[str, str]:
         "batch_item_completed.json": item_workflow_id(batch.items[0].item_id),
         "batch_item_repaired.json": item_workflow_id(batch.items[1].item_id),
         "batch_item_failed.json": item_workflow_id(batch.items[3].item_id),
+    }
+
+
+async def record_judged(client: Client, task_queue: str) -> dict[str, str]:
+    """A judged job: an item judged at once, and one whose first verdict was invalid (repaired)."""
+    batch = FakeBatch.of(2, judge=JudgePlan(rubric_name="advisor-conversations", rubric_version=1), invalid_verdicts={1: 1})
+    async with Worker(client, task_queue=task_queue, workflows=[BatchJobWorkflow, BatchItemWorkflow],
+                      activities=FakeActivities(batch, client).all()):
+        await client.execute_workflow(
+            BatchJobWorkflow.run, BatchJobInput(job_id=batch.job_id), id=job_workflow_id(batch.job_id), task_queue=task_queue
+        )
+    return {
+        "batch_item_judged.json": item_workflow_id(batch.items[0].item_id),
+        "batch_item_judge_repaired.json": item_workflow_id(batch.items[1].item_id),
     }
 
 
@@ -143,7 +157,10 @@ async def _status_is_not(handle: WorkflowHandle, status: WorkflowExecutionStatus
     return (await handle.describe()).status != status
 
 
-RECORDERS = {"online": record_online, "batch_mode": record_batch_mode, "export": record_export, "ended": record_ended}
+RECORDERS = {
+    "online": record_online, "judged": record_judged, "batch_mode": record_batch_mode, "export": record_export,
+    "ended": record_ended,
+}
 
 
 if __name__ == "__main__":

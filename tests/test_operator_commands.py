@@ -193,7 +193,7 @@ async def test_every_table_fits_80_columns_with_whole_headers_and_unique_ids(
                   {"runs", "conversation", "persona", "arc", "topic", "sample", "template", "item"}),
         "catalog": (["catalog"], {"personas"}, set()),
         "review list": (["review", "list", "--user", user], {"conversation", "review", "quality", "arc"},
-                        {"persona", "topic", "flags", "enriched", "job", "reviewed", "by", "final", "file"}),
+                        {"judge", "persona", "topic", "flags", "enriched", "job", "reviewed", "by", "final", "file"}),
         "status": (["status", str(job.job_id)], set(), None),
         "review show": (["review", "show", str(conversation), "--user", user], set(), None),
     }

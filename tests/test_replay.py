@@ -19,7 +19,7 @@ from workflows.message_batches import MessageBatchesWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 # Every saved history: today's at the top (a job, one that failed, one cancelled by its signal,
-# items completed, repaired and failed, an export;
+# items completed, repaired and failed, items judged, one after repairing its verdict, an export;
 # a batch-mode job, its Message Batches workflow, an item whose repair went into the next batch
 # and one whose expired request was sent again), and in a folder named for each change made
 # under a patch, the histories it replaced: runs under way at a change must still replay.

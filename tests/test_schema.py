@@ -231,7 +231,7 @@ async def test_the_provider_backfill_fills_in_who_answered_where_the_raw_reply_f
         await storage.put_json(storage.conversation_bucket, f"{prefix}/{name}.json", raw)
     try:
         run("-m", "alembic", "upgrade", "0013")
-        run("-m", "devtools.load_catalog")
+        run("-m", "devtools.load_catalog", "--without-rubrics")  # the judge's rubrics come with 0018
         engine = create_async_engine(url)
         async with async_sessionmaker(engine).begin() as session:
             job_id = await _new_job(session)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.claude import ClaudeActivities
@@ -20,8 +20,6 @@ with workflow.unsafe.imports_passed_through():
         INVALID_OUTPUT,
         ITEM_FAILED,
         MESSAGE_BATCHES_ENDED,
-        STEP_FAILED,
-        STEP_TIMED_OUT,
     )
     from activities.items import ItemActivities
     from activities.jobs import JobActivities
@@ -32,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
         BATCH_RESULT_SIGNAL,
         BatchItemInput,
         BatchResult,
-        CallProgress,
         CheckBatchRequest,
         CompleteItemInput,
         FinishItemInput,
@@ -40,8 +37,11 @@ with workflow.unsafe.imports_passed_through():
         GenerateInput,
         ItemFinished,
         ItemWork,
+        JudgeInput,
+        JudgePlan,
         LinkConversationInput,
         PrepareItemInput,
+        PrepareJudgingInput,
         RepairRequest,
         ResolvedPrompt,
         StageBatchRequest,
@@ -58,7 +58,9 @@ with workflow.unsafe.imports_passed_through():
         claude_step,
         retry_cannot_help,
     )
+    from workflows.judging import JudgeCall, JudgeCallFailed, judge
     from workflows.message_batches import MessageBatchesWorkflow
+    from workflows.step_failures import failure_message, failure_type, repair_problem, spent_on_failed_call
 
 # The staging activity tells the Message Batches workflow of the first request of a gathering
 # (a signal per request outgrew its history at 10,000 items); items started before signal each.
@@ -74,24 +76,6 @@ ITEM_STEPS_VERSION = 1
 # An item waiting for a Message Batch result asks after it now and then (BATCH_RESULT_FIRST_CHECK):
 # items started before wait on the signal alone.
 ITEMS_ASK_AFTER_BATCH_RESULTS = "items-ask-after-batch-results"
-
-
-def failure_message(error: ActivityError) -> str:
-    """The real reason an activity failed, as a person should read it on the item row."""
-    cause = error.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    if isinstance(cause, TimeoutError) and cause.type is not None:
-        return f"{error.activity_type} timed out ({cause.type.name.lower().replace('_', '-')})"
-    return f"{error.activity_type} failed: {cause or error}"
-
-
-def failure_type(error: ActivityError) -> str:
-    """The kind of an activity's failure, as `status` counts failures: its ApplicationError's type."""
-    cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.type:
-        return cause.type
-    return STEP_TIMED_OUT if isinstance(cause, TimeoutError) else STEP_FAILED
 
 
 def local_step_failure(step: Callable[..., Awaitable[Any]], error: ActivityError | ApplicationError) -> ActivityError:
@@ -110,23 +94,6 @@ def local_step_failure(step: Callable[..., Awaitable[Any]], error: ActivityError
     )
     wrapped.__cause__ = error
     return wrapped
-
-
-def spent_on_failed_call(error: ActivityError) -> TokenUsage:
-    """What the attempts of a Claude call that failed for good were paid for: the usage the
-    activity put last in its failure's details, or for a timeout the one its last heartbeat carried."""
-    cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[-1], dict):
-        return TokenUsage.model_validate(cause.details[-1])
-    if isinstance(cause, TimeoutError) and cause.last_heartbeat_details and isinstance(cause.last_heartbeat_details[0], dict):
-        return CallProgress.model_validate(cause.last_heartbeat_details[0]).usage
-    return TokenUsage()
-
-
-def repair_problem(error: ApplicationError) -> str:
-    """What to tell the model about its rejected reply: the validation problem the activity put in
-    the error's details (without the storage path its message adds for people)."""
-    return str(error.details[0]) if error.details else error.message
 
 
 class BatchRequestFailed(Exception):
@@ -153,7 +120,9 @@ class BatchItemWorkflow:
         self._started = workflow.now()
         self._usage = TokenUsage()  # of every Claude call, failed items included
         self._rate_limit: dict[str, str] = {}  # the budget the last answered call left
-        self._recorded: ItemStatus | None = None  # the status complete_item recorded and reported
+        self._recorded: ItemStatus | None = None  # the status complete_item recorded (and reported)
+        # An item that judges its conversation reports itself once judged: complete_item does not.
+        self._reports_after_judging = request.judge is not None
         try:
             self._local_steps = request.steps_version >= 1
             if self._local_steps or workflow.patched(ITEM_STEPS_MERGED):
@@ -232,7 +201,7 @@ class BatchItemWorkflow:
             finished_at=workflow.now(),
             outcome=outcome,
             rate_limit=self._rate_limit,
-            report_to=request.parent_workflow_id,
+            report_to=None if self._reports_after_judging else request.parent_workflow_id,
         )
 
         async def record() -> None:
@@ -241,7 +210,32 @@ class BatchItemWorkflow:
         # Run to its end like the report: a cancel that came while the step ran would record the
         # item cancelled beside the conversation the step still links.
         await self._to_the_end(record())
+        if request.judge is not None and self._recorded == ItemStatus.COMPLETED:
+            return await self._judge(request, request.judge, conversation_id)
         return outcome
+
+    async def _judge(self, request: BatchItemInput, plan: JudgePlan, conversation_id: uuid.UUID) -> ItemFinished:
+        """Judge the stored conversation (workflows/judging.py); the item is completed whatever
+        the verdict, and a judging that failed leaves its conversation unjudged."""
+        judged = await judge(
+            self._data_step,
+            request.claude,
+            PrepareJudgingInput(
+                job_id=request.job_id,
+                item_id=request.item_id,
+                conversation_id=conversation_id,
+                user_id=request.user_id,
+                rubric_name=plan.rubric_name,
+                rubric_version=plan.rubric_version,
+            ),
+            call=self._judge_in_batch(request) if request.mode == DeliveryMode.BATCH else None,
+        )
+        self._usage += judged.usage
+        if judged.error_message:
+            workflow.logger.warning("%s", judged.error_message, extra={"item_id": str(request.item_id)})
+        return self._outcome(
+            request, ItemStatus.COMPLETED, conversation_id=conversation_id, judged=judged.verdict is not None
+        )
 
     async def _produce(self, request: BatchItemInput, work: ItemWork) -> ItemFinished:
         """Generate, validate, store and link the item's conversation, a step each (a run started
@@ -320,7 +314,18 @@ class BatchItemWorkflow:
         self._usage += generated.usage  # every attempt's, failed ones included
         return generated
 
-    async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput) -> GeneratedRaw:
+    def _judge_in_batch(self, request: BatchItemInput) -> JudgeCall:
+        """The judge's call as a request of the job's Message Batches, like a generation's."""
+
+        async def in_batch(judge_input: JudgeInput) -> GeneratedRaw:
+            try:
+                return await self._generate_in_batch(request, judge_input)
+            except BatchRequestFailed as error:
+                raise JudgeCallFailed(str(error)) from None
+
+        return in_batch
+
+    async def _generate_in_batch(self, request: BatchItemInput, generate: GenerateInput | JudgeInput) -> GeneratedRaw:
         """Through the job's Message Batches: stage the request (staging tells the job's Message
         Batches workflow), wait for its result (no worker slot is held meanwhile). An errored
         request other than a bad one, and an expired or canceled one, goes into a later batch, up
@@ -410,6 +415,7 @@ class BatchItemWorkflow:
         error_message: str | None = None,
         conversation_id: uuid.UUID | None = None,
         error_type: str | None = None,
+        judged: bool = False,
     ) -> ItemFinished:
         duration = (workflow.now() - self._started).total_seconds()
         return ItemFinished(
@@ -420,6 +426,7 @@ class BatchItemWorkflow:
             conversation_id=conversation_id,
             usage=self._usage,
             duration_s=duration,
+            judged=judged,
         )
 
     async def _report_cancelled(self, request: BatchItemInput) -> None:
@@ -460,15 +467,18 @@ class BatchItemWorkflow:
             raise
 
     async def _record_and_signal(self, request: BatchItemInput, outcome: ItemFinished) -> None:
-        if self._recorded:  # complete_item recorded the outcome and told the job
+        if self._recorded and not self._reports_after_judging:  # complete_item recorded the outcome and told the job
             workflow.logger.info("item %s", self._recorded.value, extra={"item_id": str(outcome.item_id)})
             return
-        recorded = await self._data_step(
-            JobActivities.finish_item,
-            FinishItemInput(
-                job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit
-            ),
-        )
+        if self._recorded:  # recorded by complete_item; told here, once its conversation was judged
+            recorded = self._recorded
+        else:
+            recorded = await self._data_step(
+                JobActivities.finish_item,
+                FinishItemInput(
+                    job_id=request.job_id, finished_at=workflow.now(), outcome=outcome, rate_limit=self._rate_limit
+                ),
+            )
         # The row keeps the first final status; the job must count the same one.
         outcome = outcome.model_copy(update={"status": recorded})
         workflow.logger.info("item %s", outcome.status.value, extra={"item_id": str(outcome.item_id)})

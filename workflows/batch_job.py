@@ -392,6 +392,7 @@ class BatchJobWorkflow:
             self._state.items_timed += 1
         if outcome.status == ItemStatus.COMPLETED:
             counters.successful += 1
+            counters.judged += int(outcome.judged)
         elif outcome.status == ItemStatus.FAILED:
             counters.failed += 1
             self._state.first_failure = self._state.first_failure or f"item {outcome.item_id}: {outcome.error_message}"
@@ -466,6 +467,7 @@ class BatchJobWorkflow:
             usage=self._state.usage,
             stop_reason=self._stop_reason,
             runs=self._state.runs,
+            judged=counters.judged,
         )
 
     # --- decisions ----------------------------------------------------------------------
@@ -622,6 +624,7 @@ class BatchJobWorkflow:
             mode=self._read_plan.mode,
             batch_size=request.message_batches.max_requests if self._read_plan.mode == DeliveryMode.BATCH else None,
             steps_version=ITEM_STEPS_VERSION,
+            judge=self._read_plan.judge,
         )
 
     async def _start_item(self, request: BatchJobInput, item: ItemRef) -> None:

@@ -99,11 +99,31 @@ def claude_step(plan: ClaudeCallPlan, tier: Tier, priority: Priority) -> Activit
     for an account refusal to be fixed sent nothing and must not end the item. Its intervals (the
     same backoff settings) apply to timeouts and lost workers. The heartbeat notices a lost worker
     within seconds; start-to-close is sized from the tier's max_tokens."""
+    return _claude_call(plan, plan.attempt_timeout_s[tier], priority)
+
+
+# Temporal's priority keys: 1 first, 5 last, unset the middle.
+PRIORITY_DEFAULT, PRIORITY_LAST = 3, 5
+
+
+def judge_step(plan: ClaudeCallPlan, priority: Priority) -> ActivityConfig:
+    """Options of one judge call: a Claude call like a generation's (same queue, pacing and
+    retries), sized from the judge's max_tokens, one priority step behind its item's generation
+    calls, so that judging never holds up generating (it still takes its share of the queue's
+    turns whenever no generation call is waiting)."""
+    behind = Priority(
+        priority_key=min(PRIORITY_LAST, (priority.priority_key or PRIORITY_DEFAULT) + 1),
+        fairness_key=priority.fairness_key,
+    )
+    return _claude_call(plan, plan.judge_attempt_timeout_s, behind)
+
+
+def _claude_call(plan: ClaudeCallPlan, attempt_timeout_s: float, priority: Priority) -> ActivityConfig:
     return ActivityConfig(
         task_queue=plan.task_queue,
         # Inherited from the item anyway; explicit so the call's scheduled event shows it.
         priority=priority,
-        start_to_close_timeout=timedelta(seconds=plan.attempt_timeout_s[tier]),
+        start_to_close_timeout=timedelta(seconds=attempt_timeout_s),
         heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
         retry_policy=RetryPolicy(
             initial_interval=timedelta(seconds=plan.retry_base_s),

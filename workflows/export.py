@@ -21,8 +21,8 @@ with workflow.unsafe.imports_passed_through():
         ProviderCount,
         add_provider_counts,
     )
-    from workflows.batch_item import failure_message
     from workflows.config import DATA_STEP, EXPORT_STEP
+    from workflows.step_failures import failure_message
 
 
 def export_workflow_id(export_id: object) -> str:
