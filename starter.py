@@ -29,10 +29,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brightrun.settings import Settings, SettingsError, get_settings
-from brightrun.storage import Storage
 from brightrun.temporal_client import connect, connect_options, run_and_exit, temporal_address
 from brightrun.terminal import Column, render_fields, render_table
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, ItemStatus, JobStatus, ReviewStatus, Tier
@@ -430,6 +428,7 @@ def watch(
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """A live progress bar until the job ends."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     _check_input(lambda: batches.check_watch_interval(interval))
 
@@ -672,6 +671,8 @@ def review_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """One conversation, readably: metadata, quality, checks, then every turn."""
+    from brightrun.storage import Storage
+
     shown = _run(
         lambda ctx: reviews.show_conversation(ctx.sessions, Storage(ctx.settings), _owner(ctx, user, admin), conversation)
     )
