@@ -409,8 +409,9 @@ def resume(
 def cancel(
     job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False, wait: Wait = None
 ) -> None:
-    """Cancel in-flight items, mark unstarted ones cancelled, end the job cancelled. Waits until it
-    has; if it has not by then, says which items have not reported yet and exits 4."""
+    """Cancel in-flight items, mark unstarted ones cancelled, end the job cancelled.
+
+    Waits until it has; if it has not by then, says which items have not reported yet and exits 4."""
     _control("cancel", job, as_json, wait)
 
 
@@ -771,8 +772,9 @@ def export_dataset(
     admin: AdminOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest), as a
-    Temporal workflow export-{id}; the same selection and seed give the same bytes."""
+    """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest).
+
+    Runs as the Temporal workflow export-{id}; the same selection and seed give the same bytes."""
 
     async def action(ctx: Context) -> ExportResult:
         request = exports.ExportRequest(
