@@ -73,6 +73,8 @@ if TYPE_CHECKING:  # imported by the commands that use it: it imports the anthro
     from service import estimate as estimates
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
+# A line that carries an id, a URL, a path or a command is printed with soft_wrap=True: the
+# terminal wraps it, so it is copied whole (rich would break it at its width, a URL mid-word).
 console = Console()
 T = TypeVar("T")
 
@@ -246,9 +248,9 @@ def launch(
         return
     budget = f", budget ${max_cost:.2f}" if max_cost is not None else ""
     console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items "
-                  f"(estimated ${estimate.job_cost_usd():.4f}{budget})")
-    console.print(f"workflow {job.workflow_id}: {settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/{job.workflow_id}")
-    console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
+                  f"(estimated ${estimate.job_cost_usd():.4f}{budget})", soft_wrap=True)
+    console.print(f"workflow {job.workflow_id}: {settings.temporal_ui_url}/namespaces/{connect_options(settings)['namespace']}/workflows/{job.workflow_id}", soft_wrap=True)
+    console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}", soft_wrap=True)
 
 
 def _print_estimate(estimate: estimates.JobEstimate, as_json: bool) -> None:
@@ -455,7 +457,7 @@ def watch(
                 current = await batches.job_status(ctx.sessions, job, ctx.client)
 
     final = _run(action, with_temporal=True)
-    console.print(f"job {final.job_id} ended [bold]{final.status.value}[/]" + (f": {final.error_message}" if final.error_message else ""))
+    console.print(f"job {final.job_id} ended [bold]{final.status.value}[/]" + (f": {final.error_message}" if final.error_message else ""), soft_wrap=True)
 
 
 @app.command()
@@ -791,15 +793,15 @@ def export_dataset(
                      "placeholder": result.placeholder})
         return
     console.print(f"exported {result.count} conversations ({', '.join(f'{k} {v}' for k, v in result.splits.items())}) "
-                  f"to {result.location}")
+                  f"to {result.location}", soft_wrap=True)
     for path in files:
-        console.print(f"  {path}", highlight=False)
+        console.print(f"  {path}", highlight=False, soft_wrap=True)
     if result.placeholder:
         console.print(f"[bold]{result.placeholder} of them are placeholder text of the offline Claude stand-in, "
                       "not training data[/] (the dataset card says so first)")
     if not result.location.startswith("s3://"):
         console.print(f'load it: python -c \'from datasets import load_dataset; print(load_dataset("{result.location}"))\'',
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
 
 def main() -> NoReturn:
