@@ -30,10 +30,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brightrun.settings import Settings, SettingsError, get_settings
-from brightrun.storage import Storage
 from brightrun.temporal_client import connect, run_and_exit, temporal_address, workflow_ui_url
 from brightrun.terminal import Column, render_fields, render_table
 from models.enums import DeliveryMode, ErrorPolicy, ExportFormat, ItemStatus, JobStatus, ReviewStatus, Tier, UserRole
@@ -79,6 +77,8 @@ if TYPE_CHECKING:  # imported by the commands that use it: it imports the anthro
     from service import estimate as estimates
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Launch and control Bright Run batch jobs.")
+# A line that carries an id, a URL, a path or a command is printed with soft_wrap=True: the
+# terminal wraps it, so it is copied whole (rich would break it at its width, a URL mid-word).
 console = Console()
 T = TypeVar("T")
 
@@ -259,9 +259,9 @@ def launch(
         return
     budget = f", budget ${max_cost:.2f}" if max_cost is not None else ""
     console.print(f"launched job [bold]{job.job_id}[/] with {job.total_items} items "
-                  f"(estimated ${estimate.job_cost_usd():.4f}{budget})")
-    console.print(f"workflow {job.workflow_id}: {workflow_ui_url(settings, job.workflow_id)}")
-    console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}")
+                  f"(estimated ${estimate.job_cost_usd():.4f}{budget})", soft_wrap=True)
+    console.print(f"workflow {job.workflow_id}: {workflow_ui_url(settings, job.workflow_id)}", soft_wrap=True)
+    console.print(f"follow it: .venv/bin/python starter.py watch {job.job_id}", soft_wrap=True)
 
 
 def _print_estimate(estimate: estimates.JobEstimate, as_json: bool) -> None:
@@ -422,8 +422,9 @@ def resume(
 def cancel(
     job: Annotated[str, typer.Argument(help="Job id.")], as_json: Annotated[bool, typer.Option("--json")] = False, wait: Wait = None
 ) -> None:
-    """Cancel in-flight items, mark unstarted ones cancelled, end the job cancelled. Waits until it
-    has; if it has not by then, says which items have not reported yet and exits 4."""
+    """Cancel in-flight items, mark unstarted ones cancelled, end the job cancelled.
+
+    Waits until it has; if it has not by then, says which items have not reported yet and exits 4."""
     _control("cancel", job, as_json, wait)
 
 
@@ -441,6 +442,7 @@ def watch(
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """A live progress bar until the job ends."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     _check_input(lambda: batches.check_watch_interval(interval))
 
@@ -466,7 +468,7 @@ def watch(
                 current = await batches.job_status(ctx.sessions, job, ctx.client)
 
     final = _run(action, with_temporal=True)
-    console.print(f"job {final.job_id} ended [bold]{final.status.value}[/]" + (f": {final.error_message}" if final.error_message else ""))
+    console.print(f"job {final.job_id} ended [bold]{final.status.value}[/]" + (f": {final.error_message}" if final.error_message else ""), soft_wrap=True)
 
 
 @app.command()
@@ -715,6 +717,8 @@ def review_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """One conversation, readably: metadata, quality, checks, then every turn."""
+    from brightrun.storage import Storage
+
     shown = _run(
         lambda ctx: reviews.show_conversation(ctx.sessions, Storage(ctx.settings), _owner(ctx, user, admin), conversation)
     )
@@ -954,8 +958,9 @@ def export_dataset(
     admin: AdminOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest), as a
-    Temporal workflow export-{id}; the same selection and seed give the same bytes."""
+    """Export conversations as a training set (data/{split}.jsonl, dataset card, manifest).
+
+    Runs as the Temporal workflow export-{id}; the same selection and seed give the same bytes."""
 
     async def action(ctx: Context) -> ExportResult:
         request = exports.ExportRequest(
@@ -972,15 +977,15 @@ def export_dataset(
                      "placeholder": result.placeholder})
         return
     console.print(f"exported {result.count} conversations ({', '.join(f'{k} {v}' for k, v in result.splits.items())}) "
-                  f"to {result.location}")
+                  f"to {result.location}", soft_wrap=True)
     for path in files:
-        console.print(f"  {path}", highlight=False)
+        console.print(f"  {path}", highlight=False, soft_wrap=True)
     if result.placeholder:
         console.print(f"[bold]{result.placeholder} of them are placeholder text of the offline Claude stand-in, "
                       "not training data[/] (the dataset card says so first)")
     if not result.location.startswith("s3://"):
         console.print(f'load it: python -c \'from datasets import load_dataset; print(load_dataset("{result.location}"))\'',
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
 
 def main() -> NoReturn:

@@ -3,6 +3,7 @@
 The targets are 0.5 s and 1.0 s on an idle machine; the machine's load average is recorded with
 the result, since a loaded machine stretches every run, and so is each run's CPU time (user +
 system), which a busy machine stretches far less: it is close to what the run takes when idle.
+Where `status` spends its imports is recorded too (`-X importtime`, by top-level package).
 
 A stack of its own (with a worker and the stand-in answering at once) runs one 1-item job first,
 so `status` reads a real job from PostgreSQL and Temporal.
@@ -59,6 +60,24 @@ def timed_runs(env: Mapping[str, str], args: list[str], runs: int) -> dict[str, 
     return {"wall_s": wall, "cpu_s": cpu}
 
 
+def import_ms_by_package(env: Mapping[str, str], args: list[str]) -> dict[str, float]:
+    """Where a run's imports spend their time: `python -X importtime`'s self times summed by
+    top-level package, largest first (importtime itself slows each import a little)."""
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "starter.py", *args],
+        check=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    by_package: dict[str, float] = {}
+    for line in run.stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        self_us, _, name = line.removeprefix("import time:").split("|")
+        package = name.strip().split(".")[0]
+        by_package[package] = by_package.get(package, 0.0) + int(self_us) / 1000
+    largest = sorted(by_package.items(), key=lambda item: -item[1])[:12]
+    return {"all": round(sum(by_package.values()), 1), **{name: round(ms, 1) for name, ms in largest}}
+
+
 def finished_job(env: Mapping[str, str]) -> str:
     """A 1-item job, launched and run to its end; its id."""
     launched = json.loads(
@@ -86,6 +105,7 @@ def measure(runs: int) -> dict:
         commands = {"help": ["--help"], "status": ["status", job_id]}
         measured = {name: timed_runs(env, args, runs) for name, args in commands.items()}
         load_after = os.getloadavg()
+        imports = import_ms_by_package(env, commands["status"])
     finally:
         devstack.stop(root)
     return {
@@ -97,6 +117,7 @@ def measure(runs: int) -> dict:
         "median_wall_s": {name: statistics.median(runs["wall_s"]) for name, runs in measured.items()},
         "median_cpu_s": {name: statistics.median(runs["cpu_s"]) for name, runs in measured.items()},
         "runs_s": measured,
+        "status_import_ms_by_package": imports,
     }
 
 

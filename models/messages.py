@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.enums import (
     BatchResultType,
@@ -29,7 +29,14 @@ from models.enums import (
 NIL_UUID = uuid.UUID(int=0)
 
 
-class TokenUsage(BaseModel):
+class Message(BaseModel):
+    """The base of every message. Each builds its validator when first used: a process that uses
+    a few of them (`starter.py status` reads one, `JobProgress`) does not build all (~60 ms)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class TokenUsage(Message):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
@@ -43,7 +50,7 @@ class TokenUsage(BaseModel):
 # --- batch job workflow -------------------------------------------------------------------
 
 
-class JobCounters(BaseModel):
+class JobCounters(Message):
     completed: int = 0  # ended by running: successful + failed
     successful: int = 0
     failed: int = 0
@@ -51,14 +58,14 @@ class JobCounters(BaseModel):
     judged: int = 0  # successful items whose conversation has a verdict (judging on)
 
 
-class JudgePlan(BaseModel):
+class JudgePlan(Message):
     """A job's judging: the rubric version fixed at launch (every item applies the same one)."""
 
     rubric_name: str
     rubric_version: int
 
 
-class JobPlan(BaseModel):
+class JobPlan(Message):
     """The job row's settings and counters, read when a run starts."""
 
     job_id: uuid.UUID
@@ -83,7 +90,7 @@ class JobPlan(BaseModel):
     unfinished_items: list[uuid.UUID] = Field(default_factory=list)
 
 
-class BatchProgressState(BaseModel):
+class BatchProgressState(Message):
     """What one run of the batch workflow hands to the next across continue-as-new."""
 
     total_items: int = 0
@@ -110,7 +117,7 @@ class BatchProgressState(BaseModel):
     finishing: bool = False
 
 
-class ClaudeCallPlan(BaseModel):
+class ClaudeCallPlan(Message):
     """How items schedule their Claude calls. The starter fills it from its settings when the job
     starts, because workflow code reads no environment; the defaults suit workflow tests."""
 
@@ -128,7 +135,7 @@ class ClaudeCallPlan(BaseModel):
     retry_cap_s: float = 60.0
 
 
-class MessageBatchPlan(BaseModel):
+class MessageBatchPlan(Message):
     """How a batch-mode job packs and polls its Message Batches, from the starter's settings
     (workflow code reads no environment); the defaults suit workflow tests."""
 
@@ -147,7 +154,7 @@ class MessageBatchPlan(BaseModel):
     results_per_step: int = 200
 
 
-class BatchJobInput(BaseModel):
+class BatchJobInput(Message):
     job_id: uuid.UUID
     claude: ClaudeCallPlan = Field(default_factory=ClaudeCallPlan)
     message_batches: MessageBatchPlan = Field(default_factory=MessageBatchPlan)
@@ -164,19 +171,19 @@ class BatchJobInput(BaseModel):
     state: BatchProgressState | None = None
 
 
-class ItemPageRequest(BaseModel):
+class ItemPageRequest(Message):
     job_id: uuid.UUID
     from_position: int
     limit: int
 
 
-class ItemRef(BaseModel):
+class ItemRef(Message):
     item_id: uuid.UUID
     position: int
     summary: str = ""  # "persona · arc · topic": the item workflow's summary in the web UI
 
 
-class ItemPage(BaseModel):
+class ItemPage(Message):
     items: list[ItemRef]
 
 
@@ -185,7 +192,7 @@ class ItemPage(BaseModel):
 ITEM_FINISHED_SIGNAL = "item_finished"
 
 
-class ItemFinished(BaseModel):
+class ItemFinished(Message):
     """Signal from an item to its job's workflow."""
 
     item_id: uuid.UUID
@@ -199,7 +206,7 @@ class ItemFinished(BaseModel):
     judged: bool = False  # its conversation was given a verdict (usage includes the judging)
 
 
-class JobProgress(BaseModel):
+class JobProgress(Message):
     """Answer of the batch workflow's `progress` query."""
 
     job_id: uuid.UUID
@@ -221,13 +228,13 @@ class JobProgress(BaseModel):
     judged: int = 0
 
 
-class CancelQueuedItems(BaseModel):
+class CancelQueuedItems(Message):
     job_id: uuid.UUID
     # In-flight items whose rows may still be queued: they report their own end.
     in_flight: list[uuid.UUID] = Field(default_factory=list)
 
 
-class UnreportedItems(BaseModel):
+class UnreportedItems(Message):
     """Items that will never report (their workflows ended without it, or did not answer a
     cancel): each is recorded with this status and its reason, unless its row is final already."""
 
@@ -237,24 +244,24 @@ class UnreportedItems(BaseModel):
     reasons: dict[uuid.UUID, str]
 
 
-class RecordedItems(BaseModel):
+class RecordedItems(Message):
     """The outcome each row ends with: the one just recorded, or the one it already held."""
 
     items: list[ItemFinished]
 
 
-class WorkflowIds(BaseModel):
+class WorkflowIds(Message):
     workflow_ids: list[str]
 
 
-class EndedWorkflows(BaseModel):
+class EndedWorkflows(Message):
     """Workflow id -> how its latest run ended (`terminated`, `failed`, ..., `not found`); the
     workflows still running are not listed."""
 
     ended: dict[str, str]
 
 
-class JobStatusChange(BaseModel):
+class JobStatusChange(Message):
     """A transition of the job, mirrored to its row and its log."""
 
     job_id: uuid.UUID
@@ -264,7 +271,7 @@ class JobStatusChange(BaseModel):
     pause_reason: str | None = None
 
 
-class JobBudget(BaseModel):
+class JobBudget(Message):
     """A new budget for a running job (`resume --max-cost`)."""
 
     max_cost_usd: float
@@ -273,7 +280,7 @@ class JobBudget(BaseModel):
 # --- item workflow ------------------------------------------------------------------------
 
 
-class BatchItemInput(BaseModel):
+class BatchItemInput(Message):
     job_id: uuid.UUID
     item_id: uuid.UUID
     user_id: str
@@ -292,7 +299,7 @@ class BatchItemInput(BaseModel):
     judge: JudgePlan | None = None
 
 
-class ItemWorkflowStarts(BaseModel):
+class ItemWorkflowStarts(Message):
     """Item workflows a job starts at once, on its task queue, with its priority and fairness key."""
 
     task_queue: str
@@ -302,13 +309,13 @@ class ItemWorkflowStarts(BaseModel):
     summaries: list[str]  # each item's summary in the web UI ("" for none), in the items' order
 
 
-class StartedItemWorkflows(BaseModel):
+class StartedItemWorkflows(Message):
     """The items whose workflow existed already (it runs, or ended): not started again."""
 
     existing: list[uuid.UUID]
 
 
-class ItemWork(BaseModel):
+class ItemWork(Message):
     """An item's parameters, read from its row when it starts."""
 
     item_id: uuid.UUID
@@ -343,18 +350,18 @@ class ItemWork(BaseModel):
         )
 
 
-class SelectTemplateInput(BaseModel):
+class SelectTemplateInput(Message):
     template_id: uuid.UUID | None
     emotional_arc_id: uuid.UUID
     tier: Tier
 
 
-class SelectedTemplate(BaseModel):
+class SelectedTemplate(Message):
     template_id: uuid.UUID
     auto_selected: bool
 
 
-class ResolvePromptInput(BaseModel):
+class ResolvePromptInput(Message):
     template_id: uuid.UUID
     persona_id: uuid.UUID
     emotional_arc_id: uuid.UUID
@@ -367,7 +374,7 @@ class ResolvePromptInput(BaseModel):
     conversation_id: uuid.UUID | None = None
 
 
-class ResolvedPrompt(BaseModel):
+class ResolvedPrompt(Message):
     """The prompt of an item's calls. Its text is in storage at `text_key`, so no history carries
     a prompt; runs recorded before that carry it inline in `system` and `user`."""
 
@@ -384,14 +391,14 @@ class ResolvedPrompt(BaseModel):
     user: str = ""
 
 
-class RepairRequest(BaseModel):
+class RepairRequest(Message):
     """Ask once more, quoting why the first reply could not be used."""
 
     rejected_raw_key: str
     problem: str
 
 
-class GenerateInput(BaseModel):
+class GenerateInput(Message):
     job_id: uuid.UUID
     item_id: uuid.UUID
     conversation_id: uuid.UUID
@@ -404,7 +411,7 @@ class GenerateInput(BaseModel):
     max_attempts: int | None = None
 
 
-class JudgeInput(BaseModel):
+class JudgeInput(Message):
     """One judge call: its request (the rubric as the system text, the conversation as the
     message, the verdict tool) is in storage at `text_key`, written by the prepare step."""
 
@@ -420,7 +427,7 @@ class JudgeInput(BaseModel):
     max_attempts: int | None = None
 
 
-class PrepareJudgingInput(BaseModel):
+class PrepareJudgingInput(Message):
     """Judge a stored conversation against a rubric version (None: the rubric's latest)."""
 
     job_id: uuid.UUID
@@ -431,7 +438,7 @@ class PrepareJudgingInput(BaseModel):
     rubric_version: int | None = None
 
 
-class JudgeVerdict(BaseModel):
+class JudgeVerdict(Message):
     """A verdict as recorded: the overall score and the rubric version it applied."""
 
     conversation_id: uuid.UUID
@@ -441,7 +448,7 @@ class JudgeVerdict(BaseModel):
     usage: TokenUsage = Field(default_factory=TokenUsage)
 
 
-class PreparedJudging(BaseModel):
+class PreparedJudging(Message):
     """The judge call to make, or the verdict already recorded under this rubric version (a
     reset or a rerun): no second call is paid for."""
 
@@ -449,14 +456,14 @@ class PreparedJudging(BaseModel):
     recorded: JudgeVerdict | None = None
 
 
-class RecordVerdictInput(BaseModel):
+class RecordVerdictInput(Message):
     job_id: uuid.UUID
     request: JudgeInput
     # Every judge call that went into the verdict: the first, and the repair if there was one.
     judgings: list[GeneratedRaw]
 
 
-class JudgeFailure(BaseModel):
+class JudgeFailure(Message):
     """A judging that gave no verdict: what its calls cost is still the job's."""
 
     job_id: uuid.UUID
@@ -466,7 +473,7 @@ class JudgeFailure(BaseModel):
     error_message: str
 
 
-class JudgeRerunState(BaseModel):
+class JudgeRerunState(Message):
     """What a rerun's run hands the next across continue-as-new."""
 
     after: uuid.UUID | None = None  # the last conversation (business key) of the pages done
@@ -476,7 +483,7 @@ class JudgeRerunState(BaseModel):
     runs: int = 1
 
 
-class JudgeRerunInput(BaseModel):
+class JudgeRerunInput(Message):
     """Judge a job's conversations again with a rubric version, without regenerating them."""
 
     job_id: uuid.UUID
@@ -488,23 +495,23 @@ class JudgeRerunInput(BaseModel):
     state: JudgeRerunState | None = None
 
 
-class ConversationsToJudgeRequest(BaseModel):
+class ConversationsToJudgeRequest(Message):
     job_id: uuid.UUID
     after: uuid.UUID | None
     limit: int
 
 
-class ConversationToJudge(BaseModel):
+class ConversationToJudge(Message):
     conversation_id: uuid.UUID
     item_id: uuid.UUID
     user_id: str
 
 
-class ConversationsToJudge(BaseModel):
+class ConversationsToJudge(Message):
     conversations: list[ConversationToJudge]
 
 
-class JudgeRerunProgress(BaseModel):
+class JudgeRerunProgress(Message):
     job_id: uuid.UUID
     rubric_name: str
     rubric_version: int
@@ -515,7 +522,7 @@ class JudgeRerunProgress(BaseModel):
     done: bool = False
 
 
-class GeneratedRaw(BaseModel):
+class GeneratedRaw(Message):
     """A reference to the model's raw response in storage, and what it cost."""
 
     raw_key: str
@@ -533,14 +540,14 @@ class GeneratedRaw(BaseModel):
     provider_host: str | None = None
 
 
-class PaidReply(BaseModel):
+class PaidReply(Message):
     """An answered call: what the activity will return, and the raw document it stores first."""
 
     generated: GeneratedRaw
     document: dict[str, Any]
 
 
-class CallProgress(BaseModel):
+class CallProgress(Message):
     """The heartbeat details of a Claude call: what its attempts so far have cost, and a reply
     that was paid for but not stored yet, so the next attempt stores it instead of paying again.
 
@@ -561,7 +568,7 @@ class CallProgress(BaseModel):
     unexpected_failures: int = 0
 
 
-class StoreConversationInput(BaseModel):
+class StoreConversationInput(Message):
     conversation_id: uuid.UUID
     user_id: str
     raw_key: str
@@ -570,14 +577,14 @@ class StoreConversationInput(BaseModel):
     training_topic: str
 
 
-class StoredConversation(BaseModel):
+class StoredConversation(Message):
     final_key: str
     title: str
     turn_count: int
     quality_score: float
 
 
-class LinkConversationInput(BaseModel):
+class LinkConversationInput(Message):
     job_id: uuid.UUID
     item_id: uuid.UUID
     conversation_id: uuid.UUID
@@ -589,7 +596,7 @@ class LinkConversationInput(BaseModel):
     stored: StoredConversation
 
 
-class LinkedConversation(BaseModel):
+class LinkedConversation(Message):
     """The conversation linked to its item; or, when the item's row had ended before the link
     (recorded as unreported while the step ran), no conversation and what the row says."""
 
@@ -597,7 +604,7 @@ class LinkedConversation(BaseModel):
     recorded: ItemFinished | None = None
 
 
-class FinishItemInput(BaseModel):
+class FinishItemInput(Message):
     job_id: uuid.UUID
     finished_at: datetime
     outcome: ItemFinished
@@ -605,14 +612,14 @@ class FinishItemInput(BaseModel):
     rate_limit: dict[str, str] = Field(default_factory=dict)
 
 
-class PrepareItemInput(BaseModel):
+class PrepareItemInput(Message):
     item_id: uuid.UUID
     user_id: str
     # Where the resolved prompt is stored: beside the item's conversation.
     conversation_id: uuid.UUID
 
 
-class PreparedItem(BaseModel):
+class PreparedItem(Message):
     """An item begun, its template chosen and its prompt resolved (none of that for an item
     whose row was final already: `work.recorded`)."""
 
@@ -620,7 +627,7 @@ class PreparedItem(BaseModel):
     prompt: ResolvedPrompt | None = None
 
 
-class CompleteItemInput(BaseModel):
+class CompleteItemInput(Message):
     """The item's last answer to validate and store, then the conversation to link and the
     outcome to record."""
 
@@ -648,7 +655,7 @@ BATCH_RESULT_SIGNAL = "batch_result"
 REQUESTS_WAITING_SIGNAL = "requests_waiting"
 
 
-class StageBatchRequest(BaseModel):
+class StageBatchRequest(Message):
     """One request of an item for a Message Batch; `sequence` counts the item's requests, so a
     resubmission or a repair gets a custom_id of its own."""
 
@@ -657,7 +664,7 @@ class StageBatchRequest(BaseModel):
     batch_size: int | None = None  # the requests a batch takes: a request that fills one says so
 
 
-class BatchResult(BaseModel):
+class BatchResult(Message):
     """An item's Message Batch result, as the item workflow acts on it."""
 
     custom_id: str
@@ -667,19 +674,19 @@ class BatchResult(BaseModel):
     error_message: str | None = None
 
 
-class CheckBatchRequest(BaseModel):
+class CheckBatchRequest(Message):
     """An item that has waited long for a Message Batch result asks after its request."""
 
     job_id: uuid.UUID
     custom_id: str
 
 
-class CheckedBatchRequest(BaseModel):
+class CheckedBatchRequest(Message):
     result: BatchResult | None = None  # stored, its announcement lost
     batches_running: bool  # the job's Message Batches workflow runs: the result will come
 
 
-class OpenMessageBatch(BaseModel):
+class OpenMessageBatch(Message):
     id: uuid.UUID
     anthropic_batch_id: str
     request_count: int
@@ -688,7 +695,7 @@ class OpenMessageBatch(BaseModel):
     results_stored: bool = False  # ended, its results stored: what is left is announcing them
 
 
-class MessageBatchesState(BaseModel):
+class MessageBatchesState(Message):
     """What one run of the Message Batches workflow hands to the next across continue-as-new."""
 
     # Requests known to wait for a batch, as staging and claims counted them (the rows decide
@@ -705,21 +712,21 @@ class MessageBatchesState(BaseModel):
     runs: int = 1
 
 
-class MessageBatchesInput(BaseModel):
+class MessageBatchesInput(Message):
     job_id: uuid.UUID
     plan: MessageBatchPlan = Field(default_factory=MessageBatchPlan)
     history_event_limit: int = 2000
     state: MessageBatchesState | None = None
 
 
-class SubmitBatchInput(BaseModel):
+class SubmitBatchInput(Message):
     job_id: uuid.UUID
     message_batch_id: uuid.UUID  # fixed by the workflow before the first attempt
     max_requests: int
     max_bytes: int
 
 
-class SubmittedBatch(BaseModel):
+class SubmittedBatch(Message):
     anthropic_batch_id: str | None  # None: no request was waiting
     request_count: int = 0
     # Requests of the job still waiting once the batch took its own (None from attempts before
@@ -727,23 +734,23 @@ class SubmittedBatch(BaseModel):
     remaining: int | None = None
 
 
-class MessageBatchRef(BaseModel):
+class MessageBatchRef(Message):
     job_id: uuid.UUID
     message_batch_id: uuid.UUID
     anthropic_batch_id: str
 
 
-class AnnounceBatchResults(BaseModel):
+class AnnounceBatchResults(Message):
     ref: MessageBatchRef
     limit: int
 
 
-class PolledBatch(BaseModel):
+class PolledBatch(Message):
     status: MessageBatchState
     request_counts: dict[str, int] = Field(default_factory=dict)
 
 
-class MessageBatchesProgress(BaseModel):
+class MessageBatchesProgress(Message):
     """Answer of the Message Batches workflow's `progress` query."""
 
     job_id: uuid.UUID
@@ -759,13 +766,13 @@ class MessageBatchesProgress(BaseModel):
 # --- enrichment ---------------------------------------------------------------------------
 
 
-class EnrichPageInput(BaseModel):
+class EnrichPageInput(Message):
     """Enrich one page (the worker's ENRICHMENT_PAGE_SIZE) of a job's conversations not enriched yet."""
 
     job_id: uuid.UUID
 
 
-class EnrichedPage(BaseModel):
+class EnrichedPage(Message):
     enriched: int  # rows this call enriched (0 when another attempt did them first)
     more: bool  # the job still has conversations to enrich
 
@@ -773,12 +780,12 @@ class EnrichedPage(BaseModel):
 # --- export -------------------------------------------------------------------------------
 
 
-class SplitShare(BaseModel):
+class SplitShare(Message):
     name: str
     fraction: float
 
 
-class ExportSelection(BaseModel):
+class ExportSelection(Message):
     """What an export takes and how it writes it: with the seed, all that decides its bytes."""
 
     user: str | None  # None: every user's (an admin's export)
@@ -796,26 +803,26 @@ class ExportSelection(BaseModel):
     allow_stand_in: bool = False
 
 
-class ExportInput(BaseModel):
+class ExportInput(Message):
     export_id: uuid.UUID
     selection: ExportSelection
     # An absolute directory on the worker's machine, or s3://bucket/prefix.
     location: str
 
 
-class ExportPlan(BaseModel):
+class ExportPlan(Message):
     total: int
     split_sizes: dict[str, int]
 
 
-class ExportCursor(BaseModel):
+class ExportCursor(Message):
     """Where the next page starts in the export's order (the seeded hash, then the id)."""
 
     order_key: str
     conversation_id: uuid.UUID
 
 
-class ExportPageInput(BaseModel):
+class ExportPageInput(Message):
     export: ExportInput
     plan: ExportPlan
     page: int
@@ -823,7 +830,7 @@ class ExportPageInput(BaseModel):
     after: ExportCursor | None = None
 
 
-class ProviderCount(BaseModel):
+class ProviderCount(Message):
     """Conversations an export wrote of one provider (a ClaudeProvider, or "unknown": written
     before providers were recorded) at one API host."""
 
@@ -842,14 +849,14 @@ def add_provider_counts(*counts: list[ProviderCount]) -> list[ProviderCount]:
     return [ProviderCount(provider=provider, api_host=host, conversations=n) for (provider, host), n in ordered]
 
 
-class ExportPage(BaseModel):
+class ExportPage(Message):
     count: int
     last: ExportCursor | None
     # The page's conversations by provider and host; None from a page written before pages said.
     sources: list[ProviderCount] | None = None
 
 
-class ExportFinishInput(BaseModel):
+class ExportFinishInput(Message):
     export: ExportInput
     plan: ExportPlan
     pages: int
@@ -858,7 +865,7 @@ class ExportFinishInput(BaseModel):
     sources: list[ProviderCount] | None = None
 
 
-class ExportResult(BaseModel):
+class ExportResult(Message):
     export_id: uuid.UUID
     location: str
     count: int
@@ -869,21 +876,21 @@ class ExportResult(BaseModel):
     placeholder: int = 0
 
 
-class ExportProgress(BaseModel):
+class ExportProgress(Message):
     export_id: uuid.UUID
     status: ExportStatus
     total: int
     written: int
 
 
-class ExportFailure(BaseModel):
+class ExportFailure(Message):
     export_id: uuid.UUID
     message: str
     # Where its part files are, to remove them; None in a failure scheduled before it was sent.
     location: str | None = None
 
 
-class OutageDetails(BaseModel):
+class OutageDetails(Message):
     """The details of a database_unavailable or storage_unavailable failure: which part the step
     waits for, and since when (`starter.py status` reads them from the pending activity)."""
 
@@ -891,7 +898,7 @@ class OutageDetails(BaseModel):
     since: datetime | None = None
 
 
-class RefusalDetails(BaseModel):
+class RefusalDetails(Message):
     """The details of an anthropic_refused failure (online calls and the Message Batches
     endpoints alike): what Anthropic said, and since when the step has been refused
     (`starter.py status` reads them from the pending activity)."""

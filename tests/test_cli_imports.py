@@ -28,4 +28,6 @@ def test_loading_the_command_line_and_its_parser_imports_neither_the_claude_sdk_
 
     heavy = [name for name in imported if name.split(".")[0] in ("anthropic", "temporalio")]
     assert heavy == []
+    # Each used by one command (watch, review show), not by status or --help.
+    assert "rich.progress" not in imported and "brightrun.storage" not in imported
     assert "starter" in imported  # the check ran after the command line loaded

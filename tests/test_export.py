@@ -408,6 +408,16 @@ async def test_the_cli_exports_and_prints_the_contract_json(
     refused = await asyncio.to_thread(starter, cli_env, "export", "--user", user, "--out", str(out), "--split", "train=2")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
+    # Printed for a person on an 80-column terminal: a path wider than that stays on one line, to copy.
+    deep = tmp_path / "a-directory-whose-path-is-wider-than-an-80-column-terminal"
+    plain = await asyncio.to_thread(
+        starter, {**cli_env, "COLUMNS": "80"}, "export", "--job", str(job), "--status", "approved", "--user", user,
+        "--out", str(deep),
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert len(f"  {deep / 'manifest.json'}") > 80 and f"  {deep / 'manifest.json'}" in plain.stdout.splitlines()
+    assert f"load_dataset(\"{deep}\")" in plain.stdout.splitlines()[-1]
+
 
 @pytest.mark.usefixtures("pipeline_worker")
 async def test_the_cli_exports_stand_in_conversations_only_with_allow_stand_in(
