@@ -101,14 +101,14 @@ async def queue(request: Request, ws: Ws, user: PageUser, at: str = "", before: 
     if current is None and before:
         return RedirectResponse(f"/review?{filters.query()}", status_code=303)  # nothing before: the start
     # What the page shows besides the conversation reads other rows: asked for at once.
-    catalog, count, pending_count, sidebar = await asyncio.gather(
+    pending = replace(selection, status=ReviewStatus.PENDING_REVIEW)
+    counted = [selection] if selection == pending else [selection, pending]  # the queue's default: one count
+    catalog, sidebar, *counts = await asyncio.gather(
         list_catalog(ws.sessions),
-        review.count_conversations(ws.sessions, user.owner, selection, QUEUE_COUNT_UP_TO),
-        review.count_conversations(
-            ws.sessions, user.owner, replace(selection, status=ReviewStatus.PENDING_REVIEW), QUEUE_COUNT_UP_TO
-        ),
         _sidebar(ws, user),
+        *(review.count_conversations(ws.sessions, user.owner, each, QUEUE_COUNT_UP_TO) for each in counted),
     )
+    count, pending_count = counts[0], counts[-1]
     context: dict[str, Any] = {
         "user": user, "filters": filters, "done": done, "catalog": catalog, "count": count,
         "pending_count": pending_count, "count_up_to": QUEUE_COUNT_UP_TO, **sidebar,
