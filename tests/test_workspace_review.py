@@ -4,6 +4,8 @@ the other way round, and the queue pages through conversations by keyset."""
 
 from __future__ import annotations
 
+import html
+import re
 import uuid
 
 from sqlalchemy import insert
@@ -105,6 +107,29 @@ async def test_the_queue_pages_by_keyset_forward_and_back_within_its_filter(
     assert await ids(good, 10, review.Position()) == made[2:4]
     assert await ids(good, 10, review.Position(at=str(made[0]))) == made[2:4], "a position outside the filter still orders"
     assert await review.count_conversations(sessions, owner, good) == 2
+
+
+async def test_next_and_previous_keep_the_any_status_filter(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    pia = await new_user(sessions, "pia")
+    job = await new_job(sessions, pia.name)
+    decided, pending = [
+        await new_conversation(sessions, storage, job, pia.name, dialogue(f"p{i}"), review_status=status)
+        for i, status in enumerate((ReviewStatus.APPROVED.value, ReviewStatus.PENDING_REVIEW.value))
+    ]
+    async with browser() as client:
+        await sign_in(client, workspace_url, pia.name, pia.password)
+        async with client.get(f"{workspace_url}/review?job={job}&status=") as first:
+            page = await first.text()
+        next_url = re.search(r'href="([^"]+)" id="next"', page)
+        assert next_url and f"at={pending}" in next_url.group(1)
+        async with client.get(f"{workspace_url}{html.unescape(next_url.group(1))}") as following:
+            page = await following.text()
+        previous_url = re.search(r'href="([^"]+)" id="previous"', page)
+        assert previous_url
+        async with client.get(f"{workspace_url}{html.unescape(previous_url.group(1))}") as back:
+            assert str(decided) in await back.text(), "back to the approved one: the filter is still any status"
 
 
 async def test_another_users_export_is_not_found_by_url_or_api(

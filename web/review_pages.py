@@ -63,9 +63,10 @@ class QueueFilter:
         )
 
     def query(self, **extra: str) -> str:
-        """The filters (and `extra`) as a query string, without the empty ones."""
-        values = {name: getattr(self, name) for name in _DEFAULTS} | extra
-        return urlencode({name: value for name, value in values.items() if value})
+        """The filters (and `extra`) as a query string, without the ones at their defaults (an
+        empty status, "any", is not the default "pending" and stays)."""
+        changed = {name: value for name, value in vars(self).items() if value != _DEFAULTS[name]}
+        return urlencode(changed | extra)
 
 
 _DEFAULTS = {name: field.default for name, field in QueueFilter.__dataclass_fields__.items()}
