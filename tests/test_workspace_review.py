@@ -4,18 +4,24 @@ the other way round, and the queue pages through conversations by keyset."""
 
 from __future__ import annotations
 
+import asyncio
 import html
+import io
+import os
 import re
 import uuid
+import zipfile
+from datetime import UTC, datetime
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from brightrun.storage import Storage
-from models.enums import ReviewStatus
+from models.enums import ExportStatus, ReviewStatus
 from models.tables import Export
 from service import review, users
 from service.access import Owner
+from service.exports_view import ARCHIVE_READ_BYTES, ExportListing, export_archive
 from tests.conversations import dialogue, new_conversation, new_job
 from tests.workspace import browser, new_user, page_token, sign_in
 
@@ -157,3 +163,23 @@ async def test_another_users_export_is_not_found_by_url_or_api(
         await sign_in(client, workspace_url, quinn.name, quinn.password)
         async with client.get(f"{workspace_url}/api/exports/{quinns}") as own:
             assert own.status == 200 and (await own.json())["status"] == "running"
+
+
+async def test_an_export_archive_is_sent_in_pieces_as_it_is_packed(storage: Storage) -> None:
+    prefix = f"exports/{uuid.uuid4().hex[:8]}"
+    data = os.urandom(3 * ARCHIVE_READ_BYTES)  # random: deflate cannot shrink it into one piece
+    await storage.put_bytes(storage.conversation_bucket, f"{prefix}/data/train.jsonl", data, "application/x-ndjson")
+    await storage.put_bytes(storage.conversation_bucket, f"{prefix}/README.md", b"# card", "text/markdown")
+    now = datetime.now(UTC)
+    export = ExportListing(
+        export_id=uuid.uuid4(), created_by="u", status=ExportStatus.COMPLETED, format="messages",
+        location=f"s3://{storage.conversation_bucket}/{prefix}", count=1, splits={}, jobs=[], error_message=None,
+        created_at=now, completed_at=now,
+    )
+
+    pieces = await asyncio.to_thread(list, await export_archive(storage, export))
+
+    assert len(pieces) >= 3 and max(len(piece) for piece in pieces) < 2 * ARCHIVE_READ_BYTES, "never the whole archive at once"
+    with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as archive:
+        assert archive.namelist() == ["README.md", "data/train.jsonl"]
+        assert archive.read("data/train.jsonl") == data and archive.read("README.md") == b"# card"
