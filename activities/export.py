@@ -82,7 +82,9 @@ def data_file(split: str) -> str:
 def selection_conditions(selection: ExportSelection) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if selection.user is not None:
-        conditions.append(Conversation.created_by == selection.user)
+        conditions.append(
+            or_(Conversation.created_by == selection.user, Conversation.batch_job_id.in_(selection.shared_job_ids))
+        )
     if selection.job_ids:
         conditions.append(Conversation.batch_job_id.in_(selection.job_ids))
     if selection.review_status is not None:

@@ -789,6 +789,8 @@ class ExportSelection(Message):
     """What an export takes and how it writes it: with the seed, all that decides its bytes."""
 
     user: str | None  # None: every user's (an admin's export)
+    # The jobs other users shared with `user`: their conversations are the user's to export too.
+    shared_job_ids: list[uuid.UUID] = Field(default_factory=list)
     job_ids: list[uuid.UUID] = Field(default_factory=list)
     review_status: ReviewStatus | None = ReviewStatus.APPROVED
     min_quality: float | None = None

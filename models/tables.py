@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -187,6 +188,12 @@ class Conversation(Base):
         Index("ix_conversations_review_status_created_at", "review_status", "created_at", "id"),
         Index("ix_conversations_created_at", "created_at", "id"),
         Index("ix_conversations_batch_job_id_judge_score", "batch_job_id", "judge_score"),
+        # The near-duplicates (one conversation in tens): the queue filtered to them, and its
+        # count, read only these entries (the included columns answer the other filters).
+        Index(
+            "ix_conversations_near_duplicate_review_status_created_at", "review_status", "created_at", "id",
+            postgresql_include=["created_by", "batch_job_id", "quality_score"], postgresql_where=text("near_duplicate"),
+        ),
     )
     id: Mapped[uuid.UUID] = _id()
     # The business key: used in storage paths and by people; never the target of a foreign key.
@@ -430,11 +437,19 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     role: Mapped[str] = mapped_column(String(20))
     password_hash: Mapped[str] = mapped_column(Text)
-    # Bad passwords in a row, and until when sign-in is refused after too many of them.
-    failed_sign_ins: Mapped[int] = mapped_column(Integer, server_default="0")
-    throttled_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
+
+
+class SignInThrottle(Base):
+    """Bad passwords in a row for a name attempted (a user's or no one's), and until when sign-in
+    with it is refused after too many. A row quiet for the throttle's length is forgotten."""
+
+    __tablename__ = "sign_in_throttles"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    throttled_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
 
 
 class UserSession(Base):

@@ -33,24 +33,33 @@ class Owner:
     def of(cls, user: str, admin: bool = False) -> Owner:
         return cls(validate_user(user), admin)
 
-    def _shared_jobs(self) -> Select[uuid.UUID]:
+    def shared_jobs(self) -> Select[uuid.UUID]:
+        """The ids of the jobs other users shared with this one."""
         return select(JobShare.batch_job_id).where(JobShare.user_name == self.user)
 
     def jobs(self) -> ColumnElement[bool]:
         """The jobs this owner sees."""
         if self.admin:
             return true()
-        return or_(BatchJob.created_by == self.user, BatchJob.id.in_(self._shared_jobs()))
+        return or_(BatchJob.created_by == self.user, BatchJob.id.in_(self.shared_jobs()))
 
     def scope(self) -> ColumnElement[bool]:
         """The conversations this owner sees."""
         if self.admin:
             return true()
-        return or_(Conversation.created_by == self.user, Conversation.batch_job_id.in_(self._shared_jobs()))
+        return or_(Conversation.created_by == self.user, Conversation.batch_job_id.in_(self.shared_jobs()))
 
     def controls(self, job_owner: str) -> bool:
         """Pause, resume, cancel and share belong to the job's owner and to admins."""
         return self.admin or job_owner == self.user
+
+
+async def shared_job_ids(sessions: async_sessionmaker, owner: Owner) -> list[uuid.UUID]:
+    """The jobs other users shared with this owner (none for an admin, who sees every job)."""
+    if owner.admin:
+        return []
+    async with sessions() as session:
+        return list((await session.scalars(owner.shared_jobs().order_by(JobShare.batch_job_id))).all())
 
 
 async def visible_job(sessions: async_sessionmaker, owner: Owner, job_ref: str) -> BatchJob:

@@ -23,6 +23,7 @@ from models.enums import ExportFormat, ExportStatus, ReviewStatus
 from models.judge import MAX_SCORE, MIN_SCORE
 from models.messages import ExportInput, ExportResult, ExportSelection, SplitShare
 from models.tables import Conversation, Export
+from service.access import shared_job_ids
 from service.batches import BatchInputError
 from service.review import Owner, owned_job
 from workflows.export import ExportWorkflow, export_workflow_id
@@ -108,6 +109,7 @@ async def start_export(
     job_ids = [await owned_job(sessions, request.owner, job) for job in dict.fromkeys(request.jobs)]
     selection = ExportSelection(
         user=None if request.owner.admin else request.owner.user,
+        shared_job_ids=await shared_job_ids(sessions, request.owner),
         job_ids=job_ids,
         review_status=request.review_status,
         min_quality=request.min_quality,

@@ -3,9 +3,9 @@ progress while it runs, its dataset card and manifest, and its files as one arch
 
 from __future__ import annotations
 
-import io
 import uuid
 import zipfile
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -94,16 +94,56 @@ async def export_document(storage: Storage, export: ExportListing, name: str) ->
     return body.decode() if body is not None else None
 
 
-async def export_archive(storage: Storage, export: ExportListing) -> bytes:
+# How much of an export file the archive reads from S3 at a time.
+ARCHIVE_READ_BYTES = 2**20
+
+
+async def export_archive(storage: Storage, export: ExportListing) -> Iterator[bytes]:
     """Every file of a completed export on S3 as one zip, paths relative to its location
-    (`load_dataset` reads the unpacked directory)."""
+    (`load_dataset` reads the unpacked directory), in chunks as it is packed: a 100,000-
+    conversation export never sits in memory whole. The iterator blocks on S3 (a server runs it
+    in a worker thread)."""
     where = parse_s3_location(export.location)
     if where is None or export.status != ExportStatus.COMPLETED:
         raise NotFoundError(f"export {export.export_id} has no files to download (it is {export.status.value}"
                             f"{'' if where else ', in a directory of the worker'})")
     bucket, prefix = where
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as packed:
-        for key in sorted(await storage.list_keys(bucket, f"{prefix}/")):
-            packed.writestr(key.removeprefix(f"{prefix}/"), await storage.get_bytes(bucket, key))
-    return archive.getvalue()
+    keys = sorted(await storage.list_keys(bucket, f"{prefix}/"))
+    return _zipped(storage, bucket, prefix, keys)
+
+
+class _Outbox:
+    """Where the zip writes: what it wrote since it was last emptied (the zip needs no seek, as
+    it writes each file's sizes after its data)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes, /) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def empty(self) -> bytes:
+        written = b"".join(self._chunks)
+        self._chunks.clear()
+        return written
+
+
+def _zipped(storage: Storage, bucket: str, prefix: str, keys: list[str]) -> Iterator[bytes]:
+    outbox = _Outbox()
+    with zipfile.ZipFile(outbox, "w", zipfile.ZIP_DEFLATED) as packed:
+        for key in keys:
+            body = storage.client.get_object(Bucket=bucket, Key=key)["Body"]
+            # zip64: a file's size is unknown until it is read, and may pass 2 GiB.
+            with packed.open(key.removeprefix(f"{prefix}/"), "w", force_zip64=True) as member:
+                for chunk in body.iter_chunks(ARCHIVE_READ_BYTES):
+                    member.write(chunk)
+                    if written := outbox.empty():
+                        yield written
+    yield outbox.empty()

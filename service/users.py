@@ -2,8 +2,11 @@
 
 Passwords are kept as Argon2id hashes. Session and API tokens are random (256 bits) and kept as
 their SHA-256: a copy of the database signs nobody in. After `sign_in_max_failures` bad
-passwords in a row a user's sign-in is refused for `sign_in_throttle_s`, the right password
-included. A disabled user's sessions and tokens stop working at once.
+passwords in a row for a name, sign-in with that name is refused for `sign_in_throttle_s`, the
+right password included; a name no user has is counted and throttled the same way (each try
+costs the same Argon2 check and gets the same answer), so the throttle tells nothing about
+which names exist. It ends after its time: a stranger delays a real user, never locks them out
+for good. A disabled user's sessions and tokens stop working at once.
 """
 
 from __future__ import annotations
@@ -11,26 +14,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from brightrun.settings import Settings
 from models.enums import UserRole
-from models.tables import ApiToken, User, UserSession
+from models.tables import ApiToken, SignInThrottle, User, UserSession
 from service.access import NotFoundError, Owner
 from service.batches import BatchInputError, validate_user
 
 # argon2-cffi's defaults are RFC 9106's second recommendation, in its Argon2id variant.
 _HASHER = PasswordHasher()
 PASSWORD_MIN_LENGTH = 12
+# A name attempted is kept (as the key of its throttle) up to the longest a user's name can be.
+NAME_KEPT = 200
 # The hash of a password nobody has: an unknown name costs a sign-in the same time as a known one.
 _NOBODYS_HASH = _HASHER.hash(secrets.token_urlsafe(32))
 
@@ -125,24 +130,25 @@ async def new_api_token(sessions: async_sessionmaker, name: str) -> str:
 
 async def sign_in(sessions: async_sessionmaker, settings: Settings, name: str, password: str) -> str:
     """A new session's token for the right name and password; SignInRefused otherwise."""
+    attempted = name[:NAME_KEPT]
     async with sessions() as session:
         user = await session.scalar(select(User).where(User.name == name))
-    if user is None:
-        await asyncio.to_thread(_verifies, _NOBODYS_HASH, password)
-        raise SignInRefused("wrong user name or password")
-    now = datetime.now(UTC)
-    if user.throttled_until is not None and user.throttled_until > now:
-        raise SignInThrottled(
-            f"too many failed sign-ins: try again in {(user.throttled_until - now).total_seconds() / 60:.0f} min"
+        throttled_until = await session.scalar(
+            select(SignInThrottle.throttled_until).where(SignInThrottle.name == attempted)
         )
-    if not await asyncio.to_thread(_verifies, user.password_hash, password):
-        await _count_failure(sessions, settings, user.id)
+    now = datetime.now(UTC)
+    if throttled_until is not None and throttled_until > now:
+        raise SignInThrottled(f"too many failed sign-ins: try again in {(throttled_until - now).total_seconds() / 60:.0f} min")
+    # An unknown name costs the same Argon2 check as a known one.
+    verified = await asyncio.to_thread(_verifies, user.password_hash if user else _NOBODYS_HASH, password)
+    if user is None or not verified:
+        await _count_failure(sessions, settings, attempted)
         raise SignInRefused("wrong user name or password")
     if user.disabled_at is not None:
         raise SignInRefused("this user is disabled")
     token = secrets.token_urlsafe(32)
     async with sessions.begin() as session:
-        await session.execute(update(User).where(User.id == user.id).values(failed_sign_ins=0, throttled_until=None))
+        await session.execute(delete(SignInThrottle).where(SignInThrottle.name == attempted))
         await session.execute(
             insert(UserSession).values(
                 user_id=user.id, token_hash=token_hash(token), expires_at=now + timedelta(seconds=settings.session_ttl_s)
@@ -158,17 +164,30 @@ def _verifies(password_hash: str, password: str) -> bool:
         return False
 
 
-async def _count_failure(sessions: async_sessionmaker, settings: Settings, user_id: uuid.UUID) -> None:
-    """One more bad password in a row; the last one allowed starts the throttle and a new count."""
+async def _count_failure(sessions: async_sessionmaker, settings: Settings, attempted: str) -> None:
+    """One more bad password in a row for the name attempted; the last one allowed starts the
+    throttle and a new count. Names quiet for a throttle's length are forgotten first, so a
+    stranger's spray of made-up names leaves no more rows than it tried in that time."""
+    quiet = timedelta(seconds=settings.sign_in_throttle_s)
     async with sessions.begin() as session:
+        await session.execute(
+            delete(SignInThrottle).where(
+                SignInThrottle.last_failure_at < func.now() - quiet,
+                or_(SignInThrottle.throttled_until.is_(None), SignInThrottle.throttled_until < func.now()),
+            )
+        )
         failures = await session.scalar(
-            update(User).where(User.id == user_id).values(failed_sign_ins=User.failed_sign_ins + 1)
-            .returning(User.failed_sign_ins)
+            pg_insert(SignInThrottle).values(name=attempted, failures=1)
+            .on_conflict_do_update(
+                index_elements=[SignInThrottle.name],
+                set_={"failures": SignInThrottle.failures + 1, "last_failure_at": func.now()},
+            )
+            .returning(SignInThrottle.failures)
         )
         if failures is not None and failures >= settings.sign_in_max_failures:
             await session.execute(
-                update(User).where(User.id == user_id).values(
-                    failed_sign_ins=0, throttled_until=func.now() + timedelta(seconds=settings.sign_in_throttle_s)
+                update(SignInThrottle).where(SignInThrottle.name == attempted).values(
+                    failures=0, throttled_until=func.now() + quiet
                 )
             )
 

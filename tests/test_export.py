@@ -25,9 +25,11 @@ from activities.errors import EXPORT_DESTINATION_NOT_EMPTY, EXPORT_STAND_IN_REFU
 from activities.export import ExportActivities, parse_s3_location, split_at, split_sizes, training_messages
 from brightrun.settings import Settings
 from brightrun.storage import Storage
-from models.enums import ClaudeProvider, ExportFormat, ExportStatus, ReviewStatus
+from models.enums import ClaudeProvider, ExportFormat, ExportStatus, ReviewStatus, UserRole
 from models.messages import ExportFinishInput, ExportInput, ExportPageInput, ExportPlan, ExportSelection, SplitShare
 from models.tables import Conversation, Export
+from service import users
+from service.access import share_job
 from service.batches import BatchInputError
 from service.export import ExportFailedError, ExportRequest, export, parse_splits
 from service.review import Owner
@@ -232,6 +234,28 @@ async def test_refusals_name_the_problem(
     assert admin.count == 10
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine" and sorted(p.name for p in (tmp_path / "full").iterdir()) == ["keep.txt"]
     assert await storage.list_keys(storage.conversation_bucket, f"{taken}/") == [f"{taken}/keep.txt"]
+
+
+async def test_a_reviewer_exports_their_own_and_the_shared_jobs_conversations_and_no_others(
+    export_settings: Settings, sessions: async_sessionmaker, stack_client: Client, storage: Storage, tmp_path: Path,
+    approved_set: tuple[str, uuid.UUID, list[uuid.UUID]],
+) -> None:
+    owner, job, _ = approved_set
+    reviewer = f"rita-{uuid.uuid4().hex[:6]}"
+    await users.add_user(sessions, reviewer, UserRole.REVIEWER, users.new_password())
+    own = await new_conversation(sessions, storage, await new_job(sessions, reviewer), reviewer, dialogue("mine"),
+                                 review_status=ReviewStatus.APPROVED.value)
+    await share_job(sessions, Owner.of(owner), str(job), reviewer)
+
+    everything = await export(sessions, stack_client, export_settings,
+                              ExportRequest(owner=Owner.of(reviewer), out=str(tmp_path / "all")))
+    shared_only = await export(sessions, stack_client, export_settings,
+                               ExportRequest(owner=Owner.of(reviewer), out=str(tmp_path / "job"), jobs=(str(job),)))
+
+    assert everything.count == 11, "the reviewer's own approved conversation and the shared job's ten"
+    exported = {json.loads(line)["metadata"]["conversation_id"] for line in (tmp_path / "all" / "data" / "train.jsonl").read_text().splitlines()}
+    assert str(own) in exported
+    assert shared_only.count == 10
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

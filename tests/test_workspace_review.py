@@ -4,16 +4,24 @@ the other way round, and the queue pages through conversations by keyset."""
 
 from __future__ import annotations
 
+import asyncio
+import html
+import io
+import os
+import re
 import uuid
+import zipfile
+from datetime import UTC, datetime
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from brightrun.storage import Storage
-from models.enums import ReviewStatus
+from models.enums import ExportStatus, ReviewStatus
 from models.tables import Export
 from service import review, users
 from service.access import Owner
+from service.exports_view import ARCHIVE_READ_BYTES, ExportListing, export_archive
 from tests.conversations import dialogue, new_conversation, new_job
 from tests.workspace import browser, new_user, page_token, sign_in
 
@@ -107,6 +115,29 @@ async def test_the_queue_pages_by_keyset_forward_and_back_within_its_filter(
     assert await review.count_conversations(sessions, owner, good) == 2
 
 
+async def test_next_and_previous_keep_the_any_status_filter(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    pia = await new_user(sessions, "pia")
+    job = await new_job(sessions, pia.name)
+    decided, pending = [
+        await new_conversation(sessions, storage, job, pia.name, dialogue(f"p{i}"), review_status=status)
+        for i, status in enumerate((ReviewStatus.APPROVED.value, ReviewStatus.PENDING_REVIEW.value))
+    ]
+    async with browser() as client:
+        await sign_in(client, workspace_url, pia.name, pia.password)
+        async with client.get(f"{workspace_url}/review?job={job}&status=") as first:
+            page = await first.text()
+        next_url = re.search(r'href="([^"]+)" id="next"', page)
+        assert next_url and f"at={pending}" in next_url.group(1)
+        async with client.get(f"{workspace_url}{html.unescape(next_url.group(1))}") as following:
+            page = await following.text()
+        previous_url = re.search(r'href="([^"]+)" id="previous"', page)
+        assert previous_url
+        async with client.get(f"{workspace_url}{html.unescape(previous_url.group(1))}") as back:
+            assert str(decided) in await back.text(), "back to the approved one: the filter is still any status"
+
+
 async def test_another_users_export_is_not_found_by_url_or_api(
     workspace_url: str, sessions: async_sessionmaker
 ) -> None:
@@ -132,3 +163,23 @@ async def test_another_users_export_is_not_found_by_url_or_api(
         await sign_in(client, workspace_url, quinn.name, quinn.password)
         async with client.get(f"{workspace_url}/api/exports/{quinns}") as own:
             assert own.status == 200 and (await own.json())["status"] == "running"
+
+
+async def test_an_export_archive_is_sent_in_pieces_as_it_is_packed(storage: Storage) -> None:
+    prefix = f"exports/{uuid.uuid4().hex[:8]}"
+    data = os.urandom(3 * ARCHIVE_READ_BYTES)  # random: deflate cannot shrink it into one piece
+    await storage.put_bytes(storage.conversation_bucket, f"{prefix}/data/train.jsonl", data, "application/x-ndjson")
+    await storage.put_bytes(storage.conversation_bucket, f"{prefix}/README.md", b"# card", "text/markdown")
+    now = datetime.now(UTC)
+    export = ExportListing(
+        export_id=uuid.uuid4(), created_by="u", status=ExportStatus.COMPLETED, format="messages",
+        location=f"s3://{storage.conversation_bucket}/{prefix}", count=1, splits={}, jobs=[], error_message=None,
+        created_at=now, completed_at=now,
+    )
+
+    pieces = await asyncio.to_thread(list, await export_archive(storage, export))
+
+    assert len(pieces) >= 3 and max(len(piece) for piece in pieces) < 2 * ARCHIVE_READ_BYTES, "never the whole archive at once"
+    with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as archive:
+        assert archive.namelist() == ["README.md", "data/train.jsonl"]
+        assert archive.read("data/train.jsonl") == data and archive.read("README.md") == b"# card"

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from models.enums import UserRole
-from models.tables import ApiToken, User, UserSession
+from models.tables import ApiToken, SignInThrottle, User, UserSession
 from service import users
 from tests.conftest import REPO
 from tests.conversations import new_job
@@ -136,6 +136,29 @@ async def test_ten_bad_passwords_in_a_row_throttle_the_sign_in(workspace_url: st
             assert (await sign_in(client, workspace_url, ivan.name, "wrong password!")).status == 401
         answer = await sign_in(client, workspace_url, ivan.name, ivan.password)
         assert answer.status == 429, "the tenth bad password in a row throttles even the right one"
+
+
+async def test_an_unknown_name_is_throttled_alike_and_a_throttle_ends(
+    workspace_url: str, sessions: async_sessionmaker
+) -> None:
+    kim = await new_user(sessions, "kim")
+    nobody = f"nobody-{uuid.uuid4().hex[:8]}"
+    async with browser() as client:
+        for name in (kim.name, nobody):
+            for _ in range(10):
+                assert (await sign_in(client, workspace_url, name, "wrong password!")).status == 401
+        throttled = [await sign_in(client, workspace_url, name, "wrong password!") for name in (kim.name, nobody)]
+        assert [answer.status for answer in throttled] == [429, 429], "a made-up name is throttled like a real one"
+        async with sessions.begin() as session:
+            await session.execute(
+                update(SignInThrottle).where(SignInThrottle.name == kim.name)
+                .values(throttled_until=func.now() - timedelta(seconds=1))
+            )
+        answer = await sign_in(client, workspace_url, kim.name, kim.password)
+        assert answer.status == 303, "once the throttle's time is over, the right password signs in"
+    async with sessions() as session:
+        kept = (await session.scalars(select(SignInThrottle.name).where(SignInThrottle.name.in_([kim.name, nobody])))).all()
+    assert kept == [nobody], "a sign-in clears its name's count"
 
 
 def _users_command(env: dict[str, str], *args: str, stdin: str | None = None) -> Awaitable[subprocess.CompletedProcess]:

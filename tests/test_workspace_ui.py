@@ -6,6 +6,7 @@ tests fail on any. Screenshots of each page go to the test run's tmp directory."
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
@@ -181,6 +182,10 @@ async def test_a_reviewer_reviews_five_conversations_by_keyboard_and_bulk_reject
         await expect(decisions).to_have_count(6)  # five decisions and an undo
         await expect(decisions.first).to_contain_text("rejected (the advisor promises returns)")
         await page.screenshot(path=screenshots / "review-decided.png")
+        await page.goto(f"{workspace_url}/conversations/{five[1]}")
+        history = re.compile(f"^rejected by {lou.name}, .* \\(the advisor promises returns\\)$")
+        await expect(page.locator("#history li")).to_have_text([history])  # who decided what, and when
+        await page.screenshot(path=screenshots / "conversation.png")
 
         assert [await _status(sessions, c) for c in five] == [
             ("approved", None), ("rejected", "the advisor promises returns"), ("rejected", "the advisor promises returns"),
@@ -192,7 +197,7 @@ async def test_a_reviewer_reviews_five_conversations_by_keyboard_and_bulk_reject
         pair = page.locator("#near-duplicate")
         await expect(pair.locator(".diff del")).to_have_text(["clear"])  # only in the earlier one
         await expect(pair.locator(".diff ins")).to_have_text(["steady"])  # only in this one
-        await page.screenshot(path=screenshots / "near-duplicate.png")
+        await page.screenshot(path=screenshots / "near-duplicate.png", full_page=True)  # the pair is below the chat
         await page.get_by_role("link", name="Reject all pending…").click()
         await expect(page.get_by_role("heading", name="Reject 2 pending conversations?")).to_be_visible()
         await page.screenshot(path=screenshots / "bulk-confirmation.png")

@@ -8,7 +8,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from activities.export import CARD_FILE, MANIFEST_FILE
 from models.enums import ExportFormat, ReviewStatus
@@ -83,7 +83,7 @@ async def download(ws: Ws, user: PageUser, export_id: str) -> Response:
     export = await owned_export(ws.sessions, user.owner, export_id)
     archive = await export_archive(ws.storage, export)
     disposition = f'attachment; filename="brightrun-export-{export.export_id}.zip"'
-    return Response(archive, media_type="application/zip", headers={"Content-Disposition": disposition})
+    return StreamingResponse(archive, media_type="application/zip", headers={"Content-Disposition": disposition})
 
 
 @router.get("/api/exports/{export_id}")

@@ -18,7 +18,10 @@ _ENVIRONMENT = jinja2.Environment(
 )
 
 
-def _when(value: datetime | None) -> str:
+def _when(value: datetime | str | None) -> str:
+    """A time as every page shows it; a conversation's fields come as JSON (ISO 8601 text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 

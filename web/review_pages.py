@@ -63,9 +63,10 @@ class QueueFilter:
         )
 
     def query(self, **extra: str) -> str:
-        """The filters (and `extra`) as a query string, without the empty ones."""
-        values = {name: getattr(self, name) for name in _DEFAULTS} | extra
-        return urlencode({name: value for name, value in values.items() if value})
+        """The filters (and `extra`) as a query string, without the ones at their defaults (an
+        empty status, "any", is not the default "pending" and stays)."""
+        changed = {name: value for name, value in vars(self).items() if value != _DEFAULTS[name]}
+        return urlencode(changed | extra)
 
 
 _DEFAULTS = {name: field.default for name, field in QueueFilter.__dataclass_fields__.items()}
@@ -101,14 +102,14 @@ async def queue(request: Request, ws: Ws, user: PageUser, at: str = "", before: 
     if current is None and before:
         return RedirectResponse(f"/review?{filters.query()}", status_code=303)  # nothing before: the start
     # What the page shows besides the conversation reads other rows: asked for at once.
-    catalog, count, pending_count, sidebar = await asyncio.gather(
+    pending = replace(selection, status=ReviewStatus.PENDING_REVIEW)
+    counted = [selection] if selection == pending else [selection, pending]  # the queue's default: one count
+    catalog, sidebar, *counts = await asyncio.gather(
         list_catalog(ws.sessions),
-        review.count_conversations(ws.sessions, user.owner, selection, QUEUE_COUNT_UP_TO),
-        review.count_conversations(
-            ws.sessions, user.owner, replace(selection, status=ReviewStatus.PENDING_REVIEW), QUEUE_COUNT_UP_TO
-        ),
         _sidebar(ws, user),
+        *(review.count_conversations(ws.sessions, user.owner, each, QUEUE_COUNT_UP_TO) for each in counted),
     )
+    count, pending_count = counts[0], counts[-1]
     context: dict[str, Any] = {
         "user": user, "filters": filters, "done": done, "catalog": catalog, "count": count,
         "pending_count": pending_count, "count_up_to": QUEUE_COUNT_UP_TO, **sidebar,
