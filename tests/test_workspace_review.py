@@ -163,7 +163,7 @@ async def test_a_verdicts_scores_and_reasons_show_as_text_on_its_pages_and_in_th
         assert html.escape(script) in shown and "<script>alert" not in shown, "a reason is model output: text"
     verdicts = re.search(r'<ol class="decisions" id="verdict-history">(.*?)</ol>', conversation_page, re.DOTALL)
     assert verdicts and "3.40 by claude-haiku-4-5" in verdicts.group(1) and f"({RUBRIC} v1)" in verdicts.group(1)
-    assert '<p id="judge-score">not judged</p>' in unjudged_page
+    assert '<dd id="judge-score">not judged</dd>' in unjudged_page
 
     async with browser() as api, api.get(
         f"{workspace_url}/api/conversations/{verdict}", headers={"Authorization": f"Bearer {token}"}
