@@ -35,10 +35,12 @@ CRITERIA = ["persona_fidelity", "emotional_arc", "topic_accuracy", "naturalness"
 
 async def judged(
     sessions: async_sessionmaker, storage: Storage, job: uuid.UUID, user: str, overall: float, topic_accuracy: int,
-    review_status: ReviewStatus = ReviewStatus.PENDING_REVIEW,
+    review_status: ReviewStatus = ReviewStatus.PENDING_REVIEW, reasons: dict[str, str] | None = None,
 ) -> uuid.UUID:
-    """A conversation with a known verdict on its row and in its history."""
-    scores = {key: {"score": round(overall), "reason": f"{key} as given."} for key in CRITERIA}
+    """A conversation with a known verdict on its row and in its history; each criterion's reason
+    is "{criterion} as given." unless `reasons` gives it."""
+    reasons = reasons or {}
+    scores = {key: {"score": round(overall), "reason": reasons.get(key, f"{key} as given.")} for key in CRITERIA}
     scores["topic_accuracy"]["score"] = topic_accuracy
     conversation_id = await new_conversation(
         sessions, storage, job, user, dialogue(uuid.uuid4().hex[:6]), review_status=review_status.value,

@@ -1,6 +1,7 @@
 """Review through the workspace over HTTP and its API, on the real stack: another user's
 conversation is "not found", a decision made by API or page shows in the command line's view and
-the other way round, and the queue pages through conversations by keyset."""
+the other way round, the queue pages through conversations by keyset, and the judge's verdicts
+show on the pages and filter the queue and its bulk decisions."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from service import review, users
 from service.access import Owner
 from service.exports_view import ARCHIVE_READ_BYTES, ExportListing, export_archive
 from tests.conversations import dialogue, new_conversation, new_job
+from tests.test_judge_review import RUBRIC, judged
 from tests.workspace import browser, new_user, page_token, sign_in
 
 
@@ -136,6 +138,83 @@ async def test_next_and_previous_keep_the_any_status_filter(
         assert previous_url
         async with client.get(f"{workspace_url}{html.unescape(previous_url.group(1))}") as back:
             assert str(decided) in await back.text(), "back to the approved one: the filter is still any status"
+
+
+async def test_a_verdicts_scores_and_reasons_show_as_text_on_its_pages_and_in_the_api(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    vera = await new_user(sessions, "vera")
+    job = await new_job(sessions, vera.name)
+    script = "<script>alert(1)</script> reads stilted."
+    verdict = await judged(sessions, storage, job, vera.name, 3.4, 1, reasons={"naturalness": script})
+    unjudged = await new_conversation(sessions, storage, job, vera.name, dialogue("vera"))
+    token = await users.new_api_token(sessions, vera.name)
+    async with browser() as client:
+        await sign_in(client, workspace_url, vera.name, vera.password)
+        async with client.get(f"{workspace_url}/conversations/{verdict}") as page:
+            conversation_page = await page.text()
+        async with client.get(f"{workspace_url}/review?job={job}") as queue:
+            queue_page = await queue.text()
+        async with client.get(f"{workspace_url}/conversations/{unjudged}") as page:
+            unjudged_page = await page.text()
+    for shown in (conversation_page, queue_page):
+        assert '<dd id="judge-score">3.40</dd>' in shown and f"{RUBRIC} v1" in shown
+        assert "<strong>1</strong>: topic_accuracy as given." in shown
+        assert html.escape(script) in shown and "<script>alert" not in shown, "a reason is model output: text"
+    verdicts = re.search(r'<ol class="decisions" id="verdict-history">(.*?)</ol>', conversation_page, re.DOTALL)
+    assert verdicts and "3.40 by claude-haiku-4-5" in verdicts.group(1) and f"({RUBRIC} v1)" in verdicts.group(1)
+    assert '<dd id="judge-score">not judged</dd>' in unjudged_page
+
+    async with browser() as api, api.get(
+        f"{workspace_url}/api/conversations/{verdict}", headers={"Authorization": f"Bearer {token}"}
+    ) as shown_by_api:
+        body = await shown_by_api.json()
+    assert (body["judge_score"], body["judge"]["rubric"], body["judge"]["rubric_version"]) == (3.4, RUBRIC, 1)
+    assert body["judge"]["criteria"]["naturalness"] == {"score": 3, "reason": script}
+    assert [(v["score"], v["rubric"]) for v in body["judge_history"]] == [(3.4, RUBRIC)]
+
+
+async def test_the_judge_score_filter_selects_and_bulk_rejects_exactly_its_conversations(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    wim = await new_user(sessions, "wim")
+    job = await new_job(sessions, wim.name)
+    conversations = {
+        "worst": await judged(sessions, storage, job, wim.name, 1.5, 1),
+        "poor": await judged(sessions, storage, job, wim.name, 2.0, 2),
+        "fair": await judged(sessions, storage, job, wim.name, 3.4, 3),
+        "best": await judged(sessions, storage, job, wim.name, 4.8, 5),
+        "approved poor": await judged(sessions, storage, job, wim.name, 1.8, 2, ReviewStatus.APPROVED),
+        "unjudged": await new_conversation(sessions, storage, job, wim.name, dialogue("wim")),
+    }
+    async with browser() as client:
+        await sign_in(client, workspace_url, wim.name, wim.password)
+        async with client.get(f"{workspace_url}/review?job={job}&min_judge_score=4") as queue:
+            assert "1 match" in await queue.text()
+        async with client.get(f"{workspace_url}/review?job={job}&max_judge_score=9") as refused:
+            assert refused.status == 400
+        async with client.get(f"{workspace_url}/review?job={job}&max_judge_score=2") as queue:
+            page = await queue.text()
+        assert "2 match" in page and 'id="judge-score">1.50<' in page, "the worst first, as created"
+        next_url = re.search(r'href="([^"]+)" id="next"', page)
+        assert next_url and "max_judge_score=2" in html.unescape(next_url.group(1))
+        async with client.get(f"{workspace_url}/review/bulk?job={job}&max_judge_score=2&decision=rejected") as confirm:
+            confirmation = await confirm.text()
+        assert "Reject 2 pending conversations?" in confirmation
+        form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', confirmation))
+        assert form["max_judge_score"] == "2"
+        async with client.post(
+            f"{workspace_url}/review/bulk", data={**form, "reason": "judged poor"}, allow_redirects=False
+        ) as done:
+            assert done.status == 303 and "done=rejected%3A2" in done.headers["Location"]
+            assert "max_judge_score=2" in done.headers["Location"], "back to the same filter"
+
+    listed = await review.list_conversations(sessions, Owner(wim.name), review.Selection(job=str(job)))
+    statuses = {row.conversation_id: row.review_status for row in listed}
+    assert {name: statuses[conversation].value for name, conversation in conversations.items()} == {
+        "worst": "rejected", "poor": "rejected", "fair": "pending_review", "best": "pending_review",
+        "approved poor": "approved", "unjudged": "pending_review",
+    }
 
 
 async def test_another_users_export_is_not_found_by_url_or_api(

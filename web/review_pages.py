@@ -16,6 +16,7 @@ from models.enums import ReviewStatus
 from service import review
 from service.batches import BatchInputError
 from service.catalog import list_catalog
+from service.judge import JudgeFilter
 from service.near_duplicates import near_duplicate_pair
 from service.users import SignedIn
 from web.auth import CheckedForm, PageUser, local_path
@@ -44,6 +45,8 @@ class QueueFilter:
     persona: str = ""
     arc: str = ""
     topic: str = ""
+    min_judge_score: str = ""
+    max_judge_score: str = ""
 
     @classmethod
     def of(cls, values: ImmutableMultiDict[str, Any] | FormData) -> QueueFilter:
@@ -60,6 +63,10 @@ class QueueFilter:
             persona=self.persona or None,
             arc=self.arc or None,
             topic=self.topic or None,
+            judge=JudgeFilter(
+                min_score=_number(self.min_judge_score, "minimum judge score"),
+                max_score=_number(self.max_judge_score, "maximum judge score"),
+            ),
         )
 
     def query(self, **extra: str) -> str:
