@@ -516,13 +516,7 @@ class JobActivities:
     async def write_job_log(self, job_id: uuid.UUID) -> int:
         """Render the job's events to `batch-logs/{job_id}/log.txt`; returns the line count."""
         async with self._sessions() as session:
-            events = (
-                await session.execute(
-                    select(BatchJobEvent.created_at, BatchJobEvent.line)
-                    .where(BatchJobEvent.batch_job_id == job_id)
-                    .order_by(BatchJobEvent.id)
-                )
-            ).all()
+            events = (await session.execute(BatchJobEvent.of_job(job_id))).all()
         body = "".join(f"{BatchJobEvent.text_line(at, line)}\n" for at, line in events)
         await self._storage.put_bytes(self._storage.log_bucket, job_log_key(job_id), body.encode(), "text/plain; charset=utf-8")
         return len(events)

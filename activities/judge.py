@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -192,15 +193,7 @@ class JudgeActivities:
             await session.execute(
                 update(BatchJob)
                 .where(BatchJob.id == request.job_id)
-                .values(
-                    judged_items=BatchJob.judged_items + int(first_verdict),
-                    judge_cost_usd=BatchJob.judge_cost_usd + usage.cost_usd,
-                    input_tokens=BatchJob.input_tokens + usage.input_tokens,
-                    output_tokens=BatchJob.output_tokens + usage.output_tokens,
-                    cache_write_tokens=BatchJob.cache_write_tokens + usage.cache_creation_input_tokens,
-                    cache_read_tokens=BatchJob.cache_read_tokens + usage.cache_read_input_tokens,
-                    cost_usd=BatchJob.cost_usd + usage.cost_usd,
-                )
+                .values(judged_items=BatchJob.judged_items + int(first_verdict), **_judging_paid(usage))
             )
         log.info(
             "conversation judged",
@@ -260,14 +253,7 @@ class JudgeActivities:
                 await session.execute(
                     update(BatchJob)
                     .where(BatchJob.id == request.job_id)
-                    .values(
-                        judge_cost_usd=BatchJob.judge_cost_usd + usage.cost_usd,
-                        input_tokens=BatchJob.input_tokens + usage.input_tokens,
-                        output_tokens=BatchJob.output_tokens + usage.output_tokens,
-                        cache_write_tokens=BatchJob.cache_write_tokens + usage.cache_creation_input_tokens,
-                        cache_read_tokens=BatchJob.cache_read_tokens + usage.cache_read_input_tokens,
-                        cost_usd=BatchJob.cost_usd + usage.cost_usd,
-                    )
+                    .values(**_judging_paid(usage))
                 )
         log.warning(
             "conversation not judged",
@@ -286,3 +272,15 @@ def _verdict_of(conversation_id: object, row: ConversationVerdict) -> JudgeVerdi
         overall=row.overall,
         usage=TokenUsage.model_validate(row.usage),
     )
+
+
+def _judging_paid(usage: TokenUsage) -> dict[str, Any]:
+    """A job's counters after paying for judge calls: its judge cost apart, and in its totals."""
+    return {
+        "judge_cost_usd": BatchJob.judge_cost_usd + usage.cost_usd,
+        "input_tokens": BatchJob.input_tokens + usage.input_tokens,
+        "output_tokens": BatchJob.output_tokens + usage.output_tokens,
+        "cache_write_tokens": BatchJob.cache_write_tokens + usage.cache_creation_input_tokens,
+        "cache_read_tokens": BatchJob.cache_read_tokens + usage.cache_read_input_tokens,
+        "cost_usd": BatchJob.cost_usd + usage.cost_usd,
+    }

@@ -16,10 +16,12 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    Select,
     String,
     Text,
     UniqueConstraint,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
@@ -357,6 +359,11 @@ class BatchJobEvent(Base):
     def text_line(created_at: datetime, line: str) -> str:
         """The event as a line of log.txt, and of `starter.py log`."""
         return f"{created_at.isoformat(timespec='milliseconds')} {line}"
+
+    @classmethod
+    def of_job(cls, job_id: uuid.UUID) -> Select[datetime, str]:
+        """The job's events, oldest first: when and what, as text_line takes them."""
+        return select(cls.created_at, cls.line).where(cls.batch_job_id == job_id).order_by(cls.id)
 
 
 class MessageBatch(Base):

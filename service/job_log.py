@@ -24,13 +24,7 @@ async def job_log(sessions: async_sessionmaker, job_ref: str) -> list[str]:
     """Every line of the job's log so far, oldest first."""
     async with sessions() as session:
         job_id = await job_id_of(session, job_ref)
-        events = (
-            await session.execute(
-                select(BatchJobEvent.created_at, BatchJobEvent.line)
-                .where(BatchJobEvent.batch_job_id == job_id)
-                .order_by(BatchJobEvent.id)
-            )
-        ).all()
+        events = (await session.execute(BatchJobEvent.of_job(job_id))).all()
     return [BatchJobEvent.text_line(at, line) for at, line in events]
 
 
