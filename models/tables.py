@@ -190,6 +190,16 @@ class Conversation(Base):
         Index("ix_conversations_review_status_created_at", "review_status", "created_at", "id"),
         Index("ix_conversations_created_at", "created_at", "id"),
         Index("ix_conversations_batch_job_id_judge_score", "batch_job_id", "judge_score"),
+        # The queue of a job ordered worst or best judged first (service/review.py SORTS: the
+        # score with the unjudged last, then created_at, id), a page at a time by keyset.
+        Index(
+            "ix_conversations_batch_job_id_review_status_worst_first", "batch_job_id", "review_status",
+            text("coalesce(judge_score, 6)"), "created_at", "id",
+        ),
+        Index(
+            "ix_conversations_batch_job_id_review_status_best_first", "batch_job_id", "review_status",
+            text("coalesce(- judge_score, 0)"), "created_at", "id",
+        ),
         # The near-duplicates (one conversation in tens): the queue filtered to them, and its
         # count, read only these entries (the included columns answer the other filters).
         Index(

@@ -79,6 +79,15 @@ class JudgeFilter:
         return conditions
 
 
+async def rubric_criteria(sessions: async_sessionmaker) -> list[dict[str, str]]:
+    """The criteria (key and name) of the catalog's newest rubric: what a reviewer filters by."""
+    async with sessions() as session:
+        document = await session.scalar(
+            select(JudgeRubric.document).order_by(JudgeRubric.version.desc(), JudgeRubric.created_at.desc()).limit(1)
+        )
+    return [{"key": c["key"], "name": c["name"]} for c in (document or {}).get("criteria", [])]
+
+
 def criterion_score(key: str) -> ColumnElement[int]:
     return Conversation.judge_scores[key]["score"].as_integer()
 

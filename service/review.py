@@ -23,9 +23,11 @@ from sqlalchemy import (
     Text,
     and_,
     case,
+    desc,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -33,10 +35,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 from activities.export import UNKNOWN_PROVIDER
 from brightrun.storage import Storage, enriched_conversation_key
 from models.enums import ReviewStatus
+from models.judge import MAX_SCORE, MIN_SCORE
 from models.tables import Conversation, EmotionalArc, Persona, PromptTemplate, ReviewDecision, TrainingTopic
 from service.access import NotFoundError, Owner, visible_job
 from service.batches import BatchInputError, parse_uuid
@@ -180,20 +184,29 @@ async def _conditions(sessions: async_sessionmaker, owner: Owner, selection: Sel
 
 @dataclass(frozen=True)
 class Position:
-    """Where a page of a listing starts, in its order (oldest first): at or after a conversation,
-    or (going back) just before one. Keyset pagination: any page is one index range scan away,
-    however deep in 100,000 conversations it is."""
+    """Where a page of a listing starts, in its order: at or after a conversation, or (going
+    back) just before one. Keyset pagination: any page is one index range scan away, however deep
+    in 100,000 conversations it is."""
 
     at: str | None = None
     before: str | None = None
 
 
-# `review list --sort`: oldest first, or by the judge's overall score (worst or best first;
-# conversations not judged last).
-SORTS = {
+# A judge score's key in a judge-score order: the score (negated for best first), with the
+# conversations not judged after every judged one (one above the highest key) rather than NULL,
+# which a row comparison cannot step over. The constant is inline SQL, not a parameter: the
+# planner matches the expression to its index (migration 0020) only so.
+WORST_FIRST_KEY = func.coalesce(Conversation.judge_score, literal_column(str(MAX_SCORE + 1)))
+BEST_FIRST_KEY = func.coalesce(-Conversation.judge_score, literal_column(str(-MIN_SCORE + 1)))
+
+
+# `review list --sort` and the queue's order: oldest first, or by the judge's overall score (worst
+# or best first, conversations not judged last), then oldest first. A conversation's key in the
+# order is these columns, ascending: the keyset a position pages from.
+SORTS: dict[str, tuple[SQLCoreOperations[Any], ...]] = {
     "created": (Conversation.created_at, Conversation.id),
-    "judge-score": (Conversation.judge_score.asc().nulls_last(), Conversation.created_at, Conversation.id),
-    "-judge-score": (Conversation.judge_score.desc().nulls_last(), Conversation.created_at, Conversation.id),
+    "judge-score": (WORST_FIRST_KEY, Conversation.created_at, Conversation.id),
+    "-judge-score": (BEST_FIRST_KEY, Conversation.created_at, Conversation.id),
 }
 
 
@@ -205,23 +218,22 @@ async def list_conversations(
     position: Position = Position(),
     sort: str = "created",
 ) -> list[ReviewListing]:
-    """Conversations (oldest first from `position`, or as `sort` says) with their quality,
-    verdict, flags and storage keys."""
+    """Conversations in the order `sort` names (oldest first by default) from `position`, with
+    their quality, verdict, flags and storage keys."""
     if sort not in SORTS:
         raise BatchInputError(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
-    if sort != "created" and (position.at or position.before):
-        raise BatchInputError("a listing sorted by judge score starts at its beginning: page it by --limit")
     if not 1 <= limit <= LIST_LIMIT_MAX:
         raise BatchInputError(f"--limit must be between 1 and {LIST_LIMIT_MAX}, got {limit}")
     conditions = await _conditions(sessions, owner, selection)
-    order: tuple[Any, ...] = (Conversation.created_at, Conversation.id)
+    key_columns = SORTS[sort]
+    order: tuple[Any, ...] = key_columns
     if position.at or position.before:
-        key = await _position_key(sessions, owner, position.at or position.before or "")
+        key = await _position_key(sessions, owner, position.at or position.before or "", key_columns)
         if position.before:
-            conditions.append(tuple_(Conversation.created_at, Conversation.id) < key)
-            order = (Conversation.created_at.desc(), Conversation.id.desc())
+            conditions.append(tuple_(*key_columns) < key)
+            order = tuple(desc(column) for column in key_columns)
         else:
-            conditions.append(tuple_(Conversation.created_at, Conversation.id) >= key)
+            conditions.append(tuple_(*key_columns) >= key)
     query = (
         select(Conversation, Persona.name, EmotionalArc.name, TrainingTopic.name, PromptTemplate.name)
         .join(Persona, Persona.id == Conversation.persona_id)
@@ -229,7 +241,7 @@ async def list_conversations(
         .join(TrainingTopic, TrainingTopic.id == Conversation.training_topic_id)
         .join(PromptTemplate, PromptTemplate.id == Conversation.template_id)
         .where(and_(*conditions))
-        .order_by(*(order if sort == "created" else SORTS[sort]))
+        .order_by(*order)
         .limit(limit)
     )
     async with sessions() as session:
@@ -238,16 +250,18 @@ async def list_conversations(
     return listed[::-1] if position.before else listed
 
 
-async def _position_key(sessions: async_sessionmaker, owner: Owner, conversation_ref: str) -> Any:
-    """The (created_at, id) a position's conversation sorts by."""
+async def _position_key(
+    sessions: async_sessionmaker, owner: Owner, conversation_ref: str, key_columns: tuple[SQLCoreOperations[Any], ...]
+) -> Any:
+    """The key a position's conversation sorts by, in the listing's order."""
     async with sessions() as session:
         conversation_id = await resolve_id(session, IdKind.CONVERSATION, conversation_ref, owner.scope())
         key = (await session.execute(
-            select(Conversation.created_at, Conversation.id).where(Conversation.conversation_id == conversation_id, owner.scope())
+            select(*key_columns).where(Conversation.conversation_id == conversation_id, owner.scope())
         )).one_or_none()
     if key is None:
         raise NotFoundError(f"conversation {conversation_ref} not found")
-    return tuple_(literal(key.created_at), literal(key.id))
+    return tuple_(*(literal(value) for value in key))
 
 
 async def count_conversations(

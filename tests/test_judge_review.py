@@ -24,7 +24,7 @@ from models.tables import Conversation, ConversationVerdict
 from service.batches import BatchInputError
 from service.export import ExportRequest, export
 from service.judge import JudgeFilter, calibrate, parse_criterion_bounds
-from service.review import Owner, Selection, list_conversations, review, show_conversation
+from service.review import Owner, Position, Selection, list_conversations, review, show_conversation
 from tests.conversations import dialogue, new_conversation, new_job
 from tests.test_starter import starter
 from workflows.export import ExportWorkflow
@@ -99,6 +99,32 @@ async def test_review_lists_verdicts_sorted_worst_first_and_filtered_by_score_an
     assert (row.judge_score, row.judge_rubric) == (1.5, f"{RUBRIC} v1")
     assert row.judge_scores is not None and row.judge_scores["topic_accuracy"] == 2
     assert worst_first[-1].judge_score is None and worst_first[-1].judge_scores is None
+
+
+async def test_a_judge_score_order_pages_by_keyset_both_ways_with_the_unjudged_last(
+    sessions: async_sessionmaker, storage: Storage, judged_job: tuple[str, uuid.UUID, dict[str, uuid.UUID]]
+) -> None:
+    user, job, conversations = judged_job
+    conversations["good too"] = await judged(sessions, storage, job, user, 4.5, 5)
+    conversations["unjudged too"] = await new_conversation(sessions, storage, job, user, dialogue("unjudged"))
+    owner, selection = Owner.of(user), Selection(job=str(job))
+    expected = {
+        "judge-score": ["worst", "approved low", "wrong facts", "good", "good too", "best", "unjudged", "unjudged too"],
+        "-judge-score": ["best", "good", "good too", "wrong facts", "approved low", "worst", "unjudged", "unjudged too"],
+    }
+    for sort, order in expected.items():
+        forward, position = [], Position()
+        while True:
+            page = await list_conversations(sessions, owner, selection, limit=3, position=position, sort=sort)
+            forward += names(page[:2], conversations)
+            if len(page) < 3:
+                break
+            position = Position(at=str(page[2].conversation_id))
+        backward = await list_conversations(
+            sessions, owner, selection, limit=3, position=Position(before=str(conversations["unjudged too"])), sort=sort
+        )
+        assert forward == order, sort
+        assert names(backward, conversations) == order[-4:-1], f"{sort}: the page before, in order"
 
 
 async def test_review_show_gives_each_criterions_reason_and_the_verdict_history(

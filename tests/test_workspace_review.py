@@ -217,6 +217,86 @@ async def test_the_judge_score_filter_selects_and_bulk_rejects_exactly_its_conve
     }
 
 
+def _shown(page: str) -> str:
+    found = re.search(r'action="/conversations/([0-9a-f-]+)/review" id="approve-form"', page)
+    assert found, "the queue shows a conversation"
+    return found.group(1)
+
+
+def _link(page: str, link_id: str) -> str:
+    found = re.search(rf'href="([^"]+)" id="{link_id}"', page)
+    assert found, f"the page has its {link_id} link"
+    return html.unescape(found.group(1))
+
+
+async def test_worst_judged_first_steps_through_judged_then_unjudged_with_j_and_k(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    xena = await new_user(sessions, "xena")
+    job = await new_job(sessions, xena.name)
+    conversations = {
+        "fair": await judged(sessions, storage, job, xena.name, 3.0, 3),
+        "worst": await judged(sessions, storage, job, xena.name, 1.5, 1),
+        "first unjudged": await new_conversation(sessions, storage, job, xena.name, dialogue("xena")),
+        "good": await judged(sessions, storage, job, xena.name, 4.0, 4),
+        "worst too": await judged(sessions, storage, job, xena.name, 1.5, 2),
+        "second unjudged": await new_conversation(sessions, storage, job, xena.name, dialogue("xena")),
+    }
+    by_id = {str(conversation): name for name, conversation in conversations.items()}
+    forward, backward = [], []
+    async with browser() as client:
+        await sign_in(client, workspace_url, xena.name, xena.password)
+        url: str | None = f"/review?job={job}&sort=judge-score"
+        while url:
+            async with client.get(f"{workspace_url}{url}") as queue:
+                page = await queue.text()
+            forward.append(by_id[_shown(page)])
+            assert "sort=judge-score" in _link(page, "previous"), "k keeps the order"
+            assert "sort=judge-score" in _link(page, "bulk-reject"), "so does a bulk link"
+            url = _link(page, "next") if 'id="next"' in page else None
+        for _ in forward[1:]:
+            async with client.get(f"{workspace_url}{_link(page, 'previous')}") as queue:
+                page = await queue.text()
+            backward.append(by_id[_shown(page)])
+        csrf = await page_token(client, workspace_url)
+        undo = {"csrf_token": csrf, "return_to": f"/review?job={job}&sort=judge-score", "job": str(job), "sort": "judge-score"}
+        async with client.post(
+            f"{workspace_url}/conversations/{conversations['fair']}/review",
+            data={"csrf_token": csrf, "decision": "approved"},
+        ) as decided:
+            assert decided.status == 200
+        async with client.post(f"{workspace_url}/review/undo", data=undo, allow_redirects=False) as undone:
+            assert "sort=judge-score" in undone.headers["Location"], "undo keeps the order"
+
+    worst_first = ["worst", "worst too", "fair", "good", "first unjudged", "second unjudged"]
+    assert forward == worst_first
+    assert backward == worst_first[-2::-1]
+
+
+async def test_the_queue_filters_by_one_criterion_and_exports_with_its_judge_score(
+    workspace_url: str, sessions: async_sessionmaker, storage: Storage
+) -> None:
+    yves = await new_user(sessions, "yves")
+    job = await new_job(sessions, yves.name)
+    wrong_facts = await judged(sessions, storage, job, yves.name, 3.8, 1)
+    await judged(sessions, storage, job, yves.name, 3.8, 4)
+    await new_conversation(sessions, storage, job, yves.name, dialogue("yves"))
+    async with browser() as client:
+        await sign_in(client, workspace_url, yves.name, yves.password)
+        async with client.get(
+            f"{workspace_url}/review?job={job}&criterion=topic_accuracy&max_criterion=2&min_judge_score=3.5"
+        ) as queue:
+            page = await queue.text()
+        async with client.get(f"{workspace_url}/review?job={job}&criterion=topic_accuracy&max_criterion=9") as refused:
+            assert refused.status == 400
+        async with client.get(f"{workspace_url}{_link(page, 'export')}") as exports_page:
+            export_form = await exports_page.text()
+    assert "1 match" in page and _shown(page) == str(wrong_facts)
+    assert "criterion=topic_accuracy&max_criterion=2" in _link(page, "previous")
+    assert _link(page, "export") == f"/exports?job={job}&min_quality=&min_judge_score=3.5"
+    assert 'name="min_judge_score" min="1" max="5" step="0.1" value="3.5"' in export_form
+
+
 async def test_another_users_export_is_not_found_by_url_or_api(
     workspace_url: str, sessions: async_sessionmaker
 ) -> None:

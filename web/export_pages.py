@@ -26,7 +26,9 @@ Ws = Annotated[Workspace, Depends(workspace)]
 
 
 @router.get("/exports")
-async def exports_page(request: Request, ws: Ws, user: PageUser, job: str = "", min_quality: str = "") -> Response:
+async def exports_page(
+    request: Request, ws: Ws, user: PageUser, job: str = "", min_quality: str = "", min_judge_score: str = ""
+) -> Response:
     return render(
         request,
         "exports.html",
@@ -36,6 +38,7 @@ async def exports_page(request: Request, ws: Ws, user: PageUser, job: str = "", 
             "jobs": await batches.list_jobs(ws.sessions, limit=JOBS_LISTED, visible=user.owner.jobs()),
             "chosen_job": job,
             "min_quality": min_quality,
+            "min_judge_score": min_judge_score,
             "formats": list(ExportFormat),
         },
     )
@@ -44,6 +47,7 @@ async def exports_page(request: Request, ws: Ws, user: PageUser, job: str = "", 
 @router.post("/exports")
 async def start(ws: Ws, user: PageUser, form: CheckedForm) -> Response:
     job, min_quality = str(form.get("job") or ""), str(form.get("min_quality") or "").strip()
+    min_judge_score = str(form.get("min_judge_score") or "").strip()
     try:
         request = exports.ExportRequest(
             owner=user.owner,
@@ -51,6 +55,7 @@ async def start(ws: Ws, user: PageUser, form: CheckedForm) -> Response:
             jobs=(job,) if job else (),
             review_status=ReviewStatus(str(form.get("status") or ReviewStatus.APPROVED.value)),
             min_quality=float(min_quality) if min_quality else None,
+            min_judge_score=float(min_judge_score) if min_judge_score else None,
             format=ExportFormat(str(form.get("format") or ExportFormat.MESSAGES.value)),
             split=str(form.get("split") or "train=1"),
             seed=int(str(form.get("seed") or "0")),

@@ -16,7 +16,7 @@ from models.enums import ReviewStatus
 from service import review
 from service.batches import BatchInputError
 from service.catalog import list_catalog
-from service.judge import JudgeFilter
+from service.judge import JudgeFilter, JudgeInputError, parse_criterion_bounds, rubric_criteria
 from service.near_duplicates import near_duplicate_pair
 from service.users import SignedIn
 from web.auth import CheckedForm, PageUser, local_path
@@ -30,6 +30,8 @@ DECISIONS_LISTED = 10
 # The queue counts its matches up to here (beyond, it says "10000+"): a count reads every row it
 # counts, and the bulk confirmation counts exactly.
 QUEUE_COUNT_UP_TO = 10_000
+# The queue's orders, as its form names them.
+QUEUE_SORTS = {"created": "oldest first", "judge-score": "worst judged first", "-judge-score": "best judged first"}
 DECISIONS = {"approved": ReviewStatus.APPROVED, "rejected": ReviewStatus.REJECTED}
 
 
@@ -47,6 +49,12 @@ class QueueFilter:
     topic: str = ""
     min_judge_score: str = ""
     max_judge_score: str = ""
+    # One criterion of the rubric, within bounds (1-5, inclusive).
+    criterion: str = ""
+    min_criterion: str = ""
+    max_criterion: str = ""
+    # The queue's order: a key of review.SORTS (oldest first, worst or best judged first).
+    sort: str = "created"
 
     @classmethod
     def of(cls, values: ImmutableMultiDict[str, Any] | FormData) -> QueueFilter:
@@ -66,6 +74,8 @@ class QueueFilter:
             judge=JudgeFilter(
                 min_score=_number(self.min_judge_score, "minimum judge score"),
                 max_score=_number(self.max_judge_score, "maximum judge score"),
+                criteria_min=_criterion_bound(self.criterion, self.min_criterion, "minimum"),
+                criteria_max=_criterion_bound(self.criterion, self.max_criterion, "maximum"),
             ),
         )
 
@@ -74,6 +84,10 @@ class QueueFilter:
         empty status, "any", is not the default "pending" and stays)."""
         changed = {name: value for name, value in vars(self).items() if value != _DEFAULTS[name]}
         return urlencode(changed | extra)
+
+    def export_query(self) -> str:
+        """What an export takes of the filters: the job, and the lowest quality and judge score."""
+        return urlencode({"job": self.job, "min_quality": self.min_quality, "min_judge_score": self.min_judge_score})
 
 
 _DEFAULTS = {name: field.default for name, field in QueueFilter.__dataclass_fields__.items()}
@@ -86,6 +100,16 @@ def _status(value: str) -> ReviewStatus | None:
         return ReviewStatus(value)
     except ValueError:
         raise BatchInputError(f"status {value!r} is not one of {', '.join(ReviewStatus)}") from None
+
+
+def _criterion_bound(criterion: str, value: str, what: str) -> tuple[tuple[str, int], ...]:
+    """The criterion's bound as the JudgeFilter takes it: none without a criterion or a value."""
+    if not criterion or not value:
+        return ()
+    try:
+        return parse_criterion_bounds([f"{criterion}={value}"], f"the {what} criterion score")
+    except JudgeInputError as error:
+        raise BatchInputError(str(error)) from None
 
 
 def _number(value: str, what: str) -> float | None:
@@ -104,21 +128,25 @@ async def queue(request: Request, ws: Ws, user: PageUser, at: str = "", before: 
     selection = filters.selection()
     position = review.Position(at=at or None, before=before or None)
     # Going forward, the same page holds the next conversation too.
-    listed = await review.list_conversations(ws.sessions, user.owner, selection, limit=1 if before else 2, position=position)
+    listed = await review.list_conversations(
+        ws.sessions, user.owner, selection, limit=1 if before else 2, position=position, sort=filters.sort
+    )
     current = listed[0] if listed else None
     if current is None and before:
         return RedirectResponse(f"/review?{filters.query()}", status_code=303)  # nothing before: the start
     # What the page shows besides the conversation reads other rows: asked for at once.
     pending = replace(selection, status=ReviewStatus.PENDING_REVIEW)
     counted = [selection] if selection == pending else [selection, pending]  # the queue's default: one count
-    catalog, sidebar, *counts = await asyncio.gather(
+    catalog, criteria, sidebar, *counts = await asyncio.gather(
         list_catalog(ws.sessions),
+        rubric_criteria(ws.sessions),
         _sidebar(ws, user),
         *(review.count_conversations(ws.sessions, user.owner, each, QUEUE_COUNT_UP_TO) for each in counted),
     )
     count, pending_count = counts[0], counts[-1]
     context: dict[str, Any] = {
-        "user": user, "filters": filters, "done": done, "catalog": catalog, "count": count,
+        "user": user, "filters": filters, "done": done, "catalog": catalog, "criteria": criteria,
+        "sorts": QUEUE_SORTS, "count": count,
         "pending_count": pending_count, "count_up_to": QUEUE_COUNT_UP_TO, **sidebar,
     }
     if current is None:
@@ -127,7 +155,8 @@ async def queue(request: Request, ws: Ws, user: PageUser, at: str = "", before: 
     if before:
         here = review.Position(at=str(current.conversation_id))
         following, shown = await asyncio.gather(
-            review.list_conversations(ws.sessions, user.owner, selection, limit=2, position=here), showing
+            review.list_conversations(ws.sessions, user.owner, selection, limit=2, position=here, sort=filters.sort),
+            showing,
         )
     else:
         following, shown = listed, await showing
